@@ -1,0 +1,58 @@
+"""Building blocks shared by every contract: strict models, ids, time zones, the envelope."""
+
+from __future__ import annotations
+
+import zoneinfo
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION: Literal[1] = 1
+
+# Ids are opaque to us; the pattern keeps them safe in keys, logs and SQL without quoting.
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]*$"),
+]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+LongText = Annotated[str, StringConstraints(max_length=4000)]
+Language = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+
+
+def _known_zone(name: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown IANA time zone {name!r}") from exc
+    return name
+
+
+TimeZoneName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    AfterValidator(_known_zone),
+    Field(description="IANA time zone name, e.g. Europe/Vilnius"),
+]
+
+Channel = Literal["sms", "email", "call_task"]
+TriggerKind = Literal["no_show", "unanswered_call", "stage_window_at_risk", "late_cancellation"]
+
+
+class Contract(BaseModel):
+    """Strict: no coercion, no unknown fields, immutable once built."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Envelope(Contract):
+    """Carried by every message on every topic."""
+
+    event_id: Id = Field(description="Unique and, where the fact allows, deterministic.")
+    occurred_at: AwareDatetime = Field(description="When the fact happened (with offset).")
+    source: ShortText = Field(description="Who produced it: service or ingest path.")
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    def key(self) -> bytes:
+        """The Kafka key: the patient, so one patient's events stay in order."""
+        patient_id: str = getattr(self, "patient_id")  # noqa: B009 - every topic model has it
+        return patient_id.encode()

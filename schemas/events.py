@@ -1,0 +1,282 @@
+"""One model per topic. These are the contracts the hospital's integrators read.
+
+The JSON Schemas under ``schemas/json`` are generated from these models
+(``make schemas``); a test fails when the two drift.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+from pydantic import AwareDatetime, Field, PositiveInt, model_validator
+
+from schemas.base import (
+    Channel,
+    Contract,
+    Envelope,
+    Id,
+    Language,
+    LongText,
+    ShortText,
+    TimeZoneName,
+    TriggerKind,
+)
+
+# --- followup.appointments ---------------------------------------------------------------
+
+AppointmentStatus = Literal[
+    "proposed",
+    "pending",
+    "booked",
+    "arrived",
+    "checked-in",
+    "fulfilled",
+    "cancelled",
+    "noshow",
+    "entered-in-error",
+    "waitlist",
+]
+AppointmentChange = Literal[
+    "booked", "rescheduled", "modified", "cancelled", "deleted", "noshow", "status_changed"
+]
+
+
+class AppointmentEvent(Envelope):
+    """The canonical state of one appointment after a change (a full snapshot, not a diff)."""
+
+    type: Literal["appointment"] = "appointment"
+    change: AppointmentChange
+    appointment_id: Id
+    patient_id: Id
+    start: AwareDatetime
+    end: AwareDatetime | None = None
+    timezone: TimeZoneName = Field(description="The clinic's zone for this visit.")
+    department: Id
+    practitioner_id: Id | None = None
+    status: AppointmentStatus
+    status_at: AwareDatetime | None = Field(
+        default=None, description="When the status took effect at the clinic (e.g. check-in)."
+    )
+    cancelled_by: Literal["patient", "clinic"] | None = None
+    plan_id: Id | None = None
+    stage_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> AppointmentEvent:
+        if self.end is not None and self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+
+# --- followup.plans ----------------------------------------------------------------------
+
+
+class TreatmentStage(Contract):
+    stage_id: Id
+    sequence: PositiveInt = Field(description="Order of the stage in the plan, from 1.")
+    name: ShortText
+    max_interval_days: PositiveInt | None = Field(
+        default=None,
+        description="The doctor's maximum interval after the previous stage, in days.",
+    )
+    notes: LongText | None = Field(default=None, description="The doctor's notes.")
+    completed_at: AwareDatetime | None = None
+
+
+class TreatmentPlanEvent(Envelope):
+    type: Literal["treatment_plan"] = "treatment_plan"
+    plan_id: Id
+    patient_id: Id
+    department: Id
+    timezone: TimeZoneName
+    responsible_practitioner_id: Id
+    supervisor_id: Id | None = None
+    stages: list[TreatmentStage] = Field(min_length=1, max_length=50)
+
+    @model_validator(mode="after")
+    def _ordered_stages(self) -> TreatmentPlanEvent:
+        sequences = [s.sequence for s in self.stages]
+        if sequences != sorted(set(sequences)):
+            raise ValueError("stages must have unique, increasing sequence numbers")
+        return self
+
+
+# --- followup.contacts (compacted; the only topic with personal data) --------------------
+
+
+class ChannelConsent(Contract):
+    sms: bool = True
+    email: bool = True
+    call: bool = True
+
+
+class ContactEvent(Envelope):
+    """Who the patient is and how to reach them. Read by the notifier alone."""
+
+    type: Literal["contact"] = "contact"
+    patient_id: Id
+    given_name: ShortText | None = None
+    family_name: ShortText | None = None
+    phone: ShortText | None = Field(default=None, description="As received; normalised later.")
+    email: ShortText | None = None
+    language: Language = "en"
+    timezone: TimeZoneName
+    consent: ChannelConsent = ChannelConsent()
+    status: Literal["active", "deceased", "transferred_out"] = "active"
+
+
+# --- followup.triggers -------------------------------------------------------------------
+
+
+class TriggerEvent(Envelope):
+    """A fact the tracker detected. ``event_id`` is deterministic: a replay adds nothing."""
+
+    type: Literal["trigger"] = "trigger"
+    kind: TriggerKind
+    patient_id: Id
+    department: Id
+    timezone: TimeZoneName
+    appointment_id: Id | None = None
+    appointment_start: AwareDatetime | None = None
+    practitioner_id: Id | None = None
+    plan_id: Id | None = None
+    stage_id: Id | None = Field(default=None, description="The stage the patient should reach.")
+    stage_deadline: AwareDatetime | None = None
+    case_id: Id | None = Field(default=None, description="For unanswered_call: the case.")
+    detected_at: AwareDatetime
+
+
+# --- followup.notifications --------------------------------------------------------------
+
+
+OutcomeKind = Literal[
+    # call results reported by an administrator
+    "answered_rebooked",
+    "answered_declined",
+    "callback_requested",
+    "no_answer",
+    "busy",
+    "voicemail",
+    "wrong_number",
+    # delivery
+    "task_created",
+    "sent",
+    "delivered",
+    "failed",
+    "channel_impossible",
+    "bounced",
+    # patient replies
+    "reply",
+    "opt_out",
+    "opt_in",
+    "help",
+    # corrections and withdrawals
+    "withdrawn",
+    "corrected",
+]
+
+
+class AttemptSummary(Contract):
+    attempt_number: PositiveInt
+    channel: Channel
+    at: AwareDatetime
+    outcome: OutcomeKind | None = None
+
+
+class NotificationCommand(Envelope):
+    """What the scheduler asks the notifier to do: one attempt of one case."""
+
+    type: Literal["notification"] = "notification"
+    idempotency_key: Id = Field(description="Derived from case and attempt number.")
+    case_id: Id
+    attempt_number: PositiveInt
+    patient_id: Id
+    purpose: Literal["follow_up", "escalation", "withdrawal"] = "follow_up"
+    channel: Channel
+    template: Id
+    reason: TriggerKind
+    department: Id
+    timezone: TimeZoneName
+    practitioner_id: Id | None = None
+    escalate_to: Id | None = Field(default=None, description="Practitioner or supervisor id.")
+    appointment_id: Id | None = None
+    appointment_start: AwareDatetime | None = None
+    plan_id: Id | None = None
+    stage_id: Id | None = None
+    stage_name: ShortText | None = None
+    stage_deadline: AwareDatetime | None = None
+    doctor_notes: LongText | None = None
+    window_start: AwareDatetime = Field(description="Not before this moment.")
+    window_end: AwareDatetime = Field(description="Useless after this moment.")
+    previous_attempts: list[AttemptSummary] = Field(default_factory=list, max_length=100)
+
+
+# --- followup.outcomes -------------------------------------------------------------------
+
+
+class OutcomeEvent(Envelope):
+    type: Literal["outcome"] = "outcome"
+    outcome: OutcomeKind
+    patient_id: Id
+    channel: Channel
+    case_id: Id | None = None
+    attempt_number: PositiveInt | None = None
+    idempotency_key: Id | None = None
+    respond_by: AwareDatetime | None = Field(
+        default=None, description="For task_created: when the call task's window ends."
+    )
+    detail: ShortText | None = Field(default=None, description="A reason code, never free text.")
+    reported_by: Id | None = None
+
+
+# --- followup.calltasks (egress to the clinic's own tools) -------------------------------
+
+
+class CallTaskEvent(Envelope):
+    """A call task for the front desk. It must say whom to call, so it carries the contact
+    details; the topic is an egress to the clinic's CRM connectors and is access-controlled."""
+
+    type: Literal["call_task"] = "call_task"
+    action: Literal["create", "withdraw"]
+    task_id: Id
+    case_id: Id
+    attempt_number: PositiveInt
+    patient_id: Id
+    patient_name: ShortText | None = None
+    phone: ShortText | None = None
+    phone_shared: bool = False
+    language: Language
+    reason: TriggerKind
+    purpose: Literal["follow_up", "escalation", "withdrawal"] = "follow_up"
+    department: Id
+    practitioner_id: Id | None = None
+    stage_name: ShortText | None = None
+    stage_deadline: AwareDatetime | None = None
+    doctor_notes: LongText | None = None
+    previous_attempts: list[AttemptSummary] = Field(default_factory=list, max_length=100)
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    script: LongText
+    report_url: ShortText | None = None
+
+
+# --- followup.deadletter -----------------------------------------------------------------
+
+
+class DeadLetter(Envelope):
+    """A message we could not use, kept with its original bytes so nothing is lost."""
+
+    type: Literal["dead_letter"] = "dead_letter"
+    patient_id: Id = Field(default="unknown", description="Unknown for bytes that never parsed.")
+    source_topic: ShortText | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+    original_key_b64: str | None = None
+    original_b64: str = Field(description="The original bytes, base64.")
+    reason: LongText = Field(description="Why it was refused; no personal data.")
+    error_type: ShortText
+
+    def key(self) -> bytes:
+        # Keep the original key so a dead letter can be replayed onto the same partition.
+        return base64.b64decode(self.original_key_b64) if self.original_key_b64 else b""
