@@ -1,0 +1,94 @@
+"""Deployment configuration from the environment, validated once at start-up.
+
+A service declares its settings as a pydantic model; ``load`` reads ``FOLLOWUP_<FIELD>``
+for every field and turns the first problem into one readable line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Literal, NoReturn, TypeVar
+
+from pydantic import AnyUrl, BaseModel, ConfigDict, Field, ValidationError
+
+from common.clock import Clock, ScaledClock, SystemClock
+
+PREFIX = "FOLLOWUP_"
+
+
+class ConfigError(Exception):
+    """A wrong configuration value; its message is one line fit for an operator."""
+
+
+class Settings(BaseModel):
+    """What every service needs. Services subclass it and add their own fields."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    service: str = "followup"
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    database_url: AnyUrl = AnyUrl("postgresql://followup:followup@127.0.0.1:15432/followup")
+    topic_prefix: str = ""
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    clock: Literal["system", "scaled"] = "system"
+    clock_anchor_real: datetime | None = None
+    clock_anchor_virtual: datetime | None = None
+    clock_speed: float = Field(default=1.0, gt=0)
+
+    def make_clock(self) -> Clock:
+        if self.clock == "system":
+            return SystemClock()
+        if self.clock_anchor_real is None or self.clock_anchor_virtual is None:
+            raise ConfigError(
+                f"{PREFIX}CLOCK=scaled needs {PREFIX}CLOCK_ANCHOR_REAL and "
+                f"{PREFIX}CLOCK_ANCHOR_VIRTUAL"
+            )
+        try:
+            return ScaledClock(self.clock_anchor_real, self.clock_anchor_virtual, self.clock_speed)
+        except ValueError as exc:
+            raise ConfigError(f"{PREFIX}CLOCK_ANCHOR_*: {exc}") from exc
+
+
+S = TypeVar("S", bound=Settings)
+
+
+def env_name(field: str) -> str:
+    return f"{PREFIX}{field.upper()}"
+
+
+def load(model: type[S], environ: Mapping[str, str] | None = None) -> S:
+    environ = os.environ if environ is None else environ
+    raw = {
+        name: environ[env_name(name)] for name in model.model_fields if env_name(name) in environ
+    }
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        shown = raw.get(field)
+        value = f" (got {shown!r})" if shown is not None and not _is_secret(field) else ""
+        raise ConfigError(f"{env_name(field)}: {first['msg']}{value}") from None
+
+
+def _is_secret(field: str) -> bool:
+    return any(word in field for word in ("secret", "token", "password", "url", "key"))
+
+
+def load_or_exit(model: type[S], environ: Mapping[str, str] | None = None) -> S:
+    """For a service's entry point: a wrong value stops it with one line on stderr."""
+    try:
+        return load(model, environ)
+    except ConfigError as exc:
+        _exit(str(exc))
+
+
+def _exit(message: str) -> NoReturn:
+    print(f"configuration error: {message}", file=sys.stderr)
+    raise SystemExit(2)

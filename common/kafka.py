@@ -1,0 +1,202 @@
+"""Kafka adapters: topic creation, a publisher of contract events, a decoding consumer loop.
+
+Consumers are at-least-once: the offset is committed after the handler returned, so
+handlers must be idempotent. A message that does not decode goes to the dead-letter topic
+and the loop goes on; a consumer never dies on one bad message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Generic, TypeVar
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from common.clock import Clock
+from common.codec import DecodeError, dead_letter, decode, encode
+from common.logs import get_logger
+from common.metrics import DEAD_LETTERS, EVENTS_CONSUMED
+from schemas.base import Envelope
+from schemas.topics import CATALOGUE, TopicNames, TopicSpec
+
+log = get_logger(__name__)
+
+# Errors that say "try again later", not "this event is bad".
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    KafkaConnectionError,
+)
+M = TypeVar("M", bound=Envelope)
+
+
+async def ensure_topics(
+    bootstrap: str, names: TopicNames, specs: Iterable[TopicSpec] = CATALOGUE
+) -> None:
+    """Create the catalogue's topics when missing (idempotent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = []
+        for spec in specs:
+            name = names.of(spec)
+            if name in existing:
+                continue
+            config = {"cleanup.policy": "compact"} if spec.compacted else {}
+            wanted.append(NewTopic(name, spec.partitions, 1, topic_configs=config))
+        if wanted:
+            # A replica may create the same topic at the same time: that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(wanted)
+    finally:
+        await admin.close()
+
+
+class KafkaPublisher:
+    """Publishes contract events keyed by patient; waits for the broker's acknowledgement."""
+
+    def __init__(self, bootstrap: str, *, client_id: str = "followup") -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def publish(self, topic: str, event: Envelope) -> None:
+        await self._producer.send_and_wait(topic, value=encode(event), key=event.key())
+
+    async def publish_many(self, topic: str, events: Iterable[Envelope]) -> None:
+        futures = [await self._producer.send(topic, value=encode(e), key=e.key()) for e in events]
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        await self._producer.send_and_wait(topic, value=value, key=key)
+
+
+class EventConsumer(Generic[M]):
+    """Reads one topic as ``model``, hands each event to ``handler``, dead-letters the rest."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        base_topic: str,
+        model: type[M],
+        group_id: str,
+        handler: Callable[[M], Awaitable[None]],
+        publisher: KafkaPublisher,
+        deadletter_topic: str,
+        service: str,
+        clock: Clock,
+    ) -> None:
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        self._topic = topic
+        self._base_topic = base_topic
+        self._model = model
+        self._handler = handler
+        self._publisher = publisher
+        self._deadletter_topic = deadletter_topic
+        self._service = service
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self.assigned = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"consume:{self._topic}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
+            if self._consumer.assignment():
+                self.assigned.set()
+            for _tp, records in batches.items():
+                for record in records:
+                    await self.handle_record(record)
+            if batches:
+                await self._consumer.commit()
+
+    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            event = decode(self._model, record.value)
+        except DecodeError as error:
+            await self._dead_letter(record, error)
+            return
+        delay = 0.2
+        while True:
+            try:
+                await self._handler(event)
+                break
+            except TRANSIENT_ERRORS as exc:
+                # The database or broker is away: wait and try the same event again.
+                log.warning("handler_retry", topic=record.topic, error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception as exc:  # one bad event must not stop the consumer
+                # Only the type: an exception's text may quote personal data.
+                log.error(
+                    "handler_failed",
+                    topic=record.topic,
+                    offset=record.offset,
+                    error=type(exc).__name__,
+                )
+                await self._dead_letter(
+                    record, DecodeError(f"handler failed: {type(exc).__name__}", "handler_error")
+                )
+                return
+        EVENTS_CONSUMED.labels(self._service, self._base_topic, "ok").inc()
+
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: DecodeError) -> None:
+        letter = dead_letter(
+            record.value,
+            record.key,
+            error=error,
+            service=self._service,
+            now=self._clock.now(),
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        await self._publisher.publish(self._deadletter_topic, letter)
+        DEAD_LETTERS.labels(self._service, error.error_type).inc()
+        EVENTS_CONSUMED.labels(self._service, self._base_topic, "dead_letter").inc()
+        log.warning(
+            "dead_letter",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error_type=error.error_type,
+        )
