@@ -1,0 +1,3 @@
+from services.tracker.app import main
+
+main()
