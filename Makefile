@@ -1,0 +1,55 @@
+# followup: the two commands a newcomer needs are `make demo` and `make test`.
+# Each sets up what is missing (venv, PostgreSQL, Kafka) before it runs.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+infra-up:
+	bash deploy/local/infra.sh up
+
+infra-down:
+	bash deploy/local/infra.sh down
+
+infra-status:
+	bash deploy/local/infra.sh status
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+schemas: setup
+	$(PY) -m schemas.generate
+
+unit: setup
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+integration: setup infra-up
+	$(PY) -m pytest tests/integration -q $(PYTEST_ARGS)
+
+test: setup infra-up lint
+	$(PY) -m pytest tests -q -ra $(PYTEST_ARGS)
+
+demo: setup infra-up
+	$(PY) -m demo
+
+bench: setup infra-up
+	$(PY) -m bench
+
+clean: infra-down
+	rm -rf .cache $(VENV)
