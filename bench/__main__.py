@@ -1,0 +1,22 @@
+"""`make bench`: every benchmark prints its figures next to a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import codec_bench
+
+SUITES = {"codec": codec_bench.run}
+
+
+def main(argv: list[str]) -> int:
+    wanted = argv or list(SUITES)
+    for name in wanted:
+        print(f"== {name}")
+        for figure in SUITES[name]():
+            print(figure.line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
