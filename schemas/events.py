@@ -126,6 +126,22 @@ class ContactEvent(Envelope):
     status: Literal["active", "deceased", "transferred_out"] = "active"
 
 
+# --- followup.patients (ids and status only) ---------------------------------------------
+
+
+class PatientStatusEvent(Envelope):
+    """A patient who must no longer be contacted (or may be again), without personal data.
+
+    The tracker derives it from HL7 PID-30 / ADT, FHIR Patient.deceased, or JSON; the
+    scheduler closes open cases and withdraws what was planned.
+    """
+
+    type: Literal["patient_status"] = "patient_status"
+    patient_id: Id
+    status: Literal["active", "deceased", "transferred_out"]
+    effective_at: AwareDatetime
+
+
 # --- followup.triggers -------------------------------------------------------------------
 
 

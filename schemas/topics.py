@@ -12,6 +12,7 @@ from schemas.events import (
     DeadLetter,
     NotificationCommand,
     OutcomeEvent,
+    PatientStatusEvent,
     TreatmentPlanEvent,
     TriggerEvent,
 )
@@ -40,6 +41,12 @@ CONTACTS = TopicSpec(
     "followup.contacts",
     ContactEvent,
     "Patient contact details and consent. Compacted; read by the notifier alone.",
+    compacted=True,
+)
+PATIENTS = TopicSpec(
+    "followup.patients",
+    PatientStatusEvent,
+    "Patient status without personal data: deceased or transferred out means no contact.",
     compacted=True,
 )
 TRIGGERS = TopicSpec(
@@ -73,6 +80,7 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     APPOINTMENTS,
     PLANS,
     CONTACTS,
+    PATIENTS,
     TRIGGERS,
     NOTIFICATIONS,
     OUTCOMES,
@@ -101,6 +109,10 @@ class TopicNames:
     @property
     def contacts(self) -> str:
         return self.of(CONTACTS)
+
+    @property
+    def patients(self) -> str:
+        return self.of(PATIENTS)
 
     @property
     def triggers(self) -> str:
