@@ -32,10 +32,13 @@ class CanonicalSink:
             "patient_status": names.patients,
         }
 
-    async def publish(self, source: str, events: Sequence[Envelope]) -> None:
-        """Publish and wait for the broker, so a positive answer means the events are stored."""
+    async def publish(self, way_in: str, events: Sequence[Envelope]) -> None:
+        """Publish and wait for the broker: a positive answer means the events are stored.
+
+        ``way_in`` is the metric's source label (hl7|fhir).
+        """
         for event in events:
             topic = self._topics[getattr(event, "type")]  # noqa: B009 - every contract has it
             await self._publisher.publish(topic, event)
         for event in events:
-            EVENTS.labels(source, event_type(event)).inc()
+            EVENTS.labels(way_in, event_type(event)).inc()

@@ -19,7 +19,7 @@ from hl7.mllp.streams import HL7StreamReader, HL7StreamWriter
 
 from common.clock import Clock
 from common.logs import get_logger
-from services.tracker.hl7_siu import SOURCE, Rejected, ack, map_siu, parse_message
+from services.tracker.hl7_siu import Rejected, ack, map_siu, parse_message
 from services.tracker.ingest import CanonicalSink
 from services.tracker.metrics import INGEST_REJECTED
 
@@ -107,7 +107,7 @@ class MllpListener:
         except Rejected as rejected:
             return self._refuse(message, rejected)
         try:
-            await self._sink.publish(SOURCE, result.events())
+            await self._sink.publish("hl7", result.events())
         except Exception as exc:  # the broker is away: the sender keeps it and resends
             log.error("hl7_store_failed", control_id=result.control_id, error=type(exc).__name__)
             return self._refuse(message, Rejected("AE", "207", "temporarily unable to store"))
