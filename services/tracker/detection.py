@@ -114,31 +114,40 @@ class Detector:
         self.rules = rules
         self.patients: dict[str, PatientState] = {}
         self._wakeups: list[_WakeUp] = []
+        # (patient, moment) already in the heap: a busy patient does not grow it.
+        self._pending: set[tuple[str, datetime]] = set()
         self._seq = 0
+        self._tracked = 0
 
     # --- what the worker needs ----------------------------------------------------------
 
     @property
     def tracked_appointments(self) -> int:
-        return sum(len(p.appointments) for p in self.patients.values())
+        return self._tracked
 
     def next_wakeup(self) -> datetime | None:
         return self._wakeups[0].at if self._wakeups else None
 
     def load(self, state: PatientState) -> None:
         """Adopt a patient's state restored from the changelog."""
+        self.drop(state.patient_id)
         self.patients[state.patient_id] = state
+        self._tracked += len(state.appointments)
         self._schedule(state)
 
     def drop(self, patient_id: str) -> None:
         """Forget a patient whose partition moved to another replica (its wake-ups go stale)."""
-        self.patients.pop(patient_id, None)
+        state = self.patients.pop(patient_id, None)
+        if state is not None:
+            self._tracked -= len(state.appointments)
 
     def due(self, now: datetime) -> list[Detection]:
         """Evaluate the patients whose wake-ups are due at ``now``."""
         patients: list[str] = []
         while self._wakeups and self._wakeups[0].at <= now:
-            patient_id = heapq.heappop(self._wakeups).patient_id
+            wakeup = heapq.heappop(self._wakeups)
+            patient_id = wakeup.patient_id
+            self._pending.discard((patient_id, wakeup.at))
             if patient_id not in patients:
                 patients.append(patient_id)
         found: list[Detection] = []
@@ -158,7 +167,8 @@ class Detector:
         state.department, state.timezone = event.department, event.timezone
         if event.status == "entered-in-error" or event.change == "deleted":
             # Never happened: forget it, pending no-show included.
-            state.appointments.pop(event.appointment_id, None)
+            if state.appointments.pop(event.appointment_id, None) is not None:
+                self._tracked -= 1
             return []
         effective = event.status_at or event.occurred_at
         arrived_at = known.arrived_at if known is not None else None
@@ -176,6 +186,8 @@ class Detector:
             last_occurred_at=event.occurred_at,
             arrived_at=arrived_at,
         )
+        if known is None:
+            self._tracked += 1
         state.appointments[event.appointment_id] = appointment
         if event.status == "fulfilled" and event.plan_id and event.stage_id:
             stages = state.completed.setdefault(event.plan_id, {})
@@ -317,6 +329,9 @@ class Detector:
             if deadline is not None:
                 moments.add(self._warn_at(deadline, plan.timezone))
         for moment in moments:
+            if (state.patient_id, moment) in self._pending:
+                continue
+            self._pending.add((state.patient_id, moment))
             self._seq += 1
             heapq.heappush(self._wakeups, _WakeUp(moment, self._seq, state.patient_id))
 

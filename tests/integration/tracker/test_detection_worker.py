@@ -112,3 +112,45 @@ async def test_bad_json_is_dead_lettered_and_the_next_event_flows(
     assert triggers[0].event_id == "no_show:appt-2"
     assert sorted(letter.error_type for letter in letters) == ["invalid_event", "invalid_json"]
     assert all(letter.source_topic == topics.appointments for letter in letters)
+
+
+async def test_two_replicas_split_the_partitions_and_emit_each_trigger_once(
+    kafka_bootstrap: str, topics: TopicNames, publisher: KafkaPublisher
+) -> None:
+    await ensure_changelog(kafka_bootstrap, topics, APPOINTMENTS.partitions)
+    clock = ManualClock(START - timedelta(hours=1))
+    first = make_worker(kafka_bootstrap, topics, clock)
+    await first.start()
+    patients = [f"pat-{n}" for n in range(12)]
+    try:
+        await publisher.publish_many(
+            topics.appointments, [booking(f"appt-{p}", p) for p in patients]
+        )
+        await wait_until(lambda: first.detector.tracked_appointments == len(patients))
+        second = make_worker(kafka_bootstrap, topics, clock)
+        await second.start()
+        try:
+            # The second replica takes half the partitions and restores their patients.
+            await wait_until(
+                lambda: (
+                    first.ready.is_set()
+                    and second.ready.is_set()
+                    and first.detector.tracked_appointments + second.detector.tracked_appointments
+                    == len(patients)
+                ),
+                timeout=60,
+            )
+            assert first.detector.tracked_appointments > 0
+            assert second.detector.tracked_appointments > 0
+            clock.set(START + timedelta(minutes=20))
+            triggers = await read_events(
+                kafka_bootstrap, topics.triggers, TriggerEvent, len(patients)
+            )
+            await asyncio.sleep(1.0)  # room for a duplicate to show up, if one were coming
+        finally:
+            await second.stop()
+    finally:
+        await first.stop()
+    records = await read_all(kafka_bootstrap, topics.triggers, quiet=1.0)
+    assert len(records) == len(patients)
+    assert sorted(t.event_id for t in triggers) == sorted(f"no_show:appt-{p}" for p in patients)
