@@ -43,6 +43,8 @@ class DetectionRules:
     no_show_grace: timedelta = timedelta(minutes=15)
     late_cancellation_window: timedelta = timedelta(hours=24)
     stage_lead_days: int = 7
+    # How long an appointment stays in memory after its start; what it emitted stays longer.
+    retention: timedelta = timedelta(days=30)
     default_department: str = "unknown"
     default_timezone: str = "UTC"
 
@@ -312,6 +314,11 @@ class Detector:
                     stage_id=deadline.stage.stage_id,
                     stage_deadline=deadline.deadline,
                 )
+        for appointment in list(state.appointments.values()):
+            if appointment.start + self.rules.retention <= now:
+                # Its facts are decided; completions and emitted ids are kept apart.
+                del state.appointments[appointment.appointment_id]
+                self._tracked -= 1
         return found
 
     def _schedule(self, state: PatientState) -> None:
@@ -321,6 +328,7 @@ class Detector:
             due = self._no_show_due(appointment)
             if due is not None and not state.has_emitted(f"no_show:{appointment.appointment_id}"):
                 moments.add(due)
+            moments.add(appointment.start + self.rules.retention)
         for task in state.call_tasks.values():
             if not task.answered and task.respond_by is not None:
                 moments.add(task.respond_by)

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from common.clock import ManualClock
 from common.kafka import KafkaPublisher
-from schemas.events import AppointmentEvent, DeadLetter, TriggerEvent
+from schemas.events import (
+    AppointmentEvent,
+    DeadLetter,
+    OutcomeEvent,
+    TreatmentPlanEvent,
+    TreatmentStage,
+    TriggerEvent,
+)
 from schemas.topics import APPOINTMENTS, TopicNames
 from services.tracker.detection import DetectionRules, Detector
 from services.tracker.worker import DetectionWorker, changelog_topic, ensure_changelog
@@ -93,22 +101,31 @@ async def test_no_show_survives_a_restart_and_is_emitted_once(
     assert {r.key for r in changelog} == {b"pat-1"}
 
 
-async def test_bad_json_is_dead_lettered_and_the_next_event_flows(
-    kafka_bootstrap: str, topics: TopicNames, publisher: KafkaPublisher
-) -> None:
+@pytest.fixture
+async def running(
+    kafka_bootstrap: str, topics: TopicNames
+) -> AsyncIterator[tuple[DetectionWorker, ManualClock]]:
+    """One worker whose clock is past the grace of START."""
     await ensure_changelog(kafka_bootstrap, topics, APPOINTMENTS.partitions)
     clock = ManualClock(START + timedelta(hours=1))
     worker = make_worker(kafka_bootstrap, topics, clock)
     await worker.start()
-    try:
-        await publisher.publish_raw(topics.appointments, b"{not json", key=b"pat-2")
-        wrong = booking().model_dump(mode="json") | {"status": "maybe"}
-        await publisher.publish_raw(topics.appointments, json.dumps(wrong).encode(), key=b"pat-2")
-        await publisher.publish(topics.appointments, booking("appt-2", "pat-2"))
-        triggers = await read_events(kafka_bootstrap, topics.triggers, TriggerEvent, 1)
-        letters = await read_events(kafka_bootstrap, topics.deadletter, DeadLetter, 2)
-    finally:
-        await worker.stop()
+    yield worker, clock
+    await worker.stop()
+
+
+async def test_bad_json_is_dead_lettered_and_the_next_event_flows(
+    kafka_bootstrap: str,
+    topics: TopicNames,
+    publisher: KafkaPublisher,
+    running: tuple[DetectionWorker, ManualClock],
+) -> None:
+    await publisher.publish_raw(topics.appointments, b"{not json", key=b"pat-2")
+    wrong = booking().model_dump(mode="json") | {"status": "maybe"}
+    await publisher.publish_raw(topics.appointments, json.dumps(wrong).encode(), key=b"pat-2")
+    await publisher.publish(topics.appointments, booking("appt-2", "pat-2"))
+    triggers = await read_events(kafka_bootstrap, topics.triggers, TriggerEvent, 1)
+    letters = await read_events(kafka_bootstrap, topics.deadletter, DeadLetter, 2)
     assert triggers[0].event_id == "no_show:appt-2"
     assert sorted(letter.error_type for letter in letters) == ["invalid_event", "invalid_json"]
     assert all(letter.source_topic == topics.appointments for letter in letters)
@@ -154,3 +171,42 @@ async def test_two_replicas_split_the_partitions_and_emit_each_trigger_once(
     records = await read_all(kafka_bootstrap, topics.triggers, quiet=1.0)
     assert len(records) == len(patients)
     assert sorted(t.event_id for t in triggers) == sorted(f"no_show:appt-{p}" for p in patients)
+
+
+async def test_plans_and_outcomes_as_json_on_kafka_give_their_triggers(
+    kafka_bootstrap: str,
+    topics: TopicNames,
+    publisher: KafkaPublisher,
+    running: tuple[DetectionWorker, ManualClock],
+) -> None:
+    _worker, clock = running
+    completed = START - timedelta(days=20)
+    plan = TreatmentPlanEvent(
+        event_id="plan-7:v1",
+        occurred_at=completed,
+        source="integrator",
+        plan_id="plan-7",
+        patient_id="pat-7",
+        department="dental",
+        timezone="Europe/Vilnius",
+        responsible_practitioner_id="dr-7",
+        stages=[
+            TreatmentStage(stage_id="s1", sequence=1, name="Extraction", completed_at=completed),
+            TreatmentStage(stage_id="s2", sequence=2, name="Implant", max_interval_days=21),
+        ],
+    )
+    call = OutcomeEvent(
+        event_id="clinic-call-1",
+        occurred_at=clock.now(),
+        source="integrator",
+        outcome="busy",
+        patient_id="pat-8",
+        channel="call_task",
+    )
+    await publisher.publish(topics.plans, plan)
+    await publisher.publish(topics.outcomes, call)
+    triggers = await read_events(kafka_bootstrap, topics.triggers, TriggerEvent, 2)
+    by_kind = {t.kind: t for t in triggers}
+    assert by_kind["stage_window_at_risk"].event_id == "stage_window_at_risk:plan-7:s2"
+    assert by_kind["stage_window_at_risk"].stage_deadline is not None
+    assert by_kind["unanswered_call"].event_id == "unanswered_call:clinic-call-1"

@@ -374,3 +374,15 @@ def test_state_survives_a_json_round_trip_and_keeps_emitted() -> None:
     restored.load(PatientState.model_validate_json(raw))
     assert restored.patients["pat-1"] == detector.patients["pat-1"]
     assert restored.due(START + timedelta(hours=1)) == []  # already emitted before restart
+
+
+def test_old_appointments_leave_memory_but_their_trigger_is_not_repeated() -> None:
+    detector = Detector(RULES)
+    detector.on_appointment(appointment(at=START - timedelta(days=1)), START - timedelta(days=1))
+    assert ids(detector.due(START + timedelta(minutes=15))) == ["no_show:appt-1"]
+    later = START + RULES.retention
+    assert detector.due(later) == []
+    assert detector.tracked_appointments == 0
+    # A stale copy of the booking replayed afterwards emits nothing again.
+    detector.on_appointment(appointment(at=START - timedelta(days=1)), later)
+    assert detector.due(later + timedelta(minutes=1)) == []

@@ -115,3 +115,13 @@ def test_ack_echoes_the_control_id_and_carries_err_when_negative() -> None:
     assert str(negative.segment("MSA")(1)) == "AE"
     assert str(negative.segment("ERR")(3)(1)(1)) == "101"
     assert "PID-3" in str(negative.segment("ERR")(8))
+
+
+def test_adt_discharge_with_death_indicator_gives_status_and_no_appointment() -> None:
+    text = siu("S12", "A03-1", death="Y").replace("SIU^S12^SIU_S12", "ADT^A03^ADT_A03")
+    result = mapped(text)
+    assert result.appointment is None
+    assert result.patient_status is not None and result.patient_status.status == "deceased"
+    assert result.patient_status.effective_at == datetime(
+        2026, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=2))
+    )
