@@ -14,8 +14,8 @@ state, which the worker persists to a changelog together with the rest of the st
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -104,11 +104,8 @@ def _task_key(case_id: str, attempt_number: int) -> str:
     return f"{case_id}:{attempt_number}"
 
 
-@dataclass(order=True)
-class _WakeUp:
-    at: datetime
-    seq: int
-    patient_id: str = field(compare=False)
+# (POSIX seconds, sequence, patient id): plain tuples keep the heap cheap to compare.
+_WakeUp = tuple[float, int, str]
 
 
 class Detector:
@@ -117,7 +114,7 @@ class Detector:
         self.patients: dict[str, PatientState] = {}
         self._wakeups: list[_WakeUp] = []
         # (patient, moment) already in the heap: a busy patient does not grow it.
-        self._pending: set[tuple[str, datetime]] = set()
+        self._pending: set[tuple[str, float]] = set()
         self._seq = 0
         self._tracked = 0
 
@@ -128,7 +125,7 @@ class Detector:
         return self._tracked
 
     def next_wakeup(self) -> datetime | None:
-        return self._wakeups[0].at if self._wakeups else None
+        return datetime.fromtimestamp(self._wakeups[0][0], UTC) if self._wakeups else None
 
     def load(self, state: PatientState) -> None:
         """Adopt a patient's state restored from the changelog."""
@@ -146,10 +143,10 @@ class Detector:
     def due(self, now: datetime) -> list[Detection]:
         """Evaluate the patients whose wake-ups are due at ``now``."""
         patients: list[str] = []
-        while self._wakeups and self._wakeups[0].at <= now:
-            wakeup = heapq.heappop(self._wakeups)
-            patient_id = wakeup.patient_id
-            self._pending.discard((patient_id, wakeup.at))
+        limit = now.timestamp()
+        while self._wakeups and self._wakeups[0][0] <= limit:
+            at, _seq, patient_id = heapq.heappop(self._wakeups)
+            self._pending.discard((patient_id, at))
             if patient_id not in patients:
                 patients.append(patient_id)
         found: list[Detection] = []
@@ -337,11 +334,12 @@ class Detector:
             if deadline is not None:
                 moments.add(self._warn_at(deadline, plan.timezone))
         for moment in moments:
-            if (state.patient_id, moment) in self._pending:
+            at = moment.timestamp()
+            if (state.patient_id, at) in self._pending:
                 continue
-            self._pending.add((state.patient_id, moment))
+            self._pending.add((state.patient_id, at))
             self._seq += 1
-            heapq.heappush(self._wakeups, _WakeUp(moment, self._seq, state.patient_id))
+            heapq.heappush(self._wakeups, (at, self._seq, state.patient_id))
 
     # --- emitting -----------------------------------------------------------------------
 

@@ -139,8 +139,11 @@ class DetectionWorker:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        # Not in the middle of a batch: its triggers and changelog go out together. No
+        # final commit: a fetched batch may not have been processed yet.
+        async with self._lock:
+            for task in self._tasks:
+                task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -22,7 +22,7 @@ from schemas.events import (
 from schemas.topics import APPOINTMENTS, TopicNames
 from services.tracker.detection import DetectionRules, Detector
 from services.tracker.worker import DetectionWorker, changelog_topic, ensure_changelog
-from tests.support.kafka import read_all, read_events
+from tests.support.kafka import read_all, read_events, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +71,8 @@ async def test_no_show_survives_a_restart_and_is_emitted_once(
     try:
         await publisher.publish(topics.appointments, booking())
         await wait_until(lambda: first.detector.tracked_appointments == 1)
+        stored = await read_records(kafka_bootstrap, changelog_topic(topics), 1)
+        assert stored[0].key == b"pat-1"
     finally:
         await first.stop()  # between the booking and its grace deadline
 
