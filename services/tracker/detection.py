@@ -198,7 +198,9 @@ class Detector:
             event.status == "cancelled"
             and event.cancelled_by == "patient"
             and effective > event.start - self.rules.late_cancellation_window
-            and (arrived_at is None)
+            and arrived_at is None
+            # A visit already reported missed is one case, not two.
+            and not state.has_emitted(f"no_show:{event.appointment_id}")
         ):
             found += self._emit(
                 state, "late_cancellation", appointment, now, detectable_at=effective

@@ -386,3 +386,14 @@ def test_old_appointments_leave_memory_but_their_trigger_is_not_repeated() -> No
     # A stale copy of the booking replayed afterwards emits nothing again.
     detector.on_appointment(appointment(at=START - timedelta(days=1)), later)
     assert detector.due(later + timedelta(minutes=1)) == []
+
+
+def test_cancellation_after_a_reported_no_show_is_not_a_second_case() -> None:
+    detector = Detector(RULES)
+    detector.on_appointment(appointment(at=START - timedelta(days=1)), START - timedelta(days=1))
+    assert ids(detector.due(START + timedelta(minutes=15))) == ["no_show:appt-1"]
+    at = START + timedelta(hours=1)
+    found = detector.on_appointment(
+        appointment("cancelled", at=at, change="cancelled", cancelled_by="patient"), at
+    )
+    assert found == []
