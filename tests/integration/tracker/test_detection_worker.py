@@ -23,6 +23,7 @@ from schemas.topics import APPOINTMENTS, TopicNames
 from services.tracker.detection import DetectionRules, Detector
 from services.tracker.worker import DetectionWorker, changelog_topic, ensure_changelog
 from tests.support.kafka import read_all, read_events, read_records
+from tests.unit.tracker.events import booking as canonical_booking
 
 pytestmark = pytest.mark.integration
 
@@ -30,18 +31,7 @@ START = datetime(2026, 3, 2, 7, 30, tzinfo=UTC)
 
 
 def booking(appointment_id: str = "appt-1", patient_id: str = "pat-1") -> AppointmentEvent:
-    return AppointmentEvent(
-        event_id=f"{appointment_id}:booked",
-        occurred_at=START - timedelta(days=3),
-        source="integrator",
-        change="booked",
-        appointment_id=appointment_id,
-        patient_id=patient_id,
-        start=START,
-        timezone="Europe/Vilnius",
-        department="dental",
-        status="booked",
-    )
+    return canonical_booking(appointment_id, patient_id, START)
 
 
 def make_worker(bootstrap: str, topics: TopicNames, clock: ManualClock) -> DetectionWorker:

@@ -16,11 +16,11 @@ import hl7
 import pytest
 
 from common.kafka import KafkaPublisher
-from schemas.events import AppointmentEvent
 from schemas.topics import TopicNames
 from services.tracker.worker import changelog_topic
 from tests.support.infra import REPO
 from tests.support.kafka import read_all, read_records
+from tests.unit.tracker.events import booking
 
 pytestmark = pytest.mark.integration
 
@@ -99,21 +99,7 @@ async def test_killed_between_booking_and_grace_the_no_show_comes_exactly_once(
     start = anchor_virtual + timedelta(minutes=5)  # grace ends 12 real seconds after the anchor
     first, _, _ = await start_tracker(kafka_bootstrap, topics, **clock)
     try:
-        await publisher.publish(
-            topics.appointments,
-            AppointmentEvent(
-                event_id="appt-k:booked",
-                occurred_at=anchor_virtual - timedelta(days=1),
-                source="integrator",
-                change="booked",
-                appointment_id="appt-k",
-                patient_id="pat-k",
-                start=start,
-                timezone="Europe/Vilnius",
-                department="dental",
-                status="booked",
-            ),
-        )
+        await publisher.publish(topics.appointments, booking("appt-k", "pat-k", start))
         await read_records(kafka_bootstrap, changelog_topic(topics), 1)
     finally:
         first.send_signal(signal.SIGKILL)  # no goodbye: offsets and group left as they are
