@@ -170,7 +170,9 @@ class Detector:
                 self._tracked -= 1
             return []
         effective = event.status_at or event.occurred_at
-        arrived_at = known.arrived_at if known is not None else None
+        # An arrival belongs to a slot: a new start time is a new chance to miss it.
+        same_slot = known is not None and known.start == event.start
+        arrived_at = known.arrived_at if known is not None and same_slot else None
         if event.status in ATTENDED and arrived_at is None:
             arrived_at = effective
         appointment = TrackedAppointment(

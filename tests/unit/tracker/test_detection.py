@@ -397,3 +397,18 @@ def test_cancellation_after_a_reported_no_show_is_not_a_second_case() -> None:
         appointment("cancelled", at=at, change="cancelled", cancelled_by="patient"), at
     )
     assert found == []
+
+
+def test_arrival_belongs_to_its_slot_not_to_a_later_reschedule() -> None:
+    detector = Detector(RULES)
+    first = START - timedelta(days=10)
+    detector.on_appointment(appointment(at=first - timedelta(days=1), start=first), first)
+    detector.on_appointment(
+        appointment("arrived", at=first, start=first, change="status_changed"), first
+    )
+    # The same appointment id moved to a new slot (a follow-up visit), then missed.
+    detector.on_appointment(
+        appointment(at=first + timedelta(hours=2), change="rescheduled"),
+        first + timedelta(hours=2),
+    )
+    assert ids(detector.due(START + timedelta(minutes=15))) == ["no_show:appt-1"]
