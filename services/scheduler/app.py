@@ -2,24 +2,197 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from pydantic import Field
+
 from common import logs
-from common.config import Settings, load_or_exit
+from common.clock import Clock
+from common.config import ConfigError, Settings, load_or_exit
+from common.db import create_pool, migrate
 from common.http import OpsServer
+from common.kafka import EventConsumer, KafkaPublisher, ensure_topics
 from common.service import run, wait_for_stop_signal
+from schemas.base import Envelope
+from schemas.events import (
+    AppointmentEvent,
+    OutcomeEvent,
+    PatientStatusEvent,
+    TreatmentPlanEvent,
+    TriggerEvent,
+)
+from schemas.topics import TopicNames
+from services.scheduler.api import CaseApi
+from services.scheduler.ledger import CaseLedger
+from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy, PolicyError
+from services.scheduler.relay import OutboxRelay
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+log = logs.get_logger(__name__)
 
 
 class SchedulerSettings(Settings):
     service: str = "scheduler"
+    http_port: int = Field(default=8082, ge=0, le=65535)
+    db_schema: str = "scheduler"
+    policy_path: Path = DEFAULT_POLICY_PATH
+    api_token: str = Field(default="", description="Bearer token of the case API.")
+    consumer_group: str = "scheduler"
+    fire_batch: int = Field(default=200, ge=1, le=10_000)
+    relay_batch: int = Field(default=500, ge=1, le=10_000)
+    poll_seconds: float = Field(default=0.5, gt=0)
+
+
+class Scheduler:
+    """The running service: consumers, the firing, review and relay loops, the HTTP API."""
+
+    def __init__(self, settings: SchedulerSettings, clock: Clock, policy: CadencePolicy) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.policy = policy
+        self.topics = TopicNames(prefix=settings.topic_prefix)
+        self.ops = OpsServer(settings.service)
+        self.pool: asyncpg.Pool | None = None
+        self.ledger: CaseLedger | None = None
+        self.publisher = KafkaPublisher(settings.kafka_bootstrap, client_id=settings.service)
+        self._consumers: list[EventConsumer[Any]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, *, consume: bool = True, loops: bool = True, http: bool = True) -> None:
+        s = self.settings
+        dsn = str(s.database_url)
+        await migrate(dsn, s.db_schema, MIGRATIONS)
+        self.pool = await create_pool(dsn, s.db_schema)
+        self.ledger = ledger = CaseLedger(self.pool, self.policy, self.clock)
+        await ensure_topics(s.kafka_bootstrap, self.topics)
+        await self.publisher.start()
+        if consume:
+            self._consume(
+                self.topics.triggers, "followup.triggers", TriggerEvent, ledger.handle_trigger
+            )
+            self._consume(
+                self.topics.outcomes, "followup.outcomes", OutcomeEvent, ledger.handle_outcome
+            )
+            self._consume(
+                self.topics.appointments,
+                "followup.appointments",
+                AppointmentEvent,
+                ledger.handle_appointment,
+            )
+            self._consume(
+                self.topics.plans, "followup.plans", TreatmentPlanEvent, ledger.handle_plan
+            )
+            self._consume(
+                self.topics.patients,
+                "followup.patients",
+                PatientStatusEvent,
+                ledger.handle_patient_status,
+            )
+            for consumer in self._consumers:
+                await consumer.start()
+        if loops:
+            relay = OutboxRelay(self.pool, self.publisher, self.topics.notifications, self.clock)
+            self._loop("fire", lambda: ledger.fire_due(s.fire_batch), s.fire_batch)
+            self._loop("review", lambda: ledger.review_due(s.fire_batch), s.fire_batch)
+            self._loop("relay", lambda: relay.publish_pending(s.relay_batch), s.relay_batch)
+            self._loop("gauges", _counting(ledger.refresh_gauges), 1, every=5.0)
+        if http:
+            if s.api_token:
+                CaseApi(self.pool, s.api_token).mount(self.ops.app)
+            else:
+                log.warning("case_api_disabled", reason="FOLLOWUP_API_TOKEN is not set")
+            self.ops.add_readiness_check("database", self._database_ready)
+            await self.ops.start(s.http_host, s.http_port)
+            log.info("started", port=self.ops.port)
+
+    def _consume(
+        self,
+        topic: str,
+        base_topic: str,
+        model: type[Envelope],
+        handler: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        s = self.settings
+        self._consumers.append(
+            EventConsumer(
+                bootstrap=s.kafka_bootstrap,
+                topic=topic,
+                base_topic=base_topic,
+                model=model,
+                group_id=f"{s.topic_prefix}{s.consumer_group}",
+                handler=handler,
+                publisher=self.publisher,
+                deadletter_topic=self.topics.deadletter,
+                service=s.service,
+                clock=self.clock,
+            )
+        )
+
+    def _loop(
+        self, name: str, work: Callable[[], Awaitable[int]], batch: int, every: float | None = None
+    ) -> None:
+        pause = every or self.settings.poll_seconds
+
+        async def forever() -> None:
+            while True:
+                try:
+                    done = await work()
+                except Exception as exc:  # the loop outlives a database or broker hiccup
+                    log.warning("loop_failed", loop=name, error=type(exc).__name__)
+                    done = 0
+                if done < batch:
+                    # A polling rhythm in real seconds, not clinic time: due work is found
+                    # by comparing with the injected clock inside the query.
+                    await asyncio.sleep(pause)
+
+        self._tasks.append(asyncio.create_task(forever(), name=f"scheduler:{name}"))
+
+    async def _database_ready(self) -> bool:
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            return bool(await conn.fetchval("SELECT true"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for consumer in self._consumers:
+            await consumer.stop()
+        await self.ops.stop()
+        await self.publisher.stop()
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def consumers_assigned(self) -> None:
+        await asyncio.gather(*(c.assigned.wait() for c in self._consumers))
+
+
+def _counting(work: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[int]]:
+    async def counted() -> int:
+        await work()
+        return 0
+
+    return counted
 
 
 async def serve(settings: SchedulerSettings) -> None:
-    ops = OpsServer(settings.service)
-    await ops.start(settings.http_host, settings.http_port)
-    logs.get_logger(__name__).info("started", port=ops.port)
+    try:
+        policy = CadencePolicy.load(settings.policy_path)
+        clock = settings.make_clock()
+    except (PolicyError, ConfigError) as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
+    scheduler = Scheduler(settings, clock, policy)
+    await scheduler.start()
     try:
         await wait_for_stop_signal()
     finally:
-        await ops.stop()
+        await scheduler.stop()
 
 
 def main() -> None:

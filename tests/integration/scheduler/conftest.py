@@ -1,0 +1,88 @@
+"""Fixtures for the scheduler's integration tests: a migrated schema, a ledger, samples."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+
+from common.clock import ManualClock
+from common.db import create_pool, migrate
+from schemas.events import OutcomeEvent, TriggerEvent
+from services.scheduler.app import MIGRATIONS
+from services.scheduler.ledger import CaseLedger
+from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
+
+VILNIUS = ZoneInfo("Europe/Vilnius")
+# A Monday morning at the clinic.
+MISSED = datetime(2026, 3, 2, 9, 30, tzinfo=VILNIUS)
+
+
+@pytest.fixture
+async def pool(database_url: str, pg_schema: str) -> AsyncIterator[asyncpg.Pool]:
+    await migrate(database_url, pg_schema, MIGRATIONS)
+    created = await create_pool(database_url, pg_schema, max_size=4)
+    yield created
+    await created.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(MISSED + timedelta(minutes=20))
+
+
+@pytest.fixture
+def policy() -> CadencePolicy:
+    return CadencePolicy.load(DEFAULT_POLICY_PATH)
+
+
+@pytest.fixture
+def ledger(pool: asyncpg.Pool, policy: CadencePolicy, clock: ManualClock) -> CaseLedger:
+    return CaseLedger(pool, policy, clock)
+
+
+def no_show(patient: str = "pat-1", appointment: str = "appt-1", **extra: object) -> TriggerEvent:
+    fields: dict[str, object] = {
+        "event_id": f"no_show:{appointment}",
+        "occurred_at": MISSED + timedelta(minutes=20),
+        "source": "tracker",
+        "kind": "no_show",
+        "patient_id": patient,
+        "department": "dental",
+        "timezone": "Europe/Vilnius",
+        "appointment_id": appointment,
+        "appointment_start": MISSED,
+        "practitioner_id": "dr-7",
+        "detected_at": MISSED + timedelta(minutes=20),
+    }
+    fields.update(extra)
+    return TriggerEvent.model_validate(fields)
+
+
+def outcome(
+    case_id: str,
+    attempt: int,
+    kind: str,
+    at: datetime,
+    *,
+    patient: str = "pat-1",
+    channel: str = "call_task",
+    detail: str | None = None,
+) -> OutcomeEvent:
+    return OutcomeEvent.model_validate(
+        {
+            "event_id": f"{case_id}:{attempt}:{kind}",
+            "occurred_at": at,
+            "source": "notifier",
+            "outcome": kind,
+            "patient_id": patient,
+            "channel": channel,
+            "case_id": case_id,
+            "attempt_number": attempt,
+            "idempotency_key": f"{case_id}:{attempt}",
+            "detail": detail,
+        }
+    )

@@ -1,0 +1,229 @@
+"""The case ledger on real PostgreSQL: cases, attempts, outbox, outcomes, bookings, status."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from common.clock import ManualClock
+from schemas.events import AppointmentEvent, PatientStatusEvent, TreatmentPlanEvent
+from services.scheduler.cases import case_id_for
+from services.scheduler.ledger import CaseLedger
+from tests.integration.scheduler.conftest import MISSED, VILNIUS, no_show, outcome
+
+pytestmark = pytest.mark.integration
+CASE = case_id_for("no_show:appt-1")
+
+
+async def case_row(pool: asyncpg.Pool, case_id: str = CASE) -> dict[str, Any]:
+    row = await pool.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
+    assert row is not None
+    return dict(row)
+
+
+async def attempts(pool: asyncpg.Pool, case_id: str = CASE) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT * FROM attempts WHERE case_id = $1 ORDER BY attempt_number", case_id
+    )
+    return [dict(r) for r in rows]
+
+
+async def outbox_keys(pool: asyncpg.Pool) -> list[str]:
+    return [r["idempotency_key"] for r in await pool.fetch("SELECT * FROM outbox ORDER BY id")]
+
+
+async def fire_at(ledger: CaseLedger, clock: ManualClock, moment: datetime) -> int:
+    clock.set(moment)
+    return await ledger.fire_due()
+
+
+async def test_a_trigger_opens_one_case_and_plans_the_first_call(
+    ledger: CaseLedger, pool: asyncpg.Pool
+) -> None:
+    await ledger.handle_trigger(no_show())
+    await ledger.handle_trigger(no_show())  # redelivered: nothing new
+    # Another fact for the same patient and reason joins the open case.
+    await ledger.handle_trigger(no_show(appointment="appt-2"))
+    assert await pool.fetchval("SELECT count(*) FROM cases") == 1
+    case = await case_row(pool)
+    assert (case["state"], case["reason"], case["patient_id"]) == ("open", "no_show", "pat-1")
+    planned = await attempts(pool)
+    assert len(planned) == 1
+    assert planned[0]["channel"] == "call_task" and planned[0]["state"] == "planned"
+    # PT1H after the missed visit, inside business hours.
+    assert planned[0]["planned_at"] == MISSED + timedelta(hours=1)
+    events = [r["event"] for r in await pool.fetch("SELECT event FROM case_history ORDER BY id")]
+    assert events == ["opened", "planned", "joined"]
+
+
+async def test_firing_writes_the_command_and_plans_the_next_step(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    await ledger.handle_trigger(no_show())
+    assert await fire_at(ledger, clock, MISSED + timedelta(minutes=59)) == 0
+    assert await fire_at(ledger, clock, MISSED + timedelta(hours=1, seconds=5)) == 1
+    assert await ledger.fire_due() == 0  # fired once only
+    assert await outbox_keys(pool) == [f"{CASE}:1"]
+    payload = await pool.fetchval("SELECT payload FROM outbox")
+    assert '"purpose": "follow_up"' in payload and '"channel": "call_task"' in payload
+    rows = await attempts(pool)
+    assert [(a["state"], a["channel"]) for a in rows] == [
+        ("fired", "call_task"),
+        ("planned", "sms"),
+    ]
+    assert (await case_row(pool))["state"] == "contacting"
+
+
+async def test_no_answer_moves_the_next_call_to_another_time_of_day(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    await ledger.handle_trigger(no_show())
+    await fire_at(ledger, clock, MISSED + timedelta(hours=1))
+    clock.set(MISSED + timedelta(hours=2))
+    await ledger.handle_outcome(outcome(CASE, 1, "no_answer", clock.now()))
+    # The SMS step, then the next call: never in the morning slot that went unanswered.
+    sms = (await attempts(pool))[1]
+    assert sms["channel"] == "sms" and sms["state"] == "planned"
+    await fire_at(ledger, clock, sms["planned_at"])
+    call = (await attempts(pool))[2]
+    assert call["channel"] == "call_task"
+    assert call["planned_at"].astimezone(VILNIUS).hour >= 12
+
+
+async def test_rebooked_on_the_call_closes_the_case_recovered(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    await ledger.handle_trigger(no_show())
+    await fire_at(ledger, clock, MISSED + timedelta(hours=1))
+    rebooked = outcome(CASE, 1, "answered_rebooked", clock.now())
+    await ledger.handle_outcome(rebooked)
+    await ledger.handle_outcome(rebooked)
+    case = await case_row(pool)
+    assert (case["state"], case["resolution"]) == ("closed", "recovered")
+    assert [a["state"] for a in await attempts(pool)] == ["fired", "cancelled"]
+    assert await fire_at(ledger, clock, MISSED + timedelta(days=5)) == 0
+
+
+async def test_stop_on_sms_holds_for_every_case_and_falls_back(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    await ledger.handle_trigger(no_show())
+    late = no_show(event_id="late_cancellation:appt-9", kind="late_cancellation")
+    await ledger.handle_trigger(late)
+    stop = outcome(CASE, 1, "opt_out", clock.now(), channel="sms")
+    await ledger.handle_outcome(
+        stop.model_copy(update={"case_id": None, "attempt_number": None, "idempotency_key": None})
+    )
+    other = case_id_for("late_cancellation:appt-9")
+    # The late cancellation's first step was an SMS: it is planned on another channel now.
+    assert (await attempts(pool, other))[0]["channel"] != "sms"
+    moment = MISSED
+    for _ in range(8):  # walk the no-show case through its cadence
+        rows = await attempts(pool)
+        planned = [a for a in rows if a["state"] == "planned"]
+        if not planned:
+            break
+        moment = max(moment, planned[0]["planned_at"])
+        await fire_at(ledger, clock, moment)
+    channels = {a["channel"] for a in await attempts(pool)}
+    assert "sms" not in channels and channels
+
+
+async def test_a_booking_closes_what_it_satisfies(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    await ledger.handle_trigger(no_show())
+    await ledger.handle_trigger(no_show(patient="pat-2", appointment="appt-5"))
+    await fire_at(ledger, clock, MISSED + timedelta(hours=1))  # both contacted
+    other = case_id_for("no_show:appt-5")
+
+    def booking(patient: str, department: str) -> AppointmentEvent:
+        return AppointmentEvent(
+            event_id=f"appt-new-{patient}:booked",
+            occurred_at=clock.now(),
+            source="tracker",
+            change="booked",
+            appointment_id=f"appt-new-{patient}",
+            patient_id=patient,
+            start=MISSED + timedelta(days=3),
+            timezone="Europe/Vilnius",
+            department=department,
+            status="booked",
+        )
+
+    await ledger.handle_appointment(booking("pat-1", "dental"))
+    await ledger.handle_appointment(booking("pat-2", "cardiology"))  # another department
+    assert (await case_row(pool))["resolution"] == "recovered"
+    assert (await case_row(pool, other))["state"] != "closed"
+
+
+async def test_a_deceased_patient_closes_cases_and_withdraws_the_call_task(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    await ledger.handle_trigger(no_show())
+    await fire_at(ledger, clock, MISSED + timedelta(hours=1))
+    status = PatientStatusEvent(
+        event_id="patient-status:pat-1:deceased",
+        occurred_at=clock.now(),
+        source="tracker",
+        patient_id="pat-1",
+        status="deceased",
+        effective_at=clock.now(),
+    )
+    await ledger.handle_patient_status(status)
+    await ledger.handle_patient_status(status)
+    case = await case_row(pool)
+    assert (case["state"], case["resolution"]) == ("closed", "deceased")
+    assert await outbox_keys(pool) == [f"{CASE}:1", f"{CASE}:1:withdrawal"]
+    payload = await pool.fetchval("SELECT payload FROM outbox ORDER BY id DESC LIMIT 1")
+    assert '"purpose": "withdrawal"' in payload
+    # A new fact for the same patient opens nothing.
+    await ledger.handle_trigger(no_show(appointment="appt-3"))
+    assert await pool.fetchval("SELECT count(*) FROM cases") == 1
+
+
+async def test_a_stage_deadline_too_close_escalates_to_the_doctor(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    plan = TreatmentPlanEvent.model_validate(
+        {
+            "event_id": "plan-1:v1",
+            "occurred_at": MISSED - timedelta(days=30),
+            "source": "tracker",
+            "plan_id": "plan-1",
+            "patient_id": "pat-1",
+            "department": "dental",
+            "timezone": "Europe/Vilnius",
+            "responsible_practitioner_id": "dr-7",
+            "supervisor_id": "dr-1",
+            "stages": [
+                {
+                    "stage_id": "s1",
+                    "sequence": 1,
+                    "name": "Extraction",
+                    "completed_at": MISSED - timedelta(days=9),
+                },
+                {"stage_id": "s2", "sequence": 2, "name": "Implant", "max_interval_days": 10},
+            ],
+        }
+    )
+    await ledger.handle_plan(plan)
+    trigger = no_show(
+        event_id="stage_window_at_risk:plan-1:s2",
+        kind="stage_window_at_risk",
+        plan_id="plan-1",
+        stage_id="s2",
+        appointment_id=None,
+        appointment_start=None,
+    )
+    await ledger.handle_trigger(trigger)
+    case = await case_row(pool, case_id_for(trigger.event_id))
+    # The deadline comes from the plan: 10 days after the extraction, end of that day.
+    assert case["stage_deadline"].astimezone(VILNIUS).date() == (MISSED + timedelta(days=1)).date()
+    assert case["stage_name"] == "Implant" and case["supervisor_id"] == "dr-1"
+    rows = await attempts(pool, case["case_id"])
+    assert rows[0]["purpose"] == "escalation" and rows[0]["escalate_to"] == "dr-7"
+    assert case["state"] == "escalating"
