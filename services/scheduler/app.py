@@ -71,6 +71,12 @@ class Scheduler:
         self.ledger = ledger = CaseLedger(self.pool, self.policy, self.clock)
         await ensure_topics(s.kafka_bootstrap, self.topics)
         await self.publisher.start()
+        if loops:
+            relay = OutboxRelay(self.pool, self.publisher, self.topics.notifications, self.clock)
+            self._loop("fire", lambda: ledger.fire_due(s.fire_batch), s.fire_batch)
+            self._loop("review", lambda: ledger.review_due(s.fire_batch), s.fire_batch)
+            self._loop("relay", lambda: relay.publish_pending(s.relay_batch), s.relay_batch)
+            self._loop("gauges", _counting(ledger.refresh_gauges), 1, every=5.0)
         if consume:
             self._consume(
                 self.topics.triggers, "followup.triggers", TriggerEvent, ledger.handle_trigger
@@ -95,12 +101,6 @@ class Scheduler:
             )
             for consumer in self._consumers:
                 await consumer.start()
-        if loops:
-            relay = OutboxRelay(self.pool, self.publisher, self.topics.notifications, self.clock)
-            self._loop("fire", lambda: ledger.fire_due(s.fire_batch), s.fire_batch)
-            self._loop("review", lambda: ledger.review_due(s.fire_batch), s.fire_batch)
-            self._loop("relay", lambda: relay.publish_pending(s.relay_batch), s.relay_batch)
-            self._loop("gauges", _counting(ledger.refresh_gauges), 1, every=5.0)
         if http:
             if s.api_token:
                 CaseApi(self.pool, s.api_token).mount(self.ops.app)
@@ -124,7 +124,8 @@ class Scheduler:
                 topic=topic,
                 base_topic=base_topic,
                 model=model,
-                group_id=f"{s.topic_prefix}{s.consumer_group}",
+                # A group per topic: one topic's rebalance does not pause the others.
+                group_id=f"{s.topic_prefix}{s.consumer_group}.{base_topic}",
                 handler=handler,
                 publisher=self.publisher,
                 deadletter_topic=self.topics.deadletter,
@@ -188,9 +189,11 @@ async def serve(settings: SchedulerSettings) -> None:
     except (PolicyError, ConfigError) as exc:
         raise SystemExit(f"configuration error: {exc}") from None
     scheduler = Scheduler(settings, clock, policy)
-    await scheduler.start()
+    stop = asyncio.create_task(wait_for_stop_signal())
+    await asyncio.sleep(0)  # the signal handlers are in place before the slower start
     try:
-        await wait_for_stop_signal()
+        await scheduler.start()
+        await stop
     finally:
         await scheduler.stop()
 

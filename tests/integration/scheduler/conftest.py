@@ -11,7 +11,7 @@ import pytest
 
 from common.clock import ManualClock
 from common.db import create_pool, migrate
-from schemas.events import OutcomeEvent, TriggerEvent
+from schemas.events import AppointmentEvent, OutcomeEvent, TriggerEvent
 from services.scheduler.app import MIGRATIONS
 from services.scheduler.ledger import CaseLedger
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
@@ -85,4 +85,48 @@ def outcome(
             "idempotency_key": f"{case_id}:{attempt}",
             "detail": detail,
         }
+    )
+
+
+async def seed_due_cases(
+    pool: asyncpg.Pool, count: int, planned_at: datetime, window_end: datetime
+) -> None:
+    """``count`` open no-show cases, each with a planned SMS due at ``planned_at``."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """INSERT INTO cases (case_id, patient_id, reason, department, timezone, state,
+                   trigger_event_id, fact_at, opened_at, updated_at)
+               SELECT 'case-' || n, 'pat-' || n, 'no_show', 'dental', 'Europe/Vilnius', 'open',
+                   'no_show:appt-' || n, $1, $1, $1
+               FROM generate_series(1, $2) AS n""",
+            planned_at,
+            count,
+        )
+        await conn.execute(
+            """INSERT INTO attempts (case_id, attempt_number, purpose, channel, template, state,
+                   planned_at, window_end)
+               SELECT 'case-' || n, 1, 'follow_up', 'sms', 'no_show_sms', 'planned', $1, $2
+               FROM generate_series(1, $3) AS n""",
+            planned_at,
+            window_end,
+            count,
+        )
+
+
+def booking(
+    patient: str, department: str, at: datetime, appointment: str | None = None
+) -> AppointmentEvent:
+    """A new visit booked for ``patient``, two days after the missed one."""
+    appointment = appointment or f"appt-new-{patient}"
+    return AppointmentEvent(
+        event_id=f"{appointment}:booked",
+        occurred_at=at,
+        source="tracker",
+        change="booked",
+        appointment_id=appointment,
+        patient_id=patient,
+        start=MISSED + timedelta(days=2),
+        timezone="Europe/Vilnius",
+        department=department,
+        status="booked",
     )

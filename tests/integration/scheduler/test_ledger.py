@@ -9,10 +9,16 @@ import asyncpg
 import pytest
 
 from common.clock import ManualClock
-from schemas.events import AppointmentEvent, PatientStatusEvent, TreatmentPlanEvent
+from schemas.events import PatientStatusEvent, TreatmentPlanEvent
 from services.scheduler.cases import case_id_for
 from services.scheduler.ledger import CaseLedger
-from tests.integration.scheduler.conftest import MISSED, VILNIUS, no_show, outcome
+from tests.integration.scheduler.conftest import (
+    MISSED,
+    VILNIUS,
+    booking,
+    no_show,
+    outcome,
+)
 
 pytestmark = pytest.mark.integration
 CASE = case_id_for("no_show:appt-1")
@@ -140,22 +146,10 @@ async def test_a_booking_closes_what_it_satisfies(
     await fire_at(ledger, clock, MISSED + timedelta(hours=1))  # both contacted
     other = case_id_for("no_show:appt-5")
 
-    def booking(patient: str, department: str) -> AppointmentEvent:
-        return AppointmentEvent(
-            event_id=f"appt-new-{patient}:booked",
-            occurred_at=clock.now(),
-            source="tracker",
-            change="booked",
-            appointment_id=f"appt-new-{patient}",
-            patient_id=patient,
-            start=MISSED + timedelta(days=3),
-            timezone="Europe/Vilnius",
-            department=department,
-            status="booked",
-        )
-
-    await ledger.handle_appointment(booking("pat-1", "dental"))
-    await ledger.handle_appointment(booking("pat-2", "cardiology"))  # another department
+    await ledger.handle_appointment(booking("pat-1", "dental", clock.now()))
+    await ledger.handle_appointment(
+        booking("pat-2", "cardiology", clock.now())
+    )  # another department
     assert (await case_row(pool))["resolution"] == "recovered"
     assert (await case_row(pool, other))["state"] != "closed"
 
