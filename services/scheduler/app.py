@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from schemas.events import (
 )
 from schemas.topics import TopicNames
 from services.scheduler.api import CaseApi
+from services.scheduler.guards import Cap, ContactRules
 from services.scheduler.ledger import CaseLedger
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy, PolicyError
 from services.scheduler.relay import OutboxRelay
@@ -46,6 +48,19 @@ class SchedulerSettings(Settings):
     fire_batch: int = Field(default=200, ge=1, le=10_000)
     relay_batch: int = Field(default=500, ge=1, le=10_000)
     poll_seconds: float = Field(default=0.5, gt=0)
+    # Frequency caps per patient over all cases (rolling 24 h / 7 days); calls apart.
+    cap_messages_per_day: int = Field(default=1, ge=1)
+    cap_messages_per_week: int = Field(default=3, ge=1)
+    cap_calls_per_day: int = Field(default=2, ge=1)
+    cap_calls_per_week: int = Field(default=5, ge=1)
+    conversation_quiet_hours: float = Field(default=24.0, gt=0)
+
+    def contact_rules(self) -> ContactRules:
+        return ContactRules(
+            messages=Cap(self.cap_messages_per_day, self.cap_messages_per_week),
+            calls=Cap(self.cap_calls_per_day, self.cap_calls_per_week),
+            conversation_quiet=timedelta(hours=self.conversation_quiet_hours),
+        )
 
 
 class Scheduler:
@@ -68,7 +83,7 @@ class Scheduler:
         dsn = str(s.database_url)
         await migrate(dsn, s.db_schema, MIGRATIONS)
         self.pool = await create_pool(dsn, s.db_schema)
-        self.ledger = ledger = CaseLedger(self.pool, self.policy, self.clock)
+        self.ledger = ledger = CaseLedger(self.pool, self.policy, self.clock, s.contact_rules())
         await ensure_topics(s.kafka_bootstrap, self.topics)
         await self.publisher.start()
         if loops:

@@ -21,6 +21,7 @@ The rules, in order:
    goes in business hours, and after an unanswered call in another slot of the day; an SMS
    or email goes outside quiet hours. When the step's channel is impossible the fallback
    order picks another.
+   A step held (frequency cap, conversation in progress) waits until ``not_before``.
 5. Stage deadline: the last useful moment is the deadline minus ``rebook_lead``. The delay
    shrinks so that the remaining attempts fit before it; a step that would still land after
    it is moved to the earliest allowed moment (on any usable channel); when none is left,
@@ -97,6 +98,8 @@ class CaseView:
     supervisor_id: str | None = None
     opted_out: frozenset[Channel] = frozenset()
     impossible: frozenset[Channel] = frozenset()
+    # A frequency cap or a conversation in progress holds the next step until then.
+    not_before: datetime | None = None
 
 
 # --- decisions -------------------------------------------------------------------------
@@ -156,6 +159,8 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
     step = rules.steps[step_index]
     base = (last.fired_at or last.planned_at) if last else case.opened_at
     earliest = max(now, _busy_until(last)) if last else now
+    if case.not_before is not None:
+        earliest = max(earliest, case.not_before.astimezone(UTC))
     normal = _wall_add(base, step.delay, zone)
     candidate = normal
     last_useful = _last_useful(rules, case)

@@ -136,8 +136,8 @@ def build_command(
     )
 
 
-# A result an administrator or the patient gave: later receipts do not overwrite it.
-RESULTS: frozenset[OutcomeKind] = frozenset(
+# What the front desk reports after calling: it answers a patient's open reply too.
+CALL_RESULTS: frozenset[OutcomeKind] = frozenset(
     {
         "answered_rebooked",
         "answered_declined",
@@ -146,11 +146,11 @@ RESULTS: frozenset[OutcomeKind] = frozenset(
         "busy",
         "voicemail",
         "wrong_number",
-        "failed",
-        "bounced",
-        "channel_impossible",
     }
 )
+
+# A result an administrator or the patient gave: later receipts do not overwrite it.
+RESULTS: frozenset[OutcomeKind] = CALL_RESULTS | {"failed", "bounced", "channel_impossible"}
 
 
 def should_record(current: str | None, new: OutcomeKind) -> bool:

@@ -45,6 +45,7 @@ from services.scheduler.cadence import (
     outcome_effect,
 )
 from services.scheduler.cases import (
+    CALL_RESULTS,
     CaseFacts,
     booking_resolution,
     build_command,
@@ -53,6 +54,14 @@ from services.scheduler.cases import (
     should_record,
     task_still_out,
     withdrawal_key,
+)
+from services.scheduler.guards import (
+    WEEK,
+    ContactRules,
+    Hold,
+    channel_class,
+    conversation_until,
+    hold_for,
 )
 from services.scheduler.policy import CadencePolicy
 
@@ -104,10 +113,17 @@ def to_facts(row: Record) -> CaseFacts:
 
 
 class CaseLedger:
-    def __init__(self, pool: asyncpg.Pool, policy: CadencePolicy, clock: Clock) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        policy: CadencePolicy,
+        clock: Clock,
+        contact_rules: ContactRules | None = None,
+    ) -> None:
         self._pool = pool
         self._policy = policy
         self._clock = clock
+        self._contact_rules = contact_rules or ContactRules()
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Tx]:
@@ -203,6 +219,7 @@ class CaseLedger:
                 return
             if outcome.outcome in ("opt_out", "opt_in"):
                 await self._opt(tx, outcome)
+            await _note_conversation(tx, outcome)
             where = _attempt_of(outcome)
             if where is None:
                 return  # not one of ours (e.g. the clinic's own call): the tracker's business
@@ -391,15 +408,37 @@ class CaseLedger:
                 by_case[r["case_id"]].append(to_attempt(r))
                 templates[(r["case_id"], r["attempt_number"])] = r["template"]
             opted = await _opted_out_many(tx.conn, [c["patient_id"] for c in cases.values()])
+            contacts = await _lock_contacts(tx, sorted({c["patient_id"] for c in cases.values()}))
             for r in due:
                 case = cases[r["case_id"]]
+                patient = case["patient_id"]
                 attempts = by_case[r["case_id"]]
                 index = next(i for i, a in enumerate(attempts) if a.number == r["attempt_number"])
                 attempt = attempts[index]
-                template = templates[(case["case_id"], attempt.number)]
-                attempts[index] = await self._fire_one(tx, case, attempt, template, attempts)
-                await self._decide(tx, case, attempts, opted.get(case["patient_id"], set()))
+                hold = None
+                if attempt.purpose == "follow_up":
+                    hold = contacts.hold(patient, attempt.channel, self._contact_rules, tx.now)
+                if hold is not None:
+                    await self._hold(tx, case, attempt, hold)
+                    attempts.pop(index)
+                else:
+                    template = templates[(case["case_id"], attempt.number)]
+                    attempts[index] = await self._fire_one(tx, case, attempt, template, attempts)
+                    await contacts.record(tx, case["case_id"], patient, attempts[index])
+                not_before = hold.until if hold is not None else None
+                await self._decide(tx, case, attempts, opted.get(patient, set()), not_before)
             return len(due)
+
+    async def _hold(self, tx: Tx, case: Record, attempt: AttemptRecord, hold: Hold) -> None:
+        """Not now: the step is planned afresh from ``hold.until`` (or escalates)."""
+        await tx.conn.execute(
+            "DELETE FROM attempts WHERE case_id = $1 AND attempt_number = $2",
+            case["case_id"],
+            attempt.number,
+        )
+        detail = {"attempt": attempt.number, "rule": hold.rule, "until": hold.until.isoformat()}
+        await _history(tx, case["case_id"], "held", case["state"], detail)
+        tx.after.append(metrics.HELD.labels(hold.rule).inc)
 
     async def _fire_one(
         self,
@@ -486,7 +525,12 @@ class CaseLedger:
         await self._decide(tx, case, attempts, opted.get(case["patient_id"], set()))
 
     async def _decide(
-        self, tx: Tx, case: Record, attempts: Sequence[AttemptRecord], opted: Iterable[str]
+        self,
+        tx: Tx,
+        case: Record,
+        attempts: Sequence[AttemptRecord],
+        opted: Iterable[str],
+        not_before: datetime | None = None,
     ) -> None:
         rules = self._policy.rules_for(case["department"], case["reason"])
         view = CaseView(
@@ -499,6 +543,7 @@ class CaseLedger:
             supervisor_id=case["supervisor_id"],
             opted_out=frozenset(cast(Iterable[Channel], opted)),
             impossible=frozenset(case["impossible_channels"]),
+            not_before=not_before,
         )
         decision = next_decision(rules, view, tx.now)
         number = max((a.number for a in attempts), default=0) + 1
@@ -571,6 +616,87 @@ class CaseLedger:
 
 
 # --- SQL pieces ------------------------------------------------------------------------
+
+
+@dataclass
+class _Contacts:
+    """The batch's patients' recent contacts and open conversations, under their locks."""
+
+    sent: dict[tuple[str, str], list[datetime]]
+    tasks: dict[str, list[tuple[datetime, datetime]]]
+    replies: dict[str, datetime]
+
+    def hold(
+        self, patient: str, channel: Channel, rules: ContactRules, now: datetime
+    ) -> Hold | None:
+        ends = conversation_until(self.tasks[patient], self.replies.get(patient), rules, now)
+        return hold_for(channel, self.sent[(patient, channel_class(channel))], ends, rules, now)
+
+    async def record(self, tx: Tx, case_id: str, patient: str, attempt: AttemptRecord) -> None:
+        if attempt.state != "fired" or attempt.purpose != "follow_up":
+            return
+        kind = channel_class(attempt.channel)
+        self.sent[(patient, kind)].append(tx.now)
+        if attempt.channel == "call_task":
+            self.tasks[patient].append((tx.now, attempt.window_end))
+        await tx.conn.execute(
+            "INSERT INTO contact_log (case_id, attempt_number, patient_id, channel_class, "
+            "sent_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            case_id,
+            attempt.number,
+            patient,
+            kind,
+            tx.now,
+        )
+
+
+async def _lock_contacts(tx: Tx, patients: list[str]) -> _Contacts:
+    """Lock the patients (sorted, so replicas never deadlock) and read their contacts."""
+    await tx.conn.execute(
+        "INSERT INTO patient_locks (patient_id) SELECT p FROM unnest($1::text[]) AS p "
+        "ORDER BY p ON CONFLICT DO NOTHING",
+        patients,
+    )
+    await tx.conn.execute(
+        "SELECT patient_id FROM patient_locks WHERE patient_id = ANY($1) "
+        "ORDER BY patient_id FOR UPDATE",
+        patients,
+    )
+    contacts = _Contacts(defaultdict(list), defaultdict(list), {})
+    for r in await tx.conn.fetch(
+        "SELECT patient_id, channel_class, sent_at FROM contact_log "
+        "WHERE patient_id = ANY($1) AND sent_at > $2",
+        patients,
+        tx.now - WEEK,
+    ):
+        contacts.sent[(r["patient_id"], r["channel_class"])].append(r["sent_at"])
+    for r in await tx.conn.fetch(
+        """SELECT c.patient_id, a.fired_at, a.window_end
+             FROM attempts a JOIN cases c ON c.case_id = a.case_id
+            WHERE c.patient_id = ANY($1) AND c.state <> 'closed'
+              AND a.channel = 'call_task' AND a.purpose = 'follow_up' AND a.state = 'fired'
+              AND (a.outcome IS NULL OR a.outcome = 'task_created') AND a.window_end > $2""",
+        patients,
+        tx.now,
+    ):
+        contacts.tasks[r["patient_id"]].append((r["fired_at"], r["window_end"]))
+    for r in await tx.conn.fetch(
+        "SELECT patient_id, since FROM open_replies WHERE patient_id = ANY($1)", patients
+    ):
+        contacts.replies[r["patient_id"]] = r["since"]
+    return contacts
+
+
+async def _note_conversation(tx: Tx, outcome: OutcomeEvent) -> None:
+    """A patient's reply opens a conversation; a call result from the front desk answers it."""
+    if outcome.outcome == "reply":
+        await tx.conn.execute(
+            "INSERT INTO open_replies (patient_id, since) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            outcome.patient_id,
+            tx.now,
+        )
+    elif outcome.outcome in CALL_RESULTS:
+        await tx.conn.execute("DELETE FROM open_replies WHERE patient_id = $1", outcome.patient_id)
 
 
 async def _first_time(tx: Tx, topic: str, event_id: str) -> bool:

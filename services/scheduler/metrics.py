@@ -42,3 +42,11 @@ OUTBOX_BACKLOG = Gauge("followup_scheduler_outbox_backlog", "Outbox commands not
 OUTBOX_PUBLISHED = Counter(
     "followup_scheduler_outbox_published_total", "Outbox commands published to Kafka."
 )
+HELD = Counter(
+    "followup_scheduler_held_total",
+    "Due attempts held back and moved later, by rule.",
+    ["rule"],
+)
+CORRECTIONS = Counter(
+    "followup_scheduler_corrections_total", "Outcomes corrected by an administrator."
+)

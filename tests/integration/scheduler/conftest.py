@@ -130,3 +130,21 @@ def booking(
         department=department,
         status="booked",
     )
+
+
+def late_cancellation(appointment: str = "appt-9") -> TriggerEvent:
+    return no_show(event_id=f"late_cancellation:{appointment}", kind="late_cancellation")
+
+
+def patient_outcome(kind: str, at: datetime, channel: str, event_id: str) -> OutcomeEvent:
+    """An inbound reply or STOP: about the patient, not about one case."""
+    return OutcomeEvent.model_validate(
+        {
+            "event_id": event_id,
+            "occurred_at": at,
+            "source": "notifier",
+            "outcome": kind,
+            "patient_id": "pat-1",
+            "channel": channel,
+        }
+    )

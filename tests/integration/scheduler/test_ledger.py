@@ -16,8 +16,10 @@ from tests.integration.scheduler.conftest import (
     MISSED,
     VILNIUS,
     booking,
+    late_cancellation,
     no_show,
     outcome,
+    patient_outcome,
 )
 
 pytestmark = pytest.mark.integration
@@ -117,12 +119,8 @@ async def test_stop_on_sms_holds_for_every_case_and_falls_back(
     ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
 ) -> None:
     await ledger.handle_trigger(no_show())
-    late = no_show(event_id="late_cancellation:appt-9", kind="late_cancellation")
-    await ledger.handle_trigger(late)
-    stop = outcome(CASE, 1, "opt_out", clock.now(), channel="sms")
-    await ledger.handle_outcome(
-        stop.model_copy(update={"case_id": None, "attempt_number": None, "idempotency_key": None})
-    )
+    await ledger.handle_trigger(late_cancellation())
+    await ledger.handle_outcome(patient_outcome("opt_out", clock.now(), "sms", "stop-1"))
     other = case_id_for("late_cancellation:appt-9")
     # The late cancellation's first step was an SMS: it is planned on another channel now.
     assert (await attempts(pool, other))[0]["channel"] != "sms"

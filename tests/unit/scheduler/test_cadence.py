@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -483,3 +484,23 @@ def test_lost_channels() -> None:
         "email",
     }
     assert lost_channels("channel_impossible", "sms", "no_consent") == {"sms"}
+
+
+# --- held steps (issue 8) ----------------------------------------------------------------
+
+
+def test_a_held_step_moves_to_the_next_allowed_moment() -> None:
+    clock = ManualClock(MISSED + timedelta(minutes=20))
+    held_until = datetime(2026, 3, 3, 9, 0, tzinfo=VILNIUS)
+    view = replace(case(), not_before=held_until)
+    decision = plan(RULES, view, clock)
+    assert decision.channel == "call_task"  # the same step, later: not another channel
+    assert decision.planned_at == held_until.astimezone(UTC)
+
+
+def test_a_hold_past_the_last_useful_moment_escalates() -> None:
+    now = datetime(2026, 3, 2, 10, 0, tzinfo=VILNIUS)
+    deadline = datetime(2026, 3, 5, 23, 0, tzinfo=VILNIUS)  # last useful: Tuesday 23:00
+    view = replace(case(opened=now, deadline=deadline), not_before=deadline)
+    decision = next_decision(RULES, view, now)
+    assert isinstance(decision, Escalate) and decision.reason == "deadline"
