@@ -1,4 +1,5 @@
-"""The read API for operators and integrators: cases, their attempts and history; ids only.
+"""The case API for operators and integrators: cases, their attempts and history (ids only),
+and the correction of a wrong outcome.
 
 Mounted on the ops server's aiohttp app. Every route needs ``Authorization: Bearer <token>``
 (FOLLOWUP_API_TOKEN); a wrong request answers 4xx with the reason.
@@ -10,12 +11,17 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
 import asyncpg
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from schemas.base import TriggerKind
+from common.codec import describe
+from schemas.base import Id, TriggerKind
+from schemas.events import OutcomeKind
+from services.scheduler.cases import RESULTS
+from services.scheduler.ledger import CaseLedger, OutcomeCorrection
 
 Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATES = ("open", "contacting", "escalating", "closed")
@@ -47,16 +53,31 @@ def _bad(reason: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=json.dumps({"error": reason}), content_type="application/json")
 
 
+class CorrectionRequest(BaseModel):
+    """An administrator's correction of a wrong outcome (e.g. rebooked was recorded)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    correction_id: Id = Field(description="Chosen by the caller; a repeat changes nothing.")
+    outcome: OutcomeKind
+    reported_by: Id
+    detail: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,50}$")] | None = None
+
+
 class CaseApi:
-    def __init__(self, pool: asyncpg.Pool, token: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, token: str, ledger: CaseLedger) -> None:
         if not token:
             raise ValueError("the case API needs a bearer token")
         self._pool = pool
         self._token = token
+        self._ledger = ledger
 
     def mount(self, app: web.Application) -> None:
         app.router.add_get("/cases", self._guard(self.list_cases))
         app.router.add_get("/cases/{case_id}", self._guard(self.get_case))
+        app.router.add_post(
+            "/cases/{case_id}/attempts/{attempt_number}/corrections",
+            self._guard(self.correct),
+        )
 
     def _guard(self, route: Route) -> Route:
         async def guarded(request: web.Request) -> web.StreamResponse:
@@ -137,6 +158,34 @@ class CaseApi:
         body["attempts"] = [_row(a) for a in attempts]
         body["history"] = [{**_row(h), "detail": json.loads(h["detail"])} for h in history]
         return web.json_response(body)
+
+    async def correct(self, request: web.Request) -> web.Response:
+        number = request.match_info["attempt_number"]
+        if not number.isdigit() or int(number) < 1:
+            raise _bad("attempt_number must be a positive integer")
+        try:
+            correction = CorrectionRequest.model_validate_json(await request.read())
+        except ValidationError as exc:
+            raise _bad(describe(exc)[0]) from None
+        if correction.outcome not in RESULTS:
+            raise _bad(f"outcome must be one of {sorted(RESULTS)}")
+        try:
+            result = await self._ledger.correct_outcome(
+                request.match_info["case_id"],
+                int(number),
+                OutcomeCorrection(
+                    correction.correction_id,
+                    correction.outcome,
+                    correction.reported_by,
+                    correction.detail,
+                ),
+            )
+        except LookupError:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": "no such case or fired attempt"}),
+                content_type="application/json",
+            ) from None
+        return web.json_response({"result": result})
 
 
 def _moment(name: str, value: str) -> datetime:

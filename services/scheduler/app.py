@@ -118,7 +118,7 @@ class Scheduler:
                 await consumer.start()
         if http:
             if s.api_token:
-                CaseApi(self.pool, s.api_token).mount(self.ops.app)
+                CaseApi(self.pool, s.api_token, ledger).mount(self.ops.app)
             else:
                 log.warning("case_api_disabled", reason="FOLLOWUP_API_TOKEN is not set")
             self.ops.add_readiness_check("database", self._database_ready)

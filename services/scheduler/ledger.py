@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, TypeAlias, cast
+from typing import Any, Literal, TypeAlias, cast
 
 import asyncpg
 
@@ -28,6 +28,7 @@ from schemas.events import (
     AppointmentEvent,
     NotificationCommand,
     OutcomeEvent,
+    OutcomeKind,
     PatientStatusEvent,
     TreatmentPlanEvent,
     TriggerEvent,
@@ -245,20 +246,94 @@ class CaseLedger:
             await _history(tx, case["case_id"], "outcome", case["state"], detail)
             if case["state"] == "closed" or outcome.outcome in ("opt_out", "opt_in"):
                 return  # recorded; a closed case stays closed
-            effect = outcome_effect(outcome.outcome, outcome.detail)
-            if effect in ("recovered", "declined"):
-                await _close(tx, case["case_id"], cast(Resolution, effect))
-            elif effect == "channel_lost":
-                lost = lost_channels(outcome.outcome, outcome.channel, outcome.detail)
-                await tx.conn.execute(
-                    "UPDATE cases SET impossible_channels = ARRAY(SELECT DISTINCT unnest("
-                    "impossible_channels || $2::text[])) WHERE case_id = $1",
-                    case["case_id"],
-                    sorted(lost),
+            escalation = row is not None and row["purpose"] == "escalation"
+            await self._apply(
+                tx, case["case_id"], outcome.outcome, outcome.channel, outcome.detail, escalation
+            )
+
+    async def _apply(
+        self,
+        tx: Tx,
+        case_id: str,
+        kind: OutcomeKind,
+        channel: Channel,
+        detail: str | None,
+        escalation: bool,
+    ) -> None:
+        """What an outcome of one attempt does to its open case."""
+        effect = outcome_effect(kind, detail)
+        if effect in ("recovered", "declined"):
+            await _close(tx, case_id, cast(Resolution, effect))
+        elif effect == "channel_lost":
+            lost = lost_channels(kind, channel, detail)
+            await tx.conn.execute(
+                "UPDATE cases SET impossible_channels = ARRAY(SELECT DISTINCT unnest("
+                "impossible_channels || $2::text[])) WHERE case_id = $1",
+                case_id,
+                sorted(lost),
+            )
+            await self._replan(tx, case_id, replace_planned=True)
+        elif effect == "unanswered" or escalation:
+            await self._replan(tx, case_id, replace_planned=True)
+
+    async def correct_outcome(
+        self, case_id: str, attempt_number: int, correction: OutcomeCorrection
+    ) -> CorrectionResult:
+        """An administrator replaces a wrong outcome; the undo is itself in the history.
+
+        A case closed by the wrong outcome itself (recovered, declined) opens again and is planned
+        afresh, unless another case for the same patient and reason is open by now.
+        """
+        async with self._tx() as tx:
+            case = await _lock_case(tx.conn, case_id)
+            row = await tx.conn.fetchrow(
+                "SELECT * FROM attempts WHERE case_id = $1 AND attempt_number = $2 "
+                "AND state = 'fired'",
+                case_id,
+                attempt_number,
+            )
+            if case is None or row is None:
+                raise LookupError("no such fired attempt")
+            key = f"{case_id}:{attempt_number}:{correction.correction_id}"
+            if not await _first_time(tx, "corrections", key):
+                return "duplicate"
+            await tx.conn.execute(
+                "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5 "
+                "WHERE case_id = $1 AND attempt_number = $2",
+                case_id,
+                attempt_number,
+                correction.outcome,
+                correction.detail,
+                tx.now,
+            )
+            detail = {
+                "attempt": attempt_number,
+                "from": row["outcome"],
+                "to": correction.outcome,
+                "by": correction.reported_by,
+                "correction": correction.correction_id,
+            }
+            state = case["state"]
+            await _history(tx, case_id, "corrected", state, detail)
+            tx.after.append(metrics.CORRECTIONS.inc)
+            if state == "closed":
+                closed_by_it = row["outcome"] is not None and case["resolution"] == (
+                    outcome_effect(row["outcome"], row["outcome_detail"])
                 )
-                await self._replan(tx, case["case_id"], replace_planned=True)
-            elif effect == "unanswered" or (row is not None and row["purpose"] == "escalation"):
-                await self._replan(tx, case["case_id"], replace_planned=True)
+                if not closed_by_it:
+                    return "recorded"  # closed for another reason (a booking, deceased, ...)
+                if not await _reopen(tx, case):
+                    return "recorded"
+            await self._apply(
+                tx,
+                case_id,
+                correction.outcome,
+                row["channel"],
+                correction.detail,
+                row["purpose"] == "escalation",
+            )
+            await self._replan(tx, case_id)  # a reopened case needs its next step
+            return "applied"
 
     async def _opt(self, tx: Tx, outcome: OutcomeEvent) -> None:
         """STOP on a channel holds for every case of the patient; the cadence falls back."""
@@ -616,6 +691,35 @@ class CaseLedger:
 
 
 # --- SQL pieces ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutcomeCorrection:
+    correction_id: str
+    outcome: OutcomeKind
+    reported_by: str
+    detail: str | None = None
+
+
+CorrectionResult = Literal["applied", "recorded", "duplicate"]
+
+
+async def _reopen(tx: Tx, case: Record) -> bool:
+    """Open a wrongly closed case again, unless the patient has another open one for it."""
+    reopened = await tx.conn.fetchval(
+        """UPDATE cases SET state = 'contacting', resolution = NULL, closed_at = NULL,
+               updated_at = $2
+           WHERE case_id = $1 AND NOT EXISTS (
+               SELECT 1 FROM cases o WHERE o.patient_id = cases.patient_id
+                  AND o.reason = cases.reason AND o.state <> 'closed')
+           RETURNING case_id""",
+        case["case_id"],
+        tx.now,
+    )
+    if reopened is None:
+        return False
+    await _history(tx, case["case_id"], "reopened", "contacting", {})
+    return True
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 from common.clock import ManualClock
 from common.db import create_pool
 from services.scheduler.cases import case_id_for
-from services.scheduler.ledger import CaseLedger
+from services.scheduler.ledger import CaseLedger, OutcomeCorrection
 from services.scheduler.policy import CadencePolicy
 from tests.integration.scheduler.conftest import (
     MISSED,
@@ -48,6 +48,14 @@ async def seed_four_messages_per_patient(pool: asyncpg.Pool) -> None:
             MISSED + timedelta(hours=1),
             MISSED + timedelta(hours=12),
         )
+
+
+async def first_call_out(ledger: CaseLedger, clock: ManualClock) -> str:
+    """A no-show case whose first call task went out to the front desk."""
+    await ledger.handle_trigger(no_show())
+    clock.set(MISSED + timedelta(hours=1))
+    assert await ledger.fire_due() == 1
+    return case_id_for("no_show:appt-1")
 
 
 async def messages_per_patient(pool: asyncpg.Pool) -> dict[str, int]:
@@ -131,14 +139,37 @@ async def test_an_open_call_task_or_an_unanswered_reply_holds_messages(
 async def test_an_outcome_after_the_task_window_still_advances_the_case(
     ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
 ) -> None:
-    await ledger.handle_trigger(no_show())
-    case = case_id_for("no_show:appt-1")
-    clock.set(MISSED + timedelta(hours=1))
-    await ledger.fire_due()
-    window_end = await pool.fetchval(
-        "SELECT window_end FROM attempts WHERE case_id = $1 AND attempt_number = 1", case
+    case = await first_call_out(ledger, clock)
+    # The task's window ends without a result; the case goes on with its next step.
+    next_step = await pool.fetchval(
+        "SELECT planned_at FROM attempts WHERE case_id = $1 AND attempt_number = 2", case
     )
-    clock.set(window_end + timedelta(hours=20))  # reported the next day, overdue
+    clock.set(next_step)
+    assert await ledger.fire_due() == 1
+    # The call was made after all, and reported late: it still counts.
+    clock.advance(timedelta(hours=20))
     await ledger.handle_outcome(outcome(case, 1, "answered_rebooked", clock.now()))
     row = await pool.fetchrow("SELECT state, resolution FROM cases WHERE case_id = $1", case)
     assert (row["state"], row["resolution"]) == ("closed", "recovered")
+    states = [r["state"] for r in await pool.fetch("SELECT state FROM attempts ORDER BY 1")]
+    assert "planned" not in states
+
+
+async def test_an_administrator_corrects_a_wrong_outcome_and_the_case_opens_again(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    case = await first_call_out(ledger, clock)
+    await ledger.handle_outcome(outcome(case, 1, "answered_rebooked", clock.now()))
+    assert await pool.fetchval("SELECT state FROM cases") == "closed"
+
+    correction = OutcomeCorrection("fix-1", "no_answer", "admin-3")
+    assert await ledger.correct_outcome(case, 1, correction) == "applied"
+    assert await ledger.correct_outcome(case, 1, correction) == "duplicate"
+    row = await pool.fetchrow("SELECT state, resolution FROM cases")
+    assert (row["state"], row["resolution"]) == ("contacting", None)
+    rows = await pool.fetch("SELECT state, outcome FROM attempts ORDER BY attempt_number")
+    assert rows[0]["outcome"] == "no_answer" and rows[-1]["state"] == "planned"
+    events = [r["event"] for r in await pool.fetch("SELECT event FROM case_history ORDER BY id")]
+    assert events[-5:] == ["outcome", "closed", "corrected", "reopened", "planned"]
+    with pytest.raises(LookupError):
+        await ledger.correct_outcome(case, 9, OutcomeCorrection("fix-2", "no_answer", "a"))

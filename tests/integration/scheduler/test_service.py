@@ -137,11 +137,30 @@ async def _check_api(scheduler: Scheduler) -> None:
             assert "phone" not in str(detail)
         async with http.get("/cases/case-unknown", headers=auth) as r:
             assert r.status == 404
+        # Corrections: recorded in the history; a case closed by a booking stays closed.
+        fix = f"/cases/{CASE}/attempts/1/corrections"
+        body = {"correction_id": "fix-1", "outcome": "busy", "reported_by": "admin-3"}
+        async with http.post(fix, json=body) as r:
+            assert r.status == 401
+        async with http.post(fix, json=body, headers=auth) as r:
+            assert r.status == 200 and (await r.json())["result"] == "recorded"
+        async with http.post(fix, json=body, headers=auth) as r:
+            assert (await r.json())["result"] == "duplicate"
+        async with http.post(fix, json={**body, "outcome": "opt_in"}, headers=auth) as r:
+            assert r.status == 400
+        async with http.post(fix, json={**body, "extra": 1}, headers=auth) as r:
+            assert r.status == 400 and "extra" in (await r.json())["error"]
+        async with http.post(fix.replace("/1/", "/7/"), json=body, headers=auth) as r:
+            assert r.status == 404
+        async with http.get(f"/cases/{CASE}", headers=auth) as r:
+            history = (await r.json())["history"]
+            assert history[-1]["event"] == "corrected" and history[-1]["detail"]["to"] == "busy"
         async with http.get("/metrics") as r:
             text = await r.text()
             assert 'followup_scheduler_cases_opened_total{reason="no_show"}' in text
             assert 'followup_scheduler_cases_closed_total{resolution="recovered"}' in text
             assert "followup_scheduler_outbox_published_total" in text
+            assert "\nfollowup_scheduler_corrections_total " in text
 
 
 class RelayDied(Exception):
