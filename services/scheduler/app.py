@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -197,12 +198,7 @@ def _counting(work: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[int
     return counted
 
 
-async def serve(settings: SchedulerSettings) -> None:
-    try:
-        policy = CadencePolicy.load(settings.policy_path)
-        clock = settings.make_clock()
-    except (PolicyError, ConfigError) as exc:
-        raise SystemExit(f"configuration error: {exc}") from None
+async def serve(settings: SchedulerSettings, policy: CadencePolicy, clock: Clock) -> None:
     scheduler = Scheduler(settings, clock, policy)
     stop = asyncio.create_task(wait_for_stop_signal())
     await asyncio.sleep(0)  # the signal handlers are in place before the slower start
@@ -216,4 +212,11 @@ async def serve(settings: SchedulerSettings) -> None:
 def main() -> None:
     settings = load_or_exit(SchedulerSettings)
     logs.configure(settings.service, settings.log_level, settings.log_format)
-    run(lambda: serve(settings))
+    try:
+        # A wrong policy file stops the scheduler here, naming the file and the line.
+        policy = CadencePolicy.load(settings.policy_path)
+        clock = settings.make_clock()
+    except (PolicyError, ConfigError) as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run(lambda: serve(settings, policy, clock))

@@ -9,7 +9,13 @@ import asyncpg
 import pytest
 
 from common.clock import ManualClock
-from schemas.events import PatientStatusEvent, TreatmentPlanEvent
+from schemas.events import (
+    NotificationCommand,
+    PatientStatusEvent,
+    TreatmentPlanEvent,
+    TriggerEvent,
+)
+from services.scheduler import metrics
 from services.scheduler.cases import case_id_for
 from services.scheduler.ledger import CaseLedger
 from tests.integration.scheduler.conftest import (
@@ -180,10 +186,79 @@ async def test_a_deceased_patient_closes_cases_and_withdraws_the_call_task(
 async def test_a_stage_deadline_too_close_escalates_to_the_doctor(
     ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
 ) -> None:
-    plan = TreatmentPlanEvent.model_validate(
+    plan = treatment_plan(max_interval_days=10)
+    await ledger.handle_plan(plan)
+    trigger = stage_trigger()
+    await ledger.handle_trigger(trigger)
+    case = await case_row(pool, case_id_for(trigger.event_id))
+    # The deadline comes from the plan: 10 days after the extraction, end of that day.
+    assert case["stage_deadline"].astimezone(VILNIUS).date() == (MISSED + timedelta(days=1)).date()
+    assert case["stage_name"] == "Implant" and case["supervisor_id"] == "dr-1"
+    rows = await attempts(pool, case["case_id"])
+    assert rows[0]["purpose"] == "escalation" and rows[0]["escalate_to"] == "dr-7"
+    assert case["state"] == "escalating"
+    # The escalation fires as a call task for the doctor, with the stage's facts.
+    clock.set(rows[0]["planned_at"])
+    assert await ledger.fire_due() == 1
+    command = NotificationCommand.model_validate_json(
+        await pool.fetchval("SELECT payload FROM outbox")
+    )
+    assert (command.purpose, command.channel, command.escalate_to) == (
+        "escalation",
+        "call_task",
+        "dr-7",
+    )
+    assert command.stage_name == "Implant" and command.stage_deadline == case["stage_deadline"]
+
+
+async def test_a_plan_change_moves_the_deadline_and_replans(
+    ledger: CaseLedger, pool: asyncpg.Pool
+) -> None:
+    await ledger.handle_plan(treatment_plan(max_interval_days=10))
+    await ledger.handle_trigger(stage_trigger())
+    case_id = case_id_for(stage_trigger().event_id)
+    assert (await attempts(pool, case_id))[0]["purpose"] == "escalation"
+    # The doctor allows sixty days: no escalation now, an ordinary first call instead.
+    await ledger.handle_plan(treatment_plan(max_interval_days=60, version=2))
+    case = await case_row(pool, case_id)
+    assert case["stage_deadline"].astimezone(VILNIUS).date() == (MISSED + timedelta(days=51)).date()
+    planned = [a for a in await attempts(pool, case_id) if a["state"] == "planned"]
+    assert [(a["purpose"], a["channel"]) for a in planned] == [("follow_up", "call_task")]
+
+
+async def test_an_expired_call_task_of_our_own_case_moves_it_on(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    await ledger.handle_trigger(no_show())
+    await fire_at(ledger, clock, MISSED + timedelta(hours=1))
+    expired = no_show(event_id=f"unanswered_call:{CASE}:1", kind="unanswered_call", case_id=CASE)
+    await ledger.handle_trigger(expired)
+    # No new case: the tracker reported our own task's window running out.
+    assert await pool.fetchval("SELECT count(*) FROM cases") == 1
+    events = [r["event"] for r in await pool.fetch("SELECT event FROM case_history ORDER BY id")]
+    assert events[-2:] == ["task_expired", "planned"]
+
+
+async def test_the_same_day_replayed_three_times_sends_nothing_new(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    day = [no_show(), no_show(patient="pat-2", appointment="appt-2")]
+    for _ in range(3):
+        for trigger in day:
+            await ledger.handle_trigger(trigger)
+        await fire_at(ledger, clock, MISSED + timedelta(hours=1))
+        await ledger.handle_outcome(outcome(CASE, 1, "no_answer", clock.now()))
+    assert len(await outbox_keys(pool)) == 2
+    assert await pool.fetchval("SELECT count(*) FROM cases") == 2
+    await ledger.refresh_gauges()
+    assert metrics.OPEN_CASES.labels("contacting")._value.get() == 2
+
+
+def treatment_plan(max_interval_days: int, version: int = 1) -> TreatmentPlanEvent:
+    return TreatmentPlanEvent.model_validate(
         {
-            "event_id": "plan-1:v1",
-            "occurred_at": MISSED - timedelta(days=30),
+            "event_id": f"plan-1:v{version}",
+            "occurred_at": MISSED - timedelta(days=30 - version),
             "source": "tracker",
             "plan_id": "plan-1",
             "patient_id": "pat-1",
@@ -198,12 +273,19 @@ async def test_a_stage_deadline_too_close_escalates_to_the_doctor(
                     "name": "Extraction",
                     "completed_at": MISSED - timedelta(days=9),
                 },
-                {"stage_id": "s2", "sequence": 2, "name": "Implant", "max_interval_days": 10},
+                {
+                    "stage_id": "s2",
+                    "sequence": 2,
+                    "name": "Implant",
+                    "max_interval_days": max_interval_days,
+                },
             ],
         }
     )
-    await ledger.handle_plan(plan)
-    trigger = no_show(
+
+
+def stage_trigger() -> TriggerEvent:
+    return no_show(
         event_id="stage_window_at_risk:plan-1:s2",
         kind="stage_window_at_risk",
         plan_id="plan-1",
@@ -211,11 +293,3 @@ async def test_a_stage_deadline_too_close_escalates_to_the_doctor(
         appointment_id=None,
         appointment_start=None,
     )
-    await ledger.handle_trigger(trigger)
-    case = await case_row(pool, case_id_for(trigger.event_id))
-    # The deadline comes from the plan: 10 days after the extraction, end of that day.
-    assert case["stage_deadline"].astimezone(VILNIUS).date() == (MISSED + timedelta(days=1)).date()
-    assert case["stage_name"] == "Implant" and case["supervisor_id"] == "dr-1"
-    rows = await attempts(pool, case["case_id"])
-    assert rows[0]["purpose"] == "escalation" and rows[0]["escalate_to"] == "dr-7"
-    assert case["state"] == "escalating"
