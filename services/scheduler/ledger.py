@@ -369,10 +369,12 @@ class CaseLedger:
                     appointment.status_at or appointment.start,
                 )
             for case in await _lock_open_cases(tx.conn, appointment.patient_id):
-                resolution = booking_resolution(to_facts(case), appointment)
+                facts = to_facts(case)
+                resolution = booking_resolution(facts, appointment)
                 if resolution is not None:
                     detail = {"appointment": appointment.appointment_id}
                     await _history(tx, case["case_id"], "booked", case["state"], detail)
+                    await self._withdraw_tasks(tx, facts)  # nobody should call to rebook now
                     await _close(tx, case["case_id"], resolution)
 
     async def handle_plan(self, plan: TreatmentPlanEvent) -> None:
@@ -428,12 +430,15 @@ class CaseLedger:
             if event.status == "active":
                 return
             for case in await _lock_open_cases(tx.conn, event.patient_id):
-                attempts = await _attempts(tx.conn, case["case_id"])
-                facts = to_facts(case)
-                for attempt in attempts:
-                    if task_still_out(attempt, tx.now):
-                        await self._withdraw(tx, facts, attempt, attempts)
+                await self._withdraw_tasks(tx, to_facts(case))
                 await _close(tx, case["case_id"], event.status)
+
+    async def _withdraw_tasks(self, tx: Tx, facts: CaseFacts) -> None:
+        """Withdraw the case's call tasks still out (window open, no result yet)."""
+        attempts = await _attempts(tx.conn, facts.case_id)
+        for attempt in attempts:
+            if task_still_out(attempt, tx.now):
+                await self._withdraw(tx, facts, attempt, attempts)
 
     async def _withdraw(
         self, tx: Tx, facts: CaseFacts, attempt: AttemptRecord, attempts: Sequence[AttemptRecord]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,8 +17,10 @@ from schemas.events import (
     TriggerEvent,
 )
 from services.scheduler import metrics
+from services.scheduler.cadence import slot_of
 from services.scheduler.cases import case_id_for
 from services.scheduler.ledger import CaseLedger
+from services.scheduler.policy import CadencePolicy
 from tests.integration.scheduler.conftest import (
     MISSED,
     VILNIUS,
@@ -156,6 +159,36 @@ async def test_a_booking_closes_what_it_satisfies(
     )  # another department
     assert (await case_row(pool))["resolution"] == "recovered"
     assert (await case_row(pool, other))["state"] != "closed"
+    # The front desk's call task for the rebooked patient is withdrawn; the other stays.
+    assert f"{CASE}:1:withdrawal" in await outbox_keys(pool)
+    assert f"{other}:1:withdrawal" not in await outbox_keys(pool)
+
+
+async def test_a_patient_who_never_answers_ends_unreachable_within_the_caps(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock, policy: CadencePolicy
+) -> None:
+    await ledger.handle_trigger(no_show())
+    for _ in range(40):
+        nxt = await pool.fetchval(
+            "SELECT least((SELECT min(planned_at) FROM attempts WHERE state = 'planned'), "
+            "(SELECT min(review_at) FROM cases WHERE state <> 'closed'))"
+        )
+        if nxt is None:
+            break
+        clock.set(max(nxt, clock.now()))
+        await ledger.fire_due()
+        await ledger.review_due()
+    case = await case_row(pool)
+    assert (case["state"], case["resolution"]) == ("closed", "unreachable")
+    fired = [a for a in await attempts(pool) if a["state"] == "fired"]
+    assert len(fired) == 6  # the policy's max_attempts
+    messages = sorted(a["fired_at"] for a in fired if a["channel"] != "call_task")
+    assert all(b - a >= timedelta(hours=24) for a, b in itertools.pairwise(messages))
+    # Calls at different times of day after each unanswered one.
+    rules = policy.rules_for("dental", "no_show")
+    calls = [slot_of(rules, a["planned_at"], VILNIUS) for a in fired if a["channel"] == "call_task"]
+    assert len(calls) >= 2 and None not in calls
+    assert all(a != b for a, b in itertools.pairwise(calls))
 
 
 async def test_a_deceased_patient_closes_cases_and_withdraws_the_call_task(
