@@ -53,6 +53,7 @@ Resolution = Literal[
     "deceased",
     "transferred_out",
 ]
+MoveReason = Literal["quiet_hours", "business_hours"]
 EscalationReason = Literal["deadline", "attempts_exhausted", "no_channel", "unanswered"]
 
 # Call results that mean "nobody picked up": the next call goes to another slot of the day.
@@ -113,6 +114,8 @@ class PlanAttempt:
     window_end: datetime
     step_index: int
     tightened: bool = False
+    # Why the attempt lands later than the moment it was wanted (for the held metric).
+    moved_by: MoveReason | None = None
 
 
 @dataclass(frozen=True)
@@ -176,12 +179,16 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
     avoid = _slot_to_avoid(rules, follow_ups, zone)
     placed = _place(rules, order[0], zone, candidate, avoid)
     if placed is not None and (last_useful is None or placed[0] <= last_useful):
-        return _plan(rules, case, order[0], placed, step_index, candidate < normal, last_useful)
+        moved = _moved_by(rules, order[0], zone, candidate, placed[0])
+        return _plan(
+            rules, case, order[0], placed, step_index, candidate < normal, last_useful, moved
+        )
     for channel in order:
         # Too late for the step as written: the earliest allowed moment on any channel.
         placed = _place(rules, channel, zone, earliest, avoid)
         if placed is not None and (last_useful is None or placed[0] <= last_useful):
-            return _plan(rules, case, channel, placed, step_index, True, last_useful)
+            moved = _moved_by(rules, channel, zone, earliest, placed[0])
+            return _plan(rules, case, channel, placed, step_index, True, last_useful, moved)
     return _escalate_or_close(rules, case, "deadline", now, zone)
 
 
@@ -282,6 +289,7 @@ def _plan(
     step_index: int,
     tightened: bool,
     last_useful: datetime | None,
+    moved_by: MoveReason | None = None,
 ) -> PlanAttempt:
     start, end = placed
     if last_useful is not None and start < last_useful < end:
@@ -294,7 +302,21 @@ def _plan(
         window_end=end,
         step_index=step_index,
         tightened=tightened,
+        moved_by=moved_by,
     )
+
+
+def _moved_by(
+    rules: CadenceRules, channel: Channel, zone: ZoneInfo, wanted: datetime, start: datetime
+) -> MoveReason | None:
+    """Quiet hours (messages) or business hours (calls) pushed the attempt past ``wanted``;
+    a call moved only to another slot of an open day does not count."""
+    if start <= wanted:
+        return None
+    if channel != "call_task":
+        return "quiet_hours"
+    in_hours = _place_call(rules, zone, wanted, None)
+    return "business_hours" if in_hours is None or in_hours[0] > wanted else None
 
 
 def _last_useful(rules: CadenceRules, case: CaseView) -> datetime | None:

@@ -646,9 +646,12 @@ class CaseLedger:
                 "channel": decision.channel,
                 "planned_at": decision.planned_at.isoformat(),
                 "tightened": decision.tightened,
+                "moved_by": decision.moved_by,
             }
             await _history(tx, case_id, "planned", case["state"], detail)
             tx.after.append(metrics.ATTEMPTS_PLANNED.labels(decision.channel).inc)
+            if decision.moved_by is not None:
+                tx.after.append(metrics.HELD.labels(decision.moved_by).inc)
         elif isinstance(decision, Escalate):
             await _insert_attempt(
                 tx,

@@ -179,6 +179,7 @@ def test_a_call_outside_business_hours_waits_for_the_next_business_morning() -> 
     clock = ManualClock(friday_evening)
     first = plan(RULES, case(opened=friday_evening), clock)
     assert local(first.planned_at) == datetime(2026, 3, 9, 8, 0, tzinfo=VILNIUS)  # Monday
+    assert first.moved_by == "business_hours"
 
 
 def test_a_slot_with_too_little_time_left_is_skipped() -> None:
@@ -197,6 +198,7 @@ def test_after_an_unanswered_call_the_next_call_is_in_another_part_of_the_day() 
     assert slot_of(CALLS_ONLY, first.planned_at, VILNIUS) == "morning"
     clock.set(first.window_end)
     second = plan(CALLS_ONLY, case(fired(first, 1, "no_answer")), clock)
+    assert second.moved_by is None  # another slot of an open day is not a business-hours hold
     # A day later would be 10:30 again, in the morning nobody answered: the afternoon instead.
     assert local(second.planned_at) == datetime(2026, 3, 3, 12, 0, tzinfo=VILNIUS)
     assert slot_of(CALLS_ONLY, second.planned_at, VILNIUS) == "afternoon"
@@ -231,6 +233,7 @@ def test_quiet_hours_are_the_clinic_zone_s_hours() -> None:
     new_york = plan(SMS_ONLY, sms_case(opened, "America/New_York"), clock)
     assert local(vilnius.planned_at) == datetime(2026, 3, 3, 8, 0, tzinfo=VILNIUS)
     assert new_york.planned_at == datetime(2026, 3, 2, 19, 0, tzinfo=UTC)
+    assert (vilnius.moved_by, new_york.moved_by) == ("quiet_hours", None)
 
 
 def test_quiet_hours_after_midnight_end_the_same_morning() -> None:
