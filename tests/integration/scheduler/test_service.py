@@ -14,7 +14,7 @@ from common.clock import ManualClock
 from common.codec import decode
 from common.kafka import KafkaPublisher
 from schemas.base import Envelope
-from schemas.events import NotificationCommand
+from schemas.events import NotificationCommand, PatientStatusEvent
 from schemas.topics import TopicNames
 from services.scheduler.app import Scheduler, SchedulerSettings
 from services.scheduler.cases import case_id_for
@@ -105,6 +105,30 @@ async def test_trigger_to_command_outcomes_advance_and_a_booking_closes(
     letters = await read_all(kafka_bootstrap, topics.deadletter, quiet=0.5)
     assert len(letters) == 1
 
+    # pat-2's first call task goes out at once (it is due); then the patient dies.
+    other = case_id_for("no_show:appt-2")
+    await eventually(
+        lambda: _is(pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL"), 2)
+    )
+    status = PatientStatusEvent(
+        event_id="patient-status:pat-2:deceased",
+        occurred_at=clock.now(),
+        source="tracker",
+        patient_id="pat-2",
+        status="deceased",
+        effective_at=clock.now(),
+    )
+    await publisher.publish(topics.patients, status)
+    commands = await read_events(
+        kafka_bootstrap, topics.notifications, NotificationCommand, 3, timeout=20
+    )
+    assert [(c.idempotency_key, c.purpose) for c in commands[1:]] == [
+        (f"{other}:1", "follow_up"),
+        (f"{other}:1:withdrawal", "withdrawal"),
+    ]
+    row = await pool.fetchrow("SELECT state, resolution FROM cases WHERE case_id = $1", other)
+    assert (row["state"], row["resolution"]) == ("closed", "deceased")
+
     await _check_api(scheduler)
 
 
@@ -119,11 +143,19 @@ async def _check_api(scheduler: Scheduler) -> None:
             assert r.status == 401
         async with http.get("/cases", headers={"Authorization": "Bearer wrong"}) as r:
             assert r.status == 401
-        async with http.get("/cases?state=closed&reason=no_show", headers=auth) as r:
+        async with http.get(
+            "/cases?state=closed&reason=no_show&patient_id=pat-1", headers=auth
+        ) as r:
             assert r.status == 200
             body = await r.json()
             assert [c["case_id"] for c in body["cases"]] == [CASE]
             assert body["cases"][0]["resolution"] == "recovered"
+        async with http.get("/cases?state=closed&limit=1", headers=auth) as r:
+            page = await r.json()
+            assert len(page["cases"]) == 1 and page["next"] is not None
+        async with http.get(f"/cases?state=closed&after={page['next']}", headers=auth) as r:
+            rest = (await r.json())["cases"]
+            assert len(rest) == 1 and rest[0]["case_id"] != page["next"]
         async with http.get("/cases?state=nonsense", headers=auth) as r:
             assert r.status == 400
             assert "state" in (await r.json())["error"]
