@@ -11,7 +11,7 @@ import pytest
 
 from common.clock import ManualClock
 from common.db import create_pool, migrate
-from schemas.events import AppointmentEvent, OutcomeEvent, TriggerEvent
+from schemas.events import AppointmentEvent, OutcomeEvent, PatientStatusEvent, TriggerEvent
 from services.scheduler.app import MIGRATIONS
 from services.scheduler.ledger import CaseLedger
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
@@ -147,4 +147,15 @@ def patient_outcome(kind: str, at: datetime, channel: str, event_id: str) -> Out
             "patient_id": "pat-1",
             "channel": channel,
         }
+    )
+
+
+def deceased(patient: str, at: datetime) -> PatientStatusEvent:
+    return PatientStatusEvent(
+        event_id=f"patient-status:{patient}:deceased",
+        occurred_at=at,
+        source="tracker",
+        patient_id=patient,
+        status="deceased",
+        effective_at=at,
     )

@@ -12,7 +12,6 @@ import pytest
 from common.clock import ManualClock
 from schemas.events import (
     NotificationCommand,
-    PatientStatusEvent,
     TreatmentPlanEvent,
     TriggerEvent,
 )
@@ -25,6 +24,7 @@ from tests.integration.scheduler.conftest import (
     MISSED,
     VILNIUS,
     booking,
+    deceased,
     late_cancellation,
     no_show,
     outcome,
@@ -196,14 +196,7 @@ async def test_a_deceased_patient_closes_cases_and_withdraws_the_call_task(
 ) -> None:
     await ledger.handle_trigger(no_show())
     await fire_at(ledger, clock, MISSED + timedelta(hours=1))
-    status = PatientStatusEvent(
-        event_id="patient-status:pat-1:deceased",
-        occurred_at=clock.now(),
-        source="tracker",
-        patient_id="pat-1",
-        status="deceased",
-        effective_at=clock.now(),
-    )
+    status = deceased("pat-1", clock.now())
     await ledger.handle_patient_status(status)
     await ledger.handle_patient_status(status)
     case = await case_row(pool)

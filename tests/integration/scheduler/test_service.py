@@ -14,14 +14,14 @@ from common.clock import ManualClock
 from common.codec import decode
 from common.kafka import KafkaPublisher
 from schemas.base import Envelope
-from schemas.events import NotificationCommand, PatientStatusEvent
+from schemas.events import NotificationCommand
 from schemas.topics import TopicNames
 from services.scheduler.app import Scheduler, SchedulerSettings
 from services.scheduler.cases import case_id_for
 from services.scheduler.ledger import CaseLedger
 from services.scheduler.policy import CadencePolicy
 from services.scheduler.relay import OutboxRelay
-from tests.integration.scheduler.conftest import MISSED, booking, no_show, outcome
+from tests.integration.scheduler.conftest import MISSED, booking, deceased, no_show, outcome
 from tests.support.kafka import read_all, read_events
 
 pytestmark = pytest.mark.integration
@@ -110,14 +110,7 @@ async def test_trigger_to_command_outcomes_advance_and_a_booking_closes(
     await eventually(
         lambda: _is(pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL"), 2)
     )
-    status = PatientStatusEvent(
-        event_id="patient-status:pat-2:deceased",
-        occurred_at=clock.now(),
-        source="tracker",
-        patient_id="pat-2",
-        status="deceased",
-        effective_at=clock.now(),
-    )
+    status = deceased("pat-2", clock.now())
     await publisher.publish(topics.patients, status)
     commands = await read_events(
         kafka_bootstrap, topics.notifications, NotificationCommand, 3, timeout=20
