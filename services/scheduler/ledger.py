@@ -395,7 +395,8 @@ class CaseLedger:
             )
             found = next_stage_deadline(plan, await _completions(tx.conn, plan.plan_id))
             rows = await tx.conn.fetch(
-                "SELECT * FROM cases WHERE plan_id = $1 AND state <> 'closed' FOR UPDATE",
+                "SELECT * FROM cases WHERE plan_id = $1 AND state <> 'closed' "
+                "ORDER BY case_id FOR UPDATE",  # the same order as every handler: no deadlock
                 plan.plan_id,
             )
             for case in rows:
