@@ -13,7 +13,7 @@ import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, TypeAlias, cast
 
@@ -77,6 +77,17 @@ class Tx:
     conn: Conn
     now: datetime
     after: AfterCommit
+    # Inserts nobody reads back in the same transaction (history, outbox, contact log):
+    # sent together before commit, one round trip per statement instead of one per row.
+    pending: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+
+    def insert_later(self, sql: str, *args: Any) -> None:
+        self.pending.setdefault(sql, []).append(args)
+
+    async def flush(self) -> None:
+        for sql, rows in self.pending.items():
+            await self.conn.executemany(sql, rows)
+        self.pending.clear()
 
 
 def to_attempt(row: Record) -> AttemptRecord:
@@ -130,7 +141,9 @@ class CaseLedger:
     async def _tx(self) -> AsyncIterator[Tx]:
         after: AfterCommit = []
         async with self._pool.acquire() as conn, conn.transaction():
-            yield Tx(conn, self._clock.now(), after)
+            tx = Tx(conn, self._clock.now(), after)
+            yield tx
+            await tx.flush()
         for effect in after:
             effect()
 
@@ -629,6 +642,9 @@ class CaseLedger:
         decision = next_decision(rules, view, tx.now)
         number = max((a.number for a in attempts), default=0) + 1
         case_id = case["case_id"]
+        if case["review_at"] is not None and not isinstance(decision, Close):
+            # A step is planned again: the case no longer waits to be looked at.
+            await tx.conn.execute("UPDATE cases SET review_at = NULL WHERE case_id = $1", case_id)
         if isinstance(decision, PlanAttempt):
             await _insert_attempt(
                 tx,
@@ -752,7 +768,7 @@ class _Contacts:
         self.sent[(patient, kind)].append(tx.now)
         if attempt.channel == "call_task":
             self.tasks[patient].append((tx.now, attempt.window_end))
-        await tx.conn.execute(
+        tx.insert_later(
             "INSERT INTO contact_log (case_id, attempt_number, patient_id, channel_class, "
             "sent_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             case_id,
@@ -912,7 +928,6 @@ async def _insert_attempt(
         planned_at,
         window_end,
     )
-    await tx.conn.execute("UPDATE cases SET review_at = NULL WHERE case_id = $1", case_id)
 
 
 async def _close(tx: Tx, case_id: str, resolution: Resolution) -> None:
@@ -935,7 +950,7 @@ async def _close(tx: Tx, case_id: str, resolution: Resolution) -> None:
 
 
 async def _outbox(tx: Tx, command: NotificationCommand) -> None:
-    await tx.conn.execute(
+    tx.insert_later(
         "INSERT INTO outbox (idempotency_key, patient_id, payload, created_at) "
         "VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
         command.idempotency_key,
@@ -946,7 +961,7 @@ async def _outbox(tx: Tx, command: NotificationCommand) -> None:
 
 
 async def _history(tx: Tx, case_id: str, event: str, state: str, detail: dict[str, Any]) -> None:
-    await tx.conn.execute(
+    tx.insert_later(
         "INSERT INTO case_history (case_id, at, event, state, detail) VALUES ($1, $2, $3, $4, $5)",
         case_id,
         tx.now,
