@@ -55,6 +55,8 @@ class SchedulerSettings(Settings):
     cap_calls_per_day: int = Field(default=2, ge=1)
     cap_calls_per_week: int = Field(default=5, ge=1)
     conversation_quiet_hours: float = Field(default=24.0, gt=0)
+    # Longer than the topics' retention, so a replay still finds what it already did.
+    retention_days: int = Field(default=30, ge=1)
 
     def contact_rules(self) -> ContactRules:
         return ContactRules(
@@ -93,6 +95,8 @@ class Scheduler:
             self._loop("review", lambda: ledger.review_due(s.fire_batch), s.fire_batch)
             self._loop("relay", lambda: relay.publish_pending(s.relay_batch), s.relay_batch)
             self._loop("gauges", _counting(ledger.refresh_gauges), 1, every=5.0)
+            keep = timedelta(days=s.retention_days)
+            self._loop("prune", lambda: ledger.prune(keep), 10_000, every=60.0)
         if consume:
             self._consume(
                 self.topics.triggers, "followup.triggers", TriggerEvent, ledger.handle_trigger

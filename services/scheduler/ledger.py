@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias, cast
 
 import asyncpg
@@ -192,7 +192,7 @@ class CaseLedger:
                    stage_deadline, updated_at)
                VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, $10, $11, $12, $13, $14,
                    $15, $16, $17, $8)
-               ON CONFLICT (patient_id, reason) WHERE state <> 'closed' DO NOTHING
+               ON CONFLICT DO NOTHING
                RETURNING case_id""",
             case_id,
             trigger.patient_id,
@@ -213,6 +213,8 @@ class CaseLedger:
             deadline,
         )
         if inserted is None:
+            if await tx.conn.fetchval("SELECT 1 FROM cases WHERE case_id = $1", case_id):
+                return  # a replay older than the retention of processed_events
             # A second trigger for the same patient and reason joins the open case.
             joined = await tx.conn.fetchval(
                 "SELECT case_id FROM cases WHERE patient_id = $1 AND reason = $2 "
@@ -700,6 +702,29 @@ class CaseLedger:
                 await tx.conn.execute(
                     "UPDATE cases SET review_at = $2 WHERE case_id = $1", case_id, decision.at
                 )
+
+    async def prune(self, keep: timedelta, limit: int = 10_000) -> int:
+        """Forget consumed-event notes and published commands older than ``keep``."""
+        before = self._clock.now() - keep
+        async with self._pool.acquire() as conn:
+            events = await conn.fetchval(
+                """WITH old AS (SELECT topic, event_id FROM processed_events
+                                 WHERE processed_at < $1 LIMIT $2)
+                   , gone AS (DELETE FROM processed_events p USING old
+                               WHERE p.topic = old.topic AND p.event_id = old.event_id
+                               RETURNING 1)
+                   SELECT count(*) FROM gone""",
+                before,
+                limit,
+            )
+            commands = await conn.fetchval(
+                """WITH gone AS (DELETE FROM outbox WHERE id IN (
+                       SELECT id FROM outbox WHERE published_at < $1 LIMIT $2) RETURNING 1)
+                   SELECT count(*) FROM gone""",
+                before,
+                limit,
+            )
+        return int(events) + int(commands)
 
     # --- gauges ---------------------------------------------------------------------
 

@@ -319,3 +319,17 @@ def stage_trigger() -> TriggerEvent:
         appointment_id=None,
         appointment_start=None,
     )
+
+
+async def test_pruned_notes_do_not_let_an_old_replay_open_a_case_again(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    await ledger.handle_trigger(no_show())
+    await ledger.handle_appointment(booking("pat-1", "dental", clock.now()))
+    assert (await case_row(pool))["state"] == "closed"
+    clock.advance(timedelta(days=40))
+    assert await ledger.prune(timedelta(days=30)) == 2  # the trigger's and the booking's notes
+    assert await pool.fetchval("SELECT count(*) FROM processed_events") == 0
+    await ledger.handle_trigger(no_show())  # the topic replayed from the start
+    assert await pool.fetchval("SELECT count(*) FROM cases") == 1
+    assert await pool.fetchval("SELECT count(*) FROM attempts WHERE state = 'planned'") == 0
