@@ -15,6 +15,7 @@ import itertools
 from dataclasses import dataclass, field
 
 import aiohttp
+import yarl
 from aiohttp import web
 
 
@@ -111,7 +112,12 @@ class SmsProviderStandIn:
     ) -> aiohttp.ClientResponse:
         signature = sign(self.auth_token if valid_signature else "wrong-token", url, params)
         async with aiohttp.ClientSession() as http:
-            response = await http.post(url, data=params, headers={"X-Twilio-Signature": signature})
+            # encoded=True: request exactly the URL that was signed, as the provider does.
+            response = await http.post(
+                yarl.URL(url, encoded=True),
+                data=params,
+                headers={"X-Twilio-Signature": signature},
+            )
             await response.read()
             return response
 

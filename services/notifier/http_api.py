@@ -85,7 +85,7 @@ class NotifierApi:
 
     async def _signed_form(self, request: web.Request) -> dict[str, str]:
         form = {k: str(v) for k, v in (await request.post()).items()}
-        url = self._base + request.path_qs
+        url = self._base + request.raw_path  # exactly as the provider signed it
         signature = request.headers.get("X-Twilio-Signature")
         if not any(valid_twilio_signature(t, url, form, signature) for t in self._provider_tokens):
             log.warning("provider_signature_refused", path=request.path)
