@@ -201,3 +201,29 @@ def test_twilio_signature_matches_the_documented_example() -> None:
     assert valid_twilio_signature(token, url, params, "0/KCTR6DLpKmkAf8muzZqo1nDgQ=")
     assert not valid_twilio_signature(token, url, {**params, "Digits": "9"}, None)
     assert not valid_twilio_signature(token, url, {**params, "Digits": "9"}, "x")
+
+
+class RecordingClock:
+    def __init__(self, start: datetime) -> None:
+        self.moment = start
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        return self.moment
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.moment += timedelta(seconds=seconds)
+
+
+async def test_rate_limiter_spaces_sends_to_the_providers_limit() -> None:
+    from services.notifier.channels import RateLimiter
+
+    clock = RecordingClock(datetime(2026, 3, 2, tzinfo=UTC))
+    limiter = RateLimiter(4.0, clock)
+    for _ in range(5):
+        await limiter.wait()
+    assert clock.slept == [0.25, 0.25, 0.25, 0.25]
+    clock.moment += timedelta(seconds=10)
+    await limiter.wait()  # idle for long: no wait
+    assert len(clock.slept) == 4
