@@ -52,6 +52,9 @@ class NotifierSettings(Settings):
     retry_base_seconds: float = Field(default=30.0, gt=0)
     retry_cap_seconds: float = Field(default=3600.0, gt=0)
     sending_lease_seconds: float = Field(default=120.0, ge=0)
+    # Runaway guard: at most this many SMS+emails per patient per local day, whatever
+    # asks for them (the scheduler's caps are lower; this is the last line of defence).
+    runaway_cap_per_day: int = Field(default=4, ge=1)
     # SMS: a primary and an optional secondary Twilio-compatible provider.
     sms_primary_url: str | None = None
     sms_primary_sid: str = ""
@@ -180,6 +183,7 @@ class NotifierApp:
                 link_secret=s.link_secret,
                 quiet=QuietHours(s.quiet_start, s.quiet_end),
                 max_tries=s.max_tries,
+                daily_hard_cap=s.runaway_cap_per_day,
                 retry_base_seconds=s.retry_base_seconds,
                 retry_cap_seconds=s.retry_cap_seconds,
             ),

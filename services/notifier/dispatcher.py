@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Protocol
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -78,6 +78,9 @@ def decide(
     patient_status: str | None,
     now: datetime,
     quiet: QuietHours,
+    *,
+    sent_today: int = 0,
+    daily_hard_cap: int | None = None,
 ) -> Decision:
     if command.purpose == "withdrawal":
         return Proceed()  # withdrawing never reaches the patient; always allowed
@@ -91,6 +94,10 @@ def decide(
             return Hold(command.window_start, "window")
         return Proceed()
     assert contact is not None
+    if daily_hard_cap is not None and sent_today >= daily_hard_cap:
+        # The last line of defence against floods (a bug, a replayed topic): whatever the
+        # cause, no patient gets more than the hard cap of messages in one of their days.
+        return Refuse("failed", "runaway_guard", "runaway_guard")
     at = next_allowed_moment(
         now, command.window_start, command.window_end, ZoneInfo(contact.timezone), quiet
     )
@@ -127,6 +134,7 @@ class DispatchPolicy:
     link_secret: str = ""
     quiet: QuietHours = field(default_factory=QuietHours)
     max_tries: int = 8
+    daily_hard_cap: int | None = 4
     retry_base_seconds: float = 30.0
     retry_cap_seconds: float = 3600.0
 
@@ -194,12 +202,18 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll_seconds)
 
-    async def work_once(self) -> int:
-        due = await self.ledger.take_due(self.clock.now())
-        for delivery in due:
-            await self.process(delivery)
+    async def work_once(self, most: int = 50) -> int:
+        # One row at a time: a row is 'sending' only while its provider call is under way,
+        # which is what the runaway guard counts as possibly delivered.
+        done = 0
+        while done < most:
+            due = await self.ledger.take_due(self.clock.now(), limit=1)
+            if not due:
+                break
+            await self.process(due[0])
+            done += 1
         await self.publish_outcomes()
-        return len(due)
+        return done
 
     async def publish_outcomes(self) -> None:
         for done in await self.ledger.unpublished():
@@ -215,7 +229,25 @@ class Dispatcher:
             return
         contact = await self.directory.contact(cmd.patient_id)
         status = await self.directory.patient_status(cmd.patient_id)
-        decision = decide(cmd, contact, status, now, self.policy.quiet)
+        sent_today = 0
+        if contact is not None and cmd.channel in ("sms", "email"):
+            local_midnight = datetime.combine(
+                now.astimezone(ZoneInfo(contact.timezone)).date(),
+                time(0),
+                tzinfo=ZoneInfo(contact.timezone),
+            )
+            sent_today = await self.ledger.sent_since(
+                cmd.patient_id, local_midnight, cmd.idempotency_key
+            )
+        decision = decide(
+            cmd,
+            contact,
+            status,
+            now,
+            self.policy.quiet,
+            sent_today=sent_today,
+            daily_hard_cap=self.policy.daily_hard_cap,
+        )
         if isinstance(decision, Hold):
             if decision.rule != "window":
                 metrics.HELD.labels(decision.rule).inc()
@@ -224,6 +256,14 @@ class Dispatcher:
         if isinstance(decision, Refuse):
             if decision.rule:
                 metrics.HELD.labels(decision.rule).inc()
+            if decision.rule == "runaway_guard":
+                metrics.RUNAWAY_GUARD_TRIPS.inc()
+                log.error(
+                    "runaway_guard_tripped",
+                    patient_id=cmd.patient_id,
+                    key=cmd.idempotency_key,
+                    sent_today=sent_today,
+                )
             await self.ledger.finish(cmd, now, decision.outcome, detail=decision.detail)
             return
         started = asyncio.get_running_loop().time()
@@ -269,7 +309,9 @@ class Dispatcher:
                 asyncio.get_running_loop().time() - started
             )
 
-    def _context(self, cmd: NotificationCommand, contact: Contact) -> MessageContext:
+    def _context(
+        self, cmd: NotificationCommand, contact: Contact, *, redacted: bool = False
+    ) -> MessageContext:
         p = self.policy
         return MessageContext(
             reason=cmd.template if cmd.template in _REASONS else cmd.reason,
@@ -281,13 +323,20 @@ class Dispatcher:
             appointment_start=cmd.appointment_start,
             stage_name=cmd.stage_name,
             stage_deadline=cmd.stage_deadline,
+            redacted=redacted,
         )
 
     async def _send_sms(self, cmd: NotificationCommand, contact: Contact) -> SendReceipt:
         if self.sms is None:
             raise PermanentSendError("none", "channel_not_configured")
         assert contact.phone is not None
-        body = self.book.render("sms", contact.language, self._context(cmd, contact))
+        # A number several patients share: whoever reads it may not be this patient, so
+        # the text names no one and no visit (generic care-first message only).
+        shared = contact.phone_shared_by > 1
+        if shared:
+            metrics.HELD.labels("shared_number_redacted").inc()
+        context = self._context(cmd, contact, redacted=shared)
+        body = self.book.render("sms", contact.language, context)
         callback = (
             f"{self.policy.public_base_url}/sms/status?key={quote(cmd.idempotency_key, safe='')}"
         )

@@ -175,14 +175,20 @@ class Ledger:
         )
         return NotificationCommand.model_validate_json(raw) if raw else None
 
-    async def sent_today(self, patient_id: str, since: datetime) -> int:
-        """Messages that reached the provider for this patient since ``since`` (runaway guard)."""
+    async def sent_since(self, patient_id: str, since: datetime, exclude_key: str) -> int:
+        """SMS and emails that went (or may have gone) to this patient since ``since``.
+
+        For the runaway guard: counts what reached a provider, whatever case or cause.
+        """
         count: int = await self._pool.fetchval(
-            """SELECT count(*) FROM deliveries WHERE patient_id = $1 AND created_at >= $2
+            """SELECT count(*) FROM deliveries WHERE patient_id = $1
                    AND channel IN ('sms', 'email') AND purpose <> 'withdrawal'
-                   AND (provider_id IS NOT NULL OR state = 'sending')""",
+                   AND idempotency_key <> $3
+                   AND (provider_id IS NOT NULL OR state = 'sending')
+                   AND COALESCE(finished_at, sending_since) >= $2""",
             patient_id,
             since,
+            exclude_key,
         )
         return count
 

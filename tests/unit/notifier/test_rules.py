@@ -227,3 +227,16 @@ async def test_rate_limiter_spaces_sends_to_the_providers_limit() -> None:
     clock.moment += timedelta(seconds=10)
     await limiter.wait()  # idle for long: no wait
     assert len(clock.slept) == 4
+
+
+def test_runaway_guard_refuses_beyond_the_hard_cap() -> None:
+    cmd = command()
+    inside = cmd.window_start + timedelta(hours=1)
+    quiet = QuietHours()
+    assert decide(cmd, contact(), None, inside, quiet, sent_today=3, daily_hard_cap=4) == Proceed()
+    assert decide(cmd, contact(), None, inside, quiet, sent_today=4, daily_hard_cap=4) == Refuse(
+        "failed", "runaway_guard", "runaway_guard"
+    )
+    # Call tasks are counted apart: the guard is for automated messages.
+    task = command("call_task")
+    assert decide(task, contact(), None, inside, quiet, sent_today=9, daily_hard_cap=4) == Proceed()
