@@ -55,10 +55,14 @@ class Inbox:
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        self.connections: list[Any] = []  # the client's address per message
+        self.tls: list[bool] = []
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         parsed = email.message_from_bytes(envelope.content, policy=email_policy)
         self.messages.append(parsed)
+        self.connections.append(session.peer)
+        self.tls.append(session.ssl is not None)
         return "250 OK"
 
     def for_key(self, key: str) -> list[EmailMessage]:
