@@ -283,7 +283,8 @@ class Dispatcher:
                     cmd, now, "sent", provider=receipt.provider, provider_id=receipt.provider_id
                 )
             else:
-                await self._create_task(cmd, delivery, contact)
+                await self._deliver_task(cmd, cmd.idempotency_key, "create", delivery, contact)
+                await self.ledger.finish(cmd, now, "task_created", respond_by=cmd.window_end)
         except TransientSendError as exc:
             metrics.RETRIES.labels(cmd.channel).inc()
             metrics.SENDS.labels(cmd.channel, exc.provider, "transient_error").inc()
@@ -369,11 +370,15 @@ class Dispatcher:
         return receipt
 
     async def _deliver_task(
-        self, cmd: NotificationCommand, task_id: str, action: str, delivery: Delivery
+        self,
+        cmd: NotificationCommand,
+        task_id: str,
+        action: str,
+        delivery: Delivery,
+        contact: Contact | None,
     ) -> None:
         if not self.sinks:
             raise PermanentSendError("none", "no_call_task_sink")
-        contact = await self.directory.contact(cmd.patient_id)
         p = self.policy
         script = call_script(
             self.book,
@@ -408,12 +413,6 @@ class Dispatcher:
             metrics.SENDS.labels("call_task", sink.name, "sent").inc()
             await self.ledger.sink_done(cmd, sink.name)
 
-    async def _create_task(
-        self, cmd: NotificationCommand, delivery: Delivery, contact: Contact | None
-    ) -> None:
-        await self._deliver_task(cmd, cmd.idempotency_key, "create", delivery)
-        await self.ledger.finish(cmd, self.clock.now(), "task_created", respond_by=cmd.window_end)
-
     async def _withdraw(
         self, cmd: NotificationCommand, delivery: Delivery, contact: Contact | None
     ) -> None:
@@ -426,7 +425,7 @@ class Dispatcher:
         if original is None:
             await self.ledger.finish(cmd, now, "withdrawn", detail="no_task")
             return
-        await self._deliver_task(original, cmd.idempotency_key, "withdraw", delivery)
+        await self._deliver_task(original, cmd.idempotency_key, "withdraw", delivery, contact)
         await self.ledger.finish(cmd, now, "withdrawn")
 
 
