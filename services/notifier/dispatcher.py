@@ -33,7 +33,7 @@ from schemas.events import NotificationCommand, OutcomeEvent
 from services.notifier import metrics
 from services.notifier.calltasks import build_call_task, call_script
 from services.notifier.channels import PermanentSendError, SendReceipt, TransientSendError
-from services.notifier.contacts import Contact, why_impossible
+from services.notifier.contacts import NOT_CONTACTABLE, Contact, why_impossible
 from services.notifier.directory import Directory
 from services.notifier.email_channel import Email, unsubscribe_token
 from services.notifier.ledger import Delivery, FinishedDelivery, Ledger
@@ -69,6 +69,11 @@ class Refuse:
 
 Decision = Proceed | Hold | Refuse
 
+CONTACT_GRACE = timedelta(minutes=10)
+CONTACT_RETRY = timedelta(seconds=30)
+# Waiting for the window to open or for a contact is not a rule holding a message back.
+UNCOUNTED_HOLDS = frozenset({"window", "awaiting_contact"})
+
 _RULE_OF_DETAIL = {"not_contactable": "not_contactable", "opted_out": "opted_out"}
 
 
@@ -84,6 +89,15 @@ def decide(
 ) -> Decision:
     if command.purpose == "withdrawal":
         return Proceed()  # withdrawing never reaches the patient; always allowed
+    if (
+        contact is None
+        and patient_status not in NOT_CONTACTABLE
+        and now < command.occurred_at + CONTACT_GRACE
+        and now + CONTACT_RETRY < command.window_end
+    ):
+        # After a fresh start the compacted contacts topic is still being read while
+        # commands arrive: wait a little for the contact before calling it missing.
+        return Hold(now + CONTACT_RETRY, "awaiting_contact")
     impossible = why_impossible(contact, command.channel, patient_status)
     if impossible is not None:
         return Refuse("channel_impossible", impossible, _RULE_OF_DETAIL.get(impossible))
@@ -249,7 +263,7 @@ class Dispatcher:
             daily_hard_cap=self.policy.daily_hard_cap,
         )
         if isinstance(decision, Hold):
-            if decision.rule != "window":
+            if decision.rule not in UNCOUNTED_HOLDS:
                 metrics.HELD.labels(decision.rule).inc()
             await self.ledger.hold(cmd, decision.until)
             return

@@ -94,9 +94,9 @@ class TemplateBook:
         return book
 
     def _template(self, language: str, name: str) -> jinja2.Template:
-        found = self._compiled.get((language, name)) or self._compiled.get(
-            (self.default_language, name)
-        )
+        # "lt-LT" uses "lt" before falling back to the clinic's default language.
+        candidates = (language, language.split("-", 1)[0], self.default_language)
+        found = next((t for c in candidates if (t := self._compiled.get((c, name)))), None)
         if found is None:
             raise TemplateError(f"no template {name!r} in {language!r} or the default language")
         return found

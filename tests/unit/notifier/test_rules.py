@@ -119,6 +119,12 @@ def test_decide_holds_refuses_or_proceeds() -> None:
         "channel_impossible", "opted_out", "opted_out"
     )
     assert decide(cmd, contact(), None, cmd.window_end, quiet) == Refuse("failed", "window_passed")
+    # No contact yet: wait a little (the contacts topic may still be replaying), then give up.
+    assert decide(cmd, None, None, cmd.occurred_at, quiet) == Hold(
+        cmd.occurred_at + timedelta(seconds=30), "awaiting_contact"
+    )
+    late = cmd.occurred_at + timedelta(minutes=11)
+    assert decide(cmd, None, None, late, quiet) == Refuse("channel_impossible", "no_contact")
     early = cmd.window_start - timedelta(hours=1)
     assert decide(cmd, contact(), None, early, quiet) == Hold(cmd.window_start, "window")
     # A window from 20:00 to 23:00 local: at 21:30 no moment is left -> failed quiet_hours.

@@ -76,6 +76,7 @@ def test_the_money_check_can_fail() -> None:
 def test_missing_language_or_part_falls_back_to_the_default(book: TemplateBook) -> None:
     context = sample_contexts("no_show")[0]
     assert book.render("sms", "fr", context) == book.render("sms", "en", context)
+    assert book.render("sms", "lt-LT", context) == book.render("sms", "lt", context)
     partial = TemplateBook(
         {"en": {"opening": {"no_show": "Care"}, "sms": "EN {{ opening }}"}, "lt": {}}, "en"
     )
