@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean
+.PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean \
+	ops-tools ops-check
 
 setup: $(STAMP)
 
@@ -27,6 +28,11 @@ infra-down:
 
 infra-status:
 	bash deploy/local/infra.sh status
+
+# Prometheus/promtool (Debian package, unpacked), kustomize (go install), CRD and Compose
+# schemas (npm) into .cache/ops; idempotent. See deploy/ops-tools.sh.
+ops-tools:
+	bash deploy/ops-tools.sh install >/dev/null
 
 lint: setup
 	$(VENV)/bin/ruff check .
