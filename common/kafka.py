@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Generic, TypeVar
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from common.clock import Clock
 from common.codec import DecodeError, dead_letter, decode, encode
 from common.logs import get_logger
-from common.metrics import DEAD_LETTERS, EVENTS_CONSUMED
+from common.metrics import (
+    COMMIT_DURATION,
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    EVENTS_CONSUMED,
+    REBALANCES,
+)
 from schemas.base import Envelope
 from schemas.topics import CATALOGUE, TopicNames, TopicSpec
 
@@ -125,6 +132,7 @@ class EventConsumer(Generic[M]):
         self._service = service
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._assignment: frozenset[TopicPartition] = frozenset()
         self.assigned = asyncio.Event()
 
     async def start(self) -> None:
@@ -141,13 +149,32 @@ class EventConsumer(Generic[M]):
     async def _run(self) -> None:
         while True:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
-            if self._consumer.assignment():
-                self.assigned.set()
+            self._note_assignment()
             for _tp, records in batches.items():
                 for record in records:
                     await self.handle_record(record)
             if batches:
+                started = time.perf_counter()
                 await self._consumer.commit()
+                COMMIT_DURATION.labels(self._service).observe(time.perf_counter() - started)
+            await self._report_lag()
+
+    def _note_assignment(self) -> None:
+        assignment = frozenset(self._consumer.assignment())
+        if assignment:
+            self.assigned.set()
+        if assignment != self._assignment:
+            REBALANCES.labels(self._service).inc()
+            self._assignment = assignment
+
+    async def _report_lag(self) -> None:
+        # After the commit, the position is the committed offset: lag is what is left.
+        lag = 0
+        for tp in self._assignment:
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                lag += max(0, highwater - await self._consumer.position(tp))
+        CONSUMER_LAG.labels(self._service, self._base_topic).set(lag)
 
     async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
