@@ -174,7 +174,8 @@ def test_panels_return_data(prometheus: PrometheusServer) -> None:
     assert expected >= MUST_HAVE_DATA
     assert not empty, "panels without data although their series exist:\n" + "\n".join(empty)
     panels = {(p.dashboard, p.panel) for p in ops.panel_queries()}
-    print(f"\n{len(expected)} of {len(panels)} panels returned data")
+    print(f"\n{len(expected)} of {len(panels)} panels returned data:")
+    print("\n".join(f"  {dashboard} / {panel}" for dashboard, panel in sorted(expected)))
 
 
 def test_prometheus_log_has_no_rule_or_scrape_errors(prometheus: PrometheusServer) -> None:
