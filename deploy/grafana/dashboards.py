@@ -73,6 +73,11 @@ def per_window(metric: str, by: str, window: str, legend: str) -> Query:
     return q(f"sum by ({by}) (increase({metric}{{{NS}}}[{window}]))", legend)
 
 
+def hourly(title: str, metric: str, by: str, description: str, legend: str) -> Panel:
+    """A panel of how many per hour, split by labels."""
+    return Panel(title, (per_window(metric, by, "1h", legend),), description)
+
+
 def in_range(metric: str, matchers: str = "") -> str:
     sel = f"{NS}, {matchers}" if matchers else NS
     return f"sum(increase({metric}{{{sel}}}[$__range]))"
@@ -135,27 +140,24 @@ CLINIC = View(
         Row(
             "Cases",
             (
-                Panel(
+                hourly(
                     "Triggers by kind (per hour)",
-                    (per_window("followup_tracker_triggers_total", "kind", "1h", "{{kind}}"),),
+                    "followup_tracker_triggers_total",
+                    "kind",
                     "No-shows, late cancellations, unanswered calls, stage windows at risk.",
+                    "{{kind}}",
                 ),
                 Panel(
                     "Open cases by state",
                     (q(f"max by (state) (followup_scheduler_open_cases{{{NS}}})", "{{state}}"),),
                     "Cases not closed, by state.",
                 ),
-                Panel(
+                hourly(
                     "Cases closed by resolution (per hour)",
-                    (
-                        per_window(
-                            "followup_scheduler_cases_closed_total",
-                            "resolution",
-                            "1h",
-                            "{{resolution}}",
-                        ),
-                    ),
+                    "followup_scheduler_cases_closed_total",
+                    "resolution",
                     "Recovered, declined, opted out, unreachable, escalated, superseded, ...",
+                    "{{resolution}}",
                 ),
                 Panel(
                     "Time to first contact",
@@ -163,26 +165,19 @@ CLINIC = View(
                     "From detection to the case's first fired attempt.",
                     unit="s",
                 ),
-                Panel(
+                hourly(
                     "Attempts fired by channel (per hour)",
-                    (
-                        per_window(
-                            "followup_scheduler_attempts_fired_total",
-                            "channel",
-                            "1h",
-                            "{{channel}}",
-                        ),
-                    ),
+                    "followup_scheduler_attempts_fired_total",
+                    "channel",
                     "SMS, email and call tasks sent out.",
+                    "{{channel}}",
                 ),
-                Panel(
+                hourly(
                     "Escalations by reason (per hour)",
-                    (
-                        per_window(
-                            "followup_scheduler_escalations_total", "reason", "1h", "{{reason}}"
-                        ),
-                    ),
+                    "followup_scheduler_escalations_total",
+                    "reason",
                     "Why cases went to a doctor or supervisor.",
+                    "{{reason}}",
                 ),
             ),
         ),
@@ -382,6 +377,32 @@ SYSTEM = View(
                     ),
                     "Transient provider errors retried; repeated commands dropped by key.",
                     unit="ops",
+                ),
+            ),
+        ),
+        Row(
+            "Inputs and outputs in detail",
+            (
+                hourly(
+                    "Ingest rejected by reason (per hour)",
+                    "followup_tracker_ingest_rejected_total",
+                    "source, reason",
+                    "Why the tracker refused input: negative ACKs, HTTP 4xx, dead letters.",
+                    "{{source}} {{reason}}",
+                ),
+                hourly(
+                    "Call tasks by sink and result (per hour)",
+                    "followup_notifier_call_tasks_total",
+                    "sink, result",
+                    "Call tasks handed to the clinic's tools (webhook, mail, topic, FHIR Task).",
+                    "{{sink}} {{result}}",
+                ),
+                hourly(
+                    "SMS segments by encoding (per hour)",
+                    "followup_notifier_sms_segments_total",
+                    "encoding",
+                    "What the SMS provider bills: UCS-2 texts take more segments.",
+                    "{{encoding}}",
                 ),
             ),
         ),
