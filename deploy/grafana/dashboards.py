@@ -352,7 +352,7 @@ SYSTEM = View(
                     (
                         q(
                             "sum by (channel, provider) (rate(followup_notifier_sends_total"
-                            f'{{{NS}, result=~"failed|error"}}[{RATE}])) / sum by '
+                            f'{{{NS}, result=~"failed|transient_error"}}[{RATE}])) / sum by '
                             "(channel, provider) (rate("
                             f"followup_notifier_sends_total{{{NS}}}[{RATE}]))",
                             "{{channel}} {{provider}}",

@@ -28,6 +28,7 @@ from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsErr
 
 from common.clock import Clock
 from common.codec import DecodeError, dead_letter, decode, encode
+from common.kafka import ConsumerMonitor
 from common.logs import get_logger
 from common.metrics import DEAD_LETTERS, EVENTS_CONSUMED
 from schemas.events import AppointmentEvent, OutcomeEvent, TreatmentPlanEvent
@@ -114,6 +115,7 @@ class DetectionWorker:
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
         )
+        self._monitor = ConsumerMonitor(self._consumer, service, lambda t: self._models[t][0])
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             client_id=f"{service}-detection",
@@ -215,7 +217,9 @@ class DetectionWorker:
     async def _consume(self) -> None:
         while True:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
+            self._monitor.note_assignment()
             if not batches:
+                await self._monitor.report_lag()
                 continue
             async with self._lock:
                 now = self._clock.now()
@@ -228,11 +232,12 @@ class DetectionWorker:
                 found += self.detector.due(now)
                 await self._flush(found, dirty, now)
             try:
-                await self._consumer.commit()
+                await self._monitor.commit()
             except (CommitFailedError, KafkaError) as exc:
                 # A rebalance took the partitions: the new owner replays; handlers are
                 # idempotent and emitted triggers are in the changelog.
                 log.warning("commit_failed", error=type(exc).__name__)
+            await self._monitor.report_lag()
 
     async def _timer(self) -> None:
         while True:
