@@ -105,6 +105,7 @@ def to_attempt(row: Record) -> AttemptRecord:
         fired_at=row["fired_at"],
         outcome=row["outcome"],
         escalate_to=row["escalate_to"],
+        callback_at=row["callback_at"],
     )
 
 
@@ -252,14 +253,17 @@ class CaseLedger:
                 where[1],
             )
             if row is not None and should_record(row["outcome"], outcome.outcome):
+                # A callback request may say when (respond_by): the next call is planned then.
+                asked = outcome.respond_by if outcome.outcome == "callback_requested" else None
                 await tx.conn.execute(
-                    "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5 "
-                    "WHERE case_id = $1 AND attempt_number = $2",
+                    "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5, "
+                    "callback_at = $6 WHERE case_id = $1 AND attempt_number = $2",
                     where[0],
                     where[1],
                     outcome.outcome,
                     outcome.detail,
                     tx.now,
+                    asked,
                 )
             detail = {"attempt": where[1], "outcome": outcome.outcome, "detail": outcome.detail}
             await _history(tx, case["case_id"], "outcome", case["state"], detail)
@@ -292,7 +296,7 @@ class CaseLedger:
                 sorted(lost),
             )
             await self._replan(tx, case_id, replace_planned=True)
-        elif effect == "unanswered" or escalation:
+        elif effect in ("unanswered", "callback") or escalation:
             await self._replan(tx, case_id, replace_planned=True)
 
     async def correct_outcome(
@@ -317,8 +321,8 @@ class CaseLedger:
             if not await _first_time(tx, "corrections", key):
                 return "duplicate"
             await tx.conn.execute(
-                "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5 "
-                "WHERE case_id = $1 AND attempt_number = $2",
+                "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5, "
+                "callback_at = NULL WHERE case_id = $1 AND attempt_number = $2",
                 case_id,
                 attempt_number,
                 correction.outcome,
