@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import aiohttp
 import icalendar
 import pytest
@@ -116,3 +118,59 @@ async def test_a_webhook_receiver_that_was_down_gets_the_task_once_back(world: W
     # The sinks that had it already were not sent it again.
     assert len(world.inbox.for_key("calltask:c-down:1:create")) == 1
     assert len(world.calltask_events("c-down:1")) == 1
+
+
+async def test_the_ticketing_tool_may_answer_the_webhook_with_the_call_result(
+    world: World,
+) -> None:
+    await world.contact("p-reply", phone="+37060000031")
+    await world.contact("p-junk", phone="+37060000032")
+    asked = world.clock.now() + timedelta(days=1, hours=6)
+    world.webhook.replies["c-reply:1"] = {
+        "report_id": "desk-77",
+        "outcome": "callback_requested",
+        "reported_by": "admin-3",
+        "callback_at": asked.isoformat(),
+        "note": "Prefers the evening",  # free text: never forwarded
+    }
+    world.webhook.replies["c-junk:1"] = {"report_id": "desk-78", "outcome": "maybe"}
+    await world.send(world.command("c-reply", "p-reply", "call_task"))
+    await world.send(world.command("c-junk", "p-junk", "call_task"))
+
+    result = await eventually(lambda: world.outcome("desk-77"))
+    assert (result.outcome, result.channel, result.case_id, result.attempt_number) == (
+        "callback_requested",
+        "call_task",
+        "c-reply",
+        1,
+    )
+    assert (result.idempotency_key, result.reported_by) == ("c-reply:1", "admin-3")
+    assert result.respond_by == asked and result.detail is None
+    await eventually(lambda: world.outcome("c-reply:1:task_created"))
+    # A reply that is not a valid report is an acknowledgement: the task is delivered, once.
+    await eventually(lambda: world.outcome("c-junk:1:task_created"))
+    assert world.outcome("desk-78") is None
+    assert len(world.webhook.tasks("c-junk:1")) == 1
+    assert "Prefers" not in repr(world.outcomes.events)
+
+
+async def test_the_agreed_outcomes_route_names_the_task_by_its_key(world: World) -> None:
+    await world.contact("p-route", phone="+37060000033")
+    await world.send(world.command("c-route", "p-route", "call_task"))
+    await eventually(lambda: world.outcome("c-route:1:task_created"))
+    url = f"{world.base_url}/call-tasks/outcomes"
+    report = {"report_id": "report-9", "idempotency_key": "c-route:1", "outcome": "busy"}
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json=report) as r:
+            assert r.status == 401
+        async with http.post(url, json={**report, "idempotency_key": None}, headers=auth) as r:
+            assert r.status == 400 and "idempotency_key" in await r.text()
+        async with http.post(url, json={**report, "idempotency_key": "nope:1"}, headers=auth) as r:
+            assert r.status == 404
+        reported_at = "2026-03-02T11:05:00+02:00"
+        async with http.post(url, json={**report, "reported_at": reported_at}, headers=auth) as r:
+            assert r.status == 202
+    result = await eventually(lambda: world.outcome("report-9"))
+    assert (result.outcome, result.case_id, result.attempt_number) == ("busy", "c-route", 1)
+    assert result.occurred_at == datetime.fromisoformat(reported_at)
