@@ -9,6 +9,7 @@ the public URL the provider called; administrators need the bearer token. Answer
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from common.clock import Clock
 from common.logs import get_logger
 from schemas.events import OutcomeEvent
 from services.notifier import metrics
+from services.notifier.bounces import BounceError, parse_bounce_json, parse_bounce_message
 from services.notifier.call_reports import ReportError, parse_call_report, report_outcome, valid_id
 from services.notifier.contacts import normalise_phone
 from services.notifier.directory import Directory
@@ -62,6 +64,7 @@ class NotifierApi:
         app.router.add_post("/sms/inbound", self.sms_inbound)
         app.router.add_post("/calltasks/{task_id}/result", self.call_result)
         app.router.add_post("/call-tasks/outcomes", self.call_outcome)
+        app.router.add_post("/email/bounces", self.email_bounce)
         app.router.add_route("*", "/unsubscribe", self.unsubscribe)
 
     async def _signed_form(self, request: web.Request) -> dict[str, str]:
@@ -143,13 +146,57 @@ class NotifierApi:
 
         return await self._report(request, task_of)
 
-    async def _report(
-        self, request: web.Request, task_of: Callable[[dict[str, Any]], str]
-    ) -> web.Response:
+    def _authorise(self, request: web.Request) -> None:
         expected = f"Bearer {self._api_token}"
         given = request.headers.get("Authorization", "")
         if not self._api_token or not hmac.compare_digest(given.encode(), expected.encode()):
             raise web.HTTPUnauthorized(text="a valid bearer token is required")
+
+    async def email_bounce(self, request: web.Request) -> web.Response:
+        """``POST /email/bounces``: an RFC 3464 report (the whole message, or its body with
+        ``Content-Type: multipart/report; ...``) or the minimal JSON form (``bounces.py``)."""
+        self._authorise(request)
+        raw = await request.read()
+        try:
+            if request.content_type == "application/json":
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    raise BounceError("body is not JSON") from None
+                bounce = parse_bounce_json(body)
+            else:
+                if request.content_type == "multipart/report":
+                    # The MIME headers came as HTTP headers: put them back on the message.
+                    head = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n"
+                    raw = head.encode() + raw
+                bounce = parse_bounce_message(raw)
+        except BounceError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        if not bounce.permanent:
+            return web.json_response({"result": "ignored", "status": bounce.status})
+        command = await self._ledger.email_command(bounce.message_id)
+        if command is None:
+            raise web.HTTPNotFound(text="unknown Message-ID")
+        event = OutcomeEvent(
+            event_id=f"{command.idempotency_key}:bounced",
+            occurred_at=self._clock.now(),
+            source="notifier",
+            outcome="bounced",
+            patient_id=command.patient_id,
+            channel="email",
+            case_id=command.case_id,
+            attempt_number=command.attempt_number,
+            idempotency_key=command.idempotency_key,
+            detail=bounce.detail,
+        )
+        await self._publish(event)
+        log.info("email_bounced", key=command.idempotency_key, status=bounce.status)
+        return web.json_response({"result": "bounced", "event_id": event.event_id}, status=202)
+
+    async def _report(
+        self, request: web.Request, task_of: Callable[[dict[str, Any]], str]
+    ) -> web.Response:
+        self._authorise(request)
         try:
             body = await request.json()
         except ValueError:

@@ -8,6 +8,7 @@ import pytest
 
 from services.notifier.email_channel import message_id
 from tests.integration.notifier.world import API_TOKEN, World, eventually
+from tests.support.dsn import dsn_report
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +175,41 @@ async def test_the_agreed_outcomes_route_names_the_task_by_its_key(world: World)
     result = await eventually(lambda: world.outcome("report-9"))
     assert (result.outcome, result.case_id, result.attempt_number) == ("busy", "c-route", 1)
     assert result.occurred_at == datetime.fromisoformat(reported_at)
+
+
+async def test_a_bounce_report_becomes_a_bounced_outcome_of_the_email(world: World) -> None:
+    await world.contact("p-bounce", email="gone@example.org")
+    await world.send(world.command("c-bounce", "p-bounce", "email"))
+    await eventually(lambda: world.outcome("c-bounce:1:sent"))
+    [sent] = world.inbox.for_key("c-bounce:1")
+    url = f"{world.base_url}/email/bounces"
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    report = dsn_report(sent["Message-ID"])
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=report, headers={"Content-Type": "message/rfc822"}) as r:
+            assert r.status == 401
+        delayed = dsn_report(sent["Message-ID"], action="delayed", status="4.4.7")
+        headers = {**auth, "Content-Type": "message/rfc822"}
+        async with http.post(url, data=delayed, headers=headers) as r:
+            assert r.status == 200 and (await r.json())["result"] == "ignored"
+        unknown = {"message_id": "<followup.nope@clinic.example>", "status": "5.1.1"}
+        async with http.post(url, json=unknown, headers=auth) as r:
+            assert r.status == 404
+        async with http.post(url, data=b"not mail", headers=headers) as r:
+            assert r.status == 400 and "multipart/report" in await r.text()
+        async with http.post(url, data=report, headers=headers) as r:
+            assert r.status == 202
+            assert (await r.json())["event_id"] == "c-bounce:1:bounced"
+        # As a mail service forwards it: the MIME headers travel as HTTP headers.
+        head, body = report.split(b"\r\n\r\n", 1)
+        content_type = next(h for h in head.split(b"\r\n") if h.startswith(b"Content-Type:"))
+        forwarded = {**auth, "Content-Type": content_type.split(b": ", 1)[1].decode()}
+        async with http.post(url, data=body, headers=forwarded) as r:
+            assert r.status == 202
+    bounced = await eventually(lambda: world.outcome("c-bounce:1:bounced"))
+    assert (bounced.outcome, bounced.channel, bounced.detail) == ("bounced", "email", "dsn_5.1.1")
+    assert (bounced.case_id, bounced.attempt_number, bounced.patient_id) == (
+        "c-bounce",
+        1,
+        "p-bounce",
+    )
