@@ -6,12 +6,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from common.clock import Clock
+from services.notifier.call_reports import CallReport
 
 
 @dataclass(frozen=True)
 class SendReceipt:
     provider: str
     provider_id: str | None = None
+    # A call-task sink whose receiver answered with the call's result at once.
+    report: CallReport | None = None
 
 
 class TransientSendError(Exception):

@@ -31,6 +31,7 @@ from common.clock import Clock
 from common.logs import get_logger
 from schemas.events import NotificationCommand, OutcomeEvent
 from services.notifier import metrics
+from services.notifier.call_reports import report_outcome
 from services.notifier.calltasks import build_call_task, call_script
 from services.notifier.channels import PermanentSendError, SendReceipt, TransientSendError
 from services.notifier.contacts import NOT_CONTACTABLE, Contact, why_impossible
@@ -417,10 +418,14 @@ class Dispatcher:
             if sink.name in delivery.sinks_done:
                 continue  # delivered before a retry or a restart
             try:
-                await sink.deliver(task)
+                receipt = await sink.deliver(task)
             except (TransientSendError, PermanentSendError):
                 metrics.CALL_TASKS.labels(sink.name, "error").inc()
                 raise
+            if receipt.report is not None:
+                # Published before the sink is marked done: after a crash the task goes out
+                # again, the receiver answers again, and the repeated report id is dropped.
+                await self._publish(report_outcome(receipt.report, cmd, self.clock.now()))
             metrics.CALL_TASKS.labels(
                 sink.name, "created" if action == "create" else "withdrawn"
             ).inc()

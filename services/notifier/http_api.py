@@ -9,15 +9,18 @@ the public URL the provider called; administrators need the bearer token. Answer
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, get_args
+from typing import Any
 
 from aiohttp import web
 
 from common.clock import Clock
 from common.logs import get_logger
-from schemas.events import OutcomeEvent, OutcomeKind
+from schemas.events import OutcomeEvent
 from services.notifier import metrics
+from services.notifier.bounces import BounceError, parse_bounce_json, parse_bounce_message
+from services.notifier.call_reports import ReportError, parse_call_report, report_outcome, valid_id
 from services.notifier.contacts import normalise_phone
 from services.notifier.directory import Directory
 from services.notifier.email_channel import unsubscribe_token
@@ -27,30 +30,9 @@ from services.notifier.sms_text import classify_reply
 
 log = get_logger(__name__)
 
-CALL_RESULTS = frozenset(
-    {
-        "answered_rebooked",
-        "answered_declined",
-        "callback_requested",
-        "no_answer",
-        "busy",
-        "voicemail",
-        "wrong_number",
-    }
-)
 _STATUS_OUTCOMES = {"delivered": "delivered", "failed": "failed", "undelivered": "failed"}
-_ID_ALLOWED = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@/+-")
 
 Publish = Callable[[OutcomeEvent], Awaitable[None]]
-
-
-def _valid_id(value: Any) -> bool:
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= 128
-        and value[0].isalnum()
-        and set(value) <= _ID_ALLOWED
-    )
 
 
 class NotifierApi:
@@ -81,6 +63,8 @@ class NotifierApi:
         app.router.add_post("/sms/status", self.sms_status)
         app.router.add_post("/sms/inbound", self.sms_inbound)
         app.router.add_post("/calltasks/{task_id}/result", self.call_result)
+        app.router.add_post("/call-tasks/outcomes", self.call_outcome)
+        app.router.add_post("/email/bounces", self.email_bounce)
         app.router.add_route("*", "/unsubscribe", self.unsubscribe)
 
     async def _signed_form(self, request: web.Request) -> dict[str, str]:
@@ -121,7 +105,7 @@ class NotifierApi:
         form = await self._signed_form(request)
         message_id = form.get("MessageSid", "")
         phone = normalise_phone(form.get("From"), self._region)
-        if not _valid_id(message_id) or phone is None:
+        if not valid_id(message_id) or phone is None:
             raise web.HTTPBadRequest(text="MessageSid and a valid From are required")
         meaning = classify_reply(form.get("Body", ""))
         now = self._clock.now()
@@ -147,51 +131,92 @@ class NotifierApi:
         return web.Response(text="<Response/>", content_type="application/xml")
 
     async def call_result(self, request: web.Request) -> web.Response:
+        """``POST /calltasks/{task_id}/result``: the task's own report URL."""
+        return await self._report(request, lambda body: request.match_info["task_id"])
+
+    async def call_outcome(self, request: web.Request) -> web.Response:
+        """``POST /call-tasks/outcomes``: the agreed route; the body names the task by its
+        idempotency key (``<case_id>:<n>``, which is also the task id)."""
+
+        def task_of(body: dict[str, Any]) -> str:
+            key = body.get("idempotency_key")
+            if not valid_id(key):
+                raise web.HTTPBadRequest(text="idempotency_key: the call task's key is required")
+            return str(key)
+
+        return await self._report(request, task_of)
+
+    def _authorise(self, request: web.Request) -> None:
         expected = f"Bearer {self._api_token}"
         given = request.headers.get("Authorization", "")
         if not self._api_token or not hmac.compare_digest(given.encode(), expected.encode()):
             raise web.HTTPUnauthorized(text="a valid bearer token is required")
+
+    async def email_bounce(self, request: web.Request) -> web.Response:
+        """``POST /email/bounces``: an RFC 3464 report (the whole message, or its body with
+        ``Content-Type: multipart/report; ...``) or the minimal JSON form (``bounces.py``)."""
+        self._authorise(request)
+        raw = await request.read()
+        try:
+            if request.content_type == "application/json":
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    raise BounceError("body is not JSON") from None
+                bounce = parse_bounce_json(body)
+            else:
+                if request.content_type == "multipart/report":
+                    # The MIME headers came as HTTP headers: put them back on the message.
+                    head = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n"
+                    raw = head.encode() + raw
+                bounce = parse_bounce_message(raw)
+        except BounceError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        if not bounce.permanent:
+            return web.json_response({"result": "ignored", "status": bounce.status})
+        command = await self._ledger.email_command(bounce.message_id)
+        if command is None:
+            raise web.HTTPNotFound(text="unknown Message-ID")
+        event = OutcomeEvent(
+            event_id=f"{command.idempotency_key}:bounced",
+            occurred_at=self._clock.now(),
+            source="notifier",
+            outcome="bounced",
+            patient_id=command.patient_id,
+            channel="email",
+            case_id=command.case_id,
+            attempt_number=command.attempt_number,
+            idempotency_key=command.idempotency_key,
+            detail=bounce.detail,
+        )
+        await self._publish(event)
+        log.info("email_bounced", key=command.idempotency_key, status=bounce.status)
+        return web.json_response({"result": "bounced", "event_id": event.event_id}, status=202)
+
+    async def _report(
+        self, request: web.Request, task_of: Callable[[dict[str, Any]], str]
+    ) -> web.Response:
+        self._authorise(request)
         try:
             body = await request.json()
         except ValueError:
             raise web.HTTPBadRequest(text="body is not JSON") from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="body must be a JSON object")
-        report_id, outcome = body.get("report_id"), body.get("outcome")
-        reported_by, detail = body.get("reported_by"), body.get("detail")
-        if not _valid_id(report_id):
-            raise web.HTTPBadRequest(text="report_id: an id is required (it makes retries safe)")
-        if outcome not in CALL_RESULTS:
-            raise web.HTTPBadRequest(text=f"outcome: one of {', '.join(sorted(CALL_RESULTS))}")
-        if reported_by is not None and not _valid_id(reported_by):
-            raise web.HTTPBadRequest(text="reported_by: must be an id")
-        if detail is not None and not _valid_id(detail):
-            raise web.HTTPBadRequest(text="detail: a reason code, not free text")
-        command = await self._ledger.call_task(request.match_info["task_id"])
+        try:
+            report = parse_call_report(body)
+        except ReportError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        command = await self._ledger.call_task(task_of(body))
         if command is None:
             raise web.HTTPNotFound(text="unknown call task")
-        assert outcome in get_args(OutcomeKind)
-        event = OutcomeEvent(
-            event_id=str(report_id),
-            occurred_at=self._clock.now(),
-            source="notifier",
-            outcome=outcome,
-            patient_id=command.patient_id,
-            channel="call_task",
-            case_id=command.case_id,
-            attempt_number=command.attempt_number,
-            idempotency_key=command.idempotency_key,
-            reported_by=reported_by,
-            detail=detail,
-        )
+        event = report_outcome(report, command, self._clock.now())
         await self._publish(event)
-        return web.json_response({"event_id": event.event_id, "outcome": outcome}, status=202)
+        return web.json_response({"event_id": event.event_id, "outcome": event.outcome}, status=202)
 
     async def unsubscribe(self, request: web.Request) -> web.Response:
         patient_id = request.query.get("patient", "")
         token = request.query.get("token", "")
         if not (
-            _valid_id(patient_id)
+            valid_id(patient_id)
             and self._link_secret
             and hmac.compare_digest(token, unsubscribe_token(self._link_secret, patient_id))
         ):

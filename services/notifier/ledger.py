@@ -205,6 +205,14 @@ class Ledger:
         )
         return key is not None
 
+    async def email_command(self, message_id: str) -> NotificationCommand | None:
+        """The email command that went out with this Message-ID (a bounce is about it)."""
+        raw = await self._pool.fetchval(
+            "SELECT command FROM deliveries WHERE channel = 'email' AND provider_id = $1",
+            message_id,
+        )
+        return NotificationCommand.model_validate_json(raw) if raw else None
+
     async def sms_command(
         self, key: str | None, provider_id: str | None
     ) -> NotificationCommand | None:

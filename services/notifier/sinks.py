@@ -16,11 +16,14 @@ import aiohttp
 
 from common.clock import Clock
 from common.kafka import KafkaPublisher
+from common.logs import get_logger
 from schemas.events import CallTaskEvent
+from services.notifier.call_reports import CallReport, ReportError, parse_call_report
 from services.notifier.calltasks import fhir_task, summary_lines, vtodo
 from services.notifier.channels import PermanentSendError, SendReceipt, TransientSendError
 from services.notifier.email_channel import Attachment, Email, Mailer
 
+log = get_logger(__name__)
 SIGNATURE_HEADER = "X-Followup-Signature"
 TIMESTAMP_HEADER = "X-Followup-Timestamp"
 
@@ -63,16 +66,35 @@ class WebhookSink:
         try:
             async with self._session.post(self._url, data=body, headers=headers) as response:
                 status = response.status
+                reply = await response.read() if 200 <= status < 300 else b""
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransientSendError(self.name, type(exc).__name__) from None
         if 200 <= status < 300:
-            return SendReceipt(self.name)
+            report = _reported(task, reply) if task.action == "create" else None
+            return SendReceipt(self.name, report=report)
         # Until a 2xx: the receiver may be misconfigured for a while; the window bounds it.
         raise TransientSendError(self.name, f"http_{status}")
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _reported(task: CallTaskEvent, reply: bytes) -> CallReport | None:
+    """The call's result when the ticketing tool answered the task with one (same shape as
+    the report endpoints); any other reply body is an ordinary acknowledgement. A report
+    that does not hold is logged and dropped: the task itself was delivered."""
+    try:
+        body = json.loads(reply) if reply.strip() else None
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or "outcome" not in body:
+        return None
+    try:
+        return parse_call_report(body)
+    except ReportError as exc:
+        log.warning("webhook_reply_refused", task_id=task.task_id, reason=str(exc))
+        return None
 
 
 class FrontDeskEmailSink:

@@ -22,6 +22,9 @@ The rules, in order:
    or email goes outside quiet hours. When the step's channel is impossible the fallback
    order picks another.
    A step held (frequency cap, conversation in progress) waits until ``not_before``.
+   A patient who answered and asked to be called back gets a call task: at the time asked
+   for (in business hours) when one was given and it is before the last useful moment,
+   else at the next step's time; even after ``max_attempts`` (the patient is reachable).
 5. Stage deadline: the last useful moment is the deadline minus ``rebook_lead``. The delay
    shrinks so that the remaining attempts fit before it; a step that would still land after
    it is moved to the earliest allowed moment (on any usable channel); when none is left,
@@ -86,6 +89,8 @@ class AttemptRecord:
     fired_at: datetime | None = None
     outcome: OutcomeKind | None = None
     escalate_to: str | None = None
+    # For the outcome callback_requested: when the patient asked to be called, if said.
+    callback_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -155,18 +160,27 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
         if reachable:
             return Close("opted_out", now)
         return _escalate_or_close(rules, case, "no_channel", settled, zone)
-    if len(follow_ups) >= rules.max_attempts:
+    callback = last is not None and last.outcome == "callback_requested"
+    callback = callback and "call_task" in usable
+    if len(follow_ups) >= rules.max_attempts and not callback:
         return _escalate_or_close(rules, case, "attempts_exhausted", settled, zone)
 
     step_index = min(len(follow_ups), len(rules.steps) - 1)
     step = rules.steps[step_index]
     base = (last.fired_at or last.planned_at) if last else case.opened_at
-    earliest = max(now, _busy_until(last)) if last else now
+    # The previous call is over once answered; otherwise its window must end first.
+    earliest = max(now, _busy_until(last)) if last and not callback else now
+    last_useful = _last_useful(rules, case)
+    if callback and last is not None and last.callback_at is not None:
+        asked = max(earliest, last.callback_at.astimezone(UTC))
+        placed = _place_call(rules, zone, asked, None)
+        if placed is not None and (last_useful is None or placed[0] <= last_useful):
+            moved = _moved_by(rules, "call_task", zone, asked, placed[0])
+            return _plan(rules, case, "call_task", placed, step_index, False, last_useful, moved)
     if case.not_before is not None:
         earliest = max(earliest, case.not_before.astimezone(UTC))
     normal = _wall_add(base, step.delay, zone)
     candidate = normal
-    last_useful = _last_useful(rules, case)
     if last_useful is not None:
         # Spread the attempts still allowed over the time left before the last useful moment.
         remaining = rules.max_attempts - len(follow_ups)
@@ -174,7 +188,8 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
         candidate = min(candidate, spread)
     candidate = max(candidate, earliest)
 
-    order = [step.channel, *[c for c in rules.fallback if c != step.channel]]
+    first: Channel = "call_task" if callback else step.channel
+    order = [first, *[c for c in rules.fallback if c != first]]
     order = [c for c in order if c in usable] or usable
     avoid = _slot_to_avoid(rules, follow_ups, zone)
     placed = _place(rules, order[0], zone, candidate, avoid)
@@ -200,7 +215,14 @@ def last_useful_moment(rules: CadenceRules, case: CaseView) -> datetime | None:
 # --- outcomes --------------------------------------------------------------------------
 
 OutcomeEffect = Literal[
-    "recovered", "declined", "unanswered", "channel_lost", "opt_out", "opt_in", "record"
+    "recovered",
+    "declined",
+    "unanswered",
+    "callback",
+    "channel_lost",
+    "opt_out",
+    "opt_in",
+    "record",
 ]
 
 
@@ -214,6 +236,8 @@ def outcome_effect(outcome: OutcomeKind, detail: str | None = None) -> OutcomeEf
         return outcome
     if outcome in UNANSWERED:
         return "unanswered"
+    if outcome == "callback_requested":
+        return "callback"
     if outcome in ("wrong_number", "channel_impossible", "bounced"):
         return "channel_lost"
     if outcome == "failed":

@@ -77,11 +77,15 @@ class Tx:
     conn: Conn
     now: datetime
     after: AfterCommit
-    # Inserts nobody reads back in the same transaction (history, outbox, contact log):
-    # sent together before commit, one round trip per statement instead of one per row.
+    # Writes sent together, one round trip per statement instead of one per row: history,
+    # outbox and contact-log inserts (nobody reads them back), and the per-attempt writes of
+    # firing and planning (attempt fired or cancelled, case contacted, next attempt planned).
+    # Statements are not kept in order among themselves, so reading a case or its attempts
+    # (``_lock_case``, ``_attempts``, ``_lock_open_cases``) and a direct write to a row that
+    # may have a pending write (closing, escalating, holding) flushes first.
     pending: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
 
-    def insert_later(self, sql: str, *args: Any) -> None:
+    def write_later(self, sql: str, *args: Any) -> None:
         self.pending.setdefault(sql, []).append(args)
 
     async def flush(self) -> None:
@@ -101,6 +105,7 @@ def to_attempt(row: Record) -> AttemptRecord:
         fired_at=row["fired_at"],
         outcome=row["outcome"],
         escalate_to=row["escalate_to"],
+        callback_at=row["callback_at"],
     )
 
 
@@ -157,7 +162,7 @@ class CaseLedger:
                 log.info("trigger_ignored", reason="not_contactable", event_id=trigger.event_id)
                 return
             if trigger.kind == "unanswered_call" and trigger.case_id is not None:
-                own = await _lock_case(tx.conn, trigger.case_id)
+                own = await _lock_case(tx, trigger.case_id)
                 if own is not None:
                     # Our own call task expired without a result: treat it as unanswered.
                     if own["state"] != "closed":
@@ -239,7 +244,7 @@ class CaseLedger:
             where = _attempt_of(outcome)
             if where is None:
                 return  # not one of ours (e.g. the clinic's own call): the tracker's business
-            case = await _lock_case(tx.conn, where[0])
+            case = await _lock_case(tx, where[0])
             if case is None:
                 return
             row = await tx.conn.fetchrow(
@@ -248,14 +253,17 @@ class CaseLedger:
                 where[1],
             )
             if row is not None and should_record(row["outcome"], outcome.outcome):
+                # A callback request may say when (respond_by): the next call is planned then.
+                asked = outcome.respond_by if outcome.outcome == "callback_requested" else None
                 await tx.conn.execute(
-                    "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5 "
-                    "WHERE case_id = $1 AND attempt_number = $2",
+                    "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5, "
+                    "callback_at = $6 WHERE case_id = $1 AND attempt_number = $2",
                     where[0],
                     where[1],
                     outcome.outcome,
                     outcome.detail,
                     tx.now,
+                    asked,
                 )
             detail = {"attempt": where[1], "outcome": outcome.outcome, "detail": outcome.detail}
             await _history(tx, case["case_id"], "outcome", case["state"], detail)
@@ -288,7 +296,7 @@ class CaseLedger:
                 sorted(lost),
             )
             await self._replan(tx, case_id, replace_planned=True)
-        elif effect == "unanswered" or escalation:
+        elif effect in ("unanswered", "callback") or escalation:
             await self._replan(tx, case_id, replace_planned=True)
 
     async def correct_outcome(
@@ -300,7 +308,7 @@ class CaseLedger:
         afresh, unless another case for the same patient and reason is open by now.
         """
         async with self._tx() as tx:
-            case = await _lock_case(tx.conn, case_id)
+            case = await _lock_case(tx, case_id)
             row = await tx.conn.fetchrow(
                 "SELECT * FROM attempts WHERE case_id = $1 AND attempt_number = $2 "
                 "AND state = 'fired'",
@@ -313,8 +321,8 @@ class CaseLedger:
             if not await _first_time(tx, "corrections", key):
                 return "duplicate"
             await tx.conn.execute(
-                "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5 "
-                "WHERE case_id = $1 AND attempt_number = $2",
+                "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5, "
+                "callback_at = NULL WHERE case_id = $1 AND attempt_number = $2",
                 case_id,
                 attempt_number,
                 correction.outcome,
@@ -366,7 +374,7 @@ class CaseLedger:
                 outcome.patient_id,
                 outcome.channel,
             )
-        for case in await _lock_open_cases(tx.conn, outcome.patient_id):
+        for case in await _lock_open_cases(tx, outcome.patient_id):
             detail = {"channel": outcome.channel}
             await _history(tx, case["case_id"], outcome.outcome, case["state"], detail)
             await self._replan(tx, case["case_id"], replace_planned=True)
@@ -383,7 +391,7 @@ class CaseLedger:
                     appointment.stage_id,
                     appointment.status_at or appointment.start,
                 )
-            for case in await _lock_open_cases(tx.conn, appointment.patient_id):
+            for case in await _lock_open_cases(tx, appointment.patient_id):
                 facts = to_facts(case)
                 resolution = booking_resolution(facts, appointment)
                 if resolution is not None:
@@ -445,13 +453,13 @@ class CaseLedger:
             )
             if event.status == "active":
                 return
-            for case in await _lock_open_cases(tx.conn, event.patient_id):
+            for case in await _lock_open_cases(tx, event.patient_id):
                 await self._withdraw_tasks(tx, to_facts(case))
                 await _close(tx, case["case_id"], event.status)
 
     async def _withdraw_tasks(self, tx: Tx, facts: CaseFacts) -> None:
         """Withdraw the case's call tasks still out (window open, no result yet)."""
-        attempts = await _attempts(tx.conn, facts.case_id)
+        attempts = await _attempts(tx, facts.case_id)
         for attempt in attempts:
             if task_still_out(attempt, tx.now):
                 await self._withdraw(tx, facts, attempt, attempts)
@@ -527,6 +535,7 @@ class CaseLedger:
 
     async def _hold(self, tx: Tx, case: Record, attempt: AttemptRecord, hold: Hold) -> None:
         """Not now: the step is planned afresh from ``hold.until`` (or escalates)."""
+        await tx.flush()
         await tx.conn.execute(
             "DELETE FROM attempts WHERE case_id = $1 AND attempt_number = $2",
             case["case_id"],
@@ -546,7 +555,7 @@ class CaseLedger:
     ) -> AttemptRecord:
         if tx.now >= attempt.window_end:
             # Useless now (the scheduler was away longer than the window): plan afresh.
-            await tx.conn.execute(
+            tx.write_later(
                 "UPDATE attempts SET state = 'cancelled' WHERE case_id = $1 "
                 "AND attempt_number = $2",
                 case["case_id"],
@@ -556,7 +565,7 @@ class CaseLedger:
                 tx, case["case_id"], "expired", case["state"], {"attempt": attempt.number}
             )
             return replace(attempt, state="cancelled")
-        await tx.conn.execute(
+        tx.write_later(
             "UPDATE attempts SET state = 'fired', fired_at = $3 WHERE case_id = $1 "
             "AND attempt_number = $2",
             case["case_id"],
@@ -568,7 +577,7 @@ class CaseLedger:
         await _outbox(tx, command)
         first = case["first_contact_at"] is None and attempt.purpose == "follow_up"
         state = "contacting" if case["state"] == "open" else case["state"]
-        await tx.conn.execute(
+        tx.write_later(
             "UPDATE cases SET state = $2, first_contact_at = COALESCE(first_contact_at, $3), "
             "updated_at = $4 WHERE case_id = $1",
             case["case_id"],
@@ -606,7 +615,7 @@ class CaseLedger:
     # --- planning -------------------------------------------------------------------
 
     async def _replan(self, tx: Tx, case_id: str, *, replace_planned: bool = False) -> None:
-        case = await _lock_case(tx.conn, case_id)
+        case = await _lock_case(tx, case_id)
         if case is None or case["state"] == "closed":
             return
         if replace_planned:
@@ -614,7 +623,7 @@ class CaseLedger:
             await tx.conn.execute(
                 "DELETE FROM attempts WHERE case_id = $1 AND state = 'planned'", case_id
             )
-        attempts = await _attempts(tx.conn, case_id)
+        attempts = await _attempts(tx, case_id)
         if any(a.state == "planned" for a in attempts):
             return
         opted = await _opted_out_many(tx.conn, [case["patient_id"]])
@@ -644,8 +653,11 @@ class CaseLedger:
         decision = next_decision(rules, view, tx.now)
         number = max((a.number for a in attempts), default=0) + 1
         case_id = case["case_id"]
+        if not isinstance(decision, PlanAttempt):
+            await tx.flush()  # the writes below are not deferred: keep them after the pending
         if case["review_at"] is not None and not isinstance(decision, Close):
             # A step is planned again: the case no longer waits to be looked at.
+            await tx.flush()
             await tx.conn.execute("UPDATE cases SET review_at = NULL WHERE case_id = $1", case_id)
         if isinstance(decision, PlanAttempt):
             await _insert_attempt(
@@ -793,7 +805,7 @@ class _Contacts:
         self.sent[(patient, kind)].append(tx.now)
         if attempt.channel == "call_task":
             self.tasks[patient].append((tx.now, attempt.window_end))
-        tx.insert_later(
+        tx.write_later(
             "INSERT INTO contact_log (case_id, attempt_number, patient_id, channel_class, "
             "sent_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             case_id,
@@ -871,15 +883,17 @@ async def _not_contactable(conn: Conn, patient_id: str) -> bool:
     return status is not None and status != "active"
 
 
-async def _lock_case(conn: Conn, case_id: str) -> Record | None:
-    row: Record | None = await conn.fetchrow(
+async def _lock_case(tx: Tx, case_id: str) -> Record | None:
+    await tx.flush()
+    row: Record | None = await tx.conn.fetchrow(
         "SELECT * FROM cases WHERE case_id = $1 FOR UPDATE", case_id
     )
     return row
 
 
-async def _lock_open_cases(conn: Conn, patient_id: str) -> list[Record]:
-    rows: list[Record] = await conn.fetch(
+async def _lock_open_cases(tx: Tx, patient_id: str) -> list[Record]:
+    await tx.flush()
+    rows: list[Record] = await tx.conn.fetch(
         "SELECT * FROM cases WHERE patient_id = $1 AND state <> 'closed' "
         "ORDER BY case_id FOR UPDATE",
         patient_id,
@@ -887,8 +901,9 @@ async def _lock_open_cases(conn: Conn, patient_id: str) -> list[Record]:
     return rows
 
 
-async def _attempts(conn: Conn, case_id: str) -> list[AttemptRecord]:
-    rows = await conn.fetch(
+async def _attempts(tx: Tx, case_id: str) -> list[AttemptRecord]:
+    await tx.flush()
+    rows = await tx.conn.fetch(
         "SELECT * FROM attempts WHERE case_id = $1 ORDER BY attempt_number", case_id
     )
     return [to_attempt(r) for r in rows]
@@ -938,7 +953,7 @@ async def _insert_attempt(
     tightened: bool = False,
     escalate_to: str | None = None,
 ) -> None:
-    await tx.conn.execute(
+    tx.write_later(
         """INSERT INTO attempts (case_id, attempt_number, purpose, channel, template,
                escalate_to, state, step_index, tightened, planned_at, window_end)
            VALUES ($1, $2, $3, $4, $5, $6, 'planned', $7, $8, $9, $10)""",
@@ -956,6 +971,7 @@ async def _insert_attempt(
 
 
 async def _close(tx: Tx, case_id: str, resolution: Resolution) -> None:
+    await tx.flush()
     closed = await tx.conn.fetchval(
         """UPDATE cases SET state = 'closed', resolution = $2, closed_at = $3,
                review_at = NULL, updated_at = $3
@@ -975,7 +991,7 @@ async def _close(tx: Tx, case_id: str, resolution: Resolution) -> None:
 
 
 async def _outbox(tx: Tx, command: NotificationCommand) -> None:
-    tx.insert_later(
+    tx.write_later(
         "INSERT INTO outbox (idempotency_key, patient_id, payload, created_at) "
         "VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
         command.idempotency_key,
@@ -986,7 +1002,7 @@ async def _outbox(tx: Tx, command: NotificationCommand) -> None:
 
 
 async def _history(tx: Tx, case_id: str, event: str, state: str, detail: dict[str, Any]) -> None:
-    tx.insert_later(
+    tx.write_later(
         "INSERT INTO case_history (case_id, at, event, state, detail) VALUES ($1, $2, $3, $4, $5)",
         case_id,
         tx.now,

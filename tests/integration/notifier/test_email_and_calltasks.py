@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import aiohttp
 import icalendar
 import pytest
 
 from services.notifier.email_channel import message_id
 from tests.integration.notifier.world import API_TOKEN, World, eventually
+from tests.support.dsn import dsn_report
 
 pytestmark = pytest.mark.integration
 
@@ -116,3 +119,97 @@ async def test_a_webhook_receiver_that_was_down_gets_the_task_once_back(world: W
     # The sinks that had it already were not sent it again.
     assert len(world.inbox.for_key("calltask:c-down:1:create")) == 1
     assert len(world.calltask_events("c-down:1")) == 1
+
+
+async def test_the_ticketing_tool_may_answer_the_webhook_with_the_call_result(
+    world: World,
+) -> None:
+    await world.contact("p-reply", phone="+37060000031")
+    await world.contact("p-junk", phone="+37060000032")
+    asked = world.clock.now() + timedelta(days=1, hours=6)
+    world.webhook.replies["c-reply:1"] = {
+        "report_id": "desk-77",
+        "outcome": "callback_requested",
+        "reported_by": "admin-3",
+        "callback_at": asked.isoformat(),
+        "note": "Prefers the evening",  # free text: never forwarded
+    }
+    world.webhook.replies["c-junk:1"] = {"report_id": "desk-78", "outcome": "maybe"}
+    await world.send(world.command("c-reply", "p-reply", "call_task"))
+    await world.send(world.command("c-junk", "p-junk", "call_task"))
+
+    result = await eventually(lambda: world.outcome("desk-77"))
+    assert (result.outcome, result.channel, result.case_id, result.attempt_number) == (
+        "callback_requested",
+        "call_task",
+        "c-reply",
+        1,
+    )
+    assert (result.idempotency_key, result.reported_by) == ("c-reply:1", "admin-3")
+    assert result.respond_by == asked and result.detail is None
+    await eventually(lambda: world.outcome("c-reply:1:task_created"))
+    # A reply that is not a valid report is an acknowledgement: the task is delivered, once.
+    await eventually(lambda: world.outcome("c-junk:1:task_created"))
+    assert world.outcome("desk-78") is None
+    assert len(world.webhook.tasks("c-junk:1")) == 1
+    assert "Prefers" not in repr(world.outcomes.events)
+
+
+async def test_the_agreed_outcomes_route_names_the_task_by_its_key(world: World) -> None:
+    await world.contact("p-route", phone="+37060000033")
+    await world.send(world.command("c-route", "p-route", "call_task"))
+    await eventually(lambda: world.outcome("c-route:1:task_created"))
+    url = f"{world.base_url}/call-tasks/outcomes"
+    report = {"report_id": "report-9", "idempotency_key": "c-route:1", "outcome": "busy"}
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json=report) as r:
+            assert r.status == 401
+        async with http.post(url, json={**report, "idempotency_key": None}, headers=auth) as r:
+            assert r.status == 400 and "idempotency_key" in await r.text()
+        async with http.post(url, json={**report, "idempotency_key": "nope:1"}, headers=auth) as r:
+            assert r.status == 404
+        reported_at = "2026-03-02T11:05:00+02:00"
+        async with http.post(url, json={**report, "reported_at": reported_at}, headers=auth) as r:
+            assert r.status == 202
+    result = await eventually(lambda: world.outcome("report-9"))
+    assert (result.outcome, result.case_id, result.attempt_number) == ("busy", "c-route", 1)
+    assert result.occurred_at == datetime.fromisoformat(reported_at)
+
+
+async def test_a_bounce_report_becomes_a_bounced_outcome_of_the_email(world: World) -> None:
+    await world.contact("p-bounce", email="gone@example.org")
+    await world.send(world.command("c-bounce", "p-bounce", "email"))
+    await eventually(lambda: world.outcome("c-bounce:1:sent"))
+    [sent] = world.inbox.for_key("c-bounce:1")
+    url = f"{world.base_url}/email/bounces"
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    report = dsn_report(sent["Message-ID"])
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=report, headers={"Content-Type": "message/rfc822"}) as r:
+            assert r.status == 401
+        delayed = dsn_report(sent["Message-ID"], action="delayed", status="4.4.7")
+        headers = {**auth, "Content-Type": "message/rfc822"}
+        async with http.post(url, data=delayed, headers=headers) as r:
+            assert r.status == 200 and (await r.json())["result"] == "ignored"
+        unknown = {"message_id": "<followup.nope@clinic.example>", "status": "5.1.1"}
+        async with http.post(url, json=unknown, headers=auth) as r:
+            assert r.status == 404
+        async with http.post(url, data=b"not mail", headers=headers) as r:
+            assert r.status == 400 and "multipart/report" in await r.text()
+        async with http.post(url, data=report, headers=headers) as r:
+            assert r.status == 202
+            assert (await r.json())["event_id"] == "c-bounce:1:bounced"
+        # As a mail service forwards it: the MIME headers travel as HTTP headers.
+        head, body = report.split(b"\r\n\r\n", 1)
+        content_type = next(h for h in head.split(b"\r\n") if h.startswith(b"Content-Type:"))
+        forwarded = {**auth, "Content-Type": content_type.split(b": ", 1)[1].decode()}
+        async with http.post(url, data=body, headers=forwarded) as r:
+            assert r.status == 202
+    bounced = await eventually(lambda: world.outcome("c-bounce:1:bounced"))
+    assert (bounced.outcome, bounced.channel, bounced.detail) == ("bounced", "email", "dsn_5.1.1")
+    assert (bounced.case_id, bounced.attempt_number, bounced.patient_id) == (
+        "c-bounce",
+        1,
+        "p-bounce",
+    )

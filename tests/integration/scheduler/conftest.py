@@ -15,6 +15,7 @@ from schemas.events import AppointmentEvent, OutcomeEvent, PatientStatusEvent, T
 from services.scheduler.app import MIGRATIONS
 from services.scheduler.ledger import CaseLedger
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
+from tests.support.scheduler import seed_open_cases
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
 # A Monday morning at the clinic.
@@ -93,15 +94,7 @@ async def seed_due_cases(
 ) -> None:
     """``count`` open no-show cases, each with a planned SMS due at ``planned_at``."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            """INSERT INTO cases (case_id, patient_id, reason, department, timezone, state,
-                   trigger_event_id, fact_at, opened_at, updated_at)
-               SELECT 'case-' || n, 'pat-' || n, 'no_show', 'dental', 'Europe/Vilnius', 'open',
-                   'no_show:appt-' || n, $1, $1, $1
-               FROM generate_series(1, $2) AS n""",
-            planned_at,
-            count,
-        )
+        await seed_open_cases(conn, count, planned_at)
         await conn.execute(
             """INSERT INTO attempts (case_id, attempt_number, purpose, channel, template, state,
                    planned_at, window_end)

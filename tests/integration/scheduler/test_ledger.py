@@ -110,6 +110,32 @@ async def test_no_answer_moves_the_next_call_to_another_time_of_day(
     assert call["planned_at"].astimezone(VILNIUS).hour >= 12
 
 
+async def test_a_callback_request_plans_the_next_call_when_the_patient_asked(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    await ledger.handle_trigger(no_show())
+    await fire_at(ledger, clock, MISSED + timedelta(hours=1))
+    assert (await attempts(pool))[1]["channel"] == "sms"  # the policy's next step
+    clock.set(MISSED + timedelta(hours=1, minutes=10))
+    asked = datetime(2026, 3, 3, 16, 15, tzinfo=VILNIUS)
+    request = outcome(CASE, 1, "callback_requested", clock.now()).model_copy(
+        update={"respond_by": asked}
+    )
+    await ledger.handle_outcome(request)
+    await ledger.handle_outcome(request)  # a redelivery changes nothing
+    first, callback = await attempts(pool)
+    assert (first["outcome"], first["callback_at"]) == ("callback_requested", asked)
+    assert (callback["channel"], callback["state"], callback["planned_at"]) == (
+        "call_task",
+        "planned",
+        asked,
+    )
+    assert await fire_at(ledger, clock, asked - timedelta(minutes=1)) == 0
+    assert await fire_at(ledger, clock, asked) == 1
+    assert await outbox_keys(pool) == [f"{CASE}:1", f"{CASE}:2"]
+    assert (await case_row(pool))["state"] == "contacting"
+
+
 async def test_rebooked_on_the_call_closes_the_case_recovered(
     ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
 ) -> None:

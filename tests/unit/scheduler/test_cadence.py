@@ -218,6 +218,75 @@ def test_a_call_without_outcome_counts_as_unanswered_but_a_callback_request_does
     assert local(asked.planned_at) == datetime(2026, 3, 3, 10, 30, tzinfo=VILNIUS)
 
 
+def called_back(at: datetime | None) -> tuple[PlanAttempt, AttemptRecord]:
+    """The first call (Monday 10:30) answered: the patient asked to be called back ``at``."""
+    first = plan(RULES, case(), ManualClock(MISSED))
+    return first, replace(fired(first, 1, "callback_requested"), callback_at=at)
+
+
+def test_a_callback_is_planned_at_the_time_the_patient_asked_for() -> None:
+    asked = datetime(2026, 3, 3, 16, 15, tzinfo=VILNIUS)
+    _, answered = called_back(asked)
+    # The policy's next step would be an SMS three hours later; the patient asked for a call.
+    callback = plan(RULES, case(answered), ManualClock(MISSED + timedelta(hours=1, minutes=30)))
+    assert (callback.channel, callback.planned_at, callback.moved_by) == ("call_task", asked, None)
+    assert local(callback.window_end) == datetime(2026, 3, 3, 18, 0, tzinfo=VILNIUS)
+
+
+def test_a_callback_asked_for_a_closed_day_waits_for_business_hours() -> None:
+    _, answered = called_back(datetime(2026, 3, 7, 10, 0, tzinfo=VILNIUS))  # a Saturday
+    callback = plan(RULES, case(answered), ManualClock(MISSED + timedelta(hours=2)))
+    assert local(callback.planned_at) == datetime(2026, 3, 9, 8, 0, tzinfo=VILNIUS)
+    assert callback.moved_by == "business_hours"
+
+
+def test_a_callback_asked_for_within_the_call_window_is_not_made_to_wait_for_its_end() -> None:
+    first, answered = called_back(None)
+    asked = first.planned_at + timedelta(minutes=40)
+    callback = plan(RULES, case(replace(answered, callback_at=asked)), ManualClock(asked))
+    assert callback.planned_at == asked < first.window_end
+
+
+def test_a_callback_without_a_time_is_a_call_at_the_next_step_s_time() -> None:
+    first, answered = called_back(None)
+    callback = plan(RULES, case(answered), ManualClock(first.planned_at + timedelta(minutes=5)))
+    # Step 2 is an SMS three hours after the first call: a call then, in the same slot or not.
+    assert callback.channel == "call_task"
+    assert callback.planned_at == first.planned_at + timedelta(hours=3)
+
+
+def test_a_callback_after_the_last_useful_moment_is_brought_before_the_stage_deadline() -> None:
+    deadline = datetime(2026, 3, 5, 12, 0, tzinfo=VILNIUS)  # last useful: Tuesday 12:00
+    first = plan(RULES, case(deadline=deadline), ManualClock(MISSED))
+    answered = replace(
+        fired(first, 1, "callback_requested"), callback_at=datetime(2026, 3, 4, 10, tzinfo=VILNIUS)
+    )
+    clock = ManualClock(first.planned_at + timedelta(minutes=5))
+    callback = plan(RULES, case(answered, deadline=deadline), clock)
+    last_useful = last_useful_moment(RULES, case(deadline=deadline))
+    assert last_useful is not None
+    assert callback.channel == "call_task"
+    assert clock.now() <= callback.planned_at <= last_useful
+
+
+def test_a_callback_is_made_even_after_the_last_planned_attempt() -> None:
+    one_try = RULES.model_copy(update={"max_attempts": 1})
+    asked = datetime(2026, 3, 3, 9, 0, tzinfo=VILNIUS)
+    _, answered = called_back(asked)
+    clock = ManualClock(MISSED + timedelta(hours=2))
+    assert plan(one_try, case(answered), clock).planned_at == asked
+    # Without the request the case would end: the patient has had every attempt.
+    unanswered = replace(answered, outcome="no_answer", callback_at=None)
+    assert isinstance(next_decision(one_try, case(unanswered), clock.now()), Close | Escalate)
+
+
+def test_a_callback_is_not_a_call_when_calls_are_impossible() -> None:
+    _, answered = called_back(datetime(2026, 3, 3, 16, 15, tzinfo=VILNIUS))
+    clock = ManualClock(MISSED + timedelta(hours=2))
+    view = case(answered, impossible=frozenset({"call_task"}))
+    assert plan(RULES, view, clock).channel == "sms"
+
+
 # --- quiet hours, time zones, daylight saving ---------------------------------------------
 
 
@@ -463,6 +532,7 @@ def test_planned_and_cancelled_attempts_do_not_count() -> None:
         ("answered_declined", None, "declined"),
         ("no_answer", None, "unanswered"),
         ("voicemail", None, "unanswered"),
+        ("callback_requested", None, "callback"),
         ("wrong_number", None, "channel_lost"),
         ("channel_impossible", "no_phone", "channel_lost"),
         ("failed", "invalid_phone", "channel_lost"),
