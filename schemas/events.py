@@ -192,6 +192,19 @@ OutcomeKind = Literal[
     "corrected",
 ]
 
+# What the front desk may report after a call (the call-result endpoint accepts these only).
+CALL_RESULTS: frozenset[OutcomeKind] = frozenset(
+    {
+        "answered_rebooked",
+        "answered_declined",
+        "callback_requested",
+        "no_answer",
+        "busy",
+        "voicemail",
+        "wrong_number",
+    }
+)
+
 
 class AttemptSummary(Contract):
     attempt_number: PositiveInt

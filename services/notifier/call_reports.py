@@ -13,19 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from schemas.events import NotificationCommand, OutcomeEvent, OutcomeKind
+from schemas.events import CALL_RESULTS, NotificationCommand, OutcomeEvent, OutcomeKind
 
-CALL_RESULTS = frozenset(
-    {
-        "answered_rebooked",
-        "answered_declined",
-        "callback_requested",
-        "no_answer",
-        "busy",
-        "voicemail",
-        "wrong_number",
-    }
-)
 _ID_ALLOWED = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@/+-")
 
 

@@ -12,7 +12,13 @@ from datetime import datetime
 from typing import Literal
 
 from schemas.base import Channel, TriggerKind
-from schemas.events import AppointmentEvent, AttemptSummary, NotificationCommand, OutcomeKind
+from schemas.events import (
+    CALL_RESULTS,
+    AppointmentEvent,
+    AttemptSummary,
+    NotificationCommand,
+    OutcomeKind,
+)
 from services.scheduler.cadence import AttemptRecord, Resolution
 
 # Deterministic case ids: the same trigger, replayed, names the same case.
@@ -135,19 +141,6 @@ def build_command(
         ][-100:],
     )
 
-
-# What the front desk reports after calling: it answers a patient's open reply too.
-CALL_RESULTS: frozenset[OutcomeKind] = frozenset(
-    {
-        "answered_rebooked",
-        "answered_declined",
-        "callback_requested",
-        "no_answer",
-        "busy",
-        "voicemail",
-        "wrong_number",
-    }
-)
 
 # A result an administrator or the patient gave: later receipts do not overwrite it.
 RESULTS: frozenset[OutcomeKind] = CALL_RESULTS | {"failed", "bounced", "channel_impossible"}

@@ -25,6 +25,7 @@ from common.logs import get_logger
 from common.treatment import next_stage_deadline
 from schemas.base import Channel
 from schemas.events import (
+    CALL_RESULTS,
     AppointmentEvent,
     NotificationCommand,
     OutcomeEvent,
@@ -46,7 +47,6 @@ from services.scheduler.cadence import (
     outcome_effect,
 )
 from services.scheduler.cases import (
-    CALL_RESULTS,
     CaseFacts,
     booking_resolution,
     build_command,
