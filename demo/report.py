@@ -1,0 +1,455 @@
+"""The demo's report, computed from what really happened: topics read back, the stand-ins'
+captures and the services' metrics; never from what the scenario intended.
+
+The ground-truth checks (``check``) compare those observations with the scenario: they are
+what the end-to-end test asserts and what the report prints under "checks".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from demo.observe import Metrics, first_of
+from demo.policy import FirstSteps
+from demo.scenario import Scenario, e164
+from demo.standins.calltasks import ReceivedTask
+from demo.standins.mailbox import MailRecord
+from demo.standins.twilio import ReplyRecord, SmsRecord
+from schemas.events import (
+    AppointmentEvent,
+    NotificationCommand,
+    OutcomeEvent,
+    TriggerEvent,
+)
+
+CLOSED_STATES = frozenset(
+    {
+        "recovered",
+        "declined",
+        "opted_out",
+        "unreachable",
+        "escalated",
+        "superseded",
+        "deceased",
+        "transferred_out",
+        "closed",
+    }
+)
+E = TypeVar("E", TriggerEvent, NotificationCommand, OutcomeEvent)
+QUIET_START, QUIET_END = 21, 8  # the notifier's default quiet hours, patient's local time
+
+_LT = set("ąčęėįšųūžĄČĘĖĮŠŲŪŽ")
+_RU_ONLY = set("ыэёЫЭЁ")
+_BG_HINTS = ("ъ", "ще", " на ", " за ", "Здравейте", "час ", "Вашия", "вашия")
+
+
+def detect_language(text: str) -> str:
+    """A small script-and-letter test: enough to tell our four template languages apart."""
+    if any(c in _LT for c in text):
+        return "lt"
+    cyrillic = sum(1 for c in text if "\u0400" <= c <= "\u04ff")
+    if cyrillic > 3:
+        if any(c in _RU_ONLY for c in text):
+            return "ru"
+        if any(hint in text for hint in _BG_HINTS):
+            return "bg"
+        return "ru"
+    if re.search(r"[A-Za-z]{3,}", text):
+        return "en"
+    return "unknown"
+
+
+@dataclass
+class Observed:
+    appointments: list[AppointmentEvent] = field(default_factory=list)
+    triggers: list[TriggerEvent] = field(default_factory=list)
+    notifications: list[NotificationCommand] = field(default_factory=list)
+    outcomes: list[OutcomeEvent] = field(default_factory=list)
+    dead_letters: int = 0
+    sms: list[SmsRecord] = field(default_factory=list)
+    replies: list[ReplyRecord] = field(default_factory=list)
+    mail: list[MailRecord] = field(default_factory=list)
+    call_tasks: list[ReceivedTask] = field(default_factory=list)
+    call_tasks_refused: int = 0
+    metrics: dict[str, Metrics] = field(default_factory=dict)
+    cases: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    ok: bool
+    detail: str
+
+
+# --- small views over the observations ---------------------------------------------------
+
+
+def unique_by_id(events: list[E]) -> list[E]:
+    seen: dict[str, E] = {}
+    for e in events:
+        seen.setdefault(e.event_id, e)
+    return list(seen.values())
+
+
+def follow_ups(observed: Observed) -> list[NotificationCommand]:
+    return [n for n in unique_by_id(observed.notifications) if n.purpose == "follow_up"]
+
+
+def case_patients(observed: Observed) -> dict[str, str]:
+    """case_id -> patient_id, from what the scheduler commanded and the API listed."""
+    out = {n.case_id: n.patient_id for n in unique_by_id(observed.notifications)}
+    for case in observed.cases or []:
+        cid, pid = case.get("case_id"), case.get("patient_id")
+        if isinstance(cid, str) and isinstance(pid, str):
+            out.setdefault(cid, pid)
+    return out
+
+
+def case_state(case: dict[str, Any]) -> str:
+    value = first_of(case, ("state", "status"))
+    resolution = case.get("resolution")
+    return str(resolution or value or "unknown")
+
+
+def phone_owner(scenario: Scenario) -> dict[str, str]:
+    return {e164(p.phone): p.patient_id for p in scenario.patients}
+
+
+def email_owner(scenario: Scenario) -> dict[str, str]:
+    return {p.email.lower(): p.patient_id for p in scenario.patients}
+
+
+def mail_patient(record: MailRecord, owners: dict[str, str]) -> str | None:
+    for rcpt in record.rcpt_to:
+        if rcpt.lower() in owners:
+            return owners[rcpt.lower()]
+    return None
+
+
+# --- the report --------------------------------------------------------------------------
+
+
+def compute(observed: Observed, scenario: Scenario) -> dict[str, Any]:
+    triggers = unique_by_id(observed.triggers)
+    outcomes = unique_by_id(observed.outcomes)
+    steps = follow_ups(observed)
+    escalations = [n for n in unique_by_id(observed.notifications) if n.purpose == "escalation"]
+    sched = observed.metrics.get("scheduler", Metrics())
+    notifier = observed.metrics.get("notifier", Metrics())
+
+    cases = case_patients(observed)
+    patients_with_case = set(cases.values())
+    recovered: set[str] = set()
+    case_states: Counter[str] = Counter()
+    if observed.cases is not None:
+        for case in observed.cases:
+            state = case_state(case)
+            case_states[state] += 1
+            if state == "recovered" and isinstance(case.get("patient_id"), str):
+                recovered.add(case["patient_id"])
+    else:
+        rebooked = {o.patient_id for o in outcomes if o.outcome == "answered_rebooked"}
+        recovered = rebooked & patients_with_case
+
+    opt_out_patients = {o.patient_id for o in outcomes if o.outcome == "opt_out"}
+    violations = opt_out_violations(observed, scenario, timedelta(0))
+    languages: Counter[str] = Counter()
+    for sms in observed.sms:
+        languages[detect_language(sms.body)] += 1
+    for mail in observed.mail:
+        languages[detect_language(mail.subject + "\n" + mail.text)] += 1
+    for task in observed.call_tasks:
+        inner = task.payload.get("task", task.payload)
+        if isinstance(inner, dict) and inner.get("language"):
+            languages[str(inner["language"])] += 1
+
+    held: dict[str, dict[str, float]] = {
+        "scheduler": sched.by_label("followup_scheduler_held_total", "rule"),
+        "notifier": notifier.by_label("followup_notifier_held_total", "rule"),
+    }
+    opened_metric = sched.total("followup_scheduler_cases_opened_total")
+    return {
+        "scenario": {
+            "patients": len(scenario.patients),
+            "days": scenario.days,
+            "seed": scenario.seed,
+            "start": scenario.start.isoformat(),
+        },
+        "appointments": len({a.appointment_id for a in observed.appointments}),
+        "appointment_events": len(observed.appointments),
+        "triggers": dict(Counter(t.kind for t in triggers)),
+        "no_shows_detected": sum(1 for t in triggers if t.kind == "no_show"),
+        "cases_opened": int(opened_metric) if opened_metric else len(cases),
+        "case_states": dict(case_states),
+        "attempts_by_channel": dict(Counter(n.channel for n in steps)),
+        "deliveries": {
+            "sms": len(observed.sms),
+            "email": len(observed.mail),
+            "call_task": sum(1 for t in observed.call_tasks if t.action == "create"),
+        },
+        "patients_with_case": len(patients_with_case),
+        "patients_recovered": len(recovered),
+        "recovery_rate": round(len(recovered) / len(patients_with_case), 3)
+        if patients_with_case
+        else 0.0,
+        "escalations_before_deadline": sum(
+            1 for n in escalations if n.stage_deadline is None or n.window_start <= n.stage_deadline
+        ),
+        "escalations": len(escalations),
+        "deadlines_missed": int(sched.total("followup_scheduler_deadline_misses_total")),
+        "opt_outs": len(opt_out_patients),
+        "opt_outs_honoured": len(opt_out_patients - {v.split()[0] for v in violations}),
+        "messages_per_language": dict(languages),
+        "held_by_rule": held,
+        "outcomes": dict(Counter(o.outcome for o in outcomes)),
+        "dead_letters": observed.dead_letters,
+        "call_tasks_refused_bad_signature": observed.call_tasks_refused,
+    }
+
+
+# --- ground truth checks -----------------------------------------------------------------
+
+
+def opt_out_violations(observed: Observed, scenario: Scenario, tolerance: timedelta) -> list[str]:
+    """SMS that reached a patient after that patient's opt-out was recorded."""
+    opted: dict[str, datetime] = {}
+    for o in unique_by_id(observed.outcomes):
+        if o.outcome == "opt_out" and o.channel in ("sms",):
+            opted[o.patient_id] = min(o.occurred_at, opted.get(o.patient_id, o.occurred_at))
+    owners = phone_owner(scenario)
+    out = []
+    for sms in observed.sms:
+        pid = owners.get(e164(sms.to))
+        if pid in opted and sms.at > opted[pid] + tolerance:
+            out.append(f"{pid} sms at {sms.at.isoformat()} after opt-out")
+    return out
+
+
+def in_quiet_hours(moment: datetime, zone: str, tolerance: timedelta) -> bool:
+    local = moment.astimezone(ZoneInfo(zone))
+    hour = local.hour + local.minute / 60
+    late_ok = QUIET_START + tolerance.total_seconds() / 3600
+    return hour >= late_ok or hour < QUIET_END
+
+
+def check(
+    observed: Observed, scenario: Scenario, policy: FirstSteps, tolerance: timedelta
+) -> list[Finding]:
+    findings: list[Finding] = []
+    triggers = unique_by_id(observed.triggers)
+    notes = unique_by_id(observed.notifications)
+    steps = follow_ups(observed)
+    by_patient_trigger: dict[str, list[TriggerEvent]] = defaultdict(list)
+    for t in triggers:
+        by_patient_trigger[t.patient_id].append(t)
+    case_pids = set(case_patients(observed).values())
+
+    # 1. every expected slip produces its trigger and a case
+    missing = []
+    for p in scenario.patients:
+        if p.expected_trigger is None:
+            continue
+        kinds = {t.kind for t in by_patient_trigger[p.patient_id]}
+        if p.expected_trigger not in kinds:
+            missing.append(f"{p.patient_id}: no {p.expected_trigger} trigger")
+        elif p.patient_id not in case_pids:
+            missing.append(f"{p.patient_id}: {p.expected_trigger} but no case")
+    expected = sum(1 for p in scenario.patients if p.expected_trigger)
+    findings.append(
+        Finding(
+            "every_slip_opens_a_case",
+            not missing,
+            f"{expected - len(missing)}/{expected} expected cases found; " + "; ".join(missing),
+        )
+    )
+    unexpected = [
+        p.patient_id
+        for p in scenario.patients
+        if p.behaviour == "attends" and p.patient_id in case_pids
+    ]
+    findings.append(
+        Finding(
+            "no_case_for_attendees",
+            not unexpected,
+            f"{len(unexpected)} attending patients got a case: {', '.join(unexpected)}",
+        )
+    )
+
+    # 2. the first contact of every case comes within the policy's first step
+    late = []
+    first_by_case: dict[str, NotificationCommand] = {}
+    for n in steps:
+        if (
+            n.case_id not in first_by_case
+            or n.attempt_number < first_by_case[n.case_id].attempt_number
+        ):
+            first_by_case[n.case_id] = n
+    for n in first_by_case.values():
+        trigger = next((t for t in by_patient_trigger[n.patient_id] if t.kind == n.reason), None)
+        if trigger is None:
+            continue
+        allowed = policy.first_contact_by(n.reason, trigger.detected_at, n.timezone) + tolerance
+        if n.window_start > allowed:
+            late.append(
+                f"{n.case_id}: first contact {n.window_start.isoformat()} > {allowed.isoformat()}"
+            )
+    findings.append(
+        Finding(
+            "first_contact_within_first_step",
+            bool(first_by_case) and not late,
+            f"{len(first_by_case) - len(late)}/{len(first_by_case)} cases in time; "
+            + "; ".join(late),
+        )
+    )
+
+    # 3. nobody is texted after opting out, nor in quiet hours
+    violations = opt_out_violations(observed, scenario, tolerance)
+    findings.append(
+        Finding("no_contact_after_opt_out", not violations, "; ".join(violations) or "none")
+    )
+    zones = {p.patient_id: p.timezone for p in scenario.patients}
+    phones, emails = phone_owner(scenario), email_owner(scenario)
+    quiet = []
+    for sms in observed.sms:
+        pid = phones.get(e164(sms.to))
+        if pid and in_quiet_hours(sms.at, zones[pid], tolerance):
+            quiet.append(f"{pid} sms at {sms.at.astimezone(ZoneInfo(zones[pid])).isoformat()}")
+    for mail in observed.mail:
+        pid = mail_patient(mail, emails)
+        if pid and in_quiet_hours(mail.at, zones[pid], tolerance):
+            quiet.append(f"{pid} email at {mail.at.astimezone(ZoneInfo(zones[pid])).isoformat()}")
+    findings.append(Finding("nothing_in_quiet_hours", not quiet, "; ".join(quiet) or "none"))
+
+    # 4. every recovered patient's case is closed
+    rebooked = {
+        o.patient_id for o in unique_by_id(observed.outcomes) if o.outcome == "answered_rebooked"
+    }
+    open_after: list[str] = []
+    if observed.cases is not None:
+        for case in observed.cases:
+            pid = case.get("patient_id")
+            if pid in rebooked and case_state(case) not in CLOSED_STATES:
+                open_after.append(f"{pid}: case {case.get('case_id')} is {case_state(case)}")
+    else:
+        open_after.append("the scheduler's GET /cases was not available")
+    findings.append(
+        Finding(
+            "recovered_cases_closed",
+            bool(rebooked) and not open_after,
+            f"{len(rebooked)} rebooked; " + ("; ".join(open_after) or "all closed"),
+        )
+    )
+
+    # 5. no message delivered twice
+    dupes = duplicate_deliveries(observed, scenario, notes)
+    findings.append(Finding("no_message_delivered_twice", not dupes, "; ".join(dupes) or "none"))
+
+    # 6. no follow-up scheduled after its stage deadline
+    after = [
+        f"{n.idempotency_key}: {n.window_start.isoformat()} > {n.stage_deadline.isoformat()}"
+        for n in steps
+        if n.stage_deadline is not None and n.window_start > n.stage_deadline
+    ]
+    findings.append(Finding("no_follow_up_after_deadline", not after, "; ".join(after) or "none"))
+    return findings
+
+
+def duplicate_deliveries(
+    observed: Observed, scenario: Scenario, notes: list[NotificationCommand]
+) -> list[str]:
+    """More deliveries to a patient on a channel than the scheduler ever asked for."""
+    asked: Counter[tuple[str, str]] = Counter()
+    for n in notes:
+        if n.purpose == "follow_up":
+            asked[(n.patient_id, n.channel)] += 1
+    got: Counter[tuple[str, str]] = Counter()
+    phones, emails = phone_owner(scenario), email_owner(scenario)
+    for sms in observed.sms:
+        if pid := phones.get(e164(sms.to)):
+            got[(pid, "sms")] += 1
+    for mail in observed.mail:
+        if pid := mail_patient(mail, emails):
+            got[(pid, "email")] += 1
+    task_keys: Counter[str] = Counter()
+    for task in observed.call_tasks:
+        if task.action != "create":
+            continue
+        inner = task.payload.get("task", task.payload)
+        key = first_of(inner, ("task_id", "idempotency_key")) if isinstance(inner, dict) else None
+        if key:
+            task_keys[str(key)] += 1
+    out = [
+        f"{pid} {ch}: {n} delivered, {asked[(pid, ch)]} asked"
+        for (pid, ch), n in got.items()
+        if n > asked[(pid, ch)]
+    ]
+    out += [f"call task {k} delivered {n} times" for k, n in task_keys.items() if n > 1]
+    return out
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def table(report: dict[str, Any], findings: list[Finding], where: dict[str, str]) -> str:
+    rows: list[tuple[str, str]] = [
+        ("appointments", str(report["appointments"])),
+        ("no-shows detected", str(report["no_shows_detected"])),
+        ("triggers", _kv(report["triggers"])),
+        ("cases opened", str(report["cases_opened"])),
+        ("case states", _kv(report["case_states"]) or "-"),
+        ("attempts by channel", _kv(report["attempts_by_channel"])),
+        ("delivered", _kv(report["deliveries"])),
+        (
+            "patients recovered",
+            f"{report['patients_recovered']} of {report['patients_with_case']}"
+            f" ({report['recovery_rate']:.0%})",
+        ),
+        (
+            "escalations before deadline",
+            f"{report['escalations_before_deadline']} of {report['escalations']}",
+        ),
+        ("deadlines missed", str(report["deadlines_missed"])),
+        ("opt-outs honoured", f"{report['opt_outs_honoured']} of {report['opt_outs']}"),
+        ("messages per language", _kv(report["messages_per_language"])),
+        ("held by scheduler rule", _kv(report["held_by_rule"]["scheduler"]) or "0"),
+        ("held by notifier rule", _kv(report["held_by_rule"]["notifier"]) or "0"),
+        ("dead letters", str(report["dead_letters"])),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = ["", "followup demo report", "=" * 60]
+    lines += [f"{k:<{width}}  {v}" for k, v in rows]
+    lines += ["", "checks against the scenario's ground truth", "-" * 60]
+    for f in findings:
+        mark = "ok  " if f.ok else "FAIL"
+        detail = f.detail if len(f.detail) < 160 else f.detail[:157] + "..."
+        lines.append(f"{mark} {f.check}: {detail}")
+    lines += ["", "where to look", "-" * 60]
+    lines += [f"{k:<{width}}  {v}" for k, v in where.items()]
+    return "\n".join(lines)
+
+
+def _kv(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {_num(v)}" for k, v in sorted(values.items()))
+
+
+def _num(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def write_json(
+    path: Path, report: dict[str, Any], findings: list[Finding], where: dict[str, str]
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = report | {
+        "checks": [{"check": f.check, "ok": f.ok, "detail": f.detail} for f in findings],
+        "where": where,
+    }
+    path.write_text(json.dumps(body, indent=2, ensure_ascii=False, default=str) + "\n")
