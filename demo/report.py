@@ -82,6 +82,34 @@ class Observed:
     cases: list[dict[str, Any]] | None = None
 
 
+def within(observed: Observed, end: datetime) -> Observed:
+    """What happened up to the end of the scenario's time. The services keep running while
+    the last messages settle and are read back; what they do after the clinic closed (a
+    rebooked visit after the last day counted as a no-show) is not part of the run."""
+
+    def opened_in_time(case: dict[str, Any]) -> bool:
+        opened = case.get("opened_at")
+        try:
+            return opened is None or datetime.fromisoformat(str(opened)) <= end
+        except ValueError:
+            return True
+
+    return Observed(
+        appointments=[a for a in observed.appointments if a.occurred_at <= end],
+        triggers=[t for t in observed.triggers if t.detected_at <= end],
+        notifications=[n for n in observed.notifications if n.occurred_at <= end],
+        outcomes=[o for o in observed.outcomes if o.occurred_at <= end],
+        dead_letters=observed.dead_letters,
+        sms=[m for m in observed.sms if m.at <= end],
+        replies=[r for r in observed.replies if r.at <= end],
+        mail=[m for m in observed.mail if m.at <= end],
+        call_tasks=[t for t in observed.call_tasks if t.at <= end],
+        call_tasks_refused=observed.call_tasks_refused,
+        metrics=observed.metrics,
+        cases=None if observed.cases is None else [c for c in observed.cases if opened_in_time(c)],
+    )
+
+
 @dataclass(frozen=True)
 class Finding:
     check: str
@@ -293,7 +321,15 @@ def check(
         ):
             first_by_case[n.case_id] = n
     for n in first_by_case.values():
-        trigger = next((t for t in by_patient_trigger[n.patient_id] if t.kind == n.reason), None)
+        trigger = next(
+            (
+                t
+                for t in by_patient_trigger[n.patient_id]
+                if t.kind == n.reason
+                and (n.appointment_id is None or t.appointment_id == n.appointment_id)
+            ),
+            None,
+        )
         if trigger is None:
             continue
         allowed = policy.first_contact_by(n.reason, trigger.detected_at, n.timezone) + tolerance

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import sys
 import time
@@ -163,6 +164,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         "received call tasks": str(calltasks.capture_file),
         "SMS sent (stand-in)": str(sms.capture),
         "service logs": str(deployment.log_dir),
+        "events read back": str(run_dir / "events"),
         **{f"{s} /metrics": f"{deployment.url(s)}/metrics" for s in SERVICES},
         "topic prefix": deployment.topic_prefix,
     }
@@ -217,9 +219,11 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             with contextlib.suppress(asyncio.CancelledError):
                 await progress
         say(config, "\nreading back what happened ...")
-        observed = await observe(
+        everything = await observe(
             config, deployment, topics, session, token, sms, mailbox, calltasks
         )
+        dump_events(run_dir / "events", everything)
+        observed = report.within(everything, scenario.end)
         tolerance = timedelta(seconds=config.tolerance_real_seconds * config.speed)
         findings = report.check(observed, scenario, FirstSteps.load(), tolerance)
         computed = report.compute(observed, scenario)
@@ -289,6 +293,22 @@ async def observe(
         metrics=metrics,
         cases=cases,
     )
+
+
+def dump_events(directory: Path, observed: Observed) -> None:
+    """What was read back from the topics, one JSON line per event (ids, no contact data)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    streams: dict[str, list[Any]] = {
+        "appointments": observed.appointments,
+        "triggers": observed.triggers,
+        "notifications": observed.notifications,
+        "outcomes": observed.outcomes,
+    }
+    for name, events in streams.items():
+        lines = [e.model_dump_json() for e in events]
+        (directory / f"{name}.jsonl").write_text("".join(f"{line}\n" for line in lines))
+    if observed.cases is not None:
+        (directory / "cases.json").write_text(json.dumps(observed.cases, indent=1, default=str))
 
 
 async def show_progress(

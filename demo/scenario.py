@@ -273,8 +273,13 @@ def build(
     paths: tuple[IngestPath, ...] = ("hl7", "fhir", "json")
     # No-shows happen in the first part of the run, so their follow-up fits inside it.
     visit_days = max(1, min(5, config.days // 3))
+    # Languages and ingest paths rotate within those who attend and those who slip apart,
+    # so even a small clinic has slipping patients in every language and on every path.
+    rotation = {True: 0, False: 0}
     for i, behaviour in enumerate(_behaviours(config.patients, config.shares, rng)):
-        language = LANGUAGES[i % len(LANGUAGES)]
+        turn = rotation[behaviour == "attends"]
+        rotation[behaviour == "attends"] += 1
+        language = LANGUAGES[turn % len(LANGUAGES)]
         given, family = rng.choice(NAMES[language])
         patient_id = f"pat-{config.seed}-{i:04d}"
         department = DEPARTMENTS[i % len(DEPARTMENTS)]
@@ -331,7 +336,7 @@ def build(
                     )
                 )
         prefix, digits = PHONE_PREFIX[language]
-        path = paths[i % len(paths)]
+        path = paths[(turn + turn // len(LANGUAGES)) % len(paths)]
         scenario.patients.append(
             Patient(
                 patient_id=patient_id,
