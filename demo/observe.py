@@ -81,14 +81,13 @@ class Metrics:
         return dict(out)
 
 
-async def fetch_metrics(session: aiohttp.ClientSession, url: str) -> Metrics:
+async def fetch_text(session: aiohttp.ClientSession, url: str) -> str:
+    """A service's /metrics text ('' when it does not answer)."""
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
-            if resp.status != 200:
-                return Metrics()
-            return Metrics.parse(await resp.text())
+            return await resp.text() if resp.status == 200 else ""
     except (aiohttp.ClientError, TimeoutError):
-        return Metrics()
+        return ""
 
 
 async def fetch_cases(

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import shutil
 import sys
 import time
 import uuid
@@ -18,16 +19,15 @@ from typing import Any
 import aiohttp
 
 from common.clock import ScaledClock
-from common.kafka import KafkaPublisher, ensure_topics
+from common.kafka import ensure_topics
 from demo import report
 from demo.deployment import REPO, SERVICES, Deployment, Ports, ensure_infra, scaled_clock_env
-from demo.observe import fetch_cases, fetch_metrics, read_topic
+from demo.observe import Metrics, fetch_cases, fetch_text, read_topic
 from demo.policy import FirstSteps
 from demo.report import Finding, Observed
-from demo.scenario import IngestPath, Scenario, ScenarioConfig, build
-from demo.simulator.clinic import NotifierDesk, Simulation
-from demo.simulator.feeds import ClinicFeed, FhirFeed, Hl7Feed, JsonFeed
-from demo.simulator.hl7v2 import MllpSender
+from demo.scenario import Scenario, ScenarioConfig, build
+from demo.simulator.clinic import Simulation
+from demo.simulator.rig import ClinicRig, Endpoints, StandIns, StandInSecrets
 from demo.standins.calltasks import CallTaskReceiver
 from demo.standins.mailbox import Mailbox
 from demo.standins.twilio import TwilioStandIn
@@ -61,6 +61,7 @@ class DemoConfig:
     sms_provider: str = "primary"
     unreported_call_share: float = 0.3
     tolerance_real_seconds: float = 1.5  # latency allowance in checks, in real seconds
+    keep_runs: int = 3  # earlier runs' captures kept under output/
 
 
 @dataclass
@@ -85,6 +86,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     ensure_infra(config.kafka, config.database_url)
     run_id = uuid.uuid4().hex[:8]
     run_dir = config.output / f"run-{run_id}"
+    prune_runs(config.output, keep=config.keep_runs)
     scenario = build(
         config=ScenarioConfig(
             patients=config.patients,
@@ -104,16 +106,9 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     anchor_virtual = scenario.start - timedelta(hours=1)
     clock = ScaledClock(anchor_real, anchor_virtual, config.speed)
 
-    mailbox = Mailbox(clock, run_dir / "mailbox")
-    calltasks = CallTaskReceiver(
-        secret=webhook_secret, clock=clock, capture_file=run_dir / "call-tasks.jsonl"
-    )
-    sms = TwilioStandIn(
-        account_sid=twilio_sid, auth_token=twilio_token, clock=clock, capture_dir=run_dir
-    )
-    await mailbox.start()
-    await calltasks.start()
-    await sms.start()
+    standins = StandIns(clock, run_dir, StandInSecrets(webhook_secret, twilio_sid, twilio_token))
+    await standins.start()
+    mailbox, calltasks, sms = standins.mailbox, standins.calltasks, standins.sms
 
     deployment = Deployment(
         run_id=run_id,
@@ -153,11 +148,22 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         log_dir=run_dir / "logs",
     )
     topics = TopicNames(prefix=deployment.topic_prefix)
-    notifier_url = deployment.url("notifier")
-    sms.inbound_urls = [
-        f"{notifier_url}/sms/{config.sms_provider}/inbound",
-        f"{notifier_url}/sms/inbound",
-    ]
+    rig = ClinicRig(
+        scenario,
+        clock,
+        Endpoints(
+            tracker_url=deployment.url("tracker"),
+            mllp_host="127.0.0.1",
+            mllp_port=ports.mllp,
+            notifier_url=deployment.url("notifier"),
+            token=token,
+            kafka=config.kafka,
+            topics=topics,
+            sms_provider=config.sms_provider,
+        ),
+        standins,
+        run_id,
+    )
     where = {
         "report (JSON)": str(config.output / "report.json"),
         "captured mailbox": str(mailbox.directory),
@@ -165,16 +171,16 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         "SMS sent (stand-in)": str(sms.capture),
         "service logs": str(deployment.log_dir),
         "events read back": str(run_dir / "events"),
-        **{f"{s} /metrics": f"{deployment.url(s)}/metrics" for s in SERVICES},
+        **{
+            f"{s} /metrics": f"{deployment.url(s)}/metrics (snapshot: metrics-{s}.txt)"
+            for s in SERVICES
+        },
         "topic prefix": deployment.topic_prefix,
     }
-    publisher = KafkaPublisher(config.kafka, client_id=f"clinic-sim-{run_id}")
     session = aiohttp.ClientSession()
-    mllp = MllpSender("127.0.0.1", ports.mllp)
     result: DemoResult | None = None
     try:
         await ensure_topics(config.kafka, topics)
-        await publisher.start()
         say(
             config,
             f"run {run_id}: {len(scenario.patients)} patients over {config.days} days "
@@ -190,24 +196,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
                 for s, ok in ready.items()
             ),
         )
-        json_feed = JsonFeed(publisher, topics)
-        feeds: dict[IngestPath, ClinicFeed] = {
-            "json": json_feed,
-            "hl7": Hl7Feed(mllp, json_feed, run_id),
-            "fhir": FhirFeed(session, deployment.url("tracker"), token),
-        }
-        simulation = Simulation(
-            scenario,
-            clock,
-            feeds,
-            publisher=publisher,
-            topics=topics,
-            desk=NotifierDesk(session, notifier_url, token),
-            sms=sms,
-        )
-        calltasks.on_task = simulation.on_call_task
-        sms.on_message = simulation.on_sms
-        simulation.plan_scenario()
+        simulation = await rig.open()
         progress = asyncio.create_task(
             show_progress(config, clock, scenario, simulation, sms, mailbox, calltasks)
         )
@@ -220,7 +209,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
                 await progress
         say(config, "\nreading back what happened ...")
         everything = await observe(
-            config, deployment, topics, session, token, sms, mailbox, calltasks
+            config, run_dir, deployment, topics, session, token, sms, mailbox, calltasks
         )
         dump_events(run_dir / "events", everything)
         observed = report.within(everything, scenario.end)
@@ -249,12 +238,9 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         return result
     finally:
         deployment.stop()
-        await mllp.close()
+        await rig.close()
         await session.close()
-        await publisher.stop()
-        await sms.stop()
-        await calltasks.stop()
-        await mailbox.stop()
+        await standins.stop()
         if not config.keep:
             try:
                 await deployment.clean_up()
@@ -264,6 +250,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
 
 async def observe(
     config: DemoConfig,
+    run_dir: Path,
     deployment: Deployment,
     topics: TopicNames,
     session: aiohttp.ClientSession,
@@ -277,7 +264,12 @@ async def observe(
     notifications, _ = await read_topic(config.kafka, topics.notifications, NotificationCommand)
     outcomes, _ = await read_topic(config.kafka, topics.outcomes, OutcomeEvent)
     dead, _ = await read_topic(config.kafka, topics.deadletter, DeadLetter)
-    metrics = {s: await fetch_metrics(session, f"{deployment.url(s)}/metrics") for s in SERVICES}
+    metrics = {}
+    for service in SERVICES:
+        text = await fetch_text(session, f"{deployment.url(service)}/metrics")
+        # The services stop with the demo: a snapshot of each /metrics stays with the run.
+        (run_dir / f"metrics-{service}.txt").write_text(text)
+        metrics[service] = Metrics.parse(text)
     cases = await fetch_cases(session, deployment.url("scheduler"), token)
     return Observed(
         appointments=appointments,
@@ -293,6 +285,13 @@ async def observe(
         metrics=metrics,
         cases=cases,
     )
+
+
+def prune_runs(output: Path, keep: int) -> None:
+    """Keep the captures of the last ``keep`` runs (the new one makes keep + 1)."""
+    runs = sorted(output.glob("run-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in runs[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def dump_events(directory: Path, observed: Observed) -> None:
