@@ -27,6 +27,7 @@ from pathlib import Path
 
 import aiohttp
 import phonenumbers
+import yarl
 from aiohttp import web
 
 from common.clock import Clock
@@ -221,8 +222,10 @@ class TwilioStandIn:
     async def _post_signed(self, url: str, params: dict[str, str]) -> int:
         assert self._session is not None
         headers = {"X-Twilio-Signature": twilio_signature(self.auth_token, url, params)}
+        # Twilio requests exactly the URL it was given and signs that string: no requoting.
+        target = yarl.URL(url, encoded=True)
         try:
-            async with self._session.post(url, data=params, headers=headers) as resp:
+            async with self._session.post(target, data=params, headers=headers) as resp:
                 if resp.status >= 300:
                     self.callbacks_failed += 1
                 return resp.status

@@ -27,7 +27,9 @@ async def _sink() -> tuple[web.AppRunner, str, list[tuple[str, dict[str, str], s
 
     async def record(request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}
-        got.append((str(request.url), form, request.headers.get("X-Twilio-Signature", "")))
+        # The URL exactly as requested: Twilio signs the string it was given, byte for byte.
+        url = f"{request.scheme}://{request.host}{request.raw_path}"
+        got.append((url, form, request.headers.get("X-Twilio-Signature", "")))
         return web.Response(status=204)
 
     app = web.Application()
@@ -63,7 +65,7 @@ async def test_twilio_standin_accepts_calls_back_signed_and_relays_replies(tmp_p
                 "To": "+37060012345",
                 "From": "+37052000000",
                 "Body": "Sveiki, praleidote vizitą.",
-                "StatusCallback": f"{sink}/sms/primary/status",
+                "StatusCallback": f"{sink}/sms/primary/status?key=case-1%3A1",
             }
             async with session.post(url, data=form, auth=aiohttp.BasicAuth(SID, TOKEN)) as resp:
                 assert resp.status == 201
@@ -81,6 +83,7 @@ async def test_twilio_standin_accepts_calls_back_signed_and_relays_replies(tmp_p
         assert [r.sid for r in handed] == [body["sid"]]
         statuses = [form["MessageStatus"] for _, form, _ in got]
         assert statuses == ["sent", "delivered"]
+        assert got[0][0] == f"{sink}/sms/primary/status?key=case-1%3A1"
         for cb_url, cb_form, signature in got:
             assert signature == twilio_signature(TOKEN, cb_url, cb_form)
         reply = await standin.reply("+37060012345", "+37052000000", "STOP")
