@@ -93,18 +93,32 @@ async def fetch_text(session: aiohttp.ClientSession, url: str) -> str:
 async def fetch_cases(
     session: aiohttp.ClientSession, base_url: str, token: str
 ) -> list[dict[str, Any]] | None:
-    """The scheduler's GET /cases, as a list of case objects (None when not available)."""
+    """Every case of the scheduler's GET /cases, page by page (None when not available)."""
     headers = {"Authorization": f"Bearer {token}"}
-    try:
-        async with session.get(
-            f"{base_url}/cases", headers=headers, timeout=aiohttp.ClientTimeout(total=10)
-        ) as resp:
-            if resp.status != 200:
-                return None
-            body = json.loads(await resp.text())
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return None
-    return cases_of(body)
+    cases: list[dict[str, Any]] = []
+    after: str | None = None
+    for _page in range(1000):
+        params = {"limit": "500"} | ({"after": after} if after else {})
+        try:
+            async with session.get(
+                f"{base_url}/cases",
+                params=params,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp:
+                if resp.status != 200:
+                    return cases or None
+                body = json.loads(await resp.text())
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return cases or None
+        page = cases_of(body)
+        if page is None:
+            return cases or None
+        cases += page
+        after = body.get("next") if isinstance(body, Mapping) else None
+        if not after or not page:
+            break
+    return cases
 
 
 def cases_of(body: Any) -> list[dict[str, Any]] | None:
