@@ -466,6 +466,8 @@ def table(report: dict[str, Any], findings: list[Finding], where: dict[str, str]
         ("held by scheduler rule", _kv(report["held_by_rule"]["scheduler"]) or "0"),
         ("held by notifier rule", _kv(report["held_by_rule"]["notifier"]) or "0"),
         ("dead letters", str(report["dead_letters"])),
+        ("clinic actions failed", str(report.get("run", {}).get("clinic_actions_failed", "-"))),
+        ("services alive at the end", _kv(report.get("run", {}).get("services_alive", {})) or "-"),
     ]
     width = max(len(k) for k, _ in rows)
     lines = ["", "followup demo report", "=" * 60]

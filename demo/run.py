@@ -190,13 +190,15 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         )
         deployment.start()
         ready = await deployment.wait_ready()
+        late = clock.now() > scenario.start
         say(
             config,
-            "services: "
+            f"services after {time.monotonic() - began:.0f} s: "
             + ", ".join(
                 f"{s} {'ready' if ok else 'NOT READY'} {deployment.url(s)}"
                 for s, ok in ready.items()
-            ),
+            )
+            + (" (later than the clinic's opening: raise startup_lead)" if late else ""),
         )
         simulation = await rig.open()
         progress = asyncio.create_task(
@@ -222,6 +224,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             "run_id": run_id,
             "speed": config.speed,
             "real_seconds": round(time.monotonic() - began, 1),
+            "clinic_actions_failed": len(simulation.progress.errors),
             "simulation_errors": simulation.progress.errors[:50],
             "services_alive": deployment.alive(),
         }
@@ -328,6 +331,12 @@ async def show_progress(
         now = clock.now().astimezone(scenario.start.tzinfo)
         day = max(0.0, (now - scenario.start).total_seconds() / 86400)
         p = simulation.progress
+        if now < scenario.start:
+            wait = (scenario.start - now).total_seconds() / clock.speed
+            line = f"the clinic opens in {wait:.0f} s"
+            print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
+            await asyncio.sleep(1.0 if tty else 5.0)
+            continue
         line = (
             f"day {day:5.1f}/{scenario.days} {now:%a %d %b %H:%M}  "
             f"clinic actions {sum(p.actions.values()):4d}  call tasks {len(calltasks.tasks):3d}  "
