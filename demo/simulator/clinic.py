@@ -343,13 +343,12 @@ class Simulation:
         )
         self.rebooked[patient.patient_id] = appt
         self.progress.rebookings += 1
-        for moment, kind in (
-            (now, "book"),
-            (appt.start - ARRIVE_EARLY, "check_in"),
-            (appt.end, "fulfil"),
+        for action in (
+            ClinicAction(now, "book", patient, appt),
+            ClinicAction(appt.start - ARRIVE_EARLY, "check_in", patient, appt),
+            ClinicAction(appt.end, "fulfil", patient, appt),
         ):
-            action = ClinicAction(moment, kind, patient, appt)  # type: ignore[arg-type]
-            self.at(moment, patient, f"re{kind}", self._clinic_action(action))
+            self.at(action.at, patient, f"re{action.kind}", self._clinic_action(action))
 
     # --- the patients' phones -------------------------------------------------------------
 

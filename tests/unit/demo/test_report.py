@@ -7,7 +7,7 @@ from pathlib import Path
 
 from demo.observe import Metrics
 from demo.policy import FirstSteps, duration
-from demo.report import Observed, check, compute, detect_language, table, within
+from demo.report import Finding, Observed, check, compute, detect_language, table, within
 from demo.scenario import Patient, Scenario, build
 from demo.standins.calltasks import ReceivedTask
 from demo.standins.twilio import SmsRecord
@@ -82,7 +82,7 @@ def sms(p: Patient, at: datetime, body: str = "We missed you at your visit") -> 
     )
 
 
-def by_name(findings: list) -> dict[str, bool]:  # type: ignore[type-arg]
+def by_name(findings: list[Finding]) -> dict[str, bool]:
     return {f.check: f.ok for f in findings}
 
 
