@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from demo.observe import Metrics, first_of
 from demo.policy import FirstSteps
-from demo.scenario import Scenario, e164
+from demo.scenario import Patient, Scenario, e164
 from demo.standins.calltasks import ReceivedTask
 from demo.standins.mailbox import MailRecord
 from demo.standins.twilio import ReplyRecord, SmsRecord
@@ -148,7 +148,9 @@ def case_state(case: dict[str, Any]) -> str:
 
 
 def phone_owner(scenario: Scenario) -> dict[str, str]:
-    return {e164(p.phone): p.patient_id for p in scenario.patients}
+    # A shared phone counts for the family member who slipped (the one followup reaches).
+    ordered = sorted(scenario.patients, key=lambda p: p.slips)
+    return {e164(p.phone): p.patient_id for p in ordered}
 
 
 def email_owner(scenario: Scenario) -> dict[str, str]:
@@ -392,6 +394,11 @@ def check(
         )
     )
 
+    # 4b. nobody is contacted after their death is known, and their cases close
+    findings.append(after_death(observed, scenario, tolerance))
+    # 4c. a shared phone hears no patient's name or visit
+    findings.append(shared_numbers(observed, scenario))
+
     # 5. no message delivered twice
     dupes = duplicate_deliveries(observed, scenario, notes)
     findings.append(Finding("no_message_delivered_twice", not dupes, "; ".join(dupes) or "none"))
@@ -404,6 +411,72 @@ def check(
     ]
     findings.append(Finding("no_follow_up_after_deadline", not after, "; ".join(after) or "none"))
     return findings
+
+
+def after_death(observed: Observed, scenario: Scenario, tolerance: timedelta) -> Finding:
+    dead = {p.patient_id: p for p in scenario.patients if p.behaviour == "dies"}
+    phones, emails = phone_owner(scenario), email_owner(scenario)
+    problems = []
+    for sms in observed.sms:
+        pid = phones.get(e164(sms.to))
+        if pid in dead and sms.at > dead[pid].death_at + tolerance:
+            problems.append(f"{pid}: sms after death")
+    for mail in observed.mail:
+        pid = mail_patient(mail, emails)
+        if pid in dead and mail.at > dead[pid].death_at + tolerance:
+            problems.append(f"{pid}: email after death")
+    for task in observed.call_tasks:
+        inner = task.payload.get("task", task.payload)
+        pid = inner.get("patient_id") if isinstance(inner, dict) else None
+        if (
+            pid in dead
+            and task.action == "create"
+            and task.purpose == "follow_up"
+            and task.at > dead[str(pid)].death_at + tolerance
+        ):
+            problems.append(f"{pid}: call task after death")
+    for case in observed.cases or []:
+        if case.get("patient_id") in dead and case_state(case) != "deceased":
+            problems.append(f"{case.get('patient_id')}: case {case_state(case)}, not deceased")
+    if observed.cases is None:
+        problems.append("the scheduler's GET /cases was not available")
+    return Finding(
+        "no_contact_after_death",
+        bool(dead) and not problems,
+        f"{len(dead)} deceased; " + ("; ".join(problems) or "none contacted, cases closed"),
+    )
+
+
+def shared_numbers(observed: Observed, scenario: Scenario) -> Finding:
+    """A text to a phone several patients share names none of them and none of their visits;
+    a call task to such a phone says the number is shared."""
+    families: dict[str, list[Patient]] = defaultdict(list)
+    for p in scenario.patients:
+        if p.shares_phone:
+            families[e164(p.phone)].append(p)
+    problems = []
+    texts = 0
+    for sms in observed.sms:
+        family = families.get(e164(sms.to))
+        if not family:
+            continue
+        texts += 1
+        for p in family:
+            words = [p.given_name, p.family_name]
+            days = [a.start.date().isoformat() for a in p.appointments]
+            if any(w in sms.body for w in words + days):
+                problems.append(f"sms to {p.patient_id}'s shared phone names a patient or visit")
+    for task in observed.call_tasks:
+        inner = task.payload.get("task", task.payload)
+        if not isinstance(inner, dict) or task.action != "create":
+            continue
+        if e164(str(inner.get("phone") or "")) in families and inner.get("phone_shared") is False:
+            problems.append(f"call task {inner.get('task_id')} does not say the phone is shared")
+    return Finding(
+        "shared_phone_names_no_one",
+        bool(families) and not problems,
+        f"{texts} texts to {len(families)} shared phones; " + ("; ".join(problems) or "none named"),
+    )
 
 
 def duplicate_deliveries(

@@ -10,7 +10,7 @@ time from each patient's behaviour (``demo.simulator.patients``).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -26,6 +26,7 @@ Behaviour = Literal[
     "late_cancels",  # cancels the visit a few hours before it; answers the first call
     "misses_invitation",  # does not answer the clinic's own invitation call; then answers
     "drifts",  # finished a stage, never booked the next; answers when followup calls
+    "dies",  # misses a visit and dies the next day: no contact after that, case closed
 ]
 IngestPath = Literal["hl7", "fhir", "json"]
 TriggerKind = Literal["no_show", "unanswered_call", "stage_window_at_risk", "late_cancellation"]
@@ -53,6 +54,7 @@ SHARES: tuple[tuple[Behaviour, float], ...] = (
     ("late_cancels", 0.08),
     ("misses_invitation", 0.08),
     ("drifts", 0.08),
+    ("dies", 0.03),
 )
 EXPECTED_TRIGGER: dict[Behaviour, TriggerKind | None] = {
     "attends": None,
@@ -63,6 +65,7 @@ EXPECTED_TRIGGER: dict[Behaviour, TriggerKind | None] = {
     "late_cancels": "late_cancellation",
     "misses_invitation": "unanswered_call",
     "drifts": "stage_window_at_risk",
+    "dies": "no_show",
 }
 REBOOKS: frozenset[Behaviour] = frozenset(
     {"recovers", "late_cancels", "misses_invitation", "drifts"}
@@ -122,6 +125,7 @@ class Patient:
     plan_id: str
     stages: tuple[Stage, ...]
     appointments: tuple[Appointment, ...]  # booked from the start, in order
+    phone_shared_with: str | None = None  # a family member's patient id: one phone for both
 
     @property
     def slips(self) -> bool:
@@ -129,7 +133,7 @@ class Patient:
 
     @property
     def misses_visit(self) -> bool:
-        return self.behaviour in ("recovers", "declines", "never_answers", "opts_out")
+        return self.behaviour in ("recovers", "declines", "never_answers", "opts_out", "dies")
 
     @property
     def expected_trigger(self) -> TriggerKind | None:
@@ -144,6 +148,19 @@ class Patient:
         return self.appointments[0] if self.appointments else None
 
     @property
+    def death_at(self) -> datetime:
+        """For "dies": the morning after the missed visit, when the clinic learns of it."""
+        appt = self.first_appointment
+        assert appt is not None
+        return datetime.combine(
+            appt.start.date() + timedelta(days=1), time(10, 0), tzinfo=appt.start.tzinfo
+        )
+
+    @property
+    def shares_phone(self) -> bool:
+        return self.phone_shared_with is not None
+
+    @property
     def next_stage(self) -> Stage:
         return self.stages[1]
 
@@ -156,7 +173,9 @@ class Patient:
 
 # --- what the clinic does on its own, at planned moments ---------------------------------
 
-ActionKind = Literal["register", "plan", "book", "check_in", "fulfil", "cancel", "invite_call"]
+ActionKind = Literal[
+    "register", "plan", "book", "check_in", "fulfil", "cancel", "invite_call", "death"
+]
 
 
 @dataclass(frozen=True)
@@ -177,6 +196,7 @@ class ScenarioConfig:
     # Share of call tasks of never-answering patients that the front desk never reports,
     # so the task window expires and the tracker sees an unanswered call.
     unreported_call_share: float = 0.3
+    shared_phone_share: float = 0.05
 
 
 @dataclass
@@ -221,6 +241,8 @@ class Scenario:
                     continue  # later visits of a patient who slipped are moved at run time
                 out.append(ClinicAction(appt.start - timedelta(minutes=5), "check_in", p, appt))
                 out.append(ClinicAction(appt.end, "fulfil", p, appt))
+            if p.behaviour == "dies" and p.first_appointment is not None:
+                out.append(ClinicAction(p.death_at, "death", p))
             if p.behaviour == "misses_invitation":
                 out.append(ClinicAction(_invitation_moment(self.start), "invite_call", p))
         order = {"register": 0, "plan": 1, "book": 2}
@@ -361,4 +383,18 @@ def build(
                 appointments=tuple(appointments),
             )
         )
+    share_phones(scenario, max(1, round(config.patients * config.shared_phone_share)))
     return scenario
+
+
+def share_phones(scenario: Scenario, pairs: int) -> None:
+    """Families: a patient who slips shares a phone with one who attends (the attendee takes
+    the other's number and zone), so followup must not name one to the other."""
+    slipping = [p for p in scenario.patients if p.behaviour in ("recovers", "late_cancels")]
+    attending = [p for p in scenario.patients if p.behaviour == "attends"]
+    index = {p.patient_id: i for i, p in enumerate(scenario.patients)}
+    for a, b in list(zip(slipping, attending, strict=False))[:pairs]:
+        scenario.patients[index[a.patient_id]] = replace(a, phone_shared_with=b.patient_id)
+        scenario.patients[index[b.patient_id]] = replace(
+            b, phone=a.phone, timezone=a.timezone, phone_shared_with=a.patient_id
+        )

@@ -12,6 +12,7 @@ from schemas.events import (
     ChannelConsent,
     ContactEvent,
     OutcomeEvent,
+    PatientStatusEvent,
     TreatmentPlanEvent,
     TreatmentStage,
 )
@@ -20,9 +21,9 @@ SOURCE = "clinic-sim"
 Change = Literal["booked", "rescheduled", "modified", "cancelled", "noshow", "status_changed"]
 
 
-def contact(patient: Patient, now: datetime) -> ContactEvent:
+def contact(patient: Patient, now: datetime, *, deceased: bool = False) -> ContactEvent:
     return ContactEvent(
-        event_id=f"contact:{patient.patient_id}:1",
+        event_id=f"contact:{patient.patient_id}:{'deceased' if deceased else 1}",
         occurred_at=now,
         source=SOURCE,
         patient_id=patient.patient_id,
@@ -33,6 +34,18 @@ def contact(patient: Patient, now: datetime) -> ContactEvent:
         language=patient.language,
         timezone=patient.timezone,
         consent=ChannelConsent(),
+        status="deceased" if deceased else "active",
+    )
+
+
+def death(patient: Patient, died_at: datetime, now: datetime) -> PatientStatusEvent:
+    return PatientStatusEvent(
+        event_id=f"patient-status:{patient.patient_id}:deceased",
+        occurred_at=now,
+        source=SOURCE,
+        patient_id=patient.patient_id,
+        status="deceased",
+        effective_at=died_at,
     )
 
 

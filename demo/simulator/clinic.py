@@ -189,7 +189,8 @@ class Simulation:
         self.sms = sms
         self.rng = random.Random(scenario.seed * 7919)
         self.by_id = {p.patient_id: p for p in scenario.patients}
-        self.by_phone = {e164(p.phone): p for p in scenario.patients}
+        # A shared phone belongs, for the replies, to the family member who slipped.
+        self.by_phone = {e164(p.phone): p for p in sorted(scenario.patients, key=lambda p: p.slips)}
         self.logs: dict[str, PatientLog] = {p.patient_id: PatientLog() for p in scenario.patients}
         self.rebooked: dict[str, Appointment] = {}
         self.progress = Progress()
@@ -235,6 +236,8 @@ class Simulation:
             elif action.kind == "cancel":
                 assert appt is not None
                 await feed.appointment(patient, appt, "cancelled", now, by_patient=True)
+            elif action.kind == "death":
+                await feed.death(patient, patient.death_at, now)
             elif action.kind == "invite_call":
                 # The clinic's own call, made outside followup: reported as JSON, no case.
                 event = canonical.invitation_call(patient, now, "no_answer")

@@ -16,7 +16,7 @@ import aiohttp
 from common.kafka import KafkaPublisher
 from demo.scenario import Appointment, Patient
 from demo.simulator import canonical, fhir
-from demo.simulator.hl7v2 import FillerStatus, MllpSender, SiuEvent, adt_register, siu
+from demo.simulator.hl7v2 import FillerStatus, MllpSender, SiuEvent, adt_death, adt_register, siu
 from schemas.events import AppointmentStatus
 from schemas.topics import TopicNames
 
@@ -43,6 +43,8 @@ class FeedError(Exception):
 class ClinicFeed(Protocol):
     async def register(self, patient: Patient, now: datetime) -> None: ...
 
+    async def death(self, patient: Patient, died_at: datetime, now: datetime) -> None: ...
+
     async def plan(self, patient: Patient, now: datetime) -> None: ...
 
     async def appointment(
@@ -65,6 +67,11 @@ class JsonFeed:
 
     async def register(self, patient: Patient, now: datetime) -> None:
         await self.publisher.publish(self.topics.contacts, canonical.contact(patient, now))
+
+    async def death(self, patient: Patient, died_at: datetime, now: datetime) -> None:
+        contact = canonical.contact(patient, now, deceased=True)
+        await self.publisher.publish(self.topics.contacts, contact)
+        await self.publisher.publish(self.topics.patients, canonical.death(patient, died_at, now))
 
     async def plan(self, patient: Patient, now: datetime) -> None:
         await self.publisher.publish(self.topics.plans, canonical.plan(patient, now))
@@ -102,6 +109,10 @@ class Hl7Feed:
 
     async def register(self, patient: Patient, now: datetime) -> None:
         await self.sender.send(adt_register(patient, sent_at=now, control_id=self._control_id()))
+
+    async def death(self, patient: Patient, died_at: datetime, now: datetime) -> None:
+        message = adt_death(patient, died_at=died_at, sent_at=now, control_id=self._control_id())
+        await self.sender.send(message)
 
     async def plan(self, patient: Patient, now: datetime) -> None:
         await self.json.plan(patient, now)
@@ -159,6 +170,9 @@ class FhirFeed:
 
     async def register(self, patient: Patient, now: datetime) -> None:
         await self._put_or_post(fhir.patient_resource(patient))
+
+    async def death(self, patient: Patient, died_at: datetime, now: datetime) -> None:
+        await self._put_or_post(fhir.patient_resource(patient, died_at))
 
     async def plan(self, patient: Patient, now: datetime) -> None:
         await self._put_or_post(fhir.care_plan_resource(patient))

@@ -29,8 +29,8 @@ def iso(moment: datetime) -> str:
     return moment.isoformat()
 
 
-def patient_resource(patient: Patient) -> Json:
-    return {
+def patient_resource(patient: Patient, died_at: datetime | None = None) -> Json:
+    resource: Json = {
         "resourceType": "Patient",
         "id": patient.patient_id,
         "active": True,
@@ -48,6 +48,9 @@ def patient_resource(patient: Patient) -> Json:
         ],
         "extension": [{"url": TIMEZONE_EXTENSION, "valueCode": patient.timezone}],
     }
+    if died_at is not None:
+        resource["deceasedDateTime"] = iso(died_at)
+    return resource
 
 
 def care_plan_resource(patient: Patient) -> Json:

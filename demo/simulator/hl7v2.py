@@ -74,18 +74,18 @@ def _msh(message_type: str, sent_at: datetime, control_id: str) -> str:
     )
 
 
-def _pid(patient: Patient) -> str:
+def _pid(patient: Patient, died_at: datetime | None = None) -> str:
     e = escape
-    return segment(
-        "PID",
-        {
-            1: "1",
-            3: f"{e(patient.patient_id)}^^^{SENDING_FACILITY}^MR",
-            5: f"{e(patient.family_name)}^{e(patient.given_name)}",
-            13: f"{e(patient.phone)}^PRN^CP~^NET^Internet^{e(patient.email)}",
-            15: e(patient.language),
-        },
-    )
+    fields = {
+        1: "1",
+        3: f"{e(patient.patient_id)}^^^{SENDING_FACILITY}^MR",
+        5: f"{e(patient.family_name)}^{e(patient.given_name)}",
+        13: f"{e(patient.phone)}^PRN^CP~^NET^Internet^{e(patient.email)}",
+        15: e(patient.language),
+    }
+    if died_at is not None:
+        fields |= {29: ts(died_at), 30: "Y"}  # death date and time, death indicator
+    return segment("PID", fields)
 
 
 def siu(
@@ -132,10 +132,28 @@ def siu(
 
 def adt_register(patient: Patient, *, sent_at: datetime, control_id: str) -> SiuMessage:
     """ADT^A28 (add person information): a patient known before any visit is booked."""
+    return _adt("A28", "ADT_A05", patient, sent_at, control_id)
+
+
+def adt_death(
+    patient: Patient, *, died_at: datetime, sent_at: datetime, control_id: str
+) -> SiuMessage:
+    """ADT^A03 (discharge) with the death indicator: the patient must not be contacted."""
+    return _adt("A03", "ADT_A03", patient, sent_at, control_id, died_at)
+
+
+def _adt(
+    event: str,
+    structure: str,
+    patient: Patient,
+    sent_at: datetime,
+    control_id: str,
+    died_at: datetime | None = None,
+) -> SiuMessage:
     segments = [
-        _msh("ADT^A28^ADT_A05", sent_at, control_id),
-        segment("EVN", {1: "A28", 2: ts(sent_at)}),
-        _pid(patient),
+        _msh(f"ADT^{event}^{structure}", sent_at, control_id),
+        segment("EVN", {1: event, 2: ts(sent_at)}),
+        _pid(patient, died_at),
         segment("PV1", {1: "1", 2: "N", 3: f"{escape(patient.department)}^^^{SENDING_FACILITY}"}),
     ]
     return SiuMessage(control_id=control_id, text="\r".join(segments))

@@ -59,7 +59,7 @@ def decide_call(
         if rng.random() < unreported:
             return CallDecision(None)
         return CallDecision(rng.choice(NOT_REACHED))
-    if b == "opts_out":
+    if b in ("opts_out", "dies"):
         return CallDecision("no_answer")
     # A patient who attends was never meant to be called: the call finds nothing to fix.
     return CallDecision("answered_declined")

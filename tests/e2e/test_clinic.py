@@ -19,6 +19,8 @@ CHECKS = (
     "no_contact_after_opt_out",
     "nothing_in_quiet_hours",
     "recovered_cases_closed",
+    "no_contact_after_death",
+    "shared_phone_names_no_one",
     "no_message_delivered_twice",
     "no_follow_up_after_deadline",
 )

@@ -15,7 +15,14 @@ from hl7.mllp import start_hl7_server
 
 from demo.scenario import Patient, build
 from demo.simulator import canonical, fhir
-from demo.simulator.hl7v2 import HL7Rejected, MllpSender, adt_register, escape, siu
+from demo.simulator.hl7v2 import (
+    HL7Rejected,
+    MllpSender,
+    adt_death,
+    adt_register,
+    escape,
+    siu,
+)
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
 NOW = datetime(2026, 3, 2, 7, 0, tzinfo=VILNIUS)
@@ -57,6 +64,17 @@ def test_adt_registers_a_patient_before_any_visit() -> None:
     assert str(parsed.segment("MSH")[9]) == "ADT^A28^ADT_A05"
     assert parsed["PID.F3.R1.C1"] == patient.patient_id
     assert parsed["PID.F13.R2.C4"] == patient.email
+
+
+def test_a_death_travels_as_adt_a03_with_the_death_indicator() -> None:
+    patient = a_patient_with_visit()
+    message = adt_death(patient, died_at=NOW, sent_at=NOW, control_id="d-1")
+    parsed = hl7.parse(message.text)
+    assert str(parsed.segment("MSH")[9]) == "ADT^A03^ADT_A03"
+    assert parsed["PID.F30"] == "Y"
+    assert datetime.strptime(str(parsed["PID.F29"]), "%Y%m%d%H%M%S%z") == NOW
+    resource = FhirPatient.model_validate(fhir.patient_resource(patient, NOW))
+    assert resource.deceasedDateTime is not None
 
 
 def test_patient_cancellation_names_the_patient_as_reason() -> None:

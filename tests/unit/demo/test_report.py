@@ -119,6 +119,10 @@ def test_a_clean_week_passes_every_check() -> None:
     for case in observed.cases:
         if case["patient_id"] == rebooked.patient_id:
             case["state"], case["resolution"] = "closed", "recovered"
+    dead = patient("dies")
+    for case in observed.cases:
+        if case["patient_id"] == dead.patient_id:
+            case["state"], case["resolution"] = "closed", "deceased"
     findings = check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE)
     assert all(f.ok for f in findings), [f for f in findings if not f.ok]
 
@@ -146,9 +150,48 @@ def test_each_broken_promise_is_caught() -> None:
         "no_contact_after_opt_out": False,
         "nothing_in_quiet_hours": False,
         "recovered_cases_closed": False,  # nobody rebooked: nothing shows it
+        "no_contact_after_death": False,  # the deceased patient's case is still open
+        "shared_phone_names_no_one": True,
         "no_message_delivered_twice": False,
         "no_follow_up_after_deadline": False,
     }
+
+
+def test_a_shared_phone_must_not_hear_names_or_visits() -> None:
+    observed = a_clean_week()
+    family = [p for p in SCENARIO.patients if p.shares_phone]
+    slipped = next(p for p in family if p.slips)
+    named = f"{slipped.given_name}, you missed your visit"
+    observed.sms = [sms(slipped, T0, "We missed you at a visit"), sms(slipped, T0, named)]
+    finding = next(
+        f
+        for f in check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE)
+        if f.check == "shared_phone_names_no_one"
+    )
+    assert not finding.ok and "2 texts" in finding.detail
+
+
+def test_a_text_after_death_is_caught() -> None:
+    observed = a_clean_week()
+    dead = patient("dies")
+    observed.sms = [sms(dead, dead.death_at - timedelta(hours=1))]
+    assert (
+        by_name(check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE))[
+            "no_contact_after_death"
+        ]
+        is False
+    )  # the case is not closed as deceased
+    assert observed.cases is not None
+    for case in observed.cases:
+        if case["patient_id"] == dead.patient_id:
+            case["resolution"] = "deceased"
+    assert by_name(check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE))[
+        "no_contact_after_death"
+    ]
+    observed.sms.append(sms(dead, dead.death_at + timedelta(hours=5)))
+    assert not by_name(check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE))[
+        "no_contact_after_death"
+    ]
 
 
 def test_a_missing_case_is_named() -> None:
@@ -221,6 +264,7 @@ def test_scenario_is_seeded_and_shows_every_behaviour() -> None:
         "late_cancels",
         "misses_invitation",
         "drifts",
+        "dies",
     }
     slipping = [p for p in SCENARIO.patients if p.slips]
     assert {p.language for p in slipping} == {"lt", "en", "ru", "bg"}
