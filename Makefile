@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean
+.PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean \
+	ops-tools ops-check ops-generate
 
 setup: $(STAMP)
 
@@ -28,6 +29,25 @@ infra-down:
 infra-status:
 	bash deploy/local/infra.sh status
 
+# Prometheus/promtool (Debian package, unpacked), kustomize (go install), CRD schemas (npm)
+# into .cache/ops; idempotent. See deploy/ops-tools.sh.
+ops-tools:
+	bash deploy/ops-tools.sh install >/dev/null
+
+# Regenerates dashboards JSON, the PrometheusRule and the Kubernetes base from code.
+ops-generate: setup
+	$(PY) -m deploy.generate
+
+# The deployment checks alone (they also run in `make test`): generated files current,
+# promtool check/test on the alert rules, every overlay rendered and validated offline.
+ops-check: setup ops-tools
+	$(PY) -m deploy.generate --check
+	.cache/ops/bin/promtool check rules deploy/prometheus/rules/*.yml
+	.cache/ops/bin/promtool test rules deploy/prometheus/tests/*.yml
+	$(PY) -m pytest tests/unit/ops tests/integration/ops -q $(PYTEST_ARGS) \
+		--deselect tests/integration/ops/test_prometheus_scrape.py \
+		--deselect tests/integration/ops/test_consumer_metrics.py
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -39,10 +59,10 @@ schemas: setup
 unit: setup
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-integration: setup infra-up
+integration: setup infra-up ops-tools
 	$(PY) -m pytest tests/integration -q $(PYTEST_ARGS)
 
-test: setup infra-up lint
+test: setup infra-up ops-tools lint
 	$(PY) -m pytest tests -q -ra $(PYTEST_ARGS)
 
 demo: setup infra-up

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import codec_bench
+from bench import codec_bench, tracker_bench
 
-SUITES = {"codec": codec_bench.run}
+SUITES = {"codec": codec_bench.run, "tracker": tracker_bench.run}
 
 
 def main(argv: list[str]) -> int:

@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Generic, TypeVar
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from common.clock import Clock
 from common.codec import DecodeError, dead_letter, decode, encode
 from common.logs import get_logger
-from common.metrics import DEAD_LETTERS, EVENTS_CONSUMED
+from common.metrics import (
+    COMMIT_DURATION,
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    EVENTS_CONSUMED,
+    REBALANCES,
+)
 from schemas.base import Envelope
 from schemas.topics import CATALOGUE, TopicNames, TopicSpec
 
@@ -92,6 +99,46 @@ class KafkaPublisher:
         await self._producer.send_and_wait(topic, value=value, key=key)
 
 
+class ConsumerMonitor:
+    """Reports an aiokafka consumer's own view of its group: lag per topic, assignment
+    changes and commit latency. Any consumer loop can use it: call note_assignment() after
+    each poll, commit() instead of consumer.commit(), report_lag() after the commit."""
+
+    def __init__(
+        self, consumer: AIOKafkaConsumer, service: str, base_topic: Callable[[str], str]
+    ) -> None:
+        self._consumer = consumer
+        self._service = service
+        self._base_topic = base_topic  # topic as deployed -> name without prefix (a label)
+        self._assignment: frozenset[TopicPartition] = frozenset()
+        self._topics: set[str] = set()
+
+    def note_assignment(self) -> frozenset[TopicPartition]:
+        assignment = frozenset(self._consumer.assignment())
+        if assignment != self._assignment:
+            REBALANCES.labels(self._service).inc()
+            self._assignment = assignment
+        return assignment
+
+    async def commit(self) -> None:
+        started = time.perf_counter()
+        await self._consumer.commit()
+        COMMIT_DURATION.labels(self._service).observe(time.perf_counter() - started)
+
+    async def report_lag(self) -> None:
+        # After a commit the position is the committed offset: lag is what is left.
+        lag = dict.fromkeys(self._topics, 0)  # partitions moved away report 0, not stale lag
+        for tp in self._assignment:
+            topic = self._base_topic(tp.topic)
+            lag.setdefault(topic, 0)
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                lag[topic] += max(0, highwater - await self._consumer.position(tp))
+        self._topics |= lag.keys()
+        for topic, messages in lag.items():
+            CONSUMER_LAG.labels(self._service, topic).set(messages)
+
+
 class EventConsumer(Generic[M]):
     """Reads one topic as ``model``, hands each event to ``handler``, dead-letters the rest."""
 
@@ -125,6 +172,7 @@ class EventConsumer(Generic[M]):
         self._service = service
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._monitor = ConsumerMonitor(self._consumer, service, lambda _topic: base_topic)
         self.assigned = asyncio.Event()
 
     async def start(self) -> None:
@@ -141,13 +189,14 @@ class EventConsumer(Generic[M]):
     async def _run(self) -> None:
         while True:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
-            if self._consumer.assignment():
+            if self._monitor.note_assignment():
                 self.assigned.set()
             for _tp, records in batches.items():
                 for record in records:
                     await self.handle_record(record)
             if batches:
-                await self._consumer.commit()
+                await self._monitor.commit()
+            await self._monitor.report_lag()
 
     async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 DEAD_LETTERS = Counter(
     "followup_dead_letters_total",
@@ -13,4 +13,23 @@ EVENTS_CONSUMED = Counter(
     "followup_events_consumed_total",
     "Messages consumed from Kafka, by topic (without test prefixes) and result.",
     ["service", "topic", "result"],
+)
+
+# The consumer's own view of its group, so no separate Kafka exporter is needed.
+CONSUMER_LAG = Gauge(
+    "followup_kafka_consumer_lag",
+    "Messages behind the high-water mark after the last commit, summed over the partitions "
+    "this replica owns, by topic (without prefixes).",
+    ["service", "topic"],
+)
+REBALANCES = Counter(
+    "followup_kafka_rebalances_total",
+    "Partition assignment changes seen by this replica's consumers.",
+    ["service"],
+)
+COMMIT_DURATION = Histogram(
+    "followup_kafka_commit_duration_seconds",
+    "Time one offset commit took.",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )

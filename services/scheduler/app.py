@@ -2,27 +2,225 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from pydantic import Field
+
 from common import logs
-from common.config import Settings, load_or_exit
+from common.clock import Clock
+from common.config import ConfigError, Settings, load_or_exit
+from common.db import create_pool, migrate
 from common.http import OpsServer
+from common.kafka import EventConsumer, KafkaPublisher, ensure_topics
 from common.service import run, wait_for_stop_signal
+from schemas.base import Envelope
+from schemas.events import (
+    AppointmentEvent,
+    OutcomeEvent,
+    PatientStatusEvent,
+    TreatmentPlanEvent,
+    TriggerEvent,
+)
+from schemas.topics import TopicNames
+from services.scheduler.api import CaseApi
+from services.scheduler.guards import Cap, ContactRules
+from services.scheduler.ledger import CaseLedger
+from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy, PolicyError
+from services.scheduler.relay import OutboxRelay
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+log = logs.get_logger(__name__)
 
 
 class SchedulerSettings(Settings):
     service: str = "scheduler"
+    http_port: int = Field(default=8082, ge=0, le=65535)
+    db_schema: str = "scheduler"
+    policy_path: Path = DEFAULT_POLICY_PATH
+    api_token: str = Field(default="", description="Bearer token of the case API.")
+    consumer_group: str = "scheduler"
+    fire_batch: int = Field(default=200, ge=1, le=10_000)
+    relay_batch: int = Field(default=500, ge=1, le=10_000)
+    poll_seconds: float = Field(default=0.5, gt=0)
+    # Frequency caps per patient over all cases (rolling 24 h / 7 days); calls apart.
+    cap_messages_per_day: int = Field(default=1, ge=1)
+    cap_messages_per_week: int = Field(default=3, ge=1)
+    cap_calls_per_day: int = Field(default=2, ge=1)
+    cap_calls_per_week: int = Field(default=5, ge=1)
+    conversation_quiet_hours: float = Field(default=24.0, gt=0)
+    # Longer than the topics' retention, so a replay still finds what it already did.
+    retention_days: int = Field(default=30, ge=1)
+
+    def contact_rules(self) -> ContactRules:
+        return ContactRules(
+            messages=Cap(self.cap_messages_per_day, self.cap_messages_per_week),
+            calls=Cap(self.cap_calls_per_day, self.cap_calls_per_week),
+            conversation_quiet=timedelta(hours=self.conversation_quiet_hours),
+        )
 
 
-async def serve(settings: SchedulerSettings) -> None:
-    ops = OpsServer(settings.service)
-    await ops.start(settings.http_host, settings.http_port)
-    logs.get_logger(__name__).info("started", port=ops.port)
+class Scheduler:
+    """The running service: consumers, the firing, review and relay loops, the HTTP API."""
+
+    def __init__(self, settings: SchedulerSettings, clock: Clock, policy: CadencePolicy) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.policy = policy
+        self.topics = TopicNames(prefix=settings.topic_prefix)
+        self.ops = OpsServer(settings.service)
+        self.pool: asyncpg.Pool | None = None
+        self.ledger: CaseLedger | None = None
+        self.publisher = KafkaPublisher(settings.kafka_bootstrap, client_id=settings.service)
+        self._consumers: list[EventConsumer[Any]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, *, consume: bool = True, loops: bool = True, http: bool = True) -> None:
+        s = self.settings
+        dsn = str(s.database_url)
+        await migrate(dsn, s.db_schema, MIGRATIONS)
+        self.pool = await create_pool(dsn, s.db_schema)
+        self.ledger = ledger = CaseLedger(self.pool, self.policy, self.clock, s.contact_rules())
+        await ensure_topics(s.kafka_bootstrap, self.topics)
+        await self.publisher.start()
+        if loops:
+            relay = OutboxRelay(self.pool, self.publisher, self.topics.notifications, self.clock)
+            self._loop("fire", lambda: ledger.fire_due(s.fire_batch), s.fire_batch)
+            self._loop("review", lambda: ledger.review_due(s.fire_batch), s.fire_batch)
+            self._loop("relay", lambda: relay.publish_pending(s.relay_batch), s.relay_batch)
+            self._loop("gauges", _counting(ledger.refresh_gauges), 1, every=5.0)
+            keep = timedelta(days=s.retention_days)
+            self._loop("prune", lambda: ledger.prune(keep), 10_000, every=60.0)
+        if consume:
+            self._consume(
+                self.topics.triggers, "followup.triggers", TriggerEvent, ledger.handle_trigger
+            )
+            self._consume(
+                self.topics.outcomes, "followup.outcomes", OutcomeEvent, ledger.handle_outcome
+            )
+            self._consume(
+                self.topics.appointments,
+                "followup.appointments",
+                AppointmentEvent,
+                ledger.handle_appointment,
+            )
+            self._consume(
+                self.topics.plans, "followup.plans", TreatmentPlanEvent, ledger.handle_plan
+            )
+            self._consume(
+                self.topics.patients,
+                "followup.patients",
+                PatientStatusEvent,
+                ledger.handle_patient_status,
+            )
+            for consumer in self._consumers:
+                await consumer.start()
+        if http:
+            if s.api_token:
+                CaseApi(self.pool, s.api_token, ledger).mount(self.ops.app)
+            else:
+                log.warning("case_api_disabled", reason="FOLLOWUP_API_TOKEN is not set")
+            self.ops.add_readiness_check("database", self._database_ready)
+            await self.ops.start(s.http_host, s.http_port)
+            log.info("started", port=self.ops.port)
+
+    def _consume(
+        self,
+        topic: str,
+        base_topic: str,
+        model: type[Envelope],
+        handler: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        s = self.settings
+        self._consumers.append(
+            EventConsumer(
+                bootstrap=s.kafka_bootstrap,
+                topic=topic,
+                base_topic=base_topic,
+                model=model,
+                # A group per topic: one topic's rebalance does not pause the others.
+                group_id=f"{s.topic_prefix}{s.consumer_group}.{base_topic}",
+                handler=handler,
+                publisher=self.publisher,
+                deadletter_topic=self.topics.deadletter,
+                service=s.service,
+                clock=self.clock,
+            )
+        )
+
+    def _loop(
+        self, name: str, work: Callable[[], Awaitable[int]], batch: int, every: float | None = None
+    ) -> None:
+        pause = every or self.settings.poll_seconds
+
+        async def forever() -> None:
+            while True:
+                try:
+                    done = await work()
+                except Exception as exc:  # the loop outlives a database or broker hiccup
+                    log.warning("loop_failed", loop=name, error=type(exc).__name__)
+                    done = 0
+                if done < batch:
+                    # A polling rhythm in real seconds, not clinic time: due work is found
+                    # by comparing with the injected clock inside the query.
+                    await asyncio.sleep(pause)
+
+        self._tasks.append(asyncio.create_task(forever(), name=f"scheduler:{name}"))
+
+    async def _database_ready(self) -> bool:
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            return bool(await conn.fetchval("SELECT true"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for consumer in self._consumers:
+            await consumer.stop()
+        await self.ops.stop()
+        await self.publisher.stop()
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def consumers_assigned(self) -> None:
+        await asyncio.gather(*(c.assigned.wait() for c in self._consumers))
+
+
+def _counting(work: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[int]]:
+    async def counted() -> int:
+        await work()
+        return 0
+
+    return counted
+
+
+async def serve(settings: SchedulerSettings, policy: CadencePolicy, clock: Clock) -> None:
+    scheduler = Scheduler(settings, clock, policy)
+    stop = asyncio.create_task(wait_for_stop_signal())
+    await asyncio.sleep(0)  # the signal handlers are in place before the slower start
     try:
-        await wait_for_stop_signal()
+        await scheduler.start()
+        await stop
     finally:
-        await ops.stop()
+        await scheduler.stop()
 
 
 def main() -> None:
     settings = load_or_exit(SchedulerSettings)
     logs.configure(settings.service, settings.log_level, settings.log_format)
-    run(lambda: serve(settings))
+    try:
+        # A wrong policy file stops the scheduler here, naming the file and the line.
+        policy = CadencePolicy.load(settings.policy_path)
+        clock = settings.make_clock()
+    except (PolicyError, ConfigError) as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run(lambda: serve(settings, policy, clock))

@@ -2,24 +2,119 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from pydantic import Field
+
 from common import logs
+from common.clock import Clock
 from common.config import Settings, load_or_exit
 from common.http import OpsServer
+from common.kafka import KafkaPublisher, ensure_topics
 from common.service import run, wait_for_stop_signal
+from schemas.base import TimeZoneName
+from schemas.topics import APPOINTMENTS, TopicNames
+from services.tracker.detection import DetectionRules, Detector
+from services.tracker.fhir_api import FhirApi
+from services.tracker.ingest import CanonicalSink
+from services.tracker.mllp import MllpListener
+from services.tracker.worker import DetectionWorker, ensure_changelog
+
+log = logs.get_logger(__name__)
 
 
 class TrackerSettings(Settings):
     service: str = "tracker"
+    http_port: int = Field(default=8081, ge=0, le=65535)
+    # MLLP has no credentials of its own: it is bound to an address the network allows.
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = Field(default=2575, ge=0, le=65535)
+    mllp_max_bytes: int = Field(default=64 * 1024, ge=1024)
+    fhir_max_bytes: int = Field(default=256 * 1024, ge=1024)
+    ingest_token: str = ""
+    clinic_timezone: TimeZoneName = "UTC"
+    default_department: str = "general"
+    no_show_grace_minutes: int = Field(default=15, ge=0)
+    late_cancellation_hours: float = Field(default=24.0, ge=0)
+    stage_lead_days: int = Field(default=7, ge=0)
+    detection_tick_seconds: float = Field(default=1.0, gt=0)
+
+    def rules(self) -> DetectionRules:
+        return DetectionRules(
+            no_show_grace=timedelta(minutes=self.no_show_grace_minutes),
+            late_cancellation_window=timedelta(hours=self.late_cancellation_hours),
+            stage_lead_days=self.stage_lead_days,
+            default_department=self.default_department,
+            default_timezone=self.clinic_timezone,
+        )
+
+
+class Tracker:
+    """The running service: ingest (MLLP, FHIR over HTTP), detection worker, ops endpoint."""
+
+    def __init__(self, settings: TrackerSettings, clock: Clock) -> None:
+        self.settings = settings
+        self.names = TopicNames(prefix=settings.topic_prefix)
+        self.publisher = KafkaPublisher(settings.kafka_bootstrap, client_id=settings.service)
+        sink = CanonicalSink(self.publisher, self.names)
+        self.worker = DetectionWorker(
+            bootstrap=settings.kafka_bootstrap,
+            names=self.names,
+            group_id=f"{settings.topic_prefix}{settings.service}",
+            detector=Detector(settings.rules()),
+            clock=clock,
+            service=settings.service,
+            tick_seconds=settings.detection_tick_seconds,
+        )
+        self.mllp = MllpListener(
+            sink=sink,
+            clock=clock,
+            zone=ZoneInfo(settings.clinic_timezone),
+            department=settings.default_department,
+            max_bytes=settings.mllp_max_bytes,
+        )
+        self.ops = OpsServer(settings.service)
+        FhirApi(
+            sink=sink,
+            clock=clock,
+            token=settings.ingest_token,
+            zone=settings.clinic_timezone,
+            department=settings.default_department,
+            max_bytes=settings.fhir_max_bytes,
+        ).mount(self.ops.app)
+        self.ops.add_readiness_check("detection", self._detection_ready)
+
+    async def _detection_ready(self) -> bool:
+        return self.worker.ready.is_set()
+
+    async def start(self) -> None:
+        s = self.settings
+        await ensure_topics(s.kafka_bootstrap, self.names)
+        await ensure_changelog(s.kafka_bootstrap, self.names, APPOINTMENTS.partitions)
+        await self.publisher.start()
+        await self.worker.start()
+        await self.mllp.start(s.mllp_host, s.mllp_port)
+        await self.ops.start(s.http_host, s.http_port)
+        if not s.ingest_token:
+            log.warning("no_ingest_token", detail="FHIR ingest refuses every request")
+        log.info("started", http_port=self.ops.port, mllp_port=self.mllp.port)
+
+    async def stop(self) -> None:
+        # Inputs first, so nothing is acknowledged that can no longer be stored.
+        await self.mllp.stop()
+        await self.ops.stop()
+        await self.worker.stop()
+        await self.publisher.stop()
 
 
 async def serve(settings: TrackerSettings) -> None:
-    ops = OpsServer(settings.service)
-    await ops.start(settings.http_host, settings.http_port)
-    logs.get_logger(__name__).info("started", port=ops.port)
+    tracker = Tracker(settings, settings.make_clock())
+    await tracker.start()
     try:
         await wait_for_stop_signal()
     finally:
-        await ops.stop()
+        await tracker.stop()
 
 
 def main() -> None:

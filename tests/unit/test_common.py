@@ -7,11 +7,12 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import structlog
 
 from common.clock import ManualClock, ScaledClock
 from common.codec import DecodeError, dead_letter, decode, encode
 from common.config import ConfigError, Settings, load
-from common.logs import MASK, redact_personal_data
+from common.logs import MASK, configure, get_logger, redact_personal_data
 from schemas import AppointmentEvent
 from schemas.topics import APPOINTMENTS
 from tests.support.infra import REPO
@@ -122,3 +123,17 @@ def test_logs_mask_personal_keys_and_shapes() -> None:
     assert out["phone"] == MASK
     assert out["case_id"] == "case-1"
     assert "ona@example.org" not in out["note"] and "600 00001" not in out["note"]
+
+
+def test_log_lines_keep_their_timestamp_while_masking_phones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure("unit", fmt="json")
+    try:
+        get_logger("unit").info("called", note="rang +370 600 00001")
+    finally:
+        structlog.reset_defaults()  # later tests must not write to this test's capture
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert MASK not in line["timestamp"]
+    datetime.fromisoformat(line["timestamp"])
+    assert "600 00001" not in line["note"]

@@ -1,0 +1,530 @@
+"""The Grafana dashboards, as code (grafanalib). `python -m deploy.generate` writes them to
+deploy/grafana/dashboards/*.json; a test fails when the committed JSON is not current.
+
+Two views: the clinic's (is follow-up working for patients?) and the system's (is the
+pipeline healthy?). Every query filters on the `$namespace` variable so one Grafana can
+watch dev and prod; without Kubernetes the label is absent and `.*` still matches.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from grafanalib import core as g
+from grafanalib._gen import DashboardEncoder
+
+NS = 'namespace=~"$namespace"'
+JOBS = f'job=~"followup-(tracker|scheduler|notifier)", {NS}'
+RATE = "$__rate_interval"
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str = ""
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel: a title, what it shows, and its queries. Layout is computed."""
+
+    title: str
+    queries: tuple[Query, ...]
+    description: str
+    unit: str = "short"
+    kind: str = "timeseries"  # or "stat"
+    width: int = 8
+
+
+@dataclass(frozen=True)
+class Row:
+    title: str
+    panels: tuple[Panel, ...]
+
+
+@dataclass(frozen=True)
+class View:
+    uid: str
+    title: str
+    description: str
+    rows: tuple[Row, ...]
+
+
+def q(expr: str, legend: str = "") -> Query:
+    return Query(" ".join(expr.split()), legend)
+
+
+def quantiles(metric: str, by: str = "") -> tuple[Query, ...]:
+    group = f"le, {by}" if by else "le"
+    suffix = f" {{{{{by}}}}}" if by else ""
+    return tuple(
+        q(
+            f"histogram_quantile({p}, sum by ({group}) (rate({metric}_bucket{{{NS}}}[{RATE}])))",
+            f"p{int(p * 100)}{suffix}",
+        )
+        for p in (0.5, 0.95)
+    )
+
+
+def per_window(metric: str, by: str, window: str, legend: str) -> Query:
+    """How many in each window (per hour, per day), split by one label."""
+    return q(f"sum by ({by}) (increase({metric}{{{NS}}}[{window}]))", legend)
+
+
+def hourly(title: str, metric: str, by: str, description: str, legend: str) -> Panel:
+    """A panel of how many per hour, split by labels."""
+    return Panel(title, (per_window(metric, by, "1h", legend),), description)
+
+
+def in_range(metric: str, matchers: str = "") -> str:
+    sel = f"{NS}, {matchers}" if matchers else NS
+    return f"sum(increase({metric}{{{sel}}}[$__range]))"
+
+
+def range_stat(title: str, metric: str, description: str, matchers: str = "") -> Panel:
+    """A small stat: how many in the dashboard's selected time range."""
+    return Panel(title, (q(in_range(metric, matchers)),), description, kind="stat", width=4)
+
+
+RECOVERED = in_range("followup_scheduler_cases_closed_total", 'resolution="recovered"')
+
+CLINIC = View(
+    uid="followup-clinic",
+    title="followup / clinic",
+    description="Is follow-up working for patients? No-shows, cases, recovery, contact, "
+    "escalations, deadline misses, opt-outs. Counts are over the selected time range.",
+    rows=(
+        Row(
+            "In the selected range",
+            (
+                range_stat(
+                    "No-shows",
+                    "followup_tracker_triggers_total",
+                    "Missed visits the tracker detected.",
+                    'kind="no_show"',
+                ),
+                Panel(
+                    "Open cases",
+                    (q(f"sum(max by (state) (followup_scheduler_open_cases{{{NS}}}))"),),
+                    "Follow-up cases not closed yet (now).",
+                    kind="stat",
+                    width=4,
+                ),
+                Panel(
+                    "Recovery rate",
+                    (q(f"{RECOVERED} / {in_range('followup_scheduler_cases_closed_total')}"),),
+                    "Closed cases that ended with the patient rebooked.",
+                    unit="percentunit",
+                    kind="stat",
+                    width=4,
+                ),
+                range_stat(
+                    "Escalations",
+                    "followup_scheduler_escalations_total",
+                    "Call tasks escalated to a doctor or supervisor.",
+                ),
+                range_stat(
+                    "Deadline misses",
+                    "followup_scheduler_deadline_misses_total",
+                    "Cases whose treatment stage deadline could no longer be met.",
+                ),
+                range_stat(
+                    "Opt-outs",
+                    "followup_notifier_opt_outs_total",
+                    "Patients who opted out of a channel.",
+                ),
+            ),
+        ),
+        Row(
+            "Cases",
+            (
+                hourly(
+                    "Triggers by kind (per hour)",
+                    "followup_tracker_triggers_total",
+                    "kind",
+                    "No-shows, late cancellations, unanswered calls, stage windows at risk.",
+                    "{{kind}}",
+                ),
+                Panel(
+                    "Open cases by state",
+                    (q(f"max by (state) (followup_scheduler_open_cases{{{NS}}})", "{{state}}"),),
+                    "Cases not closed, by state.",
+                ),
+                hourly(
+                    "Cases closed by resolution (per hour)",
+                    "followup_scheduler_cases_closed_total",
+                    "resolution",
+                    "Recovered, declined, opted out, unreachable, escalated, superseded, ...",
+                    "{{resolution}}",
+                ),
+                Panel(
+                    "Time to first contact",
+                    quantiles("followup_scheduler_time_to_first_contact_seconds"),
+                    "From detection to the case's first fired attempt.",
+                    unit="s",
+                ),
+                hourly(
+                    "Attempts fired by channel (per hour)",
+                    "followup_scheduler_attempts_fired_total",
+                    "channel",
+                    "SMS, email and call tasks sent out.",
+                    "{{channel}}",
+                ),
+                hourly(
+                    "Escalations by reason (per hour)",
+                    "followup_scheduler_escalations_total",
+                    "reason",
+                    "Why cases went to a doctor or supervisor.",
+                    "{{reason}}",
+                ),
+            ),
+        ),
+        Row(
+            "Patients' preferences and protections",
+            (
+                Panel(
+                    "Opt-outs by channel (per day)",
+                    (
+                        per_window(
+                            "followup_notifier_opt_outs_total", "channel", "1d", "{{channel}}"
+                        ),
+                    ),
+                    "STOP replies and unsubscribes.",
+                ),
+                Panel(
+                    "Held by rule (per hour)",
+                    (
+                        per_window(
+                            "followup_scheduler_held_total", "rule", "1h", "scheduler {{rule}}"
+                        ),
+                        per_window(
+                            "followup_notifier_held_total", "rule", "1h", "notifier {{rule}}"
+                        ),
+                    ),
+                    "Messages moved later or refused: quiet hours, frequency caps, open "
+                    "conversations, runaway guard, not contactable.",
+                ),
+                Panel(
+                    "Deadline misses (per day)",
+                    (
+                        q(
+                            f"sum(increase(followup_scheduler_deadline_misses_total{{{NS}}}[1d]))",
+                            "misses",
+                        ),
+                    ),
+                    "Cases whose stage deadline could no longer be met.",
+                ),
+            ),
+        ),
+    ),
+)
+
+SYSTEM = View(
+    uid="followup-system",
+    title="followup / system",
+    description="Is the pipeline healthy? Throughput, consumer lag, dead letters, send "
+    "failures by provider, outbox backlog, firing lateness, processes.",
+    rows=(
+        Row(
+            "Processes",
+            (
+                Panel(
+                    "Replicas up",
+                    (q(f"sum by (job) (up{{{JOBS}}})", "{{job}}"),),
+                    "Replicas Prometheus scrapes successfully, per service.",
+                    kind="stat",
+                ),
+                Panel(
+                    "Resident memory",
+                    (q(f"process_resident_memory_bytes{{{JOBS}}}", "{{job}} {{instance}}"),),
+                    "Memory per replica.",
+                    unit="bytes",
+                ),
+                Panel(
+                    "CPU",
+                    (
+                        q(
+                            f"rate(process_cpu_seconds_total{{{JOBS}}}[{RATE}])",
+                            "{{job}} {{instance}}",
+                        ),
+                    ),
+                    "CPU cores used per replica.",
+                ),
+            ),
+        ),
+        Row(
+            "Throughput",
+            (
+                Panel(
+                    "Consumed by service and topic",
+                    (
+                        q(
+                            "sum by (service, topic, result) (rate("
+                            f"followup_events_consumed_total{{{NS}}}[{RATE}]))",
+                            "{{service}} {{topic}} {{result}}",
+                        ),
+                    ),
+                    "Messages per second read from Kafka.",
+                    unit="ops",
+                ),
+                Panel(
+                    "Tracker input by way in",
+                    (
+                        q(
+                            "sum by (source, type) (rate("
+                            f"followup_tracker_events_total{{{NS}}}[{RATE}]))",
+                            "{{source}} {{type}}",
+                        ),
+                        q(
+                            "sum by (source) (rate("
+                            f"followup_tracker_ingest_rejected_total{{{NS}}}[{RATE}]))",
+                            "rejected {{source}}",
+                        ),
+                    ),
+                    "HL7, FHIR and Kafka input, and what was refused.",
+                    unit="ops",
+                ),
+                Panel(
+                    "Sends by channel and result",
+                    (
+                        q(
+                            "sum by (channel, result) (rate("
+                            f"followup_notifier_sends_total{{{NS}}}[{RATE}]))",
+                            "{{channel}} {{result}}",
+                        ),
+                    ),
+                    "Deliveries attempted per second.",
+                    unit="ops",
+                ),
+            ),
+        ),
+        Row(
+            "Kafka consumers",
+            (
+                Panel(
+                    "Consumer lag",
+                    (
+                        q(
+                            f"sum by (service, topic) (followup_kafka_consumer_lag{{{NS}}})",
+                            "{{service}} {{topic}}",
+                        ),
+                    ),
+                    "Messages behind the high-water mark, summed over replicas.",
+                ),
+                Panel(
+                    "Rebalances",
+                    (
+                        q(
+                            "sum by (service) (increase("
+                            f"followup_kafka_rebalances_total{{{NS}}}[{RATE}]))",
+                            "{{service}}",
+                        ),
+                    ),
+                    "Partition assignment changes; a steady stream means a rebalance loop.",
+                ),
+                Panel(
+                    "Offset commit latency",
+                    quantiles("followup_kafka_commit_duration_seconds", "service"),
+                    "Time one offset commit takes.",
+                    unit="s",
+                ),
+            ),
+        ),
+        Row(
+            "Failures",
+            (
+                Panel(
+                    "Dead letters",
+                    (
+                        q(
+                            "sum by (service, error_type) (rate("
+                            f"followup_dead_letters_total{{{NS}}}[{RATE}]))",
+                            "{{service}} {{error_type}}",
+                        ),
+                    ),
+                    "Messages refused to followup.deadletter, per second.",
+                    unit="ops",
+                ),
+                Panel(
+                    "Send failure ratio by provider",
+                    (
+                        q(
+                            "sum by (channel, provider) (rate(followup_notifier_sends_total"
+                            f'{{{NS}, result=~"failed|transient_error"}}[{RATE}])) / sum by '
+                            "(channel, provider) (rate("
+                            f"followup_notifier_sends_total{{{NS}}}[{RATE}]))",
+                            "{{channel}} {{provider}}",
+                        ),
+                    ),
+                    "Share of sends that failed, per provider (alert above 20%).",
+                    unit="percentunit",
+                ),
+                Panel(
+                    "Retries and duplicates dropped",
+                    (
+                        q(
+                            "sum by (channel) (rate("
+                            f"followup_notifier_retries_total{{{NS}}}[{RATE}]))",
+                            "retries {{channel}}",
+                        ),
+                        q(
+                            "sum by (channel) (rate("
+                            f"followup_notifier_duplicates_dropped_total{{{NS}}}[{RATE}]))",
+                            "duplicates {{channel}}",
+                        ),
+                    ),
+                    "Transient provider errors retried; repeated commands dropped by key.",
+                    unit="ops",
+                ),
+            ),
+        ),
+        Row(
+            "Inputs and outputs in detail",
+            (
+                hourly(
+                    "Ingest rejected by reason (per hour)",
+                    "followup_tracker_ingest_rejected_total",
+                    "source, reason",
+                    "Why the tracker refused input: negative ACKs, HTTP 4xx, dead letters.",
+                    "{{source}} {{reason}}",
+                ),
+                hourly(
+                    "Call tasks by sink and result (per hour)",
+                    "followup_notifier_call_tasks_total",
+                    "sink, result",
+                    "Call tasks handed to the clinic's tools (webhook, mail, topic, FHIR Task).",
+                    "{{sink}} {{result}}",
+                ),
+                hourly(
+                    "SMS segments by encoding (per hour)",
+                    "followup_notifier_sms_segments_total",
+                    "encoding",
+                    "What the SMS provider bills: UCS-2 texts take more segments.",
+                    "{{encoding}}",
+                ),
+            ),
+        ),
+        Row(
+            "Scheduler and timing",
+            (
+                Panel(
+                    "Outbox backlog",
+                    (
+                        q(f"max(followup_scheduler_outbox_backlog{{{NS}}})", "backlog"),
+                        q(
+                            f"sum(rate(followup_scheduler_outbox_published_total{{{NS}}}[{RATE}]))",
+                            "published/s",
+                        ),
+                    ),
+                    "Commands waiting in the outbox, and the publish rate.",
+                ),
+                Panel(
+                    "Firing lateness",
+                    quantiles("followup_scheduler_firing_lateness_seconds"),
+                    "How late attempts fire after their planned moment.",
+                    unit="s",
+                ),
+                Panel(
+                    "Detection lag and send duration",
+                    (
+                        *quantiles("followup_tracker_detection_lag_seconds"),
+                        q(
+                            "histogram_quantile(0.95, sum by (le, channel) (rate("
+                            f"followup_notifier_send_duration_seconds_bucket{{{NS}}}[{RATE}])))",
+                            "send p95 {{channel}}",
+                        ),
+                    ),
+                    "Tracker: fact detectable to trigger emitted. Notifier: one send.",
+                    unit="s",
+                ),
+            ),
+        ),
+    ),
+)
+
+VIEWS = (CLINIC, SYSTEM)
+
+
+def _targets(panel: Panel) -> list[g.Target]:
+    return [
+        g.Target(expr=query.expr, legendFormat=query.legend, refId=chr(ord("A") + i))
+        for i, query in enumerate(panel.queries)
+    ]
+
+
+def _panel(panel: Panel, pos: g.GridPos) -> Any:
+    common: dict[str, Any] = {
+        "title": panel.title,
+        "description": panel.description,
+        "dataSource": "${datasource}",
+        "targets": _targets(panel),
+        "gridPos": pos,
+    }
+    if panel.kind == "stat":
+        return g.Stat(format=panel.unit, reduceCalc="lastNotNull", **common)
+    return g.TimeSeries(unit=panel.unit, **common)
+
+
+def build(view: View) -> Any:
+    panels: list[Any] = []
+    y = 0
+    for row in view.rows:
+        panels.append(g.RowPanel(title=row.title, gridPos=g.GridPos(h=1, w=24, x=0, y=y)))
+        y += 1
+        x = 0
+        height = 4 if all(p.kind == "stat" for p in row.panels) else 8
+        for panel in row.panels:
+            if x + panel.width > 24:
+                x, y = 0, y + height
+            panels.append(_panel(panel, g.GridPos(h=height, w=panel.width, x=x, y=y)))
+            x += panel.width
+        y += height
+    templating = g.Templating(
+        list=[
+            g.Template(
+                name="datasource",
+                label="Data source",
+                query="prometheus",
+                type="datasource",
+                default="Prometheus",
+            ),
+            g.Template(
+                name="namespace",
+                label="Namespace",
+                query='label_values(up{job=~"followup-.*"}, namespace)',
+                dataSource="${datasource}",
+                includeAll=True,
+                multi=True,
+                allValue=".*",
+                default="$__all",
+            ),
+        ]
+    )
+    return g.Dashboard(
+        title=view.title,
+        uid=view.uid,
+        description=view.description,
+        tags=["followup"],
+        timezone="browser",
+        time=g.Time("now-24h", "now"),
+        refresh="1m",
+        graphTooltip=g.GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR,
+        panels=panels,
+        templating=templating,
+        links=[
+            g.DashboardLink(
+                title="followup",
+                type="dashboards",
+                tags=["followup"],
+                asDropdown=False,
+                includeVars=True,
+                keepTime=True,
+            )
+        ],
+    ).auto_panel_ids()
+
+
+def render(view: View) -> str:
+    return json.dumps(build(view).to_json_data(), cls=DashboardEncoder, indent=2, sort_keys=True)

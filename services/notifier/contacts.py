@@ -1,0 +1,91 @@
+"""Who the patient is and whether a channel may reach them: plain data and rules, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import phonenumbers
+
+from schemas.base import Channel
+from schemas.events import ContactEvent
+
+NOT_CONTACTABLE = frozenset({"deceased", "transferred_out"})
+
+
+def normalise_phone(raw: str | None, default_region: str) -> str | None:
+    """E.164 form of ``raw``, or None when it is not a valid number (SMS is then impossible)."""
+    if not raw:
+        return None
+    try:
+        number = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@dataclass(frozen=True)
+class Contact:
+    patient_id: str
+    given_name: str | None
+    family_name: str | None
+    phone_raw: str | None
+    phone: str | None  # E.164, None when missing or invalid
+    email: str | None
+    language: str
+    timezone: str
+    consent: dict[str, bool]
+    status: str = "active"
+    opted_out: frozenset[str] = field(default_factory=frozenset)  # channels
+    phone_shared_by: int = 1  # how many patients' contacts normalise to this phone
+
+    @property
+    def display_name(self) -> str | None:
+        parts = [p for p in (self.given_name, self.family_name) if p]
+        return " ".join(parts) or None
+
+    @classmethod
+    def from_event(cls, event: ContactEvent, default_region: str) -> Contact:
+        return cls(
+            patient_id=event.patient_id,
+            given_name=event.given_name,
+            family_name=event.family_name,
+            phone_raw=event.phone,
+            phone=normalise_phone(event.phone, default_region),
+            email=event.email,
+            language=event.language,
+            timezone=event.timezone,
+            consent={
+                "sms": event.consent.sms,
+                "email": event.consent.email,
+                "call": event.consent.call,
+            },
+            status=event.status,
+        )
+
+
+def why_impossible(
+    contact: Contact | None, channel: Channel, patient_status: str | None = None
+) -> str | None:
+    """The reason code when ``channel`` must not or cannot reach the patient, else None.
+
+    Order matters: not-contactable and opt-outs win over anything a command asks for.
+    """
+    if patient_status in NOT_CONTACTABLE or (contact and contact.status in NOT_CONTACTABLE):
+        return "not_contactable"
+    if contact is None:
+        return "no_contact"
+    consent_key = "call" if channel == "call_task" else channel
+    if channel in contact.opted_out:
+        return "opted_out"
+    if not contact.consent.get(consent_key, False):
+        return "no_consent"
+    if channel == "sms":
+        if not contact.phone_raw:
+            return "no_phone"
+        if not contact.phone:
+            return "invalid_phone"
+    if channel == "email" and not contact.email:
+        return "no_email"
+    return None

@@ -1,0 +1,129 @@
+"""The contacts directory in PostgreSQL: contact details, patient status, opt-outs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from schemas.events import ContactEvent, PatientStatusEvent
+from services.notifier.contacts import Contact, normalise_phone
+
+
+class Directory:
+    def __init__(self, pool: asyncpg.Pool, default_region: str) -> None:
+        self._pool = pool
+        self._region = default_region
+
+    async def record_contact(self, event: ContactEvent) -> None:
+        # Compacted topic, possibly replayed: an older snapshot never overwrites a newer one.
+        await self._pool.execute(
+            """INSERT INTO contacts (patient_id, given_name, family_name, phone_raw, phone_e164,
+                   email, language, timezone, consent_sms, consent_email, consent_call, status,
+                   occurred_at, event_id)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)
+               ON CONFLICT (patient_id) DO UPDATE SET
+                   given_name=EXCLUDED.given_name, family_name=EXCLUDED.family_name,
+                   phone_raw=EXCLUDED.phone_raw, phone_e164=EXCLUDED.phone_e164,
+                   email=EXCLUDED.email, language=EXCLUDED.language,
+                   timezone=EXCLUDED.timezone, consent_sms=EXCLUDED.consent_sms,
+                   consent_email=EXCLUDED.consent_email, consent_call=EXCLUDED.consent_call,
+                   status=EXCLUDED.status, occurred_at=EXCLUDED.occurred_at,
+                   event_id=EXCLUDED.event_id
+               WHERE contacts.occurred_at <= EXCLUDED.occurred_at""",
+            event.patient_id,
+            event.given_name,
+            event.family_name,
+            event.phone,
+            normalise_phone(event.phone, self._region),
+            event.email.strip().lower() if event.email else None,
+            event.language,
+            event.timezone,
+            event.consent.sms,
+            event.consent.email,
+            event.consent.call,
+            event.status,
+            event.occurred_at,
+            event.event_id,
+        )
+
+    async def record_patient_status(self, event: PatientStatusEvent) -> None:
+        await self._pool.execute(
+            """INSERT INTO patient_status (patient_id, status, effective_at, event_id)
+               VALUES ($1, $2, $3, $4)
+               ON CONFLICT (patient_id) DO UPDATE SET status=EXCLUDED.status,
+                   effective_at=EXCLUDED.effective_at, event_id=EXCLUDED.event_id
+               WHERE patient_status.effective_at <= EXCLUDED.effective_at""",
+            event.patient_id,
+            event.status,
+            event.effective_at,
+            event.event_id,
+        )
+
+    async def patient_status(self, patient_id: str) -> str | None:
+        status: str | None = await self._pool.fetchval(
+            "SELECT status FROM patient_status WHERE patient_id = $1", patient_id
+        )
+        return status
+
+    async def contact(self, patient_id: str) -> Contact | None:
+        row = await self._pool.fetchrow(
+            """SELECT c.*,
+                   (SELECT count(*) FROM contacts o WHERE o.phone_e164 = c.phone_e164) AS shared,
+                   ARRAY(SELECT channel FROM opt_outs WHERE opted_out AND
+                         ((channel = 'sms' AND address = c.phone_e164) OR
+                          (channel = 'email' AND address = c.email) OR
+                          (channel IN ('call_task', 'all') AND address = c.patient_id)))
+                     AS opted_out
+               FROM contacts c WHERE c.patient_id = $1""",
+            patient_id,
+        )
+        if row is None:
+            return None
+        return Contact(
+            patient_id=row["patient_id"],
+            given_name=row["given_name"],
+            family_name=row["family_name"],
+            phone_raw=row["phone_raw"],
+            phone=row["phone_e164"],
+            email=row["email"],
+            language=row["language"],
+            timezone=row["timezone"],
+            consent={
+                "sms": row["consent_sms"],
+                "email": row["consent_email"],
+                "call": row["consent_call"],
+            },
+            status=row["status"],
+            opted_out=frozenset(row["opted_out"]),
+            phone_shared_by=max(1, int(row["shared"] or 1)),
+        )
+
+    async def set_opt_out(
+        self, address: str, channel: str, opted_out: bool, at: datetime, event_id: str
+    ) -> None:
+        await self._pool.execute(
+            """INSERT INTO opt_outs (address, channel, opted_out, changed_at, event_id)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (address, channel) DO UPDATE SET opted_out=EXCLUDED.opted_out,
+                   changed_at=EXCLUDED.changed_at, event_id=EXCLUDED.event_id
+               WHERE opt_outs.changed_at <= EXCLUDED.changed_at""",
+            address,
+            channel,
+            opted_out,
+            at,
+            event_id,
+        )
+
+    async def patients_with_phone(self, phone_e164: str) -> list[str]:
+        rows = await self._pool.fetch(
+            "SELECT patient_id FROM contacts WHERE phone_e164 = $1 ORDER BY patient_id",
+            phone_e164,
+        )
+        return [r["patient_id"] for r in rows]
+
+    async def patients_with_email(self, email: str) -> list[str]:
+        rows = await self._pool.fetch(
+            "SELECT patient_id FROM contacts WHERE email = $1 ORDER BY patient_id", email.lower()
+        )
+        return [r["patient_id"] for r in rows]

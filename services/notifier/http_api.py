@@ -1,0 +1,217 @@
+"""The notifier's HTTP API, mounted on the ops server: provider callbacks, inbound SMS,
+administrators' call results and the email unsubscribe link.
+
+Provider requests are verified by the provider's signature (X-Twilio-Signature) against
+the public URL the provider called; administrators need the bearer token. Answers are
+4xx with a reason on bad input; nothing personal is logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, get_args
+
+from aiohttp import web
+
+from common.clock import Clock
+from common.logs import get_logger
+from schemas.events import OutcomeEvent, OutcomeKind
+from services.notifier import metrics
+from services.notifier.contacts import normalise_phone
+from services.notifier.directory import Directory
+from services.notifier.email_channel import unsubscribe_token
+from services.notifier.ledger import Ledger
+from services.notifier.sms import valid_twilio_signature
+from services.notifier.sms_text import classify_reply
+
+log = get_logger(__name__)
+
+CALL_RESULTS = frozenset(
+    {
+        "answered_rebooked",
+        "answered_declined",
+        "callback_requested",
+        "no_answer",
+        "busy",
+        "voicemail",
+        "wrong_number",
+    }
+)
+_STATUS_OUTCOMES = {"delivered": "delivered", "failed": "failed", "undelivered": "failed"}
+_ID_ALLOWED = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@/+-")
+
+Publish = Callable[[OutcomeEvent], Awaitable[None]]
+
+
+def _valid_id(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 128
+        and value[0].isalnum()
+        and set(value) <= _ID_ALLOWED
+    )
+
+
+class NotifierApi:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        directory: Directory,
+        publish: Publish,
+        clock: Clock,
+        public_base_url: str,
+        provider_tokens: Sequence[str],
+        api_token: str,
+        link_secret: str,
+        default_region: str,
+    ) -> None:
+        self._ledger = ledger
+        self._directory = directory
+        self._publish = publish
+        self._clock = clock
+        self._base = public_base_url.rstrip("/")
+        self._provider_tokens = [t for t in provider_tokens if t]
+        self._api_token = api_token
+        self._link_secret = link_secret
+        self._region = default_region
+
+    def mount(self, app: web.Application) -> None:
+        app.router.add_post("/sms/status", self.sms_status)
+        app.router.add_post("/sms/inbound", self.sms_inbound)
+        app.router.add_post("/calltasks/{task_id}/result", self.call_result)
+        app.router.add_route("*", "/unsubscribe", self.unsubscribe)
+
+    async def _signed_form(self, request: web.Request) -> dict[str, str]:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        url = self._base + request.raw_path  # exactly as the provider signed it
+        signature = request.headers.get("X-Twilio-Signature")
+        if not any(valid_twilio_signature(t, url, form, signature) for t in self._provider_tokens):
+            log.warning("provider_signature_refused", path=request.path)
+            raise web.HTTPForbidden(text="invalid provider signature")
+        return form
+
+    async def sms_status(self, request: web.Request) -> web.Response:
+        form = await self._signed_form(request)
+        outcome = _STATUS_OUTCOMES.get(form.get("MessageStatus", ""))
+        if outcome is None:
+            return web.Response(status=204)  # queued/sent/accepted: nothing to report yet
+        command = await self._ledger.sms_command(request.query.get("key"), form.get("MessageSid"))
+        if command is None:
+            raise web.HTTPNotFound(text="unknown message")
+        error = form.get("ErrorCode")
+        await self._publish(
+            OutcomeEvent(
+                event_id=f"{command.idempotency_key}:{outcome}",
+                occurred_at=self._clock.now(),
+                source="notifier",
+                outcome=outcome,  # type: ignore[arg-type]
+                patient_id=command.patient_id,
+                channel="sms",
+                case_id=command.case_id,
+                attempt_number=command.attempt_number,
+                idempotency_key=command.idempotency_key,
+                detail=f"provider_{error}" if outcome == "failed" and error else None,
+            )
+        )
+        return web.Response(status=204)
+
+    async def sms_inbound(self, request: web.Request) -> web.Response:
+        form = await self._signed_form(request)
+        message_id = form.get("MessageSid", "")
+        phone = normalise_phone(form.get("From"), self._region)
+        if not _valid_id(message_id) or phone is None:
+            raise web.HTTPBadRequest(text="MessageSid and a valid From are required")
+        meaning = classify_reply(form.get("Body", ""))
+        now = self._clock.now()
+        if meaning in ("opt_out", "opt_in"):
+            # STOP wins at once, for whoever holds this number, before anything else.
+            await self._directory.set_opt_out(phone, "sms", meaning == "opt_out", now, message_id)
+            if meaning == "opt_out":
+                metrics.OPT_OUTS.labels("sms").inc()
+        patients = await self._directory.patients_with_phone(phone)
+        for patient_id in patients:
+            event_id = message_id if len(patients) == 1 else f"{message_id}:{patient_id}"
+            await self._publish(
+                OutcomeEvent(
+                    event_id=event_id,
+                    occurred_at=now,
+                    source="notifier",
+                    outcome=meaning,
+                    patient_id=patient_id,
+                    channel="sms",
+                )
+            )
+        log.info("sms_reply", meaning=meaning, message_id=message_id, patients=len(patients))
+        return web.Response(text="<Response/>", content_type="application/xml")
+
+    async def call_result(self, request: web.Request) -> web.Response:
+        expected = f"Bearer {self._api_token}"
+        given = request.headers.get("Authorization", "")
+        if not self._api_token or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise web.HTTPUnauthorized(text="a valid bearer token is required")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="body is not JSON") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="body must be a JSON object")
+        report_id, outcome = body.get("report_id"), body.get("outcome")
+        reported_by, detail = body.get("reported_by"), body.get("detail")
+        if not _valid_id(report_id):
+            raise web.HTTPBadRequest(text="report_id: an id is required (it makes retries safe)")
+        if outcome not in CALL_RESULTS:
+            raise web.HTTPBadRequest(text=f"outcome: one of {', '.join(sorted(CALL_RESULTS))}")
+        if reported_by is not None and not _valid_id(reported_by):
+            raise web.HTTPBadRequest(text="reported_by: must be an id")
+        if detail is not None and not _valid_id(detail):
+            raise web.HTTPBadRequest(text="detail: a reason code, not free text")
+        command = await self._ledger.call_task(request.match_info["task_id"])
+        if command is None:
+            raise web.HTTPNotFound(text="unknown call task")
+        assert outcome in get_args(OutcomeKind)
+        event = OutcomeEvent(
+            event_id=str(report_id),
+            occurred_at=self._clock.now(),
+            source="notifier",
+            outcome=outcome,
+            patient_id=command.patient_id,
+            channel="call_task",
+            case_id=command.case_id,
+            attempt_number=command.attempt_number,
+            idempotency_key=command.idempotency_key,
+            reported_by=reported_by,
+            detail=detail,
+        )
+        await self._publish(event)
+        return web.json_response({"event_id": event.event_id, "outcome": outcome}, status=202)
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        patient_id = request.query.get("patient", "")
+        token = request.query.get("token", "")
+        if not (
+            _valid_id(patient_id)
+            and self._link_secret
+            and hmac.compare_digest(token, unsubscribe_token(self._link_secret, patient_id))
+        ):
+            raise web.HTTPForbidden(text="invalid unsubscribe link")
+        if request.method not in ("GET", "POST"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+        contact = await self._directory.contact(patient_id)
+        if contact is not None and contact.email:
+            now = self._clock.now()
+            event_id = f"unsubscribe:{patient_id}:email"
+            await self._directory.set_opt_out(contact.email, "email", True, now, event_id)
+            metrics.OPT_OUTS.labels("email").inc()
+            await self._publish(
+                OutcomeEvent(
+                    event_id=event_id,
+                    occurred_at=now,
+                    source="notifier",
+                    outcome="opt_out",
+                    patient_id=patient_id,
+                    channel="email",
+                )
+            )
+        return web.Response(text="You will receive no more emails from us.")

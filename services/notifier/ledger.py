@@ -1,0 +1,219 @@
+"""The delivery ledger: claim an idempotency key before sending, so each key sends once.
+
+A command is claimed by inserting its row (ON CONFLICT DO NOTHING): a repeated command
+finds the row and is dropped. Workers take due rows with FOR UPDATE SKIP LOCKED, mark them
+'sending' in their own committed transaction just before the provider call, and record
+the result after it. A row still 'sending' after the lease means the process died around
+the provider call; the dispatcher decides per channel what that means (see dispatcher.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from schemas.events import NotificationCommand
+
+
+@dataclass(frozen=True)
+class Delivery:
+    command: NotificationCommand
+    state: str  # pending | sending | done
+    tries: int
+    sinks_done: tuple[str, ...]
+    provider: str | None
+    provider_id: str | None
+    recovered: bool  # taken over from a process that died while 'sending'
+
+
+@dataclass(frozen=True)
+class FinishedDelivery:
+    command: NotificationCommand
+    outcome: str
+    detail: str | None
+    respond_by: datetime | None
+    finished_at: datetime
+
+
+class Ledger:
+    def __init__(self, pool: asyncpg.Pool, *, sending_lease: timedelta) -> None:
+        self._pool = pool
+        self._lease = sending_lease
+
+    async def claim(self, command: NotificationCommand, now: datetime) -> bool:
+        """True when this command is new; False for a repeat (already claimed)."""
+        key = await self._pool.fetchval(
+            """INSERT INTO deliveries (idempotency_key, purpose, case_id, attempt_number,
+                   patient_id, channel, command, state, due_at, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)
+               ON CONFLICT DO NOTHING RETURNING idempotency_key""",
+            command.idempotency_key,
+            command.purpose,
+            command.case_id,
+            command.attempt_number,
+            command.patient_id,
+            command.channel,
+            command.model_dump_json(),
+            now,
+        )
+        return key is not None
+
+    async def take_due(self, now: datetime, limit: int = 20) -> list[Delivery]:
+        """Due rows (and rows abandoned while 'sending'), marked 'sending' and committed."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT idempotency_key, purpose, command, state, tries, sinks_done,
+                          provider, provider_id
+                   FROM deliveries
+                   WHERE (state = 'pending' AND due_at <= $1)
+                      OR (state = 'sending' AND sending_since <= $2)
+                   ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED""",
+                now,
+                now - self._lease,
+                limit,
+            )
+            for row in rows:
+                await conn.execute(
+                    """UPDATE deliveries SET state = 'sending', sending_since = $3,
+                           tries = tries + 1
+                       WHERE idempotency_key = $1 AND purpose = $2""",
+                    row["idempotency_key"],
+                    row["purpose"],
+                    now,
+                )
+        return [
+            Delivery(
+                command=NotificationCommand.model_validate_json(row["command"]),
+                state="sending",
+                tries=row["tries"] + 1,
+                sinks_done=tuple(row["sinks_done"]),
+                provider=row["provider"],
+                provider_id=row["provider_id"],
+                recovered=row["state"] == "sending",
+            )
+            for row in rows
+        ]
+
+    async def hold(self, command: NotificationCommand, until: datetime) -> None:
+        await self._pool.execute(
+            """UPDATE deliveries SET state = 'pending', due_at = $3, sending_since = NULL
+               WHERE idempotency_key = $1 AND purpose = $2""",
+            command.idempotency_key,
+            command.purpose,
+            until,
+        )
+
+    async def sink_done(self, command: NotificationCommand, sink: str) -> None:
+        await self._pool.execute(
+            """UPDATE deliveries SET sinks_done = array_append(sinks_done, $3)
+               WHERE idempotency_key = $1 AND purpose = $2 AND NOT ($3 = ANY(sinks_done))""",
+            command.idempotency_key,
+            command.purpose,
+            sink,
+        )
+
+    async def finish(
+        self,
+        command: NotificationCommand,
+        now: datetime,
+        outcome: str,
+        *,
+        detail: str | None = None,
+        provider: str | None = None,
+        provider_id: str | None = None,
+        respond_by: datetime | None = None,
+    ) -> None:
+        await self._pool.execute(
+            """UPDATE deliveries SET state = 'done', outcome = $3, detail = $4,
+                   provider = COALESCE($5, provider), provider_id = COALESCE($6, provider_id),
+                   respond_by = $7, finished_at = $8, sending_since = NULL
+               WHERE idempotency_key = $1 AND purpose = $2""",
+            command.idempotency_key,
+            command.purpose,
+            outcome,
+            detail,
+            provider,
+            provider_id,
+            respond_by,
+            now,
+        )
+
+    async def unpublished(self, limit: int = 100) -> list[FinishedDelivery]:
+        rows = await self._pool.fetch(
+            """SELECT command, outcome, detail, respond_by, finished_at FROM deliveries
+               WHERE outcome IS NOT NULL AND NOT outcome_published
+               ORDER BY finished_at LIMIT $1""",
+            limit,
+        )
+        return [
+            FinishedDelivery(
+                command=NotificationCommand.model_validate_json(r["command"]),
+                outcome=r["outcome"],
+                detail=r["detail"],
+                respond_by=r["respond_by"],
+                finished_at=r["finished_at"],
+            )
+            for r in rows
+        ]
+
+    async def mark_published(self, command: NotificationCommand) -> None:
+        await self._pool.execute(
+            """UPDATE deliveries SET outcome_published = true
+               WHERE idempotency_key = $1 AND purpose = $2""",
+            command.idempotency_key,
+            command.purpose,
+        )
+
+    async def call_task(self, task_id: str) -> NotificationCommand | None:
+        """The command that created call task ``task_id`` (its idempotency key)."""
+        raw = await self._pool.fetchval(
+            """SELECT command FROM deliveries WHERE idempotency_key = $1
+                   AND channel = 'call_task' AND purpose <> 'withdrawal'""",
+            task_id,
+        )
+        return NotificationCommand.model_validate_json(raw) if raw else None
+
+    async def sent_since(self, patient_id: str, since: datetime, exclude_key: str) -> int:
+        """SMS and emails that went (or may have gone) to this patient since ``since``.
+
+        For the runaway guard: counts what reached a provider, whatever case or cause.
+        """
+        count: int = await self._pool.fetchval(
+            """SELECT count(*) FROM deliveries WHERE patient_id = $1
+                   AND channel IN ('sms', 'email') AND purpose <> 'withdrawal'
+                   AND idempotency_key <> $3
+                   AND (provider_id IS NOT NULL OR state = 'sending')
+                   AND COALESCE(finished_at, sending_since) >= $2""",
+            patient_id,
+            since,
+            exclude_key,
+        )
+        return count
+
+    async def cancel_if_unsent(self, command: NotificationCommand, now: datetime) -> bool:
+        """Withdraw a command that has not gone out yet; True when it was still pending."""
+        key = await self._pool.fetchval(
+            """UPDATE deliveries SET state = 'done', outcome = 'withdrawn',
+                   detail = 'never_sent', finished_at = $3
+               WHERE idempotency_key = $1 AND purpose = $2 AND state = 'pending'
+               RETURNING idempotency_key""",
+            command.idempotency_key,
+            command.purpose,
+            now,
+        )
+        return key is not None
+
+    async def sms_command(
+        self, key: str | None, provider_id: str | None
+    ) -> NotificationCommand | None:
+        """The SMS command a status callback is about: by the provider's id, else our key."""
+        raw = await self._pool.fetchval(
+            """SELECT command FROM deliveries WHERE channel = 'sms'
+                   AND (provider_id = $1 OR idempotency_key = $2)
+               ORDER BY (provider_id = $1) DESC NULLS LAST LIMIT 1""",
+            provider_id,
+            key,
+        )
+        return NotificationCommand.model_validate_json(raw) if raw else None

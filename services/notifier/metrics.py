@@ -1,0 +1,44 @@
+"""The notifier's metrics, named exactly as the ops dashboards expect. No ids in labels."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+SENDS = Counter(
+    "followup_notifier_sends_total",
+    "Deliveries attempted, by channel, provider and result.",
+    ["channel", "provider", "result"],
+)
+SEND_DURATION = Histogram(
+    "followup_notifier_send_duration_seconds",
+    "Time one send took at the provider or sink.",
+    ["channel"],
+)
+RETRIES = Counter(
+    "followup_notifier_retries_total", "Transient failures that were retried.", ["channel"]
+)
+DUPLICATES_DROPPED = Counter(
+    "followup_notifier_duplicates_dropped_total",
+    "Commands dropped because their idempotency key was already claimed.",
+    ["channel"],
+)
+SMS_SEGMENTS = Counter(
+    "followup_notifier_sms_segments_total", "SMS segments sent, by encoding.", ["encoding"]
+)
+CALL_TASKS = Counter(
+    "followup_notifier_call_tasks_total",
+    "Call tasks handed to a sink, by result.",
+    ["sink", "result"],
+)
+OPT_OUTS = Counter(
+    "followup_notifier_opt_outs_total", "Opt-outs recorded, by channel.", ["channel"]
+)
+HELD = Counter(
+    "followup_notifier_held_total",
+    "Sends held back or refused by a rule (quiet_hours, runaway_guard, not_contactable, ...).",
+    ["rule"],
+)
+RUNAWAY_GUARD_TRIPS = Counter(
+    "followup_notifier_runaway_guard_trips_total",
+    "Sends refused because a patient reached the daily hard cap.",
+)

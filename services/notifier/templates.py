@@ -1,0 +1,143 @@
+"""Message templates: per language and channel part, rendered in a Jinja2 sandbox.
+
+Each language is one YAML file under ``templates/``: a care-first ``opening`` per reason
+and the parts (sms, email subject/text/html, call script) that build on it. A missing
+language or part falls back to the clinic's default language. Everything is rendered once
+at start-up with sample data, so a broken template stops the service, not a 3 a.m. send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import jinja2
+import yaml
+from jinja2.sandbox import SandboxedEnvironment
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+PARTS = ("sms", "email_subject", "email_text", "email_html", "call_script")
+REASONS = ("no_show", "late_cancellation", "unanswered_call", "stage_window_at_risk")
+Part = Literal["sms", "email_subject", "email_text", "email_html", "call_script"]
+
+
+class TemplateError(Exception):
+    """A template that does not load or render; names the language and part, never data."""
+
+
+@dataclass(frozen=True)
+class MessageContext:
+    """What a template may say. ``redacted`` hides every detail of the visit (shared phone)."""
+
+    reason: str
+    clinic_name: str
+    clinic_phone: str
+    rebook_url: str | None
+    timezone: str
+    name: str | None = None
+    appointment_start: datetime | None = None
+    stage_name: str | None = None
+    stage_deadline: datetime | None = None
+    redacted: bool = False
+
+    def variables(self) -> dict[str, Any]:
+        zone = ZoneInfo(self.timezone)
+        detail = not self.redacted
+
+        def local(moment: datetime | None, fmt: str) -> str | None:
+            return moment.astimezone(zone).strftime(fmt) if moment and detail else None
+
+        return {
+            "clinic_name": self.clinic_name,
+            "clinic_phone": self.clinic_phone,
+            "rebook_url": self.rebook_url,
+            "name": self.name if detail else None,
+            "appointment_date": local(self.appointment_start, "%Y-%m-%d %H:%M"),
+            "stage_name": self.stage_name if detail else None,
+            "deadline_date": local(self.stage_deadline, "%Y-%m-%d"),
+            "redacted": self.redacted,
+        }
+
+
+class TemplateBook:
+    def __init__(self, sources: Mapping[str, Mapping[str, Any]], default_language: str) -> None:
+        if default_language not in sources:
+            raise TemplateError(f"no templates for the default language {default_language!r}")
+        self.default_language = default_language
+        self.languages = frozenset(sources)
+        plain = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+        html = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=True)
+        self._compiled: dict[tuple[str, str], jinja2.Template] = {}
+        for language, source in sources.items():
+            try:
+                for reason, text in dict(source.get("opening", {})).items():
+                    self._compiled[(language, f"opening.{reason}")] = plain.from_string(text)
+                for part in PARTS:
+                    if part in source:
+                        env = html if part == "email_html" else plain
+                        self._compiled[(language, part)] = env.from_string(source[part])
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(f"{language}: syntax error on line {exc.lineno}") from None
+
+    @classmethod
+    def load(cls, default_language: str, directory: Path = TEMPLATE_DIR) -> TemplateBook:
+        sources = {
+            path.stem: yaml.safe_load(path.read_text(encoding="utf-8"))
+            for path in sorted(directory.glob("*.yaml"))
+        }
+        book = cls(sources, default_language)
+        book.check()
+        return book
+
+    def _template(self, language: str, name: str) -> jinja2.Template:
+        # "lt-LT" uses "lt" before falling back to the clinic's default language.
+        candidates = (language, language.split("-", 1)[0], self.default_language)
+        found = next((t for c in candidates if (t := self._compiled.get((c, name)))), None)
+        if found is None:
+            raise TemplateError(f"no template {name!r} in {language!r} or the default language")
+        return found
+
+    def render(self, part: Part, language: str, context: MessageContext) -> str:
+        values = context.variables()
+        reason = "generic" if context.redacted else context.reason
+        try:
+            opening = self._template(language, f"opening.{reason}").render(values)
+            return self._template(language, part).render(values, opening=opening).strip()
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"{language}/{part}: {type(exc).__name__}") from None
+
+    def check(self) -> None:
+        """Render every part in every language for every reason, with and without details."""
+        for language in sorted(self.languages):
+            for reason in REASONS:
+                for context in sample_contexts(reason):
+                    for part in PARTS:
+                        self.render(part, language, context)  # type: ignore[arg-type]
+
+
+def sample_contexts(reason: str) -> list[MessageContext]:
+    moment = datetime.fromisoformat("2026-03-02T09:30:00+02:00")
+    full = MessageContext(
+        reason=reason,
+        clinic_name="Sample Clinic",
+        clinic_phone="+37052000000",
+        rebook_url="https://clinic.example/rebook",
+        timezone="Europe/Vilnius",
+        name="Sample Patient",
+        appointment_start=moment,
+        stage_name="Implant",
+        stage_deadline=moment,
+    )
+    bare = MessageContext(
+        reason=reason,
+        clinic_name="Sample Clinic",
+        clinic_phone="+37052000000",
+        rebook_url=None,
+        timezone="UTC",
+    )
+    redacted = MessageContext(**{**full.__dict__, "redacted": True})
+    return [full, bare, redacted]

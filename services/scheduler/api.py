@@ -1,0 +1,198 @@
+"""The case API for operators and integrators: cases, their attempts and history (ids only),
+and the correction of a wrong outcome.
+
+Mounted on the ops server's aiohttp app. Every route needs ``Authorization: Bearer <token>``
+(FOLLOWUP_API_TOKEN); a wrong request answers 4xx with the reason.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, get_args
+
+import asyncpg
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from common.codec import describe
+from schemas.base import Id, TriggerKind
+from schemas.events import OutcomeKind
+from services.scheduler.cases import RESULTS
+from services.scheduler.ledger import CaseLedger, OutcomeCorrection
+
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STATES = ("open", "contacting", "escalating", "closed")
+CASE_COLUMNS = (
+    "case_id, patient_id, reason, department, timezone, state, resolution, trigger_event_id, "
+    "opened_at, closed_at, appointment_id, appointment_start, practitioner_id, supervisor_id, "
+    "plan_id, stage_id, stage_deadline, impossible_channels, first_contact_at, updated_at"
+)
+ATTEMPT_COLUMNS = (
+    "attempt_number, purpose, channel, template, escalate_to, state, tightened, planned_at, "
+    "window_end, fired_at, outcome, outcome_detail, outcome_at, withdrawn_at"
+)
+MAX_LIMIT = 500
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_json(v) for v in value]
+    return value
+
+
+def _row(record: asyncpg.Record) -> dict[str, Any]:
+    return {k: _json(v) for k, v in record.items()}
+
+
+def _bad(reason: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": reason}), content_type="application/json")
+
+
+class CorrectionRequest(BaseModel):
+    """An administrator's correction of a wrong outcome (e.g. rebooked was recorded)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    correction_id: Id = Field(description="Chosen by the caller; a repeat changes nothing.")
+    outcome: OutcomeKind
+    reported_by: Id
+    detail: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,50}$")] | None = None
+
+
+class CaseApi:
+    def __init__(self, pool: asyncpg.Pool, token: str, ledger: CaseLedger) -> None:
+        if not token:
+            raise ValueError("the case API needs a bearer token")
+        self._pool = pool
+        self._token = token
+        self._ledger = ledger
+
+    def mount(self, app: web.Application) -> None:
+        app.router.add_get("/cases", self._guard(self.list_cases))
+        app.router.add_get("/cases/{case_id}", self._guard(self.get_case))
+        app.router.add_post(
+            "/cases/{case_id}/attempts/{attempt_number}/corrections",
+            self._guard(self.correct),
+        )
+
+    def _guard(self, route: Route) -> Route:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            given = request.headers.get("Authorization", "")
+            expected = f"Bearer {self._token}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                raise web.HTTPUnauthorized(
+                    text=json.dumps({"error": "a valid bearer token is required"}),
+                    content_type="application/json",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            return await route(request)
+
+        return guarded
+
+    async def list_cases(self, request: web.Request) -> web.Response:
+        q = request.query
+        where: list[str] = []
+        args: list[Any] = []
+
+        def add(clause: str, value: Any) -> None:
+            args.append(value)
+            where.append(clause.format(f"${len(args)}"))
+
+        if "state" in q:
+            if q["state"] not in STATES:
+                raise _bad(f"state must be one of {list(STATES)}")
+            add("state = {}", q["state"])
+        if "reason" in q:
+            if q["reason"] not in get_args(TriggerKind):
+                raise _bad(f"reason must be one of {list(get_args(TriggerKind))}")
+            add("reason = {}", q["reason"])
+        if "department" in q:
+            add("department = {}", q["department"])
+        if "patient_id" in q:
+            add("patient_id = {}", q["patient_id"])
+        for name, op in (("deadline_before", "<="), ("deadline_after", ">=")):
+            if name in q:
+                add(f"stage_deadline {op} {{}}", _moment(name, q[name]))
+        if "after" in q:
+            add("case_id > {}", q["after"])  # keyset paging
+        try:
+            limit = int(q.get("limit", "100"))
+        except ValueError:
+            raise _bad("limit must be an integer") from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise _bad(f"limit must be between 1 and {MAX_LIMIT}")
+        sql = f"SELECT {CASE_COLUMNS} FROM cases"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY case_id LIMIT {limit}"
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(sql, *args)
+        cases = [_row(r) for r in rows]
+        page = {"cases": cases, "next": cases[-1]["case_id"] if len(cases) == limit else None}
+        return web.json_response(page)
+
+    async def get_case(self, request: web.Request) -> web.Response:
+        case_id = request.match_info["case_id"]
+        async with self._pool.acquire() as conn:
+            case = await conn.fetchrow(
+                f"SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1", case_id
+            )
+            if case is None:
+                raise web.HTTPNotFound(
+                    text=json.dumps({"error": "no such case"}), content_type="application/json"
+                )
+            attempts = await conn.fetch(
+                f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE case_id = $1 "
+                "ORDER BY attempt_number",
+                case_id,
+            )
+            history = await conn.fetch(
+                "SELECT at, event, state, detail FROM case_history WHERE case_id = $1 ORDER BY id",
+                case_id,
+            )
+        body = _row(case)
+        body["attempts"] = [_row(a) for a in attempts]
+        body["history"] = [{**_row(h), "detail": json.loads(h["detail"])} for h in history]
+        return web.json_response(body)
+
+    async def correct(self, request: web.Request) -> web.Response:
+        number = request.match_info["attempt_number"]
+        if not number.isdigit() or int(number) < 1:
+            raise _bad("attempt_number must be a positive integer")
+        try:
+            correction = CorrectionRequest.model_validate_json(await request.read())
+        except ValidationError as exc:
+            raise _bad(describe(exc)[0]) from None
+        if correction.outcome not in RESULTS:
+            raise _bad(f"outcome must be one of {sorted(RESULTS)}")
+        try:
+            result = await self._ledger.correct_outcome(
+                request.match_info["case_id"],
+                int(number),
+                OutcomeCorrection(
+                    correction.correction_id,
+                    correction.outcome,
+                    correction.reported_by,
+                    correction.detail,
+                ),
+            )
+        except LookupError:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": "no such case or fired attempt"}),
+                content_type="application/json",
+            ) from None
+        return web.json_response({"result": result})
+
+
+def _moment(name: str, value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _bad(f"{name} must be an ISO 8601 date-time with an offset") from None
+    if moment.tzinfo is None:
+        raise _bad(f"{name} must carry a time-zone offset")
+    return moment

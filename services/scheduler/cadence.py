@@ -1,0 +1,427 @@
+"""When do we call again? The cadence engine, in one place, without I/O.
+
+Given a case (its reason, zone, stage deadline, the attempts made so far and their
+outcomes, the channels that are impossible or opted out) and the moment ``now``,
+``next_decision`` says what happens next:
+
+- ``PlanAttempt``: contact the patient on a channel, not before ``planned_at``;
+- ``Escalate``: a call task for the responsible doctor (then the supervisor);
+- ``Close``: the case ends (unreachable, opted out, escalated) at ``at``.
+
+The rules, in order:
+
+1. Once an escalation was made, the case only waits for it: a handled escalation closes
+   the case as escalated; an unanswered one goes to the supervisor once; then it closes.
+2. No usable channel left: opted out of everything usable -> closed as opted out; else the
+   patient cannot be reached (escalated when a stage deadline is at stake).
+3. ``max_attempts`` follow-ups made: unreachable (escalated when a stage deadline is at
+   stake), once the last attempt has had its chance (its call window has ended).
+4. Otherwise the next step: wait the step's delay after the previous attempt (on the
+   clinic's wall clock), never before the previous call task's window ended. A call task
+   goes in business hours, and after an unanswered call in another slot of the day; an SMS
+   or email goes outside quiet hours. When the step's channel is impossible the fallback
+   order picks another.
+   A step held (frequency cap, conversation in progress) waits until ``not_before``.
+5. Stage deadline: the last useful moment is the deadline minus ``rebook_lead``. The delay
+   shrinks so that the remaining attempts fit before it; a step that would still land after
+   it is moved to the earliest allowed moment (on any usable channel); when none is left,
+   the case escalates.
+
+Every datetime returned is in UTC. Local arithmetic happens in the case's zone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from schemas.base import Channel, TriggerKind
+from schemas.events import OutcomeKind
+from services.scheduler.policy import WEEKDAYS, CadenceRules
+
+Purpose = Literal["follow_up", "escalation"]
+AttemptState = Literal["planned", "fired", "cancelled"]
+Resolution = Literal[
+    "recovered",
+    "declined",
+    "opted_out",
+    "unreachable",
+    "escalated",
+    "superseded",
+    "deceased",
+    "transferred_out",
+]
+MoveReason = Literal["quiet_hours", "business_hours"]
+EscalationReason = Literal["deadline", "attempts_exhausted", "no_channel", "unanswered"]
+
+# Call results that mean "nobody picked up": the next call goes to another slot of the day.
+UNANSWERED: frozenset[OutcomeKind] = frozenset({"no_answer", "busy", "voicemail"})
+# An escalation that failed this way goes on to the supervisor.
+ESCALATION_NOT_HANDLED: frozenset[OutcomeKind] = UNANSWERED | {
+    "failed",
+    "channel_impossible",
+    "wrong_number",
+    "bounced",
+}
+# Receipts: the message or task arrived, nobody has acted on it yet.
+DELIVERED: frozenset[OutcomeKind] = frozenset({"task_created", "sent", "delivered"})
+# Failures that say nothing about the channel itself.
+PASSING_FAILURES = frozenset({"quiet_hours"})
+SEARCH_DAYS = 14
+
+
+# --- inputs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    number: int
+    purpose: Purpose
+    channel: Channel
+    state: AttemptState
+    planned_at: datetime
+    window_end: datetime
+    fired_at: datetime | None = None
+    outcome: OutcomeKind | None = None
+    escalate_to: str | None = None
+
+
+@dataclass(frozen=True)
+class CaseView:
+    reason: TriggerKind
+    timezone: str
+    opened_at: datetime  # when the fact happened (the missed visit): the first delay counts from it
+    attempts: tuple[AttemptRecord, ...] = ()
+    stage_deadline: datetime | None = None
+    practitioner_id: str | None = None
+    supervisor_id: str | None = None
+    opted_out: frozenset[Channel] = frozenset()
+    impossible: frozenset[Channel] = frozenset()
+    # A frequency cap or a conversation in progress holds the next step until then.
+    not_before: datetime | None = None
+
+
+# --- decisions -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanAttempt:
+    channel: Channel
+    template: str
+    planned_at: datetime
+    window_end: datetime
+    step_index: int
+    tightened: bool = False
+    # Why the attempt lands later than the moment it was wanted (for the held metric).
+    moved_by: MoveReason | None = None
+
+
+@dataclass(frozen=True)
+class Escalate:
+    to: str
+    reason: EscalationReason
+    template: str
+    planned_at: datetime
+    window_end: datetime
+
+
+@dataclass(frozen=True)
+class Close:
+    resolution: Resolution
+    at: datetime
+
+
+Decision = PlanAttempt | Escalate | Close
+
+
+def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decision:
+    now = now.astimezone(UTC)
+    zone = ZoneInfo(case.timezone)
+    made = [a for a in case.attempts if a.state == "fired"]
+    escalations = [a for a in made if a.purpose == "escalation"]
+    if escalations:
+        return _after_escalation(rules, case, escalations, zone, now)
+
+    follow_ups = [a for a in made if a.purpose == "follow_up"]
+    last = follow_ups[-1] if follow_ups else None
+    # The previous attempt has had its chance once its call window is over.
+    settled = max(now, _busy_until(last)) if last else now
+
+    usable = [c for c in rules.channels() if c not in case.impossible | case.opted_out]
+    if not usable:
+        reachable = [c for c in rules.channels() if c not in case.impossible]
+        if reachable:
+            return Close("opted_out", now)
+        return _escalate_or_close(rules, case, "no_channel", settled, zone)
+    if len(follow_ups) >= rules.max_attempts:
+        return _escalate_or_close(rules, case, "attempts_exhausted", settled, zone)
+
+    step_index = min(len(follow_ups), len(rules.steps) - 1)
+    step = rules.steps[step_index]
+    base = (last.fired_at or last.planned_at) if last else case.opened_at
+    earliest = max(now, _busy_until(last)) if last else now
+    if case.not_before is not None:
+        earliest = max(earliest, case.not_before.astimezone(UTC))
+    normal = _wall_add(base, step.delay, zone)
+    candidate = normal
+    last_useful = _last_useful(rules, case)
+    if last_useful is not None:
+        # Spread the attempts still allowed over the time left before the last useful moment.
+        remaining = rules.max_attempts - len(follow_ups)
+        spread = base.astimezone(UTC) + max(timedelta(0), (last_useful - base) / remaining)
+        candidate = min(candidate, spread)
+    candidate = max(candidate, earliest)
+
+    order = [step.channel, *[c for c in rules.fallback if c != step.channel]]
+    order = [c for c in order if c in usable] or usable
+    avoid = _slot_to_avoid(rules, follow_ups, zone)
+    placed = _place(rules, order[0], zone, candidate, avoid)
+    if placed is not None and (last_useful is None or placed[0] <= last_useful):
+        moved = _moved_by(rules, order[0], zone, candidate, placed[0])
+        return _plan(
+            rules, case, order[0], placed, step_index, candidate < normal, last_useful, moved
+        )
+    for channel in order:
+        # Too late for the step as written: the earliest allowed moment on any channel.
+        placed = _place(rules, channel, zone, earliest, avoid)
+        if placed is not None and (last_useful is None or placed[0] <= last_useful):
+            moved = _moved_by(rules, channel, zone, earliest, placed[0])
+            return _plan(rules, case, channel, placed, step_index, True, last_useful, moved)
+    return _escalate_or_close(rules, case, "deadline", now, zone)
+
+
+def last_useful_moment(rules: CadenceRules, case: CaseView) -> datetime | None:
+    """The latest moment a contact can still lead to a visit before the stage deadline."""
+    return _last_useful(rules, case)
+
+
+# --- outcomes --------------------------------------------------------------------------
+
+OutcomeEffect = Literal[
+    "recovered", "declined", "unanswered", "channel_lost", "opt_out", "opt_in", "record"
+]
+
+
+def outcome_effect(outcome: OutcomeKind, detail: str | None = None) -> OutcomeEffect:
+    """What an outcome does to a case."""
+    if outcome == "answered_rebooked":
+        return "recovered"
+    if outcome == "answered_declined":
+        return "declined"
+    if outcome in ("opt_out", "opt_in"):
+        return outcome
+    if outcome in UNANSWERED:
+        return "unanswered"
+    if outcome in ("wrong_number", "channel_impossible", "bounced"):
+        return "channel_lost"
+    if outcome == "failed":
+        return "unanswered" if detail in PASSING_FAILURES else "channel_lost"
+    return "record"
+
+
+def lost_channels(outcome: OutcomeKind, channel: Channel, detail: str | None) -> frozenset[Channel]:
+    """The channels an outcome shows to be impossible for this case."""
+    if detail == "no_contact":
+        return frozenset({"call_task", "sms", "email"})
+    if outcome == "wrong_number" or detail in ("no_phone", "invalid_phone"):
+        return frozenset({"call_task", "sms"})
+    if outcome == "bounced" or detail == "no_email":
+        return frozenset({"email"})
+    return frozenset({channel})
+
+
+# --- the pieces ------------------------------------------------------------------------
+
+
+def _after_escalation(
+    rules: CadenceRules,
+    case: CaseView,
+    escalations: list[AttemptRecord],
+    zone: ZoneInfo,
+    now: datetime,
+) -> Decision:
+    last = escalations[-1]
+    handled = last.outcome not in ESCALATION_NOT_HANDLED | DELIVERED | {None}
+    if handled:
+        return Close("escalated", now)
+    unanswered = last.outcome in ESCALATION_NOT_HANDLED
+    at = now if unanswered else max(now, last.window_end)
+    supervisor = case.supervisor_id or rules.escalation.supervisor_id
+    if supervisor and supervisor not in {e.escalate_to for e in escalations}:
+        return _escalation(rules, supervisor, "unanswered", at, zone)
+    return Close("escalated", at)
+
+
+def _escalate_or_close(
+    rules: CadenceRules,
+    case: CaseView,
+    reason: EscalationReason,
+    at: datetime,
+    zone: ZoneInfo,
+) -> Decision:
+    # Without a stage deadline nothing clinical is at stake beyond the visit itself.
+    target = case.practitioner_id or case.supervisor_id or rules.escalation.supervisor_id
+    if case.stage_deadline is None or target is None:
+        return Close("unreachable", at)
+    return _escalation(rules, target, reason, at, zone)
+
+
+def _escalation(
+    rules: CadenceRules, to: str, reason: EscalationReason, at: datetime, zone: ZoneInfo
+) -> Escalate:
+    start = _next_business_moment(rules, zone, at) or at
+    return Escalate(
+        to=to,
+        reason=reason,
+        template=rules.escalation.template,
+        planned_at=start,
+        window_end=start + rules.escalation.respond_within,
+    )
+
+
+def _plan(
+    rules: CadenceRules,
+    case: CaseView,
+    channel: Channel,
+    placed: tuple[datetime, datetime],
+    step_index: int,
+    tightened: bool,
+    last_useful: datetime | None,
+    moved_by: MoveReason | None = None,
+) -> PlanAttempt:
+    start, end = placed
+    if last_useful is not None and start < last_useful < end:
+        end = last_useful
+    step = rules.steps[step_index]
+    return PlanAttempt(
+        channel=channel,
+        template=rules.template_for(channel, case.reason, step),
+        planned_at=start,
+        window_end=end,
+        step_index=step_index,
+        tightened=tightened,
+        moved_by=moved_by,
+    )
+
+
+def _moved_by(
+    rules: CadenceRules, channel: Channel, zone: ZoneInfo, wanted: datetime, start: datetime
+) -> MoveReason | None:
+    """Quiet hours (messages) or business hours (calls) pushed the attempt past ``wanted``;
+    a call moved only to another slot of an open day does not count."""
+    if start <= wanted:
+        return None
+    if channel != "call_task":
+        return "quiet_hours"
+    in_hours = _place_call(rules, zone, wanted, None)
+    return "business_hours" if in_hours is None or in_hours[0] > wanted else None
+
+
+def _last_useful(rules: CadenceRules, case: CaseView) -> datetime | None:
+    if case.stage_deadline is None:
+        return None
+    return case.stage_deadline.astimezone(UTC) - rules.rebook_lead
+
+
+def _busy_until(attempt: AttemptRecord) -> datetime:
+    """A call task may still be called until its window ends; a message is done once sent."""
+    if attempt.channel == "call_task":
+        return attempt.window_end.astimezone(UTC)
+    return (attempt.fired_at or attempt.planned_at).astimezone(UTC)
+
+
+def _wall_add(moment: datetime, delay: timedelta, zone: ZoneInfo) -> datetime:
+    # Aware arithmetic within one zone is wall-clock arithmetic: P1D keeps the local time.
+    return (moment.astimezone(zone) + delay).astimezone(UTC)
+
+
+def _at(day: date, local_time: time, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, local_time, tzinfo=zone).astimezone(UTC)
+
+
+def slot_of(rules: CadenceRules, moment: datetime, zone: ZoneInfo) -> str | None:
+    local = moment.astimezone(zone).time()
+    for name, slot in rules.call_slots.items():
+        if slot.contains(local):
+            return name
+    return None
+
+
+def _slot_to_avoid(
+    rules: CadenceRules, follow_ups: list[AttemptRecord], zone: ZoneInfo
+) -> str | None:
+    calls = [a for a in follow_ups if a.channel == "call_task"]
+    if not calls:
+        return None
+    last_call = calls[-1]
+    if last_call.outcome is not None and last_call.outcome not in UNANSWERED:
+        return None
+    return slot_of(rules, last_call.planned_at, zone)
+
+
+def _call_intervals(
+    rules: CadenceRules, day: date, zone: ZoneInfo
+) -> list[tuple[datetime, datetime, str]]:
+    """That day's business hours cut into the named call slots, in UTC, in time order."""
+    hours = rules.business_hours.get(WEEKDAYS[day.weekday()])
+    if hours is None:
+        return []
+    found = []
+    for name, slot in rules.call_slots.items():
+        start, end = max(hours.start, slot.start), min(hours.end, slot.end)
+        if start < end:
+            found.append((_at(day, start, zone), _at(day, end, zone), name))
+    return sorted(found)
+
+
+def _place_call(
+    rules: CadenceRules, zone: ZoneInfo, earliest: datetime, avoid: str | None
+) -> tuple[datetime, datetime] | None:
+    first_day = earliest.astimezone(zone).date()
+    for offset in range(SEARCH_DAYS):
+        for start, end, name in _call_intervals(rules, first_day + timedelta(days=offset), zone):
+            if name == avoid:
+                continue
+            begin = max(start, earliest)
+            if end - begin >= rules.min_call_window:
+                return begin, min(begin + rules.call_window, end)
+    return None
+
+
+def _next_business_moment(
+    rules: CadenceRules, zone: ZoneInfo, earliest: datetime
+) -> datetime | None:
+    first_day = earliest.astimezone(zone).date()
+    for offset in range(SEARCH_DAYS):
+        day = first_day + timedelta(days=offset)
+        hours = rules.business_hours.get(WEEKDAYS[day.weekday()])
+        if hours is None:
+            continue
+        start, end = _at(day, hours.start, zone), _at(day, hours.end, zone)
+        if earliest < end:
+            return max(start, earliest)
+    return None
+
+
+def _place_message(
+    rules: CadenceRules, channel: Channel, zone: ZoneInfo, earliest: datetime
+) -> tuple[datetime, datetime]:
+    start = earliest
+    quiet = rules.quiet_hours
+    local = earliest.astimezone(zone)
+    if channel in quiet.channels and quiet.hours.contains(local.time()):
+        day = local.date()
+        if quiet.hours.wraps and local.time() >= quiet.hours.start:
+            day += timedelta(days=1)  # in the evening part: the quiet ends tomorrow morning
+        start = _at(day, quiet.hours.end, zone)
+    return start, start + rules.message_window
+
+
+def _place(
+    rules: CadenceRules, channel: Channel, zone: ZoneInfo, earliest: datetime, avoid: str | None
+) -> tuple[datetime, datetime] | None:
+    if channel == "call_task":
+        return _place_call(rules, zone, earliest, avoid)
+    return _place_message(rules, channel, zone, earliest)

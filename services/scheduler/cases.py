@@ -1,0 +1,168 @@
+"""Case rules that are not cadence: identities, what a booking closes, the commands we send.
+
+Plain functions of data; the ledger (SQL) calls them. No I/O here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from schemas.base import Channel, TriggerKind
+from schemas.events import AppointmentEvent, AttemptSummary, NotificationCommand, OutcomeKind
+from services.scheduler.cadence import AttemptRecord, Resolution
+
+# Deterministic case ids: the same trigger, replayed, names the same case.
+_CASE_NAMESPACE = uuid.UUID("6f1d2c0e-7a43-4b9e-9d55-3c1f0b7e2a10")
+SOURCE = "scheduler"
+BOOKED_STATUSES = frozenset({"booked", "pending", "arrived", "checked-in", "fulfilled"})
+
+
+def case_id_for(trigger_event_id: str) -> str:
+    return "case-" + uuid.uuid5(_CASE_NAMESPACE, trigger_event_id).hex
+
+
+def idempotency_key(case_id: str, attempt_number: int) -> str:
+    return f"{case_id}:{attempt_number}"
+
+
+def withdrawal_key(case_id: str, attempt_number: int) -> str:
+    # Its own key: the notifier must not drop the withdrawal as a repeat of the task.
+    return f"{case_id}:{attempt_number}:withdrawal"
+
+
+def parse_idempotency_key(key: str) -> tuple[str, int] | None:
+    case_id, _, number = key.rpartition(":")
+    if not case_id or not number.isdigit():
+        return None
+    return case_id, int(number)
+
+
+@dataclass(frozen=True)
+class CaseFacts:
+    """What a command needs to know about its case (ids and codes only)."""
+
+    case_id: str
+    patient_id: str
+    reason: TriggerKind
+    department: str
+    timezone: str
+    practitioner_id: str | None = None
+    appointment_id: str | None = None
+    appointment_start: datetime | None = None
+    plan_id: str | None = None
+    stage_id: str | None = None
+    stage_name: str | None = None
+    stage_deadline: datetime | None = None
+    doctor_notes: str | None = None
+    opened_at: datetime | None = None
+    contacted: bool = False
+
+
+def booking_resolution(case: CaseFacts, booking: AppointmentEvent) -> Resolution | None:
+    """Does this booking close the case? Recovered when we had reached out, else superseded.
+
+    A booking counts when it is for a visit that is still ahead of the case's opening and,
+    where a stage deadline is at stake, for that plan's stage (or the same department) no
+    later than the deadline.
+    """
+    if booking.status not in BOOKED_STATUSES or booking.change in ("cancelled", "deleted"):
+        return None
+    if booking.patient_id != case.patient_id:
+        return None
+    if case.appointment_id == booking.appointment_id and booking.status != "booked":
+        return None  # the missed visit itself, reported again
+    if case.opened_at is not None and booking.start <= case.opened_at:
+        return None
+    if case.plan_id is not None and booking.plan_id is not None:
+        if booking.plan_id != case.plan_id:
+            return None
+    elif booking.department != case.department:
+        return None
+    if case.stage_deadline is not None and booking.start > case.stage_deadline:
+        return None
+    return "recovered" if case.contacted else "superseded"
+
+
+def build_command(
+    case: CaseFacts,
+    attempt: AttemptRecord,
+    template: str,
+    previous: Sequence[AttemptRecord],
+    now: datetime,
+    purpose: Literal["follow_up", "escalation", "withdrawal"] | None = None,
+    key: str | None = None,
+) -> NotificationCommand:
+    key = key or idempotency_key(case.case_id, attempt.number)
+    channel: Channel = attempt.channel
+    return NotificationCommand(
+        event_id=key,
+        occurred_at=now,
+        source=SOURCE,
+        idempotency_key=key,
+        case_id=case.case_id,
+        attempt_number=attempt.number,
+        patient_id=case.patient_id,
+        purpose=purpose or attempt.purpose,
+        channel=channel,
+        template=template,
+        reason=case.reason,
+        department=case.department,
+        timezone=case.timezone,
+        practitioner_id=case.practitioner_id,
+        escalate_to=attempt.escalate_to,
+        appointment_id=case.appointment_id,
+        appointment_start=case.appointment_start,
+        plan_id=case.plan_id,
+        stage_id=case.stage_id,
+        stage_name=case.stage_name,
+        stage_deadline=case.stage_deadline,
+        doctor_notes=case.doctor_notes,
+        window_start=attempt.planned_at,
+        window_end=attempt.window_end,
+        previous_attempts=[
+            AttemptSummary(
+                attempt_number=p.number,
+                channel=p.channel,
+                at=p.fired_at or p.planned_at,
+                outcome=p.outcome,
+            )
+            for p in previous
+            if p.state == "fired"
+        ][-100:],
+    )
+
+
+# What the front desk reports after calling: it answers a patient's open reply too.
+CALL_RESULTS: frozenset[OutcomeKind] = frozenset(
+    {
+        "answered_rebooked",
+        "answered_declined",
+        "callback_requested",
+        "no_answer",
+        "busy",
+        "voicemail",
+        "wrong_number",
+    }
+)
+
+# A result an administrator or the patient gave: later receipts do not overwrite it.
+RESULTS: frozenset[OutcomeKind] = CALL_RESULTS | {"failed", "bounced", "channel_impossible"}
+
+
+def should_record(current: str | None, new: OutcomeKind) -> bool:
+    """Whether ``new`` replaces the attempt's recorded outcome."""
+    return current is None or current not in RESULTS or new in RESULTS
+
+
+def task_still_out(attempt: AttemptRecord, now: datetime) -> bool:
+    """A call task already handed out whose window is open and that has no result yet."""
+    return (
+        attempt.state == "fired"
+        and attempt.channel == "call_task"
+        and attempt.window_end > now
+        and (attempt.outcome is None or attempt.outcome not in RESULTS)
+    )

@@ -1,0 +1,52 @@
+"""The scheduler's metrics, named exactly as the dashboards and alerts expect. No ids in labels."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CASES_OPENED = Counter(
+    "followup_scheduler_cases_opened_total", "Cases opened, by trigger kind.", ["reason"]
+)
+CASES_CLOSED = Counter(
+    "followup_scheduler_cases_closed_total", "Cases closed, by resolution.", ["resolution"]
+)
+OPEN_CASES = Gauge("followup_scheduler_open_cases", "Cases not closed, by state.", ["state"])
+ATTEMPTS_PLANNED = Counter(
+    "followup_scheduler_attempts_planned_total", "Attempts planned, by channel.", ["channel"]
+)
+ATTEMPTS_FIRED = Counter(
+    "followup_scheduler_attempts_fired_total",
+    "Attempts fired (their command is in the outbox), by channel.",
+    ["channel"],
+)
+FIRING_LATENESS = Histogram(
+    "followup_scheduler_firing_lateness_seconds",
+    "How long after its planned moment an attempt fired.",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
+)
+TIME_TO_FIRST_CONTACT = Histogram(
+    "followup_scheduler_time_to_first_contact_seconds",
+    "From the trigger's detection to the case's first fired attempt.",
+    buckets=(60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800, 604800),
+)
+ESCALATIONS = Counter(
+    "followup_scheduler_escalations_total",
+    "Escalation call tasks planned for a doctor or supervisor, by reason.",
+    ["reason"],
+)
+DEADLINE_MISSES = Counter(
+    "followup_scheduler_deadline_misses_total",
+    "Cases whose stage deadline could no longer be met by the cadence.",
+)
+OUTBOX_BACKLOG = Gauge("followup_scheduler_outbox_backlog", "Outbox commands not yet published.")
+OUTBOX_PUBLISHED = Counter(
+    "followup_scheduler_outbox_published_total", "Outbox commands published to Kafka."
+)
+HELD = Counter(
+    "followup_scheduler_held_total",
+    "Due attempts held back and moved later, by rule.",
+    ["rule"],
+)
+CORRECTIONS = Counter(
+    "followup_scheduler_corrections_total", "Outcomes corrected by an administrator."
+)

@@ -1,0 +1,399 @@
+"""The cadence policy: a declarative YAML file, validated once at start-up into typed rules.
+
+The file has ``defaults`` (a complete rule set), optional ``reasons`` (overrides per trigger
+kind) and optional ``departments`` (overrides per department, each with its own optional
+``reasons``). The rules for a case are the defaults overlaid by the reason's, then the
+department's, then the department's reason's: mappings merge key by key, lists replace.
+Every combination is resolved and validated at load time, so a wrong file stops the
+scheduler at start-up with ``<path>:<line>: <what is wrong>``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
+
+from schemas.base import Channel, Id, TriggerKind
+
+CHANNELS: tuple[Channel, ...] = get_args(Channel)
+REASONS: tuple[TriggerKind, ...] = get_args(TriggerKind)
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = get_args(Weekday)
+DEFAULT_POLICY_PATH = Path(__file__).with_name("policy.yaml")
+
+
+class PolicyError(Exception):
+    """A policy file that cannot be used; the message names the file and the line."""
+
+
+# --- value types -----------------------------------------------------------------------
+
+_DURATION = re.compile(
+    r"^P(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
+    r"(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?$"
+)
+
+
+def parse_duration(value: object) -> timedelta:
+    """ISO 8601 periods (``PT2H``, ``P1D``, ``P1DT12H``, ``P1W``) or a number of hours."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return timedelta(hours=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value.strip())
+        if match and any(match.groupdict().values()) and not value.strip().endswith("T"):
+            return timedelta(**{k: int(v) for k, v in match.groupdict().items() if v})
+    raise ValueError("expected an ISO 8601 period such as PT2H, P1D, P1DT12H, or hours >= 0")
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """Local times of day; ``end`` before ``start`` means the range runs over midnight."""
+
+    start: time
+    end: time
+
+    @property
+    def wraps(self) -> bool:
+        return self.end <= self.start
+
+    def contains(self, moment: time) -> bool:
+        if self.wraps:
+            return moment >= self.start or moment < self.end
+        return self.start <= moment < self.end
+
+
+_RANGE = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
+
+
+def parse_time_range(value: object) -> TimeRange:
+    if isinstance(value, TimeRange):
+        return value
+    match = _RANGE.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError('expected a range of local times such as "08:00-18:00"')
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h2 == 24 and m2 == 0:
+        h2, m2 = 23, 59  # "-24:00" reads naturally as the end of the day
+    try:
+        return TimeRange(time(h1, m1), time(h2, m2))
+    except ValueError:
+        raise ValueError("hours are 00-23 and minutes 00-59") from None
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+LocalTimes = Annotated[TimeRange, PlainValidator(parse_time_range)]
+Template = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.{}-]+$")]
+
+
+# --- the rules -------------------------------------------------------------------------
+
+
+class _Rules(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Step(_Rules):
+    """One step of the cadence: wait ``delay`` after the previous attempt, then use ``channel``.
+
+    The first step's delay counts from the fact that opened the case (the missed visit).
+    """
+
+    delay: Duration
+    channel: Channel
+    template: Template | None = Field(
+        default=None, description="Defaults to the rules' template for the channel."
+    )
+
+
+class QuietHours(_Rules):
+    hours: LocalTimes = TimeRange(time(21, 0), time(8, 0))
+    channels: frozenset[Channel] = frozenset({"sms", "email"})
+
+
+class EscalationRules(_Rules):
+    template: Template = "stage_deadline_escalation"
+    respond_within: Duration = timedelta(hours=4)
+    supervisor_id: Id | None = Field(
+        default=None, description="Whom to escalate to when the plan names no supervisor."
+    )
+
+
+class CadenceRules(_Rules):
+    """The complete rule set for one (department, reason)."""
+
+    steps: list[Step] = Field(min_length=1, max_length=50)
+    max_attempts: int = Field(ge=1, le=50)
+    templates: dict[Channel, Template]
+    fallback: list[Channel] = Field(min_length=1)
+    business_hours: dict[Weekday, LocalTimes | None]
+    call_slots: dict[Annotated[str, Field(pattern=r"^[a-z_]{1,20}$")], LocalTimes] = Field(
+        min_length=1
+    )
+    call_window: Duration
+    min_call_window: Duration
+    message_window: Duration
+    quiet_hours: QuietHours = QuietHours()
+    rebook_lead: Duration
+    escalation: EscalationRules = EscalationRules()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CadenceRules:
+        missing = [c for c in CHANNELS if c not in self.templates]
+        if missing:
+            raise ValueError(f"templates: a template is needed for every channel: {missing}")
+        if len(set(self.fallback)) != len(self.fallback):
+            raise ValueError("fallback: a channel appears twice")
+        for day, hours in self.business_hours.items():
+            if hours is not None and hours.wraps:
+                raise ValueError(f"business_hours.{day}: the range must end after it starts")
+        for name, slot in self.call_slots.items():
+            if slot.wraps:
+                raise ValueError(f"call_slots.{name}: the range must end after it starts")
+        if self.min_call_window <= timedelta(0) or self.min_call_window > self.call_window:
+            raise ValueError("min_call_window: must be positive and not above call_window")
+        if self.message_window <= timedelta(0):
+            raise ValueError("message_window: must be positive")
+        if not self._some_call_time():
+            raise ValueError(
+                "business_hours: with call_slots it leaves no weekday time of at least "
+                "min_call_window for a call task"
+            )
+        return self
+
+    def _some_call_time(self) -> bool:
+        for hours in self.business_hours.values():
+            if hours is None:
+                continue
+            for slot in self.call_slots.values():
+                start = max(hours.start, slot.start)
+                end = min(hours.end, slot.end)
+                if _minutes(end) - _minutes(start) >= self.min_call_window.total_seconds() / 60:
+                    return True
+        return False
+
+    def template_for(self, channel: Channel, reason: TriggerKind, step: Step | None) -> str:
+        chosen = step.template if step is not None and step.channel == channel else None
+        return (chosen or self.templates[channel]).replace("{reason}", reason)
+
+    def channels(self) -> tuple[Channel, ...]:
+        """Every channel these rules may use, in fallback order."""
+        used = list(self.fallback)
+        used += [s.channel for s in self.steps if s.channel not in used]
+        return tuple(used)
+
+
+def _minutes(t: time) -> int:
+    return t.hour * 60 + t.minute
+
+
+# --- the file --------------------------------------------------------------------------
+
+
+class CadencePolicy:
+    """Rules resolved per (department, reason); unknown departments get the general rules."""
+
+    def __init__(self, rules: Mapping[tuple[str | None, TriggerKind], CadenceRules], source: str):
+        self._rules = dict(rules)
+        self.source = source
+
+    def rules_for(self, department: str, reason: TriggerKind) -> CadenceRules:
+        return self._rules.get((department, reason)) or self._rules[(None, reason)]
+
+    @classmethod
+    def load(cls, path: Path | str) -> CadencePolicy:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(f"{path}: cannot read the policy file ({exc.strerror})") from None
+        return cls.from_text(text, str(path))
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "<policy>") -> CadencePolicy:
+        return cls(_resolve(_Document.parse(text, source)), source)
+
+
+class _PolicyLoader(yaml.SafeLoader):
+    """YAML 1.1 reads 12:00 as the number 720 (base 60); policies mean a time of day."""
+
+
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_PolicyLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_PolicyLoader.add_implicit_resolver(_INT, re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+_PolicyLoader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)$"), list("-+0123456789.")
+)
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class _Document:
+    """The parsed file: plain data plus the YAML nodes, to say on which line a problem is."""
+
+    source: str
+    data: dict[str, Any]
+    root: yaml.Node
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> _Document:
+        try:
+            loader = _PolicyLoader(text)
+            try:
+                root = loader.get_single_node()
+                data = loader.construct_document(root) if root is not None else None
+            finally:
+                loader.dispose()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else 1
+            raise PolicyError(f"{source}:{line}: not valid YAML: {exc.problem}") from None
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"{source}: not valid YAML: {type(exc).__name__}") from None
+        if root is None or not isinstance(data, dict):
+            raise PolicyError(f"{source}:1: the policy must be a mapping with 'defaults'")
+        doc = cls(source, data, root)
+        doc._check_layout()
+        return doc
+
+    def fail(self, path: Path_, message: str) -> PolicyError:
+        return PolicyError(f"{self.source}:{self.line(path)}: {message}")
+
+    def line(self, path: Path_) -> int:
+        """The line of the deepest key (or list item) of ``path`` present in the file."""
+        node, marked = self.root, self.root
+        for key in path:
+            entry = _entry(node, key)
+            if entry is None:
+                break
+            key_node, node = entry
+            marked = key_node or node
+        return marked.start_mark.line + 1
+
+    def has(self, path: Path_) -> bool:
+        node: yaml.Node | None = self.root
+        for key in path:
+            entry = _entry(node, key) if node is not None else None
+            node = entry[1] if entry is not None else None
+        return node is not None
+
+    def section(self, path: Path_) -> dict[str, Any]:
+        value: Any = self.data
+        for key in path:
+            value = value[key]
+        return dict(value)
+
+    def _check_layout(self) -> None:
+        unknown = set(self.data) - {"defaults", "reasons", "departments"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise self.fail((key,), f"unknown section {key!r} (defaults, reasons, departments)")
+        if not isinstance(self.data.get("defaults"), dict):
+            raise self.fail(("defaults",), "'defaults' must be a mapping of the cadence rules")
+        self._check_reasons(("reasons",))
+        departments = self.data.get("departments", {})
+        if not isinstance(departments, dict):
+            raise self.fail(("departments",), "'departments' must map department ids to rules")
+        for name, rules in departments.items():
+            if not isinstance(rules, dict):
+                raise self.fail(("departments", name), f"department {name!r}: expected a mapping")
+            self._check_reasons(("departments", name, "reasons"))
+
+    def _check_reasons(self, path: Path_) -> None:
+        value: Any = self.data
+        for key in path:
+            value = value.get(key, {}) if isinstance(value, dict) else {}
+        if value is None or not isinstance(value, dict):
+            raise self.fail(path, "expected a mapping of trigger kinds to rules")
+        for reason, rules in value.items():
+            if reason not in REASONS:
+                raise self.fail((*path, reason), f"unknown reason {reason!r}; known: {REASONS}")
+            if not isinstance(rules, dict):
+                raise self.fail((*path, reason), f"reason {reason!r}: expected a mapping")
+
+
+def _entry(node: yaml.Node, key: str | int) -> tuple[yaml.Node | None, yaml.Node] | None:
+    """(key node, value node) of a mapping entry, or (None, item) of a list item."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if str(key_node.value) == str(key):
+                return key_node, value_node
+    elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+        return None, node.value[key]
+    return None
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve(doc: _Document) -> dict[tuple[str | None, TriggerKind], CadenceRules]:
+    departments: list[str | None] = [None, *doc.data.get("departments", {})]
+    resolved: dict[tuple[str | None, TriggerKind], CadenceRules] = {}
+    for department in departments:
+        for reason in REASONS:
+            layers: list[Path_] = [("defaults",), ("reasons", reason)]
+            if department is not None:
+                layers += [
+                    ("departments", department),
+                    ("departments", department, "reasons", reason),
+                ]
+            present = [layer for layer in layers if doc.has(layer)]
+            merged: dict[str, Any] = {}
+            for layer in present:
+                section = doc.section(layer)
+                if len(layer) == 2 and layer[0] == "departments":
+                    section.pop("reasons", None)  # a department's own reasons are a later layer
+                merged = _merge(merged, section)
+            try:
+                resolved[(department, reason)] = CadenceRules.model_validate(merged)
+            except ValidationError as exc:
+                raise _locate(doc, present, exc) from None
+    return resolved
+
+
+_NAMED_FIELD = re.compile(r"^([a-z_]+(?:\.[a-z_]+)?): ")
+
+
+def _locate(doc: _Document, layers: Sequence[Path_], exc: ValidationError) -> PolicyError:
+    """Point at the most specific layer that sets the value in error."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    loc: Path_ = tuple(p for p in error["loc"] if isinstance(p, str | int))
+    message = error["msg"].removeprefix("Value error, ")
+    named = _NAMED_FIELD.match(message)
+    if not loc and named:
+        # A rule across fields names the field it is about: "business_hours.sat: ...".
+        loc = tuple(named[1].split("."))
+        message = message[named.end() :]
+    where = ".".join(str(p) for p in loc) or "rules"
+    for layer in reversed(layers):
+        if loc and doc.has((*layer, *loc)):
+            return doc.fail((*layer, *loc), f"{where}: {message}")
+    return doc.fail((*layers[-1], *loc), f"{where}: {message}")

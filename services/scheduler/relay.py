@@ -1,0 +1,46 @@
+"""The outbox relay: publishes committed commands to followup.notifications, then marks them.
+
+The rows are claimed with ``FOR UPDATE SKIP LOCKED`` so replicas share the backlog; they
+are marked published only after the broker acknowledged them, in the same transaction
+that claimed them. A relay that dies between the two leaves them unmarked, and the next
+one sends them again: the command's idempotency key lets the notifier drop the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from common.clock import Clock
+from common.codec import decode
+from common.kafka import KafkaPublisher
+from schemas.events import NotificationCommand
+from services.scheduler import metrics
+
+
+class OutboxRelay:
+    def __init__(
+        self, pool: asyncpg.Pool, publisher: KafkaPublisher, topic: str, clock: Clock
+    ) -> None:
+        self._pool = pool
+        self._publisher = publisher
+        self._topic = topic
+        self._clock = clock
+
+    async def publish_pending(self, limit: int = 500) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT id, payload FROM outbox WHERE published_at IS NULL
+                    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                limit,
+            )
+            if not rows:
+                return 0
+            commands = [decode(NotificationCommand, r["payload"].encode()) for r in rows]
+            await self._publisher.publish_many(self._topic, commands)
+            await conn.execute(
+                "UPDATE outbox SET published_at = $2 WHERE id = ANY($1)",
+                [r["id"] for r in rows],
+                self._clock.now(),
+            )
+        metrics.OUTBOX_PUBLISHED.inc(len(rows))
+        return len(rows)

@@ -1,0 +1,424 @@
+"""Who is slipping away: the tracker's detection rules, as plain data and an injected time.
+
+The Detector keeps one PatientState per patient (appointments, treatment plans, open
+call tasks, the triggers already emitted) and a heap of wake-ups. Events only record
+facts and schedule wake-ups; ``due(now)`` pops the wake-ups that are due and evaluates
+just those patients, so the work done is proportional to what is due, not to what is
+tracked. A wake-up is only a hint: evaluation recomputes the rule from the state, so a
+stale wake-up (rescheduled, arrived, cancelled) finds nothing and costs little.
+
+Each fact is emitted once: its deterministic trigger id is recorded in the patient's
+state, which the worker persists to a changelog together with the rest of the state.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.treatment import StageDeadline, next_stage_deadline
+from schemas.base import TriggerKind
+from schemas.events import AppointmentEvent, OutcomeEvent, TreatmentPlanEvent, TriggerEvent
+
+SOURCE = "tracker"
+
+# A no-show is only possible for a visit that was confirmed and not yet attended.
+AWAITING_ARRIVAL = frozenset({"booked"})
+ATTENDED = frozenset({"arrived", "checked-in", "fulfilled"})
+# A booked next visit: confirmed and not cancelled or missed.
+ACTIVE = frozenset({"booked", "arrived", "checked-in", "fulfilled"})
+UNANSWERED = frozenset({"no_answer", "busy", "voicemail"})
+# Outcomes that only say a call task exists; anything else is its result.
+NOT_A_RESULT = frozenset({"task_created", "sent", "delivered"})
+
+
+@dataclass(frozen=True)
+class DetectionRules:
+    """The clinic's tolerances (configuration, validated once at start-up)."""
+
+    no_show_grace: timedelta = timedelta(minutes=15)
+    late_cancellation_window: timedelta = timedelta(hours=24)
+    stage_lead_days: int = 7
+    # How long an appointment stays in memory after its start; what it emitted stays longer.
+    retention: timedelta = timedelta(days=30)
+    default_department: str = "unknown"
+    default_timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A trigger and the moment its fact became detectable (for the detection-lag metric)."""
+
+    trigger: TriggerEvent
+    detectable_at: datetime
+
+
+class TrackedAppointment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    appointment_id: str
+    start: datetime
+    timezone: str
+    department: str
+    practitioner_id: str | None = None
+    status: str
+    plan_id: str | None = None
+    stage_id: str | None = None
+    last_occurred_at: datetime
+    arrived_at: datetime | None = None
+
+
+class CallTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    case_id: str
+    attempt_number: int
+    respond_by: datetime | None = None
+    answered: bool = False
+
+
+class PatientState(BaseModel):
+    """Everything the tracker knows of one patient; the unit of the changelog."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: str
+    appointments: dict[str, TrackedAppointment] = Field(default_factory=dict)
+    plans: dict[str, TreatmentPlanEvent] = Field(default_factory=dict)
+    # plan_id -> stage_id -> when a fulfilled visit completed that stage
+    completed: dict[str, dict[str, datetime]] = Field(default_factory=dict)
+    call_tasks: dict[str, CallTask] = Field(default_factory=dict)
+    emitted: list[str] = Field(default_factory=list)
+    department: str | None = None
+    timezone: str | None = None
+
+    def has_emitted(self, trigger_id: str) -> bool:
+        return trigger_id in self.emitted
+
+
+def _task_key(case_id: str, attempt_number: int) -> str:
+    return f"{case_id}:{attempt_number}"
+
+
+# (POSIX seconds, sequence, patient id): plain tuples keep the heap cheap to compare.
+_WakeUp = tuple[float, int, str]
+
+
+class Detector:
+    def __init__(self, rules: DetectionRules) -> None:
+        self.rules = rules
+        self.patients: dict[str, PatientState] = {}
+        self._wakeups: list[_WakeUp] = []
+        # (patient, moment) already in the heap: a busy patient does not grow it.
+        self._pending: set[tuple[str, float]] = set()
+        self._seq = 0
+        self._tracked = 0
+
+    # --- what the worker needs ----------------------------------------------------------
+
+    @property
+    def tracked_appointments(self) -> int:
+        return self._tracked
+
+    def next_wakeup(self) -> datetime | None:
+        return datetime.fromtimestamp(self._wakeups[0][0], UTC) if self._wakeups else None
+
+    def load(self, state: PatientState) -> None:
+        """Adopt a patient's state restored from the changelog."""
+        self.drop(state.patient_id)
+        self.patients[state.patient_id] = state
+        self._tracked += len(state.appointments)
+        self._schedule(state)
+
+    def drop(self, patient_id: str) -> None:
+        """Forget a patient whose partition moved to another replica (its wake-ups go stale)."""
+        state = self.patients.pop(patient_id, None)
+        if state is not None:
+            self._tracked -= len(state.appointments)
+
+    def due(self, now: datetime) -> list[Detection]:
+        """Evaluate the patients whose wake-ups are due at ``now``."""
+        patients: list[str] = []
+        limit = now.timestamp()
+        while self._wakeups and self._wakeups[0][0] <= limit:
+            at, _seq, patient_id = heapq.heappop(self._wakeups)
+            self._pending.discard((patient_id, at))
+            if patient_id not in patients:
+                patients.append(patient_id)
+        found: list[Detection] = []
+        for patient_id in patients:
+            state = self.patients.get(patient_id)
+            if state is not None:
+                found.extend(self._evaluate(state, now))
+        return found
+
+    # --- facts in -----------------------------------------------------------------------
+
+    def on_appointment(self, event: AppointmentEvent, now: datetime) -> list[Detection]:
+        state = self._state(event.patient_id)
+        known = state.appointments.get(event.appointment_id)
+        if known is not None and event.occurred_at < known.last_occurred_at:
+            return []  # an older snapshot arriving late: the newer one already holds
+        state.department, state.timezone = event.department, event.timezone
+        if event.status == "entered-in-error" or event.change == "deleted":
+            # Never happened: forget it, pending no-show included.
+            if state.appointments.pop(event.appointment_id, None) is not None:
+                self._tracked -= 1
+            return []
+        effective = event.status_at or event.occurred_at
+        # An arrival belongs to a slot: a new start time is a new chance to miss it.
+        same_slot = known is not None and known.start == event.start
+        arrived_at = known.arrived_at if known is not None and same_slot else None
+        if event.status in ATTENDED and arrived_at is None:
+            arrived_at = effective
+        appointment = TrackedAppointment(
+            appointment_id=event.appointment_id,
+            start=event.start,
+            timezone=event.timezone,
+            department=event.department,
+            practitioner_id=event.practitioner_id,
+            status=event.status,
+            plan_id=event.plan_id,
+            stage_id=event.stage_id,
+            last_occurred_at=event.occurred_at,
+            arrived_at=arrived_at,
+        )
+        if known is None:
+            self._tracked += 1
+        state.appointments[event.appointment_id] = appointment
+        if event.status == "fulfilled" and event.plan_id and event.stage_id:
+            stages = state.completed.setdefault(event.plan_id, {})
+            stages.setdefault(event.stage_id, effective)
+        found: list[Detection] = []
+        if event.status == "noshow":
+            found += self._emit(state, "no_show", appointment, now, detectable_at=effective)
+        if (
+            event.status == "cancelled"
+            and event.cancelled_by == "patient"
+            and effective > event.start - self.rules.late_cancellation_window
+            and arrived_at is None
+            # A visit already reported missed is one case, not two.
+            and not state.has_emitted(f"no_show:{event.appointment_id}")
+        ):
+            found += self._emit(
+                state, "late_cancellation", appointment, now, detectable_at=effective
+            )
+        self._schedule(state)
+        return found
+
+    def on_plan(self, event: TreatmentPlanEvent, now: datetime) -> list[Detection]:
+        state = self._state(event.patient_id)
+        known = state.plans.get(event.plan_id)
+        if known is not None and event.occurred_at < known.occurred_at:
+            return []
+        state.plans[event.plan_id] = event
+        state.department = state.department or event.department
+        state.timezone = state.timezone or event.timezone
+        self._schedule(state)
+        return []
+
+    def on_outcome(self, event: OutcomeEvent, now: datetime) -> list[Detection]:
+        state = self._state(event.patient_id)
+        if event.case_id is None:
+            if event.outcome not in UNANSWERED:
+                return []
+            # The clinic's own call (no case of ours): the scheduler must open one.
+            trigger_id = f"unanswered_call:{event.event_id}"
+            return self._emit_raw(
+                state,
+                trigger_id,
+                "unanswered_call",
+                now,
+                detectable_at=event.occurred_at,
+                department=state.department or self.rules.default_department,
+                timezone=state.timezone or self.rules.default_timezone,
+            )
+        if event.attempt_number is None:
+            return []
+        key = _task_key(event.case_id, event.attempt_number)
+        task = state.call_tasks.get(key) or CallTask(
+            case_id=event.case_id, attempt_number=event.attempt_number
+        )
+        if event.outcome == "task_created" and event.respond_by is not None:
+            task.respond_by = event.respond_by
+        elif event.outcome not in NOT_A_RESULT:
+            task.answered = True  # any result, even before task_created arrives
+        state.call_tasks[key] = task
+        self._schedule(state)
+        return []
+
+    # --- the rules ----------------------------------------------------------------------
+
+    def _no_show_due(self, appointment: TrackedAppointment) -> datetime | None:
+        if appointment.status not in AWAITING_ARRIVAL or appointment.arrived_at is not None:
+            return None
+        return appointment.start + self.rules.no_show_grace
+
+    def _stage_at_risk(self, state: PatientState, plan: TreatmentPlanEvent) -> StageDeadline | None:
+        deadline = next_stage_deadline(plan, state.completed.get(plan.plan_id))
+        if deadline is None:
+            return None
+        for appointment in state.appointments.values():
+            if (
+                appointment.plan_id == plan.plan_id
+                and appointment.status in ACTIVE
+                and appointment.stage_id in (None, deadline.stage.stage_id)
+                and appointment.start > deadline.previous_completed_at
+            ):
+                return None  # the next visit is booked
+        return deadline
+
+    def _warn_at(self, deadline: StageDeadline, zone: str) -> datetime:
+        # Count the lead in the clinic's calendar days: wall-clock arithmetic on the local
+        # time keeps 23:59:59 across a daylight-saving change.
+        local = deadline.deadline.astimezone(ZoneInfo(zone))
+        return local - timedelta(days=self.rules.stage_lead_days)
+
+    def _evaluate(self, state: PatientState, now: datetime) -> list[Detection]:
+        found: list[Detection] = []
+        for appointment in list(state.appointments.values()):
+            due = self._no_show_due(appointment)
+            if due is not None and due <= now:
+                found += self._emit(state, "no_show", appointment, now, detectable_at=due)
+        for task in state.call_tasks.values():
+            if not task.answered and task.respond_by is not None and task.respond_by <= now:
+                found += self._emit_raw(
+                    state,
+                    f"unanswered_call:{task.case_id}:{task.attempt_number}",
+                    "unanswered_call",
+                    now,
+                    detectable_at=task.respond_by,
+                    department=state.department or self.rules.default_department,
+                    timezone=state.timezone or self.rules.default_timezone,
+                    case_id=task.case_id,
+                )
+        for plan in state.plans.values():
+            deadline = self._stage_at_risk(state, plan)
+            if deadline is None:
+                continue
+            warn_at = self._warn_at(deadline, plan.timezone)
+            if warn_at <= now:
+                found += self._emit_raw(
+                    state,
+                    f"stage_window_at_risk:{plan.plan_id}:{deadline.stage.stage_id}",
+                    "stage_window_at_risk",
+                    now,
+                    detectable_at=warn_at,
+                    department=plan.department,
+                    timezone=plan.timezone,
+                    practitioner_id=plan.responsible_practitioner_id,
+                    plan_id=plan.plan_id,
+                    stage_id=deadline.stage.stage_id,
+                    stage_deadline=deadline.deadline,
+                )
+        for appointment in list(state.appointments.values()):
+            if appointment.start + self.rules.retention <= now:
+                # Its facts are decided; completions and emitted ids are kept apart.
+                del state.appointments[appointment.appointment_id]
+                self._tracked -= 1
+        return found
+
+    def _schedule(self, state: PatientState) -> None:
+        """Push a wake-up for every moment at which a rule of this patient may fire."""
+        moments: set[datetime] = set()
+        for appointment in state.appointments.values():
+            due = self._no_show_due(appointment)
+            if due is not None and not state.has_emitted(f"no_show:{appointment.appointment_id}"):
+                moments.add(due)
+            moments.add(appointment.start + self.rules.retention)
+        for task in state.call_tasks.values():
+            if not task.answered and task.respond_by is not None:
+                moments.add(task.respond_by)
+        for plan in state.plans.values():
+            deadline = self._stage_at_risk(state, plan)
+            if deadline is not None:
+                moments.add(self._warn_at(deadline, plan.timezone))
+        for moment in moments:
+            at = moment.timestamp()
+            if (state.patient_id, at) in self._pending:
+                continue
+            self._pending.add((state.patient_id, at))
+            self._seq += 1
+            heapq.heappush(self._wakeups, (at, self._seq, state.patient_id))
+
+    # --- emitting -----------------------------------------------------------------------
+
+    def _emit(
+        self,
+        state: PatientState,
+        kind: TriggerKind,
+        appointment: TrackedAppointment,
+        now: datetime,
+        *,
+        detectable_at: datetime,
+    ) -> list[Detection]:
+        stage_deadline = None
+        plan = state.plans.get(appointment.plan_id) if appointment.plan_id else None
+        if plan is not None:
+            deadline = next_stage_deadline(plan, state.completed.get(plan.plan_id))
+            stage_deadline = deadline.deadline if deadline is not None else None
+        return self._emit_raw(
+            state,
+            f"{kind}:{appointment.appointment_id}",
+            kind,
+            now,
+            detectable_at=detectable_at,
+            department=appointment.department,
+            timezone=appointment.timezone,
+            appointment_id=appointment.appointment_id,
+            appointment_start=appointment.start,
+            practitioner_id=appointment.practitioner_id,
+            plan_id=appointment.plan_id,
+            stage_id=appointment.stage_id,
+            stage_deadline=stage_deadline,
+        )
+
+    def _emit_raw(
+        self,
+        state: PatientState,
+        trigger_id: str,
+        kind: TriggerKind,
+        now: datetime,
+        *,
+        detectable_at: datetime,
+        department: str,
+        timezone: str,
+        appointment_id: str | None = None,
+        appointment_start: datetime | None = None,
+        practitioner_id: str | None = None,
+        plan_id: str | None = None,
+        stage_id: str | None = None,
+        stage_deadline: datetime | None = None,
+        case_id: str | None = None,
+    ) -> list[Detection]:
+        if state.has_emitted(trigger_id):
+            return []
+        state.emitted.append(trigger_id)
+        trigger = TriggerEvent(
+            event_id=trigger_id,
+            occurred_at=detectable_at,
+            source=SOURCE,
+            kind=kind,
+            patient_id=state.patient_id,
+            department=department,
+            timezone=timezone,
+            appointment_id=appointment_id,
+            appointment_start=appointment_start,
+            practitioner_id=practitioner_id,
+            plan_id=plan_id,
+            stage_id=stage_id,
+            stage_deadline=stage_deadline,
+            case_id=case_id,
+            detected_at=now,
+        )
+        return [Detection(trigger, detectable_at)]
+
+    def _state(self, patient_id: str) -> PatientState:
+        state = self.patients.get(patient_id)
+        if state is None:
+            state = self.patients[patient_id] = PatientState(patient_id=patient_id)
+        return state

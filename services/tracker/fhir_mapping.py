@@ -1,0 +1,276 @@
+"""FHIR R4 resources -> canonical events. Pure: a JSON object and a clock in.
+
+The resources are validated with the fhir.resources models (its R4B package, which is R4
+for Appointment, Patient and CarePlan as used here); the rules FHIR leaves to the
+profile (the status code set, a patient participant, a start time) are checked here.
+
+- Appointment: id, status (FHIR codes, kept as they are), start/end, participant actors
+  Patient/<id> (required), Practitioner/<id>, Location/<id> (the department),
+  cancelationReason code "pat*" = cancelled by the patient, supportingInformation
+  CarePlan/<plan_id> with the extension STAGE_EXTENSION (valueId) naming the stage.
+- Patient: name, telecom (phone/email), communication language -> ContactEvent;
+  deceasedBoolean true / deceasedDateTime -> PatientStatusEvent deceased.
+- CarePlan: subject Patient/<id>, activities in order are the stages (detail.code.text the
+  name, detail.description the doctor's notes, detail.status completed with
+  detail.scheduledPeriod.end the completion), MAX_INTERVAL_EXTENSION (valueInteger days)
+  on an activity; author Practitioner/<id> responsible, Location via the extension
+  DEPARTMENT_EXTENSION (valueId) or the configured department.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from fhir.resources.R4B.appointment import Appointment
+from fhir.resources.R4B.careplan import CarePlan
+from fhir.resources.R4B.patient import Patient
+from pydantic import ValidationError
+
+from common.codec import describe
+from schemas.events import (
+    AppointmentEvent,
+    ContactEvent,
+    PatientStatusEvent,
+    TreatmentPlanEvent,
+    TreatmentStage,
+)
+
+SOURCE = "tracker.fhir"
+BASE = "https://followup.example/fhir/StructureDefinition/"
+STAGE_EXTENSION = BASE + "treatment-stage"
+MAX_INTERVAL_EXTENSION = BASE + "max-interval-days"
+DEPARTMENT_EXTENSION = BASE + "department"
+
+STATUSES = frozenset(
+    {
+        "proposed",
+        "pending",
+        "booked",
+        "arrived",
+        "fulfilled",
+        "cancelled",
+        "noshow",
+        "entered-in-error",
+        "checked-in",
+        "waitlist",
+    }
+)
+CHANGES = {
+    "booked": "booked",
+    "cancelled": "cancelled",
+    "noshow": "noshow",
+    "entered-in-error": "deleted",
+}
+
+
+class Invalid(Exception):
+    """A resource we refuse; ``expression`` points at the element (FHIRPath-like)."""
+
+    def __init__(self, expression: str, reason: str) -> None:
+        super().__init__(reason)
+        self.expression = expression
+        self.reason = reason
+
+
+def _validate(model: Any, body: dict[str, Any], kind: str) -> Any:
+    if body.get("resourceType") != kind:
+        raise Invalid("resourceType", f"expected resourceType {kind}")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise Invalid(kind, describe(exc)[0]) from None
+
+
+def _ref_id(reference: str | None, kind: str) -> str | None:
+    if reference and reference.startswith(f"{kind}/"):
+        return reference.split("/", 1)[1]
+    return None
+
+
+def _extension(element: Any, url: str) -> Any:
+    for extension in getattr(element, "extension", None) or []:
+        if extension.url == url:
+            for name in ("valueId", "valueString", "valueInteger", "valueCode"):
+                value = getattr(extension, name, None)
+                if value is not None:
+                    return value
+    return None
+
+
+def _event_id(kind: str, resource_id: str, meta: Any, body: dict[str, Any]) -> str:
+    version = getattr(meta, "versionId", None) if meta is not None else None
+    if not version:
+        # No version: the content itself identifies this revision (a resend is a duplicate).
+        version = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    return f"fhir:{kind}/{resource_id}/{version}"
+
+
+def _when(meta: Any, now: datetime) -> datetime:
+    updated = getattr(meta, "lastUpdated", None) if meta is not None else None
+    return updated if isinstance(updated, datetime) else now
+
+
+def _build(builder: Any, **fields: Any) -> Any:
+    try:
+        return builder(**fields)
+    except ValidationError as exc:
+        raise Invalid("resource", describe(exc)[0]) from None
+
+
+def appointment_event(
+    body: dict[str, Any], *, path_id: str | None, zone: str, department: str, now: datetime
+) -> AppointmentEvent:
+    resource: Appointment = _validate(Appointment, body, "Appointment")
+    resource_id = resource.id or path_id
+    if path_id is not None and resource.id is not None and resource.id != path_id:
+        raise Invalid("Appointment.id", "id in the body differs from the id in the URL")
+    if not resource_id:
+        raise Invalid("Appointment.id", "the appointment needs an id")
+    if resource.status not in STATUSES:
+        raise Invalid("Appointment.status", "not an Appointment status code")
+    if resource.start is None:
+        raise Invalid("Appointment.start", "start is required")
+    patient_id = practitioner_id = location_id = None
+    for participant in resource.participant or []:
+        reference = participant.actor.reference if participant.actor else None
+        patient_id = patient_id or _ref_id(reference, "Patient")
+        practitioner_id = practitioner_id or _ref_id(reference, "Practitioner")
+        location_id = location_id or _ref_id(reference, "Location")
+    if patient_id is None:
+        raise Invalid("Appointment.participant", "no participant with actor Patient/<id>")
+    cancelled_by = None
+    if resource.status == "cancelled":
+        codes = [
+            c.code or ""
+            for c in (resource.cancelationReason.coding or [] if resource.cancelationReason else [])
+        ]
+        cancelled_by = "patient" if any(code.startswith("pat") for code in codes) else "clinic"
+    plan_id = None
+    for info in resource.supportingInformation or []:
+        plan_id = plan_id or _ref_id(info.reference, "CarePlan")
+    occurred_at = _when(resource.meta, now)
+    event: AppointmentEvent = _build(
+        AppointmentEvent,
+        event_id=_event_id("Appointment", resource_id, resource.meta, body),
+        occurred_at=occurred_at,
+        source=SOURCE,
+        change=CHANGES.get(resource.status, "status_changed"),
+        appointment_id=resource_id,
+        patient_id=patient_id,
+        start=resource.start,
+        end=resource.end,
+        timezone=zone,
+        department=location_id or department,
+        practitioner_id=practitioner_id,
+        status=resource.status,
+        status_at=occurred_at,
+        cancelled_by=cancelled_by,
+        plan_id=plan_id,
+        stage_id=_extension(resource, STAGE_EXTENSION) if plan_id else None,
+    )
+    return event
+
+
+def patient_events(
+    body: dict[str, Any], *, path_id: str | None, zone: str, now: datetime
+) -> tuple[ContactEvent, PatientStatusEvent | None]:
+    resource: Patient = _validate(Patient, body, "Patient")
+    patient_id = resource.id or path_id
+    if not patient_id:
+        raise Invalid("Patient.id", "the patient needs an id")
+    name = resource.name[0] if resource.name else None
+    phone = email = None
+    for telecom in resource.telecom or []:
+        if telecom.system == "phone" and phone is None:
+            phone = telecom.value
+        elif telecom.system == "email" and email is None:
+            email = telecom.value
+    language = "en"
+    for communication in resource.communication or []:
+        for coding in communication.language.coding or []:
+            if coding.code:
+                language = coding.code.lower()
+                break
+    deceased = bool(resource.deceasedBoolean) or resource.deceasedDateTime is not None
+    occurred_at = _when(resource.meta, now)
+    event_id = _event_id("Patient", patient_id, resource.meta, body)
+    contact = _build(
+        ContactEvent,
+        event_id=event_id,
+        occurred_at=occurred_at,
+        source=SOURCE,
+        patient_id=patient_id,
+        given_name=" ".join(g for g in name.given if g) if name and name.given else None,
+        family_name=name.family if name is not None else None,
+        phone=phone,
+        email=email,
+        language=language,
+        timezone=zone,
+        status="deceased" if deceased else "active",
+    )
+    status = None
+    if deceased:
+        when = resource.deceasedDateTime
+        status = _build(
+            PatientStatusEvent,
+            event_id=f"patient-status:{patient_id}:deceased",
+            occurred_at=occurred_at,
+            source=SOURCE,
+            patient_id=patient_id,
+            status="deceased",
+            effective_at=when if isinstance(when, datetime) and when.tzinfo else occurred_at,
+        )
+    return contact, status
+
+
+def care_plan_event(
+    body: dict[str, Any], *, path_id: str | None, zone: str, department: str, now: datetime
+) -> TreatmentPlanEvent:
+    resource: CarePlan = _validate(CarePlan, body, "CarePlan")
+    plan_id = resource.id or path_id
+    if not plan_id:
+        raise Invalid("CarePlan.id", "the plan needs an id")
+    patient_id = _ref_id(resource.subject.reference if resource.subject else None, "Patient")
+    if patient_id is None:
+        raise Invalid("CarePlan.subject", "subject must be Patient/<id>")
+    practitioner_id = _ref_id(
+        resource.author.reference if resource.author else None, "Practitioner"
+    )
+    if practitioner_id is None:
+        raise Invalid("CarePlan.author", "author must be Practitioner/<id>")
+    stages = []
+    for number, activity in enumerate(resource.activity or [], start=1):
+        detail = activity.detail
+        if detail is None or detail.code is None or not detail.code.text:
+            raise Invalid(f"CarePlan.activity[{number - 1}].detail.code.text", "stage name needed")
+        period = detail.scheduledPeriod
+        completed_at = period.end if detail.status == "completed" and period else None
+        stages.append(
+            _build(
+                TreatmentStage,
+                stage_id=(detail.id if hasattr(detail, "id") and detail.id else f"stage-{number}"),
+                sequence=number,
+                name=detail.code.text,
+                max_interval_days=_extension(activity, MAX_INTERVAL_EXTENSION),
+                notes=detail.description,
+                completed_at=completed_at,
+            )
+        )
+    if not stages:
+        raise Invalid("CarePlan.activity", "a plan needs at least one activity (stage)")
+    plan: TreatmentPlanEvent = _build(
+        TreatmentPlanEvent,
+        event_id=_event_id("CarePlan", plan_id, resource.meta, body),
+        occurred_at=_when(resource.meta, now),
+        source=SOURCE,
+        plan_id=plan_id,
+        patient_id=patient_id,
+        department=_extension(resource, DEPARTMENT_EXTENSION) or department,
+        timezone=zone,
+        responsible_practitioner_id=practitioner_id,
+        stages=stages,
+    )
+    return plan

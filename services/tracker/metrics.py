@@ -1,0 +1,25 @@
+"""The tracker's metrics, named exactly as the ops dashboards expect. No ids in labels."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "followup_tracker_events_total",
+    "Events taken in, by way in (hl7|fhir|kafka) and type (appointment|plan|contact|outcome).",
+    ["source", "type"],
+)
+INGEST_REJECTED = Counter(
+    "followup_tracker_ingest_rejected_total",
+    "Inputs refused (negative ACK, HTTP 4xx, dead letter), by way in and reason code.",
+    ["source", "reason"],
+)
+TRIGGERS = Counter("followup_tracker_triggers_total", "Triggers emitted, by kind.", ["kind"])
+DETECTION_LAG = Histogram(
+    "followup_tracker_detection_lag_seconds",
+    "From the moment a fact became detectable to the trigger's emission.",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 86400),
+)
+TRACKED_APPOINTMENTS = Gauge(
+    "followup_tracker_tracked_appointments", "Appointments held in this replica's state."
+)

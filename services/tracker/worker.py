@@ -1,0 +1,353 @@
+"""The detection worker: Kafka in, Detector in the middle, triggers and a changelog out.
+
+Appointments, plans and outcomes are keyed by patient and co-partitioned, so a range
+assignment gives one replica the same partition number of all three topics, and with it
+every fact about the patients of that partition. The state of those patients lives in
+memory and in a compacted changelog topic (one record per patient, written to the same
+partition number); on assignment a replica restores its partitions from the changelog
+before it consumes, and forgets what it lost. That is the guarantee a faust table gives,
+with the timer and the restore under our control (see README: why not faust).
+
+Order of effects per batch: triggers, then the changelog (which records them as emitted),
+then the input offsets. A crash in between re-emits a trigger with the same deterministic
+event id at worst; a crash after the changelog write emits nothing again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+
+from common.clock import Clock
+from common.codec import DecodeError, dead_letter, decode, encode
+from common.kafka import ConsumerMonitor
+from common.logs import get_logger
+from common.metrics import DEAD_LETTERS, EVENTS_CONSUMED
+from schemas.events import AppointmentEvent, OutcomeEvent, TreatmentPlanEvent
+from schemas.topics import APPOINTMENTS, OUTCOMES, PLANS, TopicNames
+from services.tracker.detection import Detection, Detector, PatientState
+from services.tracker.metrics import (
+    DETECTION_LAG,
+    EVENTS,
+    INGEST_REJECTED,
+    TRACKED_APPOINTMENTS,
+    TRIGGERS,
+)
+
+log = get_logger(__name__)
+
+CHANGELOG = "followup.tracker.patient-state-changelog"
+# Events our own ingest adapters produced were counted where they came in.
+OWN_SOURCES = frozenset({"tracker.hl7", "tracker.fhir"})
+
+
+def changelog_topic(names: TopicNames) -> str:
+    return f"{names.prefix}{CHANGELOG}"
+
+
+async def ensure_changelog(bootstrap: str, names: TopicNames, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if changelog_topic(names) not in set(await admin.list_topics()):
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            changelog_topic(names),
+                            partitions,
+                            1,
+                            topic_configs={"cleanup.policy": "compact"},
+                        )
+                    ]
+                )
+    finally:
+        await admin.close()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: DetectionWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._worker.revoke({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self._worker.assign({tp.partition for tp in assigned})
+
+
+class DetectionWorker:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        names: TopicNames,
+        group_id: str,
+        detector: Detector,
+        clock: Clock,
+        service: str = "tracker",
+        tick_seconds: float = 1.0,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._names = names
+        self._group_id = group_id
+        self.detector = detector
+        self._clock = clock
+        self._service = service
+        self._tick = tick_seconds
+        self._models: dict[str, tuple[str, type[Any]]] = {
+            names.appointments: (APPOINTMENTS.name, AppointmentEvent),
+            names.plans: (PLANS.name, TreatmentPlanEvent),
+            names.outcomes: (OUTCOMES.name, OutcomeEvent),
+        }
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+        )
+        self._monitor = ConsumerMonitor(self._consumer, service, lambda t: self._models[t][0])
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=f"{service}-detection",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+        )
+        self._lock = asyncio.Lock()
+        self._owned: set[int] = set()
+        self._partition_of: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready = asyncio.Event()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._producer.start()
+        await self._consumer.start()
+        self._consumer.subscribe(list(self._models), listener=_Rebalance(self))
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="tracker:consume"),
+            asyncio.create_task(self._timer(), name="tracker:timer"),
+        ]
+
+    async def stop(self) -> None:
+        # Not in the middle of a batch: its triggers and changelog go out together. No
+        # final commit: a fetched batch may not have been processed yet.
+        async with self._lock:
+            for task in self._tasks:
+                task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self._consumer.stop()
+        await self._producer.stop()
+
+    # --- partitions ---------------------------------------------------------------------
+
+    async def revoke(self, partitions: set[int]) -> None:
+        async with self._lock:
+            self.ready.clear()
+            self._forget(partitions)
+
+    async def assign(self, partitions: set[int]) -> None:
+        async with self._lock:
+            self._forget(self._owned - partitions)
+            restored = await self._restore(partitions - self._owned)
+            self._owned = set(partitions)
+            TRACKED_APPOINTMENTS.set(self.detector.tracked_appointments)
+            log.info("partitions_assigned", partitions=sorted(partitions), restored=restored)
+            self.ready.set()
+
+    def _forget(self, partitions: set[int]) -> None:
+        if not partitions:
+            return
+        gone = [p for p, part in self._partition_of.items() if part in partitions]
+        for patient_id in gone:
+            self.detector.drop(patient_id)
+            del self._partition_of[patient_id]
+        self._owned -= partitions
+
+    async def _restore(self, partitions: set[int]) -> int:
+        """Read the changelog partitions from the beginning to their end: the latest wins."""
+        if not partitions:
+            return 0
+        topic = changelog_topic(self._names)
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, enable_auto_commit=False, group_id=None
+        )
+        await reader.start()
+        states: dict[str, tuple[int, bytes | None]] = {}
+        try:
+            tps = [TopicPartition(topic, p) for p in partitions]
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            ends = await reader.end_offsets(tps)
+            pending = {tp for tp in tps if ends[tp] > 0}
+            while pending:
+                batches = await reader.getmany(*pending, timeout_ms=500)
+                for tp, records in batches.items():
+                    for record in records:
+                        if record.key is not None:
+                            states[record.key.decode()] = (tp.partition, record.value)
+                for tp in list(pending):
+                    if await reader.position(tp) >= ends[tp]:
+                        pending.discard(tp)
+        finally:
+            await reader.stop()
+        for patient_id, (partition, value) in states.items():
+            if value is None:
+                continue
+            self.detector.load(PatientState.model_validate_json(value))
+            self._partition_of[patient_id] = partition
+        return len(states)
+
+    # --- the loops ----------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
+            self._monitor.note_assignment()
+            if not batches:
+                await self._monitor.report_lag()
+                continue
+            async with self._lock:
+                now = self._clock.now()
+                found: list[Detection] = []
+                dirty: set[str] = set()
+                for records in batches.values():
+                    for record in records:
+                        found += await self._apply(record, now, dirty)
+                # Due work after the batch: a late check-in in this batch counts first.
+                found += self.detector.due(now)
+                await self._flush(found, dirty, now)
+            try:
+                await self._monitor.commit()
+            except (CommitFailedError, KafkaError) as exc:
+                # A rebalance took the partitions: the new owner replays; handlers are
+                # idempotent and emitted triggers are in the changelog.
+                log.warning("commit_failed", error=type(exc).__name__)
+            await self._monitor.report_lag()
+
+    async def _timer(self) -> None:
+        while True:
+            # The tick is a polling cadence in real time; what is due is decided by the
+            # injected clock (a ManualClock in tests, a scaled one in the demo).
+            await asyncio.sleep(self._tick)
+            async with self._lock:
+                now = self._clock.now()
+                found = self.detector.due(now)
+                if found:
+                    await self._flush(found, set(), now)
+
+    async def _apply(
+        self, record: ConsumerRecord[bytes, bytes], now: Any, dirty: set[str]
+    ) -> list[Detection]:
+        base_topic, model = self._models[record.topic]
+        try:
+            event = decode(model, record.value)
+        except DecodeError as error:
+            await self._dead_letter(record, error, base_topic)
+            return []
+        try:
+            if isinstance(event, AppointmentEvent):
+                found = self.detector.on_appointment(event, now)
+                kind = "appointment"
+            elif isinstance(event, TreatmentPlanEvent):
+                found = self.detector.on_plan(event, now)
+                kind = "plan"
+            else:
+                found = self.detector.on_outcome(event, now)
+                kind = "outcome"
+        except Exception as exc:  # one bad event must not stop detection
+            log.error(
+                "handler_failed", topic=record.topic, offset=record.offset, error=type(exc).__name__
+            )
+            failure = DecodeError(f"handler failed: {type(exc).__name__}", "handler_error")
+            await self._dead_letter(record, failure, base_topic)
+            return []
+        patient_id: str = event.patient_id
+        self._partition_of[patient_id] = record.partition
+        dirty.add(patient_id)
+        if event.source not in OWN_SOURCES:
+            EVENTS.labels("kafka", kind).inc()
+        EVENTS_CONSUMED.labels(self._service, base_topic, "ok").inc()
+        return found
+
+    async def _flush(self, found: list[Detection], dirty: set[str], now: Any) -> None:
+        dirty |= {d.trigger.patient_id for d in found}
+        futures = []
+        for detection in found:
+            trigger = detection.trigger
+            futures.append(
+                await self._producer.send(
+                    self._names.triggers, value=encode(trigger), key=trigger.key()
+                )
+            )
+        if futures:
+            await asyncio.gather(*futures)
+        futures = []
+        changelog = changelog_topic(self._names)
+        for patient_id in dirty:
+            state = self.detector.patients.get(patient_id)
+            partition = self._partition_of.get(patient_id)
+            if state is None or partition is None:
+                continue
+            futures.append(
+                await self._producer.send(
+                    changelog,
+                    value=state.model_dump_json().encode(),
+                    key=patient_id.encode(),
+                    partition=partition,
+                )
+            )
+        if futures:
+            await asyncio.gather(*futures)
+        for detection in found:
+            TRIGGERS.labels(detection.trigger.kind).inc()
+            lag = (now - detection.detectable_at).total_seconds()
+            DETECTION_LAG.observe(max(0.0, lag))
+            log.info(
+                "trigger",
+                kind=detection.trigger.kind,
+                trigger_id=detection.trigger.event_id,
+                patient_id=detection.trigger.patient_id,
+            )
+        TRACKED_APPOINTMENTS.set(self.detector.tracked_appointments)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], error: DecodeError, base_topic: str
+    ) -> None:
+        letter = dead_letter(
+            record.value,
+            record.key,
+            error=error,
+            service=self._service,
+            now=self._clock.now(),
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        await self._producer.send_and_wait(
+            self._names.deadletter, value=encode(letter), key=letter.key()
+        )
+        DEAD_LETTERS.labels(self._service, error.error_type).inc()
+        INGEST_REJECTED.labels("kafka", error.error_type).inc()
+        EVENTS_CONSUMED.labels(self._service, base_topic, "dead_letter").inc()
+        log.warning(
+            "dead_letter",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error_type=error.error_type,
+        )

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from common.clock import ManualClock
+from common.db import drop_schema
+from common.kafka import KafkaPublisher
+from schemas.events import CallTaskEvent, OutcomeEvent
+from services.notifier.app import NotifierApp, NotifierSettings
+from standins.sms_provider import SmsProviderStandIn
+from tests.integration.notifier.world import (
+    API_TOKEN,
+    START,
+    WEBHOOK_SECRET,
+    Inbox,
+    TopicReader,
+    WebhookReceiver,
+    World,
+    free_port,
+)
+from tests.support import infra
+
+
+def world_settings(prefix: str, schema: str, **extra: object) -> NotifierSettings:
+    values: dict[str, object] = {
+        "kafka_bootstrap": infra.KAFKA_BOOTSTRAP,
+        "database_url": infra.DATABASE_URL,
+        "topic_prefix": prefix,
+        "db_schema": schema,
+        "http_host": "127.0.0.1",
+        "api_token": API_TOKEN,
+        "link_secret": "link-secret",
+        "clinic_name": "Sample Clinic",
+        "clinic_phone": "+37052000000",
+        "retry_base_seconds": 1.0,
+        "retry_cap_seconds": 4.0,
+        "sending_lease_seconds": 60.0,
+        "webhook_secret": WEBHOOK_SECRET,
+        "front_desk_email": "desk@clinic.example",
+        "smtp_security": "none",
+        "smtp_sender": "followup@clinic.example",
+        "call_task_sinks": "kafka,email,webhook",
+    }
+    values.update(extra)
+    return NotifierSettings.model_validate(values)
+
+
+@pytest.fixture(scope="module")
+async def world() -> AsyncIterator[World]:
+    infra.ensure_up()
+    unique = uuid.uuid4().hex[:10]
+    prefix, schema = f"t{unique}.", f"t_{unique}"
+    primary, secondary = (
+        SmsProviderStandIn("ACprimary", "tok-1"),
+        SmsProviderStandIn("ACsecondary", "tok-2"),
+    )
+    await primary.start()
+    await secondary.start()
+    inbox = Inbox()
+    smtp_port = free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    webhook = WebhookReceiver()
+    await webhook.start()
+    http_port = free_port()
+    base_url = f"http://127.0.0.1:{http_port}"
+    settings = world_settings(
+        prefix,
+        schema,
+        http_port=http_port,
+        public_base_url=base_url,
+        sms_primary_url=primary.base_url,
+        sms_primary_sid="ACprimary",
+        sms_primary_token="tok-1",
+        sms_primary_from="+15005550006",
+        sms_secondary_url=secondary.base_url,
+        sms_secondary_sid="ACsecondary",
+        sms_secondary_token="tok-2",
+        sms_secondary_from="+15005550007",
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
+        webhook_url=f"http://127.0.0.1:{webhook.port}/tasks",
+    )
+    clock = ManualClock(START)
+    app = NotifierApp(settings, clock)
+    await app.start()
+    publisher = KafkaPublisher(infra.KAFKA_BOOTSTRAP, client_id="tests")
+    await publisher.start()
+    outcomes = TopicReader(infra.KAFKA_BOOTSTRAP, app.topics.outcomes, OutcomeEvent)
+    calltasks = TopicReader(infra.KAFKA_BOOTSTRAP, app.topics.calltasks, CallTaskEvent)
+    await outcomes.start()
+    await calltasks.start()
+    try:
+        yield World(
+            app=app,
+            clock=clock,
+            publisher=publisher,
+            primary=primary,
+            secondary=secondary,
+            inbox=inbox,
+            webhook=webhook,
+            outcomes=outcomes,
+            calltasks=calltasks,
+            base_url=base_url,
+        )
+    finally:
+        await outcomes.stop()
+        await calltasks.stop()
+        await publisher.stop()
+        await app.stop()
+        await webhook.stop()
+        smtp.stop()
+        await primary.stop()
+        await secondary.stop()
+        await drop_schema(infra.DATABASE_URL, schema)

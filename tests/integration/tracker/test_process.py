@@ -1,0 +1,119 @@
+"""`python -m services.tracker` as a real process: configured from the environment, serving
+MLLP and ops, stopping on SIGTERM, and surviving a SIGKILL between a booking and its grace
+deadline with the no-show emitted exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import hl7
+import pytest
+
+from common.kafka import KafkaPublisher
+from schemas.topics import TopicNames
+from services.tracker.worker import changelog_topic
+from tests.support.infra import REPO
+from tests.support.kafka import read_all, read_records
+from tests.unit.tracker.events import booking
+
+pytestmark = pytest.mark.integration
+
+MESSAGE = (
+    "MSH|^~\\&|HIS|CLINIC|FOLLOWUP|TRACKER|20260301120000+0200||SIU^S12^SIU_S12|C1|P|2.5\r"
+    "SCH|A1^HIS|A1^HIS|||||||||^^^20260302093000+0200\r"
+    "PID|1||PAT-1^^^HIS^MR\r"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_tracker(
+    kafka_bootstrap: str, topics: TopicNames, **extra: str
+) -> tuple[asyncio.subprocess.Process, int, int]:
+    http_port, mllp_port = free_port(), free_port()
+    env = os.environ | {
+        "FOLLOWUP_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "FOLLOWUP_TOPIC_PREFIX": topics.prefix,
+        "FOLLOWUP_HTTP_HOST": "127.0.0.1",
+        "FOLLOWUP_HTTP_PORT": str(http_port),
+        "FOLLOWUP_MLLP_PORT": str(mllp_port),
+        "FOLLOWUP_INGEST_TOKEN": "secret-token",
+        "FOLLOWUP_DETECTION_TICK_SECONDS": "0.2",
+        **extra,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.tracker", cwd=REPO, env=env
+    )
+    async with aiohttp.ClientSession() as session, asyncio.timeout(60):
+        while True:
+            try:
+                async with session.get(f"http://127.0.0.1:{http_port}/readyz") as response:
+                    if response.status == 200:
+                        break
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    return process, http_port, mllp_port
+
+
+async def test_service_process_serves_mllp_and_ops_and_stops_cleanly(
+    kafka_bootstrap: str, topics: TopicNames
+) -> None:
+    process, _http_port, mllp_port = await start_tracker(kafka_bootstrap, topics)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", mllp_port)
+        writer.write(b"\x0b" + MESSAGE.encode() + b"\x1c\x0d")
+        await writer.drain()
+        block = await asyncio.wait_for(reader.readuntil(b"\x1c\x0d"), 30)
+        writer.close()
+        assert str(hl7.parse(block[1:-2].decode()).segment("MSA")(1)) == "AA"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 30)
+    assert code == 0
+
+
+async def test_killed_between_booking_and_grace_the_no_show_comes_exactly_once(
+    kafka_bootstrap: str, topics: TopicNames, publisher: KafkaPublisher
+) -> None:
+    # One accelerated clock shared by both processes: 30 virtual seconds per real second.
+    anchor_real = datetime.now(UTC)
+    anchor_virtual = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
+    clock = {
+        "FOLLOWUP_CLOCK": "scaled",
+        "FOLLOWUP_CLOCK_ANCHOR_REAL": anchor_real.isoformat(),
+        "FOLLOWUP_CLOCK_ANCHOR_VIRTUAL": anchor_virtual.isoformat(),
+        "FOLLOWUP_CLOCK_SPEED": "30",
+        "FOLLOWUP_NO_SHOW_GRACE_MINUTES": "1",
+    }
+    start = anchor_virtual + timedelta(minutes=5)  # grace ends 12 real seconds after the anchor
+    first, _, _ = await start_tracker(kafka_bootstrap, topics, **clock)
+    try:
+        await publisher.publish(topics.appointments, booking("appt-k", "pat-k", start))
+        await read_records(kafka_bootstrap, changelog_topic(topics), 1)
+    finally:
+        first.send_signal(signal.SIGKILL)  # no goodbye: offsets and group left as they are
+        await first.wait()
+    elapsed = (datetime.now(UTC) - anchor_real).total_seconds()
+    assert elapsed < 12, "the first process lived past the grace deadline; test is void"
+
+    second, _, _ = await start_tracker(kafka_bootstrap, topics, **clock)
+    try:
+        records = await read_records(kafka_bootstrap, topics.triggers, 1, timeout=60)
+        await asyncio.sleep(1.0)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), 30)
+    assert records[0].key == b"pat-k"
+    everything = await read_all(kafka_bootstrap, topics.triggers, quiet=1.0)
+    assert [r.key for r in everything] == [b"pat-k"]

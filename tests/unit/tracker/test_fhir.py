@@ -1,0 +1,103 @@
+"""FHIR resources -> canonical events, without HTTP."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.tracker.fhir_mapping import (
+    Invalid,
+    appointment_event,
+    care_plan_event,
+    patient_events,
+)
+from tests.unit.tracker.fhir_samples import fhir_appointment, fhir_care_plan, fhir_patient
+
+NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+ZONE = "Europe/Vilnius"
+
+
+def appointment(body: dict[str, object], path_id: str | None = "apt-1"):  # type: ignore[no-untyped-def]
+    return appointment_event(body, path_id=path_id, zone=ZONE, department="general", now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("status", "change"),
+    [
+        ("booked", "booked"),
+        ("arrived", "status_changed"),
+        ("checked-in", "status_changed"),
+        ("fulfilled", "status_changed"),
+        ("cancelled", "cancelled"),
+        ("noshow", "noshow"),
+        ("entered-in-error", "deleted"),
+        ("proposed", "status_changed"),
+    ],
+)
+def test_appointment_statuses_are_kept_as_fhir_defines_them(status: str, change: str) -> None:
+    event = appointment(fhir_appointment(status))
+    assert (event.status, event.change) == (status, change)
+    assert (event.patient_id, event.practitioner_id, event.department) == (
+        "pat-1",
+        "dr-7",
+        "dental",
+    )
+    assert (event.plan_id, event.stage_id) == ("plan-1", "s2")
+    assert event.event_id == "fhir:Appointment/apt-1/3"
+    assert event.occurred_at == datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def test_cancellation_reason_pat_is_by_the_patient() -> None:
+    body = fhir_appointment("cancelled", cancelationReason={"coding": [{"code": "pat-crs"}]})
+    assert appointment(body).cancelled_by == "patient"
+    body = fhir_appointment("cancelled", cancelationReason={"coding": [{"code": "prov"}]})
+    assert appointment(body).cancelled_by == "clinic"
+
+
+def test_resend_without_version_gets_the_same_event_id() -> None:
+    body = fhir_appointment()
+    del body["meta"]
+    assert appointment(body).event_id == appointment(dict(body)).event_id
+    assert appointment(body).occurred_at == NOW
+
+
+@pytest.mark.parametrize(
+    ("body", "expression"),
+    [
+        (fhir_appointment("maybe"), "Appointment.status"),
+        (fhir_appointment(start="2026-03-02T09:30:00"), "Appointment"),
+        (fhir_appointment(participant=[]), "Appointment.participant"),
+        (fhir_appointment(bogus=1), "Appointment"),
+        ({"resourceType": "Patient"}, "resourceType"),
+        (fhir_appointment(id="other"), "Appointment.id"),
+    ],
+)
+def test_bad_appointments_say_where(body: dict[str, object], expression: str) -> None:
+    with pytest.raises(Invalid) as caught:
+        appointment(body)
+    assert caught.value.expression == expression
+
+
+def test_patient_to_contact_and_deceased_status() -> None:
+    contact, status = patient_events(fhir_patient(), path_id=None, zone=ZONE, now=NOW)
+    assert (contact.phone, contact.email, contact.language) == (
+        "+37060000001",
+        "ona@example.org",
+        "lt",
+    )
+    assert status is None
+    contact, status = patient_events(
+        fhir_patient(deceasedDateTime="2026-02-27T10:00:00+02:00"), path_id=None, zone=ZONE, now=NOW
+    )
+    assert status is not None and status.status == "deceased"
+    assert contact.status == "deceased"
+
+
+def test_care_plan_to_treatment_plan() -> None:
+    plan = care_plan_event(fhir_care_plan(), path_id=None, zone=ZONE, department="dental", now=NOW)
+    assert [s.stage_id for s in plan.stages] == ["s1", "s2"]
+    assert plan.stages[0].completed_at is not None
+    assert plan.stages[1].max_interval_days == 90
+    assert plan.stages[1].notes == "Check healing first."
+    assert plan.responsible_practitioner_id == "dr-7"
