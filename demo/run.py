@@ -282,7 +282,7 @@ async def observe(
         notifications=notifications,
         outcomes=outcomes,
         dead_letters=len(dead),
-        sms=list(sms.messages),
+        sms=list(sms.records),
         replies=list(sms.replies),
         mail=list(mailbox.messages),
         call_tasks=list(calltasks.tasks),
@@ -340,7 +340,7 @@ async def show_progress(
         line = (
             f"day {day:5.1f}/{scenario.days} {now:%a %d %b %H:%M}  "
             f"clinic actions {sum(p.actions.values()):4d}  call tasks {len(calltasks.tasks):3d}  "
-            f"sms {len(sms.messages):3d}  mail {len(mailbox.messages):3d}  "
+            f"sms {len(sms.records):3d}  mail {len(mailbox.messages):3d}  "
             f"reported {sum(p.call_reports.values()):3d}  rebooked {p.rebookings:3d}  "
             f"STOP {p.replies:2d}  errors {len(p.errors)}"
         )

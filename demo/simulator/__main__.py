@@ -86,7 +86,7 @@ async def simulate(args: argparse.Namespace) -> int:
             "clinic_actions": dict(p.actions),
             "call_tasks_received": len(standins.calltasks.tasks),
             "call_results_reported": dict(p.call_reports),
-            "sms_received": len(standins.sms.messages),
+            "sms_received": len(standins.sms.records),
             "replies_sent": p.replies,
             "mail_received": len(standins.mailbox.messages),
             "rebookings": p.rebookings,
