@@ -442,7 +442,7 @@ def after_death(observed: Observed, scenario: Scenario, tolerance: timedelta) ->
         problems.append("the scheduler's GET /cases was not available")
     return Finding(
         "no_contact_after_death",
-        bool(dead) and not problems,
+        not problems,
         f"{len(dead)} deceased; " + ("; ".join(problems) or "none contacted, cases closed"),
     )
 
@@ -474,7 +474,7 @@ def shared_numbers(observed: Observed, scenario: Scenario) -> Finding:
             problems.append(f"call task {inner.get('task_id')} does not say the phone is shared")
     return Finding(
         "shared_phone_names_no_one",
-        bool(families) and not problems,
+        not problems,
         f"{texts} texts to {len(families)} shared phones; " + ("; ".join(problems) or "none named"),
     )
 

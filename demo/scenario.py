@@ -10,6 +10,7 @@ time from each patient's behaviour (``demo.simulator.patients``).
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from typing import Literal
@@ -262,9 +263,25 @@ def _behaviours(
     for behaviour, share in shares:
         if share > 0:
             chosen += [behaviour] * max(1, round(share * n))
-    chosen = chosen[:n] if len(chosen) >= n else chosen + ["attends"] * (n - len(chosen))
+    # Too many after rounding: take from the largest groups, so no behaviour disappears.
+    while len(chosen) > n:
+        counts = Counter(chosen)
+        largest = max(counts, key=lambda b: (counts[b], b))
+        if counts[largest] == 1:
+            break
+        chosen.remove(largest)
+    chosen = chosen[:n] + ["attends"] * (n - len(chosen))
     rng.shuffle(chosen)
     return chosen
+
+
+def _phone(language: str, rng: random.Random) -> str:
+    """A number the numbering plan accepts (not every number in a mobile range is valid)."""
+    prefix, digits = PHONE_PREFIX[language]
+    while True:
+        candidate = f"{prefix}{rng.randrange(10 ** (digits - 1), 10**digits)}"
+        if phonenumbers.is_valid_number(phonenumbers.parse(candidate, None)):
+            return candidate
 
 
 def _working_day(day: datetime, zone: ZoneInfo, rng: random.Random) -> datetime:
@@ -357,14 +374,13 @@ def build(
                         practitioner,
                     )
                 )
-        prefix, digits = PHONE_PREFIX[language]
         path = paths[(turn + turn // len(LANGUAGES)) % len(paths)]
         scenario.patients.append(
             Patient(
                 patient_id=patient_id,
                 given_name=given,
                 family_name=family,
-                phone=f"{prefix}{rng.randrange(10 ** (digits - 1), 10**digits)}",
+                phone=_phone(language, rng),
                 email=f"patient{i}@example.org",
                 language=language,
                 # Only the canonical contact carries the patient's own zone; HL7 PID has

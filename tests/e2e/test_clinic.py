@@ -48,6 +48,13 @@ def test_ground_truth_holds(clinic: DemoResult, check: str) -> None:
     assert finding.ok, finding.detail
 
 
+def test_the_scenario_holds_every_rule_to_check(clinic: DemoResult) -> None:
+    # The checks above are only as good as the patients they meet.
+    behaviours = {p.behaviour for p in clinic.scenario.patients}
+    assert {"opts_out", "dies", "recovers", "declines", "never_answers"} <= behaviours
+    assert any(p.shares_phone for p in clinic.scenario.patients)
+
+
 def test_the_run_itself_was_clean(clinic: DemoResult) -> None:
     assert clinic.services_alive == {"tracker": True, "scheduler": True, "notifier": True}
     assert clinic.simulation_errors == []
