@@ -27,7 +27,9 @@ CHECKS = (
 
 
 @pytest.fixture(scope="module")
-async def clinic(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> DemoResult:
+async def clinic(
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, database_url: str
+) -> DemoResult:
     # 14 patients show every behaviour at least once; a week at two virtual hours a second.
     config = DemoConfig(
         patients=14,
@@ -35,6 +37,7 @@ async def clinic(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str)
         seed=11,
         speed=7200.0,
         kafka=kafka_bootstrap,
+        database_url=database_url,
         output=Path(tmp_path_factory.mktemp("demo")),
         demo_ports=False,
         show_progress=False,
