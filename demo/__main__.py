@@ -1,51 +1,64 @@
-"""`make demo`: for now, starts the three services against the real infrastructure, checks
-that each answers /healthz and /readyz, shows where their metrics are, and stops them.
+"""`make demo`: a clinic running end to end on an accelerated clock, then its report.
 
-The clinic simulator (issue: the main job) replaces this with a clinic running end to end.
+Starts (when missing) Kafka and PostgreSQL, a real SMTP server, a Twilio-format SMS
+stand-in and a webhook receiver for call tasks, the three services as separate processes
+sharing one scaled clock, and the clinic simulator; prints progress, the report as a
+table and writes it as JSON; removes the run's topics and schemas at the end.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
+import argparse
+import asyncio
 import sys
-import time
-import urllib.request
+from pathlib import Path
 
-SERVICES = {"tracker": 8081, "scheduler": 8082, "notifier": 8083}
-
-
-def wait_healthy(port: int, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return True
-        except OSError:
-            time.sleep(0.3)
-    return False
+from demo import report
+from demo.run import DemoConfig, run_demo
 
 
-def main() -> int:
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        for name, port in SERVICES.items():
-            env = {**os.environ, "FOLLOWUP_HTTP_PORT": str(port), "FOLLOWUP_LOG_FORMAT": "console"}
-            processes[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env)
-        ok = True
-        for name, port in SERVICES.items():
-            healthy = wait_healthy(port)
-            ok &= healthy
-            state = "up" if healthy else "NOT UP"
-            print(f"{name:<10} {state:<7} http://127.0.0.1:{port}/metrics")
-        print("\nThe services run idle: the clinic simulator is not built yet.")
-        return 0 if ok else 1
-    finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            process.wait(timeout=30)
+def parse_args(argv: list[str]) -> DemoConfig:
+    defaults = DemoConfig()
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
+    parser.add_argument("--patients", type=int, default=defaults.patients)
+    parser.add_argument("--days", type=int, default=defaults.days, help="virtual days to run")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--speed", type=float, default=defaults.speed, help="virtual seconds per real second"
+    )
+    parser.add_argument("--output", type=Path, default=defaults.output)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the run's topics and schemas afterwards"
+    )
+    parser.add_argument(
+        "--any-ports", action="store_true", help="free ports instead of 8081-8083 and 2575"
+    )
+    parser.add_argument("--kafka", default=defaults.kafka)
+    parser.add_argument("--database-url", default=defaults.database_url)
+    args = parser.parse_args(argv)
+    return DemoConfig(
+        patients=args.patients,
+        days=args.days,
+        seed=args.seed,
+        speed=args.speed,
+        output=args.output,
+        keep=args.keep,
+        demo_ports=not args.any_ports,
+        kafka=args.kafka,
+        database_url=args.database_url,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(sys.argv[1:] if argv is None else argv)
+    result = asyncio.run(run_demo(config))
+    print(report.table(result.report, result.findings, result.where))
+    if result.simulation_errors:
+        print(f"\n{len(result.simulation_errors)} clinic actions failed, e.g.:")
+        for line in result.simulation_errors[:5]:
+            print(f"  {line}")
+    print(f"\nreal time: {result.real_seconds:.0f} s")
+    return 0 if all(f.ok for f in result.findings) else 1
 
 
 if __name__ == "__main__":

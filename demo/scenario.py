@@ -1,16 +1,22 @@
 """A clinic's population with its ground truth: who slips, who answers, who opts out.
 
 Pure and seeded: the same seed gives the same clinic, so the report can be checked against
-what the scenario says should happen.
+what the scenario says should happen. The scenario says what the clinic does on its own
+(register, plan, book, check in, cancel, make its own invitation calls); what happens in
+reaction to followup (answering a call task, rebooking, replying STOP) is decided at run
+time from each patient's behaviour (``demo.simulator.patients``).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
+
+import phonenumbers
 
 Behaviour = Literal[
     "attends",  # comes to every visit: no follow-up expected
@@ -19,8 +25,12 @@ Behaviour = Literal[
     "never_answers",  # misses a visit and never answers: escalation or unreachable
     "opts_out",  # misses a visit and replies STOP to the first SMS
     "late_cancels",  # cancels the visit a few hours before it; answers the first call
+    "misses_invitation",  # does not answer the clinic's own invitation call; then answers
+    "drifts",  # finished a stage, never booked the next; answers when followup calls
+    "dies",  # misses a visit and dies the next day: no contact after that, case closed
 ]
 IngestPath = Literal["hl7", "fhir", "json"]
+TriggerKind = Literal["no_show", "unanswered_call", "stage_window_at_risk", "late_cancellation"]
 
 CLINIC_ZONE = "Europe/Vilnius"
 DEPARTMENTS = ("dental", "orthopaedics", "physio")
@@ -31,15 +41,46 @@ NAMES = {
     "ru": [("Ольга", "Иванова"), ("Сергей", "Смирнов"), ("Анна", "Кузнецова")],
     "bg": [("Мария", "Петрова"), ("Георги", "Иванов"), ("Елена", "Димитрова")],
 }
-PHONE_PREFIX = {"lt": "+3706", "en": "+44770", "ru": "+7916", "bg": "+35988"}
+# Plausible mobile numbers per country (national significant number lengths included).
+PHONE_PREFIX = {"lt": ("+3706", 7), "en": ("+447700", 6), "ru": ("+7916", 7), "bg": ("+35988", 7)}
+# Where patients live: an English-speaking patient living in London shows the notifier
+# holding a text that would land before 08:00 in the patient's own zone.
+PATIENT_ZONE = {"lt": CLINIC_ZONE, "en": "Europe/London", "ru": CLINIC_ZONE, "bg": "Europe/Sofia"}
 SHARES: tuple[tuple[Behaviour, float], ...] = (
-    ("attends", 0.35),
-    ("recovers", 0.30),
-    ("declines", 0.08),
-    ("never_answers", 0.10),
+    ("attends", 0.30),
+    ("recovers", 0.24),
+    ("declines", 0.06),
+    ("never_answers", 0.09),
     ("opts_out", 0.07),
-    ("late_cancels", 0.10),
+    ("late_cancels", 0.08),
+    ("misses_invitation", 0.08),
+    ("drifts", 0.08),
+    ("dies", 0.03),
 )
+EXPECTED_TRIGGER: dict[Behaviour, TriggerKind | None] = {
+    "attends": None,
+    "recovers": "no_show",
+    "declines": "no_show",
+    "never_answers": "no_show",
+    "opts_out": "no_show",
+    "late_cancels": "late_cancellation",
+    "misses_invitation": "unanswered_call",
+    "drifts": "stage_window_at_risk",
+    "dies": "no_show",
+}
+REBOOKS: frozenset[Behaviour] = frozenset(
+    {"recovers", "late_cancels", "misses_invitation", "drifts"}
+)
+
+
+def e164(raw: str) -> str:
+    """A phone number as providers write it, to match what reached a phone to its patient."""
+    try:
+        return phonenumbers.format_number(
+            phonenumbers.parse(raw, None), phonenumbers.PhoneNumberFormat.E164
+        )
+    except phonenumbers.NumberParseException:
+        return raw
 
 
 @dataclass(frozen=True)
@@ -53,6 +94,21 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Appointment:
+    appointment_id: str
+    patient_id: str
+    start: datetime
+    minutes: int
+    stage_id: str
+    department: str
+    practitioner_id: str
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(minutes=self.minutes)
+
+
+@dataclass(frozen=True)
 class Patient:
     patient_id: str
     given_name: str
@@ -63,13 +119,14 @@ class Patient:
     timezone: str
     department: str
     practitioner_id: str
+    supervisor_id: str
     path: IngestPath
     behaviour: Behaviour
-    answers_on: int  # for "recovers": the call task that is answered (1, 2 or 3)
+    answers_on: int  # the call task that is answered (1, 2 or 3) by those who answer
     plan_id: str
     stages: tuple[Stage, ...]
-    appointment_id: str
-    appointment_start: datetime
+    appointments: tuple[Appointment, ...]  # booked from the start, in order
+    phone_shared_with: str | None = None  # a family member's patient id: one phone for both
 
     @property
     def slips(self) -> bool:
@@ -77,7 +134,32 @@ class Patient:
 
     @property
     def misses_visit(self) -> bool:
-        return self.behaviour in ("recovers", "declines", "never_answers", "opts_out")
+        return self.behaviour in ("recovers", "declines", "never_answers", "opts_out", "dies")
+
+    @property
+    def expected_trigger(self) -> TriggerKind | None:
+        return EXPECTED_TRIGGER[self.behaviour]
+
+    @property
+    def rebooks(self) -> bool:
+        return self.behaviour in REBOOKS
+
+    @property
+    def first_appointment(self) -> Appointment | None:
+        return self.appointments[0] if self.appointments else None
+
+    @property
+    def death_at(self) -> datetime:
+        """For "dies": the morning after the missed visit, when the clinic learns of it."""
+        appt = self.first_appointment
+        assert appt is not None
+        return datetime.combine(
+            appt.start.date() + timedelta(days=1), time(10, 0), tzinfo=appt.start.tzinfo
+        )
+
+    @property
+    def shares_phone(self) -> bool:
+        return self.phone_shared_with is not None
 
     @property
     def next_stage(self) -> Stage:
@@ -90,11 +172,41 @@ class Patient:
         return first + timedelta(days=self.next_stage.max_interval_days)
 
 
+# --- what the clinic does on its own, at planned moments ---------------------------------
+
+ActionKind = Literal[
+    "register", "plan", "book", "check_in", "fulfil", "cancel", "invite_call", "death"
+]
+
+
+@dataclass(frozen=True)
+class ClinicAction:
+    at: datetime
+    kind: ActionKind
+    patient: Patient
+    appointment: Appointment | None = None
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    patients: int = 60
+    days: int = 21
+    seed: int = 7
+    start: datetime | None = None
+    shares: tuple[tuple[Behaviour, float], ...] = SHARES
+    # Share of call tasks of never-answering patients that the front desk never reports,
+    # so the task window expires and the tracker sees an unanswered call.
+    unreported_call_share: float = 0.3
+    shared_phone_share: float = 0.05
+
+
 @dataclass
 class Scenario:
     start: datetime
     days: int
     patients: list[Patient] = field(default_factory=list)
+    seed: int = 7
+    unreported_call_share: float = 0.3
 
     @property
     def end(self) -> datetime:
@@ -103,37 +215,126 @@ class Scenario:
     def count(self, behaviour: Behaviour) -> int:
         return sum(1 for p in self.patients if p.behaviour == behaviour)
 
+    def patient(self, patient_id: str) -> Patient:
+        for p in self.patients:
+            if p.patient_id == patient_id:
+                return p
+        raise KeyError(patient_id)
 
-def _behaviours(n: int, rng: random.Random) -> list[Behaviour]:
+    @property
+    def appointments(self) -> list[Appointment]:
+        return [a for p in self.patients for a in p.appointments]
+
+    def actions(self) -> list[ClinicAction]:
+        """What the clinic does by itself, in time order (reactions come at run time)."""
+        out: list[ClinicAction] = []
+        for p in self.patients:
+            out += [ClinicAction(self.start, "register", p), ClinicAction(self.start, "plan", p)]
+            for appt in p.appointments:
+                out.append(ClinicAction(self.start, "book", p, appt))
+            for i, appt in enumerate(p.appointments):
+                if i == 0 and p.misses_visit:
+                    continue  # a no-show: the clinic records nothing
+                if i == 0 and p.behaviour == "late_cancels":
+                    out.append(ClinicAction(appt.start - timedelta(hours=3), "cancel", p, appt))
+                    continue
+                if i > 0 and p.slips:
+                    continue  # later visits of a patient who slipped are moved at run time
+                out.append(ClinicAction(appt.start - timedelta(minutes=5), "check_in", p, appt))
+                out.append(ClinicAction(appt.end, "fulfil", p, appt))
+            if p.behaviour == "dies" and p.first_appointment is not None:
+                out.append(ClinicAction(p.death_at, "death", p))
+            if p.behaviour == "misses_invitation":
+                out.append(ClinicAction(_invitation_moment(self.start), "invite_call", p))
+        order = {"register": 0, "plan": 1, "book": 2}
+        return sorted(out, key=lambda a: (a.at, order.get(a.kind, 9), a.patient.patient_id))
+
+
+def _invitation_moment(start: datetime) -> datetime:
+    # The front desk calls on the first working morning of the scenario.
+    return start + timedelta(hours=3)
+
+
+def _behaviours(
+    n: int, shares: tuple[tuple[Behaviour, float], ...], rng: random.Random
+) -> list[Behaviour]:
     # Exact shares (rounded), then shuffled: a small clinic still shows every behaviour.
     chosen: list[Behaviour] = []
-    for behaviour, share in SHARES:
-        chosen += [behaviour] * max(1, round(share * n))
-    chosen = chosen[:n] if len(chosen) >= n else chosen + ["attends"] * (n - len(chosen))
+    for behaviour, share in shares:
+        if share > 0:
+            chosen += [behaviour] * max(1, round(share * n))
+    # Too many after rounding: take from the largest groups, so no behaviour disappears.
+    while len(chosen) > n:
+        counts = Counter(chosen)
+        largest = max(counts, key=lambda b: (counts[b], b))
+        if counts[largest] == 1:
+            break
+        chosen.remove(largest)
+    chosen = chosen[:n] + ["attends"] * (n - len(chosen))
     rng.shuffle(chosen)
     return chosen
 
 
+def _phone(language: str, rng: random.Random) -> str:
+    """A number the numbering plan accepts (not every number in a mobile range is valid)."""
+    prefix, digits = PHONE_PREFIX[language]
+    while True:
+        candidate = f"{prefix}{rng.randrange(10 ** (digits - 1), 10**digits)}"
+        if phonenumbers.is_valid_number(phonenumbers.parse(candidate, None)):
+            return candidate
+
+
+def _working_day(day: datetime, zone: ZoneInfo, rng: random.Random) -> datetime:
+    d = day.date()
+    while d.weekday() >= 5:
+        d += timedelta(days=1)
+    slot = time(8 + rng.randrange(8), rng.choice((0, 30)))
+    return datetime.combine(d, slot, tzinfo=zone)
+
+
 def build(
-    patients: int = 60, days: int = 21, seed: int = 7, start: datetime | None = None
+    patients: int = 60,
+    days: int = 21,
+    seed: int = 7,
+    start: datetime | None = None,
+    config: ScenarioConfig | None = None,
 ) -> Scenario:
-    rng = random.Random(seed)
+    config = config or ScenarioConfig(patients=patients, days=days, seed=seed, start=start)
+    rng = random.Random(config.seed)
     zone = ZoneInfo(CLINIC_ZONE)
-    start = start or datetime(2026, 3, 2, 7, 0, tzinfo=zone)
-    scenario = Scenario(start=start, days=days)
+    begin = config.start or datetime(2026, 3, 2, 7, 0, tzinfo=zone)
+    scenario = Scenario(
+        start=begin,
+        days=config.days,
+        seed=config.seed,
+        unreported_call_share=config.unreported_call_share,
+    )
     paths: tuple[IngestPath, ...] = ("hl7", "fhir", "json")
-    for i, behaviour in enumerate(_behaviours(patients, rng)):
-        language = LANGUAGES[i % len(LANGUAGES)]
+    # No-shows happen in the first part of the run, so their follow-up fits inside it.
+    visit_days = max(1, min(5, config.days // 3))
+    # Languages and ingest paths rotate within those who attend and those who slip apart,
+    # so even a small clinic has slipping patients in every language and on every path.
+    rotation = {True: 0, False: 0}
+    for i, behaviour in enumerate(_behaviours(config.patients, config.shares, rng)):
+        turn = rotation[behaviour == "attends"]
+        rotation[behaviour == "attends"] += 1
+        language = LANGUAGES[turn % len(LANGUAGES)]
         given, family = rng.choice(NAMES[language])
-        patient_id = f"pat-{seed}-{i:04d}"
-        # Visits on working days of the first week, between 08:00 and 16:00 clinic time.
-        day = start.date() + timedelta(days=1 + rng.randrange(5))
-        while day.weekday() >= 5:
-            day += timedelta(days=1)
-        slot = time(8 + rng.randrange(8), rng.choice((0, 30)))
-        visit = datetime.combine(day, slot, tzinfo=zone)
-        first_done = visit - timedelta(days=rng.randrange(7, 14))
-        interval = rng.choice((21, 28, 35))
+        patient_id = f"pat-{config.seed}-{i:04d}"
+        department = DEPARTMENTS[i % len(DEPARTMENTS)]
+        practitioner = f"dr-{1 + i % 4}"
+        visit = _working_day(begin + timedelta(days=1 + rng.randrange(visit_days)), zone, rng)
+        if behaviour == "never_answers":
+            # A tight deadline: the cadence cannot finish before it, so the case escalates.
+            first_done = visit - timedelta(days=rng.randrange(14, 17))
+            interval = 21
+        elif behaviour == "drifts":
+            # Stage 1 done long ago, nothing booked: the deadline comes within the run.
+            first_done = begin - timedelta(days=rng.randrange(14, 18))
+            interval = 28
+        else:
+            first_done = visit - timedelta(days=rng.randrange(7, 14))
+            interval = rng.choice((21, 28, 35))
         stages = (
             Stage(f"{patient_id}-s1", 1, "Consultation", None, first_done),
             Stage(
@@ -144,26 +345,72 @@ def build(
                 None,
                 notes="Continue as planned; check tolerance of the medication.",
             ),
-            Stage(f"{patient_id}-s3", 3, "Control visit", 60, None),
+            Stage(f"{patient_id}-s3", 3, "Control visit", 42, None),
         )
+        appointments: list[Appointment] = []
+        if behaviour not in ("drifts", "misses_invitation"):  # nothing booked yet
+            appointments.append(
+                Appointment(
+                    f"appt-{patient_id}-1",
+                    patient_id,
+                    visit,
+                    30,
+                    stages[1].stage_id,
+                    department,
+                    practitioner,
+                )
+            )
+            control = visit + timedelta(days=7 + rng.randrange(max(1, config.days - 8)))
+            # Attendees come back for the control visit weeks later (when it falls in the run).
+            if behaviour == "attends" and control < begin + timedelta(days=config.days):
+                appointments.append(
+                    Appointment(
+                        f"appt-{patient_id}-2",
+                        patient_id,
+                        _working_day(control, zone, rng),
+                        20,
+                        stages[2].stage_id,
+                        department,
+                        practitioner,
+                    )
+                )
+        path = paths[(turn + turn // len(LANGUAGES)) % len(paths)]
         scenario.patients.append(
             Patient(
                 patient_id=patient_id,
                 given_name=given,
                 family_name=family,
-                phone=f"{PHONE_PREFIX[language]}{rng.randrange(10**6, 10**7)}",
+                phone=_phone(language, rng),
                 email=f"patient{i}@example.org",
                 language=language,
-                timezone=CLINIC_ZONE if language != "bg" else "Europe/Sofia",
-                department=DEPARTMENTS[i % len(DEPARTMENTS)],
-                practitioner_id=f"dr-{1 + i % 4}",
-                path=paths[i % len(paths)],
+                # Only the canonical contact carries the patient's own zone; HL7 PID has
+                # none and the tracker reads none from FHIR, so those live by the clinic.
+                timezone=PATIENT_ZONE[language] if path == "json" else CLINIC_ZONE,
+                department=department,
+                practitioner_id=practitioner,
+                supervisor_id="dr-chief",
+                path=path,
                 behaviour=behaviour,
-                answers_on=1 + rng.randrange(3),
+                answers_on=1
+                if behaviour in ("late_cancels", "misses_invitation", "declines")
+                else 1 + rng.randrange(3),
                 plan_id=f"plan-{patient_id}",
                 stages=stages,
-                appointment_id=f"appt-{patient_id}-1",
-                appointment_start=visit,
+                appointments=tuple(appointments),
             )
         )
+    share_phones(scenario, max(1, round(config.patients * config.shared_phone_share)))
     return scenario
+
+
+def share_phones(scenario: Scenario, pairs: int) -> None:
+    """Families: a patient who slips shares a phone with one who attends (the attendee takes
+    the other's number and zone), so followup must not name one to the other."""
+    slipping = [p for p in scenario.patients if p.behaviour in ("recovers", "late_cancels")]
+    attending = [p for p in scenario.patients if p.behaviour == "attends"]
+    index = {p.patient_id: i for i, p in enumerate(scenario.patients)}
+    for a, b in list(zip(slipping, attending, strict=False))[:pairs]:
+        scenario.patients[index[a.patient_id]] = replace(a, phone_shared_with=b.patient_id)
+        scenario.patients[index[b.patient_id]] = replace(
+            b, phone=a.phone, timezone=a.timezone, phone_shared_with=a.patient_id
+        )

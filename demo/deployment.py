@@ -1,0 +1,202 @@
+"""The three services as separate processes on one shared, scaled clock.
+
+Each run gets its own topic prefix and PostgreSQL schemas, so two runs (or a run and the
+tests) never see each other's data, and everything the run created is removed at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
+
+from common.db import check_schema_name
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICES = ("tracker", "scheduler", "notifier")
+DEMO_PORTS = {"tracker": 8081, "scheduler": 8082, "notifier": 8083, "mllp": 2575}
+
+
+def free_port(preferred: int = 0) -> int:
+    """``preferred`` when it is free, else any free port."""
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError("no free port")
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_infra(kafka: str, database_url: str) -> None:
+    """Start Kafka and PostgreSQL with the repository's script when they are not up."""
+    host, port = kafka.rsplit(":", 1)
+    pg = database_url.rsplit("@", 1)[1].split("/", 1)[0]
+    pg_host, pg_port = pg.rsplit(":", 1)
+    if reachable(host, int(port)) and reachable(pg_host, int(pg_port)):
+        return
+    subprocess.run(["bash", str(REPO / "deploy/local/infra.sh"), "up"], check=True)
+
+
+@dataclass
+class Ports:
+    tracker: int
+    scheduler: int
+    notifier: int
+    mllp: int
+
+    @classmethod
+    def pick(cls, use_demo_ports: bool) -> Ports:
+        def get(name: str) -> int:
+            return free_port(DEMO_PORTS[name] if use_demo_ports else 0)
+
+        return cls(get("tracker"), get("scheduler"), get("notifier"), get("mllp"))
+
+    def http(self, service: str) -> int:
+        return int(getattr(self, service))
+
+
+@dataclass
+class Deployment:
+    run_id: str
+    kafka: str
+    database_url: str
+    ports: Ports
+    env: dict[str, str]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def topic_prefix(self) -> str:
+        return f"demo{self.run_id}."
+
+    def schema(self, service: str) -> str:
+        return check_schema_name(f"demo_{self.run_id}_{service}")
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports.http(service)}"
+
+    def service_env(self, service: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            **self.env,
+            "FOLLOWUP_SERVICE": service,
+            "FOLLOWUP_HTTP_HOST": "127.0.0.1",
+            "FOLLOWUP_HTTP_PORT": str(self.ports.http(service)),
+            "FOLLOWUP_TOPIC_PREFIX": self.topic_prefix,
+            "FOLLOWUP_KAFKA_BOOTSTRAP": self.kafka,
+            "FOLLOWUP_DATABASE_URL": self.database_url,
+            "FOLLOWUP_DB_SCHEMA": self.schema(service),
+            "FOLLOWUP_DATABASE_SCHEMA": self.schema(service),
+            "FOLLOWUP_LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+        }
+        if service == "tracker":
+            env["FOLLOWUP_MLLP_HOST"] = "127.0.0.1"
+            env["FOLLOWUP_MLLP_PORT"] = str(self.ports.mllp)
+        return env
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for service in SERVICES:
+            out = (self.log_dir / f"{service}.log").open("ab")
+            self.processes[service] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{service}"],
+                env=self.service_env(service),
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    async def wait_ready(self, timeout: float = 90.0) -> dict[str, bool]:
+        """Wait for /readyz (200) of every service; /healthz counts once time runs short."""
+        ready = {s: False for s in SERVICES}
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline and not all(ready.values()):
+                for service in SERVICES:
+                    if ready[service]:
+                        continue
+                    process = self.processes.get(service)
+                    if process is not None and process.poll() is not None:
+                        raise RuntimeError(
+                            f"{service} exited with {process.returncode}; "
+                            f"see {self.log_dir / (service + '.log')}"
+                        )
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                        async with session.get(
+                            f"{self.url(service)}/readyz", timeout=aiohttp.ClientTimeout(total=2)
+                        ) as resp:
+                            ready[service] = resp.status == 200
+                await asyncio.sleep(0.3)
+        return ready
+
+    def alive(self) -> dict[str, bool]:
+        return {s: p.poll() is None for s, p in self.processes.items()}
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+    async def clean_up(self) -> None:
+        """Drop this run's schemas and topics (nothing of other runs)."""
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
+                f"demo\\_{self.run_id}\\_%",
+            )
+            for row in rows:
+                name = check_schema_name(row["nspname"])
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        finally:
+            await conn.close()
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka)
+        await admin.start()
+        try:
+            mine = [t for t in await admin.list_topics() if t.startswith(self.topic_prefix)]
+            if mine:
+                await admin.delete_topics(mine)
+        finally:
+            await admin.close()
+
+
+def scaled_clock_env(
+    anchor_real: datetime, anchor_virtual: datetime, speed: float
+) -> dict[str, str]:
+    return {
+        "FOLLOWUP_CLOCK": "scaled",
+        "FOLLOWUP_CLOCK_ANCHOR_REAL": anchor_real.isoformat(),
+        "FOLLOWUP_CLOCK_ANCHOR_VIRTUAL": anchor_virtual.isoformat(),
+        "FOLLOWUP_CLOCK_SPEED": repr(speed),
+    }

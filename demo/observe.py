@@ -1,0 +1,139 @@
+"""Reading back what really happened: topics to their end, services' /metrics and cases."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from common.codec import DecodeError, decode
+from schemas.base import Envelope
+
+M = TypeVar("M", bound=Envelope)
+
+
+async def read_topic(bootstrap: str, topic: str, model: type[M]) -> tuple[list[M], int]:
+    """Every event on ``topic`` up to its current end, and how many did not decode."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    events: list[M] = []
+    bad = 0
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return [], 0
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        events.append(decode(model, record.value))
+                    except DecodeError:
+                        bad += 1
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return events, bad
+
+
+@dataclass
+class Metrics:
+    """Samples of one service's /metrics: name -> list of (labels, value)."""
+
+    samples: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> Metrics:
+        out: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out[sample.name].append((dict(sample.labels), float(sample.value)))
+        return cls(dict(out))
+
+    def total(self, name: str, **labels: str) -> float:
+        return sum(
+            value
+            for got, value in self.samples.get(name, [])
+            if all(got.get(k) == v for k, v in labels.items())
+        )
+
+    def by_label(self, name: str, label: str) -> dict[str, float]:
+        out: dict[str, float] = defaultdict(float)
+        for got, value in self.samples.get(name, []):
+            if label in got:
+                out[got[label]] += value
+        return dict(out)
+
+
+async def fetch_text(session: aiohttp.ClientSession, url: str) -> str:
+    """A service's /metrics text ('' when it does not answer)."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            return await resp.text() if resp.status == 200 else ""
+    except (aiohttp.ClientError, TimeoutError):
+        return ""
+
+
+async def fetch_cases(
+    session: aiohttp.ClientSession, base_url: str, token: str
+) -> list[dict[str, Any]] | None:
+    """Every case of the scheduler's GET /cases, page by page (None when not available)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    cases: list[dict[str, Any]] = []
+    after: str | None = None
+    for _page in range(1000):
+        params = {"limit": "500"} | ({"after": after} if after else {})
+        try:
+            async with session.get(
+                f"{base_url}/cases",
+                params=params,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp:
+                if resp.status != 200:
+                    return cases or None
+                body = json.loads(await resp.text())
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return cases or None
+        page = cases_of(body)
+        if page is None:
+            return cases or None
+        cases += page
+        after = body.get("next") if isinstance(body, Mapping) else None
+        if not after or not page:
+            break
+    return cases
+
+
+def cases_of(body: Any) -> list[dict[str, Any]] | None:
+    if isinstance(body, Mapping):
+        for key in ("cases", "items", "data", "results"):
+            if isinstance(body.get(key), list):
+                body = body[key]
+                break
+    if not isinstance(body, list):
+        return None
+    return [c for c in body if isinstance(c, dict)]
+
+
+def first_of(mapping: Mapping[str, Any], names: Iterable[str]) -> Any:
+    for name in names:
+        if mapping.get(name) is not None:
+            return mapping[name]
+    return None

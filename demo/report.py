@@ -1,0 +1,574 @@
+"""The demo's report, computed from what really happened: topics read back, the stand-ins'
+captures and the services' metrics; never from what the scenario intended.
+
+The ground-truth checks (``check``) compare those observations with the scenario: they are
+what the end-to-end test asserts and what the report prints under "checks".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from demo.observe import Metrics, first_of
+from demo.policy import FirstSteps
+from demo.scenario import Patient, Scenario, e164
+from demo.standins.calltasks import ReceivedTask
+from demo.standins.mailbox import MailRecord
+from demo.standins.twilio import ReplyRecord, SmsRecord
+from schemas.events import (
+    AppointmentEvent,
+    NotificationCommand,
+    OutcomeEvent,
+    TriggerEvent,
+)
+
+CLOSED_STATES = frozenset(
+    {
+        "recovered",
+        "declined",
+        "opted_out",
+        "unreachable",
+        "escalated",
+        "superseded",
+        "deceased",
+        "transferred_out",
+        "closed",
+    }
+)
+E = TypeVar("E", TriggerEvent, NotificationCommand, OutcomeEvent)
+QUIET_START, QUIET_END = 21, 8  # the notifier's default quiet hours, patient's local time
+
+_LT = set("ąčęėįšųūžĄČĘĖĮŠŲŪŽ")
+_RU_ONLY = set("ыэёЫЭЁ")
+_BG_HINTS = ("ъ", "ще", " на ", " за ", "Здравейте", "час ", "Вашия", "вашия")
+
+
+def detect_language(text: str) -> str:
+    """A small script-and-letter test: enough to tell our four template languages apart."""
+    if any(c in _LT for c in text):
+        return "lt"
+    cyrillic = sum(1 for c in text if "\u0400" <= c <= "\u04ff")
+    if cyrillic > 3:
+        if any(c in _RU_ONLY for c in text):
+            return "ru"
+        if any(hint in text for hint in _BG_HINTS):
+            return "bg"
+        return "ru"
+    if re.search(r"[A-Za-z]{3,}", text):
+        return "en"
+    return "unknown"
+
+
+@dataclass
+class Observed:
+    appointments: list[AppointmentEvent] = field(default_factory=list)
+    triggers: list[TriggerEvent] = field(default_factory=list)
+    notifications: list[NotificationCommand] = field(default_factory=list)
+    outcomes: list[OutcomeEvent] = field(default_factory=list)
+    dead_letters: int = 0
+    sms: list[SmsRecord] = field(default_factory=list)
+    replies: list[ReplyRecord] = field(default_factory=list)
+    mail: list[MailRecord] = field(default_factory=list)
+    call_tasks: list[ReceivedTask] = field(default_factory=list)
+    call_tasks_refused: int = 0
+    metrics: dict[str, Metrics] = field(default_factory=dict)
+    cases: list[dict[str, Any]] | None = None
+
+
+def within(observed: Observed, end: datetime) -> Observed:
+    """What happened up to the end of the scenario's time. The services keep running while
+    the last messages settle and are read back; what they do after the clinic closed (a
+    rebooked visit after the last day counted as a no-show) is not part of the run."""
+
+    def opened_in_time(case: dict[str, Any]) -> bool:
+        opened = case.get("opened_at")
+        try:
+            return opened is None or datetime.fromisoformat(str(opened)) <= end
+        except ValueError:
+            return True
+
+    return Observed(
+        appointments=[a for a in observed.appointments if a.occurred_at <= end],
+        triggers=[t for t in observed.triggers if t.detected_at <= end],
+        notifications=[n for n in observed.notifications if n.occurred_at <= end],
+        outcomes=[o for o in observed.outcomes if o.occurred_at <= end],
+        dead_letters=observed.dead_letters,
+        sms=[m for m in observed.sms if m.at <= end],
+        replies=[r for r in observed.replies if r.at <= end],
+        mail=[m for m in observed.mail if m.at <= end],
+        call_tasks=[t for t in observed.call_tasks if t.at <= end],
+        call_tasks_refused=observed.call_tasks_refused,
+        metrics=observed.metrics,
+        cases=None if observed.cases is None else [c for c in observed.cases if opened_in_time(c)],
+    )
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    ok: bool
+    detail: str
+
+
+# --- small views over the observations ---------------------------------------------------
+
+
+def unique_by_id(events: list[E]) -> list[E]:
+    seen: dict[str, E] = {}
+    for e in events:
+        seen.setdefault(e.event_id, e)
+    return list(seen.values())
+
+
+def follow_ups(observed: Observed) -> list[NotificationCommand]:
+    return [n for n in unique_by_id(observed.notifications) if n.purpose == "follow_up"]
+
+
+def case_patients(observed: Observed) -> dict[str, str]:
+    """case_id -> patient_id, from what the scheduler commanded and the API listed."""
+    out = {n.case_id: n.patient_id for n in unique_by_id(observed.notifications)}
+    for case in observed.cases or []:
+        cid, pid = case.get("case_id"), case.get("patient_id")
+        if isinstance(cid, str) and isinstance(pid, str):
+            out.setdefault(cid, pid)
+    return out
+
+
+def case_state(case: dict[str, Any]) -> str:
+    value = first_of(case, ("state", "status"))
+    resolution = case.get("resolution")
+    return str(resolution or value or "unknown")
+
+
+def phone_owner(scenario: Scenario) -> dict[str, str]:
+    # A shared phone counts for the family member who slipped (the one followup reaches).
+    ordered = sorted(scenario.patients, key=lambda p: p.slips)
+    return {e164(p.phone): p.patient_id for p in ordered}
+
+
+def email_owner(scenario: Scenario) -> dict[str, str]:
+    return {p.email.lower(): p.patient_id for p in scenario.patients}
+
+
+def mail_patient(record: MailRecord, owners: dict[str, str]) -> str | None:
+    for rcpt in record.rcpt_to:
+        if rcpt.lower() in owners:
+            return owners[rcpt.lower()]
+    return None
+
+
+# --- the report --------------------------------------------------------------------------
+
+
+def compute(observed: Observed, scenario: Scenario) -> dict[str, Any]:
+    triggers = unique_by_id(observed.triggers)
+    outcomes = unique_by_id(observed.outcomes)
+    steps = follow_ups(observed)
+    escalations = [n for n in unique_by_id(observed.notifications) if n.purpose == "escalation"]
+    sched = observed.metrics.get("scheduler", Metrics())
+    notifier = observed.metrics.get("notifier", Metrics())
+
+    cases = case_patients(observed)
+    patients_with_case = set(cases.values())
+    recovered: set[str] = set()
+    case_states: Counter[str] = Counter()
+    if observed.cases is not None:
+        for case in observed.cases:
+            state = case_state(case)
+            case_states[state] += 1
+            if state == "recovered" and isinstance(case.get("patient_id"), str):
+                recovered.add(case["patient_id"])
+    else:
+        rebooked = {o.patient_id for o in outcomes if o.outcome == "answered_rebooked"}
+        recovered = rebooked & patients_with_case
+
+    opt_out_patients = {o.patient_id for o in outcomes if o.outcome == "opt_out"}
+    violations = opt_out_violations(observed, scenario, timedelta(0))
+    languages: Counter[str] = Counter()
+    for sms in observed.sms:
+        languages[detect_language(sms.body)] += 1
+    for mail in observed.mail:
+        languages[detect_language(mail.subject + "\n" + mail.text)] += 1
+    for task in observed.call_tasks:
+        inner = task.payload.get("task", task.payload)
+        if isinstance(inner, dict) and inner.get("language"):
+            languages[str(inner["language"])] += 1
+
+    held: dict[str, dict[str, float]] = {
+        "scheduler": sched.by_label("followup_scheduler_held_total", "rule"),
+        "notifier": notifier.by_label("followup_notifier_held_total", "rule"),
+    }
+    opened_metric = sched.total("followup_scheduler_cases_opened_total")
+    return {
+        "scenario": {
+            "patients": len(scenario.patients),
+            "days": scenario.days,
+            "seed": scenario.seed,
+            "start": scenario.start.isoformat(),
+        },
+        "appointments": len({a.appointment_id for a in observed.appointments}),
+        "appointment_events": len(observed.appointments),
+        "triggers": dict(Counter(t.kind for t in triggers)),
+        "no_shows_detected": sum(1 for t in triggers if t.kind == "no_show"),
+        "cases_opened": int(opened_metric) if opened_metric else len(cases),
+        "case_states": dict(case_states),
+        "attempts_by_channel": dict(Counter(n.channel for n in steps)),
+        "deliveries": {
+            "sms": len(observed.sms),
+            "email": len(observed.mail),
+            "call_task": sum(1 for t in observed.call_tasks if t.action == "create"),
+        },
+        "patients_with_case": len(patients_with_case),
+        "patients_recovered": len(recovered),
+        "recovery_rate": round(len(recovered) / len(patients_with_case), 3)
+        if patients_with_case
+        else 0.0,
+        "escalations_before_deadline": sum(
+            1 for n in escalations if n.stage_deadline is None or n.window_start <= n.stage_deadline
+        ),
+        "escalations": len(escalations),
+        "deadlines_missed": int(sched.total("followup_scheduler_deadline_misses_total")),
+        "opt_outs": len(opt_out_patients),
+        "opt_outs_honoured": len(opt_out_patients - {v.split()[0] for v in violations}),
+        "messages_per_language": dict(languages),
+        "held_by_rule": held,
+        "outcomes": dict(Counter(o.outcome for o in outcomes)),
+        "dead_letters": observed.dead_letters,
+        "call_tasks_refused_bad_signature": observed.call_tasks_refused,
+    }
+
+
+# --- ground truth checks -----------------------------------------------------------------
+
+
+def opt_out_violations(observed: Observed, scenario: Scenario, tolerance: timedelta) -> list[str]:
+    """SMS that reached a patient after that patient's opt-out was recorded."""
+    opted: dict[str, datetime] = {}
+    for o in unique_by_id(observed.outcomes):
+        if o.outcome == "opt_out" and o.channel in ("sms",):
+            opted[o.patient_id] = min(o.occurred_at, opted.get(o.patient_id, o.occurred_at))
+    owners = phone_owner(scenario)
+    out = []
+    for sms in observed.sms:
+        pid = owners.get(e164(sms.to))
+        if pid in opted and sms.at > opted[pid] + tolerance:
+            out.append(f"{pid} sms at {sms.at.isoformat()} after opt-out")
+    return out
+
+
+def in_quiet_hours(moment: datetime, zone: str, tolerance: timedelta) -> bool:
+    local = moment.astimezone(ZoneInfo(zone))
+    hour = local.hour + local.minute / 60
+    late_ok = QUIET_START + tolerance.total_seconds() / 3600
+    return hour >= late_ok or hour < QUIET_END
+
+
+def check(
+    observed: Observed,
+    scenario: Scenario,
+    policy: FirstSteps,
+    tolerance: timedelta,
+    planned_tolerance: timedelta = timedelta(minutes=1),
+) -> list[Finding]:
+    """``tolerance`` allows for the latency between a decision and its arrival at a stand-in
+    (it is virtual time, so it grows with the clock's speed); planned moments, which carry
+    no latency, get only ``planned_tolerance``."""
+    findings: list[Finding] = []
+    triggers = unique_by_id(observed.triggers)
+    notes = unique_by_id(observed.notifications)
+    steps = follow_ups(observed)
+    by_patient_trigger: dict[str, list[TriggerEvent]] = defaultdict(list)
+    for t in triggers:
+        by_patient_trigger[t.patient_id].append(t)
+    case_pids = set(case_patients(observed).values())
+
+    # 1. every expected slip produces its trigger and a case
+    missing = []
+    for p in scenario.patients:
+        if p.expected_trigger is None:
+            continue
+        kinds = {t.kind for t in by_patient_trigger[p.patient_id]}
+        if p.expected_trigger not in kinds:
+            missing.append(f"{p.patient_id}: no {p.expected_trigger} trigger")
+        elif p.patient_id not in case_pids:
+            missing.append(f"{p.patient_id}: {p.expected_trigger} but no case")
+    expected = sum(1 for p in scenario.patients if p.expected_trigger)
+    findings.append(
+        Finding(
+            "every_slip_opens_a_case",
+            not missing,
+            f"{expected - len(missing)}/{expected} expected cases found; " + "; ".join(missing),
+        )
+    )
+    unexpected = [
+        p.patient_id
+        for p in scenario.patients
+        if p.behaviour == "attends" and p.patient_id in case_pids
+    ]
+    findings.append(
+        Finding(
+            "no_case_for_attendees",
+            not unexpected,
+            f"{len(unexpected)} attending patients got a case: {', '.join(unexpected)}",
+        )
+    )
+
+    # 2. the first contact of every case comes within the policy's first step
+    late = []
+    first_by_case: dict[str, NotificationCommand] = {}
+    for n in steps:
+        if (
+            n.case_id not in first_by_case
+            or n.attempt_number < first_by_case[n.case_id].attempt_number
+        ):
+            first_by_case[n.case_id] = n
+    for n in first_by_case.values():
+        trigger = next(
+            (
+                t
+                for t in by_patient_trigger[n.patient_id]
+                if t.kind == n.reason
+                and (n.appointment_id is None or t.appointment_id == n.appointment_id)
+            ),
+            None,
+        )
+        if trigger is None:
+            continue
+        allowed = policy.first_contact_by(n.reason, trigger.detected_at, n.timezone)
+        allowed += planned_tolerance
+        if n.window_start > allowed:
+            late.append(
+                f"{n.case_id}: first contact {n.window_start.isoformat()} > {allowed.isoformat()}"
+            )
+    findings.append(
+        Finding(
+            "first_contact_within_first_step",
+            bool(first_by_case) and not late,
+            f"{len(first_by_case) - len(late)}/{len(first_by_case)} cases in time; "
+            + "; ".join(late),
+        )
+    )
+
+    # 3. nobody is texted after opting out, nor in quiet hours
+    violations = opt_out_violations(observed, scenario, tolerance)
+    findings.append(
+        Finding("no_contact_after_opt_out", not violations, "; ".join(violations) or "none")
+    )
+    zones = {p.patient_id: p.timezone for p in scenario.patients}
+    phones, emails = phone_owner(scenario), email_owner(scenario)
+    quiet = []
+    for sms in observed.sms:
+        pid = phones.get(e164(sms.to))
+        if pid and in_quiet_hours(sms.at, zones[pid], tolerance):
+            quiet.append(f"{pid} sms at {sms.at.astimezone(ZoneInfo(zones[pid])).isoformat()}")
+    for mail in observed.mail:
+        pid = mail_patient(mail, emails)
+        if pid and in_quiet_hours(mail.at, zones[pid], tolerance):
+            quiet.append(f"{pid} email at {mail.at.astimezone(ZoneInfo(zones[pid])).isoformat()}")
+    findings.append(Finding("nothing_in_quiet_hours", not quiet, "; ".join(quiet) or "none"))
+
+    # 4. every recovered patient's case is closed
+    rebooked = {
+        o.patient_id for o in unique_by_id(observed.outcomes) if o.outcome == "answered_rebooked"
+    }
+    open_after: list[str] = []
+    if observed.cases is not None:
+        for case in observed.cases:
+            pid = case.get("patient_id")
+            if pid in rebooked and case_state(case) not in CLOSED_STATES:
+                open_after.append(f"{pid}: case {case.get('case_id')} is {case_state(case)}")
+    else:
+        open_after.append("the scheduler's GET /cases was not available")
+    findings.append(
+        Finding(
+            "recovered_cases_closed",
+            bool(rebooked) and not open_after,
+            f"{len(rebooked)} rebooked; " + ("; ".join(open_after) or "all closed"),
+        )
+    )
+
+    # 4b. nobody is contacted after their death is known, and their cases close
+    findings.append(after_death(observed, scenario, tolerance))
+    # 4c. a shared phone hears no patient's name or visit
+    findings.append(shared_numbers(observed, scenario))
+
+    # 5. no message delivered twice
+    dupes = duplicate_deliveries(observed, scenario, notes)
+    findings.append(Finding("no_message_delivered_twice", not dupes, "; ".join(dupes) or "none"))
+
+    # 6. no follow-up scheduled after its stage deadline
+    after = [
+        f"{n.idempotency_key}: {n.window_start.isoformat()} > {n.stage_deadline.isoformat()}"
+        for n in steps
+        if n.stage_deadline is not None and n.window_start > n.stage_deadline
+    ]
+    findings.append(Finding("no_follow_up_after_deadline", not after, "; ".join(after) or "none"))
+    return findings
+
+
+def after_death(observed: Observed, scenario: Scenario, tolerance: timedelta) -> Finding:
+    dead = {p.patient_id: p for p in scenario.patients if p.behaviour == "dies"}
+    phones, emails = phone_owner(scenario), email_owner(scenario)
+    problems = []
+    for sms in observed.sms:
+        pid = phones.get(e164(sms.to))
+        if pid in dead and sms.at > dead[pid].death_at + tolerance:
+            problems.append(f"{pid}: sms after death")
+    for mail in observed.mail:
+        pid = mail_patient(mail, emails)
+        if pid in dead and mail.at > dead[pid].death_at + tolerance:
+            problems.append(f"{pid}: email after death")
+    for task in observed.call_tasks:
+        inner = task.payload.get("task", task.payload)
+        pid = inner.get("patient_id") if isinstance(inner, dict) else None
+        if (
+            pid in dead
+            and task.action == "create"
+            and task.purpose == "follow_up"
+            and task.at > dead[str(pid)].death_at + tolerance
+        ):
+            problems.append(f"{pid}: call task after death")
+    for case in observed.cases or []:
+        if case.get("patient_id") in dead and case_state(case) != "deceased":
+            problems.append(f"{case.get('patient_id')}: case {case_state(case)}, not deceased")
+    if observed.cases is None:
+        problems.append("the scheduler's GET /cases was not available")
+    return Finding(
+        "no_contact_after_death",
+        not problems,
+        f"{len(dead)} deceased; " + ("; ".join(problems) or "none contacted, cases closed"),
+    )
+
+
+def shared_numbers(observed: Observed, scenario: Scenario) -> Finding:
+    """A text to a phone several patients share names none of them and none of their visits;
+    a call task to such a phone says the number is shared."""
+    families: dict[str, list[Patient]] = defaultdict(list)
+    for p in scenario.patients:
+        if p.shares_phone:
+            families[e164(p.phone)].append(p)
+    problems = []
+    texts = 0
+    for sms in observed.sms:
+        family = families.get(e164(sms.to))
+        if not family:
+            continue
+        texts += 1
+        for p in family:
+            words = [p.given_name, p.family_name]
+            days = [a.start.date().isoformat() for a in p.appointments]
+            if any(w in sms.body for w in words + days):
+                problems.append(f"sms to {p.patient_id}'s shared phone names a patient or visit")
+    for task in observed.call_tasks:
+        inner = task.payload.get("task", task.payload)
+        if not isinstance(inner, dict) or task.action != "create":
+            continue
+        if e164(str(inner.get("phone") or "")) in families and inner.get("phone_shared") is False:
+            problems.append(f"call task {inner.get('task_id')} does not say the phone is shared")
+    return Finding(
+        "shared_phone_names_no_one",
+        not problems,
+        f"{texts} texts to {len(families)} shared phones; " + ("; ".join(problems) or "none named"),
+    )
+
+
+def duplicate_deliveries(
+    observed: Observed, scenario: Scenario, notes: list[NotificationCommand]
+) -> list[str]:
+    """More deliveries to a patient on a channel than the scheduler ever asked for."""
+    asked: Counter[tuple[str, str]] = Counter()
+    for n in notes:
+        if n.purpose == "follow_up":
+            asked[(n.patient_id, n.channel)] += 1
+    got: Counter[tuple[str, str]] = Counter()
+    phones, emails = phone_owner(scenario), email_owner(scenario)
+    for sms in observed.sms:
+        if pid := phones.get(e164(sms.to)):
+            got[(pid, "sms")] += 1
+    for mail in observed.mail:
+        if pid := mail_patient(mail, emails):
+            got[(pid, "email")] += 1
+    task_keys: Counter[str] = Counter()
+    for task in observed.call_tasks:
+        if task.action != "create":
+            continue
+        inner = task.payload.get("task", task.payload)
+        key = first_of(inner, ("task_id", "idempotency_key")) if isinstance(inner, dict) else None
+        if key:
+            task_keys[str(key)] += 1
+    out = [
+        f"{pid} {ch}: {n} delivered, {asked[(pid, ch)]} asked"
+        for (pid, ch), n in got.items()
+        if n > asked[(pid, ch)]
+    ]
+    out += [f"call task {k} delivered {n} times" for k, n in task_keys.items() if n > 1]
+    return out
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def table(report: dict[str, Any], findings: list[Finding], where: dict[str, str]) -> str:
+    rows: list[tuple[str, str]] = [
+        ("appointments", str(report["appointments"])),
+        ("no-shows detected", str(report["no_shows_detected"])),
+        ("triggers", _kv(report["triggers"])),
+        ("cases opened", str(report["cases_opened"])),
+        ("case states", _kv(report["case_states"]) or "-"),
+        ("attempts by channel", _kv(report["attempts_by_channel"])),
+        ("delivered", _kv(report["deliveries"])),
+        (
+            "patients recovered",
+            f"{report['patients_recovered']} of {report['patients_with_case']}"
+            f" ({report['recovery_rate']:.0%})",
+        ),
+        (
+            "escalations before deadline",
+            f"{report['escalations_before_deadline']} of {report['escalations']}",
+        ),
+        ("deadlines missed", str(report["deadlines_missed"])),
+        ("opt-outs honoured", f"{report['opt_outs_honoured']} of {report['opt_outs']}"),
+        ("messages per language", _kv(report["messages_per_language"])),
+        ("held by scheduler rule", _kv(report["held_by_rule"]["scheduler"]) or "0"),
+        ("held by notifier rule", _kv(report["held_by_rule"]["notifier"]) or "0"),
+        ("dead letters", str(report["dead_letters"])),
+        ("clinic actions failed", str(report.get("run", {}).get("clinic_actions_failed", "-"))),
+        ("services alive at the end", _kv(report.get("run", {}).get("services_alive", {})) or "-"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = ["", "followup demo report", "=" * 60]
+    lines += [f"{k:<{width}}  {v}" for k, v in rows]
+    lines += ["", "checks against the scenario's ground truth", "-" * 60]
+    for f in findings:
+        mark = "ok  " if f.ok else "FAIL"
+        detail = f.detail if len(f.detail) < 160 else f.detail[:157] + "..."
+        lines.append(f"{mark} {f.check}: {detail}")
+    lines += ["", "where to look", "-" * 60]
+    lines += [f"{k:<{width}}  {v}" for k, v in where.items()]
+    return "\n".join(lines)
+
+
+def _kv(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {_num(v)}" for k, v in sorted(values.items()))
+
+
+def _num(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def write_json(
+    path: Path, report: dict[str, Any], findings: list[Finding], where: dict[str, str]
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = report | {
+        "checks": [{"check": f.check, "ok": f.ok, "detail": f.detail} for f in findings],
+        "where": where,
+    }
+    path.write_text(json.dumps(body, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -1,0 +1,348 @@
+"""One run of the demo: infrastructure, stand-ins, services on a scaled clock, the clinic
+simulator, the report, and clean-up. ``python -m demo`` and the end-to-end test use it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from common.clock import ScaledClock
+from common.kafka import ensure_topics
+from demo import report
+from demo.deployment import REPO, SERVICES, Deployment, Ports, ensure_infra, scaled_clock_env
+from demo.observe import Metrics, fetch_cases, fetch_text, read_topic
+from demo.policy import FirstSteps
+from demo.report import Finding, Observed
+from demo.scenario import Scenario, ScenarioConfig, build
+from demo.simulator.clinic import Simulation
+from demo.simulator.rig import ClinicRig, Endpoints, StandIns, StandInSecrets
+from demo.standins.calltasks import CallTaskReceiver
+from demo.standins.mailbox import Mailbox
+from demo.standins.twilio import TwilioStandIn
+from schemas.events import (
+    AppointmentEvent,
+    DeadLetter,
+    NotificationCommand,
+    OutcomeEvent,
+    TriggerEvent,
+)
+from schemas.topics import TopicNames
+
+SMS_FROM = "+37052000000"
+FRONT_DESK = "front-desk@clinic.example"
+
+
+@dataclass
+class DemoConfig:
+    patients: int = 40
+    days: int = 14
+    seed: int = 7
+    speed: float = 10800.0  # 3 virtual hours per real second: two weeks in ~2 minutes
+    kafka: str = "127.0.0.1:19092"
+    database_url: str = "postgresql://followup:followup@127.0.0.1:15432/followup"
+    output: Path = REPO / ".cache" / "demo"
+    demo_ports: bool = True  # 8081-8083 and 2575 when free (the brief's ports)
+    keep: bool = False  # keep topics and schemas (for inspection)
+    show_progress: bool = True
+    startup_lead: float = 15.0  # real seconds the services get before the clinic opens
+    settle: float = 4.0  # real seconds for in-flight messages after the last virtual day
+    sms_provider: str = "primary"
+    unreported_call_share: float = 0.3
+    # Latency from a service's decision to a stand-in's receipt, in real seconds: the checks
+    # on receipt times (quiet hours, after opt-out) allow this much times the speed.
+    tolerance_real_seconds: float = 0.5
+    keep_runs: int = 3  # earlier runs' captures kept under output/
+
+
+@dataclass
+class DemoResult:
+    report: dict[str, Any]
+    findings: list[Finding]
+    where: dict[str, str]
+    observed: Observed
+    scenario: Scenario
+    simulation_errors: list[str] = field(default_factory=list)
+    services_alive: dict[str, bool] = field(default_factory=dict)
+    real_seconds: float = 0.0
+
+
+def say(config: DemoConfig, text: str) -> None:
+    if config.show_progress:
+        print(text, flush=True)
+
+
+async def run_demo(config: DemoConfig) -> DemoResult:
+    began = time.monotonic()
+    ensure_infra(config.kafka, config.database_url)
+    run_id = uuid.uuid4().hex[:8]
+    run_dir = config.output / f"run-{run_id}"
+    prune_runs(config.output, keep=config.keep_runs)
+    scenario = build(
+        config=ScenarioConfig(
+            patients=config.patients,
+            days=config.days,
+            seed=config.seed,
+            unreported_call_share=config.unreported_call_share,
+        )
+    )
+    token = secrets.token_urlsafe(24)
+    webhook_secret = secrets.token_urlsafe(24)
+    twilio_sid = "AC" + uuid.uuid4().hex
+    twilio_token = secrets.token_hex(16)
+    ports = Ports.pick(config.demo_ports)
+
+    # One virtual clock for everyone: the clinic opens startup_lead seconds from now.
+    anchor_real = datetime.now(UTC) + timedelta(seconds=config.startup_lead)
+    anchor_virtual = scenario.start - timedelta(hours=1)
+    clock = ScaledClock(anchor_real, anchor_virtual, config.speed)
+
+    standins = StandIns(clock, run_dir, StandInSecrets(webhook_secret, twilio_sid, twilio_token))
+    await standins.start()
+    mailbox, calltasks, sms = standins.mailbox, standins.calltasks, standins.sms
+
+    deployment = Deployment(
+        run_id=run_id,
+        kafka=config.kafka,
+        database_url=config.database_url,
+        ports=ports,
+        env={
+            **scaled_clock_env(anchor_real, anchor_virtual, config.speed),
+            # The agreed names, and the names the services read today where they differ.
+            "FOLLOWUP_API_TOKEN": token,
+            "FOLLOWUP_INGEST_TOKEN": token,
+            "FOLLOWUP_CLINIC_TIMEZONE": "Europe/Vilnius",
+            "FOLLOWUP_SMS_PRIMARY_URL": sms.base_url,
+            "FOLLOWUP_SMS_PRIMARY_ACCOUNT_SID": twilio_sid,
+            "FOLLOWUP_SMS_PRIMARY_SID": twilio_sid,
+            "FOLLOWUP_SMS_PRIMARY_AUTH_TOKEN": twilio_token,
+            "FOLLOWUP_SMS_PRIMARY_TOKEN": twilio_token,
+            "FOLLOWUP_SMS_PRIMARY_FROM": SMS_FROM,
+            "FOLLOWUP_CALL_TASK_SINKS": "webhook",
+            "FOLLOWUP_CALLTASK_WEBHOOK_URL": calltasks.url,
+            "FOLLOWUP_CALLTASK_WEBHOOK_SECRET": webhook_secret,
+            "FOLLOWUP_WEBHOOK_URL": calltasks.url,
+            "FOLLOWUP_WEBHOOK_SECRET": webhook_secret,
+            "FOLLOWUP_SMTP_HOST": "127.0.0.1",
+            "FOLLOWUP_SMTP_PORT": str(mailbox.port),
+            "FOLLOWUP_SMTP_TLS": "none",
+            "FOLLOWUP_SMTP_SECURITY": "none",
+            "FOLLOWUP_SMTP_SENDER": "followup@clinic.example",
+            "FOLLOWUP_FRONT_DESK_EMAIL": FRONT_DESK,
+            "FOLLOWUP_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports.notifier}",
+            "FOLLOWUP_LINK_SECRET": secrets.token_urlsafe(24),
+            # Polling cadences are real seconds: at thousands of virtual seconds per real
+            # second they decide how late a due step fires, so the demo polls often.
+            "FOLLOWUP_POLL_SECONDS": "0.1",
+            "FOLLOWUP_DETECTION_TICK_SECONDS": "0.1",
+        },
+        log_dir=run_dir / "logs",
+    )
+    topics = TopicNames(prefix=deployment.topic_prefix)
+    rig = ClinicRig(
+        scenario,
+        clock,
+        Endpoints(
+            tracker_url=deployment.url("tracker"),
+            mllp_host="127.0.0.1",
+            mllp_port=ports.mllp,
+            notifier_url=deployment.url("notifier"),
+            token=token,
+            kafka=config.kafka,
+            topics=topics,
+            sms_provider=config.sms_provider,
+        ),
+        standins,
+        run_id,
+    )
+    where = {
+        "report (JSON)": str(config.output / "report.json"),
+        "captured mailbox": str(mailbox.directory),
+        "received call tasks": str(calltasks.capture_file),
+        "SMS sent (stand-in)": str(sms.capture),
+        "service logs": str(deployment.log_dir),
+        "events read back": str(run_dir / "events"),
+        **{
+            f"{s} /metrics": f"{deployment.url(s)}/metrics (snapshot: metrics-{s}.txt)"
+            for s in SERVICES
+        },
+        "topic prefix": deployment.topic_prefix,
+    }
+    session = aiohttp.ClientSession()
+    result: DemoResult | None = None
+    try:
+        await ensure_topics(config.kafka, topics)
+        say(
+            config,
+            f"run {run_id}: {len(scenario.patients)} patients over {config.days} days "
+            f"at {config.speed:g}x; topics {deployment.topic_prefix}*",
+        )
+        deployment.start()
+        ready = await deployment.wait_ready()
+        late = clock.now() > scenario.start
+        say(
+            config,
+            f"services after {time.monotonic() - began:.0f} s: "
+            + ", ".join(
+                f"{s} {'ready' if ok else 'NOT READY'} {deployment.url(s)}"
+                for s, ok in ready.items()
+            )
+            + (" (later than the clinic's opening: raise startup_lead)" if late else ""),
+        )
+        simulation = await rig.open()
+        progress = asyncio.create_task(
+            show_progress(config, clock, scenario, simulation, sms, mailbox, calltasks)
+        )
+        try:
+            await simulation.run(until=scenario.end)
+            await asyncio.sleep(config.settle)
+        finally:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
+        say(config, "\nreading back what happened ...")
+        everything = await observe(
+            config, run_dir, deployment, topics, session, token, sms, mailbox, calltasks
+        )
+        dump_events(run_dir / "events", everything)
+        observed = report.within(everything, scenario.end)
+        tolerance = timedelta(seconds=config.tolerance_real_seconds * config.speed)
+        findings = report.check(observed, scenario, FirstSteps.load(), tolerance)
+        computed = report.compute(observed, scenario)
+        computed["run"] = {
+            "run_id": run_id,
+            "speed": config.speed,
+            "real_seconds": round(time.monotonic() - began, 1),
+            "clinic_actions_failed": len(simulation.progress.errors),
+            "simulation_errors": simulation.progress.errors[:50],
+            "services_alive": deployment.alive(),
+        }
+        report.write_json(config.output / "report.json", computed, findings, where)
+        report.write_json(run_dir / "report.json", computed, findings, where)
+        result = DemoResult(
+            report=computed,
+            findings=findings,
+            where=where,
+            observed=observed,
+            scenario=scenario,
+            simulation_errors=simulation.progress.errors,
+            services_alive=deployment.alive(),
+            real_seconds=time.monotonic() - began,
+        )
+        return result
+    finally:
+        deployment.stop()
+        await rig.close()
+        await session.close()
+        await standins.stop()
+        if not config.keep:
+            try:
+                await deployment.clean_up()
+            except Exception as exc:  # clean-up must not hide the run's own result
+                print(f"clean-up incomplete: {type(exc).__name__}", file=sys.stderr)
+
+
+async def observe(
+    config: DemoConfig,
+    run_dir: Path,
+    deployment: Deployment,
+    topics: TopicNames,
+    session: aiohttp.ClientSession,
+    token: str,
+    sms: TwilioStandIn,
+    mailbox: Mailbox,
+    calltasks: CallTaskReceiver,
+) -> Observed:
+    appointments, _ = await read_topic(config.kafka, topics.appointments, AppointmentEvent)
+    triggers, _ = await read_topic(config.kafka, topics.triggers, TriggerEvent)
+    notifications, _ = await read_topic(config.kafka, topics.notifications, NotificationCommand)
+    outcomes, _ = await read_topic(config.kafka, topics.outcomes, OutcomeEvent)
+    dead, _ = await read_topic(config.kafka, topics.deadletter, DeadLetter)
+    metrics = {}
+    for service in SERVICES:
+        text = await fetch_text(session, f"{deployment.url(service)}/metrics")
+        # The services stop with the demo: a snapshot of each /metrics stays with the run.
+        (run_dir / f"metrics-{service}.txt").write_text(text)
+        metrics[service] = Metrics.parse(text)
+    cases = await fetch_cases(session, deployment.url("scheduler"), token)
+    return Observed(
+        appointments=appointments,
+        triggers=triggers,
+        notifications=notifications,
+        outcomes=outcomes,
+        dead_letters=len(dead),
+        sms=list(sms.records),
+        replies=list(sms.replies),
+        mail=list(mailbox.messages),
+        call_tasks=list(calltasks.tasks),
+        call_tasks_refused=calltasks.refused,
+        metrics=metrics,
+        cases=cases,
+    )
+
+
+def prune_runs(output: Path, keep: int) -> None:
+    """Keep the captures of the last ``keep`` runs (the new one makes keep + 1)."""
+    runs = sorted(output.glob("run-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in runs[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def dump_events(directory: Path, observed: Observed) -> None:
+    """What was read back from the topics, one JSON line per event (ids, no contact data)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    streams: dict[str, list[Any]] = {
+        "appointments": observed.appointments,
+        "triggers": observed.triggers,
+        "notifications": observed.notifications,
+        "outcomes": observed.outcomes,
+    }
+    for name, events in streams.items():
+        lines = [e.model_dump_json() for e in events]
+        (directory / f"{name}.jsonl").write_text("".join(f"{line}\n" for line in lines))
+    if observed.cases is not None:
+        (directory / "cases.json").write_text(json.dumps(observed.cases, indent=1, default=str))
+
+
+async def show_progress(
+    config: DemoConfig,
+    clock: ScaledClock,
+    scenario: Scenario,
+    simulation: Simulation,
+    sms: TwilioStandIn,
+    mailbox: Mailbox,
+    calltasks: CallTaskReceiver,
+) -> None:
+    if not config.show_progress:
+        return
+    tty = sys.stdout.isatty()
+    while True:
+        now = clock.now().astimezone(scenario.start.tzinfo)
+        day = max(0.0, (now - scenario.start).total_seconds() / 86400)
+        p = simulation.progress
+        if now < scenario.start:
+            wait = (scenario.start - now).total_seconds() / clock.speed
+            line = f"the clinic opens in {wait:.0f} s"
+            print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
+            await asyncio.sleep(1.0 if tty else 5.0)
+            continue
+        line = (
+            f"day {day:5.1f}/{scenario.days} {now:%a %d %b %H:%M}  "
+            f"clinic actions {sum(p.actions.values()):4d}  call tasks {len(calltasks.tasks):3d}  "
+            f"sms {len(sms.records):3d}  mail {len(mailbox.messages):3d}  "
+            f"reported {sum(p.call_reports.values()):3d}  rebooked {p.rebookings:3d}  "
+            f"STOP {p.replies:2d}  errors {len(p.errors)}"
+        )
+        print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
+        await asyncio.sleep(1.0 if tty else 5.0)

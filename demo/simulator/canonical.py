@@ -1,0 +1,116 @@
+"""Canonical JSON events (the contracts in ``schemas``) for integrators who produce directly."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from demo.scenario import CLINIC_ZONE, Appointment, Patient
+from schemas.events import (
+    AppointmentEvent,
+    AppointmentStatus,
+    ChannelConsent,
+    ContactEvent,
+    OutcomeEvent,
+    PatientStatusEvent,
+    TreatmentPlanEvent,
+    TreatmentStage,
+)
+
+SOURCE = "clinic-sim"
+Change = Literal["booked", "rescheduled", "modified", "cancelled", "noshow", "status_changed"]
+
+
+def contact(patient: Patient, now: datetime, *, deceased: bool = False) -> ContactEvent:
+    return ContactEvent(
+        event_id=f"contact:{patient.patient_id}:{'deceased' if deceased else 1}",
+        occurred_at=now,
+        source=SOURCE,
+        patient_id=patient.patient_id,
+        given_name=patient.given_name,
+        family_name=patient.family_name,
+        phone=patient.phone,
+        email=patient.email,
+        language=patient.language,
+        timezone=patient.timezone,
+        consent=ChannelConsent(),
+        status="deceased" if deceased else "active",
+    )
+
+
+def death(patient: Patient, died_at: datetime, now: datetime) -> PatientStatusEvent:
+    return PatientStatusEvent(
+        event_id=f"patient-status:{patient.patient_id}:deceased",
+        occurred_at=now,
+        source=SOURCE,
+        patient_id=patient.patient_id,
+        status="deceased",
+        effective_at=died_at,
+    )
+
+
+def plan(patient: Patient, now: datetime) -> TreatmentPlanEvent:
+    return TreatmentPlanEvent(
+        event_id=f"{patient.plan_id}:v1",
+        occurred_at=now,
+        source=SOURCE,
+        plan_id=patient.plan_id,
+        patient_id=patient.patient_id,
+        department=patient.department,
+        timezone=CLINIC_ZONE,
+        responsible_practitioner_id=patient.practitioner_id,
+        supervisor_id=patient.supervisor_id,
+        stages=[
+            TreatmentStage(
+                stage_id=s.stage_id,
+                sequence=s.sequence,
+                name=s.name,
+                max_interval_days=s.max_interval_days,
+                notes=s.notes,
+                completed_at=s.completed_at,
+            )
+            for s in patient.stages
+        ],
+    )
+
+
+def appointment(
+    patient: Patient,
+    appt: Appointment,
+    *,
+    change: Change,
+    status: AppointmentStatus,
+    now: datetime,
+    by_patient: bool = False,
+) -> AppointmentEvent:
+    return AppointmentEvent(
+        event_id=f"{appt.appointment_id}:{status}",
+        occurred_at=now,
+        source=SOURCE,
+        change=change,
+        appointment_id=appt.appointment_id,
+        patient_id=patient.patient_id,
+        start=appt.start,
+        end=appt.end,
+        timezone=CLINIC_ZONE,
+        department=appt.department,
+        practitioner_id=appt.practitioner_id,
+        status=status,
+        status_at=now if status not in ("booked",) else None,
+        cancelled_by=("patient" if by_patient else "clinic") if status == "cancelled" else None,
+        plan_id=patient.plan_id,
+        stage_id=appt.stage_id,
+    )
+
+
+def invitation_call(patient: Patient, now: datetime, outcome: Literal["no_answer"]) -> OutcomeEvent:
+    """The clinic's own invitation call, made outside followup (no case id)."""
+    return OutcomeEvent(
+        event_id=f"invite:{patient.patient_id}:1",
+        occurred_at=now,
+        source=SOURCE,
+        outcome=outcome,
+        patient_id=patient.patient_id,
+        channel="call_task",
+        reported_by="front-desk",
+    )

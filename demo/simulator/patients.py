@@ -1,0 +1,72 @@
+"""How each simulated patient reacts to followup: pure decisions from the scenario.
+
+The front desk calls the patient named in a call task and reports what happened; a patient
+who receives an SMS may reply. What they do comes from the patient's behaviour and how
+many times followup has already tried, never from chance alone (the rng only picks
+between equivalent "not reached" results).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+from demo.scenario import Patient
+
+CallResult = Literal[
+    "answered_rebooked",
+    "answered_declined",
+    "callback_requested",
+    "no_answer",
+    "busy",
+    "voicemail",
+    "wrong_number",
+]
+NOT_REACHED: tuple[CallResult, ...] = ("no_answer", "busy", "voicemail")
+
+
+@dataclass
+class PatientLog:
+    """What happened to one patient during the run (used by the front desk and the checks)."""
+
+    calls: int = 0
+    sms: int = 0
+    emails: int = 0
+    opted_out: bool = False
+    rebooked: bool = False
+    results: list[CallResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CallDecision:
+    result: CallResult | None  # None: the front desk never reports (the window expires)
+    rebook: bool = False
+
+
+def decide_call(
+    patient: Patient, call_number: int, rng: random.Random, unreported: float
+) -> CallDecision:
+    """The front desk's call number ``call_number`` (1-based) to this patient."""
+    b = patient.behaviour
+    if b in ("recovers", "late_cancels", "misses_invitation", "drifts"):
+        if call_number >= patient.answers_on:
+            return CallDecision("answered_rebooked", rebook=True)
+        return CallDecision(rng.choice(NOT_REACHED))
+    if b == "declines":
+        return CallDecision("answered_declined")
+    if b == "never_answers":
+        if rng.random() < unreported:
+            return CallDecision(None)
+        return CallDecision(rng.choice(NOT_REACHED))
+    if b in ("opts_out", "dies"):
+        return CallDecision("no_answer")
+    # A patient who attends was never meant to be called: the call finds nothing to fix.
+    return CallDecision("answered_declined")
+
+
+def decide_sms_reply(patient: Patient, sms_number: int) -> str | None:
+    """The patient's reply to their ``sms_number``-th text, if any."""
+    if patient.behaviour == "opts_out" and sms_number == 1:
+        return "STOP"
+    return None

@@ -1,0 +1,126 @@
+"""The clinic wired to a deployment: stand-ins, ingest feeds and the simulation together.
+
+Shared by ``make demo`` (which also starts the services) and ``python -m demo.simulator``
+(which plays a clinic against any running deployment).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from common.clock import Clock
+from common.kafka import KafkaPublisher
+from demo.scenario import IngestPath, Scenario
+from demo.simulator.clinic import NotifierDesk, Simulation
+from demo.simulator.feeds import ClinicFeed, FhirFeed, Hl7Feed, JsonFeed
+from demo.simulator.hl7v2 import MllpSender
+from demo.standins.calltasks import CallTaskReceiver
+from demo.standins.mailbox import Mailbox
+from demo.standins.twilio import TwilioStandIn
+from schemas.topics import TopicNames
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the deployment listens, and the bearer token of its inbound HTTP."""
+
+    tracker_url: str
+    mllp_host: str
+    mllp_port: int
+    notifier_url: str
+    token: str
+    kafka: str
+    topics: TopicNames
+    sms_provider: str = "primary"
+
+
+@dataclass(frozen=True)
+class StandInSecrets:
+    webhook_secret: str
+    twilio_sid: str
+    twilio_token: str
+
+
+class StandIns:
+    """The outside world: a mailbox (SMTP), an SMS provider (Twilio format), a ticketing tool."""
+
+    def __init__(self, clock: Clock, directory: Path, secrets: StandInSecrets) -> None:
+        self.mailbox = Mailbox(clock, directory / "mailbox")
+        self.calltasks = CallTaskReceiver(
+            secret=secrets.webhook_secret, clock=clock, capture_file=directory / "call-tasks.jsonl"
+        )
+        self.sms = TwilioStandIn(
+            account_sid=secrets.twilio_sid,
+            auth_token=secrets.twilio_token,
+            clock=clock,
+            capture_dir=directory,
+        )
+
+    async def start(self, smtp_port: int = 0, sms_port: int = 0, calltask_port: int = 0) -> None:
+        await self.mailbox.start(port=smtp_port)
+        await self.calltasks.start(port=calltask_port)
+        await self.sms.start(port=sms_port)
+
+    async def stop(self) -> None:
+        await self.sms.stop()
+        await self.calltasks.stop()
+        await self.mailbox.stop()
+
+
+class ClinicRig:
+    """Feeds and the simulation for one run; ``open`` before, ``close`` after."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        clock: Clock,
+        endpoints: Endpoints,
+        standins: StandIns,
+        run_id: str,
+    ) -> None:
+        self.scenario = scenario
+        self.clock = clock
+        self.endpoints = endpoints
+        self.standins = standins
+        self.run_id = run_id
+        self.publisher = KafkaPublisher(endpoints.kafka, client_id=f"clinic-sim-{run_id}")
+        self.mllp = MllpSender(endpoints.mllp_host, endpoints.mllp_port)
+        self.session: aiohttp.ClientSession | None = None
+        base = endpoints.notifier_url.rstrip("/")
+        standins.sms.inbound_urls = [
+            f"{base}/sms/{endpoints.sms_provider}/inbound",
+            f"{base}/sms/inbound",
+        ]
+
+    async def open(self) -> Simulation:
+        await self.publisher.start()
+        self.session = aiohttp.ClientSession()
+        e = self.endpoints
+        json_feed = JsonFeed(self.publisher, e.topics)
+        feeds: dict[IngestPath, ClinicFeed] = {
+            "json": json_feed,
+            "hl7": Hl7Feed(self.mllp, json_feed, self.run_id),
+            "fhir": FhirFeed(self.session, e.tracker_url.rstrip("/"), e.token),
+        }
+        simulation = Simulation(
+            self.scenario,
+            self.clock,
+            feeds,
+            publisher=self.publisher,
+            topics=e.topics,
+            desk=NotifierDesk(self.session, e.notifier_url, e.token),
+            sms=self.standins.sms,
+        )
+        self.standins.calltasks.on_task = simulation.on_call_task
+        self.standins.sms.on_message = simulation.on_sms
+        simulation.plan_scenario()
+        return simulation
+
+    async def close(self) -> None:
+        await self.mllp.close()
+        if self.session is not None:
+            await self.session.close()
+        await self.publisher.stop()

@@ -1,0 +1,90 @@
+"""A real SMTP server (aiosmtpd) that keeps every message it receives, as .eml files."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from common.clock import Clock
+
+
+@dataclass(frozen=True)
+class MailRecord:
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    subject: str
+    text: str
+    headers: dict[str, str]
+    at: datetime  # virtual time of receipt
+    path: Path
+
+
+def _text_of(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain", "html"))
+    if part is None:
+        return ""
+    content = part.get_content()
+    return content if isinstance(content, str) else ""
+
+
+class MailboxHandler:
+    def __init__(self, clock: Clock, directory: Path) -> None:
+        self.clock = clock
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.messages: list[MailRecord] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        raw: bytes = envelope.original_content or envelope.content
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        path = self.directory / f"{len(self.messages) + 1:05d}.eml"
+        path.write_bytes(raw)
+        self.messages.append(
+            MailRecord(
+                mail_from=str(envelope.mail_from),
+                rcpt_to=tuple(str(r) for r in envelope.rcpt_tos),
+                subject=str(parsed.get("Subject", "")),
+                text=_text_of(parsed),
+                headers={k: str(v) for k, v in parsed.items()},
+                at=self.clock.now(),
+                path=path,
+            )
+        )
+        return "250 Message accepted for delivery"
+
+
+class Mailbox:
+    """The clinic's outgoing mail, caught on a real SMTP socket in this event loop."""
+
+    def __init__(self, clock: Clock, directory: Path) -> None:
+        self.handler = MailboxHandler(clock, directory)
+        self.directory = directory
+        self._server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    @property
+    def messages(self) -> list[MailRecord]:
+        return self.handler.messages
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: SMTP(self.handler, enable_SMTPUTF8=True, hostname="mailbox.local"),
+            host,
+            port,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

@@ -1,0 +1,274 @@
+"""The report and the ground-truth checks, from synthetic observations (no I/O)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from demo.observe import Metrics
+from demo.policy import FirstSteps, duration
+from demo.report import Finding, Observed, check, compute, detect_language, table, within
+from demo.scenario import Patient, Scenario, build
+from demo.standins.calltasks import ReceivedTask
+from demo.standins.twilio import SmsRecord
+from schemas.events import NotificationCommand, OutcomeEvent, TriggerEvent
+
+SCENARIO = build(patients=14, days=7, seed=11)
+T0 = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
+TOLERANCE = timedelta(minutes=10)
+
+
+def patient(behaviour: str) -> Patient:
+    return next(p for p in SCENARIO.patients if p.behaviour == behaviour)
+
+
+def trigger(p: Patient, at: datetime) -> TriggerEvent:
+    appt = p.appointments[0] if p.appointments else None
+    return TriggerEvent(
+        event_id=f"no_show:{p.patient_id}",
+        occurred_at=at,
+        source="tracker",
+        kind="no_show",
+        patient_id=p.patient_id,
+        department=p.department,
+        timezone="Europe/Vilnius",
+        appointment_id=appt.appointment_id if appt else None,
+        detected_at=at,
+    )
+
+
+def command(
+    p: Patient,
+    n: int,
+    start: datetime,
+    channel: str = "call_task",
+    deadline: datetime | None = None,
+) -> NotificationCommand:
+    appt = p.appointments[0] if p.appointments else None
+    return NotificationCommand(
+        event_id=f"case-{p.patient_id}:{n}",
+        occurred_at=start,
+        source="scheduler",
+        idempotency_key=f"case-{p.patient_id}:{n}",
+        case_id=f"case-{p.patient_id}",
+        attempt_number=n,
+        patient_id=p.patient_id,
+        channel=channel,  # type: ignore[arg-type]
+        template="t",
+        reason="no_show",
+        department=p.department,
+        timezone="Europe/Vilnius",
+        appointment_id=appt.appointment_id if appt else None,
+        stage_deadline=deadline,
+        window_start=start,
+        window_end=start + timedelta(hours=3),
+    )
+
+
+def outcome(p: Patient, kind: str, at: datetime, event_id: str) -> OutcomeEvent:
+    return OutcomeEvent(
+        event_id=event_id,
+        occurred_at=at,
+        source="notifier",
+        outcome=kind,  # type: ignore[arg-type]
+        patient_id=p.patient_id,
+        channel="sms" if kind == "opt_out" else "call_task",
+    )
+
+
+def sms(p: Patient, at: datetime, body: str = "We missed you at your visit") -> SmsRecord:
+    return SmsRecord(
+        sid=f"SM{at.timestamp()}", to=p.phone, from_="+1", body=body, at=at, segments=1
+    )
+
+
+def by_name(findings: list[Finding]) -> dict[str, bool]:
+    return {f.check: f.ok for f in findings}
+
+
+def a_clean_week() -> Observed:
+    slipped = [p for p in SCENARIO.patients if p.expected_trigger]
+    observed = Observed(
+        triggers=[trigger(p, T0) for p in slipped],
+        notifications=[command(p, 1, T0 + timedelta(hours=1)) for p in slipped],
+        cases=[
+            {"case_id": f"case-{p.patient_id}", "patient_id": p.patient_id, "state": "contacting"}
+            for p in slipped
+        ],
+    )
+    # The stage-window and unanswered-call patients got their own trigger kinds.
+    for p in slipped:
+        kind = p.expected_trigger
+        assert kind is not None
+        observed.triggers = [
+            t.model_copy(update={"kind": kind}) if t.patient_id == p.patient_id else t
+            for t in observed.triggers
+        ]
+        observed.notifications = [
+            n.model_copy(update={"reason": kind}) if n.patient_id == p.patient_id else n
+            for n in observed.notifications
+        ]
+    return observed
+
+
+def test_a_clean_week_passes_every_check() -> None:
+    observed = a_clean_week()
+    rebooked = patient("recovers")
+    observed.outcomes.append(outcome(rebooked, "answered_rebooked", T0 + timedelta(hours=2), "r1"))
+    assert observed.cases is not None
+    for case in observed.cases:
+        if case["patient_id"] == rebooked.patient_id:
+            case["state"], case["resolution"] = "closed", "recovered"
+    dead = patient("dies")
+    for case in observed.cases:
+        if case["patient_id"] == dead.patient_id:
+            case["state"], case["resolution"] = "closed", "deceased"
+    findings = check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE)
+    assert all(f.ok for f in findings), [f for f in findings if not f.ok]
+
+
+def test_each_broken_promise_is_caught() -> None:
+    observed = a_clean_week()
+    stopper, late = patient("opts_out"), patient("declines")
+    # a text after STOP, a duplicate text, a text at 23:30 local time, a late first call,
+    # a follow-up after its stage deadline, and an attendee with a case
+    observed.outcomes.append(outcome(stopper, "opt_out", T0 + timedelta(hours=4), "SM-stop"))
+    evening = datetime(2026, 3, 3, 21, 30, tzinfo=UTC)  # 23:30 in Vilnius
+    observed.sms += [sms(stopper, T0 + timedelta(hours=6)), sms(stopper, evening)]
+    observed.notifications = [n for n in observed.notifications if n.patient_id != late.patient_id]
+    observed.notifications.append(command(late, 1, T0 + timedelta(days=3)))
+    observed.notifications.append(
+        command(late, 2, T0 + timedelta(days=4), deadline=T0 + timedelta(days=3))
+    )
+    attendee = patient("attends")
+    observed.notifications.append(command(attendee, 1, T0))
+    result = by_name(check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE))
+    assert result == {
+        "every_slip_opens_a_case": True,
+        "no_case_for_attendees": False,
+        "first_contact_within_first_step": False,
+        "no_contact_after_opt_out": False,
+        "nothing_in_quiet_hours": False,
+        "recovered_cases_closed": False,  # nobody rebooked: nothing shows it
+        "no_contact_after_death": False,  # the deceased patient's case is still open
+        "shared_phone_names_no_one": True,
+        "no_message_delivered_twice": False,
+        "no_follow_up_after_deadline": False,
+    }
+
+
+def test_a_shared_phone_must_not_hear_names_or_visits() -> None:
+    observed = a_clean_week()
+    family = [p for p in SCENARIO.patients if p.shares_phone]
+    slipped = next(p for p in family if p.slips)
+    named = f"{slipped.given_name}, you missed your visit"
+    observed.sms = [sms(slipped, T0, "We missed you at a visit"), sms(slipped, T0, named)]
+    finding = next(
+        f
+        for f in check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE)
+        if f.check == "shared_phone_names_no_one"
+    )
+    assert not finding.ok and "2 texts" in finding.detail
+
+
+def test_a_text_after_death_is_caught() -> None:
+    observed = a_clean_week()
+    dead = patient("dies")
+    observed.sms = [sms(dead, dead.death_at - timedelta(hours=1))]
+    assert (
+        by_name(check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE))[
+            "no_contact_after_death"
+        ]
+        is False
+    )  # the case is not closed as deceased
+    assert observed.cases is not None
+    for case in observed.cases:
+        if case["patient_id"] == dead.patient_id:
+            case["resolution"] = "deceased"
+    assert by_name(check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE))[
+        "no_contact_after_death"
+    ]
+    observed.sms.append(sms(dead, dead.death_at + timedelta(hours=5)))
+    assert not by_name(check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE))[
+        "no_contact_after_death"
+    ]
+
+
+def test_a_missing_case_is_named() -> None:
+    observed = a_clean_week()
+    lost = patient("never_answers")
+    observed.triggers = [t for t in observed.triggers if t.patient_id != lost.patient_id]
+    finding = next(
+        f
+        for f in check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE)
+        if f.check == "every_slip_opens_a_case"
+    )
+    assert not finding.ok and lost.patient_id in finding.detail
+
+
+def test_report_counts_what_happened_not_what_was_meant() -> None:
+    observed = a_clean_week()
+    stopper = patient("opts_out")
+    observed.outcomes.append(outcome(stopper, "opt_out", T0, "SM-stop"))
+    observed.sms.append(sms(stopper, T0 - timedelta(hours=1), "Мы ждали вас на приёме"))
+    observed.call_tasks.append(
+        ReceivedTask(payload={"task": {"language": "lt", "task_id": "c:1"}}, at=T0)
+    )
+    observed.metrics["notifier"] = Metrics.parse(
+        "# TYPE followup_notifier_held_total counter\n"
+        'followup_notifier_held_total{rule="quiet_hours"} 3.0\n'
+    )
+    report = compute(observed, SCENARIO)
+    slipped = sum(1 for p in SCENARIO.patients if p.expected_trigger)
+    assert report["cases_opened"] == slipped
+    assert report["attempts_by_channel"] == {"call_task": slipped}
+    assert report["opt_outs"] == 1 and report["opt_outs_honoured"] == 1
+    assert report["messages_per_language"] == {"ru": 1, "lt": 1}
+    assert report["held_by_rule"]["notifier"] == {"quiet_hours": 3.0}
+    text = table(report, [], {"captured mailbox": str(Path("/tmp/mail"))})
+    assert "held by notifier rule" in text and "quiet_hours 3" in text
+
+
+def test_within_drops_what_happened_after_the_clinic_closed() -> None:
+    observed = a_clean_week()
+    p = patient("recovers")
+    observed.sms = [sms(p, T0), sms(p, T0 + timedelta(days=30))]
+    assert len(within(observed, T0 + timedelta(days=1)).sms) == 1
+
+
+def test_languages_of_the_templates_are_told_apart() -> None:
+    assert detect_language("Pasigedome Jūsų vizito metu") == "lt"
+    assert detect_language("Мы ждали вас на приёме") == "ru"
+    assert detect_language("Липсвахте ни на прегледа и искаме да ви помогнем") == "bg"
+    assert detect_language("We missed you at your visit") == "en"
+
+
+def test_first_contact_moves_to_business_hours_for_calls() -> None:
+    policy = FirstSteps.fallback()
+    friday_evening = datetime(2026, 3, 6, 17, 30, tzinfo=UTC)  # 19:30 in Vilnius
+    due = policy.first_contact_by("no_show", friday_evening, "Europe/Vilnius")
+    assert due.isoformat() == "2026-03-09T08:00:00+02:00"
+    assert duration("P1DT12H") == timedelta(days=1, hours=12)
+    assert duration("PT0S") == timedelta(0)
+
+
+def test_scenario_is_seeded_and_shows_every_behaviour() -> None:
+    again = build(patients=14, days=7, seed=11)
+    assert [p.phone for p in again.patients] == [p.phone for p in SCENARIO.patients]
+    assert {p.behaviour for p in SCENARIO.patients} == {
+        "attends",
+        "recovers",
+        "declines",
+        "never_answers",
+        "opts_out",
+        "late_cancels",
+        "misses_invitation",
+        "drifts",
+        "dies",
+    }
+    slipping = [p for p in SCENARIO.patients if p.slips]
+    assert {p.language for p in slipping} == {"lt", "en", "ru", "bg"}
+    assert {p.path for p in slipping} == {"hl7", "fhir", "json"}
+    kinds = [a.kind for a in SCENARIO.actions()]
+    assert kinds.index("register") < kinds.index("book")
+    assert isinstance(SCENARIO, Scenario)

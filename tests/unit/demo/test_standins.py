@@ -1,0 +1,166 @@
+"""The stand-ins on real sockets: Twilio's formats, signed webhooks, a real SMTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+import aiohttp
+import aiosmtplib
+from aiohttp import web
+
+from common.clock import ManualClock
+from demo.standins.calltasks import CallTaskReceiver, ReceivedTask, sign, verify
+from demo.standins.mailbox import Mailbox
+from demo.standins.twilio import SmsRecord, TwilioStandIn, twilio_signature
+
+CLOCK = ManualClock(datetime(2026, 3, 3, 9, 0, tzinfo=UTC))
+SID, TOKEN = "AC" + "1" * 32, "secret-token"
+
+
+async def _sink() -> tuple[web.AppRunner, str, list[tuple[str, dict[str, str], str]]]:
+    """A notifier stand-in that records what Twilio's callbacks and replies carried."""
+    got: list[tuple[str, dict[str, str], str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        # The URL exactly as requested: Twilio signs the string it was given, byte for byte.
+        url = f"{request.scheme}://{request.host}{request.raw_path}"
+        got.append((url, form, request.headers.get("X-Twilio-Signature", "")))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}", got
+
+
+async def test_twilio_standin_accepts_calls_back_signed_and_relays_replies(tmp_path: Path) -> None:
+    runner, sink, got = await _sink()
+    handed: list[SmsRecord] = []
+
+    async def phone(record: SmsRecord) -> None:
+        handed.append(record)
+
+    standin = TwilioStandIn(
+        account_sid=SID,
+        auth_token=TOKEN,
+        clock=CLOCK,
+        capture_dir=tmp_path,
+        inbound_urls=[f"{sink}/sms/primary/inbound"],
+        on_message=phone,
+    )
+    await standin.start()
+    url = f"{standin.base_url}/2010-04-01/Accounts/{SID}/Messages.json"
+    try:
+        async with aiohttp.ClientSession() as session:
+            form = {
+                "To": "+37060012345",
+                "From": "+37052000000",
+                "Body": "Sveiki, praleidote vizitą.",
+                "StatusCallback": f"{sink}/sms/primary/status?key=case-1%3A1",
+            }
+            async with session.post(url, data=form, auth=aiohttp.BasicAuth(SID, TOKEN)) as resp:
+                assert resp.status == 201
+                body = await resp.json()
+            assert body["sid"].startswith("SM") and body["status"] == "queued"
+            async with session.post(url, data=form, auth=aiohttp.BasicAuth(SID, "wrong")) as resp:
+                assert resp.status == 401 and (await resp.json())["code"] == 20003
+            bad = form | {"To": "not-a-number"}
+            async with session.post(url, data=bad, auth=aiohttp.BasicAuth(SID, TOKEN)) as resp:
+                assert resp.status == 400 and (await resp.json())["code"] == 21211
+        for _ in range(100):
+            if handed:
+                break
+            await asyncio.sleep(0.02)
+        assert [r.sid for r in handed] == [body["sid"]]
+        statuses = [form["MessageStatus"] for _, form, _ in got]
+        assert statuses == ["sent", "delivered"]
+        assert got[0][0] == f"{sink}/sms/primary/status?key=case-1%3A1"
+        for cb_url, cb_form, signature in got:
+            assert signature == twilio_signature(TOKEN, cb_url, cb_form)
+        reply = await standin.reply("+37060012345", "+37052000000", "STOP")
+        assert reply.status == 204
+        inbound_url, inbound, signature = got[-1]
+        assert inbound["Body"] == "STOP" and inbound["From"] == "+37060012345"
+        assert signature == twilio_signature(TOKEN, inbound_url, inbound)
+        lines = (tmp_path / "sms.jsonl").read_text(encoding="utf-8").splitlines()
+        assert len(lines) == 1 and json.loads(lines[0])["to"] == "+37060012345"
+    finally:
+        await standin.stop()
+        await runner.cleanup()
+
+
+def test_twilio_signature_matches_twilios_documented_example() -> None:
+    # The worked example of twilio.com/docs/usage/security (auth token 12345).
+    params = {
+        "CallSid": "CA1234567890ABCDE",
+        "Caller": "+14158675310",
+        "Digits": "1234",
+        "From": "+14158675310",
+        "To": "+18005551212",
+    }
+    url = "https://mycompany.com/myapp.php?foo=1&bar=2"
+    assert twilio_signature("12345", url, params) == "GvWf1cFY/Q7PnoempGyD5oXAezc="
+
+
+def test_call_task_signature_checks() -> None:
+    body = b'{"task_id": "case-1:1"}'
+    good = sign("s3cret", body)
+    assert verify("s3cret", body, {"X-Followup-Signature": good})
+    assert verify("s3cret", body, {"X-Signature-256": good.removeprefix("sha256=")})
+    assert not verify("other", body, {"X-Followup-Signature": good})
+    assert not verify("s3cret", body + b" ", {"X-Followup-Signature": good})
+    assert not verify("s3cret", body, {})
+
+
+async def test_call_task_receiver_refuses_unsigned_and_records_signed(tmp_path: Path) -> None:
+    seen: list[ReceivedTask] = []
+
+    async def desk(task: ReceivedTask) -> None:
+        seen.append(task)
+
+    receiver = CallTaskReceiver(
+        secret="s3cret", clock=CLOCK, capture_file=tmp_path / "tasks.jsonl", on_task=desk
+    )
+    await receiver.start()
+    body = json.dumps({"action": "create", "task_id": "case-1:1", "patient_id": "p-1"}).encode()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(receiver.url, data=body) as resp:
+                assert resp.status == 401
+            headers = {"X-Followup-Signature": sign("s3cret", body)}
+            async with session.post(receiver.url, data=body, headers=headers) as resp:
+                assert resp.status == 202
+        assert receiver.refused == 1
+        assert [t.payload["task_id"] for t in seen] == ["case-1:1"]
+        assert len((tmp_path / "tasks.jsonl").read_text().splitlines()) == 1
+    finally:
+        await receiver.stop()
+
+
+async def test_mailbox_keeps_what_a_real_smtp_client_sends(tmp_path: Path) -> None:
+    mailbox = Mailbox(CLOCK, tmp_path / "mail")
+    await mailbox.start()
+    try:
+        message = EmailMessage()
+        message["From"] = "clinic@example.org"
+        message["To"] = "patient1@example.org"
+        message["Subject"] = "Пропуснат час"
+        message.set_content("Здравейте, пропуснахте часа си.")
+        await aiosmtplib.send(message, hostname="127.0.0.1", port=mailbox.port)
+        assert len(mailbox.messages) == 1
+        got = mailbox.messages[0]
+        assert got.rcpt_to == ("patient1@example.org",)
+        assert got.subject == "Пропуснат час"
+        assert "пропуснахте" in got.text
+        assert got.path.exists()
+    finally:
+        await mailbox.stop()
