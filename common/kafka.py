@@ -69,6 +69,20 @@ async def ensure_topics(
         await admin.close()
 
 
+async def delete_topics_with_prefix(bootstrap: str, prefix: str) -> None:
+    """Drop every topic of one tenant, test or demo run (names starting with ``prefix``)."""
+    if not prefix:
+        raise ValueError("refusing to delete every topic: empty prefix")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
 class KafkaPublisher:
     """Publishes contract events keyed by patient; waits for the broker's acknowledgement."""
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-from aiokafka.admin import AIOKafkaAdminClient
 
 from common.db import check_schema_name
+from common.kafka import delete_topics_with_prefix
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = ("tracker", "scheduler", "notifier")
@@ -181,14 +181,7 @@ class Deployment:
                 await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         finally:
             await conn.close()
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka)
-        await admin.start()
-        try:
-            mine = [t for t in await admin.list_topics() if t.startswith(self.topic_prefix)]
-            if mine:
-                await admin.delete_topics(mine)
-        finally:
-            await admin.close()
+        await delete_topics_with_prefix(self.kafka, self.topic_prefix)
 
 
 def scaled_clock_env(

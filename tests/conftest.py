@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from common.kafka import KafkaPublisher, ensure_topics
+from common.kafka import KafkaPublisher, delete_topics_with_prefix, ensure_topics
 from schemas.topics import TopicNames
 from tests.support import infra
 
@@ -35,10 +35,12 @@ def unique() -> str:
 
 
 @pytest.fixture
-async def topics(kafka_bootstrap: str, unique: str) -> TopicNames:
+async def topics(kafka_bootstrap: str, unique: str) -> AsyncIterator[TopicNames]:
     names = TopicNames(prefix=f"t{unique}.")
     await ensure_topics(kafka_bootstrap, names)
-    return names
+    yield names
+    # Thousands of leftover topics slow the broker down for every later test.
+    await delete_topics_with_prefix(kafka_bootstrap, names.prefix)
 
 
 @pytest.fixture

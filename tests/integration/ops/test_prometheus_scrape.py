@@ -25,7 +25,7 @@ import pytest
 from kafka import KafkaProducer
 
 from common.db import drop_schema
-from common.kafka import ensure_topics
+from common.kafka import delete_topics_with_prefix, ensure_topics
 from schemas.topics import TopicNames
 from tests.support import infra, ops
 from tests.support.prometheus import PrometheusServer, PromQLError, free_port
@@ -116,6 +116,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
                 process.kill()
         for schema in schemas.values():
             asyncio.run(drop_schema(infra.DATABASE_URL, schema))
+        asyncio.run(delete_topics_with_prefix(infra.KAFKA_BOOTSTRAP, names.prefix))
 
 
 def feed_unreadable_messages(names: TopicNames) -> None:
