@@ -100,7 +100,7 @@ def _detect(detector: Detector, raws: list[bytes]) -> int:
         event = decode(AppointmentEvent, raw)
         detector.on_appointment(event, BEFORE)
         # What the worker writes to the changelog for the touched patient.
-        detector.patients[event.patient_id].model_dump_json()
+        detector.patients[event.patient_id].to_json()
     return len(raws)
 
 

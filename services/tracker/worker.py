@@ -217,7 +217,7 @@ class DetectionWorker:
         for patient_id, (partition, value) in states.items():
             if value is None:
                 continue
-            self.detector.load(PatientState.model_validate_json(value))
+            self.detector.load(PatientState.from_json(value))
             self._partition_of[patient_id] = partition
         return len(states)
 
@@ -330,7 +330,7 @@ class DetectionWorker:
             partition = self._partition_of.get(patient_id)
             if state is None or partition is None:
                 continue
-            key, value = patient_id.encode(), state.model_dump_json().encode()
+            key, value = patient_id.encode(), state.to_json()
             batch = batches.get(partition)
             if batch is not None and batch.append(key=key, value=value, timestamp=None) is not None:
                 continue

@@ -369,9 +369,9 @@ def test_state_survives_a_json_round_trip_and_keeps_emitted() -> None:
     detector.on_appointment(appointment(at=START - timedelta(days=1)), START - timedelta(days=1))
     detector.on_plan(plan(START - timedelta(days=1)), START)
     detector.due(START + timedelta(minutes=20))
-    raw = detector.patients["pat-1"].model_dump_json()
+    raw = detector.patients["pat-1"].to_json()
     restored = Detector(RULES)
-    restored.load(PatientState.model_validate_json(raw))
+    restored.load(PatientState.from_json(raw))
     assert restored.patients["pat-1"] == detector.patients["pat-1"]
     assert restored.due(START + timedelta(hours=1)) == []  # already emitted before restart
 
