@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 
 from bench import codec_bench, scheduler_bench, tracker_bench
+from bench.harness import Figure, Reading
 
-SUITES = {
+SUITES: dict[str, Callable[[], Sequence[Figure | Reading]]] = {
     "codec": codec_bench.run,
     "tracker": tracker_bench.run,
     "scheduler": scheduler_bench.run,

@@ -51,3 +51,25 @@ def compare(
         ours.append(rate(work, 1))
         theirs.append(rate(baseline, 1))
     return Figure(name, statistics.median(ours), baseline_name, statistics.median(theirs))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A measured quantity other than a rate (bytes, seconds), next to its baseline."""
+
+    name: str
+    value: float
+    unit: str
+    baseline_name: str
+    baseline_value: float
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline_value
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<44} {self.value:>14,.1f} {self.unit:<5}   "
+            f"baseline {self.baseline_name:<28} {self.baseline_value:>14,.1f} {self.unit:<5}   "
+            f"ratio {self.ratio:6.3f}"
+        )

@@ -14,11 +14,11 @@ state, which the worker persists to a changelog together with the rest of the st
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, TypeAdapter
 
 from common.treatment import StageDeadline, next_stage_deadline
 from schemas.base import TriggerKind
@@ -57,8 +57,16 @@ class Detection:
     detectable_at: datetime
 
 
-class TrackedAppointment(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# Plain slotted dataclasses, not pydantic models: a million of them are held in memory, and
+# a model instance carries a __dict__ and a set of the fields set (about 1.5 KB more per
+# tracked appointment, see bench/tracker_bench.py). pydantic still validates and serialises
+# them for the changelog (STATE_JSON), in the same JSON as before.
+_FORBID_EXTRA = ConfigDict(extra="forbid")
+
+
+@dataclass(slots=True, kw_only=True)
+class TrackedAppointment:
+    __pydantic_config__ = _FORBID_EXTRA
 
     appointment_id: str
     start: datetime
@@ -72,8 +80,9 @@ class TrackedAppointment(BaseModel):
     arrived_at: datetime | None = None
 
 
-class CallTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@dataclass(slots=True, kw_only=True)
+class CallTask:
+    __pydantic_config__ = _FORBID_EXTRA
 
     case_id: str
     attempt_number: int
@@ -81,23 +90,36 @@ class CallTask(BaseModel):
     answered: bool = False
 
 
-class PatientState(BaseModel):
+@dataclass(slots=True, kw_only=True)
+class PatientState:
     """Everything the tracker knows of one patient; the unit of the changelog."""
 
-    model_config = ConfigDict(extra="forbid")
+    __pydantic_config__ = _FORBID_EXTRA
 
     patient_id: str
-    appointments: dict[str, TrackedAppointment] = Field(default_factory=dict)
-    plans: dict[str, TreatmentPlanEvent] = Field(default_factory=dict)
+    appointments: dict[str, TrackedAppointment] = field(default_factory=dict)
+    plans: dict[str, TreatmentPlanEvent] = field(default_factory=dict)
     # plan_id -> stage_id -> when a fulfilled visit completed that stage
-    completed: dict[str, dict[str, datetime]] = Field(default_factory=dict)
-    call_tasks: dict[str, CallTask] = Field(default_factory=dict)
-    emitted: list[str] = Field(default_factory=list)
+    completed: dict[str, dict[str, datetime]] = field(default_factory=dict)
+    call_tasks: dict[str, CallTask] = field(default_factory=dict)
+    emitted: list[str] = field(default_factory=list)
     department: str | None = None
     timezone: str | None = None
 
     def has_emitted(self, trigger_id: str) -> bool:
         return trigger_id in self.emitted
+
+    def to_json(self) -> bytes:
+        """The changelog record."""
+        return STATE_JSON.dump_json(self)
+
+    @staticmethod
+    def from_json(raw: bytes | str) -> PatientState:
+        """A changelog record back (validated: fields, types, no extra keys)."""
+        return STATE_JSON.validate_json(raw)
+
+
+STATE_JSON: TypeAdapter[PatientState] = TypeAdapter(PatientState)
 
 
 def _task_key(case_id: str, attempt_number: int) -> str:

@@ -9,7 +9,9 @@ profile (the status code set, a patient participant, a start time) are checked h
   cancelationReason code "pat*" = cancelled by the patient, supportingInformation
   CarePlan/<plan_id> with the extension STAGE_EXTENSION (valueId) naming the stage.
 - Patient: name, telecom (phone/email), communication language -> ContactEvent;
-  deceasedBoolean true / deceasedDateTime -> PatientStatusEvent deceased.
+  deceasedBoolean true / deceasedDateTime -> PatientStatusEvent deceased; active false
+  together with a transfer marker (TRANSFER_EXTENSION, or a link "replaced-by" to a record
+  of another organisation) -> PatientStatusEvent transferred_out.
 - CarePlan: subject Patient/<id>, activities in order are the stages (detail.code.text the
   name, detail.description the doctor's notes, detail.status completed with
   detail.scheduledPeriod.end the completion), MAX_INTERVAL_EXTENSION (valueInteger days)
@@ -37,12 +39,15 @@ from schemas.events import (
     TreatmentPlanEvent,
     TreatmentStage,
 )
+from services.tracker.hl7_siu import transferred_out
 
 SOURCE = "tracker.fhir"
 BASE = "https://followup.example/fhir/StructureDefinition/"
 STAGE_EXTENSION = BASE + "treatment-stage"
 MAX_INTERVAL_EXTENSION = BASE + "max-interval-days"
 DEPARTMENT_EXTENSION = BASE + "department"
+# On Patient: valueDateTime (when the patient left our care) or valueBoolean true.
+TRANSFER_EXTENSION = BASE + "transferred-out"
 
 STATUSES = frozenset(
     {
@@ -113,9 +118,9 @@ def _when(meta: Any, now: datetime) -> datetime:
     return updated if isinstance(updated, datetime) else now
 
 
-def _build(builder: Any, **fields: Any) -> Any:
+def _build(builder: Any, *args: Any, **fields: Any) -> Any:
     try:
-        return builder(**fields)
+        return builder(*args, **fields)
     except ValidationError as exc:
         raise Invalid("resource", describe(exc)[0]) from None
 
@@ -196,6 +201,7 @@ def patient_events(
                 break
     deceased = bool(resource.deceasedBoolean) or resource.deceasedDateTime is not None
     occurred_at = _when(resource.meta, now)
+    transferred_at = None if deceased else _transferred_at(resource, occurred_at)
     event_id = _event_id("Patient", patient_id, resource.meta, body)
     contact = _build(
         ContactEvent,
@@ -209,7 +215,9 @@ def patient_events(
         email=email,
         language=language,
         timezone=zone,
-        status="deceased" if deceased else "active",
+        status="deceased"
+        if deceased
+        else ("transferred_out" if transferred_at is not None else "active"),
     )
     status = None
     if deceased:
@@ -223,7 +231,43 @@ def patient_events(
             status="deceased",
             effective_at=when if isinstance(when, datetime) and when.tzinfo else occurred_at,
         )
+    if transferred_at is not None:
+        status = _build(
+            transferred_out,
+            patient_id,
+            source=SOURCE,
+            occurred_at=occurred_at,
+            effective_at=transferred_at,
+        )
     return contact, status
+
+
+def _transferred_at(resource: Patient, occurred_at: datetime) -> datetime | None:
+    """When an inactive patient left for another organisation, None when not transferred.
+
+    ``active: false`` alone says only that the record is not in use (a duplicate, an error);
+    a "replaced-by" link to a Patient of our own server is a merge. A transfer needs the
+    extension, or the replacing record on another server (an absolute reference) or under
+    another organisation's identifier (``identifier.assigner``).
+    """
+    if resource.active is not False:
+        return None
+    for extension in resource.extension or []:
+        if extension.url != TRANSFER_EXTENSION:
+            continue
+        when = extension.valueDateTime
+        if isinstance(when, datetime) and when.tzinfo is not None:
+            return when
+        if extension.valueBoolean or when is not None:
+            return occurred_at
+    for link in resource.link or []:
+        other = link.other
+        elsewhere = (other.reference or "").startswith(("http://", "https://")) or (
+            other.identifier is not None and other.identifier.assigner is not None
+        )
+        if link.type == "replaced-by" and elsewhere:
+            return occurred_at
+    return None
 
 
 def care_plan_event(

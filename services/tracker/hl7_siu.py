@@ -8,6 +8,8 @@ Mapping (HL7 v2.5 field numbers):
   refines S14; SCH-6.1 event reason "PAT"/"PATIENT" marks a cancellation by the patient.
 - PID-3.1 patient id; PID-5 name, PID-13 phone/email, PID-15 language -> ContactEvent;
   PID-30 "Y" (death indicator, PID-29 death time) -> PatientStatusEvent deceased.
+- ADT^A03 (discharge) with PV1-36 discharge disposition in TRANSFER_DISPOSITIONS (a
+  transfer to another facility; PV1-45 discharge time) -> PatientStatusEvent transferred_out.
 - AIL-3.1 or PV1-3.1 department; AIP-3.1 or PV1-7.1 practitioner.
 - Optional plan link: SCH-26.1 placer order number "<plan_id>" and SCH-7.1 appointment
   reason "<stage_id>" when SCH-26 is given.
@@ -18,7 +20,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import hl7
@@ -29,6 +32,7 @@ from schemas.base import Envelope
 from schemas.events import AppointmentEvent, ContactEvent, PatientStatusEvent
 
 SOURCE = "tracker.hl7"
+PatientStatus = Literal["active", "deceased", "transferred_out"]
 
 TRIGGERS: dict[str, tuple[str, str]] = {
     "S12": ("booked", "booked"),
@@ -52,6 +56,18 @@ FILLER_STATUS: dict[str, str] = {
     "noshow": "noshow",
 }
 PATIENT_REASONS = frozenset({"pat", "patient"})
+# PV1-36 discharge disposition (HL7 table 0112, user-defined; the values most systems send
+# are the NUBC UB-04 patient status codes) that mean another facility now cares for the
+# patient. HL7 v2.5 suggested values: 02 another short-term general hospital, 03 skilled
+# nursing facility, 04 intermediate care facility, 05 another type of institution. UB-04
+# additions: 43 federal hospital, 61 swing bed, 62 inpatient rehabilitation facility,
+# 63 long-term care hospital, 64 nursing facility (Medicaid), 65 psychiatric hospital,
+# 66 critical access hospital, 70 another type of health care institution.
+# Not transfers: 01 home, 06/08 home with home health or IV care, 07 left against advice,
+# 09 admitted here, 20-42 expired (death comes from PID-30), 50/51 hospice.
+TRANSFER_DISPOSITIONS = frozenset(
+    {"02", "03", "04", "05", "43", "61", "62", "63", "64", "65", "66", "70"}
+)
 _DTM = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.\d{1,4})?([+-]\d{4})?$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@/+-]")
 
@@ -144,23 +160,56 @@ def map_siu(message: hl7.Message, *, zone: ZoneInfo, now: datetime, department: 
             if message_code == "SIU"
             else None
         )
-        deceased = field(message, "PID", 30).upper() == "Y"
-        contact = _contact(message, patient_id, event_key, occurred_at, zone, deceased)
-        status = (
-            PatientStatusEvent(
-                event_id=f"patient-status:{patient_id}:deceased",
-                occurred_at=occurred_at,
-                source=SOURCE,
-                patient_id=patient_id,
-                status="deceased",
-                effective_at=_time(message, "PID", 29, zone) or occurred_at,
-            )
-            if deceased
-            else None
+        status = _patient_status(message, message_code, trigger, patient_id, occurred_at, zone)
+        contact = _contact(
+            message, patient_id, event_key, occurred_at, zone, status.status if status else None
         )
     except ValidationError as exc:
         raise Rejected("AE", "102", describe(exc)[0]) from None
     return SiuResult(f"{message_code}^{trigger}", control_id, appointment, contact, status)
+
+
+def _patient_status(
+    message: hl7.Message,
+    message_code: str,
+    trigger: str,
+    patient_id: str,
+    occurred_at: datetime,
+    zone: ZoneInfo,
+) -> PatientStatusEvent | None:
+    """Deceased (PID-30, any message) before transferred out (ADT^A03 with PV1-36)."""
+    if field(message, "PID", 30).upper() == "Y":
+        return PatientStatusEvent(
+            event_id=f"patient-status:{patient_id}:deceased",
+            occurred_at=occurred_at,
+            source=SOURCE,
+            patient_id=patient_id,
+            status="deceased",
+            effective_at=_time(message, "PID", 29, zone) or occurred_at,
+        )
+    disposition = field(message, "PV1", 36)
+    if message_code == "ADT" and trigger == "A03" and disposition in TRANSFER_DISPOSITIONS:
+        effective_at = _time(message, "PV1", 45, zone) or occurred_at
+        return transferred_out(
+            patient_id, source=SOURCE, occurred_at=occurred_at, effective_at=effective_at
+        )
+    return None
+
+
+def transferred_out(
+    patient_id: str, *, source: str, occurred_at: datetime, effective_at: datetime
+) -> PatientStatusEvent:
+    """The status of a patient another organisation now cares for (HL7 and FHIR alike)."""
+    moment = effective_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return PatientStatusEvent(
+        # Per discharge: a patient who comes back and leaves again is a new fact.
+        event_id=f"patient-status:{patient_id}:transferred_out:{moment}",
+        occurred_at=occurred_at,
+        source=source,
+        patient_id=patient_id,
+        status="transferred_out",
+        effective_at=effective_at,
+    )
 
 
 def _time(
@@ -227,7 +276,7 @@ def _contact(
     event_key: str,
     occurred_at: datetime,
     zone: ZoneInfo,
-    deceased: bool,
+    status: PatientStatus | None,
 ) -> ContactEvent:
     phone = email = None
     for rep in range(1, 4):
@@ -247,7 +296,7 @@ def _contact(
         email=email,
         language=language if re.fullmatch(r"[a-z]{2,3}", language) else "en",
         timezone=zone.key,
-        status="deceased" if deceased else "active",
+        status=status or "active",
     )
 
 

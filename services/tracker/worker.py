@@ -25,6 +25,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from common.clock import Clock
 from common.codec import DecodeError, dead_letter, decode, encode
@@ -47,6 +48,7 @@ log = get_logger(__name__)
 CHANGELOG = "followup.tracker.patient-state-changelog"
 # Events our own ingest adapters produced were counted where they came in.
 OWN_SOURCES = frozenset({"tracker.hl7", "tracker.fhir"})
+KINDS = ("appointment", "plan", "outcome")
 
 
 def changelog_topic(names: TopicNames) -> str:
@@ -115,6 +117,13 @@ class DetectionWorker:
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
         )
+        # Metric children resolved once: a labels() lookup per record is a measurable share
+        # of the per-event cost at tens of thousands of events per second.
+        self._consumed_ok = {
+            topic: EVENTS_CONSUMED.labels(service, base, "ok")
+            for topic, (base, _model) in self._models.items()
+        }
+        self._events_in = {kind: EVENTS.labels("kafka", kind) for kind in KINDS}
         self._monitor = ConsumerMonitor(self._consumer, service, lambda t: self._models[t][0])
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
@@ -208,7 +217,7 @@ class DetectionWorker:
         for patient_id, (partition, value) in states.items():
             if value is None:
                 continue
-            self.detector.load(PatientState.model_validate_json(value))
+            self.detector.load(PatientState.from_json(value))
             self._partition_of[patient_id] = partition
         return len(states)
 
@@ -280,8 +289,8 @@ class DetectionWorker:
         self._partition_of[patient_id] = record.partition
         dirty.add(patient_id)
         if event.source not in OWN_SOURCES:
-            EVENTS.labels("kafka", kind).inc()
-        EVENTS_CONSUMED.labels(self._service, base_topic, "ok").inc()
+            self._events_in[kind].inc()
+        self._consumed_ok[record.topic].inc()
         return found
 
     async def _flush(self, found: list[Detection], dirty: set[str], now: Any) -> None:
@@ -296,23 +305,7 @@ class DetectionWorker:
             )
         if futures:
             await asyncio.gather(*futures)
-        futures = []
-        changelog = changelog_topic(self._names)
-        for patient_id in dirty:
-            state = self.detector.patients.get(patient_id)
-            partition = self._partition_of.get(patient_id)
-            if state is None or partition is None:
-                continue
-            futures.append(
-                await self._producer.send(
-                    changelog,
-                    value=state.model_dump_json().encode(),
-                    key=patient_id.encode(),
-                    partition=partition,
-                )
-            )
-        if futures:
-            await asyncio.gather(*futures)
+        await self._write_states(dirty)
         for detection in found:
             TRIGGERS.labels(detection.trigger.kind).inc()
             lag = (now - detection.detectable_at).total_seconds()
@@ -324,6 +317,38 @@ class DetectionWorker:
                 patient_id=detection.trigger.patient_id,
             )
         TRACKED_APPOINTMENTS.set(self.detector.tracked_appointments)
+
+    async def _write_states(self, patients: set[str]) -> None:
+        """One changelog record per patient, in record batches per partition: the producer's
+        per-message path costs as much as the detection itself at this volume (see
+        bench/tracker_bench.py). Returns once the broker has acknowledged every batch."""
+        changelog = changelog_topic(self._names)
+        batches: dict[int, BatchBuilder] = {}
+        futures: list[asyncio.Future[Any]] = []
+        for patient_id in patients:
+            state = self.detector.patients.get(patient_id)
+            partition = self._partition_of.get(patient_id)
+            if state is None or partition is None:
+                continue
+            key, value = patient_id.encode(), state.to_json()
+            batch = batches.get(partition)
+            if batch is not None and batch.append(key=key, value=value, timestamp=None) is not None:
+                continue
+            if batch is not None:  # full: send it and start the next
+                futures.append(
+                    await self._producer.send_batch(batch, changelog, partition=partition)
+                )
+            batch = batches[partition] = self._producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                # Larger than a batch: the per-message path takes up to max_request_size.
+                del batches[partition]
+                futures.append(
+                    await self._producer.send(changelog, value, key=key, partition=partition)
+                )
+        for partition, batch in batches.items():
+            futures.append(await self._producer.send_batch(batch, changelog, partition=partition))
+        if futures:
+            await asyncio.gather(*futures)
 
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], error: DecodeError, base_topic: str

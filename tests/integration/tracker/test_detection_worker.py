@@ -202,3 +202,37 @@ async def test_plans_and_outcomes_as_json_on_kafka_give_their_triggers(
     assert by_kind["stage_window_at_risk"].event_id == "stage_window_at_risk:plan-7:s2"
     assert by_kind["stage_window_at_risk"].stage_deadline is not None
     assert by_kind["unanswered_call"].event_id == "unanswered_call:clinic-call-1"
+
+
+async def test_a_state_larger_than_a_record_batch_still_reaches_the_changelog(
+    kafka_bootstrap: str,
+    topics: TopicNames,
+    publisher: KafkaPublisher,
+    running: tuple[DetectionWorker, ManualClock],
+) -> None:
+    # Changelog records go out in record batches (16 KiB); a long-notes plan makes one
+    # patient's state larger than that, next to small states in the same batch.
+    stages = [
+        TreatmentStage(stage_id=f"s{n}", sequence=n, name=f"Stage {n}", notes="x" * 4000)
+        for n in range(1, 9)
+    ]
+    plan = TreatmentPlanEvent(
+        event_id="plan-big:v1",
+        occurred_at=START - timedelta(days=1),
+        source="integrator",
+        plan_id="plan-big",
+        responsible_practitioner_id="dr-big",
+        patient_id="pat-big",
+        department="dental",
+        timezone="Europe/Vilnius",
+        stages=stages,
+    )
+    small = [booking(f"appt-s{n}", f"pat-s{n}") for n in range(20)]
+    await publisher.publish_many(topics.appointments, small)
+    await publisher.publish(topics.plans, plan)
+    changelog = await read_records(kafka_bootstrap, changelog_topic(topics), len(small) + 1)
+    by_key = {r.key: r.value for r in changelog}
+    assert set(by_key) == {b"pat-big"} | {f"pat-s{n}".encode() for n in range(20)}
+    big = by_key[b"pat-big"]
+    assert big is not None and len(big) > 16384
+    assert json.loads(big)["plans"]["plan-big"]["stages"][7]["notes"] == "x" * 4000

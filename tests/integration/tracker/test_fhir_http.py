@@ -17,8 +17,13 @@ from schemas.events import AppointmentEvent, ContactEvent, PatientStatusEvent, T
 from schemas.topics import TopicNames
 from services.tracker.fhir_api import FhirApi
 from services.tracker.ingest import CanonicalSink
-from tests.support.kafka import read_events
-from tests.unit.tracker.fhir_samples import fhir_appointment, fhir_care_plan, fhir_patient
+from tests.support.kafka import read_all, read_events
+from tests.unit.tracker.fhir_samples import (
+    fhir_appointment,
+    fhir_care_plan,
+    fhir_patient,
+    fhir_transferred_patient,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +98,24 @@ async def test_refusals_are_operation_outcomes_and_the_next_good_one_flows(
     assert status == 200
     events = await read_events(kafka_bootstrap, topics.appointments, AppointmentEvent, 1)
     assert [e.status for e in events] == ["booked"]
+
+
+async def test_inactive_patient_transferred_elsewhere_goes_to_patients_topic(
+    base_url: str, kafka_bootstrap: str, topics: TopicNames
+) -> None:
+    # Inactive without a marker: stored as a contact, no status (a duplicate or an error).
+    status, _ = await put(f"{base_url}/Patient/pat-2", fhir_patient(id="pat-2", active=False))
+    assert status == 200
+    status, outcome = await put(f"{base_url}/Patient/pat-1", fhir_transferred_patient("link"))
+    assert status == 200 and outcome["resourceType"] == "OperationOutcome"
+    # A bad marker value is refused with the element named.
+    bad = fhir_transferred_patient("extension")
+    bad["extension"][0]["valueDateTime"] = "next week"
+    status, outcome = await put(f"{base_url}/Patient/pat-1", bad)
+    assert status == 422
+    assert "extension" in json.dumps(outcome["issue"])
+    statuses = await read_events(kafka_bootstrap, topics.patients, PatientStatusEvent, 1)
+    assert (statuses[0].status, statuses[0].patient_id) == ("transferred_out", "pat-1")
+    assert statuses[0].source == "tracker.fhir"
+    records = await read_all(kafka_bootstrap, topics.patients, quiet=1.0)
+    assert [r.key for r in records] == [b"pat-1"]

@@ -16,8 +16,8 @@ from schemas.events import AppointmentEvent, ContactEvent, PatientStatusEvent
 from schemas.topics import TopicNames
 from services.tracker.ingest import CanonicalSink
 from services.tracker.mllp import MllpListener
-from tests.support.kafka import read_events
-from tests.unit.tracker.hl7_samples import siu
+from tests.support.kafka import read_all, read_events
+from tests.unit.tracker.hl7_samples import adt_a03, siu
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +128,30 @@ async def test_oversized_message_is_refused_and_a_new_connection_works(
     await again.send(siu("S12", "AFTER").encode())
     assert msa(await again.ack()) == ("AA", "AFTER")
     again.writer.close()
+
+
+async def test_discharge_to_another_hospital_goes_to_patients_topic_as_transferred_out(
+    listener: MllpListener, kafka_bootstrap: str, topics: TopicNames
+) -> None:
+    sender = await connect(listener)
+    # A bad discharge time is a content error: AE with the field named, nothing published.
+    await sender.send(adt_a03("T0", discharged_at="soon").encode())
+    reply = await sender.ack()
+    assert msa(reply) == ("AE", "T0")
+    assert "PV1-45" in str(reply.segment("MSA")[3])
+    # Home (01) changes no status; another short-term hospital (02) is a transfer.
+    await sender.send(adt_a03("T1", patient_id="PAT-HOME", disposition="01").encode())
+    assert msa(await sender.ack()) == ("AA", "T1")
+    await sender.send(adt_a03("T2", disposition="02").encode())
+    assert msa(await sender.ack()) == ("AA", "T2")
+    sender.writer.close()
+    statuses = await read_events(kafka_bootstrap, topics.patients, PatientStatusEvent, 1)
+    assert (statuses[0].status, statuses[0].patient_id) == ("transferred_out", "PAT-1")
+    assert statuses[0].effective_at == datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    records = await read_all(kafka_bootstrap, topics.patients, quiet=1.0)
+    assert [r.key for r in records] == [b"PAT-1"]
+    contacts = await read_events(kafka_bootstrap, topics.contacts, ContactEvent, 2)
+    assert {(c.patient_id, c.status) for c in contacts} == {
+        ("PAT-HOME", "active"),
+        ("PAT-1", "transferred_out"),
+    }

@@ -70,3 +70,29 @@ def fhir_care_plan() -> dict[str, Any]:
             },
         ],
     }
+
+
+def fhir_transferred_patient(marker: str = "extension") -> dict[str, Any]:
+    """An inactive Patient with one of the documented transfer markers."""
+    if marker == "extension":
+        return fhir_patient(
+            active=False,
+            extension=[
+                {
+                    "url": "https://followup.example/fhir/StructureDefinition/transferred-out",
+                    "valueDateTime": "2026-02-28T16:00:00+02:00",
+                }
+            ],
+        )
+    return fhir_patient(
+        active=False,
+        link=[
+            {
+                "type": "replaced-by",
+                "other": {
+                    "reference": "https://fhir.klaipeda-hospital.example/Patient/K-77",
+                    "display": "Klaipeda University Hospital",
+                },
+            }
+        ],
+    )

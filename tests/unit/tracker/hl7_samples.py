@@ -33,3 +33,30 @@ def siu(
         "AIP|1||DR-7^House^Greg",
     ]
     return "\r".join(segments) + "\r"
+
+
+def adt_a03(
+    control_id: str,
+    *,
+    patient_id: str = "PAT-1",
+    disposition: str = "02",
+    discharged_at: str = "20260301113000+0200",
+    death: str = "",
+) -> str:
+    """A discharge: PV1-36 discharge disposition (table 0112), PV1-45 discharge date/time."""
+    pid = ["PID", "1", "", f"{patient_id}^^^HIS^MR", "", "Kazlauskiene^Ona", "", "19800101", "F"]
+    pid += [""] * 4 + ["+37060000001^PRN^PH", "", "lt"]
+    pid += [""] * 13 + ["20260301120000+0200" if death else "", death]
+    pv1 = ["PV1", "1", "I", "SURGERY^101^1^CLINIC"] + [""] * 42
+    pv1[7] = "DR-7^House^Greg"
+    pv1[36] = disposition
+    pv1[37] = "KLAIPEDA-HOSP^Klaipeda University Hospital" if disposition else ""
+    pv1[45] = discharged_at
+    segments = [
+        f"MSH|^~\\&|HIS|CLINIC|FOLLOWUP|TRACKER|20260301120000+0200||ADT^A03^ADT_A03|"
+        f"{control_id}|P|2.5",
+        "EVN|A03|20260301120000+0200",
+        "|".join(pid),
+        "|".join(pv1),
+    ]
+    return "\r".join(segments) + "\r"

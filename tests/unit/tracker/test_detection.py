@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import pytest
+from pydantic import ValidationError
 
 from common.clock import ManualClock
 from schemas.events import AppointmentEvent, OutcomeEvent, TreatmentPlanEvent, TreatmentStage
@@ -369,11 +373,23 @@ def test_state_survives_a_json_round_trip_and_keeps_emitted() -> None:
     detector.on_appointment(appointment(at=START - timedelta(days=1)), START - timedelta(days=1))
     detector.on_plan(plan(START - timedelta(days=1)), START)
     detector.due(START + timedelta(minutes=20))
-    raw = detector.patients["pat-1"].model_dump_json()
+    raw = detector.patients["pat-1"].to_json()
     restored = Detector(RULES)
-    restored.load(PatientState.model_validate_json(raw))
+    restored.load(PatientState.from_json(raw))
     assert restored.patients["pat-1"] == detector.patients["pat-1"]
     assert restored.due(START + timedelta(hours=1)) == []  # already emitted before restart
+
+
+def test_a_changelog_record_is_validated_when_restored() -> None:
+    detector = Detector(RULES)
+    detector.on_appointment(appointment(at=START - timedelta(days=1)), START - timedelta(days=1))
+    record = json.loads(detector.patients["pat-1"].to_json())
+    assert record["appointments"]["appt-1"]["start"] == "2026-03-02T09:30:00+02:00"
+    with pytest.raises(ValidationError):
+        PatientState.from_json(json.dumps(record | {"unknown": 1}))
+    record["appointments"]["appt-1"]["start"] = "not a time"
+    with pytest.raises(ValidationError):
+        PatientState.from_json(json.dumps(record))
 
 
 def test_old_appointments_leave_memory_but_their_trigger_is_not_repeated() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,12 @@ from services.tracker.fhir_mapping import (
     care_plan_event,
     patient_events,
 )
-from tests.unit.tracker.fhir_samples import fhir_appointment, fhir_care_plan, fhir_patient
+from tests.unit.tracker.fhir_samples import (
+    fhir_appointment,
+    fhir_care_plan,
+    fhir_patient,
+    fhir_transferred_patient,
+)
 
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 ZONE = "Europe/Vilnius"
@@ -101,3 +107,89 @@ def test_care_plan_to_treatment_plan() -> None:
     assert plan.stages[1].max_interval_days == 90
     assert plan.stages[1].notes == "Check healing first."
     assert plan.responsible_practitioner_id == "dr-7"
+
+
+def test_inactive_patient_with_the_transfer_extension_is_transferred_out() -> None:
+    contact, status = patient_events(
+        fhir_transferred_patient("extension"), path_id=None, zone=ZONE, now=NOW
+    )
+    assert status is not None
+    assert (status.status, status.patient_id) == ("transferred_out", "pat-1")
+    assert status.effective_at == datetime(2026, 2, 28, 16, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert status.event_id == "patient-status:pat-1:transferred_out:20260228T140000Z"
+    assert contact.status == "transferred_out"
+
+
+def test_replaced_by_a_record_of_another_organisation_is_transferred_out() -> None:
+    contact, status = patient_events(
+        fhir_transferred_patient("link"), path_id=None, zone=ZONE, now=NOW
+    )
+    assert status is not None and status.status == "transferred_out"
+    assert status.effective_at == NOW  # no moment given: when we learnt it
+    assert contact.status == "transferred_out"
+    # Another organisation's identifier (assigner) counts as elsewhere too.
+    body = fhir_patient(
+        active=False,
+        link=[
+            {
+                "type": "replaced-by",
+                "other": {
+                    "identifier": {
+                        "system": "urn:oid:1.2.3",
+                        "value": "K-77",
+                        "assigner": {"display": "Klaipeda University Hospital"},
+                    }
+                },
+            }
+        ],
+    )
+    assert patient_events(body, path_id=None, zone=ZONE, now=NOW)[1] is not None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"active": False},  # inactive alone: a duplicate or an error, not a transfer
+        # A merge into another record of our own server.
+        {"active": False, "link": [{"type": "replaced-by", "other": {"reference": "Patient/p2"}}]},
+        {
+            "active": False,
+            "link": [{"type": "seealso", "other": {"reference": "https://x.example/Patient/1"}}],
+        },
+        # The marker on an active patient is contradictory: nothing is closed.
+        {
+            "active": True,
+            "extension": [
+                {
+                    "url": "https://followup.example/fhir/StructureDefinition/transferred-out",
+                    "valueBoolean": True,
+                }
+            ],
+        },
+    ],
+)
+def test_no_transfer_without_both_inactive_and_a_marker(extra: dict[str, Any]) -> None:
+    contact, status = patient_events(fhir_patient(**extra), path_id=None, zone=ZONE, now=NOW)
+    assert status is None
+    assert contact.status == "active"
+
+
+def test_transfer_extension_as_boolean_uses_the_update_time() -> None:
+    body = fhir_transferred_patient("extension")
+    body["extension"] = [
+        {
+            "url": "https://followup.example/fhir/StructureDefinition/transferred-out",
+            "valueBoolean": True,
+        }
+    ]
+    body["meta"] = {"lastUpdated": "2026-02-28T18:00:00+02:00"}
+    _contact, status = patient_events(body, path_id=None, zone=ZONE, now=NOW)
+    assert status is not None and status.status == "transferred_out"
+    assert status.effective_at == datetime(2026, 2, 28, 16, 0, tzinfo=UTC)
+
+
+def test_deceased_wins_over_a_transfer_marker() -> None:
+    body = fhir_transferred_patient("extension") | {"deceasedBoolean": True}
+    contact, status = patient_events(body, path_id=None, zone=ZONE, now=NOW)
+    assert status is not None and status.status == "deceased"
+    assert contact.status == "deceased"

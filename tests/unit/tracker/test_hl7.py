@@ -8,8 +8,15 @@ from zoneinfo import ZoneInfo
 import hl7
 import pytest
 
-from services.tracker.hl7_siu import Rejected, ack, map_siu, parse_dtm, parse_message
-from tests.unit.tracker.hl7_samples import siu
+from services.tracker.hl7_siu import (
+    TRANSFER_DISPOSITIONS,
+    Rejected,
+    ack,
+    map_siu,
+    parse_dtm,
+    parse_message,
+)
+from tests.unit.tracker.hl7_samples import adt_a03, siu
 
 ZONE = ZoneInfo("Europe/Vilnius")
 NOW = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -125,3 +132,49 @@ def test_adt_discharge_with_death_indicator_gives_status_and_no_appointment() ->
     assert result.patient_status.effective_at == datetime(
         2026, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=2))
     )
+
+
+@pytest.mark.parametrize("disposition", sorted(TRANSFER_DISPOSITIONS))
+def test_discharge_to_another_facility_is_transferred_out(disposition: str) -> None:
+    result = mapped(adt_a03("A03-T", disposition=disposition))
+    assert result.message_type == "ADT^A03"
+    assert result.appointment is None
+    status = result.patient_status
+    assert status is not None
+    assert (status.status, status.patient_id) == ("transferred_out", "PAT-1")
+    # PV1-45, the discharge moment, is when the clinic stopped caring for the patient.
+    assert status.effective_at == datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    assert status.event_id == "patient-status:PAT-1:transferred_out:20260301T093000Z"
+    assert result.contact is not None and result.contact.status == "transferred_out"
+    assert "Ona" not in status.model_dump_json()
+
+
+@pytest.mark.parametrize("disposition", ["01", "06", "07", "09", "20", "30", "51", ""])
+def test_other_discharges_change_no_status(disposition: str) -> None:
+    result = mapped(adt_a03("A03-H", disposition=disposition))
+    assert result.patient_status is None
+    assert result.contact is not None and result.contact.status == "active"
+
+
+def test_transfer_needs_a_discharge_message() -> None:
+    # The same PV1-36 on an update (A08) is history, not a discharge happening now.
+    text = adt_a03("A08-1").replace("ADT^A03^ADT_A03", "ADT^A08^ADT_A01")
+    assert mapped(text).patient_status is None
+
+
+def test_transfer_without_discharge_time_uses_the_message_time() -> None:
+    status = mapped(adt_a03("A03-N", discharged_at="")).patient_status
+    assert status is not None and status.status == "transferred_out"
+    assert status.effective_at == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+
+
+def test_death_wins_over_a_transfer_disposition() -> None:
+    status = mapped(adt_a03("A03-D", disposition="02", death="Y")).patient_status
+    assert status is not None and status.status == "deceased"
+
+
+def test_bad_discharge_time_is_an_ae() -> None:
+    with pytest.raises(Rejected) as caught:
+        mapped(adt_a03("A03-B", discharged_at="yesterday"))
+    assert (caught.value.ack_code, caught.value.error_code) == ("AE", "102")
+    assert "PV1-45" in caught.value.reason

@@ -1,0 +1,59 @@
+"""The tracker benchmark runs on a small size and reports what it measured.
+
+No duration is asserted (the machine is shared); the benchmark itself checks that due()
+found exactly what was due, and this test checks that the worker consumed every produced
+event, wrote the changelog, and left no topic behind.
+"""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench import tracker_bench
+from bench.__main__ import SUITES
+from bench.harness import Figure, Reading
+from bench.tracker_bench import DUE, BrokerBench
+
+pytestmark = pytest.mark.integration
+
+
+def test_tracker_bench_is_registered() -> None:
+    assert SUITES["tracker"] is tracker_bench.run
+
+
+def test_in_memory_figures_name_their_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracker_bench, "N", 200)
+    figures = tracker_bench.in_memory(DUE + 500)
+    assert [f.name for f in figures] == [
+        "tracker: decode+detect+snapshot",
+        "tracker: decode+detect+snapshot, 1500 held",
+        "tracker: due() 1000 of 1500 tracked",
+        "tracker: RSS per appointment (1500 tracked)",
+        "tracker: RSS growth holding 1500",
+    ]
+    rates = [f for f in figures if isinstance(f, Figure)]
+    assert all(f.ops_per_second > 0 and f.baseline_ops_per_second > 0 for f in rates)
+    memory = figures[3]
+    assert isinstance(memory, Reading)
+    assert memory.unit == "bytes"
+    # The baseline is the mean size of one canonical event as encoded on the topic.
+    assert 300 < memory.baseline_value < 500
+
+
+async def test_broker_figure_consumes_every_event(kafka_bootstrap: str) -> None:
+    bench = BrokerBench(kafka_bootstrap, 300)
+    figures = await bench.figures()
+    assert [f.name for f in figures] == ["tracker: worker via broker (300 events)"]
+    assert figures[0].baseline_name == "aiokafka consume only"
+    assert figures[0].ops_per_second > 0 and figures[0].baseline_ops_per_second > 0
+    # Every event reached the detector and each of its 300 patients got a changelog record.
+    assert bench.consumed_by_worker == 300
+    assert bench.changelog_records == 300
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        left = [t for t in await admin.list_topics() if t.startswith(bench.names.prefix)]
+    finally:
+        await admin.close()
+    assert left == []
