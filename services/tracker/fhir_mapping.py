@@ -25,6 +25,7 @@ import hashlib
 import json
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fhir.resources.R4B.appointment import Appointment
 from fhir.resources.R4B.careplan import CarePlan
@@ -48,6 +49,7 @@ MAX_INTERVAL_EXTENSION = BASE + "max-interval-days"
 DEPARTMENT_EXTENSION = BASE + "department"
 # On Patient: valueDateTime (when the patient left our care) or valueBoolean true.
 TRANSFER_EXTENSION = BASE + "transferred-out"
+TIMEZONE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/timezone"
 
 STATUSES = frozenset(
     {
@@ -214,7 +216,7 @@ def patient_events(
         phone=phone,
         email=email,
         language=language,
-        timezone=zone,
+        timezone=_patient_zone(resource, zone),
         status="deceased"
         if deceased
         else ("transferred_out" if transferred_at is not None else "active"),
@@ -240,6 +242,22 @@ def patient_events(
             effective_at=transferred_at,
         )
     return contact, status
+
+
+def _patient_zone(resource: Patient, clinic_zone: str) -> str:
+    """The patient's own time zone (FHIR's core timezone extension), else the clinic's.
+
+    Quiet hours are the patient's: a patient living abroad must not be texted at night.
+    """
+    for extension in resource.extension or []:
+        if extension.url == TIMEZONE_EXTENSION and extension.valueCode:
+            zone = str(extension.valueCode)
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise Invalid("Patient.extension(timezone)", "not an IANA time zone name") from exc
+            return zone
+    return clinic_zone
 
 
 def _transferred_at(resource: Patient, occurred_at: datetime) -> datetime | None:

@@ -193,3 +193,15 @@ def test_deceased_wins_over_a_transfer_marker() -> None:
     contact, status = patient_events(body, path_id=None, zone=ZONE, now=NOW)
     assert status is not None and status.status == "deceased"
     assert contact.status == "deceased"
+
+
+def test_a_patient_abroad_keeps_their_own_time_zone_for_quiet_hours() -> None:
+    url = "http://hl7.org/fhir/StructureDefinition/timezone"
+    abroad = fhir_patient(extension=[{"url": url, "valueCode": "America/New_York"}])
+    contact, _ = patient_events(abroad, path_id=None, zone=ZONE, now=NOW)
+    assert contact.timezone == "America/New_York"
+    assert patient_events(fhir_patient(), path_id=None, zone=ZONE, now=NOW)[0].timezone == ZONE
+    nowhere = fhir_patient(extension=[{"url": url, "valueCode": "Mars/Olympus_Mons"}])
+    with pytest.raises(Invalid) as refused:
+        patient_events(nowhere, path_id=None, zone=ZONE, now=NOW)
+    assert refused.value.expression == "Patient.extension(timezone)"
