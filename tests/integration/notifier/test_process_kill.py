@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from common.db import create_pool, drop_schema
-from common.kafka import KafkaPublisher, ensure_topics
+from common.kafka import KafkaPublisher, delete_topics_with_prefix, ensure_topics
 from schemas.events import ContactEvent, NotificationCommand
 from schemas.topics import TopicNames
 from standins.sms_provider import SmsProviderStandIn
@@ -155,3 +155,4 @@ async def test_sigkill_between_claim_and_send_still_sends_exactly_once(
         await pool.close()
         await publisher.stop()
         await drop_schema(infra.DATABASE_URL, schema)
+        await delete_topics_with_prefix(infra.KAFKA_BOOTSTRAP, prefix)
