@@ -54,6 +54,8 @@ class DemoConfig:
     database_url: str = "postgresql://followup:followup@127.0.0.1:15432/followup"
     output: Path = REPO / ".cache" / "demo"
     demo_ports: bool = True  # 8081-8083 and 2575 when free (the brief's ports)
+    # Ports chosen beforehand, e.g. by a test whose Prometheus scrapes them; picked when None.
+    ports: Ports | None = None
     keep: bool = False  # keep topics and schemas (for inspection)
     show_progress: bool = True
     startup_lead: float = 15.0  # real seconds the services get before the clinic opens
@@ -101,7 +103,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     webhook_secret = secrets.token_urlsafe(24)
     twilio_sid = "AC" + uuid.uuid4().hex
     twilio_token = secrets.token_hex(16)
-    ports = Ports.pick(config.demo_ports)
+    ports = config.ports or Ports.pick(config.demo_ports)
 
     # One virtual clock for everyone: the clinic opens startup_lead seconds from now.
     anchor_real = datetime.now(UTC) + timedelta(seconds=config.startup_lead)

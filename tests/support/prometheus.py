@@ -9,12 +9,14 @@ given targets every second, loads the alert rules, answers PromQL over its HTTP 
 from __future__ import annotations
 
 import json
+import math
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,6 +31,18 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def service_jobs(ports: Mapping[str, int]) -> dict[str, list[str]]:
+    """One scrape job per service, named as the dashboards and alerts select them."""
+    return {f"followup-{service}": [f"127.0.0.1:{port}"] for service, port in ports.items()}
+
+
+def every_query() -> list[tuple[str, str]]:
+    """Every alert expression and dashboard panel query, with where it comes from."""
+    return [(f"alert {a.name}", a.expr) for a in ops.alerts()] + [
+        (f"panel {p.dashboard} / {p.panel}", ops.concrete(p.expr)) for p in ops.panel_queries()
+    ]
 
 
 class PromQLError(Exception):
@@ -66,6 +80,7 @@ class PrometheusServer:
             stderr=subprocess.STDOUT,
         )
         self._wait(lambda: self._get("/-/ready", raw=True) is not None, "Prometheus to be ready")
+        self.started = time.time()
         return self
 
     def __exit__(
@@ -115,6 +130,29 @@ class PrometheusServer:
         data = self._get("/api/v1/query", {"query": expr})
         result: list[dict[str, Any]] = data["result"]
         return result
+
+    def returned_data(self, expr: str, since: float, step: float = 1.0) -> bool:
+        """Whether ``expr`` had a value (not NaN) at any moment from ``since`` until now, as a
+        Grafana graph over that time range would draw it."""
+        data = self._get(
+            "/api/v1/query_range",
+            {"query": expr, "start": str(since), "end": str(time.time()), "step": str(step)},
+        )
+        return any(
+            not math.isnan(float(value))
+            for series in data["result"]
+            for _, value in series["values"]
+        )
+
+    def refused(self) -> list[str]:
+        """Every alert expression and panel query Prometheus refuses, with its error."""
+        refused = []
+        for where, expr in every_query():
+            try:
+                self.query(expr)
+            except PromQLError as error:
+                refused.append(f"{where}: {error}")
+        return refused
 
     def series(self, selector: str, lookback_seconds: int = 300) -> list[dict[str, str]]:
         start = str(time.time() - lookback_seconds)

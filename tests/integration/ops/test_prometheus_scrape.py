@@ -28,7 +28,7 @@ from common.db import drop_schema
 from common.kafka import delete_topics_with_prefix, ensure_topics
 from schemas.topics import TopicNames
 from tests.support import infra, ops
-from tests.support.prometheus import PrometheusServer, PromQLError, free_port
+from tests.support.prometheus import PrometheusServer, PromQLError, free_port, service_jobs
 
 pytestmark = pytest.mark.integration
 
@@ -102,8 +102,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
         for service in SERVICES:
             wait_healthy(ports[service], processes[service])
         feed_unreadable_messages(names)
-        jobs = {f"followup-{s}": [f"127.0.0.1:{ports[s]}"] for s in SERVICES}
-        with PrometheusServer(jobs, workdir) as prom:
+        with PrometheusServer(service_jobs(ports), workdir) as prom:
             prom.wait_for_targets()
             yield prom
     finally:
@@ -129,19 +128,8 @@ def feed_unreadable_messages(names: TopicNames) -> None:
         producer.close()
 
 
-def queries() -> list[tuple[str, str]]:
-    return [(f"alert {a.name}", a.expr) for a in ops.alerts()] + [
-        (f"panel {p.dashboard} / {p.panel}", ops.concrete(p.expr)) for p in ops.panel_queries()
-    ]
-
-
 def test_every_alert_expression_and_panel_query_parses(prometheus: PrometheusServer) -> None:
-    refused = []
-    for where, expr in queries():
-        try:
-            prometheus.query(expr)
-        except PromQLError as error:
-            refused.append(f"{where}: {error}")
+    refused = prometheus.refused()
     assert not refused, "\n".join(refused)
 
 
