@@ -351,8 +351,11 @@ SYSTEM = View(
                     "Send failure ratio by provider",
                     (
                         q(
-                            "sum by (channel, provider) (rate(followup_notifier_sends_total"
-                            f'{{{NS}, result=~"failed|transient_error"}}[{RATE}])) / sum by '
+                            # "or ... * 0": 0 rather than no data while nothing failed.
+                            "(sum by (channel, provider) (rate(followup_notifier_sends_total"
+                            f'{{{NS}, result=~"failed|transient_error"}}[{RATE}])) or sum by '
+                            "(channel, provider) (rate("
+                            f"followup_notifier_sends_total{{{NS}}}[{RATE}])) * 0) / sum by "
                             "(channel, provider) (rate("
                             f"followup_notifier_sends_total{{{NS}}}[{RATE}]))",
                             "{{channel}} {{provider}}",
