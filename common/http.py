@@ -32,11 +32,9 @@ class OpsServer:
     async def start(self, host: str, port: int) -> int:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        await web.TCPSite(self._runner, host, port).start()
+        # The port actually bound: port 0 asks the system for a free one.
+        self.port = int(self._runner.addresses[0][1])
         return self.port
 
     async def stop(self) -> None:

@@ -33,16 +33,8 @@ NPM_PACKAGES=("@kubernetes-models/prometheus-operator@6.0.0")
 log() { echo "[ops-tools] $*" >&2; }
 err() { echo "[ops-tools] ERROR: $*" >&2; }
 
-as_root() {
-    if [[ "$(id -u)" -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        sudo "$@"
-    else
-        err "need root (or password-less sudo) to run: $*"
-        exit 1
-    fi
-}
+# shellcheck source=local/as_root.sh
+source "$SCRIPT_DIR/local/as_root.sh"
 
 # ------------------------------------------------------------ prometheus + promtool
 

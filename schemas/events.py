@@ -206,6 +206,11 @@ CALL_RESULTS: frozenset[OutcomeKind] = frozenset(
 )
 
 
+# Why a notification or call task exists: the case's own follow-up, an escalation to the
+# doctor/supervisor, or the withdrawal of an earlier call task.
+Purpose = Literal["follow_up", "escalation", "withdrawal"]
+
+
 class AttemptSummary(Contract):
     attempt_number: PositiveInt
     channel: Channel
@@ -221,7 +226,7 @@ class NotificationCommand(Envelope):
     case_id: Id
     attempt_number: PositiveInt
     patient_id: Id
-    purpose: Literal["follow_up", "escalation", "withdrawal"] = "follow_up"
+    purpose: Purpose = "follow_up"
     channel: Channel
     template: Id
     reason: TriggerKind
@@ -277,7 +282,7 @@ class CallTaskEvent(Envelope):
     phone_shared: bool = False
     language: Language
     reason: TriggerKind
-    purpose: Literal["follow_up", "escalation", "withdrawal"] = "follow_up"
+    purpose: Purpose = "follow_up"
     department: Id
     practitioner_id: Id | None = None
     stage_name: ShortText | None = None

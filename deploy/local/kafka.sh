@@ -50,17 +50,9 @@ broker_pid() {
     echo "$pid"
 }
 
-as_root() {
-    if [[ "$(id -u)" -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        sudo "$@"
-    else
-        err "need root (or password-less sudo) to run: $*"
-        err "install Java 17+ and Maven yourself, then re-run."
-        exit 1
-    fi
-}
+ROOT_HINT="install Java 17+ and Maven yourself, then re-run."
+# shellcheck source=as_root.sh
+source "$SCRIPT_DIR/as_root.sh"
 
 ensure_tools() {
     local missing=()

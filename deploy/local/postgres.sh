@@ -44,17 +44,9 @@ port_open() {
     timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$PORT" 2>/dev/null
 }
 
-as_root() {
-    if ((IS_ROOT)); then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        sudo "$@"
-    else
-        err "PostgreSQL server binaries are missing and installing them needs root."
-        err "Run as root, or: sudo apt-get update && sudo apt-get install -y postgresql"
-        exit 1
-    fi
-}
+ROOT_HINT="PostgreSQL server binaries are missing. Run as root, or: sudo apt-get update && sudo apt-get install -y postgresql"
+# shellcheck source=as_root.sh
+source "$SCRIPT_DIR/as_root.sh"
 
 find_bindir() {
     if [[ -n "${FOLLOWUP_PG_BINDIR:-}" ]]; then

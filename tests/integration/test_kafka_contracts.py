@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 
 import pytest
 
-from common.clock import SystemClock
 from common.codec import decode, encode
-from common.kafka import EventConsumer, KafkaPublisher
+from common.kafka import KafkaPublisher
 from schemas import AppointmentEvent, DeadLetter
 from schemas.topics import APPOINTMENTS, CATALOGUE, TopicNames, TopicSpec
-from tests.support.kafka import read_events, read_records
+from tests.support.kafka import appointments_consumer, read_events, read_records, wait_until
 from tests.support.samples import sample_events
 
 pytestmark = pytest.mark.integration
@@ -48,26 +46,9 @@ async def test_bad_messages_go_to_the_dead_letter_topic_and_the_next_one_flows(
     async def handle(event: AppointmentEvent) -> None:
         received.append(event)
 
-    consumer = EventConsumer(
-        bootstrap=kafka_bootstrap,
-        topic=topic,
-        base_topic=APPOINTMENTS.name,
-        model=AppointmentEvent,
-        group_id=f"{topic}.test",
-        handler=handle,
-        publisher=publisher,
-        deadletter_topic=topics.deadletter,
-        service="test",
-        clock=SystemClock(),
-    )
-    await consumer.start()
-    try:
+    async with appointments_consumer(kafka_bootstrap, topics, publisher, handle):
         letters = await read_events(kafka_bootstrap, topics.deadletter, DeadLetter, 2)
-        async with asyncio.timeout(20):
-            while not received:
-                await asyncio.sleep(0.1)
-    finally:
-        await consumer.stop()
+        await wait_until(lambda: bool(received))
 
     assert received == [good]
     by_type = {letter.error_type: letter for letter in letters}
@@ -94,25 +75,8 @@ async def test_a_failing_handler_dead_letters_and_the_consumer_goes_on(
             raise KeyError("a bug in a handler")
         seen.append(event.event_id)
 
-    consumer = EventConsumer(
-        bootstrap=kafka_bootstrap,
-        topic=topics.appointments,
-        base_topic=APPOINTMENTS.name,
-        model=AppointmentEvent,
-        group_id="g",
-        handler=handle,
-        publisher=publisher,
-        deadletter_topic=topics.deadletter,
-        service="test",
-        clock=SystemClock(),
-    )
-    await consumer.start()
-    try:
+    async with appointments_consumer(kafka_bootstrap, topics, publisher, handle):
         [letter] = await read_events(kafka_bootstrap, topics.deadletter, DeadLetter, 1)
-        async with asyncio.timeout(20):
-            while not seen:
-                await asyncio.sleep(0.1)
-    finally:
-        await consumer.stop()
+        await wait_until(lambda: bool(seen))
     assert letter.error_type == "handler_error"
     assert seen == [second.event_id]

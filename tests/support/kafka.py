@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
+from common.clock import SystemClock
 from common.codec import decode
+from common.kafka import EventConsumer, KafkaPublisher
+from schemas import AppointmentEvent
 from schemas.base import Envelope
+from schemas.topics import APPOINTMENTS, TopicNames
 
 M = TypeVar("M", bound=Envelope)
 
 
-async def read_records(
-    bootstrap: str, topic: str, count: int, timeout: float = 30.0
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """The first ``count`` records of ``topic`` from the beginning, or fail after ``timeout``."""
+async def _start_reader(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A started consumer of ``topic`` from its beginning, in a group of its own."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -26,6 +30,14 @@ async def read_records(
         enable_auto_commit=False,
     )
     await consumer.start()
+    return consumer
+
+
+async def read_records(
+    bootstrap: str, topic: str, count: int, timeout: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The first ``count`` records of ``topic`` from the beginning, or fail after ``timeout``."""
+    consumer = await _start_reader(bootstrap, topic)
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         async with asyncio.timeout(timeout):
@@ -52,14 +64,7 @@ async def read_all(
     bootstrap: str, topic: str, quiet: float = 2.0, timeout: float = 30.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Everything on ``topic`` until it has been quiet for ``quiet`` seconds."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
+    consumer = await _start_reader(bootstrap, topic)
     records: list[ConsumerRecord[bytes, bytes]] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -73,3 +78,41 @@ async def read_all(
     finally:
         await consumer.stop()
     return records
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``predicate`` until it holds; fail the test with a TimeoutError after ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def appointments_consumer(
+    bootstrap: str,
+    topics: TopicNames,
+    publisher: KafkaPublisher,
+    handler: Callable[[AppointmentEvent], Awaitable[None]],
+    *,
+    group: str = "test",
+    service: str = "test",
+) -> AsyncIterator[EventConsumer[AppointmentEvent]]:
+    """A running EventConsumer of this test's appointments topic, dead-lettering to its own
+    dead-letter topic; its group id carries the test's unique prefix."""
+    consumer = EventConsumer(
+        bootstrap=bootstrap,
+        topic=topics.appointments,
+        base_topic=APPOINTMENTS.name,
+        model=AppointmentEvent,
+        group_id=f"{topics.appointments}.{group}",
+        handler=handler,
+        publisher=publisher,
+        deadletter_topic=topics.deadletter,
+        service=service,
+        clock=SystemClock(),
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()

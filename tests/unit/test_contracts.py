@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
 
+from common.codec import decode, encode
 from schemas import AppointmentEvent, TreatmentPlanEvent
 from schemas.generate import path_of, rendered
-from schemas.topics import APPOINTMENTS, CATALOGUE, TopicSpec
+from schemas.topics import APPOINTMENTS, CATALOGUE, PLANS, TopicSpec
 from tests.support.samples import sample_events
 
 
@@ -77,7 +78,7 @@ def test_end_before_start_is_refused() -> None:
 
 
 def test_plan_stages_must_be_ordered() -> None:
-    plan = sample_events()[CATALOGUE[1]]
+    plan = sample_events()[PLANS]
     data = json.loads(plan.model_dump_json())
     data["stages"].reverse()
     with pytest.raises(ValidationError, match="increasing sequence"):
@@ -99,5 +100,6 @@ def test_envelope_is_everywhere() -> None:
 
 def test_occurred_at_keeps_its_offset() -> None:
     event = sample_events()[APPOINTMENTS]
-    assert isinstance(event.occurred_at, datetime)
-    assert event.occurred_at.utcoffset() is not None
+    # Through the wire: the clinic's offset survives, not just the instant.
+    received = decode(AppointmentEvent, encode(event))
+    assert received.occurred_at.utcoffset() == timedelta(hours=2)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from prometheus_client import REGISTRY
 
-from common.clock import SystemClock
-from common.kafka import EventConsumer, KafkaPublisher
+from common.kafka import KafkaPublisher
 from schemas import AppointmentEvent
 from schemas.topics import APPOINTMENTS, TopicNames
+from tests.support.kafka import appointments_consumer, wait_until
 from tests.support.samples import sample_events
 
 pytestmark = pytest.mark.integration
@@ -32,30 +30,18 @@ async def test_lag_reaches_zero_after_catching_up_and_commits_and_assignments_ar
     async def handle(event: AppointmentEvent) -> None:
         received.append(event.event_id)
 
-    consumer = EventConsumer(
-        bootstrap=kafka_bootstrap,
-        topic=topics.appointments,
-        base_topic=APPOINTMENTS.name,
-        model=AppointmentEvent,
-        group_id=f"{topics.appointments}.metrics",
-        handler=handle,
-        publisher=publisher,
-        deadletter_topic=topics.deadletter,
-        service=service,
-        clock=SystemClock(),
-    )
     lag = {"topic": APPOINTMENTS.name}
     assert sample("followup_kafka_consumer_lag", service, **lag) is None
-    await consumer.start()
-    try:
-        async with asyncio.timeout(30):
-            while (
-                len(received) < len(events)
-                or sample("followup_kafka_consumer_lag", service, **lag) != 0
-            ):
-                await asyncio.sleep(0.1)
-    finally:
-        await consumer.stop()
+    async with appointments_consumer(
+        kafka_bootstrap, topics, publisher, handle, group="metrics", service=service
+    ):
+        await wait_until(
+            lambda: (
+                len(received) == len(events)
+                and sample("followup_kafka_consumer_lag", service, **lag) == 0
+            ),
+            timeout=30,
+        )
 
     assert sorted(received) == sorted(e.event_id for e in events)
     commits = sample("followup_kafka_commit_duration_seconds_count", service)
