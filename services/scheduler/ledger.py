@@ -166,7 +166,7 @@ class CaseLedger:
                 if own is not None:
                     # Our own call task expired without a result: treat it as unanswered.
                     if own["state"] != "closed":
-                        await _history(tx, own["case_id"], "task_expired", own["state"], {})
+                        _history(tx, own["case_id"], "task_expired", own["state"], {})
                         await self._replan(tx, own["case_id"], replace_planned=True)
                     return
             await self._open(tx, trigger)
@@ -228,9 +228,9 @@ class CaseLedger:
                 trigger.kind,
             )
             if joined is not None:
-                await _history(tx, joined, "joined", "open", {"trigger": trigger.event_id})
+                _history(tx, joined, "joined", "open", {"trigger": trigger.event_id})
             return
-        await _history(tx, case_id, "opened", "open", {"trigger": trigger.event_id})
+        _history(tx, case_id, "opened", "open", {"trigger": trigger.event_id})
         tx.after.append(metrics.CASES_OPENED.labels(trigger.kind).inc)
         await self._replan(tx, case_id)
 
@@ -266,7 +266,7 @@ class CaseLedger:
                     asked,
                 )
             detail = {"attempt": where[1], "outcome": outcome.outcome, "detail": outcome.detail}
-            await _history(tx, case["case_id"], "outcome", case["state"], detail)
+            _history(tx, case["case_id"], "outcome", case["state"], detail)
             if case["state"] == "closed" or outcome.outcome in ("opt_out", "opt_in"):
                 return  # recorded; a closed case stays closed
             escalation = row is not None and row["purpose"] == "escalation"
@@ -337,7 +337,7 @@ class CaseLedger:
                 "correction": correction.correction_id,
             }
             state = case["state"]
-            await _history(tx, case_id, "corrected", state, detail)
+            _history(tx, case_id, "corrected", state, detail)
             tx.after.append(metrics.CORRECTIONS.inc)
             if state == "closed":
                 closed_by_it = row["outcome"] is not None and case["resolution"] == (
@@ -376,7 +376,7 @@ class CaseLedger:
             )
         for case in await _lock_open_cases(tx, outcome.patient_id):
             detail = {"channel": outcome.channel}
-            await _history(tx, case["case_id"], outcome.outcome, case["state"], detail)
+            _history(tx, case["case_id"], outcome.outcome, case["state"], detail)
             await self._replan(tx, case["case_id"], replace_planned=True)
 
     async def handle_appointment(self, appointment: AppointmentEvent) -> None:
@@ -396,7 +396,7 @@ class CaseLedger:
                 resolution = booking_resolution(facts, appointment)
                 if resolution is not None:
                     detail = {"appointment": appointment.appointment_id}
-                    await _history(tx, case["case_id"], "booked", case["state"], detail)
+                    _history(tx, case["case_id"], "booked", case["state"], detail)
                     await self._withdraw_tasks(tx, facts)  # nobody should call to rebook now
                     await _close(tx, case["case_id"], resolution)
 
@@ -434,7 +434,7 @@ class CaseLedger:
                     plan.supervisor_id,
                 )
                 detail = {"stage_deadline": deadline.isoformat()}
-                await _history(tx, case["case_id"], "deadline_changed", case["state"], detail)
+                _history(tx, case["case_id"], "deadline_changed", case["state"], detail)
                 await self._replan(tx, case["case_id"], replace_planned=True)
 
     async def handle_patient_status(self, event: PatientStatusEvent) -> None:
@@ -478,8 +478,8 @@ class CaseLedger:
         command = build_command(
             facts, attempt, template, attempts, tx.now, purpose="withdrawal", key=key
         )
-        await _outbox(tx, command)
-        await _history(tx, facts.case_id, "withdrawn", "closed", {"attempt": attempt.number})
+        _outbox(tx, command)
+        _history(tx, facts.case_id, "withdrawn", "closed", {"attempt": attempt.number})
 
     # --- due work -------------------------------------------------------------------
 
@@ -528,7 +528,7 @@ class CaseLedger:
                 else:
                     template = templates[(case["case_id"], attempt.number)]
                     attempts[index] = await self._fire_one(tx, case, attempt, template, attempts)
-                    await contacts.record(tx, case["case_id"], patient, attempts[index])
+                    contacts.record(tx, case["case_id"], patient, attempts[index])
                 not_before = hold.until if hold is not None else None
                 await self._decide(tx, case, attempts, opted.get(patient, set()), not_before)
             return len(due)
@@ -542,7 +542,7 @@ class CaseLedger:
             attempt.number,
         )
         detail = {"attempt": attempt.number, "rule": hold.rule, "until": hold.until.isoformat()}
-        await _history(tx, case["case_id"], "held", case["state"], detail)
+        _history(tx, case["case_id"], "held", case["state"], detail)
         tx.after.append(metrics.HELD.labels(hold.rule).inc)
 
     async def _fire_one(
@@ -561,9 +561,7 @@ class CaseLedger:
                 case["case_id"],
                 attempt.number,
             )
-            await _history(
-                tx, case["case_id"], "expired", case["state"], {"attempt": attempt.number}
-            )
+            _history(tx, case["case_id"], "expired", case["state"], {"attempt": attempt.number})
             return replace(attempt, state="cancelled")
         tx.write_later(
             "UPDATE attempts SET state = 'fired', fired_at = $3 WHERE case_id = $1 "
@@ -574,7 +572,7 @@ class CaseLedger:
         )
         fired = replace(attempt, state="fired", fired_at=tx.now)
         command = build_command(to_facts(case), fired, template, attempts, tx.now)
-        await _outbox(tx, command)
+        _outbox(tx, command)
         first = case["first_contact_at"] is None and attempt.purpose == "follow_up"
         state = "contacting" if case["state"] == "open" else case["state"]
         tx.write_later(
@@ -586,7 +584,7 @@ class CaseLedger:
             tx.now,
         )
         detail = {"attempt": attempt.number, "channel": attempt.channel}
-        await _history(tx, case["case_id"], "fired", state, detail)
+        _history(tx, case["case_id"], "fired", state, detail)
         lateness = (tx.now - attempt.planned_at).total_seconds()
         tx.after.append(lambda: metrics.FIRING_LATENESS.observe(lateness))
         tx.after.append(metrics.ATTEMPTS_FIRED.labels(attempt.channel).inc)
@@ -660,7 +658,7 @@ class CaseLedger:
             await tx.flush()
             await tx.conn.execute("UPDATE cases SET review_at = NULL WHERE case_id = $1", case_id)
         if isinstance(decision, PlanAttempt):
-            await _insert_attempt(
+            _insert_attempt(
                 tx,
                 case_id,
                 number,
@@ -679,12 +677,12 @@ class CaseLedger:
                 "tightened": decision.tightened,
                 "moved_by": decision.moved_by,
             }
-            await _history(tx, case_id, "planned", case["state"], detail)
+            _history(tx, case_id, "planned", case["state"], detail)
             tx.after.append(metrics.ATTEMPTS_PLANNED.labels(decision.channel).inc)
             if decision.moved_by is not None:
                 tx.after.append(metrics.HELD.labels(decision.moved_by).inc)
         elif isinstance(decision, Escalate):
-            await _insert_attempt(
+            _insert_attempt(
                 tx,
                 case_id,
                 number,
@@ -701,7 +699,7 @@ class CaseLedger:
                 tx.now,
             )
             detail = {"attempt": number, "reason": decision.reason, "to": decision.to}
-            await _history(tx, case_id, "escalation_planned", "escalating", detail)
+            _history(tx, case_id, "escalation_planned", "escalating", detail)
             tx.after.append(metrics.ESCALATIONS.labels(decision.reason).inc)
             tx.after.append(metrics.ATTEMPTS_PLANNED.labels("call_task").inc)
             first_escalation = not any(a.purpose == "escalation" for a in attempts)
@@ -780,7 +778,7 @@ async def _reopen(tx: Tx, case: Record) -> bool:
     )
     if reopened is None:
         return False
-    await _history(tx, case["case_id"], "reopened", "contacting", {})
+    _history(tx, case["case_id"], "reopened", "contacting", {})
     return True
 
 
@@ -798,7 +796,7 @@ class _Contacts:
         ends = conversation_until(self.tasks[patient], self.replies.get(patient), rules, now)
         return hold_for(channel, self.sent[(patient, channel_class(channel))], ends, rules, now)
 
-    async def record(self, tx: Tx, case_id: str, patient: str, attempt: AttemptRecord) -> None:
+    def record(self, tx: Tx, case_id: str, patient: str, attempt: AttemptRecord) -> None:
         if attempt.state != "fired" or attempt.purpose != "follow_up":
             return
         kind = channel_class(attempt.channel)
@@ -939,7 +937,7 @@ def _attempt_of(outcome: OutcomeEvent) -> tuple[str, int] | None:
     return None
 
 
-async def _insert_attempt(
+def _insert_attempt(
     tx: Tx,
     case_id: str,
     number: int,
@@ -986,11 +984,11 @@ async def _close(tx: Tx, case_id: str, resolution: Resolution) -> None:
         "UPDATE attempts SET state = 'cancelled' WHERE case_id = $1 AND state = 'planned'",
         case_id,
     )
-    await _history(tx, case_id, "closed", "closed", {"resolution": resolution})
+    _history(tx, case_id, "closed", "closed", {"resolution": resolution})
     tx.after.append(metrics.CASES_CLOSED.labels(resolution).inc)
 
 
-async def _outbox(tx: Tx, command: NotificationCommand) -> None:
+def _outbox(tx: Tx, command: NotificationCommand) -> None:
     tx.write_later(
         "INSERT INTO outbox (idempotency_key, patient_id, payload, created_at) "
         "VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
@@ -1001,7 +999,7 @@ async def _outbox(tx: Tx, command: NotificationCommand) -> None:
     )
 
 
-async def _history(tx: Tx, case_id: str, event: str, state: str, detail: dict[str, Any]) -> None:
+def _history(tx: Tx, case_id: str, event: str, state: str, detail: dict[str, Any]) -> None:
     tx.write_later(
         "INSERT INTO case_history (case_id, at, event, state, detail) VALUES ($1, $2, $3, $4, $5)",
         case_id,

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TypeAlias
 
-import asyncpg
-
-Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
+from services.scheduler.ledger import Conn
 
 
 async def seed_open_cases(conn: Conn, count: int, opened_at: datetime) -> None:
