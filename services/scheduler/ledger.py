@@ -255,16 +255,7 @@ class CaseLedger:
             if row is not None and should_record(row["outcome"], outcome.outcome):
                 # A callback request may say when (respond_by): the next call is planned then.
                 asked = outcome.respond_by if outcome.outcome == "callback_requested" else None
-                await tx.conn.execute(
-                    "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5, "
-                    "callback_at = $6 WHERE case_id = $1 AND attempt_number = $2",
-                    where[0],
-                    where[1],
-                    outcome.outcome,
-                    outcome.detail,
-                    tx.now,
-                    asked,
-                )
+                await _set_outcome(tx, where, outcome.outcome, outcome.detail, asked)
             detail = {"attempt": where[1], "outcome": outcome.outcome, "detail": outcome.detail}
             _history(tx, case["case_id"], "outcome", case["state"], detail)
             if case["state"] == "closed" or outcome.outcome in ("opt_out", "opt_in"):
@@ -320,14 +311,8 @@ class CaseLedger:
             key = f"{case_id}:{attempt_number}:{correction.correction_id}"
             if not await _first_time(tx, "corrections", key):
                 return "duplicate"
-            await tx.conn.execute(
-                "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5, "
-                "callback_at = NULL WHERE case_id = $1 AND attempt_number = $2",
-                case_id,
-                attempt_number,
-                correction.outcome,
-                correction.detail,
-                tx.now,
+            await _set_outcome(
+                tx, (case_id, attempt_number), correction.outcome, correction.detail, None
             )
             detail = {
                 "attempt": attempt_number,
@@ -417,14 +402,16 @@ class CaseLedger:
                 plan.model_dump_json(),
             )
             found = next_stage_deadline(plan, await _completions(tx.conn, plan.plan_id))
+            if found is None:
+                return
+            deadline = found.deadline
             rows = await tx.conn.fetch(
                 "SELECT * FROM cases WHERE plan_id = $1 AND state <> 'closed' "
                 "ORDER BY case_id FOR UPDATE",  # the same order as every handler: no deadlock
                 plan.plan_id,
             )
             for case in rows:
-                deadline = found.deadline if found is not None else None
-                if deadline == case["stage_deadline"] or deadline is None:
+                if deadline == case["stage_deadline"]:
                     continue
                 # The doctor changed the plan: the cadence is planned again against it.
                 await tx.conn.execute(
@@ -487,7 +474,7 @@ class CaseLedger:
         """Fire the attempts due now: attempt marked fired and its command in the outbox."""
         async with self._tx() as tx:
             due = await tx.conn.fetch(
-                """SELECT a.case_id, a.attempt_number
+                """SELECT a.attempt_number, c.*
                      FROM attempts a JOIN cases c ON c.case_id = a.case_id
                     WHERE a.state = 'planned' AND a.planned_at <= $1
                     ORDER BY a.planned_at
@@ -498,11 +485,8 @@ class CaseLedger:
             )
             if not due:
                 return 0
-            ids = [r["case_id"] for r in due]
-            cases = {
-                r["case_id"]: r
-                for r in await tx.conn.fetch("SELECT * FROM cases WHERE case_id = ANY($1)", ids)
-            }
+            cases = {r["case_id"]: r for r in due}  # locked with their due attempts above
+            ids = list(cases)
             by_case: dict[str, list[AttemptRecord]] = defaultdict(list)
             templates: dict[tuple[str, int], str] = {}
             for r in await tx.conn.fetch(
@@ -927,6 +911,24 @@ async def _completions(conn: Conn, plan_id: str) -> dict[str, datetime]:
         "SELECT stage_id, completed_at FROM stage_completions WHERE plan_id = $1", plan_id
     )
     return {r["stage_id"]: r["completed_at"] for r in rows}
+
+
+async def _set_outcome(
+    tx: Tx,
+    attempt: tuple[str, int],
+    outcome: OutcomeKind,
+    detail: str | None,
+    callback_at: datetime | None,
+) -> None:
+    await tx.conn.execute(
+        "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5, "
+        "callback_at = $6 WHERE case_id = $1 AND attempt_number = $2",
+        *attempt,
+        outcome,
+        detail,
+        tx.now,
+        callback_at,
+    )
 
 
 def _attempt_of(outcome: OutcomeEvent) -> tuple[str, int] | None:
