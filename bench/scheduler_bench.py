@@ -29,7 +29,7 @@ from common.db import create_pool, drop_schema, migrate
 from services.scheduler.app import MIGRATIONS
 from services.scheduler.ledger import CaseLedger
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
-from tests.support.scheduler import seed_open_cases
+from tests.support.scheduler import seed_open_cases, seed_planned_sms
 
 # A Monday morning at the clinic: the seeded SMS steps are due now, the rest next week.
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("Europe/Vilnius"))
@@ -57,19 +57,14 @@ async def seed(pool: asyncpg.Pool, open_cases: int, due: int, spread: timedelta)
     async with pool.acquire() as conn, conn.transaction():
         await seed_open_cases(conn, open_cases, NOW - timedelta(hours=1))
         step = spread / max(due, 1)
-        await conn.execute(
-            """INSERT INTO attempts (case_id, attempt_number, purpose, channel, template,
-                   state, planned_at, window_end)
-               SELECT 'case-' || n, 1, 'follow_up', 'sms', 'no_show_sms', 'planned',
-                   CASE WHEN n <= $2 THEN $1::timestamptz - $4::interval + $5::interval * n
-                        ELSE $1::timestamptz + interval '7 days' END,
-                   $1::timestamptz + interval '8 days'
-               FROM generate_series(1, $3) AS n""",
-            NOW,
-            due,
+        await seed_planned_sms(
+            conn,
             open_cases,
-            spread,
-            step,
+            NOW - spread + step,
+            NOW + timedelta(days=8),
+            step=step,
+            due=due,
+            later=NOW + timedelta(days=7),
         )
     async with pool.acquire() as conn:
         await conn.execute("ANALYZE cases; ANALYZE attempts")

@@ -49,8 +49,16 @@ def _row(record: asyncpg.Record) -> dict[str, Any]:
     return {k: _json(v) for k, v in record.items()}
 
 
-def _bad(reason: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"error": reason}), content_type="application/json")
+def _error(
+    kind: type[web.HTTPError], reason: str, headers: dict[str, str] | None = None
+) -> web.HTTPError:
+    return kind(
+        text=json.dumps({"error": reason}), content_type="application/json", headers=headers
+    )
+
+
+def _bad(reason: str) -> web.HTTPError:
+    return _error(web.HTTPBadRequest, reason)
 
 
 class CorrectionRequest(BaseModel):
@@ -84,10 +92,10 @@ class CaseApi:
             given = request.headers.get("Authorization", "")
             expected = f"Bearer {self._token}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
-                raise web.HTTPUnauthorized(
-                    text=json.dumps({"error": "a valid bearer token is required"}),
-                    content_type="application/json",
-                    headers={"WWW-Authenticate": "Bearer"},
+                raise _error(
+                    web.HTTPUnauthorized,
+                    "a valid bearer token is required",
+                    {"WWW-Authenticate": "Bearer"},
                 )
             return await route(request)
 
@@ -142,9 +150,7 @@ class CaseApi:
                 f"SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1", case_id
             )
             if case is None:
-                raise web.HTTPNotFound(
-                    text=json.dumps({"error": "no such case"}), content_type="application/json"
-                )
+                raise _error(web.HTTPNotFound, "no such case")
             attempts = await conn.fetch(
                 f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE case_id = $1 "
                 "ORDER BY attempt_number",
@@ -181,10 +187,7 @@ class CaseApi:
                 ),
             )
         except LookupError:
-            raise web.HTTPNotFound(
-                text=json.dumps({"error": "no such case or fired attempt"}),
-                content_type="application/json",
-            ) from None
+            raise _error(web.HTTPNotFound, "no such case or fired attempt") from None
         return web.json_response({"result": result})
 
 

@@ -175,8 +175,7 @@ class Scheduler:
 
     async def _database_ready(self) -> bool:
         assert self.pool is not None
-        async with self.pool.acquire() as conn:
-            return bool(await conn.fetchval("SELECT true"))
+        return bool(await self.pool.fetchval("SELECT true"))
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
+from typing import Literal, TypeGuard
 from zoneinfo import ZoneInfo
 
 from schemas.base import Channel, TriggerKind
@@ -170,11 +170,11 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
     base = (last.fired_at or last.planned_at) if last else case.opened_at
     # The previous call is over once answered; otherwise its window must end first.
     earliest = max(now, _busy_until(last)) if last and not callback else now
-    last_useful = _last_useful(rules, case)
+    last_useful = last_useful_moment(rules, case)
     if callback and last is not None and last.callback_at is not None:
         asked = max(earliest, last.callback_at.astimezone(UTC))
         placed = _place_call(rules, zone, asked, None)
-        if placed is not None and (last_useful is None or placed[0] <= last_useful):
+        if _in_time(placed, last_useful):
             moved = _moved_by(rules, "call_task", zone, asked, placed[0])
             return _plan(rules, case, "call_task", placed, step_index, False, last_useful, moved)
     if case.not_before is not None:
@@ -193,7 +193,7 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
     order = [c for c in order if c in usable] or usable
     avoid = _slot_to_avoid(rules, follow_ups, zone)
     placed = _place(rules, order[0], zone, candidate, avoid)
-    if placed is not None and (last_useful is None or placed[0] <= last_useful):
+    if _in_time(placed, last_useful):
         moved = _moved_by(rules, order[0], zone, candidate, placed[0])
         return _plan(
             rules, case, order[0], placed, step_index, candidate < normal, last_useful, moved
@@ -201,15 +201,10 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
     for channel in order:
         # Too late for the step as written: the earliest allowed moment on any channel.
         placed = _place(rules, channel, zone, earliest, avoid)
-        if placed is not None and (last_useful is None or placed[0] <= last_useful):
+        if _in_time(placed, last_useful):
             moved = _moved_by(rules, channel, zone, earliest, placed[0])
             return _plan(rules, case, channel, placed, step_index, True, last_useful, moved)
     return _escalate_or_close(rules, case, "deadline", now, zone)
-
-
-def last_useful_moment(rules: CadenceRules, case: CaseView) -> datetime | None:
-    """The latest moment a contact can still lead to a visit before the stage deadline."""
-    return _last_useful(rules, case)
 
 
 # --- outcomes --------------------------------------------------------------------------
@@ -343,10 +338,18 @@ def _moved_by(
     return "business_hours" if in_hours is None or in_hours[0] > wanted else None
 
 
-def _last_useful(rules: CadenceRules, case: CaseView) -> datetime | None:
+def last_useful_moment(rules: CadenceRules, case: CaseView) -> datetime | None:
+    """The latest moment a contact can still lead to a visit before the stage deadline."""
     if case.stage_deadline is None:
         return None
     return case.stage_deadline.astimezone(UTC) - rules.rebook_lead
+
+
+def _in_time(
+    placed: tuple[datetime, datetime] | None, last_useful: datetime | None
+) -> TypeGuard[tuple[datetime, datetime]]:
+    """Placed at all, and not after the last useful moment."""
+    return placed is not None and (last_useful is None or placed[0] <= last_useful)
 
 
 def _busy_until(attempt: AttemptRecord) -> datetime:

@@ -166,7 +166,7 @@ class CaseLedger:
                 if own is not None:
                     # Our own call task expired without a result: treat it as unanswered.
                     if own["state"] != "closed":
-                        await _history(tx, own["case_id"], "task_expired", own["state"], {})
+                        _history(tx, own["case_id"], "task_expired", own["state"], {})
                         await self._replan(tx, own["case_id"], replace_planned=True)
                     return
             await self._open(tx, trigger)
@@ -228,9 +228,9 @@ class CaseLedger:
                 trigger.kind,
             )
             if joined is not None:
-                await _history(tx, joined, "joined", "open", {"trigger": trigger.event_id})
+                _history(tx, joined, "joined", "open", {"trigger": trigger.event_id})
             return
-        await _history(tx, case_id, "opened", "open", {"trigger": trigger.event_id})
+        _history(tx, case_id, "opened", "open", {"trigger": trigger.event_id})
         tx.after.append(metrics.CASES_OPENED.labels(trigger.kind).inc)
         await self._replan(tx, case_id)
 
@@ -255,18 +255,9 @@ class CaseLedger:
             if row is not None and should_record(row["outcome"], outcome.outcome):
                 # A callback request may say when (respond_by): the next call is planned then.
                 asked = outcome.respond_by if outcome.outcome == "callback_requested" else None
-                await tx.conn.execute(
-                    "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5, "
-                    "callback_at = $6 WHERE case_id = $1 AND attempt_number = $2",
-                    where[0],
-                    where[1],
-                    outcome.outcome,
-                    outcome.detail,
-                    tx.now,
-                    asked,
-                )
+                await _set_outcome(tx, where, outcome.outcome, outcome.detail, asked)
             detail = {"attempt": where[1], "outcome": outcome.outcome, "detail": outcome.detail}
-            await _history(tx, case["case_id"], "outcome", case["state"], detail)
+            _history(tx, case["case_id"], "outcome", case["state"], detail)
             if case["state"] == "closed" or outcome.outcome in ("opt_out", "opt_in"):
                 return  # recorded; a closed case stays closed
             escalation = row is not None and row["purpose"] == "escalation"
@@ -320,14 +311,8 @@ class CaseLedger:
             key = f"{case_id}:{attempt_number}:{correction.correction_id}"
             if not await _first_time(tx, "corrections", key):
                 return "duplicate"
-            await tx.conn.execute(
-                "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5, "
-                "callback_at = NULL WHERE case_id = $1 AND attempt_number = $2",
-                case_id,
-                attempt_number,
-                correction.outcome,
-                correction.detail,
-                tx.now,
+            await _set_outcome(
+                tx, (case_id, attempt_number), correction.outcome, correction.detail, None
             )
             detail = {
                 "attempt": attempt_number,
@@ -337,7 +322,7 @@ class CaseLedger:
                 "correction": correction.correction_id,
             }
             state = case["state"]
-            await _history(tx, case_id, "corrected", state, detail)
+            _history(tx, case_id, "corrected", state, detail)
             tx.after.append(metrics.CORRECTIONS.inc)
             if state == "closed":
                 closed_by_it = row["outcome"] is not None and case["resolution"] == (
@@ -376,7 +361,7 @@ class CaseLedger:
             )
         for case in await _lock_open_cases(tx, outcome.patient_id):
             detail = {"channel": outcome.channel}
-            await _history(tx, case["case_id"], outcome.outcome, case["state"], detail)
+            _history(tx, case["case_id"], outcome.outcome, case["state"], detail)
             await self._replan(tx, case["case_id"], replace_planned=True)
 
     async def handle_appointment(self, appointment: AppointmentEvent) -> None:
@@ -396,7 +381,7 @@ class CaseLedger:
                 resolution = booking_resolution(facts, appointment)
                 if resolution is not None:
                     detail = {"appointment": appointment.appointment_id}
-                    await _history(tx, case["case_id"], "booked", case["state"], detail)
+                    _history(tx, case["case_id"], "booked", case["state"], detail)
                     await self._withdraw_tasks(tx, facts)  # nobody should call to rebook now
                     await _close(tx, case["case_id"], resolution)
 
@@ -417,14 +402,16 @@ class CaseLedger:
                 plan.model_dump_json(),
             )
             found = next_stage_deadline(plan, await _completions(tx.conn, plan.plan_id))
+            if found is None:
+                return
+            deadline = found.deadline
             rows = await tx.conn.fetch(
                 "SELECT * FROM cases WHERE plan_id = $1 AND state <> 'closed' "
                 "ORDER BY case_id FOR UPDATE",  # the same order as every handler: no deadlock
                 plan.plan_id,
             )
             for case in rows:
-                deadline = found.deadline if found is not None else None
-                if deadline == case["stage_deadline"] or deadline is None:
+                if deadline == case["stage_deadline"]:
                     continue
                 # The doctor changed the plan: the cadence is planned again against it.
                 await tx.conn.execute(
@@ -434,7 +421,7 @@ class CaseLedger:
                     plan.supervisor_id,
                 )
                 detail = {"stage_deadline": deadline.isoformat()}
-                await _history(tx, case["case_id"], "deadline_changed", case["state"], detail)
+                _history(tx, case["case_id"], "deadline_changed", case["state"], detail)
                 await self._replan(tx, case["case_id"], replace_planned=True)
 
     async def handle_patient_status(self, event: PatientStatusEvent) -> None:
@@ -478,8 +465,8 @@ class CaseLedger:
         command = build_command(
             facts, attempt, template, attempts, tx.now, purpose="withdrawal", key=key
         )
-        await _outbox(tx, command)
-        await _history(tx, facts.case_id, "withdrawn", "closed", {"attempt": attempt.number})
+        _outbox(tx, command)
+        _history(tx, facts.case_id, "withdrawn", "closed", {"attempt": attempt.number})
 
     # --- due work -------------------------------------------------------------------
 
@@ -487,7 +474,7 @@ class CaseLedger:
         """Fire the attempts due now: attempt marked fired and its command in the outbox."""
         async with self._tx() as tx:
             due = await tx.conn.fetch(
-                """SELECT a.case_id, a.attempt_number
+                """SELECT a.attempt_number, c.*
                      FROM attempts a JOIN cases c ON c.case_id = a.case_id
                     WHERE a.state = 'planned' AND a.planned_at <= $1
                     ORDER BY a.planned_at
@@ -498,11 +485,8 @@ class CaseLedger:
             )
             if not due:
                 return 0
-            ids = [r["case_id"] for r in due]
-            cases = {
-                r["case_id"]: r
-                for r in await tx.conn.fetch("SELECT * FROM cases WHERE case_id = ANY($1)", ids)
-            }
+            cases = {r["case_id"]: r for r in due}  # locked with their due attempts above
+            ids = list(cases)
             by_case: dict[str, list[AttemptRecord]] = defaultdict(list)
             templates: dict[tuple[str, int], str] = {}
             for r in await tx.conn.fetch(
@@ -528,7 +512,7 @@ class CaseLedger:
                 else:
                     template = templates[(case["case_id"], attempt.number)]
                     attempts[index] = await self._fire_one(tx, case, attempt, template, attempts)
-                    await contacts.record(tx, case["case_id"], patient, attempts[index])
+                    contacts.record(tx, case["case_id"], patient, attempts[index])
                 not_before = hold.until if hold is not None else None
                 await self._decide(tx, case, attempts, opted.get(patient, set()), not_before)
             return len(due)
@@ -542,7 +526,7 @@ class CaseLedger:
             attempt.number,
         )
         detail = {"attempt": attempt.number, "rule": hold.rule, "until": hold.until.isoformat()}
-        await _history(tx, case["case_id"], "held", case["state"], detail)
+        _history(tx, case["case_id"], "held", case["state"], detail)
         tx.after.append(metrics.HELD.labels(hold.rule).inc)
 
     async def _fire_one(
@@ -561,9 +545,7 @@ class CaseLedger:
                 case["case_id"],
                 attempt.number,
             )
-            await _history(
-                tx, case["case_id"], "expired", case["state"], {"attempt": attempt.number}
-            )
+            _history(tx, case["case_id"], "expired", case["state"], {"attempt": attempt.number})
             return replace(attempt, state="cancelled")
         tx.write_later(
             "UPDATE attempts SET state = 'fired', fired_at = $3 WHERE case_id = $1 "
@@ -574,7 +556,7 @@ class CaseLedger:
         )
         fired = replace(attempt, state="fired", fired_at=tx.now)
         command = build_command(to_facts(case), fired, template, attempts, tx.now)
-        await _outbox(tx, command)
+        _outbox(tx, command)
         first = case["first_contact_at"] is None and attempt.purpose == "follow_up"
         state = "contacting" if case["state"] == "open" else case["state"]
         tx.write_later(
@@ -586,7 +568,7 @@ class CaseLedger:
             tx.now,
         )
         detail = {"attempt": attempt.number, "channel": attempt.channel}
-        await _history(tx, case["case_id"], "fired", state, detail)
+        _history(tx, case["case_id"], "fired", state, detail)
         lateness = (tx.now - attempt.planned_at).total_seconds()
         tx.after.append(lambda: metrics.FIRING_LATENESS.observe(lateness))
         tx.after.append(metrics.ATTEMPTS_FIRED.labels(attempt.channel).inc)
@@ -660,7 +642,7 @@ class CaseLedger:
             await tx.flush()
             await tx.conn.execute("UPDATE cases SET review_at = NULL WHERE case_id = $1", case_id)
         if isinstance(decision, PlanAttempt):
-            await _insert_attempt(
+            _insert_attempt(
                 tx,
                 case_id,
                 number,
@@ -679,12 +661,12 @@ class CaseLedger:
                 "tightened": decision.tightened,
                 "moved_by": decision.moved_by,
             }
-            await _history(tx, case_id, "planned", case["state"], detail)
+            _history(tx, case_id, "planned", case["state"], detail)
             tx.after.append(metrics.ATTEMPTS_PLANNED.labels(decision.channel).inc)
             if decision.moved_by is not None:
                 tx.after.append(metrics.HELD.labels(decision.moved_by).inc)
         elif isinstance(decision, Escalate):
-            await _insert_attempt(
+            _insert_attempt(
                 tx,
                 case_id,
                 number,
@@ -701,7 +683,7 @@ class CaseLedger:
                 tx.now,
             )
             detail = {"attempt": number, "reason": decision.reason, "to": decision.to}
-            await _history(tx, case_id, "escalation_planned", "escalating", detail)
+            _history(tx, case_id, "escalation_planned", "escalating", detail)
             tx.after.append(metrics.ESCALATIONS.labels(decision.reason).inc)
             tx.after.append(metrics.ATTEMPTS_PLANNED.labels("call_task").inc)
             first_escalation = not any(a.purpose == "escalation" for a in attempts)
@@ -780,7 +762,7 @@ async def _reopen(tx: Tx, case: Record) -> bool:
     )
     if reopened is None:
         return False
-    await _history(tx, case["case_id"], "reopened", "contacting", {})
+    _history(tx, case["case_id"], "reopened", "contacting", {})
     return True
 
 
@@ -798,7 +780,7 @@ class _Contacts:
         ends = conversation_until(self.tasks[patient], self.replies.get(patient), rules, now)
         return hold_for(channel, self.sent[(patient, channel_class(channel))], ends, rules, now)
 
-    async def record(self, tx: Tx, case_id: str, patient: str, attempt: AttemptRecord) -> None:
+    def record(self, tx: Tx, case_id: str, patient: str, attempt: AttemptRecord) -> None:
         if attempt.state != "fired" or attempt.purpose != "follow_up":
             return
         kind = channel_class(attempt.channel)
@@ -931,6 +913,24 @@ async def _completions(conn: Conn, plan_id: str) -> dict[str, datetime]:
     return {r["stage_id"]: r["completed_at"] for r in rows}
 
 
+async def _set_outcome(
+    tx: Tx,
+    attempt: tuple[str, int],
+    outcome: OutcomeKind,
+    detail: str | None,
+    callback_at: datetime | None,
+) -> None:
+    await tx.conn.execute(
+        "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5, "
+        "callback_at = $6 WHERE case_id = $1 AND attempt_number = $2",
+        *attempt,
+        outcome,
+        detail,
+        tx.now,
+        callback_at,
+    )
+
+
 def _attempt_of(outcome: OutcomeEvent) -> tuple[str, int] | None:
     if outcome.case_id is not None and outcome.attempt_number is not None:
         return outcome.case_id, outcome.attempt_number
@@ -939,7 +939,7 @@ def _attempt_of(outcome: OutcomeEvent) -> tuple[str, int] | None:
     return None
 
 
-async def _insert_attempt(
+def _insert_attempt(
     tx: Tx,
     case_id: str,
     number: int,
@@ -986,11 +986,11 @@ async def _close(tx: Tx, case_id: str, resolution: Resolution) -> None:
         "UPDATE attempts SET state = 'cancelled' WHERE case_id = $1 AND state = 'planned'",
         case_id,
     )
-    await _history(tx, case_id, "closed", "closed", {"resolution": resolution})
+    _history(tx, case_id, "closed", "closed", {"resolution": resolution})
     tx.after.append(metrics.CASES_CLOSED.labels(resolution).inc)
 
 
-async def _outbox(tx: Tx, command: NotificationCommand) -> None:
+def _outbox(tx: Tx, command: NotificationCommand) -> None:
     tx.write_later(
         "INSERT INTO outbox (idempotency_key, patient_id, payload, created_at) "
         "VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
@@ -1001,7 +1001,7 @@ async def _outbox(tx: Tx, command: NotificationCommand) -> None:
     )
 
 
-async def _history(tx: Tx, case_id: str, event: str, state: str, detail: dict[str, Any]) -> None:
+def _history(tx: Tx, case_id: str, event: str, state: str, detail: dict[str, Any]) -> None:
     tx.write_later(
         "INSERT INTO case_history (case_id, at, event, state, detail) VALUES ($1, $2, $3, $4, $5)",
         case_id,

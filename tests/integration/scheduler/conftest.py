@@ -15,7 +15,7 @@ from schemas.events import AppointmentEvent, OutcomeEvent, PatientStatusEvent, T
 from services.scheduler.app import MIGRATIONS
 from services.scheduler.ledger import CaseLedger
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
-from tests.support.scheduler import seed_open_cases
+from tests.support.scheduler import seed_open_cases, seed_planned_sms
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
 # A Monday morning at the clinic.
@@ -95,15 +95,7 @@ async def seed_due_cases(
     """``count`` open no-show cases, each with a planned SMS due at ``planned_at``."""
     async with pool.acquire() as conn, conn.transaction():
         await seed_open_cases(conn, count, planned_at)
-        await conn.execute(
-            """INSERT INTO attempts (case_id, attempt_number, purpose, channel, template, state,
-                   planned_at, window_end)
-               SELECT 'case-' || n, 1, 'follow_up', 'sms', 'no_show_sms', 'planned', $1, $2
-               FROM generate_series(1, $3) AS n""",
-            planned_at,
-            window_end,
-            count,
-        )
+        await seed_planned_sms(conn, count, planned_at, window_end)
 
 
 def booking(

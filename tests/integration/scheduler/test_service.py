@@ -134,6 +134,8 @@ async def _check_api(scheduler: Scheduler) -> None:
     async with aiohttp.ClientSession(f"http://127.0.0.1:{scheduler.ops.port}") as http:
         async with http.get("/cases") as r:
             assert r.status == 401
+            assert r.headers["WWW-Authenticate"] == "Bearer"
+            assert "bearer token" in (await r.json())["error"]
         async with http.get("/cases", headers={"Authorization": "Bearer wrong"}) as r:
             assert r.status == 401
         async with http.get(
@@ -162,6 +164,7 @@ async def _check_api(scheduler: Scheduler) -> None:
             assert "phone" not in str(detail)
         async with http.get("/cases/case-unknown", headers=auth) as r:
             assert r.status == 404
+            assert (await r.json())["error"] == "no such case"
         # Corrections: recorded in the history; a case closed by a booking stays closed.
         fix = f"/cases/{CASE}/attempts/1/corrections"
         body = {"correction_id": "fix-1", "outcome": "busy", "reported_by": "admin-3"}

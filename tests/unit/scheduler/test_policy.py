@@ -81,28 +81,43 @@ def test_bad_durations(value: object) -> None:
         parse_duration(value)
 
 
-def test_a_wrong_step_is_refused_with_its_line(tmp_path: Path) -> None:
-    text = SHIPPED.replace("{delay: P2D, channel: email}", "{delay: P2D, channel: fax}")
-    message = refused(text, tmp_path)
-    assert f":{line_of(text, 'channel: fax')}: steps.3.channel" in message
-
-
-def test_a_wrong_override_is_refused_with_the_override_s_line(tmp_path: Path) -> None:
-    text = SHIPPED.replace('sat: "09:00-14:00"', 'sat: "14:00-09:00"')
-    message = refused(text, tmp_path)
-    assert f":{line_of(text, '14:00-09:00')}: business_hours.sat" in message
-
-
-def test_an_unknown_key_is_refused_with_its_line(tmp_path: Path) -> None:
-    text = SHIPPED.replace("  max_attempts: 6\n", "  max_attempts: 6\n  max_attempt: 7\n")
-    message = refused(text, tmp_path)
-    assert f":{line_of(text, 'max_attempt: 7')}: max_attempt: Extra inputs" in message
-
-
-def test_an_unknown_reason_is_refused_with_its_line(tmp_path: Path) -> None:
-    text = SHIPPED.replace("  late_cancellation:\n", "  late_cancelation:\n")
-    message = refused(text, tmp_path)
-    assert f":{line_of(text, 'late_cancelation:')}: unknown reason" in message
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(
+            "{delay: P2D, channel: email}",
+            "{delay: P2D, channel: fax}",
+            "steps.3.channel",
+            id="wrong step",
+        ),
+        pytest.param(
+            'sat: "09:00-14:00"',
+            'sat: "14:00-09:00"',
+            "business_hours.sat",
+            id="wrong override",
+        ),
+        pytest.param(
+            "  max_attempts: 6\n",
+            "  max_attempts: 6\n  max_attempt: 7\n",
+            "max_attempt: Extra inputs",
+            id="unknown key",
+        ),
+        pytest.param(
+            "  late_cancellation:\n",
+            "  late_cancelation:\n",
+            "unknown reason",
+            id="unknown reason",
+        ),
+    ],
+)
+def test_a_wrong_entry_is_refused_with_its_own_line(
+    old: str, new: str, expected: str, tmp_path: Path
+) -> None:
+    assert old in SHIPPED  # else the replacement below would test the shipped file
+    text = SHIPPED.replace(old, new)
+    # The line of the changed entry itself (for an override: the override's line).
+    wrong = new.strip().splitlines()[-1].strip()
+    assert f":{line_of(text, wrong)}: {expected}" in refused(text, tmp_path)
 
 
 def test_a_missing_field_is_refused(tmp_path: Path) -> None:
