@@ -41,7 +41,12 @@ from common.kafka import ensure_topics
 from schemas import AppointmentEvent
 from schemas.topics import APPOINTMENTS, TopicNames
 from services.tracker.detection import DetectionRules, Detector
-from services.tracker.worker import DetectionWorker, changelog_topic, ensure_changelog
+from services.tracker.worker import (
+    CHANGELOG,
+    DetectionWorker,
+    changelog_topic,
+    ensure_changelog,
+)
 
 N = 20_000
 DUE = 1000
@@ -280,7 +285,7 @@ class BrokerBench:
         await consumer.start()
         try:
             topic = changelog_topic(self.names)
-            partitions = range(APPOINTMENTS.partitions)  # as ensure_changelog made it
+            partitions = range(CHANGELOG.partitions)
             ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
             return sum(ends.values())
         finally:
@@ -298,7 +303,7 @@ class BrokerBench:
 
     async def figures(self) -> list[Figure]:
         await ensure_topics(self.bootstrap, self.names)
-        await ensure_changelog(self.bootstrap, self.names, APPOINTMENTS.partitions)
+        await ensure_changelog(self.bootstrap, self.names)
         try:
             await self._produce()
             floor = await self.plain_consume()

@@ -14,12 +14,12 @@ from common.http import OpsServer
 from common.kafka import KafkaPublisher, ensure_topics
 from common.service import run, wait_for_stop_signal
 from schemas.base import TimeZoneName
-from schemas.topics import APPOINTMENTS, TopicNames
+from schemas.topics import CATALOGUE, TopicNames
 from services.tracker.detection import DetectionRules, Detector
 from services.tracker.fhir_api import FhirApi
 from services.tracker.ingest import CanonicalSink
 from services.tracker.mllp import MllpListener
-from services.tracker.worker import DetectionWorker, ensure_changelog
+from services.tracker.worker import CHANGELOG, DetectionWorker
 
 log = logs.get_logger(__name__)
 
@@ -90,8 +90,8 @@ class Tracker:
 
     async def start(self) -> None:
         s = self.settings
-        await ensure_topics(s.kafka_bootstrap, self.names)
-        await ensure_changelog(s.kafka_bootstrap, self.names, APPOINTMENTS.partitions)
+        # One admin round trip for the contract topics and the detection's own changelog.
+        await ensure_topics(s.kafka_bootstrap, self.names, (*CATALOGUE, CHANGELOG))
         await self.publisher.start()
         await self.worker.start()
         await self.mllp.start(s.mllp_host, s.mllp_port)

@@ -164,13 +164,13 @@ class Detector:
 
     def due(self, now: datetime) -> list[Detection]:
         """Evaluate the patients whose wake-ups are due at ``now``."""
-        patients: list[str] = []
+        # A dict as an ordered set: a list's membership test made a large due batch quadratic.
+        patients: dict[str, None] = {}
         limit = now.timestamp()
         while self._wakeups and self._wakeups[0][0] <= limit:
             at, _seq, patient_id = heapq.heappop(self._wakeups)
             self._pending.discard((patient_id, at))
-            if patient_id not in patients:
-                patients.append(patient_id)
+            patients[patient_id] = None
         found: list[Detection] = []
         for patient_id in patients:
             state = self.patients.get(patient_id)

@@ -40,7 +40,7 @@ from schemas.events import (
     TreatmentPlanEvent,
     TreatmentStage,
 )
-from services.tracker.hl7_siu import transferred_out
+from services.tracker.hl7_siu import deceased, transferred_out
 
 SOURCE = "tracker.fhir"
 BASE = "https://followup.example/fhir/StructureDefinition/"
@@ -201,9 +201,9 @@ def patient_events(
             if coding.code:
                 language = coding.code.lower()
                 break
-    deceased = bool(resource.deceasedBoolean) or resource.deceasedDateTime is not None
+    died = bool(resource.deceasedBoolean) or resource.deceasedDateTime is not None
     occurred_at = _when(resource.meta, now)
-    transferred_at = None if deceased else _transferred_at(resource, occurred_at)
+    transferred_at = None if died else _transferred_at(resource, occurred_at)
     event_id = _event_id("Patient", patient_id, resource.meta, body)
     contact = _build(
         ContactEvent,
@@ -218,19 +218,17 @@ def patient_events(
         language=language,
         timezone=_patient_zone(resource, zone),
         status="deceased"
-        if deceased
+        if died
         else ("transferred_out" if transferred_at is not None else "active"),
     )
     status = None
-    if deceased:
+    if died:
         when = resource.deceasedDateTime
         status = _build(
-            PatientStatusEvent,
-            event_id=f"patient-status:{patient_id}:deceased",
-            occurred_at=occurred_at,
+            deceased,
+            patient_id,
             source=SOURCE,
-            patient_id=patient_id,
-            status="deceased",
+            occurred_at=occurred_at,
             effective_at=when if isinstance(when, datetime) and when.tzinfo else occurred_at,
         )
     if transferred_at is not None:

@@ -179,13 +179,9 @@ def _patient_status(
 ) -> PatientStatusEvent | None:
     """Deceased (PID-30, any message) before transferred out (ADT^A03 with PV1-36)."""
     if field(message, "PID", 30).upper() == "Y":
-        return PatientStatusEvent(
-            event_id=f"patient-status:{patient_id}:deceased",
-            occurred_at=occurred_at,
-            source=SOURCE,
-            patient_id=patient_id,
-            status="deceased",
-            effective_at=_time(message, "PID", 29, zone) or occurred_at,
+        effective_at = _time(message, "PID", 29, zone) or occurred_at
+        return deceased(
+            patient_id, source=SOURCE, occurred_at=occurred_at, effective_at=effective_at
         )
     disposition = field(message, "PV1", 36)
     if message_code == "ADT" and trigger == "A03" and disposition in TRANSFER_DISPOSITIONS:
@@ -194,6 +190,20 @@ def _patient_status(
             patient_id, source=SOURCE, occurred_at=occurred_at, effective_at=effective_at
         )
     return None
+
+
+def deceased(
+    patient_id: str, *, source: str, occurred_at: datetime, effective_at: datetime
+) -> PatientStatusEvent:
+    """The status of a patient who died (HL7 and FHIR alike): one fact per patient."""
+    return PatientStatusEvent(
+        event_id=f"patient-status:{patient_id}:deceased",
+        occurred_at=occurred_at,
+        source=source,
+        patient_id=patient_id,
+        status="deceased",
+        effective_at=effective_at,
+    )
 
 
 def transferred_out(

@@ -17,23 +17,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
+from prometheus_client import Counter
 
 from common.clock import Clock
 from common.codec import DecodeError, dead_letter, decode, encode
-from common.kafka import ConsumerMonitor
+from common.kafka import ConsumerMonitor, ensure_topics
 from common.logs import get_logger
 from common.metrics import DEAD_LETTERS, EVENTS_CONSUMED
-from schemas.events import AppointmentEvent, OutcomeEvent, TreatmentPlanEvent
-from schemas.topics import APPOINTMENTS, OUTCOMES, PLANS, TopicNames
+from schemas.base import Envelope
+from schemas.topics import APPOINTMENTS, OUTCOMES, PLANS, TopicNames, TopicSpec
 from services.tracker.detection import Detection, Detector, PatientState
 from services.tracker.metrics import (
     DETECTION_LAG,
@@ -45,34 +47,39 @@ from services.tracker.metrics import (
 
 log = get_logger(__name__)
 
-CHANGELOG = "followup.tracker.patient-state-changelog"
+# Written to the same partition number as the patient's input records, so it has as many
+# partitions as the co-partitioned inputs. Its records are PatientState JSON, not a contract:
+# ensure_topics reads only the name, the partition count and the compaction of a spec.
+CHANGELOG = TopicSpec(
+    "followup.tracker.patient-state-changelog",
+    Envelope,
+    "The tracker's patient state, one record per patient (compacted).",
+    compacted=True,
+    partitions=APPOINTMENTS.partitions,
+)
 # Events our own ingest adapters produced were counted where they came in.
 OWN_SOURCES = frozenset({"tracker.hl7", "tracker.fhir"})
-KINDS = ("appointment", "plan", "outcome")
+
+
+@dataclass(frozen=True)
+class _Input:
+    """One input topic: its contract, its detector handler and its metric children, resolved
+    once (a labels() lookup per record is a measurable share of the per-event cost at tens
+    of thousands of events per second)."""
+
+    base_topic: str
+    model: type[Any]
+    handle: Callable[[Any, datetime], list[Detection]]
+    events_in: Counter
+    consumed_ok: Counter
 
 
 def changelog_topic(names: TopicNames) -> str:
-    return f"{names.prefix}{CHANGELOG}"
+    return names.of(CHANGELOG)
 
 
-async def ensure_changelog(bootstrap: str, names: TopicNames, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        if changelog_topic(names) not in set(await admin.list_topics()):
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [
-                        NewTopic(
-                            changelog_topic(names),
-                            partitions,
-                            1,
-                            topic_configs={"cleanup.policy": "compact"},
-                        )
-                    ]
-                )
-    finally:
-        await admin.close()
+async def ensure_changelog(bootstrap: str, names: TopicNames) -> None:
+    await ensure_topics(bootstrap, names, (CHANGELOG,))
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -105,10 +112,20 @@ class DetectionWorker:
         self._clock = clock
         self._service = service
         self._tick = tick_seconds
-        self._models: dict[str, tuple[str, type[Any]]] = {
-            names.appointments: (APPOINTMENTS.name, AppointmentEvent),
-            names.plans: (PLANS.name, TreatmentPlanEvent),
-            names.outcomes: (OUTCOMES.name, OutcomeEvent),
+
+        def route(spec: TopicSpec, kind: str, handle: Callable[..., list[Detection]]) -> _Input:
+            return _Input(
+                spec.name,
+                spec.model,
+                handle,
+                EVENTS.labels("kafka", kind),
+                EVENTS_CONSUMED.labels(service, spec.name, "ok"),
+            )
+
+        self._inputs = {
+            names.appointments: route(APPOINTMENTS, "appointment", detector.on_appointment),
+            names.plans: route(PLANS, "plan", detector.on_plan),
+            names.outcomes: route(OUTCOMES, "outcome", detector.on_outcome),
         }
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -117,14 +134,9 @@ class DetectionWorker:
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
         )
-        # Metric children resolved once: a labels() lookup per record is a measurable share
-        # of the per-event cost at tens of thousands of events per second.
-        self._consumed_ok = {
-            topic: EVENTS_CONSUMED.labels(service, base, "ok")
-            for topic, (base, _model) in self._models.items()
-        }
-        self._events_in = {kind: EVENTS.labels("kafka", kind) for kind in KINDS}
-        self._monitor = ConsumerMonitor(self._consumer, service, lambda t: self._models[t][0])
+        self._monitor = ConsumerMonitor(
+            self._consumer, service, lambda t: self._inputs[t].base_topic
+        )
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             client_id=f"{service}-detection",
@@ -143,7 +155,7 @@ class DetectionWorker:
     async def start(self) -> None:
         await self._producer.start()
         await self._consumer.start()
-        self._consumer.subscribe(list(self._models), listener=_Rebalance(self))
+        self._consumer.subscribe(list(self._inputs), listener=_Rebalance(self))
         self._tasks = [
             asyncio.create_task(self._consume(), name="tracker:consume"),
             asyncio.create_task(self._timer(), name="tracker:timer"),
@@ -260,40 +272,32 @@ class DetectionWorker:
                     await self._flush(found, set(), now)
 
     async def _apply(
-        self, record: ConsumerRecord[bytes, bytes], now: Any, dirty: set[str]
+        self, record: ConsumerRecord[bytes, bytes], now: datetime, dirty: set[str]
     ) -> list[Detection]:
-        base_topic, model = self._models[record.topic]
+        source = self._inputs[record.topic]
         try:
-            event = decode(model, record.value)
+            event = decode(source.model, record.value)
         except DecodeError as error:
-            await self._dead_letter(record, error, base_topic)
+            await self._dead_letter(record, error, source.base_topic)
             return []
         try:
-            if isinstance(event, AppointmentEvent):
-                found = self.detector.on_appointment(event, now)
-                kind = "appointment"
-            elif isinstance(event, TreatmentPlanEvent):
-                found = self.detector.on_plan(event, now)
-                kind = "plan"
-            else:
-                found = self.detector.on_outcome(event, now)
-                kind = "outcome"
+            found = source.handle(event, now)
         except Exception as exc:  # one bad event must not stop detection
             log.error(
                 "handler_failed", topic=record.topic, offset=record.offset, error=type(exc).__name__
             )
             failure = DecodeError(f"handler failed: {type(exc).__name__}", "handler_error")
-            await self._dead_letter(record, failure, base_topic)
+            await self._dead_letter(record, failure, source.base_topic)
             return []
         patient_id: str = event.patient_id
         self._partition_of[patient_id] = record.partition
         dirty.add(patient_id)
         if event.source not in OWN_SOURCES:
-            self._events_in[kind].inc()
-        self._consumed_ok[record.topic].inc()
+            source.events_in.inc()
+        source.consumed_ok.inc()
         return found
 
-    async def _flush(self, found: list[Detection], dirty: set[str], now: Any) -> None:
+    async def _flush(self, found: list[Detection], dirty: set[str], now: datetime) -> None:
         dirty |= {d.trigger.patient_id for d in found}
         futures = []
         for detection in found:

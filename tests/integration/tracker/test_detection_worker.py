@@ -19,7 +19,7 @@ from schemas.events import (
     TreatmentStage,
     TriggerEvent,
 )
-from schemas.topics import APPOINTMENTS, TopicNames
+from schemas.topics import TopicNames
 from services.tracker.detection import DetectionRules, Detector
 from services.tracker.worker import DetectionWorker, changelog_topic, ensure_changelog
 from tests.support.kafka import read_all, read_events, read_records
@@ -54,7 +54,7 @@ async def wait_until(predicate: object, timeout: float = 30.0) -> None:
 async def test_no_show_survives_a_restart_and_is_emitted_once(
     kafka_bootstrap: str, topics: TopicNames, publisher: KafkaPublisher
 ) -> None:
-    await ensure_changelog(kafka_bootstrap, topics, APPOINTMENTS.partitions)
+    await ensure_changelog(kafka_bootstrap, topics)
     clock = ManualClock(START - timedelta(hours=1))
     first = make_worker(kafka_bootstrap, topics, clock)
     await first.start()
@@ -98,7 +98,7 @@ async def running(
     kafka_bootstrap: str, topics: TopicNames
 ) -> AsyncIterator[tuple[DetectionWorker, ManualClock]]:
     """One worker whose clock is past the grace of START."""
-    await ensure_changelog(kafka_bootstrap, topics, APPOINTMENTS.partitions)
+    await ensure_changelog(kafka_bootstrap, topics)
     clock = ManualClock(START + timedelta(hours=1))
     worker = make_worker(kafka_bootstrap, topics, clock)
     await worker.start()
@@ -126,7 +126,7 @@ async def test_bad_json_is_dead_lettered_and_the_next_event_flows(
 async def test_two_replicas_split_the_partitions_and_emit_each_trigger_once(
     kafka_bootstrap: str, topics: TopicNames, publisher: KafkaPublisher
 ) -> None:
-    await ensure_changelog(kafka_bootstrap, topics, APPOINTMENTS.partitions)
+    await ensure_changelog(kafka_bootstrap, topics)
     clock = ManualClock(START - timedelta(hours=1))
     first = make_worker(kafka_bootstrap, topics, clock)
     await first.start()
