@@ -38,6 +38,7 @@ from services.notifier.contacts import NOT_CONTACTABLE, Contact, why_impossible
 from services.notifier.directory import Directory
 from services.notifier.email_channel import Email, unsubscribe_token
 from services.notifier.ledger import Delivery, FinishedDelivery, Ledger
+from services.notifier.outcomes import command_outcome
 from services.notifier.quiet_hours import QuietHours, next_allowed_moment
 from services.notifier.sinks import CallTaskSink
 from services.notifier.sms import SmsMessage, SmsProvider
@@ -155,17 +156,10 @@ class DispatchPolicy:
 
 
 def outcome_event(done: FinishedDelivery) -> OutcomeEvent:
-    cmd = done.command
-    return OutcomeEvent(
-        event_id=f"{cmd.idempotency_key}:{done.outcome}",
-        occurred_at=done.finished_at,
-        source="notifier",
-        outcome=done.outcome,  # type: ignore[arg-type]
-        patient_id=cmd.patient_id,
-        channel=cmd.channel,
-        case_id=cmd.case_id,
-        attempt_number=cmd.attempt_number,
-        idempotency_key=cmd.idempotency_key,
+    return command_outcome(
+        done.command,
+        done.outcome,  # type: ignore[arg-type]
+        done.finished_at,
         respond_by=done.respond_by,
         detail=done.detail,
     )
