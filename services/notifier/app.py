@@ -26,7 +26,7 @@ from services.notifier.http_api import NotifierApi
 from services.notifier.ledger import Ledger
 from services.notifier.quiet_hours import QuietHours
 from services.notifier.sinks import CallTaskSink, FrontDeskEmailSink, KafkaTopicSink, WebhookSink
-from services.notifier.sms import FailoverSms, SmsProvider, TwilioProvider
+from services.notifier.sms import FailoverSms, TwilioProvider
 from services.notifier.templates import TemplateBook, TemplateError
 
 Consumed = ContactEvent | PatientStatusEvent | NotificationCommand
@@ -81,7 +81,7 @@ class NotifierSettings(Settings):
     front_desk_email: str | None = None
 
 
-def _sms(settings: NotifierSettings, clock: Clock) -> tuple[SmsProvider | None, list[str]]:
+def _sms_providers(settings: NotifierSettings, clock: Clock) -> list[TwilioProvider]:
     providers: list[TwilioProvider] = []
     for role in ("primary", "secondary"):
         url = getattr(settings, f"sms_{role}_url")
@@ -98,8 +98,7 @@ def _sms(settings: NotifierSettings, clock: Clock) -> tuple[SmsProvider | None, 
                 per_second=settings.sms_rate_per_second,
             )
         )
-    tokens = [getattr(settings, f"sms_{p.name}_token") for p in providers]
-    return (FailoverSms(providers) if providers else None), tokens
+    return providers
 
 
 class NotifierApp:
@@ -141,7 +140,8 @@ class NotifierApp:
         await self.publisher.start()
         self.directory = Directory(self.pool, s.default_region)
         self.ledger = Ledger(self.pool, sending_lease=timedelta(seconds=s.sending_lease_seconds))
-        sms, provider_tokens = _sms(s, self.clock)
+        providers = _sms_providers(s, self.clock)
+        sms = FailoverSms(providers) if providers else None
         mailer = None
         if s.smtp_host:
             mailer = Mailer(
@@ -166,9 +166,7 @@ class NotifierApp:
                 sinks.append(FrontDeskEmailSink(mailer, s.front_desk_email, domain))
             else:
                 sinks.append(KafkaTopicSink(self.publisher, self.topics.calltasks))
-        self._closers = [c for c in [sms, mailer, *sinks] if hasattr(c, "close")]
-        if sms is not None:
-            self._closers += [p for p in getattr(sms, "providers", []) if hasattr(p, "close")]
+        self._closers = [c for c in [*providers, mailer, *sinks] if hasattr(c, "close")]
         self.dispatcher = Dispatcher(
             ledger=self.ledger,
             directory=self.directory,
@@ -199,7 +197,7 @@ class NotifierApp:
             publish=self.publish_outcome,
             clock=self.clock,
             public_base_url=s.public_base_url,
-            provider_tokens=provider_tokens,
+            provider_tokens=[getattr(s, f"sms_{p.name}_token") for p in providers],
             api_token=s.api_token,
             link_secret=s.link_secret,
             default_region=s.default_region,

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from schemas.events import CALL_RESULTS, NotificationCommand, OutcomeEvent, OutcomeKind
+from services.notifier.outcomes import command_outcome
 
 _ID_ALLOWED = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@/+-")
 
@@ -84,16 +85,11 @@ def parse_call_report(body: Any) -> CallReport:
 def report_outcome(report: CallReport, task: NotificationCommand, now: datetime) -> OutcomeEvent:
     """The outcome of the call task ``task`` that ``report`` gives (event id = report id)."""
     callback = report.outcome == "callback_requested"
-    return OutcomeEvent(
+    return command_outcome(
+        task,
+        report.outcome,
+        report.reported_at or now,
         event_id=report.report_id,
-        occurred_at=report.reported_at or now,
-        source="notifier",
-        outcome=report.outcome,
-        patient_id=task.patient_id,
-        channel="call_task",
-        case_id=task.case_id,
-        attempt_number=task.attempt_number,
-        idempotency_key=task.idempotency_key,
         respond_by=report.callback_at if callback else None,
         reported_by=report.reported_by,
         detail=report.detail,

@@ -68,16 +68,13 @@ def call_script(
     default_language: str,
 ) -> str:
     shared_by = contact.phone_shared_by if contact else 1
-    context = MessageContext(
+    context = MessageContext.for_command(
+        command,
+        contact,
         reason=command.reason,
         clinic_name=clinic_name,
         clinic_phone=clinic_phone,
         rebook_url=rebook_url,
-        timezone=contact.timezone if contact else command.timezone,
-        name=contact.given_name if contact else None,
-        appointment_start=command.appointment_start,
-        stage_name=command.stage_name,
-        stage_deadline=command.stage_deadline,
     )
     script = book.render("call_script", contact.language if contact else default_language, context)
     if shared_by > 1:

@@ -67,20 +67,28 @@ class Directory:
         return status
 
     async def contact(self, patient_id: str) -> Contact | None:
+        contact, _status = await self.recipient(patient_id)
+        return contact
+
+    async def recipient(self, patient_id: str) -> tuple[Contact | None, str | None]:
+        """The patient's contact and status, either possibly unknown, in one round trip."""
         row = await self._pool.fetchrow(
-            """SELECT c.*,
+            """SELECT s.status AS patient_status, c.*,
                    (SELECT count(*) FROM contacts o WHERE o.phone_e164 = c.phone_e164) AS shared,
                    ARRAY(SELECT channel FROM opt_outs WHERE opted_out AND
                          ((channel = 'sms' AND address = c.phone_e164) OR
                           (channel = 'email' AND address = c.email) OR
                           (channel IN ('call_task', 'all') AND address = c.patient_id)))
                      AS opted_out
-               FROM contacts c WHERE c.patient_id = $1""",
+               FROM (SELECT $1::text AS id) p
+               LEFT JOIN contacts c ON c.patient_id = p.id
+               LEFT JOIN patient_status s ON s.patient_id = p.id""",
             patient_id,
         )
-        if row is None:
-            return None
-        return Contact(
+        assert row is not None  # the FROM row is always there
+        if row["patient_id"] is None:
+            return None, row["patient_status"]
+        contact = Contact(
             patient_id=row["patient_id"],
             given_name=row["given_name"],
             family_name=row["family_name"],
@@ -98,6 +106,7 @@ class Directory:
             opted_out=frozenset(row["opted_out"]),
             phone_shared_by=max(1, int(row["shared"] or 1)),
         )
+        return contact, row["patient_status"]
 
     async def set_opt_out(
         self, address: str, channel: str, opted_out: bool, at: datetime, event_id: str

@@ -38,11 +38,12 @@ from services.notifier.contacts import NOT_CONTACTABLE, Contact, why_impossible
 from services.notifier.directory import Directory
 from services.notifier.email_channel import Email, unsubscribe_token
 from services.notifier.ledger import Delivery, FinishedDelivery, Ledger
+from services.notifier.outcomes import command_outcome
 from services.notifier.quiet_hours import QuietHours, next_allowed_moment
 from services.notifier.sinks import CallTaskSink
 from services.notifier.sms import SmsMessage, SmsProvider
 from services.notifier.sms_text import segment_count
-from services.notifier.templates import MessageContext, TemplateBook
+from services.notifier.templates import REASONS, MessageContext, TemplateBook
 
 log = get_logger(__name__)
 
@@ -119,9 +120,9 @@ def decide(
     if at is None:
         return Refuse("failed", "quiet_hours", "quiet_hours")
     if at > now:
-        # Before window_start is waiting for the window, not quiet hours.
-        rule = "quiet_hours" if at > command.window_start or now >= command.window_start else ""
-        return Hold(at, rule or "window")
+        # Held until the window opens (and not past it) is waiting, not quiet hours.
+        waiting = now < command.window_start and at == command.window_start
+        return Hold(at, "window" if waiting else "quiet_hours")
     return Proceed()
 
 
@@ -155,17 +156,10 @@ class DispatchPolicy:
 
 
 def outcome_event(done: FinishedDelivery) -> OutcomeEvent:
-    cmd = done.command
-    return OutcomeEvent(
-        event_id=f"{cmd.idempotency_key}:{done.outcome}",
-        occurred_at=done.finished_at,
-        source="notifier",
-        outcome=done.outcome,  # type: ignore[arg-type]
-        patient_id=cmd.patient_id,
-        channel=cmd.channel,
-        case_id=cmd.case_id,
-        attempt_number=cmd.attempt_number,
-        idempotency_key=cmd.idempotency_key,
+    return command_outcome(
+        done.command,
+        done.outcome,  # type: ignore[arg-type]
+        done.finished_at,
         respond_by=done.respond_by,
         detail=done.detail,
     )
@@ -242,15 +236,11 @@ class Dispatcher:
             log.warning("sms_delivery_unknown", key=cmd.idempotency_key)
             await self.ledger.finish(cmd, now, "failed", detail="delivery_unknown")
             return
-        contact = await self.directory.contact(cmd.patient_id)
-        status = await self.directory.patient_status(cmd.patient_id)
+        contact, status = await self.directory.recipient(cmd.patient_id)
         sent_today = 0
         if contact is not None and cmd.channel in ("sms", "email"):
-            local_midnight = datetime.combine(
-                now.astimezone(ZoneInfo(contact.timezone)).date(),
-                time(0),
-                tzinfo=ZoneInfo(contact.timezone),
-            )
+            zone = ZoneInfo(contact.timezone)
+            local_midnight = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
             sent_today = await self.ledger.sent_since(
                 cmd.patient_id, local_midnight, cmd.idempotency_key
             )
@@ -285,21 +275,17 @@ class Dispatcher:
         try:
             if cmd.purpose == "withdrawal":
                 await self._withdraw(cmd, delivery, contact)
-            elif cmd.channel == "sms":
-                assert contact is not None and contact.phone is not None
-                receipt = await self._send_sms(cmd, contact)
-                await self.ledger.finish(
-                    cmd, now, "sent", provider=receipt.provider, provider_id=receipt.provider_id
-                )
-            elif cmd.channel == "email":
-                assert contact is not None and contact.email is not None
-                receipt = await self._send_email(cmd, contact)
-                await self.ledger.finish(
-                    cmd, now, "sent", provider=receipt.provider, provider_id=receipt.provider_id
-                )
-            else:
+            elif cmd.channel == "call_task":
                 await self._deliver_task(cmd, cmd.idempotency_key, "create", delivery, contact)
                 await self.ledger.finish(cmd, now, "task_created", respond_by=cmd.window_end)
+            else:
+                assert contact is not None
+                send = self._send_sms if cmd.channel == "sms" else self._send_email
+                receipt = await send(cmd, contact)
+                metrics.SENDS.labels(cmd.channel, receipt.provider, "sent").inc()
+                await self.ledger.finish(
+                    cmd, now, "sent", provider=receipt.provider, provider_id=receipt.provider_id
+                )
         except TransientSendError as exc:
             metrics.RETRIES.labels(cmd.channel).inc()
             metrics.SENDS.labels(cmd.channel, exc.provider, "transient_error").inc()
@@ -329,16 +315,13 @@ class Dispatcher:
         self, cmd: NotificationCommand, contact: Contact, *, redacted: bool = False
     ) -> MessageContext:
         p = self.policy
-        return MessageContext(
-            reason=cmd.template if cmd.template in _REASONS else cmd.reason,
+        return MessageContext.for_command(
+            cmd,
+            contact,
+            reason=cmd.template if cmd.template in REASONS else cmd.reason,
             clinic_name=p.clinic_name,
             clinic_phone=p.clinic_phone,
             rebook_url=p.rebook_url,
-            timezone=contact.timezone,
-            name=contact.given_name,
-            appointment_start=cmd.appointment_start,
-            stage_name=cmd.stage_name,
-            stage_deadline=cmd.stage_deadline,
             redacted=redacted,
         )
 
@@ -359,7 +342,6 @@ class Dispatcher:
         receipt = await self.sms.send(SmsMessage(contact.phone, body, callback))
         encoding, segments = segment_count(body)
         metrics.SMS_SEGMENTS.labels(encoding).inc(segments)
-        metrics.SENDS.labels("sms", receipt.provider, "sent").inc()
         return receipt
 
     async def _send_email(self, cmd: NotificationCommand, contact: Contact) -> SendReceipt:
@@ -381,7 +363,6 @@ class Dispatcher:
             list_unsubscribe=", ".join(unsubscribe),
         )
         receipt = await self.mailer.send(email)
-        metrics.SENDS.labels("email", receipt.provider, "sent").inc()
         return receipt
 
     async def _deliver_task(
@@ -446,9 +427,6 @@ class Dispatcher:
             return
         await self._deliver_task(original, cmd.idempotency_key, "withdraw", delivery, contact)
         await self.ledger.finish(cmd, now, "withdrawn")
-
-
-_REASONS = frozenset({"no_show", "late_cancellation", "unanswered_call", "stage_window_at_risk"})
 
 
 class _Mailer(Protocol):

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from common.clock import Clock
 from common.logs import get_logger
-from schemas.events import OutcomeEvent
+from schemas.events import OutcomeEvent, OutcomeKind
 from services.notifier import metrics
 from services.notifier.bounces import BounceError, parse_bounce_json, parse_bounce_message
 from services.notifier.call_reports import ReportError, parse_call_report, report_outcome, valid_id
@@ -25,12 +25,17 @@ from services.notifier.contacts import normalise_phone
 from services.notifier.directory import Directory
 from services.notifier.email_channel import unsubscribe_token
 from services.notifier.ledger import Ledger
+from services.notifier.outcomes import command_outcome
 from services.notifier.sms import valid_twilio_signature
 from services.notifier.sms_text import classify_reply
 
 log = get_logger(__name__)
 
-_STATUS_OUTCOMES = {"delivered": "delivered", "failed": "failed", "undelivered": "failed"}
+_STATUS_OUTCOMES: dict[str, OutcomeKind] = {
+    "delivered": "delivered",
+    "failed": "failed",
+    "undelivered": "failed",
+}
 
 Publish = Callable[[OutcomeEvent], Awaitable[None]]
 
@@ -86,16 +91,10 @@ class NotifierApi:
             raise web.HTTPNotFound(text="unknown message")
         error = form.get("ErrorCode")
         await self._publish(
-            OutcomeEvent(
-                event_id=f"{command.idempotency_key}:{outcome}",
-                occurred_at=self._clock.now(),
-                source="notifier",
-                outcome=outcome,  # type: ignore[arg-type]
-                patient_id=command.patient_id,
-                channel="sms",
-                case_id=command.case_id,
-                attempt_number=command.attempt_number,
-                idempotency_key=command.idempotency_key,
+            command_outcome(
+                command,
+                outcome,
+                self._clock.now(),
                 detail=f"provider_{error}" if outcome == "failed" and error else None,
             )
         )
@@ -177,18 +176,7 @@ class NotifierApi:
         command = await self._ledger.email_command(bounce.message_id)
         if command is None:
             raise web.HTTPNotFound(text="unknown Message-ID")
-        event = OutcomeEvent(
-            event_id=f"{command.idempotency_key}:bounced",
-            occurred_at=self._clock.now(),
-            source="notifier",
-            outcome="bounced",
-            patient_id=command.patient_id,
-            channel="email",
-            case_id=command.case_id,
-            attempt_number=command.attempt_number,
-            idempotency_key=command.idempotency_key,
-            detail=bounce.detail,
-        )
+        event = command_outcome(command, "bounced", self._clock.now(), detail=bounce.detail)
         await self._publish(event)
         log.info("email_bounced", key=command.idempotency_key, status=bounce.status)
         return web.json_response({"result": "bounced", "event_id": event.event_id}, status=202)

@@ -19,12 +19,11 @@ from schemas.events import NotificationCommand
 
 @dataclass(frozen=True)
 class Delivery:
+    """A row taken for sending (now 'sending' in the ledger)."""
+
     command: NotificationCommand
-    state: str  # pending | sending | done
     tries: int
     sinks_done: tuple[str, ...]
-    provider: str | None
-    provider_id: str | None
     recovered: bool  # taken over from a process that died while 'sending'
 
 
@@ -64,8 +63,7 @@ class Ledger:
         """Due rows (and rows abandoned while 'sending'), marked 'sending' and committed."""
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                """SELECT idempotency_key, purpose, command, state, tries, sinks_done,
-                          provider, provider_id
+                """SELECT idempotency_key, purpose, command, state, tries, sinks_done
                    FROM deliveries
                    WHERE (state = 'pending' AND due_at <= $1)
                       OR (state = 'sending' AND sending_since <= $2)
@@ -86,11 +84,8 @@ class Ledger:
         return [
             Delivery(
                 command=NotificationCommand.model_validate_json(row["command"]),
-                state="sending",
                 tries=row["tries"] + 1,
                 sinks_done=tuple(row["sinks_done"]),
-                provider=row["provider"],
-                provider_id=row["provider_id"],
                 recovered=row["state"] == "sending",
             )
             for row in rows

@@ -12,12 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 import jinja2
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
+
+if TYPE_CHECKING:
+    from schemas.events import NotificationCommand
+    from services.notifier.contacts import Contact
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 PARTS = ("sms", "email_subject", "email_text", "email_html", "call_script")
@@ -43,6 +47,32 @@ class MessageContext:
     stage_name: str | None = None
     stage_deadline: datetime | None = None
     redacted: bool = False
+
+    @classmethod
+    def for_command(
+        cls,
+        command: NotificationCommand,
+        contact: Contact | None,
+        *,
+        reason: str,
+        clinic_name: str,
+        clinic_phone: str,
+        rebook_url: str | None,
+        redacted: bool = False,
+    ) -> MessageContext:
+        """What the command and the contact (if known yet) let a template say."""
+        return cls(
+            reason=reason,
+            clinic_name=clinic_name,
+            clinic_phone=clinic_phone,
+            rebook_url=rebook_url,
+            timezone=contact.timezone if contact else command.timezone,
+            name=contact.given_name if contact else None,
+            appointment_start=command.appointment_start,
+            stage_name=command.stage_name,
+            stage_deadline=command.stage_deadline,
+            redacted=redacted,
+        )
 
     def variables(self) -> dict[str, Any]:
         zone = ZoneInfo(self.timezone)

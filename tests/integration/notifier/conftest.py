@@ -20,9 +20,9 @@ from tests.integration.notifier.world import (
     TopicReader,
     WebhookReceiver,
     World,
-    free_port,
 )
 from tests.support import infra
+from tests.support.prometheus import free_port
 
 
 def world_settings(prefix: str, schema: str, **extra: object) -> NotifierSettings:

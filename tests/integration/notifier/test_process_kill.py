@@ -19,8 +19,8 @@ from common.kafka import KafkaPublisher, delete_topics_with_prefix, ensure_topic
 from schemas.events import ContactEvent, NotificationCommand
 from schemas.topics import TopicNames
 from standins.sms_provider import SmsProviderStandIn
-from tests.integration.notifier.world import free_port
 from tests.support import infra
+from tests.support.prometheus import free_port
 
 pytestmark = pytest.mark.integration
 

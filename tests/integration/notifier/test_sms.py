@@ -115,23 +115,28 @@ async def test_invalid_phone_and_deceased_patient_are_never_sent(world: World) -
     assert impossible.detail == "invalid_phone"
 
     await world.contact("p-dead", phone="+37060000015")
-    await world.publisher.publish(
-        world.topics.patients,
-        PatientStatusEvent(
-            event_id="status:p-dead",
-            occurred_at=world.clock.now(),
-            source="tracker",
-            patient_id="p-dead",
-            status="deceased",
-            effective_at=world.clock.now(),
-        ),
-    )
+    for patient_id in ("p-dead", "p-ghost"):  # p-ghost: a status but no contact
+        await world.publisher.publish(
+            world.topics.patients,
+            PatientStatusEvent(
+                event_id=f"status:{patient_id}",
+                occurred_at=world.clock.now(),
+                source="tracker",
+                patient_id=patient_id,
+                status="deceased",
+                effective_at=world.clock.now(),
+            ),
+        )
 
     async def status_stored() -> bool:
-        return bool(await world.app.directory.patient_status("p-dead") == "deceased")
+        statuses = [await world.app.directory.patient_status(p) for p in ("p-dead", "p-ghost")]
+        return statuses == ["deceased", "deceased"]
 
     while not await status_stored():
         await world.advance(0)
+    assert await world.app.directory.recipient("p-ghost") == (None, "deceased")
+    dead, status = await world.app.directory.recipient("p-dead")
+    assert dead is not None and dead.phone == "+37060000015" and status == "deceased"
     await world.send(world.command("c-dead", "p-dead", "sms"))
     refused = await eventually(lambda: world.outcome("c-dead:1:channel_impossible"))
     assert refused.detail == "not_contactable"

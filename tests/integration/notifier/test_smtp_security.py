@@ -13,7 +13,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from services.notifier.email_channel import Email, Mailer, SmtpConfig
-from tests.integration.notifier.world import Inbox, free_port
+from tests.integration.notifier.world import Inbox
+from tests.support.prometheus import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,6 @@ import email
 import hashlib
 import hmac
 import json
-import socket
 import time as wall
 import uuid
 from collections.abc import Callable
@@ -35,19 +34,13 @@ from schemas.events import (
 )
 from services.notifier.app import NotifierApp
 from standins.sms_provider import SmsProviderStandIn
+from tests.support.prometheus import free_port
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
 START = datetime(2026, 3, 2, 10, 0, tzinfo=VILNIUS)
 WEBHOOK_SECRET = "webhook-secret"
 API_TOKEN = "admin-token"
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Inbox:

@@ -143,6 +143,15 @@ def test_decide_holds_refuses_or_proceeds() -> None:
     assert decide(long_window, contact(), None, late, quiet) == Hold(
         datetime(2026, 3, 3, 8, 0, tzinfo=VILNIUS), "quiet_hours"
     )
+    # A window that opens at night: held until the morning after, which is quiet hours.
+    night_window = command(
+        window_start=datetime(2026, 3, 2, 22, 0, tzinfo=VILNIUS),
+        window_end=datetime(2026, 3, 3, 20, 0, tzinfo=VILNIUS),
+    )
+    before = datetime(2026, 3, 2, 20, 0, tzinfo=VILNIUS)
+    assert decide(night_window, contact(), None, before, quiet) == Hold(
+        datetime(2026, 3, 3, 8, 0, tzinfo=VILNIUS), "quiet_hours"
+    )
     # Call tasks ignore the patient's quiet hours (an administrator calls in business hours).
     task = command("call_task")
     assert decide(task, contact(), None, inside, quiet) == Proceed()
