@@ -46,6 +46,12 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 M = TypeVar("M", bound=Envelope)
 
 
+# A consumer that joins its group before the broker's metadata lists a just-created topic
+# gets no partitions of it until its next metadata refresh (aiokafka's default: 5 minutes).
+# A refresh every few seconds costs one small request and bounds that gap on a fresh deploy.
+METADATA_MAX_AGE_MS = 5_000
+
+
 async def ensure_topics(
     bootstrap: str, names: TopicNames, specs: Iterable[TopicSpec] = CATALOGUE
 ) -> None:
@@ -176,6 +182,7 @@ class EventConsumer(Generic[M]):
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
         self._topic = topic
         self._base_topic = base_topic

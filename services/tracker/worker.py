@@ -31,7 +31,7 @@ from prometheus_client import Counter
 
 from common.clock import Clock
 from common.codec import DecodeError, dead_letter, decode, encode
-from common.kafka import ConsumerMonitor, ensure_topics
+from common.kafka import METADATA_MAX_AGE_MS, ConsumerMonitor, ensure_topics
 from common.logs import get_logger
 from common.metrics import DEAD_LETTERS, EVENTS_CONSUMED
 from schemas.base import Envelope
@@ -133,6 +133,7 @@ class DetectionWorker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
         self._monitor = ConsumerMonitor(
             self._consumer, service, lambda t: self._inputs[t].base_topic
