@@ -11,7 +11,8 @@ from common.codec import decode, encode
 from common.kafka import KafkaPublisher
 from schemas import AppointmentEvent, DeadLetter
 from schemas.topics import APPOINTMENTS, CATALOGUE, TopicNames, TopicSpec
-from tests.support.kafka import appointments_consumer, read_events, read_records, wait_until
+from tests.support.kafka import appointments_consumer, read_events, read_records
+from tests.support.polling import eventually
 from tests.support.samples import sample_events
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,7 @@ async def test_bad_messages_go_to_the_dead_letter_topic_and_the_next_one_flows(
 
     async with appointments_consumer(kafka_bootstrap, topics, publisher, handle):
         letters = await read_events(kafka_bootstrap, topics.deadletter, DeadLetter, 2)
-        await wait_until(lambda: bool(received))
+        await eventually(lambda: bool(received))
 
     assert received == [good]
     by_type = {letter.error_type: letter for letter in letters}
@@ -77,6 +78,6 @@ async def test_a_failing_handler_dead_letters_and_the_consumer_goes_on(
 
     async with appointments_consumer(kafka_bootstrap, topics, publisher, handle):
         [letter] = await read_events(kafka_bootstrap, topics.deadletter, DeadLetter, 1)
-        await wait_until(lambda: bool(seen))
+        await eventually(lambda: bool(seen))
     assert letter.error_type == "handler_error"
     assert seen == [second.event_id]

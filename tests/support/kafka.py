@@ -80,13 +80,6 @@ async def read_all(
     return records
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll ``predicate`` until it holds; fail the test with a TimeoutError after ``timeout``."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.1)
-
-
 @asynccontextmanager
 async def appointments_consumer(
     bootstrap: str,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import subprocess
 import time
 import urllib.error
@@ -24,13 +23,7 @@ from typing import Any
 import yaml
 
 from tests.support import ops
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.support.polling import free_port
 
 
 def service_jobs(ports: Mapping[str, int]) -> dict[str, list[str]]:

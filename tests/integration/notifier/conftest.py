@@ -22,7 +22,7 @@ from tests.integration.notifier.world import (
     World,
 )
 from tests.support import infra
-from tests.support.prometheus import free_port
+from tests.support.polling import free_port
 
 
 def world_settings(prefix: str, schema: str, **extra: object) -> NotifierSettings:

@@ -7,8 +7,9 @@ import icalendar
 import pytest
 
 from services.notifier.email_channel import message_id
-from tests.integration.notifier.world import API_TOKEN, World, eventually
+from tests.integration.notifier.world import API_TOKEN, World
 from tests.support.dsn import dsn_report
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 

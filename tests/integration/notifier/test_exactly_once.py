@@ -11,8 +11,9 @@ from prometheus_client import REGISTRY
 
 from common.db import create_pool
 from services.notifier.ledger import Ledger
-from tests.integration.notifier.world import World, eventually
+from tests.integration.notifier.world import World
 from tests.support import infra
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.integration.notifier.world import World, eventually
+from tests.integration.notifier.world import World
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from schemas.events import ContactEvent, NotificationCommand
 from schemas.topics import TopicNames
 from standins.sms_provider import SmsProviderStandIn
 from tests.support import infra
-from tests.support.prometheus import free_port
+from tests.support.polling import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,8 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.integration.notifier.world import World, eventually
+from tests.integration.notifier.world import World
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 

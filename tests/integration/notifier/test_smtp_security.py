@@ -14,7 +14,7 @@ from aiosmtpd.smtp import AuthResult
 
 from services.notifier.email_channel import Email, Mailer, SmtpConfig
 from tests.integration.notifier.world import Inbox
-from tests.support.prometheus import free_port
+from tests.support.polling import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,6 @@ import hmac
 import json
 import time as wall
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -34,7 +33,7 @@ from schemas.events import (
 )
 from services.notifier.app import NotifierApp
 from standins.sms_provider import SmsProviderStandIn
-from tests.support.prometheus import free_port
+from tests.support.polling import free_port
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
 START = datetime(2026, 3, 2, 10, 0, tzinfo=VILNIUS)
@@ -131,17 +130,6 @@ class TopicReader:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._consumer.stop()
-
-
-async def eventually(check: Callable[[], T | None], timeout: float = 20.0) -> T:
-    deadline = wall.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if wall.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 @dataclass

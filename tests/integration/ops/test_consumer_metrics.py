@@ -8,7 +8,8 @@ from prometheus_client import REGISTRY
 from common.kafka import KafkaPublisher
 from schemas import AppointmentEvent
 from schemas.topics import APPOINTMENTS, TopicNames
-from tests.support.kafka import appointments_consumer, wait_until
+from tests.support.kafka import appointments_consumer
+from tests.support.polling import eventually
 from tests.support.samples import sample_events
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ async def test_lag_reaches_zero_after_catching_up_and_commits_and_assignments_ar
     async with appointments_consumer(
         kafka_bootstrap, topics, publisher, handle, group="metrics", service=service
     ):
-        await wait_until(
+        await eventually(
             lambda: (
                 len(received) == len(events)
                 and sample("followup_kafka_consumer_lag", service, **lag) == 0

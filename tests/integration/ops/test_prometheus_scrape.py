@@ -28,7 +28,8 @@ from common.db import drop_schema
 from common.kafka import delete_topics_with_prefix, ensure_topics
 from schemas.topics import TopicNames
 from tests.support import infra, ops
-from tests.support.prometheus import PrometheusServer, PromQLError, free_port, service_jobs
+from tests.support.polling import free_port
+from tests.support.prometheus import PrometheusServer, PromQLError, service_jobs
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from datetime import timedelta
 
 import aiohttp
@@ -23,16 +23,11 @@ from services.scheduler.policy import CadencePolicy
 from services.scheduler.relay import OutboxRelay
 from tests.integration.scheduler.conftest import MISSED, booking, deceased, no_show, outcome
 from tests.support.kafka import read_all, read_events
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-not-secret"
 CASE = case_id_for("no_show:appt-1")
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from schemas.topics import TopicNames
 from services.tracker.detection import DetectionRules, Detector
 from services.tracker.worker import DetectionWorker, changelog_topic, ensure_changelog
 from tests.support.kafka import read_all, read_events, read_records
+from tests.support.polling import eventually
 from tests.unit.tracker.events import booking as canonical_booking
 
 pytestmark = pytest.mark.integration
@@ -45,12 +46,6 @@ def make_worker(bootstrap: str, topics: TopicNames, clock: ManualClock) -> Detec
     )
 
 
-async def wait_until(predicate: object, timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
-            await asyncio.sleep(0.05)
-
-
 async def test_no_show_survives_a_restart_and_is_emitted_once(
     kafka_bootstrap: str, topics: TopicNames, publisher: KafkaPublisher
 ) -> None:
@@ -60,7 +55,7 @@ async def test_no_show_survives_a_restart_and_is_emitted_once(
     await first.start()
     try:
         await publisher.publish(topics.appointments, booking())
-        await wait_until(lambda: first.detector.tracked_appointments == 1)
+        await eventually(lambda: first.detector.tracked_appointments == 1)
         stored = await read_records(kafka_bootstrap, changelog_topic(topics), 1)
         assert stored[0].key == b"pat-1"
     finally:
@@ -135,12 +130,12 @@ async def test_two_replicas_split_the_partitions_and_emit_each_trigger_once(
         await publisher.publish_many(
             topics.appointments, [booking(f"appt-{p}", p) for p in patients]
         )
-        await wait_until(lambda: first.detector.tracked_appointments == len(patients))
+        await eventually(lambda: first.detector.tracked_appointments == len(patients))
         second = make_worker(kafka_bootstrap, topics, clock)
         await second.start()
         try:
             # The second replica takes half the partitions and restores their patients.
-            await wait_until(
+            await eventually(
                 lambda: (
                     first.ready.is_set()
                     and second.ready.is_set()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +19,7 @@ from schemas.topics import TopicNames
 from services.tracker.worker import changelog_topic
 from tests.support.infra import REPO
 from tests.support.kafka import read_all, read_records
+from tests.support.polling import free_port
 from tests.unit.tracker.events import booking
 
 pytestmark = pytest.mark.integration
@@ -29,12 +29,6 @@ MESSAGE = (
     "SCH|A1^HIS|A1^HIS|||||||||^^^20260302093000+0200\r"
     "PID|1||PAT-1^^^HIS^MR\r"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def start_tracker(
