@@ -108,7 +108,6 @@ class Deployment:
             "FOLLOWUP_KAFKA_BOOTSTRAP": self.kafka,
             "FOLLOWUP_DATABASE_URL": self.database_url,
             "FOLLOWUP_DB_SCHEMA": self.schema(service),
-            "FOLLOWUP_DATABASE_SCHEMA": self.schema(service),
             "FOLLOWUP_LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
         }

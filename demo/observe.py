@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -111,29 +111,11 @@ async def fetch_cases(
                 body = json.loads(await resp.text())
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return cases or None
-        page = cases_of(body)
-        if page is None:
+        page = body.get("cases") if isinstance(body, Mapping) else None
+        if not isinstance(page, list):
             return cases or None
-        cases += page
-        after = body.get("next") if isinstance(body, Mapping) else None
+        cases += [c for c in page if isinstance(c, dict)]
+        after = body.get("next")
         if not after or not page:
             break
     return cases
-
-
-def cases_of(body: Any) -> list[dict[str, Any]] | None:
-    if isinstance(body, Mapping):
-        for key in ("cases", "items", "data", "results"):
-            if isinstance(body.get(key), list):
-                body = body[key]
-                break
-    if not isinstance(body, list):
-        return None
-    return [c for c in body if isinstance(c, dict)]
-
-
-def first_of(mapping: Mapping[str, Any], names: Iterable[str]) -> Any:
-    for name in names:
-        if mapping.get(name) is not None:
-            return mapping[name]
-    return None

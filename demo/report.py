@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from demo.observe import Metrics, first_of
+from demo.observe import Metrics
 from demo.policy import FirstSteps
 from demo.scenario import Patient, Scenario, e164
 from demo.standins.calltasks import ReceivedTask
@@ -29,19 +29,6 @@ from schemas.events import (
     TriggerEvent,
 )
 
-CLOSED_STATES = frozenset(
-    {
-        "recovered",
-        "declined",
-        "opted_out",
-        "unreachable",
-        "escalated",
-        "superseded",
-        "deceased",
-        "transferred_out",
-        "closed",
-    }
-)
 E = TypeVar("E", TriggerEvent, NotificationCommand, OutcomeEvent)
 QUIET_START, QUIET_END = 21, 8  # the notifier's default quiet hours, patient's local time
 
@@ -142,9 +129,8 @@ def case_patients(observed: Observed) -> dict[str, str]:
 
 
 def case_state(case: dict[str, Any]) -> str:
-    value = first_of(case, ("state", "status"))
-    resolution = case.get("resolution")
-    return str(resolution or value or "unknown")
+    # GET /cases: a closed case carries its resolution; an open one only its state.
+    return str(case.get("resolution") or case.get("state") or "unknown")
 
 
 def phone_owner(scenario: Scenario) -> dict[str, str]:
@@ -197,9 +183,8 @@ def compute(observed: Observed, scenario: Scenario) -> dict[str, Any]:
     for mail in observed.mail:
         languages[detect_language(mail.subject + "\n" + mail.text)] += 1
     for task in observed.call_tasks:
-        inner = task.payload.get("task", task.payload)
-        if isinstance(inner, dict) and inner.get("language"):
-            languages[str(inner["language"])] += 1
+        if language := task.task.get("language"):
+            languages[str(language)] += 1
 
     held: dict[str, dict[str, float]] = {
         "scheduler": sched.by_label("followup_scheduler_held_total", "rule"),
@@ -382,7 +367,7 @@ def check(
     if observed.cases is not None:
         for case in observed.cases:
             pid = case.get("patient_id")
-            if pid in rebooked and case_state(case) not in CLOSED_STATES:
+            if pid in rebooked and case.get("state") != "closed":
                 open_after.append(f"{pid}: case {case.get('case_id')} is {case_state(case)}")
     else:
         open_after.append("the scheduler's GET /cases was not available")
@@ -426,8 +411,7 @@ def after_death(observed: Observed, scenario: Scenario, tolerance: timedelta) ->
         if pid in dead and mail.at > dead[pid].death_at + tolerance:
             problems.append(f"{pid}: email after death")
     for task in observed.call_tasks:
-        inner = task.payload.get("task", task.payload)
-        pid = inner.get("patient_id") if isinstance(inner, dict) else None
+        pid = task.task.get("patient_id")
         if (
             pid in dead
             and task.action == "create"
@@ -467,8 +451,8 @@ def shared_numbers(observed: Observed, scenario: Scenario) -> Finding:
             if any(w in sms.body for w in words + days):
                 problems.append(f"sms to {p.patient_id}'s shared phone names a patient or visit")
     for task in observed.call_tasks:
-        inner = task.payload.get("task", task.payload)
-        if not isinstance(inner, dict) or task.action != "create":
+        inner = task.task
+        if task.action != "create":
             continue
         if e164(str(inner.get("phone") or "")) in families and inner.get("phone_shared") is False:
             problems.append(f"call task {inner.get('task_id')} does not say the phone is shared")
@@ -499,9 +483,7 @@ def duplicate_deliveries(
     for task in observed.call_tasks:
         if task.action != "create":
             continue
-        inner = task.payload.get("task", task.payload)
-        key = first_of(inner, ("task_id", "idempotency_key")) if isinstance(inner, dict) else None
-        if key:
+        if key := task.task.get("task_id"):
             task_keys[str(key)] += 1
     out = [
         f"{pid} {ch}: {n} delivered, {asked[(pid, ch)]} asked"

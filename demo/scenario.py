@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 
+from schemas.base import TriggerKind
+
 Behaviour = Literal[
     "attends",  # comes to every visit: no follow-up expected
     "recovers",  # misses a visit, answers the call task number `answers_on` and rebooks
@@ -30,7 +32,6 @@ Behaviour = Literal[
     "dies",  # misses a visit and dies the next day: no contact after that, case closed
 ]
 IngestPath = Literal["hl7", "fhir", "json"]
-TriggerKind = Literal["no_show", "unanswered_call", "stage_window_at_risk", "late_cancellation"]
 
 CLINIC_ZONE = "Europe/Vilnius"
 DEPARTMENTS = ("dental", "orthopaedics", "physio")
@@ -214,16 +215,6 @@ class Scenario:
 
     def count(self, behaviour: Behaviour) -> int:
         return sum(1 for p in self.patients if p.behaviour == behaviour)
-
-    def patient(self, patient_id: str) -> Patient:
-        for p in self.patients:
-            if p.patient_id == patient_id:
-                return p
-        raise KeyError(patient_id)
-
-    @property
-    def appointments(self) -> list[Appointment]:
-        return [a for p in self.patients for a in p.appointments]
 
     def actions(self) -> list[ClinicAction]:
         """What the clinic does by itself, in time order (reactions come at run time)."""

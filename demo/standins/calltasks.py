@@ -59,12 +59,18 @@ class ReceivedTask:
     at: datetime
 
     @property
+    def task(self) -> dict[str, Any]:
+        """The CallTaskEvent: the notifier posts {"task": ..., "fhir": ...}."""
+        inner = self.payload.get("task", self.payload)
+        return inner if isinstance(inner, dict) else {}
+
+    @property
     def action(self) -> str:
-        return str(self.payload.get("action", "create"))
+        return str(self.task.get("action", "create"))
 
     @property
     def purpose(self) -> str:
-        return str(self.payload.get("purpose", "follow_up"))
+        return str(self.task.get("purpose", "follow_up"))
 
 
 class CallTaskReceiver:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from demo.deployment import SERVICES, Ports
+from demo.report import case_state
 from demo.run import DemoConfig, DemoResult, run_demo
 from tests.support import ops
 from tests.support.prometheus import PrometheusServer, service_jobs
@@ -136,7 +137,7 @@ def test_declining_patients_cases_end_declined(clinic: DemoResult) -> None:
     cases = clinic.observed.cases
     assert cases is not None
     decliners = {p.patient_id for p in clinic.scenario.patients if p.behaviour == "declines"}
-    states = {c["patient_id"]: c.get("resolution") or c.get("state") for c in cases}
+    states = {c["patient_id"]: case_state(c) for c in cases}
     assert decliners and all(states.get(pid) == "declined" for pid in decliners), states
 
 

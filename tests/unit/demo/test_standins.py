@@ -121,6 +121,16 @@ def test_call_task_signature_checks() -> None:
     assert not verify("s3cret", body, {})
 
 
+def test_received_task_reads_the_notifiers_nested_body() -> None:
+    # The notifier posts {"task": <CallTaskEvent>, "fhir": <Task>}: the front desk must see a
+    # withdrawal or an escalation as such, not as a new follow-up call.
+    body = {"task": {"action": "withdraw", "purpose": "withdrawal", "task_id": "c:1"}, "fhir": {}}
+    task = ReceivedTask(payload=body, at=CLOCK.now())
+    assert (task.action, task.purpose, task.task["task_id"]) == ("withdraw", "withdrawal", "c:1")
+    flat = ReceivedTask(payload={"task_id": "c:2"}, at=CLOCK.now())
+    assert (flat.action, flat.purpose) == ("create", "follow_up")
+
+
 async def test_call_task_receiver_refuses_unsigned_and_records_signed(tmp_path: Path) -> None:
     seen: list[ReceivedTask] = []
 
