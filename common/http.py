@@ -6,12 +6,20 @@ aiohttp application, so one port serves both operators and integrators.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+def bearer_token_ok(request: web.Request, token: str) -> bool:
+    """Whether the request carries ``Authorization: Bearer <token>``; compared in constant
+    time. An empty configured token accepts nobody (an API left unconfigured stays shut)."""
+    given = request.headers.get("Authorization", "")
+    return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
 
 class OpsServer:

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from common.clock import Clock
+from common.http import bearer_token_ok
 from common.logs import get_logger
 from schemas.events import OutcomeEvent, OutcomeKind
 from services.notifier import metrics
@@ -146,9 +147,7 @@ class NotifierApi:
         return await self._report(request, task_of)
 
     def _authorise(self, request: web.Request) -> None:
-        expected = f"Bearer {self._api_token}"
-        given = request.headers.get("Authorization", "")
-        if not self._api_token or not hmac.compare_digest(given.encode(), expected.encode()):
+        if not bearer_token_ok(request, self._api_token):
             raise web.HTTPUnauthorized(text="a valid bearer token is required")
 
     async def email_bounce(self, request: web.Request) -> web.Response:

@@ -7,7 +7,6 @@ Mounted on the ops server's aiohttp app. Every route needs ``Authorization: Bear
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -18,6 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from common.codec import describe
+from common.http import bearer_token_ok
 from schemas.base import Id, TriggerKind
 from schemas.events import OutcomeKind
 from services.scheduler.cases import RESULTS
@@ -89,9 +89,7 @@ class CaseApi:
 
     def _guard(self, route: Route) -> Route:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            given = request.headers.get("Authorization", "")
-            expected = f"Bearer {self._token}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
+            if not bearer_token_ok(request, self._token):
                 raise _error(
                     web.HTTPUnauthorized,
                     "a valid bearer token is required",

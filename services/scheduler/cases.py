@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 from schemas.base import Channel, TriggerKind
 from schemas.events import (
@@ -18,6 +17,7 @@ from schemas.events import (
     AttemptSummary,
     NotificationCommand,
     OutcomeKind,
+    Purpose,
 )
 from services.scheduler.cadence import AttemptRecord, Resolution
 
@@ -99,7 +99,7 @@ def build_command(
     template: str,
     previous: Sequence[AttemptRecord],
     now: datetime,
-    purpose: Literal["follow_up", "escalation", "withdrawal"] | None = None,
+    purpose: Purpose | None = None,
     key: str | None = None,
 ) -> NotificationCommand:
     key = key or idempotency_key(case.case_id, attempt.number)

@@ -6,7 +6,6 @@ the input); 200 means the canonical events are stored on the broker.
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from common.clock import Clock
+from common.http import bearer_token_ok
 from common.logs import get_logger
 from schemas.base import Envelope
 from services.tracker.fhir_mapping import (
@@ -107,9 +107,7 @@ class FhirApi:
         return handle
 
     def _check_request(self, request: web.Request) -> web.Response | None:
-        supplied = request.headers.get("Authorization", "")
-        expected = f"Bearer {self._token}"
-        if not self._token or not hmac.compare_digest(supplied.encode(), expected.encode()):
+        if not bearer_token_ok(request, self._token):
             return self._refuse("unauthorized", 401, "login", "a valid bearer token is required")
         if request.content_length is not None and request.content_length > self._max_bytes:
             return self._refuse("too_large", 413, "too-costly", "resource too large")

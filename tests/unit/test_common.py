@@ -5,13 +5,16 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import structlog
+from aiohttp.test_utils import make_mocked_request
 
 from common.clock import ManualClock, ScaledClock
 from common.codec import DecodeError, dead_letter, decode, encode
 from common.config import ConfigError, Settings, load
+from common.http import bearer_token_ok
 from common.logs import MASK, configure, get_logger, redact_personal_data
 from schemas import AppointmentEvent
 from schemas.topics import APPOINTMENTS
@@ -137,3 +140,13 @@ def test_log_lines_keep_their_timestamp_while_masking_phones(
     assert MASK not in line["timestamp"]
     datetime.fromisoformat(line["timestamp"])
     assert "600 00001" not in line["note"]
+
+
+def test_bearer_token_must_match_and_an_empty_token_admits_nobody() -> None:
+    def request(header: str | None) -> Any:
+        return make_mocked_request("GET", "/", headers={"Authorization": header} if header else {})
+
+    assert bearer_token_ok(request("Bearer s3cret"), "s3cret")
+    assert not bearer_token_ok(request("Bearer wrong"), "s3cret")
+    assert not bearer_token_ok(request(None), "s3cret")
+    assert not bearer_token_ok(request("Bearer "), "")
