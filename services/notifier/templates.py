@@ -4,6 +4,11 @@ Each language is one YAML file under ``templates/``: a care-first ``opening`` pe
 and the parts (sms, email subject/text/html, call script) that build on it. A missing
 language or part falls back to the clinic's default language. Everything is rendered once
 at start-up with sample data, so a broken template stops the service, not a 3 a.m. send.
+
+The SMS may have its own short ``sms_opening`` per reason, taken when the language the
+opening comes from has one (an opening is never half one language, half another). Each
+language has an SMS segment budget (``sms_segment_budget``; default 2 segments for a GSM-7
+text, 3 for UCS-2), checked at start-up with the longest sample values (``SmsSample``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import jinja2
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
+from services.notifier.sms_text import Encoding, segment_count
+
 if TYPE_CHECKING:
     from schemas.events import NotificationCommand
     from services.notifier.contacts import Contact
@@ -27,6 +34,18 @@ TEMPLATE_DIR = Path(__file__).parent / "templates"
 PARTS = ("sms", "email_subject", "email_text", "email_html", "call_script")
 REASONS = ("no_show", "late_cancellation", "unanswered_call", "stage_window_at_risk")
 Part = Literal["sms", "email_subject", "email_text", "email_html", "call_script"]
+# Billed segments an SMS may take when a language sets no sms_segment_budget: 306 GSM-7
+# septets, or 201 UTF-16 units (Cyrillic, Lithuanian letters): the same room for words.
+DEFAULT_SMS_BUDGET: dict[Encoding, int] = {"gsm7": 2, "ucs2": 3}
+
+
+@dataclass(frozen=True)
+class SmsSample:
+    """The values an SMS's length is checked with: the longest we plan for, or a site's own."""
+
+    clinic_name: str = "Sample Clinic of Dental Health"
+    clinic_phone: str = "+370 5 200 0000"
+    rebook_url: str | None = "https://clinic.example/rebook/online"
 
 
 class TemplateError(Exception):
@@ -102,10 +121,19 @@ class TemplateBook:
         plain = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
         html = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=True)
         self._compiled: dict[tuple[str, str], jinja2.Template] = {}
+        self._sms_budgets: dict[str, int] = {}
         for language, source in sources.items():
+            budget = source.get("sms_segment_budget")
+            if budget is not None:
+                if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+                    raise TemplateError(
+                        f"{language}: sms_segment_budget must be a whole number >= 1"
+                    )
+                self._sms_budgets[language] = budget
             try:
-                for reason, text in dict(source.get("opening", {})).items():
-                    self._compiled[(language, f"opening.{reason}")] = plain.from_string(text)
+                for section in ("opening", "sms_opening"):
+                    for reason, text in dict(source.get(section, {})).items():
+                        self._compiled[(language, f"{section}.{reason}")] = plain.from_string(text)
                 for part in PARTS:
                     if part in source:
                         env = html if part == "email_html" else plain
@@ -114,39 +142,70 @@ class TemplateBook:
                 raise TemplateError(f"{language}: syntax error on line {exc.lineno}") from None
 
     @classmethod
-    def load(cls, default_language: str, directory: Path = TEMPLATE_DIR) -> TemplateBook:
+    def load(
+        cls,
+        default_language: str,
+        directory: Path = TEMPLATE_DIR,
+        sms_sample: SmsSample | None = None,
+    ) -> TemplateBook:
         sources = {
             path.stem: yaml.safe_load(path.read_text(encoding="utf-8"))
             for path in sorted(directory.glob("*.yaml"))
         }
         book = cls(sources, default_language)
-        book.check()
+        book.check(sms_sample)
         return book
 
-    def _template(self, language: str, name: str) -> jinja2.Template:
+    def _candidates(self, language: str) -> tuple[str, ...]:
         # "lt-LT" uses "lt" before falling back to the clinic's default language.
-        candidates = (language, language.split("-", 1)[0], self.default_language)
+        return (language, language.split("-", 1)[0], self.default_language)
+
+    def _template(self, language: str, name: str) -> jinja2.Template:
+        candidates = self._candidates(language)
         found = next((t for c in candidates if (t := self._compiled.get((c, name)))), None)
         if found is None:
             raise TemplateError(f"no template {name!r} in {language!r} or the default language")
         return found
 
+    def _opening(self, language: str, reason: str, part: Part) -> jinja2.Template:
+        """The opening of the first language that has one; its short SMS form for an SMS."""
+        sections = ("sms_opening", "opening") if part == "sms" else ("opening",)
+        for candidate in self._candidates(language):
+            for section in sections:
+                if found := self._compiled.get((candidate, f"{section}.{reason}")):
+                    return found
+        raise TemplateError(f"no opening for {reason!r} in {language!r} or the default language")
+
     def render(self, part: Part, language: str, context: MessageContext) -> str:
         values = context.variables()
         reason = "generic" if context.redacted else context.reason
         try:
-            opening = self._template(language, f"opening.{reason}").render(values)
+            opening = self._opening(language, reason, part).render(values)
             return self._template(language, part).render(values, opening=opening).strip()
         except jinja2.TemplateError as exc:
             raise TemplateError(f"{language}/{part}: {type(exc).__name__}") from None
 
-    def check(self) -> None:
-        """Render every part in every language for every reason, with and without details."""
+    def sms_budget(self, language: str, encoding: Encoding) -> int:
+        """The billed segments one SMS in ``language`` may take."""
+        return self._sms_budgets.get(language, DEFAULT_SMS_BUDGET[encoding])
+
+    def check(self, sms_sample: SmsSample | None = None) -> None:
+        """Render every part in every language for every reason, with and without details,
+        and keep every SMS within its language's segment budget."""
+        sample = sms_sample or SmsSample()
         for language in sorted(self.languages):
             for reason in REASONS:
                 for context in sample_contexts(reason):
                     for part in PARTS:
                         self.render(part, language, context)  # type: ignore[arg-type]
+                for context in sms_budget_contexts(reason, sample):
+                    encoding, count = segment_count(self.render("sms", language, context))
+                    budget = self.sms_budget(language, encoding)
+                    if count > budget:
+                        raise TemplateError(
+                            f"{language}/sms: {reason} takes {count} {encoding} segments with"
+                            f" the longest sample values; the budget is {budget}"
+                        )
 
 
 def sample_contexts(reason: str) -> list[MessageContext]:
@@ -171,3 +230,15 @@ def sample_contexts(reason: str) -> list[MessageContext]:
     )
     redacted = MessageContext(**{**full.__dict__, "redacted": True})
     return [full, bare, redacted]
+
+
+def sms_budget_contexts(reason: str, sample: SmsSample) -> list[MessageContext]:
+    """The longest SMS of a reason: every detail present, the site's (or the longest) values."""
+    full = sample_contexts(reason)[0]
+    site = {
+        "clinic_name": sample.clinic_name,
+        "clinic_phone": sample.clinic_phone,
+        "rebook_url": sample.rebook_url,
+    }
+    longest = MessageContext(**{**full.__dict__, **site})
+    return [longest, MessageContext(**{**longest.__dict__, "redacted": True})]
