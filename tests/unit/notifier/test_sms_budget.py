@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from services.notifier.sms_text import classify_reply, segment_count
+from services.notifier.sms_text import Encoding, classify_reply, segment_count
 from services.notifier.templates import (
     REASONS,
     TEMPLATE_DIR,
@@ -20,7 +21,12 @@ from services.notifier.templates import (
 )
 
 LANGUAGES = ("en", "ru", "bg", "lt")
-EXPECTED = {"en": ("gsm7", 2), "ru": ("ucs2", 3), "bg": ("ucs2", 3), "lt": ("ucs2", 3)}
+EXPECTED: dict[str, tuple[Encoding, int]] = {
+    "en": ("gsm7", 2),
+    "ru": ("ucs2", 3),
+    "bg": ("ucs2", 3),
+    "lt": ("ucs2", 3),
+}
 SAMPLE_VALUES = re.compile(
     r"Sample Clinic of Dental Health|Sample Clinic|\+370 5 200 0000|\+37052000000|"
     r"https://clinic\.example/rebook(/online)?|\d{4}-\d{2}-\d{2}( \d{2}:\d{2})?"
@@ -116,7 +122,7 @@ def test_the_sites_own_values_are_checked_when_given() -> None:
 
 
 def test_the_short_sms_opening_never_mixes_languages() -> None:
-    sources = {
+    sources: dict[str, dict[str, Any]] = {
         "en": {
             "opening": {"no_show": "EN long"},
             "sms_opening": {"no_show": "EN short"},
