@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from services.notifier.carrier_errors import (
@@ -137,3 +140,20 @@ def test_only_opt_outs_record_an_opt_out_and_only_number_facts_change_the_number
 )
 def test_failed_details_as_the_notifier_writes_them(detail: str | None, error_class: str) -> None:
     assert triage_detail(detail).error_class == error_class
+
+
+def test_the_readme_table_is_the_table_in_use() -> None:
+    readme = Path(__file__).parents[3] / "services" / "notifier" / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    section = text[text.index("### Carrier-error triage") : text.index("## Configuration")]
+    documented = {}
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            cells = [cell.strip() for cell in line.split("|")[1:-1]]
+            twilio = {int(code) for code in re.findall(r"\b\d{5}\b", cells[1])}
+            vonage = {int(code) for code in re.findall(r"\b\d{1,2}\b", cells[2])}
+            documented[cells[0].strip("`")] = (twilio, vonage)
+    assert set(documented) == set(EFFECTS)
+    for error_class, (twilio, vonage) in documented.items():
+        assert twilio == {c for c, (k, _) in PROVIDERS["twilio"].items() if k == error_class}
+        assert vonage == {c for c, (k, _) in PROVIDERS["vonage"].items() if k == error_class}

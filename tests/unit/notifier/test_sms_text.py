@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from services.notifier.sms_text import (
@@ -208,3 +211,23 @@ def test_segment_budget() -> None:
     assert not segments_within_budget(BE * 66 + "😀" + BE * 66, 2)
     with pytest.raises(ValueError, match="at least 1"):
         segments_within_budget("a", 0)
+
+
+def test_the_documented_lists_are_the_lists_in_use() -> None:
+    doc = (Path(__file__).parents[3] / "docs" / "patient-words.md").read_text(encoding="utf-8")
+    lists = doc[doc.index("## The lists") : doc.index("## Segments")]
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in lists.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip() in REPLY_WORDS
+    }
+    assert set(rows) == set(REPLY_WORDS)
+    for language, words in REPLY_WORDS.items():
+        cells = [cell.strip() for cell in rows[language].split("|")[2:6]]
+        for kind, documented in zip(
+            ("opt_out", "opt_in", "help", "politeness"), cells, strict=True
+        ):
+            for word in getattr(words, kind):
+                assert re.search(rf"(^|[\s,;]){re.escape(word)}([\s,;(]|$)", documented), (
+                    f"{language} {kind} {word!r} is not in docs/patient-words.md"
+                )
