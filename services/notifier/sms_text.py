@@ -193,12 +193,11 @@ def _keys(words: Iterable[str]) -> set[str]:
     keys = set()
     for word in words:
         typed = unicodedata.normalize("NFC", word).casefold()
-        for spelling in (
-            typed,
-            typed.translate(_RU_TO_LATIN_KEYS),
-            typed.translate(_LATIN_TO_RU_KEYS),
-        ):
-            keys.add(_key(_tokens(spelling)))
+        keys.add(_key(_tokens(typed)))
+        # Short words typed on the wrong layout look like abbreviations ("end" -> "утв").
+        if sum(c.isalpha() for c in typed) >= 4:
+            keys.add(_key(_tokens(typed.translate(_RU_TO_LATIN_KEYS))))
+            keys.add(_key(_tokens(typed.translate(_LATIN_TO_RU_KEYS))))
     keys.discard("")
     return keys
 
