@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,25 @@ def test_the_short_sms_opening_never_mixes_languages() -> None:
     assert book.render("sms", "lt", context) == "LT ilgas"  # lt's own opening, not en's SMS one
     assert book.render("sms", "ru", context) == "RU коротко"
     assert book.render("sms", "fr", context) == "EN short"
+
+
+def test_the_documented_segment_table_is_what_the_templates_take(book: TemplateBook) -> None:
+    doc = (Path(__file__).parents[3] / "docs" / "patient-words.md").read_text(encoding="utf-8")
+    table = doc[doc.index("Billed segments per reason") : doc.index("The UCS-2 texts do not fit")]
+    rows = {
+        cells[0]: cells[2:5]
+        for line in table.splitlines()
+        if line.startswith("| ")
+        and (cells := [c.strip() for c in line.split("|")[1:-1]])
+        and cells[0] in LANGUAGES
+    }
+    assert set(rows) == set(LANGUAGES)
+    for language, (longest, typical, no_url) in rows.items():
+        contexts = {
+            "longest": [sms_budget_contexts(r, SmsSample())[0] for r in REASONS],
+            "typical": [sample_contexts(r)[0] for r in REASONS],
+            "no_url": [replace(sample_contexts(r)[0], rebook_url=None) for r in REASONS],
+        }
+        for documented, kind in ((longest, "longest"), (typical, "typical"), (no_url, "no_url")):
+            counted = [segment_count(book.render("sms", language, c))[1] for c in contexts[kind]]
+            assert documented.split() == [str(n) for n in counted], (language, kind)
