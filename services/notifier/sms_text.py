@@ -214,7 +214,7 @@ _POLITENESS_TOKENS = max(len(_tokens(p)) for w in REPLY_WORDS.values() for p in 
 
 
 @dataclass(frozen=True)
-class ReadReply:
+class ReplyReading:
     """What a reply asks for, and in which language's word (None for a conversation)."""
 
     meaning: ReplyMeaning
@@ -232,18 +232,18 @@ def _without_politeness(tokens: list[str]) -> Iterable[list[str]]:
                 yield tokens[:-n]
 
 
-def read_reply(body: str) -> ReadReply:
+def read_reply(body: str) -> ReplyReading:
     """What an inbound SMS asks for. The whole message must be one keyword (or keyword
     phrase), optionally with one politeness word before or after it: "STOP", "stop please",
     "Prašau, atsisakyti!" are opt-outs; "stop by tomorrow?" is a conversation."""
     tokens = _tokens(body)
     if not tokens or len(tokens) > 6:
-        return ReadReply("reply")
+        return ReplyReading("reply")
     for candidate in _without_politeness(tokens):
         found = _KEYWORDS.get(_key(candidate))
         if found is not None:
-            return ReadReply(*found)
-    return ReadReply("reply")
+            return ReplyReading(*found)
+    return ReplyReading("reply")
 
 
 def classify_reply(body: str) -> ReplyMeaning:
