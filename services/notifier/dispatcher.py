@@ -276,7 +276,7 @@ class Dispatcher:
             if cmd.purpose == "withdrawal":
                 await self._withdraw(cmd, delivery, contact)
             elif cmd.channel == "call_task":
-                await self._deliver_task(cmd, cmd.idempotency_key, "create", delivery, contact)
+                await self._deliver_task(cmd, "create", delivery, contact)
                 await self.ledger.finish(cmd, now, "task_created", respond_by=cmd.window_end)
             else:
                 assert contact is not None
@@ -368,11 +368,13 @@ class Dispatcher:
     async def _deliver_task(
         self,
         cmd: NotificationCommand,
-        task_id: str,
         action: str,
         delivery: Delivery,
         contact: Contact | None,
     ) -> None:
+        """``cmd`` is the command that created the task (its key is the task id);
+        ``delivery`` is the ledger row being worked (the create or the withdrawal)."""
+        task_id = cmd.idempotency_key
         if not self.sinks:
             raise PermanentSendError("none", "no_call_task_sink")
         p = self.policy
@@ -411,13 +413,13 @@ class Dispatcher:
                 sink.name, "created" if action == "create" else "withdrawn"
             ).inc()
             metrics.SENDS.labels("call_task", sink.name, "sent").inc()
-            await self.ledger.sink_done(cmd, sink.name)
+            await self.ledger.sink_done(delivery.command, sink.name)
 
     async def _withdraw(
         self, cmd: NotificationCommand, delivery: Delivery, contact: Contact | None
     ) -> None:
         now = self.clock.now()
-        original = await self.ledger.call_task(cmd.idempotency_key)
+        original = await self.ledger.withdrawn_task(cmd)
         if original is not None and await self.ledger.cancel_if_unsent(original, now):
             # Never went out: cancelling it in the ledger is the whole withdrawal.
             await self.ledger.finish(cmd, now, "withdrawn", detail="never_sent")
@@ -425,7 +427,9 @@ class Dispatcher:
         if original is None:
             await self.ledger.finish(cmd, now, "withdrawn", detail="no_task")
             return
-        await self._deliver_task(original, cmd.idempotency_key, "withdraw", delivery, contact)
+        # The receivers know the task by its own id (the create's key): the withdrawal
+        # must carry that id, not the withdrawal command's key, or nobody can match it.
+        await self._deliver_task(original, "withdraw", delivery, contact)
         await self.ledger.finish(cmd, now, "withdrawn")
 
 

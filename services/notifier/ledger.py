@@ -170,6 +170,22 @@ class Ledger:
         )
         return NotificationCommand.model_validate_json(raw) if raw else None
 
+    async def withdrawn_task(self, withdrawal: NotificationCommand) -> NotificationCommand | None:
+        """The call task a withdrawal withdraws: the same case and attempt number.
+
+        The withdrawal carries its own idempotency key (``<case>:<n>:withdrawal`` from the
+        scheduler), so it is never looked up by its key; case and attempt are what it
+        shares with the task, whatever shape either key has.
+        """
+        raw = await self._pool.fetchval(
+            """SELECT command FROM deliveries WHERE case_id = $1 AND attempt_number = $2
+                   AND channel = 'call_task' AND purpose <> 'withdrawal'
+               ORDER BY created_at LIMIT 1""",
+            withdrawal.case_id,
+            withdrawal.attempt_number,
+        )
+        return NotificationCommand.model_validate_json(raw) if raw else None
+
     async def sent_since(self, patient_id: str, since: datetime, exclude_key: str) -> int:
         """SMS and emails that went (or may have gone) to this patient since ``since``.
 
