@@ -300,8 +300,8 @@ class EmailChannel:
         if contact is not None and contact.email:
             now = self._clock.now()
             event_id = f"unsubscribe:{patient_id}:email"
-            await self._directory.set_opt_out(contact.email, "email", True, now, event_id)
-            metrics.OPT_OUTS.labels("email").inc()
+            await self._directory.set_opt_out(contact.email, self.name, True, now, event_id)
+            metrics.OPT_OUTS.labels(self.name).inc()
             await self._publish(
                 OutcomeEvent(
                     event_id=event_id,

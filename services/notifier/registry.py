@@ -26,18 +26,18 @@ class Registration(Generic[P]):
     check: Callable[[NotifierSettings], str | None] = lambda _: None
 
 
-# fmt: off
 CHANNELS: Mapping[str, Registration[MessageChannel]] = {
-    "sms": Registration(sms.build),
-    "email": Registration(email_channel.build),
-    "call_task": Registration(call_task_channel.build),
+    sms.SmsChannel.name: Registration(sms.build),
+    email_channel.EmailChannel.name: Registration(email_channel.build),
+    call_task_channel.CallTaskChannel.name: Registration(call_task_channel.build),
 }
 SINKS: Mapping[str, Registration[CallTaskSink]] = {
-    "webhook": Registration(sinks.build_webhook, sinks.check_webhook),
-    "email": Registration(sinks.build_front_desk_email, sinks.check_front_desk_email),
-    "kafka": Registration(sinks.build_topic),
+    sinks.WebhookSink.name: Registration(sinks.build_webhook, sinks.check_webhook),
+    sinks.FrontDeskEmailSink.name: Registration(
+        sinks.build_front_desk_email, sinks.check_front_desk_email
+    ),
+    sinks.KafkaTopicSink.name: Registration(sinks.build_topic),
 }
-# fmt: on
 
 
 def wanted_sinks(settings: NotifierSettings) -> list[str]:

@@ -272,9 +272,11 @@ class SmsChannel:
         now = self._clock.now()
         if meaning in ("opt_out", "opt_in"):
             # STOP wins at once, for whoever holds this number, before anything else.
-            await self._directory.set_opt_out(phone, "sms", meaning == "opt_out", now, message_id)
+            await self._directory.set_opt_out(
+                phone, self.name, meaning == "opt_out", now, message_id
+            )
             if meaning == "opt_out":
-                metrics.OPT_OUTS.labels("sms").inc()
+                metrics.OPT_OUTS.labels(self.name).inc()
         patients = await self._directory.patients_with_phone(phone)
         for patient_id in patients:
             event_id = message_id if len(patients) == 1 else f"{message_id}:{patient_id}"
