@@ -15,28 +15,22 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from common.clock import Clock
 from common.logs import get_logger
 from schemas.events import CallTaskEvent, NotificationCommand
 from services.notifier import metrics
 from services.notifier.call_reports import ReportError, parse_call_report, report_outcome, valid_id
 from services.notifier.calltasks import build_call_task, call_script
 from services.notifier.channels import (
-    CallTaskSink,
     ChannelRules,
-    ClinicVoice,
     Job,
     Parts,
     PermanentSendError,
-    Publish,
     Route,
     Sent,
     TransientSendError,
     require_bearer,
 )
 from services.notifier.contacts import Contact
-from services.notifier.ledger import Ledger
-from services.notifier.templates import TemplateBook
 
 log = get_logger(__name__)
 
@@ -50,26 +44,9 @@ class CallTaskChannel:
     name: Literal["call_task"] = "call_task"
     rules = RULES
 
-    def __init__(
-        self,
-        *,
-        sinks: Sequence[CallTaskSink],
-        book: TemplateBook,
-        voice: ClinicVoice,
-        ledger: Ledger,
-        publish: Publish,
-        clock: Clock,
-        public_base_url: str,
-        api_token: str,
-    ) -> None:
-        self.sinks = list(sinks)
-        self._book = book
-        self._voice = voice
-        self._ledger = ledger
-        self._publish = publish
-        self._clock = clock
-        self._base = public_base_url.rstrip("/")
-        self._api_token = api_token
+    def __init__(self, parts: Parts) -> None:
+        self._parts = parts
+        self.sinks = list(parts.sinks)
 
     def render(
         self,
@@ -78,9 +55,9 @@ class CallTaskChannel:
         action: Literal["create", "withdraw"] = "create",
     ) -> CallTaskEvent:
         """The task ``command`` created (its key is the task id), as ``action``."""
-        v = self._voice
+        v = self._parts.voice
         script = call_script(
-            self._book,
+            self._parts.book,
             command,
             contact,
             clinic_name=v.clinic_name,
@@ -95,8 +72,8 @@ class CallTaskChannel:
             task_id=task_id,
             action=action,
             script=script,
-            now=self._clock.now(),
-            report_url=f"{self._base}/calltasks/{quote(task_id, safe=':')}/result",
+            now=self._parts.clock.now(),
+            report_url=f"{self._parts.public_base_url}/calltasks/{quote(task_id, safe=':')}/result",
             default_language=v.default_language,
         )
 
@@ -105,12 +82,12 @@ class CallTaskChannel:
         if command.purpose != "withdrawal":
             await self._deliver(job, self.render(command, job.contact))
             return Sent("task_created", respond_by=command.window_end)
-        found = await self._ledger.withdrawn_task(command)
+        found = await self._parts.ledger.withdrawn_task(command)
         if found is None:
             return Sent("withdrawn", detail="no_task")
         original, state = found
-        now = self._clock.now()
-        if state == "pending" and await self._ledger.cancel_if_unsent(original, now):
+        now = self._parts.clock.now()
+        if state == "pending" and await self._parts.ledger.cancel_if_unsent(original, now):
             # Never went out: cancelling it in the ledger is the whole withdrawal.
             return Sent("withdrawn", detail="never_sent")
         if state == "sending":
@@ -134,11 +111,13 @@ class CallTaskChannel:
             if receipt.report is not None:
                 # Published before the sink is marked done: after a crash the task goes out
                 # again, the receiver answers again, and the repeated report id is dropped.
-                await self._publish(report_outcome(receipt.report, job.command, self._clock.now()))
+                await self._parts.publish_outcome(
+                    report_outcome(receipt.report, job.command, self._parts.clock.now())
+                )
             result = "created" if task.action == "create" else "withdrawn"
             metrics.CALL_TASKS.labels(sink.name, result).inc()
             metrics.SENDS.labels(self.name, sink.name, "sent").inc()
-            await self._ledger.sink_done(job.command, sink.name)
+            await self._parts.ledger.sink_done(job.command, sink.name)
 
     # --- results back --------------------------------------------------------------------
 
@@ -170,7 +149,7 @@ class CallTaskChannel:
     async def _report(
         self, request: web.Request, task_of: Callable[[dict[str, Any]], str]
     ) -> web.Response:
-        require_bearer(request, self._api_token)
+        require_bearer(request, self._parts.settings.api_token)
         try:
             body = await request.json()
         except ValueError:
@@ -179,22 +158,9 @@ class CallTaskChannel:
             report = parse_call_report(body)
         except ReportError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
-        command = await self._ledger.call_task(self.name, task_of(body))
+        command = await self._parts.ledger.call_task(self.name, task_of(body))
         if command is None:
             raise web.HTTPNotFound(text="unknown call task")
-        event = report_outcome(report, command, self._clock.now())
-        await self._publish(event)
+        event = report_outcome(report, command, self._parts.clock.now())
+        await self._parts.publish_outcome(event)
         return web.json_response({"event_id": event.event_id, "outcome": event.outcome}, status=202)
-
-
-def build(parts: Parts) -> CallTaskChannel:
-    return CallTaskChannel(
-        sinks=parts.sinks,
-        book=parts.book,
-        voice=parts.voice,
-        ledger=parts.ledger,
-        publish=parts.publish_outcome,
-        clock=parts.clock,
-        public_base_url=parts.public_base_url,
-        api_token=parts.settings.api_token,
-    )

@@ -17,7 +17,6 @@ from typing import Literal
 import aiosmtplib
 from aiohttp import web
 
-from common.clock import Clock
 from common.logs import get_logger
 from schemas.events import NotificationCommand, OutcomeEvent
 from services.notifier import metrics
@@ -25,11 +24,9 @@ from services.notifier.bounces import BounceError, parse_bounce_json, parse_boun
 from services.notifier.call_reports import valid_id
 from services.notifier.channels import (
     ChannelRules,
-    ClinicVoice,
     Job,
     Parts,
     PermanentSendError,
-    Publish,
     Route,
     SendReceipt,
     Sent,
@@ -37,11 +34,8 @@ from services.notifier.channels import (
     require_bearer,
 )
 from services.notifier.contacts import Contact
-from services.notifier.directory import Directory
-from services.notifier.ledger import Ledger
 from services.notifier.outcomes import command_outcome
 from services.notifier.settings import NotifierSettings
-from services.notifier.templates import TemplateBook
 
 log = get_logger(__name__)
 
@@ -194,55 +188,36 @@ class EmailChannel:
     name: Literal["email"] = "email"
     rules = RULES
 
-    def __init__(
-        self,
-        *,
-        mailer: Mailer | None,
-        book: TemplateBook,
-        voice: ClinicVoice,
-        ledger: Ledger,
-        directory: Directory,
-        publish: Publish,
-        clock: Clock,
-        public_base_url: str,
-        link_secret: str,
-        api_token: str,
-        unsubscribe_mailto: str | None,
-    ) -> None:
-        self._mailer = mailer
-        self._book = book
-        self._voice = voice
-        self._ledger = ledger
-        self._directory = directory
-        self._publish = publish
-        self._clock = clock
-        self._base = public_base_url.rstrip("/")
-        self._link_secret = link_secret
-        self._api_token = api_token
-        self._mailto = unsubscribe_mailto
+    def __init__(self, parts: Parts) -> None:
+        self._parts = parts
+        self._settings = parts.settings
 
     def render(self, command: NotificationCommand, contact: Contact) -> Email:
         assert contact.email is not None
-        context = self._voice.context(command, contact)
-        token = unsubscribe_token(self._link_secret, command.patient_id)
-        link = f"{self._base}/unsubscribe?patient={command.patient_id}&token={token}"
+        context = self._parts.voice.context(command, contact)
+        token = unsubscribe_token(self._settings.link_secret, command.patient_id)
+        link = (
+            f"{self._parts.public_base_url}/unsubscribe?patient={command.patient_id}&token={token}"
+        )
         unsubscribe = [f"<{link}>"]
-        if self._mailto:
-            unsubscribe.insert(0, f"<mailto:{self._mailto}?subject=unsubscribe>")
+        if self._settings.unsubscribe_mailto:
+            unsubscribe.insert(
+                0, f"<mailto:{self._settings.unsubscribe_mailto}?subject=unsubscribe>"
+            )
         return Email(
             to=contact.email,
-            subject=self._book.render("email_subject", contact.language, context),
-            text=self._book.render("email_text", contact.language, context),
-            html=self._book.render("email_html", contact.language, context),
+            subject=self._parts.book.render("email_subject", contact.language, context),
+            text=self._parts.book.render("email_text", contact.language, context),
+            html=self._parts.book.render("email_html", contact.language, context),
             idempotency_key=command.idempotency_key,
             list_unsubscribe=", ".join(unsubscribe),
         )
 
     async def send(self, job: Job) -> Sent:
-        if self._mailer is None:
+        if self._parts.mailer is None:
             raise PermanentSendError("none", "channel_not_configured")
         assert job.contact is not None
-        receipt = await self._mailer.send(self.render(job.command, job.contact))
+        receipt = await self._parts.mailer.send(self.render(job.command, job.contact))
         return Sent("sent", provider=receipt.provider, provider_id=receipt.provider_id)
 
     def routes(self) -> Sequence[Route]:
@@ -257,7 +232,7 @@ class EmailChannel:
     async def bounce(self, request: web.Request) -> web.Response:
         """``POST /email/bounces``: an RFC 3464 report (the whole message, or its body with
         ``Content-Type: multipart/report; ...``) or the minimal JSON form (``bounces.py``)."""
-        require_bearer(request, self._api_token)
+        require_bearer(request, self._settings.api_token)
         raw = await request.read()
         try:
             if request.content_type == "application/json":
@@ -276,11 +251,11 @@ class EmailChannel:
             raise web.HTTPBadRequest(text=str(exc)) from None
         if not bounce.permanent:
             return web.json_response({"result": "ignored", "status": bounce.status})
-        command = await self._ledger.sent_command(self.name, provider_id=bounce.message_id)
+        command = await self._parts.ledger.sent_command(self.name, provider_id=bounce.message_id)
         if command is None:
             raise web.HTTPNotFound(text="unknown Message-ID")
-        event = command_outcome(command, "bounced", self._clock.now(), detail=bounce.detail)
-        await self._publish(event)
+        event = command_outcome(command, "bounced", self._parts.clock.now(), detail=bounce.detail)
+        await self._parts.publish_outcome(event)
         log.info("email_bounced", key=command.idempotency_key, status=bounce.status)
         return web.json_response({"result": "bounced", "event_id": event.event_id}, status=202)
 
@@ -290,19 +265,21 @@ class EmailChannel:
         token = request.query.get("token", "")
         if not (
             valid_id(patient_id)
-            and self._link_secret
-            and hmac.compare_digest(token, unsubscribe_token(self._link_secret, patient_id))
+            and self._settings.link_secret
+            and hmac.compare_digest(
+                token, unsubscribe_token(self._settings.link_secret, patient_id)
+            )
         ):
             raise web.HTTPForbidden(text="invalid unsubscribe link")
         if request.method not in ("GET", "POST"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
-        contact = await self._directory.contact(patient_id)
+        contact = await self._parts.directory.contact(patient_id)
         if contact is not None and contact.email:
-            now = self._clock.now()
+            now = self._parts.clock.now()
             event_id = f"unsubscribe:{patient_id}:email"
-            await self._directory.set_opt_out(contact.email, self.name, True, now, event_id)
+            await self._parts.directory.set_opt_out(contact.email, self.name, True, now, event_id)
             metrics.OPT_OUTS.labels(self.name).inc()
-            await self._publish(
+            await self._parts.publish_outcome(
                 OutcomeEvent(
                     event_id=event_id,
                     occurred_at=now,
@@ -329,21 +306,4 @@ def build_mailer(s: NotifierSettings) -> Mailer | None:
             password=s.smtp_password,
             validate_certs=s.smtp_validate_certs,
         )
-    )
-
-
-def build(parts: Parts) -> EmailChannel:
-    s = parts.settings
-    return EmailChannel(
-        mailer=parts.mailer,
-        book=parts.book,
-        voice=parts.voice,
-        ledger=parts.ledger,
-        directory=parts.directory,
-        publish=parts.publish_outcome,
-        clock=parts.clock,
-        public_base_url=parts.public_base_url,
-        link_secret=s.link_secret,
-        api_token=s.api_token,
-        unsubscribe_mailto=s.unsubscribe_mailto,
     )

@@ -28,8 +28,8 @@ class Registration(Generic[P]):
 
 CHANNELS: Mapping[str, Registration[MessageChannel]] = {
     sms.SmsChannel.name: Registration(sms.build),
-    email_channel.EmailChannel.name: Registration(email_channel.build),
-    call_task_channel.CallTaskChannel.name: Registration(call_task_channel.build),
+    email_channel.EmailChannel.name: Registration(email_channel.EmailChannel),
+    call_task_channel.CallTaskChannel.name: Registration(call_task_channel.CallTaskChannel),
 }
 SINKS: Mapping[str, Registration[CallTaskSink]] = {
     sinks.WebhookSink.name: Registration(sinks.build_webhook, sinks.check_webhook),

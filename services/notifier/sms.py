@@ -26,11 +26,9 @@ from services.notifier import metrics
 from services.notifier.call_reports import valid_id
 from services.notifier.channels import (
     ChannelRules,
-    ClinicVoice,
     Job,
     Parts,
     PermanentSendError,
-    Publish,
     RateLimiter,
     Route,
     SendReceipt,
@@ -38,11 +36,8 @@ from services.notifier.channels import (
     TransientSendError,
 )
 from services.notifier.contacts import Contact, normalise_phone
-from services.notifier.directory import Directory
-from services.notifier.ledger import Ledger
 from services.notifier.outcomes import command_outcome
 from services.notifier.sms_text import classify_reply, segment_count
-from services.notifier.templates import TemplateBook
 
 log = get_logger(__name__)
 
@@ -180,40 +175,23 @@ class SmsChannel:
     name: Literal["sms"] = "sms"
     rules = RULES
 
-    def __init__(
-        self,
-        *,
-        providers: Sequence[TwilioProvider],
-        book: TemplateBook,
-        voice: ClinicVoice,
-        ledger: Ledger,
-        directory: Directory,
-        publish: Publish,
-        clock: Clock,
-        public_base_url: str,
-        default_region: str,
-    ) -> None:
+    def __init__(self, parts: Parts, providers: Sequence[TwilioProvider]) -> None:
+        self._parts = parts
         self._providers = list(providers)
         self._sms = FailoverSms(self._providers) if self._providers else None
-        self._book = book
-        self._voice = voice
-        self._ledger = ledger
-        self._directory = directory
-        self._publish = publish
-        self._clock = clock
-        self._base = public_base_url.rstrip("/")
         self._tokens = [p.auth_token for p in self._providers if p.auth_token]
-        self._region = default_region
 
     def render(self, command: NotificationCommand, contact: Contact) -> SmsMessage:
         assert contact.phone is not None
         # A number several patients share: whoever reads it may not be this patient, so
         # the text names no one and no visit (generic care-first message only).
         shared = contact.phone_shared_by > 1
-        context = self._voice.context(command, contact, redacted=shared)
-        body = self._book.render("sms", contact.language, context)
+        context = self._parts.voice.context(command, contact, redacted=shared)
+        body = self._parts.book.render("sms", contact.language, context)
         key = quote(command.idempotency_key, safe="")
-        return SmsMessage(contact.phone, body, f"{self._base}/sms/status?key={key}")
+        return SmsMessage(
+            contact.phone, body, f"{self._parts.public_base_url}/sms/status?key={key}"
+        )
 
     async def send(self, job: Job) -> Sent:
         if self._sms is None:
@@ -239,7 +217,7 @@ class SmsChannel:
 
     async def _signed_form(self, request: web.Request) -> dict[str, str]:
         form = {k: str(v) for k, v in (await request.post()).items()}
-        url = self._base + request.raw_path  # exactly as the provider signed it
+        url = self._parts.public_base_url + request.raw_path  # exactly as the provider signed it
         signature = request.headers.get("X-Twilio-Signature")
         if not any(valid_twilio_signature(t, url, form, signature) for t in self._tokens):
             log.warning("provider_signature_refused", path=request.path)
@@ -252,35 +230,37 @@ class SmsChannel:
         result = status_outcome(form.get("MessageStatus", ""), form.get("ErrorCode"))
         if result is None:
             return web.Response(status=204)  # queued/sent/accepted: nothing to report yet
-        command = await self._ledger.sent_command(
+        command = await self._parts.ledger.sent_command(
             self.name, provider_id=form.get("MessageSid"), key=request.query.get("key")
         )
         if command is None:
             raise web.HTTPNotFound(text="unknown message")
         outcome, detail = result
-        await self._publish(command_outcome(command, outcome, self._clock.now(), detail=detail))
+        await self._parts.publish_outcome(
+            command_outcome(command, outcome, self._parts.clock.now(), detail=detail)
+        )
         return web.Response(status=204)
 
     async def inbound(self, request: web.Request) -> web.Response:
         """``POST /sms/inbound``: STOP/START/HELP (lt/ru/bg too) or a plain reply."""
         form = await self._signed_form(request)
         message_id = form.get("MessageSid", "")
-        phone = normalise_phone(form.get("From"), self._region)
+        phone = normalise_phone(form.get("From"), self._parts.settings.default_region)
         if not valid_id(message_id) or phone is None:
             raise web.HTTPBadRequest(text="MessageSid and a valid From are required")
         meaning = classify_reply(form.get("Body", ""))
-        now = self._clock.now()
+        now = self._parts.clock.now()
         if meaning in ("opt_out", "opt_in"):
             # STOP wins at once, for whoever holds this number, before anything else.
-            await self._directory.set_opt_out(
+            await self._parts.directory.set_opt_out(
                 phone, self.name, meaning == "opt_out", now, message_id
             )
             if meaning == "opt_out":
                 metrics.OPT_OUTS.labels(self.name).inc()
-        patients = await self._directory.patients_with_phone(phone)
+        patients = await self._parts.directory.patients_with_phone(phone)
         for patient_id in patients:
             event_id = message_id if len(patients) == 1 else f"{message_id}:{patient_id}"
-            await self._publish(
+            await self._parts.publish_outcome(
                 OutcomeEvent(
                     event_id=event_id,
                     occurred_at=now,
@@ -312,14 +292,4 @@ def build(parts: Parts) -> SmsChannel:
                 per_second=s.sms_rate_per_second,
             )
         )
-    return SmsChannel(
-        providers=providers,
-        book=parts.book,
-        voice=parts.voice,
-        ledger=parts.ledger,
-        directory=parts.directory,
-        publish=parts.publish_outcome,
-        clock=parts.clock,
-        public_base_url=parts.public_base_url,
-        default_region=s.default_region,
-    )
+    return SmsChannel(parts, providers)

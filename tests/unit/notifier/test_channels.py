@@ -3,7 +3,7 @@ each plug-in owns its routes, configuration picks sinks, and rendering is pure."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, get_args
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
@@ -13,16 +13,15 @@ import pytest
 from common.clock import ManualClock
 from common.config import ConfigError
 from schemas.base import Channel
-from schemas.events import ChannelConsent, ContactEvent, NotificationCommand
 from schemas.topics import TopicNames
 from services.notifier import registry
 from services.notifier.call_task_channel import CallTaskChannel
 from services.notifier.channels import ClinicVoice, Parts
-from services.notifier.contacts import Contact
 from services.notifier.email_channel import build_mailer
 from services.notifier.settings import NotifierSettings
 from services.notifier.sms import SmsChannel, status_outcome
 from services.notifier.templates import TemplateBook
+from tests.unit.notifier.samples import command, contact
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
 START = datetime(2026, 3, 2, 10, 0, tzinfo=VILNIUS)
@@ -72,45 +71,6 @@ def parts() -> Parts:
     )
 
 
-def contact(**changes: Any) -> Contact:
-    event = ContactEvent(
-        event_id="c1",
-        occurred_at=datetime(2026, 3, 1, tzinfo=UTC),
-        source="test",
-        patient_id="pat-1",
-        given_name="Ona",
-        phone="+37060000001",
-        email="ona@example.org",
-        language="en",
-        timezone="Europe/Vilnius",
-        consent=ChannelConsent(sms=True, email=True, call=True),
-    )
-    base = Contact.from_event(event, "LT")
-    return Contact(**{**base.__dict__, **changes})
-
-
-def command(channel: str, **changes: Any) -> NotificationCommand:
-    values: dict[str, Any] = {
-        "event_id": "case-1:1",
-        "occurred_at": START,
-        "source": "scheduler",
-        "idempotency_key": "case-1:1",
-        "case_id": "case-1",
-        "attempt_number": 1,
-        "patient_id": "pat-1",
-        "channel": channel,
-        "template": "no_show",
-        "reason": "no_show",
-        "department": "dental",
-        "timezone": "Europe/Vilnius",
-        "appointment_start": START - timedelta(hours=2),
-        "window_start": START,
-        "window_end": START + timedelta(hours=8),
-        **changes,
-    }
-    return NotificationCommand.model_validate(values)
-
-
 def test_every_channel_of_the_contract_has_a_plug_in_named_as_it(parts: Parts) -> None:
     channels = registry.build_all(parts, ["kafka"])
     assert set(channels) == set(get_args(Channel))
@@ -144,8 +104,10 @@ def test_configuration_picks_sinks_and_refuses_what_it_cannot_build() -> None:
 def test_sms_render_redacts_a_shared_number_and_carries_the_key_back(parts: Parts) -> None:
     sms = registry.build_all(parts, [])["sms"]
     assert isinstance(sms, SmsChannel)
-    own = sms.render(command("sms"), contact())
-    shared = sms.render(command("sms"), contact(phone_shared_by=2))
+    own = sms.render(command("sms", appointment_start=START - timedelta(hours=2)), contact())
+    shared = sms.render(
+        command("sms", appointment_start=START - timedelta(hours=2)), contact(phone_shared_by=2)
+    )
     assert own.to == "+37060000001" and "08:00" in own.body  # the missed visit, local time
     assert "08:00" not in shared.body and "Sample Clinic" in shared.body
     assert own.status_callback is not None

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from schemas.base import Channel
-from schemas.events import ChannelConsent, ContactEvent, NotificationCommand
+from schemas.events import NotificationCommand
 from services.notifier import call_task_channel, email_channel
 from services.notifier.channels import ChannelRules
 from services.notifier.contacts import Contact, normalise_phone, why_impossible
@@ -16,6 +16,7 @@ from services.notifier.quiet_hours import QuietHours, next_allowed_moment
 from services.notifier.sms import RULES as SMS_RULES
 from services.notifier.sms import twilio_signature, valid_twilio_signature
 from services.notifier.sms_text import classify_reply, segment_count
+from tests.unit.notifier.samples import command, contact
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
 # Each channel's own rules, as the registry's channels bring them to the dispatcher.
@@ -32,45 +33,6 @@ def impossible(contact: Contact | None, channel: Channel, status: str | None = N
 
 def judge(cmd: NotificationCommand, *args: object, **kwargs: object) -> Decision:
     return decide(cmd, *args, rules=RULES[cmd.channel], **kwargs)  # type: ignore[arg-type]
-
-
-def contact(**changes: object) -> Contact:
-    event = ContactEvent(
-        event_id="c1",
-        occurred_at=datetime(2026, 3, 1, tzinfo=UTC),
-        source="test",
-        patient_id="pat-1",
-        given_name="Ona",
-        phone="8 600 00001",
-        email="ona@example.org",
-        language="lt",
-        timezone="Europe/Vilnius",
-        consent=ChannelConsent(sms=True, email=True, call=True),
-    )
-    base = Contact.from_event(event, "LT")
-    return Contact(**{**base.__dict__, **changes})
-
-
-def command(channel: str = "sms", **changes: object) -> NotificationCommand:
-    start = datetime(2026, 3, 2, 10, 0, tzinfo=VILNIUS)
-    values: dict[str, object] = {
-        "event_id": "case-1:1",
-        "occurred_at": start,
-        "source": "scheduler",
-        "idempotency_key": "case-1:1",
-        "case_id": "case-1",
-        "attempt_number": 1,
-        "patient_id": "pat-1",
-        "channel": channel,
-        "template": "no_show",
-        "reason": "no_show",
-        "department": "dental",
-        "timezone": "Europe/Vilnius",
-        "window_start": start,
-        "window_end": start + timedelta(hours=8),
-    }
-    values.update(changes)
-    return NotificationCommand.model_validate(values)
 
 
 def test_phone_numbers_are_normalised_to_e164_or_refused() -> None:
