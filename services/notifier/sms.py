@@ -157,6 +157,12 @@ def status_outcome(status: str, error_code: str | None) -> tuple[OutcomeKind, st
     return outcome, f"provider_{error_code}" if outcome == "failed" and error_code else None
 
 
+# Twilio error 21610: the recipient sent STOP to the provider's number, so the provider
+# refuses every message to them. It is the patient's opt-out, said to someone else: it is
+# recorded and reported as our own STOP would be, and the send fails as "opted_out".
+UNSUBSCRIBED_RECIPIENT = "provider_21610"
+
+
 def _missing_phone(contact: Contact) -> str | None:
     if not contact.phone_raw:
         return "no_phone"
@@ -200,10 +206,24 @@ class SmsChannel:
         message = self.render(job.command, job.contact)
         if job.contact.phone_shared_by > 1:
             metrics.HELD.labels("shared_number_redacted").inc()
-        receipt = await self._sms.send(message)
+        try:
+            receipt = await self._sms.send(message)
+        except PermanentSendError as exc:
+            if exc.detail != UNSUBSCRIBED_RECIPIENT:
+                raise
+            await self._opted_out_at_provider(job.command, message.to)
+            raise PermanentSendError(exc.provider, "opted_out") from None
         encoding, segments = segment_count(message.body)
         metrics.SMS_SEGMENTS.labels(encoding).inc(segments)
         return Sent("sent", provider=receipt.provider, provider_id=receipt.provider_id)
+
+    async def _opted_out_at_provider(self, command: NotificationCommand, phone: str) -> None:
+        now = self._parts.clock.now()
+        event_id = f"{command.idempotency_key}:opt_out"
+        await self._parts.directory.set_opt_out(phone, self.name, True, now, event_id)
+        metrics.OPT_OUTS.labels(self.name).inc()
+        await self._parts.publish_outcome(command_outcome(command, "opt_out", now))
+        log.info("sms_opted_out_at_provider", key=command.idempotency_key)
 
     def routes(self) -> Sequence[Route]:
         return (
