@@ -153,3 +153,52 @@ async def test_a_withdrawal_before_the_task_went_out_cancels_it_quietly(world: W
     await world.advance(3 * 3600)
     assert world.webhook.tasks(created.idempotency_key) == []
     assert world.inbox.for_key(f"calltask:{created.idempotency_key}:create") == []
+
+
+async def test_a_withdrawal_waits_while_its_task_is_being_sent(world: World) -> None:
+    # Another replica is handing the task to the sinks right now: a withdraw sent at once
+    # could reach a receiver before the create. The withdrawal waits for it.
+    case_id, patient_id = "case-contract-racing", "p-contract-racing"
+    await world.contact(patient_id, phone="+37060000304")
+    now = world.clock.now()
+    later = _attempt("call_task", now + timedelta(hours=2))
+    created = build_command(_case(case_id, patient_id, now), later, "no_show", [], now)
+    task_id = created.idempotency_key
+    await world.send(created)
+
+    async def held_for_a_retry(key: str) -> bool:
+        row = await world.app.pool.fetchrow(
+            "SELECT state, tries FROM deliveries WHERE idempotency_key = $1", key
+        )
+        return row is not None and row["state"] == "pending" and row["tries"] == 1
+
+    async def held_for_its_window() -> bool:
+        due = await world.app.pool.fetchval(
+            "SELECT due_at FROM deliveries WHERE idempotency_key = $1", task_id
+        )
+        return bool(due == later.planned_at)
+
+    await eventually(held_for_its_window)
+    await world.app.pool.execute(
+        "UPDATE deliveries SET state = 'sending', sending_since = $2 WHERE idempotency_key = $1",
+        task_id,
+        now,
+    )
+    withdrawal = scheduler_withdrawal(world, created)
+    await world.send(withdrawal)
+    wkey = withdrawal.idempotency_key
+    await eventually(lambda: held_for_a_retry(wkey))
+    assert world.outcome(f"{wkey}:withdrawn") is None
+    assert world.webhook.tasks(task_id) == []
+
+    # The other replica is done with the create: now the withdraw goes out.
+    await world.app.pool.execute(
+        "UPDATE deliveries SET state = 'done', outcome = 'task_created', finished_at = $2, "
+        "outcome_published = true WHERE idempotency_key = $1",
+        task_id,
+        now,
+    )
+    await world.advance(10)
+    withdrawn = await eventually(lambda: world.outcome(f"{wkey}:withdrawn"))
+    assert withdrawn.detail is None
+    assert [h["task"]["action"] for h in world.webhook.tasks(task_id)] == ["withdraw"]
