@@ -26,7 +26,6 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from common.clock import Clock
@@ -38,6 +37,7 @@ from services.notifier.channels import (
     Job,
     MessageChannel,
     PermanentSendError,
+    Publish,
     TransientSendError,
 )
 from services.notifier.contacts import NOT_CONTACTABLE, Contact, why_impossible
@@ -139,10 +139,6 @@ def retry_delay(tries: int, base: float, cap: float, rnd: random.Random) -> floa
 # --- the adapter around it ---------------------------------------------------------------
 
 
-class OutcomeSink(Protocol):
-    async def __call__(self, outcome: OutcomeEvent) -> None: ...
-
-
 @dataclass(frozen=True)
 class DispatchPolicy:
     quiet: QuietHours = field(default_factory=QuietHours)
@@ -171,7 +167,7 @@ class Dispatcher:
         channels: Mapping[str, MessageChannel],
         policy: DispatchPolicy,
         clock: Clock,
-        publish_outcome: OutcomeSink,
+        publish_outcome: Publish,
         rnd: random.Random | None = None,
     ) -> None:
         self.ledger = ledger
