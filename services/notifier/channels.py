@@ -1,12 +1,44 @@
-"""What every channel and call-task sink shares: the send result and its two failure kinds."""
+"""The one shape every channel (SMS, email, call task) and call-task sink has.
+
+A **channel** turns one NotificationCommand into what its provider takes (``render``,
+pure), hands it over (``send``), serves its provider's inbound HTTP routes (receipts,
+replies, bounces, results) and maps its provider's vocabulary to ``schemas`` outcomes
+there. A **call-task sink** is where administrators see call tasks (a webhook, a mail, a
+topic); the call-task channel fans a task out to the configured sinks. Both are plug-ins:
+``registry.py`` names them, configuration picks them, and the dispatcher and the HTTP
+server only ever see these interfaces.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
+
+from aiohttp import web
 
 from common.clock import Clock
+from common.http import bearer_token_ok
+from schemas.base import Channel
+from schemas.events import CallTaskEvent, NotificationCommand, OutcomeEvent, OutcomeKind
 from services.notifier.call_reports import CallReport
+from services.notifier.contacts import Contact
+from services.notifier.templates import REASONS, MessageContext
+
+if TYPE_CHECKING:
+    from common.kafka import KafkaPublisher
+    from schemas.topics import TopicNames
+    from services.notifier.directory import Directory
+    from services.notifier.email_channel import Mailer
+    from services.notifier.ledger import Ledger
+    from services.notifier.settings import NotifierSettings
+    from services.notifier.templates import TemplateBook
+
+Publish = Callable[[OutcomeEvent], Awaitable[None]]
+
+
+# --- what a send returns or raises -------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -33,6 +65,154 @@ class PermanentSendError(Exception):
         super().__init__(f"{provider}: {detail}")
         self.provider = provider
         self.detail = detail
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a channel's send ended in: the outcome the ledger records for the command."""
+
+    outcome: OutcomeKind  # sent | task_created | withdrawn
+    provider: str | None = None  # counted under sends_total{result="sent"} when given
+    provider_id: str | None = None
+    detail: str | None = None
+    respond_by: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One ledger row being delivered: its command and the patient's contact (if known)."""
+
+    command: NotificationCommand
+    contact: Contact | None
+    sinks_done: tuple[str, ...] = ()  # call-task sinks that already have it (a retry)
+
+
+# --- the rules a channel brings to the dispatcher's decision ------------------------------
+
+
+@dataclass(frozen=True)
+class ChannelRules:
+    """What the pure ``dispatcher.decide`` needs to know about a channel, as data."""
+
+    consent: str  # the contact's consent flag: sms | email | call
+    # A message the patient reads: quiet hours hold it and the runaway guard counts it.
+    reaches_patient: bool
+    # After a crash mid-send: send again (the receiver dedupes it) or report it unknown.
+    resend_when_unsure: bool
+    # The reason code when the contact lacks what this channel needs (a phone, an address).
+    missing: Callable[[Contact], str | None]
+
+
+# --- inbound routes ----------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str  # "POST", "GET" or "*"
+    path: str
+    handler: Handler
+
+
+def require_bearer(request: web.Request, token: str) -> None:
+    """Administrators' and forwarders' routes: the API's bearer token or 401."""
+    if not bearer_token_ok(request, token):
+        raise web.HTTPUnauthorized(text="a valid bearer token is required")
+
+
+# --- the plug-in interfaces --------------------------------------------------------------
+
+
+class Plugin(Protocol):
+    @property
+    def name(self) -> str:
+        """Its name in the registry and in metric labels."""
+        ...
+
+    def routes(self) -> Sequence[Route]:
+        """Its inbound HTTP routes (mounted on the service's one port)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MessageChannel(Plugin, Protocol):
+    """SMS, email, call task: one per ``NotificationCommand.channel``."""
+
+    @property
+    def name(self) -> Channel: ...
+
+    @property
+    def rules(self) -> ChannelRules: ...
+
+    def render(self, command: NotificationCommand, contact: Contact) -> object:
+        """What would go out for this command and contact (pure; no I/O)."""
+        ...
+
+    async def send(self, job: Job) -> Sent:
+        """Render and hand over; raises TransientSendError / PermanentSendError."""
+        ...
+
+
+class CallTaskSink(Plugin, Protocol):
+    """Where administrators see call tasks (create and withdraw of the same task id)."""
+
+    async def deliver(self, task: CallTaskEvent) -> SendReceipt: ...
+
+
+class NoRoutes:
+    """Mix-in for plug-ins without inbound routes or anything to close."""
+
+    def routes(self) -> Sequence[Route]:
+        return ()
+
+    async def close(self) -> None:
+        return None
+
+
+# --- what plug-ins are built from --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClinicVoice:
+    """Who is writing and how to rebook: what every rendered message says of the clinic."""
+
+    clinic_name: str
+    clinic_phone: str
+    rebook_url: str | None
+    default_language: str
+
+    def context(
+        self, command: NotificationCommand, contact: Contact, *, redacted: bool = False
+    ) -> MessageContext:
+        return MessageContext.for_command(
+            command,
+            contact,
+            reason=command.template if command.template in REASONS else command.reason,
+            clinic_name=self.clinic_name,
+            clinic_phone=self.clinic_phone,
+            rebook_url=self.rebook_url,
+            redacted=redacted,
+        )
+
+
+@dataclass
+class Parts:
+    """The adapters a plug-in factory may use; built once by the composition root."""
+
+    settings: NotifierSettings
+    clock: Clock
+    book: TemplateBook
+    voice: ClinicVoice
+    ledger: Ledger
+    directory: Directory
+    publisher: KafkaPublisher
+    topics: TopicNames
+    publish_outcome: Publish
+    public_base_url: str
+    mailer: Mailer | None  # one SMTP connection, shared by the email channel and sink
+    sinks: Sequence[CallTaskSink] = ()  # set before the call-task channel is built
 
 
 class RateLimiter:

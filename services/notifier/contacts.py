@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import phonenumbers
 
 from schemas.base import Channel
 from schemas.events import ContactEvent
+
+if TYPE_CHECKING:
+    from services.notifier.channels import ChannelRules
 
 NOT_CONTACTABLE = frozenset({"deceased", "transferred_out"})
 
@@ -66,26 +70,22 @@ class Contact:
 
 
 def why_impossible(
-    contact: Contact | None, channel: Channel, patient_status: str | None = None
+    contact: Contact | None,
+    channel: Channel,
+    rules: ChannelRules,
+    patient_status: str | None = None,
 ) -> str | None:
     """The reason code when ``channel`` must not or cannot reach the patient, else None.
 
     Order matters: not-contactable and opt-outs win over anything a command asks for.
+    What the channel needs of a contact (consent flag, address) comes from its rules.
     """
     if patient_status in NOT_CONTACTABLE or (contact and contact.status in NOT_CONTACTABLE):
         return "not_contactable"
     if contact is None:
         return "no_contact"
-    consent_key = "call" if channel == "call_task" else channel
     if channel in contact.opted_out:
         return "opted_out"
-    if not contact.consent.get(consent_key, False):
+    if not contact.consent.get(rules.consent, False):
         return "no_consent"
-    if channel == "sms":
-        if not contact.phone_raw:
-            return "no_phone"
-        if not contact.phone:
-            return "invalid_phone"
-    if channel == "email" and not contact.email:
-        return "no_email"
-    return None
+    return rules.missing(contact)

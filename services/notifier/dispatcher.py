@@ -2,7 +2,9 @@
 
 ``decide`` is the rule, pure: may this command go out now, later, or never? The
 ``Dispatcher`` around it claims commands in the ledger, works through due deliveries,
-renders, hands them to a channel and records the outcome it then publishes.
+hands each to its channel (``channels.MessageChannel``, chosen by name from the
+registry's instances; the dispatcher never asks which one it is) and records the outcome
+it then publishes.
 
 Exactly once at the receiver: a command is claimed before anything is sent, and a row is
 marked 'sending' (committed) just before the provider call. A process that dies before
@@ -21,29 +23,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import Protocol
-from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from common.clock import Clock
 from common.logs import get_logger
 from schemas.events import NotificationCommand, OutcomeEvent
 from services.notifier import metrics
-from services.notifier.call_reports import report_outcome
-from services.notifier.calltasks import build_call_task, call_script
-from services.notifier.channels import PermanentSendError, SendReceipt, TransientSendError
+from services.notifier.channels import (
+    ChannelRules,
+    Job,
+    MessageChannel,
+    PermanentSendError,
+    Publish,
+    TransientSendError,
+)
 from services.notifier.contacts import NOT_CONTACTABLE, Contact, why_impossible
 from services.notifier.directory import Directory
-from services.notifier.email_channel import Email, unsubscribe_token
 from services.notifier.ledger import Delivery, FinishedDelivery, Ledger
 from services.notifier.outcomes import command_outcome
 from services.notifier.quiet_hours import QuietHours, next_allowed_moment
-from services.notifier.sinks import CallTaskSink
-from services.notifier.sms import SmsMessage, SmsProvider
-from services.notifier.sms_text import segment_count
-from services.notifier.templates import REASONS, MessageContext, TemplateBook
 
 log = get_logger(__name__)
 
@@ -86,6 +87,7 @@ def decide(
     now: datetime,
     quiet: QuietHours,
     *,
+    rules: ChannelRules,
     sent_today: int = 0,
     daily_hard_cap: int | None = None,
 ) -> Decision:
@@ -100,12 +102,14 @@ def decide(
         # After a fresh start the compacted contacts topic is still being read while
         # commands arrive: wait a little for the contact before calling it missing.
         return Hold(now + CONTACT_RETRY, "awaiting_contact")
-    impossible = why_impossible(contact, command.channel, patient_status)
+    impossible = why_impossible(contact, command.channel, rules, patient_status)
     if impossible is not None:
         return Refuse("channel_impossible", impossible, _RULE_OF_DETAIL.get(impossible))
     if now >= command.window_end:
         return Refuse("failed", "window_passed")
-    if command.channel == "call_task":
+    if not rules.reaches_patient:
+        # Administrators call within the window the scheduler chose: no quiet hours, and
+        # the runaway guard counts only what the patient reads.
         if now < command.window_start:
             return Hold(command.window_start, "window")
         return Proceed()
@@ -135,19 +139,8 @@ def retry_delay(tries: int, base: float, cap: float, rnd: random.Random) -> floa
 # --- the adapter around it ---------------------------------------------------------------
 
 
-class OutcomeSink(Protocol):
-    async def __call__(self, outcome: OutcomeEvent) -> None: ...
-
-
 @dataclass(frozen=True)
 class DispatchPolicy:
-    clinic_name: str
-    clinic_phone: str
-    default_language: str = "en"
-    rebook_url: str | None = None
-    public_base_url: str = "http://127.0.0.1:8083"
-    unsubscribe_mailto: str | None = None
-    link_secret: str = ""
     quiet: QuietHours = field(default_factory=QuietHours)
     max_tries: int = 8
     daily_hard_cap: int | None = 4
@@ -171,26 +164,22 @@ class Dispatcher:
         *,
         ledger: Ledger,
         directory: Directory,
-        book: TemplateBook,
+        channels: Mapping[str, MessageChannel],
         policy: DispatchPolicy,
         clock: Clock,
-        publish_outcome: OutcomeSink,
-        sms: SmsProvider | None = None,
-        mailer: _Mailer | None = None,
-        sinks: list[CallTaskSink] | None = None,
+        publish_outcome: Publish,
         rnd: random.Random | None = None,
     ) -> None:
         self.ledger = ledger
         self.directory = directory
-        self.book = book
+        self.channels = dict(channels)
         self.policy = policy
         self.clock = clock
         self._publish = publish_outcome
-        self.sms = sms
-        self.mailer = mailer
-        self.sinks = sinks or []
         self._rnd = rnd or random.Random()
         self._wake = asyncio.Event()
+        # The runaway guard counts every message the patient reads, whichever channel.
+        self._patient_channels = [n for n, c in self.channels.items() if c.rules.reaches_patient]
 
     # Commands in: claim, nothing else, so the consumer stays fast and crash-safe.
     async def accept(self, command: NotificationCommand) -> None:
@@ -232,17 +221,23 @@ class Dispatcher:
     async def process(self, delivery: Delivery) -> None:
         cmd = delivery.command
         now = self.clock.now()
-        if delivery.recovered and cmd.channel == "sms" and cmd.purpose != "withdrawal":
-            log.warning("sms_delivery_unknown", key=cmd.idempotency_key)
+        channel = self.channels.get(cmd.channel)
+        if channel is None:
+            await self.ledger.finish(cmd, now, "failed", detail="channel_not_configured")
+            return
+        rules = channel.rules
+        withdrawal = cmd.purpose == "withdrawal"
+        if delivery.recovered and not rules.resend_when_unsure and not withdrawal:
+            log.warning("delivery_unknown", key=cmd.idempotency_key, channel=cmd.channel)
             await self.ledger.finish(cmd, now, "failed", detail="delivery_unknown")
             return
         contact, status = await self.directory.recipient(cmd.patient_id)
         sent_today = 0
-        if contact is not None and cmd.channel in ("sms", "email"):
+        if contact is not None and rules.reaches_patient:
             zone = ZoneInfo(contact.timezone)
             local_midnight = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
             sent_today = await self.ledger.sent_since(
-                cmd.patient_id, local_midnight, cmd.idempotency_key
+                cmd.patient_id, local_midnight, cmd.idempotency_key, self._patient_channels
             )
         decision = decide(
             cmd,
@@ -250,6 +245,7 @@ class Dispatcher:
             status,
             now,
             self.policy.quiet,
+            rules=rules,
             sent_today=sent_today,
             daily_hard_cap=self.policy.daily_hard_cap,
         )
@@ -271,35 +267,23 @@ class Dispatcher:
                 )
             await self.ledger.finish(cmd, now, decision.outcome, detail=decision.detail)
             return
+        await self._send(channel, Job(cmd, contact, delivery.sinks_done), delivery.tries, now)
+
+    async def _send(self, channel: MessageChannel, job: Job, tries: int, now: datetime) -> None:
+        cmd = job.command
         started = asyncio.get_running_loop().time()
         try:
-            if cmd.purpose == "withdrawal":
-                await self._withdraw(cmd, delivery, contact)
-            elif cmd.channel == "call_task":
-                await self._deliver_task(cmd, cmd.idempotency_key, "create", delivery, contact)
-                await self.ledger.finish(cmd, now, "task_created", respond_by=cmd.window_end)
-            else:
-                assert contact is not None
-                send = self._send_sms if cmd.channel == "sms" else self._send_email
-                receipt = await send(cmd, contact)
-                metrics.SENDS.labels(cmd.channel, receipt.provider, "sent").inc()
-                await self.ledger.finish(
-                    cmd, now, "sent", provider=receipt.provider, provider_id=receipt.provider_id
-                )
+            sent = await channel.send(job)
         except TransientSendError as exc:
             metrics.RETRIES.labels(cmd.channel).inc()
             metrics.SENDS.labels(cmd.channel, exc.provider, "transient_error").inc()
-            delay = retry_delay(
-                delivery.tries,
-                self.policy.retry_base_seconds,
-                self.policy.retry_cap_seconds,
-                self._rnd,
-            )
+            p = self.policy
+            delay = retry_delay(tries, p.retry_base_seconds, p.retry_cap_seconds, self._rnd)
             retry_at = now + timedelta(seconds=delay)
-            if delivery.tries >= self.policy.max_tries or retry_at >= cmd.window_end:
+            if tries >= p.max_tries or retry_at >= cmd.window_end:
                 await self.ledger.finish(cmd, now, "failed", detail=f"gave_up_{exc.code}"[:200])
             else:
-                log.info("send_retry", key=cmd.idempotency_key, code=exc.code, tries=delivery.tries)
+                log.info("send_retry", key=cmd.idempotency_key, code=exc.code, tries=tries)
                 await self.ledger.hold(cmd, retry_at)
             return
         except PermanentSendError as exc:
@@ -310,124 +294,14 @@ class Dispatcher:
             metrics.SEND_DURATION.labels(cmd.channel).observe(
                 asyncio.get_running_loop().time() - started
             )
-
-    def _context(
-        self, cmd: NotificationCommand, contact: Contact, *, redacted: bool = False
-    ) -> MessageContext:
-        p = self.policy
-        return MessageContext.for_command(
+        if sent.provider is not None:
+            metrics.SENDS.labels(cmd.channel, sent.provider, "sent").inc()
+        await self.ledger.finish(
             cmd,
-            contact,
-            reason=cmd.template if cmd.template in REASONS else cmd.reason,
-            clinic_name=p.clinic_name,
-            clinic_phone=p.clinic_phone,
-            rebook_url=p.rebook_url,
-            redacted=redacted,
+            now,
+            sent.outcome,
+            detail=sent.detail,
+            provider=sent.provider,
+            provider_id=sent.provider_id,
+            respond_by=sent.respond_by,
         )
-
-    async def _send_sms(self, cmd: NotificationCommand, contact: Contact) -> SendReceipt:
-        if self.sms is None:
-            raise PermanentSendError("none", "channel_not_configured")
-        assert contact.phone is not None
-        # A number several patients share: whoever reads it may not be this patient, so
-        # the text names no one and no visit (generic care-first message only).
-        shared = contact.phone_shared_by > 1
-        if shared:
-            metrics.HELD.labels("shared_number_redacted").inc()
-        context = self._context(cmd, contact, redacted=shared)
-        body = self.book.render("sms", contact.language, context)
-        callback = (
-            f"{self.policy.public_base_url}/sms/status?key={quote(cmd.idempotency_key, safe='')}"
-        )
-        receipt = await self.sms.send(SmsMessage(contact.phone, body, callback))
-        encoding, segments = segment_count(body)
-        metrics.SMS_SEGMENTS.labels(encoding).inc(segments)
-        return receipt
-
-    async def _send_email(self, cmd: NotificationCommand, contact: Contact) -> SendReceipt:
-        if self.mailer is None:
-            raise PermanentSendError("none", "channel_not_configured")
-        assert contact.email is not None
-        context = self._context(cmd, contact)
-        token = unsubscribe_token(self.policy.link_secret, cmd.patient_id)
-        link = f"{self.policy.public_base_url}/unsubscribe?patient={cmd.patient_id}&token={token}"
-        unsubscribe = [f"<{link}>"]
-        if self.policy.unsubscribe_mailto:
-            unsubscribe.insert(0, f"<mailto:{self.policy.unsubscribe_mailto}?subject=unsubscribe>")
-        email = Email(
-            to=contact.email,
-            subject=self.book.render("email_subject", contact.language, context),
-            text=self.book.render("email_text", contact.language, context),
-            html=self.book.render("email_html", contact.language, context),
-            idempotency_key=cmd.idempotency_key,
-            list_unsubscribe=", ".join(unsubscribe),
-        )
-        receipt = await self.mailer.send(email)
-        return receipt
-
-    async def _deliver_task(
-        self,
-        cmd: NotificationCommand,
-        task_id: str,
-        action: str,
-        delivery: Delivery,
-        contact: Contact | None,
-    ) -> None:
-        if not self.sinks:
-            raise PermanentSendError("none", "no_call_task_sink")
-        p = self.policy
-        script = call_script(
-            self.book,
-            cmd,
-            contact,
-            clinic_name=p.clinic_name,
-            clinic_phone=p.clinic_phone,
-            rebook_url=p.rebook_url,
-            default_language=p.default_language,
-        )
-        task = build_call_task(
-            cmd,
-            contact,
-            task_id=task_id,
-            action=action,
-            script=script,
-            now=self.clock.now(),
-            report_url=f"{p.public_base_url}/calltasks/{quote(task_id, safe=':')}/result",
-            default_language=p.default_language,
-        )
-        for sink in self.sinks:
-            if sink.name in delivery.sinks_done:
-                continue  # delivered before a retry or a restart
-            try:
-                receipt = await sink.deliver(task)
-            except (TransientSendError, PermanentSendError):
-                metrics.CALL_TASKS.labels(sink.name, "error").inc()
-                raise
-            if receipt.report is not None:
-                # Published before the sink is marked done: after a crash the task goes out
-                # again, the receiver answers again, and the repeated report id is dropped.
-                await self._publish(report_outcome(receipt.report, cmd, self.clock.now()))
-            metrics.CALL_TASKS.labels(
-                sink.name, "created" if action == "create" else "withdrawn"
-            ).inc()
-            metrics.SENDS.labels("call_task", sink.name, "sent").inc()
-            await self.ledger.sink_done(cmd, sink.name)
-
-    async def _withdraw(
-        self, cmd: NotificationCommand, delivery: Delivery, contact: Contact | None
-    ) -> None:
-        now = self.clock.now()
-        original = await self.ledger.call_task(cmd.idempotency_key)
-        if original is not None and await self.ledger.cancel_if_unsent(original, now):
-            # Never went out: cancelling it in the ledger is the whole withdrawal.
-            await self.ledger.finish(cmd, now, "withdrawn", detail="never_sent")
-            return
-        if original is None:
-            await self.ledger.finish(cmd, now, "withdrawn", detail="no_task")
-            return
-        await self._deliver_task(original, cmd.idempotency_key, "withdraw", delivery, contact)
-        await self.ledger.finish(cmd, now, "withdrawn")
-
-
-class _Mailer(Protocol):
-    async def send(self, email: Email) -> SendReceipt: ...

@@ -9,6 +9,7 @@ the provider call; the dispatcher decides per channel what that means (see dispa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -161,29 +162,54 @@ class Ledger:
             command.purpose,
         )
 
-    async def call_task(self, task_id: str) -> NotificationCommand | None:
+    async def call_task(self, channel: str, task_id: str) -> NotificationCommand | None:
         """The command that created call task ``task_id`` (its idempotency key)."""
         raw = await self._pool.fetchval(
             """SELECT command FROM deliveries WHERE idempotency_key = $1
-                   AND channel = 'call_task' AND purpose <> 'withdrawal'""",
+                   AND channel = $2 AND purpose <> 'withdrawal'""",
             task_id,
+            channel,
         )
         return NotificationCommand.model_validate_json(raw) if raw else None
 
-    async def sent_since(self, patient_id: str, since: datetime, exclude_key: str) -> int:
-        """SMS and emails that went (or may have gone) to this patient since ``since``.
+    async def withdrawn_task(
+        self, withdrawal: NotificationCommand
+    ) -> tuple[NotificationCommand, str] | None:
+        """The call task a withdrawal withdraws (same case, attempt and channel), with the
+        state of its delivery.
 
-        For the runaway guard: counts what reached a provider, whatever case or cause.
+        The withdrawal carries its own idempotency key (``<case>:<n>:withdrawal`` from the
+        scheduler), so it is never looked up by its key; case and attempt are what it
+        shares with the task, whatever shape either key has.
         """
+        row = await self._pool.fetchrow(
+            """SELECT command, state FROM deliveries WHERE case_id = $1 AND attempt_number = $2
+                   AND channel = $3 AND purpose <> 'withdrawal'
+               ORDER BY created_at LIMIT 1""",
+            withdrawal.case_id,
+            withdrawal.attempt_number,
+            withdrawal.channel,
+        )
+        if row is None:
+            return None
+        return NotificationCommand.model_validate_json(row["command"]), row["state"]
+
+    async def sent_since(
+        self, patient_id: str, since: datetime, exclude_key: str, channels: Sequence[str]
+    ) -> int:
+        """Messages on ``channels`` that went (or may have gone) to this patient since
+        ``since``. For the runaway guard: counts what reached a provider, whatever case or
+        cause."""
         count: int = await self._pool.fetchval(
             """SELECT count(*) FROM deliveries WHERE patient_id = $1
-                   AND channel IN ('sms', 'email') AND purpose <> 'withdrawal'
+                   AND channel = ANY($4::text[]) AND purpose <> 'withdrawal'
                    AND idempotency_key <> $3
                    AND (provider_id IS NOT NULL OR state = 'sending')
                    AND COALESCE(finished_at, sending_since) >= $2""",
             patient_id,
             since,
             exclude_key,
+            list(channels),
         )
         return count
 
@@ -200,23 +226,17 @@ class Ledger:
         )
         return key is not None
 
-    async def email_command(self, message_id: str) -> NotificationCommand | None:
-        """The email command that went out with this Message-ID (a bounce is about it)."""
-        raw = await self._pool.fetchval(
-            "SELECT command FROM deliveries WHERE channel = 'email' AND provider_id = $1",
-            message_id,
-        )
-        return NotificationCommand.model_validate_json(raw) if raw else None
-
-    async def sms_command(
-        self, key: str | None, provider_id: str | None
+    async def sent_command(
+        self, channel: str, *, provider_id: str | None, key: str | None = None
     ) -> NotificationCommand | None:
-        """The SMS command a status callback is about: by the provider's id, else our key."""
+        """The command a provider's receipt or a bounce is about: by the provider's id
+        (an SMS sid, an email's Message-ID), else by our key (carried in a callback URL)."""
         raw = await self._pool.fetchval(
-            """SELECT command FROM deliveries WHERE channel = 'sms'
+            """SELECT command FROM deliveries WHERE channel = $3
                    AND (provider_id = $1 OR idempotency_key = $2)
                ORDER BY (provider_id = $1) DESC NULLS LAST LIMIT 1""",
             provider_id,
             key,
+            channel,
         )
         return NotificationCommand.model_validate_json(raw) if raw else None

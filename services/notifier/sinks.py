@@ -1,8 +1,10 @@
-"""Call-task sinks: where administrators see their tasks. One class per sink, one interface.
+"""Call-task sinks: where administrators see their tasks. One class per sink, each a
+``channels.CallTaskSink`` with its ``build`` and config ``check`` (registered in
+``registry.SINKS``).
 
-Each sink delivers a CallTaskEvent (create or withdraw). Sinks are idempotent on the
-task id at the receiver (webhook receivers and CRMs dedupe on it, the VTODO has a stable
-UID), so a redelivery after a crash updates rather than duplicates.
+Each sink delivers a CallTaskEvent (create or withdraw of the same task id). Sinks are
+idempotent on the task id at the receiver (webhook receivers and CRMs dedupe on it, the
+VTODO has a stable UID), so a redelivery after a crash updates rather than duplicates.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Protocol
 
 import aiohttp
 
@@ -20,18 +21,23 @@ from common.logs import get_logger
 from schemas.events import CallTaskEvent
 from services.notifier.call_reports import CallReport, ReportError, parse_call_report
 from services.notifier.calltasks import fhir_task, summary_lines, vtodo
-from services.notifier.channels import PermanentSendError, SendReceipt, TransientSendError
+from services.notifier.channels import (
+    CallTaskSink,
+    NoRoutes,
+    Parts,
+    PermanentSendError,
+    SendReceipt,
+    TransientSendError,
+)
 from services.notifier.email_channel import Attachment, Email, Mailer
+from services.notifier.settings import NotifierSettings
 
 log = get_logger(__name__)
 SIGNATURE_HEADER = "X-Followup-Signature"
 TIMESTAMP_HEADER = "X-Followup-Timestamp"
 
 
-class CallTaskSink(Protocol):
-    name: str
-
-    async def deliver(self, task: CallTaskEvent) -> SendReceipt: ...
+__all__ = ["CallTaskSink", "webhook_signature"]
 
 
 def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -40,7 +46,7 @@ def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-class WebhookSink:
+class WebhookSink(NoRoutes):
     name = "webhook"
 
     def __init__(self, url: str, secret: str, clock: Clock, timeout: float = 10.0) -> None:
@@ -78,6 +84,7 @@ class WebhookSink:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+            self._session = None
 
 
 def _reported(task: CallTaskEvent, reply: bytes) -> CallReport | None:
@@ -97,7 +104,7 @@ def _reported(task: CallTaskEvent, reply: bytes) -> CallReport | None:
         return None
 
 
-class FrontDeskEmailSink:
+class FrontDeskEmailSink(NoRoutes):
     """A mail to the front desk with the task as an iCalendar VTODO attachment."""
 
     name = "email"
@@ -135,7 +142,7 @@ class FrontDeskEmailSink:
         return SendReceipt(self.name)
 
 
-class KafkaTopicSink:
+class KafkaTopicSink(NoRoutes):
     name = "kafka"
 
     def __init__(self, publisher: KafkaPublisher, topic: str) -> None:
@@ -145,3 +152,34 @@ class KafkaTopicSink:
     async def deliver(self, task: CallTaskEvent) -> SendReceipt:
         await self._publisher.publish(self._topic, task)
         return SendReceipt(self.name)
+
+
+# --- configuration -----------------------------------------------------------------------
+
+
+def check_webhook(s: NotifierSettings) -> str | None:
+    if s.webhook_url and s.webhook_secret:
+        return None
+    return "the webhook sink needs FOLLOWUP_WEBHOOK_URL and _SECRET"
+
+
+def build_webhook(parts: Parts) -> WebhookSink:
+    s = parts.settings
+    assert s.webhook_url is not None
+    return WebhookSink(s.webhook_url, s.webhook_secret, parts.clock)
+
+
+def check_front_desk_email(s: NotifierSettings) -> str | None:
+    if s.front_desk_email and s.smtp_host:
+        return None
+    return "the email sink needs FOLLOWUP_FRONT_DESK_EMAIL and _SMTP_HOST"
+
+
+def build_front_desk_email(parts: Parts) -> FrontDeskEmailSink:
+    s = parts.settings
+    assert parts.mailer is not None and s.front_desk_email is not None
+    return FrontDeskEmailSink(parts.mailer, s.front_desk_email, s.smtp_sender.rsplit("@", 1)[-1])
+
+
+def build_topic(parts: Parts) -> KafkaTopicSink:
+    return KafkaTopicSink(parts.publisher, parts.topics.calltasks)

@@ -1,4 +1,5 @@
-"""SMS through a provider interface; the Twilio-compatible REST provider; failover.
+"""The SMS channel: render, send through Twilio-compatible providers with failover, and the
+provider's inbound routes (status callbacks, replies with the STOP rule) in its vocabulary.
 
 Twilio's Messages resource: POST /2010-04-01/Accounts/{sid}/Messages.json, form-encoded
 To/From/Body/StatusCallback, HTTP basic auth (sid, token). Callbacks and inbound replies
@@ -12,17 +13,33 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
+from urllib.parse import quote
 
 import aiohttp
+from aiohttp import web
 
 from common.clock import Clock
+from common.logs import get_logger
+from schemas.events import NotificationCommand, OutcomeEvent, OutcomeKind
+from services.notifier import metrics
+from services.notifier.call_reports import valid_id
 from services.notifier.channels import (
+    ChannelRules,
+    Job,
+    Parts,
     PermanentSendError,
     RateLimiter,
+    Route,
     SendReceipt,
+    Sent,
     TransientSendError,
 )
+from services.notifier.contacts import Contact, normalise_phone
+from services.notifier.outcomes import command_outcome
+from services.notifier.sms_text import classify_reply, segment_count
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,7 @@ class TwilioProvider:
         timeout: float = 10.0,
     ) -> None:
         self.name = name
+        self.auth_token = auth_token  # also checks the provider's signed callbacks
         self._url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
         self._auth = aiohttp.BasicAuth(account_sid, auth_token)
         self._from = from_number
@@ -119,3 +137,179 @@ class FailoverSms:
                 last = exc
         assert last is not None
         raise last
+
+
+# --- the provider's vocabulary -----------------------------------------------------------
+
+# Twilio's MessageStatus values that are a result; queued/sent/accepted are not yet one.
+STATUS_OUTCOMES: dict[str, OutcomeKind] = {
+    "delivered": "delivered",
+    "failed": "failed",
+    "undelivered": "failed",
+}
+
+
+def status_outcome(status: str, error_code: str | None) -> tuple[OutcomeKind, str | None] | None:
+    """A status callback as (outcome, detail), or None while the message is under way."""
+    outcome = STATUS_OUTCOMES.get(status)
+    if outcome is None:
+        return None
+    return outcome, f"provider_{error_code}" if outcome == "failed" and error_code else None
+
+
+# Twilio error 21610: the recipient sent STOP to the provider's number, so the provider
+# refuses every message to them. It is the patient's opt-out, said to someone else: it is
+# recorded and reported as our own STOP would be, and the send fails as "opted_out".
+UNSUBSCRIBED_RECIPIENT = "provider_21610"
+
+
+def _missing_phone(contact: Contact) -> str | None:
+    if not contact.phone_raw:
+        return "no_phone"
+    return None if contact.phone else "invalid_phone"
+
+
+RULES = ChannelRules(
+    consent="sms", reaches_patient=True, resend_when_unsure=False, missing=_missing_phone
+)
+
+
+# --- the channel -------------------------------------------------------------------------
+
+
+class SmsChannel:
+    name: Literal["sms"] = "sms"
+    rules = RULES
+
+    def __init__(self, parts: Parts, providers: Sequence[TwilioProvider]) -> None:
+        self._parts = parts
+        self._providers = list(providers)
+        self._sms = FailoverSms(self._providers) if self._providers else None
+        self._tokens = [p.auth_token for p in self._providers if p.auth_token]
+
+    def render(self, command: NotificationCommand, contact: Contact) -> SmsMessage:
+        assert contact.phone is not None
+        # A number several patients share: whoever reads it may not be this patient, so
+        # the text names no one and no visit (generic care-first message only).
+        shared = contact.phone_shared_by > 1
+        context = self._parts.voice.context(command, contact, redacted=shared)
+        body = self._parts.book.render("sms", contact.language, context)
+        key = quote(command.idempotency_key, safe="")
+        return SmsMessage(
+            contact.phone, body, f"{self._parts.public_base_url}/sms/status?key={key}"
+        )
+
+    async def send(self, job: Job) -> Sent:
+        if self._sms is None:
+            raise PermanentSendError("none", "channel_not_configured")
+        assert job.contact is not None
+        message = self.render(job.command, job.contact)
+        if job.contact.phone_shared_by > 1:
+            metrics.HELD.labels("shared_number_redacted").inc()
+        try:
+            receipt = await self._sms.send(message)
+        except PermanentSendError as exc:
+            if exc.detail != UNSUBSCRIBED_RECIPIENT:
+                raise
+            await self._opted_out_at_provider(job.command, message.to)
+            raise PermanentSendError(exc.provider, "opted_out") from None
+        encoding, segments = segment_count(message.body)
+        metrics.SMS_SEGMENTS.labels(encoding).inc(segments)
+        return Sent("sent", provider=receipt.provider, provider_id=receipt.provider_id)
+
+    async def _opted_out_at_provider(self, command: NotificationCommand, phone: str) -> None:
+        now = self._parts.clock.now()
+        event_id = f"{command.idempotency_key}:opt_out"
+        await self._parts.directory.set_opt_out(phone, self.name, True, now, event_id)
+        metrics.OPT_OUTS.labels(self.name).inc()
+        await self._parts.publish_outcome(command_outcome(command, "opt_out", now))
+        log.info("sms_opted_out_at_provider", key=command.idempotency_key)
+
+    def routes(self) -> Sequence[Route]:
+        return (
+            Route("POST", "/sms/status", self.status_callback),
+            Route("POST", "/sms/inbound", self.inbound),
+        )
+
+    async def close(self) -> None:
+        for provider in self._providers:
+            await provider.close()
+
+    async def _signed_form(self, request: web.Request) -> dict[str, str]:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        url = self._parts.public_base_url + request.raw_path  # exactly as the provider signed it
+        signature = request.headers.get("X-Twilio-Signature")
+        if not any(valid_twilio_signature(t, url, form, signature) for t in self._tokens):
+            log.warning("provider_signature_refused", path=request.path)
+            raise web.HTTPForbidden(text="invalid provider signature")
+        return form
+
+    async def status_callback(self, request: web.Request) -> web.Response:
+        """``POST /sms/status?key=``: delivered / failed (undelivered) outcomes."""
+        form = await self._signed_form(request)
+        result = status_outcome(form.get("MessageStatus", ""), form.get("ErrorCode"))
+        if result is None:
+            return web.Response(status=204)  # queued/sent/accepted: nothing to report yet
+        command = await self._parts.ledger.sent_command(
+            self.name, provider_id=form.get("MessageSid"), key=request.query.get("key")
+        )
+        if command is None:
+            raise web.HTTPNotFound(text="unknown message")
+        outcome, detail = result
+        await self._parts.publish_outcome(
+            command_outcome(command, outcome, self._parts.clock.now(), detail=detail)
+        )
+        return web.Response(status=204)
+
+    async def inbound(self, request: web.Request) -> web.Response:
+        """``POST /sms/inbound``: STOP/START/HELP (lt/ru/bg too) or a plain reply."""
+        form = await self._signed_form(request)
+        message_id = form.get("MessageSid", "")
+        phone = normalise_phone(form.get("From"), self._parts.settings.default_region)
+        if not valid_id(message_id) or phone is None:
+            raise web.HTTPBadRequest(text="MessageSid and a valid From are required")
+        meaning = classify_reply(form.get("Body", ""))
+        now = self._parts.clock.now()
+        if meaning in ("opt_out", "opt_in"):
+            # STOP wins at once, for whoever holds this number, before anything else.
+            await self._parts.directory.set_opt_out(
+                phone, self.name, meaning == "opt_out", now, message_id
+            )
+            if meaning == "opt_out":
+                metrics.OPT_OUTS.labels(self.name).inc()
+        patients = await self._parts.directory.patients_with_phone(phone)
+        for patient_id in patients:
+            event_id = message_id if len(patients) == 1 else f"{message_id}:{patient_id}"
+            await self._parts.publish_outcome(
+                OutcomeEvent(
+                    event_id=event_id,
+                    occurred_at=now,
+                    source="notifier",
+                    outcome=meaning,
+                    patient_id=patient_id,
+                    channel=self.name,
+                )
+            )
+        log.info("sms_reply", meaning=meaning, message_id=message_id, patients=len(patients))
+        return web.Response(text="<Response/>", content_type="application/xml")
+
+
+def build(parts: Parts) -> SmsChannel:
+    s = parts.settings
+    providers: list[TwilioProvider] = []
+    for role in ("primary", "secondary"):
+        url = getattr(s, f"sms_{role}_url")
+        if not url:
+            continue
+        providers.append(
+            TwilioProvider(
+                name=role,
+                base_url=url,
+                account_sid=getattr(s, f"sms_{role}_sid"),
+                auth_token=getattr(s, f"sms_{role}_token"),
+                from_number=getattr(s, f"sms_{role}_from"),
+                clock=parts.clock,
+                per_second=s.sms_rate_per_second,
+            )
+        )
+    return SmsChannel(parts, providers)

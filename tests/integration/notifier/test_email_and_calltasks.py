@@ -94,9 +94,19 @@ async def test_call_task_reaches_every_sink_and_results_come_back(world: World) 
     assert result.outcome == "no_answer" and result.case_id == "c-call"
     assert result.reported_by == "admin-3" and result.channel == "call_task"
 
-    # Withdrawal goes out through the same sinks.
-    await world.send(world.command("c-call", "p-call", "call_task", purpose="withdrawal"))
-    await eventually(lambda: world.outcome("c-call:1:withdrawn"))
+    # Withdrawal (its own key, as the scheduler sends it) goes out through the same sinks.
+    withdrawal = "c-call:1:withdrawal"
+    await world.send(
+        world.command(
+            "c-call",
+            "p-call",
+            "call_task",
+            purpose="withdrawal",
+            idempotency_key=withdrawal,
+            event_id=withdrawal,
+        )
+    )
+    await eventually(lambda: world.outcome(f"{withdrawal}:withdrawn"))
     assert [h["task"]["action"] for h in world.webhook.tasks("c-call:1")] == ["create", "withdraw"]
     [cancel] = world.inbox.for_key("calltask:c-call:1:withdraw")
     [attachment] = list(cancel.iter_attachments())

@@ -94,6 +94,21 @@ async def test_503_is_retried_and_400_becomes_failed(world: World) -> None:
     assert failed.detail == "provider_21211"
 
 
+async def test_the_providers_unsubscribed_error_is_the_patients_opt_out(world: World) -> None:
+    # Twilio 21610: the patient sent STOP to the provider, not to us. It counts as theirs.
+    await world.contact("p-21610", phone="+37060000017")
+    world.primary.fail_next(400, code=21610)
+    await world.send(world.command("c-21610", "p-21610", "sms"))
+    failed = await eventually(lambda: world.outcome("c-21610:1:failed"))
+    assert failed.detail == "opted_out"
+    opt_out = await eventually(lambda: world.outcome("c-21610:1:opt_out"))
+    assert (opt_out.patient_id, opt_out.channel) == ("p-21610", "sms")
+    await world.send(world.command("c-21610b", "p-21610", "sms"))
+    refused = await eventually(lambda: world.outcome("c-21610b:1:channel_impossible"))
+    assert refused.detail == "opted_out"
+    assert "+37060000017" not in [m.to for m in world.primary.messages]
+
+
 async def test_failover_to_the_second_provider(world: World) -> None:
     await world.contact("p-failover", phone="+37060000014")
     world.primary.fail_next(503)

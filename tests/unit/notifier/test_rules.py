@@ -6,53 +6,33 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from schemas.events import ChannelConsent, ContactEvent, NotificationCommand
+from schemas.base import Channel
+from schemas.events import NotificationCommand
+from services.notifier import call_task_channel, email_channel
+from services.notifier.channels import ChannelRules
 from services.notifier.contacts import Contact, normalise_phone, why_impossible
-from services.notifier.dispatcher import Hold, Proceed, Refuse, decide, retry_delay
+from services.notifier.dispatcher import Decision, Hold, Proceed, Refuse, decide, retry_delay
 from services.notifier.quiet_hours import QuietHours, next_allowed_moment
+from services.notifier.sms import RULES as SMS_RULES
 from services.notifier.sms import twilio_signature, valid_twilio_signature
 from services.notifier.sms_text import classify_reply, segment_count
+from tests.unit.notifier.samples import command, contact
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
+# Each channel's own rules, as the registry's channels bring them to the dispatcher.
+RULES: dict[str, ChannelRules] = {
+    "sms": SMS_RULES,
+    "email": email_channel.RULES,
+    "call_task": call_task_channel.RULES,
+}
 
 
-def contact(**changes: object) -> Contact:
-    event = ContactEvent(
-        event_id="c1",
-        occurred_at=datetime(2026, 3, 1, tzinfo=UTC),
-        source="test",
-        patient_id="pat-1",
-        given_name="Ona",
-        phone="8 600 00001",
-        email="ona@example.org",
-        language="lt",
-        timezone="Europe/Vilnius",
-        consent=ChannelConsent(sms=True, email=True, call=True),
-    )
-    base = Contact.from_event(event, "LT")
-    return Contact(**{**base.__dict__, **changes})
+def impossible(contact: Contact | None, channel: Channel, status: str | None = None) -> str | None:
+    return why_impossible(contact, channel, RULES[channel], status)
 
 
-def command(channel: str = "sms", **changes: object) -> NotificationCommand:
-    start = datetime(2026, 3, 2, 10, 0, tzinfo=VILNIUS)
-    values: dict[str, object] = {
-        "event_id": "case-1:1",
-        "occurred_at": start,
-        "source": "scheduler",
-        "idempotency_key": "case-1:1",
-        "case_id": "case-1",
-        "attempt_number": 1,
-        "patient_id": "pat-1",
-        "channel": channel,
-        "template": "no_show",
-        "reason": "no_show",
-        "department": "dental",
-        "timezone": "Europe/Vilnius",
-        "window_start": start,
-        "window_end": start + timedelta(hours=8),
-    }
-    values.update(changes)
-    return NotificationCommand.model_validate(values)
+def judge(cmd: NotificationCommand, *args: object, **kwargs: object) -> Decision:
+    return decide(cmd, *args, rules=RULES[cmd.channel], **kwargs)  # type: ignore[arg-type]
 
 
 def test_phone_numbers_are_normalised_to_e164_or_refused() -> None:
@@ -64,20 +44,20 @@ def test_phone_numbers_are_normalised_to_e164_or_refused() -> None:
 
 
 def test_why_impossible_reasons_in_order() -> None:
-    assert why_impossible(contact(), "sms") is None
-    assert why_impossible(None, "sms") == "no_contact"
-    assert why_impossible(contact(), "sms", "deceased") == "not_contactable"
-    assert why_impossible(contact(status="transferred_out"), "email") == "not_contactable"
-    assert why_impossible(contact(opted_out=frozenset({"sms"})), "sms") == "opted_out"
+    assert impossible(contact(), "sms") is None
+    assert impossible(None, "sms") == "no_contact"
+    assert impossible(contact(), "sms", "deceased") == "not_contactable"
+    assert impossible(contact(status="transferred_out"), "email") == "not_contactable"
+    assert impossible(contact(opted_out=frozenset({"sms"})), "sms") == "opted_out"
     # An opt-out wins over consent given earlier; other channels stay open.
-    assert why_impossible(contact(opted_out=frozenset({"sms"})), "email") is None
-    assert why_impossible(contact(consent={"sms": False, "email": True, "call": True}), "sms") == (
+    assert impossible(contact(opted_out=frozenset({"sms"})), "email") is None
+    assert impossible(contact(consent={"sms": False, "email": True, "call": True}), "sms") == (
         "no_consent"
     )
-    assert why_impossible(contact(phone_raw=None, phone=None), "sms") == "no_phone"
-    assert why_impossible(contact(phone_raw="12", phone=None), "sms") == "invalid_phone"
-    assert why_impossible(contact(email=None), "email") == "no_email"
-    assert why_impossible(contact(phone=None, email=None), "call_task") is None
+    assert impossible(contact(phone_raw=None, phone=None), "sms") == "no_phone"
+    assert impossible(contact(phone_raw="12", phone=None), "sms") == "invalid_phone"
+    assert impossible(contact(email=None), "email") == "no_email"
+    assert impossible(contact(phone=None, email=None), "call_task") is None
 
 
 def test_quiet_hours_in_the_patients_zone() -> None:
@@ -112,35 +92,35 @@ def test_decide_holds_refuses_or_proceeds() -> None:
     quiet = QuietHours()
     cmd = command()
     inside = cmd.window_start + timedelta(hours=1)
-    assert decide(cmd, contact(), None, inside, quiet) == Proceed()
-    refused = decide(cmd, contact(), "deceased", inside, quiet)
+    assert judge(cmd, contact(), None, inside, quiet) == Proceed()
+    refused = judge(cmd, contact(), "deceased", inside, quiet)
     assert refused == Refuse("channel_impossible", "not_contactable", "not_contactable")
-    assert decide(cmd, contact(opted_out=frozenset({"sms"})), None, inside, quiet) == Refuse(
+    assert judge(cmd, contact(opted_out=frozenset({"sms"})), None, inside, quiet) == Refuse(
         "channel_impossible", "opted_out", "opted_out"
     )
-    assert decide(cmd, contact(), None, cmd.window_end, quiet) == Refuse("failed", "window_passed")
+    assert judge(cmd, contact(), None, cmd.window_end, quiet) == Refuse("failed", "window_passed")
     # No contact yet: wait a little (the contacts topic may still be replaying), then give up.
-    assert decide(cmd, None, None, cmd.occurred_at, quiet) == Hold(
+    assert judge(cmd, None, None, cmd.occurred_at, quiet) == Hold(
         cmd.occurred_at + timedelta(seconds=30), "awaiting_contact"
     )
     late = cmd.occurred_at + timedelta(minutes=11)
-    assert decide(cmd, None, None, late, quiet) == Refuse("channel_impossible", "no_contact")
+    assert judge(cmd, None, None, late, quiet) == Refuse("channel_impossible", "no_contact")
     early = cmd.window_start - timedelta(hours=1)
-    assert decide(cmd, contact(), None, early, quiet) == Hold(cmd.window_start, "window")
+    assert judge(cmd, contact(), None, early, quiet) == Hold(cmd.window_start, "window")
     # A window from 20:00 to 23:00 local: at 21:30 no moment is left -> failed quiet_hours.
     evening = command(
         window_start=datetime(2026, 3, 2, 20, 0, tzinfo=VILNIUS),
         window_end=datetime(2026, 3, 2, 23, 0, tzinfo=VILNIUS),
     )
     late = datetime(2026, 3, 2, 21, 30, tzinfo=VILNIUS)
-    assert decide(evening, contact(), None, late, quiet) == Refuse(
+    assert judge(evening, contact(), None, late, quiet) == Refuse(
         "failed", "quiet_hours", "quiet_hours"
     )
     long_window = command(
         window_start=datetime(2026, 3, 2, 20, 0, tzinfo=VILNIUS),
         window_end=datetime(2026, 3, 3, 20, 0, tzinfo=VILNIUS),
     )
-    assert decide(long_window, contact(), None, late, quiet) == Hold(
+    assert judge(long_window, contact(), None, late, quiet) == Hold(
         datetime(2026, 3, 3, 8, 0, tzinfo=VILNIUS), "quiet_hours"
     )
     # A window that opens at night: held until the morning after, which is quiet hours.
@@ -149,14 +129,14 @@ def test_decide_holds_refuses_or_proceeds() -> None:
         window_end=datetime(2026, 3, 3, 20, 0, tzinfo=VILNIUS),
     )
     before = datetime(2026, 3, 2, 20, 0, tzinfo=VILNIUS)
-    assert decide(night_window, contact(), None, before, quiet) == Hold(
+    assert judge(night_window, contact(), None, before, quiet) == Hold(
         datetime(2026, 3, 3, 8, 0, tzinfo=VILNIUS), "quiet_hours"
     )
     # Call tasks ignore the patient's quiet hours (an administrator calls in business hours).
     task = command("call_task")
-    assert decide(task, contact(), None, inside, quiet) == Proceed()
+    assert judge(task, contact(), None, inside, quiet) == Proceed()
     withdrawal = command("call_task", purpose="withdrawal")
-    assert decide(withdrawal, None, "deceased", inside, quiet) == Proceed()
+    assert judge(withdrawal, None, "deceased", inside, quiet) == Proceed()
 
 
 def test_retry_delay_grows_with_jitter_and_caps() -> None:
@@ -248,10 +228,10 @@ def test_runaway_guard_refuses_beyond_the_hard_cap() -> None:
     cmd = command()
     inside = cmd.window_start + timedelta(hours=1)
     quiet = QuietHours()
-    assert decide(cmd, contact(), None, inside, quiet, sent_today=3, daily_hard_cap=4) == Proceed()
-    assert decide(cmd, contact(), None, inside, quiet, sent_today=4, daily_hard_cap=4) == Refuse(
+    assert judge(cmd, contact(), None, inside, quiet, sent_today=3, daily_hard_cap=4) == Proceed()
+    assert judge(cmd, contact(), None, inside, quiet, sent_today=4, daily_hard_cap=4) == Refuse(
         "failed", "runaway_guard", "runaway_guard"
     )
     # Call tasks are counted apart: the guard is for automated messages.
     task = command("call_task")
-    assert decide(task, contact(), None, inside, quiet, sent_today=9, daily_hard_cap=4) == Proceed()
+    assert judge(task, contact(), None, inside, quiet, sent_today=9, daily_hard_cap=4) == Proceed()
