@@ -19,9 +19,9 @@ from zoneinfo import ZoneInfo
 from demo.observe import Metrics
 from demo.policy import FirstSteps
 from demo.scenario import Patient, Scenario, e164
-from demo.standins.calltasks import ReceivedTask
-from demo.standins.mailbox import MailRecord
-from demo.standins.twilio import ReplyRecord, SmsRecord
+from standins.calltasks import ReceivedTask
+from standins.mailbox import MailRecord
+from standins.twilio import ReplyRecord, SmsRecord
 from schemas.events import (
     AppointmentEvent,
     NotificationCommand,

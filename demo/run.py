@@ -28,9 +28,9 @@ from demo.report import Finding, Observed
 from demo.scenario import Scenario, ScenarioConfig, build
 from demo.simulator.clinic import Simulation
 from demo.simulator.rig import ClinicRig, Endpoints, StandIns, StandInSecrets
-from demo.standins.calltasks import CallTaskReceiver
-from demo.standins.mailbox import Mailbox
-from demo.standins.twilio import TwilioStandIn
+from standins.calltasks import CallTaskReceiver
+from standins.mailbox import Mailbox
+from standins.twilio import TwilioStandIn
 from schemas.events import (
     AppointmentEvent,
     DeadLetter,
@@ -281,8 +281,8 @@ async def observe(
         dead_letters=len(dead),
         sms=list(sms.records),
         replies=list(sms.replies),
-        mail=list(mailbox.messages),
-        call_tasks=list(calltasks.tasks),
+        mail=list(mailbox.records),
+        call_tasks=list(calltasks.captured),
         call_tasks_refused=calltasks.refused,
         metrics=metrics,
         cases=cases,
@@ -336,8 +336,8 @@ async def show_progress(
             continue
         line = (
             f"day {day:5.1f}/{scenario.days} {now:%a %d %b %H:%M}  "
-            f"clinic actions {sum(p.actions.values()):4d}  call tasks {len(calltasks.tasks):3d}  "
-            f"sms {len(sms.records):3d}  mail {len(mailbox.messages):3d}  "
+            f"clinic actions {sum(p.actions.values()):4d}  call tasks {len(calltasks.captured):3d}  "
+            f"sms {len(sms.records):3d}  mail {len(mailbox.records):3d}  "
             f"reported {sum(p.call_reports.values()):3d}  rebooked {p.rebookings:3d}  "
             f"STOP {p.replies:2d}  errors {len(p.errors)}"
         )

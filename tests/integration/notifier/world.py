@@ -1,24 +1,18 @@
 """A running notifier with its outside world: SMS provider stand-ins, a real SMTP server
-(aiosmtpd), a webhook receiver that checks signatures, and readers of its topics."""
+(aiosmtpd), a webhook receiver that checks signatures (all from ``standins/``), and readers
+of its topics."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email
-import hashlib
-import hmac
-import json
 import time as wall
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from email.policy import default as email_policy
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
 from common.clock import ManualClock
@@ -32,8 +26,9 @@ from schemas.events import (
     OutcomeEvent,
 )
 from services.notifier.app import NotifierApp
+from standins.calltasks import CallTaskReceiver
+from standins.mailbox import Inbox as Inbox  # the tests' SMTP handler, re-exported
 from standins.sms_provider import SmsProviderStandIn
-from tests.support.polling import free_port
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
 START = datetime(2026, 3, 2, 10, 0, tzinfo=VILNIUS)
@@ -42,66 +37,11 @@ API_TOKEN = "admin-token"
 T = TypeVar("T")
 
 
-class Inbox:
-    """aiosmtpd handler: keeps every message it receives."""
+class WebhookReceiver(CallTaskReceiver):
+    """The clinic's tool receiving call tasks with this world's secret (dedupes nothing)."""
 
     def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.connections: list[Any] = []  # the client's address per message
-        self.tls: list[bool] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = email.message_from_bytes(envelope.content, policy=email_policy)
-        self.messages.append(parsed)
-        self.connections.append(session.peer)
-        self.tls.append(session.ssl is not None)
-        return "250 OK"
-
-    def for_key(self, key: str) -> list[EmailMessage]:
-        return [m for m in self.messages if m["X-Followup-Key"] == key]
-
-
-@dataclass
-class WebhookReceiver:
-    """The clinic's tool receiving call tasks: refuses a bad signature, dedupes nothing."""
-
-    port: int = field(default_factory=free_port)
-    received: list[dict[str, Any]] = field(default_factory=list)
-    refused: int = 0
-    # task id -> the JSON the tool answers a created task with (an administrator's report).
-    replies: dict[str, Any] = field(default_factory=dict)
-    _runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/tasks", self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _receive(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        stamp = request.headers.get("X-Followup-Timestamp", "")
-        mac = hmac.new(WEBHOOK_SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256)
-        if not hmac.compare_digest(
-            "sha256=" + mac.hexdigest(), request.headers.get("X-Followup-Signature", "")
-        ):
-            self.refused += 1
-            return web.Response(status=401)
-        received = json.loads(body)
-        self.received.append(received)
-        task = received["task"]
-        if task["action"] == "create" and task["task_id"] in self.replies:
-            return web.json_response(self.replies[task["task_id"]])
-        return web.Response(status=204)
-
-    def tasks(self, task_id: str) -> list[dict[str, Any]]:
-        return [r for r in self.received if r["task"]["task_id"] == task_id]
+        super().__init__(secret=WEBHOOK_SECRET)
 
 
 class TopicReader:

@@ -9,8 +9,8 @@ from demo.observe import Metrics
 from demo.policy import FirstSteps, duration
 from demo.report import Finding, Observed, check, compute, detect_language, table, within
 from demo.scenario import Patient, Scenario, build
-from demo.standins.calltasks import ReceivedTask
-from demo.standins.twilio import SmsRecord
+from standins.calltasks import ReceivedTask
+from standins.twilio import SmsRecord
 from schemas.events import NotificationCommand, OutcomeEvent, TriggerEvent
 
 SCENARIO = build(patients=14, days=7, seed=11)
