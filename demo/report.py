@@ -19,15 +19,15 @@ from zoneinfo import ZoneInfo
 from demo.observe import Metrics
 from demo.policy import FirstSteps
 from demo.scenario import Patient, Scenario, e164
-from standins.calltasks import ReceivedTask
-from standins.mailbox import MailRecord
-from standins.twilio import ReplyRecord, SmsRecord
 from schemas.events import (
     AppointmentEvent,
     NotificationCommand,
     OutcomeEvent,
     TriggerEvent,
 )
+from standins.calltasks import ReceivedTask
+from standins.mailbox import MailRecord
+from standins.twilio import ReplyRecord, SmsRecord
 
 E = TypeVar("E", TriggerEvent, NotificationCommand, OutcomeEvent)
 QUIET_START, QUIET_END = 21, 8  # the notifier's default quiet hours, patient's local time

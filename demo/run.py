@@ -28,9 +28,6 @@ from demo.report import Finding, Observed
 from demo.scenario import Scenario, ScenarioConfig, build
 from demo.simulator.clinic import Simulation
 from demo.simulator.rig import ClinicRig, Endpoints, StandIns, StandInSecrets
-from standins.calltasks import CallTaskReceiver
-from standins.mailbox import Mailbox
-from standins.twilio import TwilioStandIn
 from schemas.events import (
     AppointmentEvent,
     DeadLetter,
@@ -39,6 +36,9 @@ from schemas.events import (
     TriggerEvent,
 )
 from schemas.topics import TopicNames
+from standins.calltasks import CallTaskReceiver
+from standins.mailbox import Mailbox
+from standins.twilio import TwilioStandIn
 
 SMS_FROM = "+37052000000"
 FRONT_DESK = "front-desk@clinic.example"
@@ -336,7 +336,8 @@ async def show_progress(
             continue
         line = (
             f"day {day:5.1f}/{scenario.days} {now:%a %d %b %H:%M}  "
-            f"clinic actions {sum(p.actions.values()):4d}  call tasks {len(calltasks.captured):3d}  "
+            f"clinic actions {sum(p.actions.values()):4d}  "
+            f"call tasks {len(calltasks.captured):3d}  "
             f"sms {len(sms.records):3d}  mail {len(mailbox.records):3d}  "
             f"reported {sum(p.call_reports.values()):3d}  rebooked {p.rebookings:3d}  "
             f"STOP {p.replies:2d}  errors {len(p.errors)}"

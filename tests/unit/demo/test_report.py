@@ -9,9 +9,9 @@ from demo.observe import Metrics
 from demo.policy import FirstSteps, duration
 from demo.report import Finding, Observed, check, compute, detect_language, table, within
 from demo.scenario import Patient, Scenario, build
+from schemas.events import NotificationCommand, OutcomeEvent, TriggerEvent
 from standins.calltasks import ReceivedTask
 from standins.twilio import SmsRecord
-from schemas.events import NotificationCommand, OutcomeEvent, TriggerEvent
 
 SCENARIO = build(patients=14, days=7, seed=11)
 T0 = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
