@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -119,3 +120,27 @@ async def fetch_cases(
         if not after or not page:
             break
     return cases
+
+
+async def fetch_case_details(
+    session: aiohttp.ClientSession, base_url: str, token: str, cases: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """GET /cases/{id} (attempts and history) of each case that answers."""
+    headers = {"Authorization": f"Bearer {token}"}
+    details: dict[str, dict[str, Any]] = {}
+    for case in cases:
+        case_id = case.get("case_id")
+        if not isinstance(case_id, str):
+            continue
+        try:
+            async with session.get(
+                f"{base_url}/cases/{quote(case_id, safe='')}",
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp:
+                body = json.loads(await resp.text()) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            continue
+        if isinstance(body, dict):
+            details[case_id] = body
+    return details

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import aiohttp
+import yarl
 from aiohttp import web
 
 from common.clock import Clock
@@ -37,6 +38,8 @@ class SmsRecord:
     body: str
     at: datetime  # virtual time of receipt at the provider
     segments: int  # as the notifier counts them (services.notifier.sms_text)
+    # The notifier's idempotency key, from the status callback URL it asked for (?key=...).
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class ReplyRecord:
     body: str
     at: datetime
     status: int
+
+
+def _callback_key(url: str | None) -> str | None:
+    return yarl.URL(url).query.get("key") if url else None
 
 
 class TwilioStandIn(SmsProviderStandIn):
@@ -94,6 +101,7 @@ class TwilioStandIn(SmsProviderStandIn):
             body=sent.body,
             at=self.clock.now(),
             segments=segment_count(sent.body)[1],
+            key=_callback_key(sent.status_callback),
         )
         self.records.append(record)
         with self.capture.open("a", encoding="utf-8") as f:
