@@ -20,10 +20,11 @@ import aiohttp
 
 from common.clock import ScaledClock
 from common.kafka import ensure_topics
+from common.topic_reader import read_events_to_end
 from demo import report
 from demo.bounds import load_policy
 from demo.deployment import REPO, SERVICES, Deployment, Ports, ensure_infra, scaled_clock_env
-from demo.observe import Metrics, fetch_case_details, fetch_cases, fetch_text, read_topic
+from demo.observe import Metrics, fetch_case_details, fetch_cases, fetch_text
 from demo.report import Finding, Observed
 from demo.scenario import Scenario, ScenarioConfig, build
 from demo.simulator.clinic import Simulation
@@ -244,7 +245,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         )
         return result
     finally:
-        deployment.stop()
+        await deployment.stop()
         await rig.close()
         await session.close()
         await standins.stop()
@@ -266,11 +267,13 @@ async def observe(
     mailbox: Mailbox,
     calltasks: CallTaskReceiver,
 ) -> Observed:
-    appointments, _ = await read_topic(config.kafka, topics.appointments, AppointmentEvent)
-    triggers, _ = await read_topic(config.kafka, topics.triggers, TriggerEvent)
-    notifications, _ = await read_topic(config.kafka, topics.notifications, NotificationCommand)
-    outcomes, _ = await read_topic(config.kafka, topics.outcomes, OutcomeEvent)
-    dead, _ = await read_topic(config.kafka, topics.deadletter, DeadLetter)
+    appointments, _ = await read_events_to_end(config.kafka, topics.appointments, AppointmentEvent)
+    triggers, _ = await read_events_to_end(config.kafka, topics.triggers, TriggerEvent)
+    notifications, _ = await read_events_to_end(
+        config.kafka, topics.notifications, NotificationCommand
+    )
+    outcomes, _ = await read_events_to_end(config.kafka, topics.outcomes, OutcomeEvent)
+    dead, _ = await read_events_to_end(config.kafka, topics.deadletter, DeadLetter)
     metrics = {}
     for service in SERVICES:
         text = await fetch_text(session, f"{deployment.url(service)}/metrics")
