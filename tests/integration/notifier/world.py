@@ -5,18 +5,13 @@ of its topics."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time as wall
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from aiokafka import AIOKafkaConsumer
-
 from common.clock import ManualClock
-from common.codec import decode
 from common.kafka import KafkaPublisher
 from schemas.events import (
     CallTaskEvent,
@@ -29,12 +24,14 @@ from services.notifier.app import NotifierApp
 from standins.calltasks import CallTaskReceiver
 from standins.mailbox import Inbox as Inbox  # the tests' SMTP handler, re-exported
 from standins.sms_provider import SmsProviderStandIn
+from tests.support.kafka import TopicTail
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
 START = datetime(2026, 3, 2, 10, 0, tzinfo=VILNIUS)
 WEBHOOK_SECRET = "webhook-secret"
 API_TOKEN = "admin-token"
 T = TypeVar("T")
+TopicReader = TopicTail  # the name these tests know it by
 
 
 class WebhookReceiver(CallTaskReceiver):
@@ -42,34 +39,6 @@ class WebhookReceiver(CallTaskReceiver):
 
     def __init__(self) -> None:
         super().__init__(secret=WEBHOOK_SECRET)
-
-
-class TopicReader:
-    def __init__(self, bootstrap: str, topic: str, model: type[Any]) -> None:
-        self.events: list[Any] = []
-        self._model = model
-        self._consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
-            auto_offset_reset="earliest",
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        async for record in self._consumer:
-            self.events.append(decode(self._model, record.value))
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._consumer.stop()
 
 
 @dataclass
