@@ -414,19 +414,23 @@ def first_contact_problems(
 
 
 def held_until(observed: Observed, case_id: str) -> datetime | None:
-    """The latest hold (frequency cap, conversation) the case's history records before its
-    first contact fired: the first step could not go out before it."""
+    """The latest moment the case's history says its first step was planned afresh from,
+    before the first contact fired: a hold's end (frequency cap, conversation) or the
+    moment the scheduler found the step's window over (it was away longer than it)."""
     latest = None
     for entry in observed.case_details.get(case_id, {}).get("history") or []:
         if not isinstance(entry, dict):
             continue
-        if entry.get("event") == "fired":
+        event, detail = entry.get("event"), entry.get("detail")
+        if event == "fired":
             break
-        detail = entry.get("detail")
-        if entry.get("event") == "held" and isinstance(detail, dict):
-            until = _moment(detail.get("until"))
-            if until is not None and (latest is None or until > latest):
-                latest = until
+        moment = None
+        if event == "held" and isinstance(detail, dict):
+            moment = _moment(detail.get("until"))
+        elif event == "expired":
+            moment = _moment(entry.get("at"))
+        if moment is not None and (latest is None or moment > latest):
+            latest = moment
     return latest
 
 
