@@ -118,7 +118,11 @@ def booking(
 
 
 def late_cancellation(appointment: str = "appt-9") -> TriggerEvent:
-    return no_show(event_id=f"late_cancellation:{appointment}", kind="late_cancellation")
+    return no_show(
+        event_id=f"late_cancellation:{appointment}",
+        kind="late_cancellation",
+        appointment_id=appointment,
+    )
 
 
 def patient_outcome(kind: str, at: datetime, channel: str, event_id: str) -> OutcomeEvent:

@@ -354,7 +354,8 @@ async def test_pruned_notes_do_not_let_an_old_replay_open_a_case_again(
     await ledger.handle_appointment(booking("pat-1", "dental", clock.now()))
     assert (await case_row(pool))["state"] == "closed"
     clock.advance(timedelta(days=40))
-    assert await ledger.prune(timedelta(days=30)) == 2  # the trigger's and the booking's notes
+    # the trigger's and the booking's notes, and the booked visit known since
+    assert await ledger.prune(timedelta(days=30)) == 3
     assert await pool.fetchval("SELECT count(*) FROM processed_events") == 0
     await ledger.handle_trigger(no_show())  # the topic replayed from the start
     assert await pool.fetchval("SELECT count(*) FROM cases") == 1
