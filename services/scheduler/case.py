@@ -708,5 +708,37 @@ def contradicts(
     )
 
 
+@dataclass(frozen=True)
+class KnownVisit:
+    """The latest status the scheduler saw for an appointment on ``followup.appointments``."""
+
+    start: datetime
+    status: AppointmentStatus
+    status_at: datetime | None = None
+
+
+NotOpened = Literal["not_contactable", "attended"]
+
+
+def why_not_open(
+    trigger: TriggerEvent, patient_status: str | None, visit: KnownVisit | None
+) -> NotOpened | None:
+    """A trigger opens nothing for a patient who must not be contacted (deceased,
+    transferred out), nor for a visit the clinic already told us was attended."""
+    if patient_status is not None and patient_status != "active":
+        return "not_contactable"
+    if visit is not None and contradicts(
+        trigger.kind,
+        trigger.appointment_id,
+        trigger.appointment_start,
+        trigger.appointment_id,
+        visit.start,
+        visit.status,
+        visit.status_at,
+    ):
+        return "attended"
+    return None
+
+
 def opted_channels(channels: Iterable[str]) -> frozenset[Channel]:
     return frozenset(cast(Iterable[Channel], channels))

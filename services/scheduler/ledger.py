@@ -42,9 +42,10 @@ from services.scheduler.case import (
     Context,
     Correction,
     CorrectionResult,
+    KnownVisit,
     Tally,
-    contradicts,
     opted_channels,
+    why_not_open,
 )
 from services.scheduler.cases import parse_idempotency_key
 from services.scheduler.guards import (
@@ -334,20 +335,15 @@ class CaseLedger:
             assert known is not None
             if not known["first"]:
                 return
-            if known["status"] is not None and known["status"] != "active":
-                log.info("trigger_ignored", reason="not_contactable", event_id=trigger.event_id)
-                return
-            if known["visit_status"] is not None and contradicts(
-                trigger.kind,
-                trigger.appointment_id,
-                trigger.appointment_start,
-                trigger.appointment_id,
-                known["visit_start"],
-                known["visit_status"],
-                known["visit_status_at"],
-            ):
-                # The clinic already told us the patient came: nobody is chased for it.
-                log.info("trigger_ignored", reason="attended", event_id=trigger.event_id)
+            visit = None
+            if known["visit_status"] is not None:
+                visit = KnownVisit(
+                    known["visit_start"], known["visit_status"], known["visit_status_at"]
+                )
+            refused = why_not_open(trigger, known["status"], visit)
+            if refused is not None:
+                # Deceased or transferred out; or the clinic already told us the patient came.
+                log.info("trigger_ignored", reason=refused, event_id=trigger.event_id)
                 return
             ctx = self._ctx(tx.now, known["opted"] or ())
             cases = await _load(
