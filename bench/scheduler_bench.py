@@ -29,7 +29,7 @@ from common.db import create_pool, drop_schema, migrate
 from services.scheduler.app import MIGRATIONS
 from services.scheduler.ledger import CaseLedger
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
-from tests.support.scheduler import seed_open_cases, seed_planned_sms
+from tests.support.scheduler import no_show_trigger, seed_open_cases, seed_planned_sms
 
 # A Monday morning at the clinic: the seeded SMS steps are due now, the rest next week.
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("Europe/Vilnius"))
@@ -213,7 +213,7 @@ class StatementCounter:
 
 async def statements_per_handler(dsn: str) -> dict[str, int]:
     """Statements for a no-show trigger, firing its first attempt, and a no_answer on it."""
-    from schemas.events import OutcomeEvent, TriggerEvent
+    from schemas.events import OutcomeEvent
 
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     await migrate(dsn, schema, MIGRATIONS)
@@ -223,19 +223,7 @@ async def statements_per_handler(dsn: str) -> dict[str, int]:
     ledger = CaseLedger(pool, CadencePolicy.load(DEFAULT_POLICY_PATH), clock)
     found: dict[str, int] = {}
     try:
-        trigger = TriggerEvent(
-            event_id="no_show:appt-1",
-            occurred_at=NOW,
-            source="tracker",
-            kind="no_show",
-            patient_id="pat-1",
-            department="dental",
-            timezone="Europe/Vilnius",
-            appointment_id="appt-1",
-            appointment_start=missed,
-            practitioner_id="dr-7",
-            detected_at=NOW,
-        )
+        trigger = no_show_trigger(missed=missed)
         with StatementCounter() as counter:
             await ledger.handle_trigger(trigger)
         found["trigger"] = counter.count

@@ -67,6 +67,16 @@ __all__ = ["CaseLedger", "Conn", "CorrectionResult", "OutcomeCorrection"]
 
 # --- statements ----------------------------------------------------------------------------
 
+
+def _noted(topic: str) -> str:
+    """A CTE noting the consumed event ($1 its id, $2 now) in the handler's first statement:
+    ``EXISTS (SELECT 1 FROM noted)`` says it is the first time."""
+    return (
+        "WITH noted AS (INSERT INTO processed_events (topic, event_id, processed_at) "
+        f"VALUES ('{topic}', $1, $2) ON CONFLICT DO NOTHING RETURNING 1)"
+    )
+
+
 # A case row with its attempts as one JSON array: one statement loads and locks both.
 CASES_WITH_ATTEMPTS = """
     SELECT c.*, (SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.attempt_number), '[]')
@@ -312,9 +322,8 @@ class CaseLedger:
         async with self._tx() as tx:
             # One statement: the event noted, and all a new case needs to know.
             known = await tx.conn.fetchrow(
-                """WITH noted AS (
-                       INSERT INTO processed_events (topic, event_id, processed_at)
-                       VALUES ('triggers', $1, $2) ON CONFLICT DO NOTHING RETURNING 1)
+                _noted("triggers")
+                + """
                    SELECT EXISTS (SELECT 1 FROM noted) AS first,
                        (SELECT status FROM patient_status WHERE patient_id = $3) AS status,
                        (SELECT array_agg(channel) FROM channel_opt_outs
@@ -391,9 +400,8 @@ class CaseLedger:
             kind = outcome.outcome
             # One statement: the event noted, the conversation noted, the opt-outs read.
             known = await tx.conn.fetchrow(
-                """WITH noted AS (
-                       INSERT INTO processed_events (topic, event_id, processed_at)
-                       VALUES ('outcomes', $1, $2) ON CONFLICT DO NOTHING RETURNING 1),
+                _noted("outcomes")
+                + """,
                    replied AS (
                        INSERT INTO open_replies (patient_id, since)
                        SELECT $3, $2 WHERE $4 AND EXISTS (SELECT 1 FROM noted)
@@ -470,9 +478,8 @@ class CaseLedger:
             case = cases[0]
             key = f"{case_id}:{attempt_number}:{correction.correction_id}"
             known = await tx.conn.fetchrow(
-                """WITH noted AS (
-                       INSERT INTO processed_events (topic, event_id, processed_at)
-                       VALUES ('corrections', $1, $2) ON CONFLICT DO NOTHING RETURNING 1)
+                _noted("corrections")
+                + """
                    SELECT EXISTS (SELECT 1 FROM noted) AS first,
                        (SELECT array_agg(channel) FROM channel_opt_outs
                          WHERE patient_id = $3) AS opted,
@@ -498,9 +505,8 @@ class CaseLedger:
             a = appointment
             completes = a.status == "fulfilled" and a.plan_id is not None and a.stage_id is not None
             known = await tx.conn.fetchrow(
-                """WITH noted AS (
-                       INSERT INTO processed_events (topic, event_id, processed_at)
-                       VALUES ('appointments', $1, $2) ON CONFLICT DO NOTHING RETURNING 1),
+                _noted("appointments")
+                + """,
                    seen AS (
                        INSERT INTO known_appointments (appointment_id, patient_id, start,
                            status, status_at, occurred_at)

@@ -32,11 +32,10 @@ from services.scheduler.case import (
 from services.scheduler.cases import case_id_for
 from services.scheduler.guards import Hold
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
+from tests.support.scheduler import MISSED, no_show_trigger
 
 POLICY = CadencePolicy.load(DEFAULT_POLICY_PATH)
 VILNIUS = ZoneInfo("Europe/Vilnius")
-# A Monday morning at the clinic: the visit at 09:30 was missed.
-MISSED = datetime(2026, 3, 2, 9, 30, tzinfo=VILNIUS)
 DETECTED = MISSED + timedelta(minutes=20)
 DEADLINE = datetime(2026, 3, 16, 18, 0, tzinfo=VILNIUS)
 
@@ -46,21 +45,7 @@ def ctx(now: datetime, opted: frozenset[Channel] = frozenset()) -> Context:
 
 
 def trigger(**extra: Any) -> TriggerEvent:
-    fields: dict[str, Any] = {
-        "event_id": "no_show:appt-1",
-        "occurred_at": DETECTED,
-        "source": "tracker",
-        "kind": "no_show",
-        "patient_id": "pat-1",
-        "department": "dental",
-        "timezone": "Europe/Vilnius",
-        "appointment_id": "appt-1",
-        "appointment_start": MISSED,
-        "practitioner_id": "dr-7",
-        "detected_at": DETECTED,
-    }
-    fields.update(extra)
-    return TriggerEvent.model_validate(fields)
+    return no_show_trigger(missed=MISSED, **extra)
 
 
 def visit(**extra: Any) -> AppointmentEvent:
