@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from common.treatment import next_stage_deadline
 from schemas.base import Channel, TriggerKind
@@ -60,6 +60,8 @@ class CaseState(StrEnum):
     CLOSED = "closed"
 
 
+# Module constants: enum member lookups are slow in the firing loop.
+_OPEN, _CONTACTING, _CLOSED = CaseState.OPEN, CaseState.CONTACTING, CaseState.CLOSED
 # Reasons whose fact a later arrival (or a cancellation before the start) contradicts.
 PROVISIONAL: frozenset[TriggerKind] = frozenset({"no_show", "late_cancellation"})
 CorrectionResult = Literal["applied", "recorded", "duplicate"]
@@ -98,15 +100,14 @@ Metric = Literal[
 ]
 
 
-@dataclass(frozen=True)
-class HistoryEntry:
+# Named tuples, not dataclasses: a firing batch makes thousands of them.
+class HistoryEntry(NamedTuple):
     event: HistoryEvent
     state: CaseState
     detail: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class Tally:
+class Tally(NamedTuple):
     """A metric to count once the transaction committed."""
 
     metric: Metric
@@ -114,9 +115,8 @@ class Tally:
     value: float = 1.0
 
 
-@dataclass(frozen=True)
-class Contact:
-    """A follow-up that went out (for the frequency caps), or one taken back."""
+class Contact(NamedTuple):
+    """A follow-up that went out (for the frequency caps)."""
 
     attempt_number: int
     channel: Channel
@@ -206,19 +206,27 @@ class Case:
             self.closed_at,
             self.supervisor_id,
             self.stage_deadline,
-            sorted(self.impossible),
+            sorted(self.impossible) if self.impossible else [],
             self.first_contact_at,
             self.review_at,
         )
 
+    def changed_row(self) -> tuple[Any, ...] | None:
+        """The row to write, or None when nothing in it changed since loading."""
+        row = self.row()
+        return row if self._row0 is not None and self._row0 != row else None
+
     def row_changed(self) -> bool:
-        return self._row0 is not None and self._row0 != self.row()
+        return self.changed_row() is not None
 
     def attempt_changes(self) -> AttemptChanges:
         now = {a.number: a for a in self.attempts}
         return AttemptChanges(
             inserted=[a for n, a in now.items() if n not in self._attempts0],
-            updated=[a for n, a in now.items() if n in self._attempts0 and self._attempts0[n] != a],
+            # A changed attempt is a new object (they are frozen): identity is enough.
+            updated=[
+                a for n, a in now.items() if n in self._attempts0 and self._attempts0[n] is not a
+            ],
             deleted=[n for n in self._attempts0 if n not in now],
         )
 
@@ -226,7 +234,7 @@ class Case:
 
     @property
     def closed(self) -> bool:
-        return self.state is CaseState.CLOSED
+        return self.state is _CLOSED
 
     def facts(self) -> CaseFacts:
         return CaseFacts(
@@ -489,16 +497,17 @@ class Case:
             self._note("expired", attempt=number)
             self.plan_next(ctx)
             return None
+        previous = list(self.attempts)  # the command lists the attempts before this one
         fired = self._replace(attempt, state="fired", fired_at=ctx.now)
         self.changes.commands.append(
-            build_command(self.facts(), fired, fired.template, self.attempts, ctx.now)
+            build_command(self.facts(), fired, fired.template, previous, ctx.now)
         )
         first = self.first_contact_at is None and fired.purpose == "follow_up"
         if first:
             self.first_contact_at = ctx.now
             self._tally("first_contact", value=(ctx.now - self.opened_at).total_seconds())
-        if self.state is CaseState.OPEN:
-            self.state = CaseState.CONTACTING
+        if self.state is _OPEN:
+            self.state = _CONTACTING
         self.updated_at = ctx.now
         if fired.purpose == "follow_up":
             self.changes.contacts.append(Contact(number, fired.channel, ctx.now))
@@ -642,7 +651,7 @@ class Case:
         )
 
     def _replace(self, attempt: AttemptRecord, **changes: Any) -> AttemptRecord:
-        new = replace(attempt, **changes)
+        new = AttemptRecord(**{**attempt.__dict__, **changes})  # dataclasses.replace, faster
         self.attempts[self.attempts.index(attempt)] = new
         return new
 

@@ -219,7 +219,8 @@ def _attempt_args(case_id: str, a: AttemptRecord) -> tuple[Any, ...]:
 
 @dataclass
 class _Batch:
-    """What a transaction writes, one ``executemany`` per statement before commit."""
+    """What a transaction writes, one ``executemany`` per statement before commit. Each
+    case is added once, after its transition."""
 
     now: datetime
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
@@ -233,8 +234,9 @@ class _Batch:
             self.rows[UPDATE_ATTEMPT].append(_attempt_args(case.case_id, a))
         for a in attempts.inserted:
             self.rows[INSERT_ATTEMPT].append(_attempt_args(case.case_id, a))
-        if case.row_changed():
-            self.rows[UPDATE_CASE].append((case.case_id, *case.row(), case.updated_at))
+        row = case.changed_row()
+        if row is not None:
+            self.rows[UPDATE_CASE].append((case.case_id, *row, case.updated_at))
         changes = case.changes
         for h in changes.history:
             entry = (case.case_id, self.now, h.event, h.state.value, json.dumps(h.detail))
@@ -249,8 +251,6 @@ class _Batch:
             contact = (case.case_id, c.attempt_number, case.patient_id, channel_class(c.channel))
             self.rows[INSERT_CONTACT].append((*contact, c.at))
         self.tallies += changes.tallies
-        case.loaded()
-        case.changes = type(changes)()
 
     async def write(self, conn: Conn) -> None:
         for sql in ORDER:
@@ -259,28 +259,32 @@ class _Batch:
         self.rows.clear()
 
 
+_COUNTERS: dict[str, Any] = {
+    "opened": metrics.CASES_OPENED,
+    "closed": metrics.CASES_CLOSED,
+    "planned": metrics.ATTEMPTS_PLANNED,
+    "fired": metrics.ATTEMPTS_FIRED,
+    "escalation": metrics.ESCALATIONS,
+    "held": metrics.HELD,
+}
+_PLAIN: dict[str, Any] = {
+    "deadline_miss": metrics.DEADLINE_MISSES,
+    "correction": metrics.CORRECTIONS,
+}
+_HISTOGRAMS: dict[str, Any] = {
+    "lateness": metrics.FIRING_LATENESS,
+    "first_contact": metrics.TIME_TO_FIRST_CONTACT,
+}
+
+
 def _count(tally: Tally) -> None:
-    m, label = tally.metric, tally.label
-    if m == "opened":
-        metrics.CASES_OPENED.labels(label).inc()
-    elif m == "closed":
-        metrics.CASES_CLOSED.labels(label).inc()
-    elif m == "planned":
-        metrics.ATTEMPTS_PLANNED.labels(label).inc()
-    elif m == "fired":
-        metrics.ATTEMPTS_FIRED.labels(label).inc()
-    elif m == "lateness":
-        metrics.FIRING_LATENESS.observe(tally.value)
-    elif m == "first_contact":
-        metrics.TIME_TO_FIRST_CONTACT.observe(tally.value)
-    elif m == "escalation":
-        metrics.ESCALATIONS.labels(label).inc()
-    elif m == "deadline_miss":
-        metrics.DEADLINE_MISSES.inc()
-    elif m == "held":
-        metrics.HELD.labels(label).inc()
-    elif m == "correction":
-        metrics.CORRECTIONS.inc()
+    m = tally.metric
+    if m in _COUNTERS:
+        _COUNTERS[m].labels(tally.label).inc()
+    elif m in _HISTOGRAMS:
+        _HISTOGRAMS[m].observe(tally.value)
+    else:
+        _PLAIN[m].inc()
 
 
 @dataclass(frozen=True)

@@ -443,10 +443,14 @@ def test_firing_makes_the_command_counts_the_contact_and_plans_the_next_step() -
     assert case.fire(due.number, ctx(due.planned_at)) is not None
     (command,) = case.changes.commands
     assert command.idempotency_key == f"{case.case_id}:1" and command.channel == "call_task"
+    assert command.previous_attempts == []  # the attempts before this one: none
     assert case.state is CaseState.CONTACTING and case.first_contact_at is not None
     assert [c.attempt_number for c in case.changes.contacts] == [1]
     assert planned(case).number == 2
     assert case.fire(1, ctx(due.planned_at)) is None  # fired once only
+    fire_next(case)
+    second = case.changes.commands[-1]
+    assert [p.attempt_number for p in second.previous_attempts] == [1]
 
 
 def test_a_held_attempt_is_planned_afresh_from_the_hold() -> None:
