@@ -14,28 +14,14 @@ from schemas.events import AppointmentEvent
 from services.scheduler.cases import case_id_for
 from services.scheduler.ledger import CaseLedger
 from tests.integration.scheduler.conftest import MISSED, no_show, outcome
+from tests.support.scheduler import missed_visit_now, stage_at_risk_trigger
 
 pytestmark = pytest.mark.integration
 CASE = case_id_for("no_show:appt-1")
 
 
 def own_visit(status: str, at: datetime, *, status_at: datetime | None = None) -> AppointmentEvent:
-    """The missed visit itself (appt-1 at 09:30), in a later state."""
-    return AppointmentEvent.model_validate(
-        {
-            "event_id": f"appt-1:{status}",
-            "occurred_at": at,
-            "source": "tracker",
-            "change": "cancelled" if status == "cancelled" else "status_changed",
-            "appointment_id": "appt-1",
-            "patient_id": "pat-1",
-            "start": MISSED,
-            "timezone": "Europe/Vilnius",
-            "department": "dental",
-            "status": status,
-            "status_at": status_at,
-        }
-    )
+    return missed_visit_now(status, at, status_at=status_at, missed=MISSED)
 
 
 async def case_row(pool: asyncpg.Pool, case_id: str = CASE) -> dict[str, Any] | None:
@@ -96,15 +82,7 @@ async def test_a_missed_stage_visit_and_its_window_at_risk_are_one_case(
 ) -> None:
     deadline = MISSED + timedelta(days=10)
     await ledger.handle_trigger(no_show(plan_id="plan-1", stage_id="s2"))
-    at_risk = no_show(
-        event_id="stage_window_at_risk:plan-1:s2",
-        kind="stage_window_at_risk",
-        appointment_id=None,
-        appointment_start=None,
-        plan_id="plan-1",
-        stage_id="s2",
-        stage_deadline=deadline,
-    )
+    at_risk = stage_at_risk_trigger(missed=MISSED, stage_deadline=deadline)
     await ledger.handle_trigger(at_risk)
     await ledger.handle_trigger(at_risk)  # redelivered: nothing new
     assert await pool.fetchval("SELECT count(*) FROM cases") == 1

@@ -32,7 +32,12 @@ from services.scheduler.case import (
 from services.scheduler.cases import case_id_for
 from services.scheduler.guards import Hold
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
-from tests.support.scheduler import MISSED, no_show_trigger
+from tests.support.scheduler import (
+    MISSED,
+    missed_visit_now,
+    no_show_trigger,
+    stage_at_risk_trigger,
+)
 
 POLICY = CadencePolicy.load(DEFAULT_POLICY_PATH)
 VILNIUS = ZoneInfo("Europe/Vilnius")
@@ -149,15 +154,7 @@ def test_our_own_call_task_expired_moves_the_case_on() -> None:
 
 def test_a_missed_stage_visit_and_its_window_at_risk_are_one_follow_up() -> None:
     case = opened(plan_id="plan-1", stage_id="stage-2")
-    at_risk = trigger(
-        event_id="stage_window_at_risk:plan-1:stage-2",
-        kind="stage_window_at_risk",
-        appointment_id=None,
-        appointment_start=None,
-        plan_id="plan-1",
-        stage_id="stage-2",
-        stage_deadline=DEADLINE,
-    )
+    at_risk = stage_at_risk_trigger("plan-1", "stage-2", missed=MISSED, stage_deadline=DEADLINE)
     assert case.same_follow_up(at_risk)
     case.join(at_risk, ctx(DETECTED + timedelta(minutes=5)))
     joined = [h for h in case.changes.history if h.event == "joined"]
@@ -330,14 +327,7 @@ def test_a_booking_that_does_not_satisfy_the_case_leaves_it_open() -> None:
 
 def test_an_arrival_after_the_no_show_clears_the_case_without_contact() -> None:
     case = opened()
-    came = visit(
-        event_id="appt-1:arrived",
-        appointment_id="appt-1",
-        start=MISSED,
-        status="arrived",
-        change="status_changed",
-        status_at=MISSED + timedelta(minutes=12),
-    )
+    came = missed_visit_now("arrived", DETECTED, status_at=MISSED + timedelta(minutes=12))
     case.appointment(came, ctx(DETECTED + timedelta(minutes=5)))
     assert (case.state, case.resolution) == (CaseState.CLOSED, "cleared")
     assert events(case)[-2:] == ["cleared", "closed"]
@@ -348,13 +338,7 @@ def test_an_arrival_after_the_no_show_clears_the_case_without_contact() -> None:
 def test_an_arrival_after_the_call_task_went_out_withdraws_it() -> None:
     case = opened()
     _, now = fire_next(case)
-    fulfilled = visit(
-        event_id="appt-1:fulfilled",
-        appointment_id="appt-1",
-        start=MISSED,
-        status="fulfilled",
-        change="status_changed",
-    )
+    fulfilled = missed_visit_now("fulfilled", now)
     case.appointment(fulfilled, ctx(now + timedelta(minutes=3)))
     assert case.resolution == "cleared"
     (withdrawal,) = [c for c in case.changes.commands if c.purpose == "withdrawal"]
@@ -363,14 +347,7 @@ def test_an_arrival_after_the_call_task_went_out_withdraws_it() -> None:
 
 def test_a_cancellation_before_the_start_clears_a_no_show() -> None:
     case = opened()
-    in_time = visit(
-        event_id="appt-1:cancelled",
-        appointment_id="appt-1",
-        start=MISSED,
-        status="cancelled",
-        change="cancelled",
-        status_at=MISSED - timedelta(hours=2),
-    )
+    in_time = missed_visit_now("cancelled", DETECTED, status_at=MISSED - timedelta(hours=2))
     case.appointment(in_time, ctx(DETECTED))
     assert case.resolution == "cleared"
     # After the start, a cancellation says nothing new: the no-show stands.
