@@ -17,9 +17,9 @@ from schemas.events import (
     AppointmentEvent,
     OutcomeKind,
     TreatmentPlanEvent,
-    TreatmentStage,
     TriggerEvent,
 )
+from schemas.topics import PLANS
 from services.scheduler.cadence import AttemptRecord
 from services.scheduler.case import (
     Case,
@@ -32,6 +32,7 @@ from services.scheduler.case import (
 from services.scheduler.cases import case_id_for
 from services.scheduler.guards import Hold
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
+from tests.support.samples import sample_events
 from tests.support.scheduler import (
     MISSED,
     missed_visit_now,
@@ -372,33 +373,15 @@ def test_a_plan_change_moves_the_deadline_and_replans() -> None:
 
 
 def test_a_case_of_a_plan_stage_takes_the_stage_and_its_deadline_from_the_plan() -> None:
-    plan = TreatmentPlanEvent(
-        event_id="plan-1:v1",
-        occurred_at=MISSED - timedelta(days=30),
-        source="tracker",
-        plan_id="plan-1",
-        patient_id="pat-1",
-        department="dental",
-        timezone="Europe/Vilnius",
-        responsible_practitioner_id="dr-9",
-        supervisor_id="sup-1",
-        stages=[
-            TreatmentStage(
-                stage_id="s1",
-                sequence=1,
-                name="Implant",
-                completed_at=MISSED - timedelta(days=10),
-            ),
-            TreatmentStage(
-                stage_id="s2", sequence=2, name="Crown", max_interval_days=20, notes="x-ray"
-            ),
-        ],
-    )
-    case = Case.open(
-        trigger(plan_id="plan-1", stage_id="s2", practitioner_id=None), ctx(DETECTED), plan
-    )
-    assert (case.stage_name, case.doctor_notes, case.supervisor_id) == ("Crown", "x-ray", "sup-1")
-    assert case.practitioner_id == "dr-9" and case.stage_deadline is not None
+    plan = sample_events()[PLANS]  # stage-2 "Implant" of plan-1, 90 days after stage-1
+    assert isinstance(plan, TreatmentPlanEvent)
+    stage = trigger(plan_id="plan-1", stage_id="stage-2", practitioner_id=None)
+    case = Case.open(stage, ctx(DETECTED), plan)
+    assert (case.stage_name, case.doctor_notes) == ("Implant", "Check healing first.")
+    assert (case.practitioner_id, case.supervisor_id) == ("dr-7", "dr-1")
+    completed = plan.stages[0].completed_at
+    assert completed is not None and case.stage_deadline is not None
+    assert case.stage_deadline.date() >= (completed + timedelta(days=90)).date()
 
 
 @pytest.mark.parametrize("status", ["deceased", "transferred_out"])
