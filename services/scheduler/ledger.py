@@ -475,26 +475,31 @@ class CaseLedger:
             if not known["first"]:
                 return
             opted = set(known["opted"] or ())
+            touched: dict[str, Case] = {}
             if kind in ("opt_out", "opt_in"):
-                await self._opt(tx, outcome, opted)
-            if where is None:
-                return  # not one of ours (e.g. the clinic's own call): the tracker's business
-            cases = await _load(tx, "c.case_id = $1", where[0])
-            if not cases:
-                return
-            case = cases[0]
-            case.record_outcome(
-                where[1],
-                kind,
-                outcome.channel,
-                self._ctx(tx.now, opted),
-                detail=outcome.detail,
-                respond_by=outcome.respond_by,
-            )
-            tx.batch.add(case)
+                touched = {c.case_id: c for c in await self._opt(tx, outcome, opted)}
+            case = touched.get(where[0]) if where is not None else None
+            if where is not None and case is None:
+                loaded = await _load(tx, "c.case_id = $1", where[0])
+                case = loaded[0] if loaded else None
+            if where is not None and case is not None:
+                # Not one of ours (where is None: e.g. the clinic's own call): the tracker's.
+                ctx = self._ctx(tx.now, opted)
+                case.record_outcome(
+                    where[1],
+                    kind,
+                    outcome.channel,
+                    ctx,
+                    detail=outcome.detail,
+                    respond_by=outcome.respond_by,
+                )
+                touched[case.case_id] = case
+            for changed in touched.values():
+                tx.batch.add(changed)  # each case once, after all its transitions
 
-    async def _opt(self, tx: Tx, outcome: OutcomeEvent, opted: set[str]) -> None:
-        """STOP on a channel holds for every case of the patient; the cadence falls back."""
+    async def _opt(self, tx: Tx, outcome: OutcomeEvent, opted: set[str]) -> list[Case]:
+        """STOP on a channel holds for every case of the patient; the cadence falls back.
+        Returns the open cases it replanned (not yet added to the batch)."""
         if outcome.outcome == "opt_out":
             opted.add(outcome.channel)
             await tx.conn.execute(
@@ -513,11 +518,10 @@ class CaseLedger:
             )
         ctx = self._ctx(tx.now, opted)
         kind: Literal["opt_out", "opt_in"] = "opt_out" if outcome.outcome == "opt_out" else "opt_in"
-        for case in await _load(
-            tx, "c.patient_id = $1 AND c.state <> 'closed'", outcome.patient_id
-        ):
+        cases = await _load(tx, "c.patient_id = $1 AND c.state <> 'closed'", outcome.patient_id)
+        for case in cases:
             case.opt(kind, outcome.channel, ctx)
-            tx.batch.add(case)
+        return cases
 
     async def correct_outcome(
         self, case_id: str, attempt_number: int, correction: OutcomeCorrection

@@ -142,3 +142,25 @@ async def test_the_patient_s_zone_is_kept_on_the_case(
     case = await case_row(pool)
     assert case is not None
     assert (case["timezone"], case["patient_timezone"]) == ("Europe/Vilnius", "Asia/Tbilisi")
+
+
+async def test_a_stop_reply_to_one_of_our_messages_is_saved_once_with_its_replan(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    await ledger.handle_trigger(no_show())
+    clock.set(MISSED + timedelta(hours=1))
+    await ledger.fire_due()
+    clock.set(MISSED + timedelta(hours=2))
+    await ledger.handle_outcome(outcome(CASE, 1, "no_answer", clock.now()))
+    clock.set(await pool.fetchval("SELECT planned_at FROM attempts WHERE state = 'planned'"))
+    await ledger.fire_due()  # the SMS, attempt 2
+    stop = outcome(CASE, 2, "opt_out", clock.now(), channel="sms")
+    await ledger.handle_outcome(stop)
+    # One load of the case for both transitions: the STOP's replan and the attempt's outcome.
+    assert await pool.fetchval("SELECT outcome FROM attempts WHERE attempt_number = 2") == (
+        "opt_out"
+    )
+    counts = dict(await pool.fetch("SELECT event, count(*) FROM case_history GROUP BY event"))
+    assert counts["opt_out"] == 1 and counts["outcome"] == 2
+    planned = await pool.fetch("SELECT channel FROM attempts WHERE state = 'planned'")
+    assert [r["channel"] for r in planned] == ["call_task"]
