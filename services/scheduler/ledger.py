@@ -82,6 +82,8 @@ CASES_WITH_ATTEMPTS = """
     SELECT c.*, (SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.attempt_number), '[]')
                    FROM attempts a WHERE a.case_id = c.case_id) AS attempts_json
       FROM cases c WHERE {where} ORDER BY c.case_id FOR UPDATE OF c"""
+# The patient's open cases ($1: the patient); the literal matches the partial indexes.
+OPEN_OF_PATIENT = "c.patient_id = $1 AND c.state <> 'closed'"
 INSERT_CASE = """
     INSERT INTO cases (case_id, patient_id, reason, department, timezone, state,
         trigger_event_id, fact_at, opened_at, appointment_id, appointment_start,
@@ -436,9 +438,7 @@ class CaseLedger:
             if not await _insert(tx, case):
                 # Its id exists (a replay older than the retention of processed_events), or
                 # a replica opened the same follow-up a moment ago: join that one.
-                for other in await _load(
-                    tx, "c.patient_id = $1 AND c.state <> 'closed'", trigger.patient_id
-                ):
+                for other in await _load(tx, OPEN_OF_PATIENT, trigger.patient_id):
                     if other.case_id != case.case_id and other.same_follow_up(trigger):
                         other.join(trigger, ctx)
                         tx.batch.add(other)
@@ -518,7 +518,7 @@ class CaseLedger:
             )
         ctx = self._ctx(tx.now, opted)
         kind: Literal["opt_out", "opt_in"] = "opt_out" if outcome.outcome == "opt_out" else "opt_in"
-        cases = await _load(tx, "c.patient_id = $1 AND c.state <> 'closed'", outcome.patient_id)
+        cases = await _load(tx, OPEN_OF_PATIENT, outcome.patient_id)
         for case in cases:
             case.opt(kind, outcome.channel, ctx)
         return cases
@@ -596,7 +596,7 @@ class CaseLedger:
             if not known["first"]:
                 return
             ctx = self._ctx(tx.now, known["opted"] or ())
-            for case in await _load(tx, "c.patient_id = $1 AND c.state <> 'closed'", a.patient_id):
+            for case in await _load(tx, OPEN_OF_PATIENT, a.patient_id):
                 case.appointment(appointment, ctx)
                 tx.batch.add(case)
 
@@ -646,9 +646,7 @@ class CaseLedger:
             )
             if event.status == "active":
                 return
-            for case in await _load(
-                tx, "c.patient_id = $1 AND c.state <> 'closed'", event.patient_id
-            ):
+            for case in await _load(tx, OPEN_OF_PATIENT, event.patient_id):
                 case.patient_left(event.status, tx.now)
                 tx.batch.add(case)
 
