@@ -161,6 +161,10 @@ class TriggerEvent(Envelope):
     stage_deadline: AwareDatetime | None = None
     case_id: Id | None = Field(default=None, description="For unanswered_call: the case.")
     detected_at: AwareDatetime
+    patient_timezone: TimeZoneName | None = Field(
+        default=None,
+        description="The patient's own zone (quiet hours), when known; `timezone` is the clinic's.",
+    )
 
 
 # --- followup.notifications --------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Case rules that are not cadence: identities, what a booking closes, the commands we send.
 
-Plain functions of data; the ledger (SQL) calls them. No I/O here.
+Plain functions of data; the ``Case`` (case.py) calls them. No I/O here.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from pydantic import ConfigDict, TypeAdapter
 from common.treatment import StageDeadline, next_stage_deadline
 from schemas.base import TriggerKind
 from schemas.events import AppointmentEvent, OutcomeEvent, TreatmentPlanEvent, TriggerEvent
+from schemas.vocabulary import NOT_A_RESULT, UNANSWERED
 
 SOURCE = "tracker"
 
@@ -31,9 +32,6 @@ AWAITING_ARRIVAL = frozenset({"booked"})
 ATTENDED = frozenset({"arrived", "checked-in", "fulfilled"})
 # A booked next visit: confirmed and not cancelled or missed.
 ACTIVE = frozenset({"booked", "arrived", "checked-in", "fulfilled"})
-UNANSWERED = frozenset({"no_answer", "busy", "voicemail"})
-# Outcomes that only say a call task exists; anything else is its result.
-NOT_A_RESULT = frozenset({"task_created", "sent", "delivered"})
 
 
 @dataclass(frozen=True)
