@@ -374,7 +374,7 @@ class CaseLedger:
                     "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                     appointment.plan_id,
                     appointment.stage_id,
-                    appointment.status_at or appointment.start,
+                    appointment.status_at or appointment.start or appointment.occurred_at,
                 )
             for case in await _lock_open_cases(tx, appointment.patient_id):
                 facts = to_facts(case)
