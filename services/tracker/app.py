@@ -35,6 +35,7 @@ class TrackerSettings(Settings):
     mllp_idle_timeout_seconds: float = Field(default=300.0, gt=0)
     mllp_read_timeout_seconds: float = Field(default=30.0, gt=0)
     mllp_max_connections: int = Field(default=64, ge=1)
+    mllp_store_timeout_seconds: float = Field(default=10.0, gt=0)
     # MLLP over TLS: both set to turn it on; a client CA makes clients show a certificate.
     mllp_tls_cert: str = ""
     mllp_tls_key: str = ""
@@ -96,6 +97,7 @@ class Tracker:
                 idle_timeout=settings.mllp_idle_timeout_seconds,
                 read_timeout=settings.mllp_read_timeout_seconds,
                 max_connections=settings.mllp_max_connections,
+                store_timeout=settings.mllp_store_timeout_seconds,
             ),
             tls=settings.mllp_tls(),
         )

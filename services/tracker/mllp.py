@@ -54,6 +54,7 @@ class MllpLimits:
     idle_timeout: float = 300.0  # seconds without a byte between messages
     read_timeout: float = 30.0  # seconds from a message's start block to its end block
     max_connections: int = 64
+    store_timeout: float = 10.0  # seconds to wait for the broker before answering AR
 
 
 class Framer:
@@ -199,7 +200,9 @@ class MllpListener:
         for _ in result.doubled:
             HL7_DOUBLED_LOCAL_TIMES.inc()
         try:
-            await self._sink.publish("hl7", result.events())
+            await asyncio.wait_for(
+                self._sink.publish("hl7", result.events()), self._limits.store_timeout
+            )
         except Exception as exc:  # the broker is away: the sender keeps it and resends
             log.error("hl7_store_failed", control_id=result.control_id, error=type(exc).__name__)
             return self._refuse(
