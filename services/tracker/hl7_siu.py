@@ -57,6 +57,7 @@ ADT_ARRIVALS = frozenset({"A01", "A04"})
 # HL7 table 0278 (filler status codes, plus spellings vendors send) -> FHIR status
 FILLER_STATUS: dict[str, str] = {
     "booked": "booked",
+    "scheduled": "booked",
     "overbook": "booked",
     "pending": "pending",
     "waitlist": "waitlist",
@@ -381,8 +382,14 @@ def _time(
         ) from None
     except ValueError:
         raise Rejected("AE", "102", f"{where} is not an HL7 date/time", where) from None
-    if is_doubled(moment):
-        reading.doubled.append(where)
+    if isinstance(moment.tzinfo, ZoneInfo):
+        if is_doubled(moment):
+            reading.doubled.append(where)
+        # As a fixed offset: Python compares an ambiguous zone time unequal to every other
+        # zone's (PEP 495), and the offset is what was decided.
+        offset = moment.utcoffset()
+        assert offset is not None
+        moment = moment.astimezone(timezone(offset))
     return moment
 
 
@@ -705,9 +712,14 @@ def _contact(
     if message.raw("PID", 5) is not None:
         sent += ["family_name", "given_name"]
     home = telecom(message, 13)
-    if not home.phone_sent and message.raw("PID", 14) is not None:
+    if message.raw("PID", 14) is not None:
+        # The business number (PID-14) stands in for what the home one (PID-13) lacks;
+        # some systems (a national PHR among them) send the email there.
         work = telecom(message, 14)
-        home = Telecom(work.phone, home.email, work.phone_sent, home.email_sent)
+        if not home.phone_sent:
+            home = Telecom(work.phone, home.email, work.phone_sent, home.email_sent)
+        if not home.email_sent:
+            home = Telecom(home.phone, work.email, home.phone_sent, work.email_sent)
     if home.phone_sent:
         sent.append("phone")
     if home.email_sent:
