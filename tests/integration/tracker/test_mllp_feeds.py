@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import hl7
 import pytest
+import yaml
 from hl7.client import MLLPClient
 
 from common.clock import ManualClock
@@ -314,3 +315,24 @@ async def test_mllp_over_tls(publisher: KafkaPublisher, topics: TopicNames, tmp_
     finally:
         await mllp.stop()
     assert msa(answer) == ("AA", "TLS1")
+
+
+async def test_the_whole_corpus_through_one_mllp_connection(
+    listener: MllpListener, kafka_bootstrap: str, topics: TopicNames
+) -> None:
+    corpus = Path(__file__).parents[2] / "corpus" / "hl7"
+    manifest = yaml.safe_load((corpus / "MANIFEST.yaml").read_text())
+    sender = await connect(listener)
+    for entry in manifest:
+        await sender.send((corpus / entry["file"]).read_bytes())
+    answers = [await sender.ack() for _ in manifest]
+    sender.writer.close()
+    for entry, answer in zip(manifest, answers, strict=True):
+        expected = entry["ack"] if entry["expect"] == "refused" else "AA"
+        assert msa(answer)[0] == expected, entry["file"]
+        assert msa(answer)[1] != "" or entry["file"].startswith("21-"), entry["file"]
+    visits = [e for e in manifest if e["expect"] == "stored" and e.get("appointment")]
+    events = await read_events(kafka_bootstrap, topics.appointments, AppointmentEvent, len(visits))
+    assert sorted(e.appointment_id for e in events) == sorted(
+        e["appointment"]["id"] for e in visits
+    )
