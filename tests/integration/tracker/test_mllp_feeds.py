@@ -24,16 +24,16 @@ from schemas.events import AppointmentEvent, ContactEvent, TriggerEvent
 from schemas.topics import TopicNames
 from services.notifier.app import MIGRATIONS
 from services.notifier.directory import Directory
-from services.tracker.detection import DetectionRules, Detector
 from services.tracker.ingest import CanonicalSink
 from services.tracker.mllp import MllpLimits, MllpListener, tls_context
-from services.tracker.worker import DetectionWorker, ensure_changelog
+from services.tracker.worker import ensure_changelog
+from tests.integration.tracker.test_detection_worker import make_worker
 from tests.support.kafka import read_all, read_events
+from tests.support.mllp import FS_CR, VT, connect, msa
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
-VT, FS_CR = b"\x0b", b"\x1c\x0d"
 NOW = datetime(2026, 3, 1, 10, tzinfo=UTC)
 
 
@@ -72,35 +72,10 @@ async def listener(publisher: KafkaPublisher, topics: TopicNames) -> AsyncIterat
     await mllp.stop()
 
 
-class Sender:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def raw(self, payload: bytes) -> None:
-        self.writer.write(payload)
-        await self.writer.drain()
-
-    async def send(self, payload: bytes) -> None:
-        await self.raw(VT + payload + FS_CR)
-
-    async def ack(self) -> hl7.Message:
-        block = await asyncio.wait_for(self.reader.readuntil(FS_CR), 30)
-        return hl7.parse(block[1:-2].decode())
-
-
-async def connect(listener: MllpListener, tls: ssl.SSLContext | None = None) -> Sender:
-    assert listener.port is not None
-    return Sender(*await asyncio.open_connection("127.0.0.1", listener.port, ssl=tls))
-
-
-def msa(answer: hl7.Message) -> tuple[str, str]:
-    return str(answer.segment("MSA")(1)), str(answer.segment("MSA")(2))
-
-
 async def test_the_no_show_a_refused_cancellation_used_to_cause_no_longer_happens(
     listener: MllpListener, kafka_bootstrap: str, topics: TopicNames
 ) -> None:
-    sender = await connect(listener)
+    sender = await connect(listener.port)
     patient = "PID|1||PAT-1^^^HIS^MR"
     other = "PID|1||PAT-2^^^HIS^MR"
     # Booked with placer and filler ids; cancelled naming the placer id alone (S15), and a
@@ -118,14 +93,7 @@ async def test_the_no_show_a_refused_cancellation_used_to_cause_no_longer_happen
 
     await ensure_changelog(kafka_bootstrap, topics)
     clock = ManualClock(NOW)
-    worker = DetectionWorker(
-        bootstrap=kafka_bootstrap,
-        names=topics,
-        group_id=f"{topics.prefix}tracker",
-        detector=Detector(DetectionRules(no_show_grace=timedelta(minutes=15))),
-        clock=clock,
-        tick_seconds=0.1,
-    )
+    worker = make_worker(kafka_bootstrap, topics, clock)
     await worker.start()
     try:
         await eventually(lambda: worker.detector.tracked_appointments == 3)
@@ -148,7 +116,7 @@ async def test_a_partial_message_no_longer_erases_the_contact(
     database_url: str,
     pg_schema: str,
 ) -> None:
-    sender = await connect(listener)
+    sender = await connect(listener.port)
     sch = "SCH|A-1|A-1|||||||||^^^202603020930"
     full = "PID|1||PAT-1^^^HIS^MR||Kazlauskiene^Ona||||||||+37060000001^PRN^PH||lit"
     await sender.send(message(msh("S12", "K1"), sch, full))
@@ -188,7 +156,7 @@ async def test_a_partial_message_no_longer_erases_the_contact(
 async def test_stray_line_feeds_and_bytes_between_frames_lose_nothing(
     listener: MllpListener, kafka_bootstrap: str, topics: TopicNames
 ) -> None:
-    sender = await connect(listener)
+    sender = await connect(listener.port)
     for n, junk in enumerate([b"\n", b"\r\n", b"\x00garbage\n"]):
         body = message(msh("S12", f"L{n}"), f"SCH|L{n}|L{n}|||||||||^^^202603020930", "PID|1||P")
         await sender.raw(VT + body + FS_CR + junk)
@@ -206,7 +174,7 @@ async def test_stray_line_feeds_and_bytes_between_frames_lose_nothing(
 async def test_iso_8859_13_is_decoded_by_msh_18_and_bad_text_still_echoes_msa_2(
     listener: MllpListener, kafka_bootstrap: str, topics: TopicNames
 ) -> None:
-    sender = await connect(listener)
+    sender = await connect(listener.port)
     pid = "PID|1||PAT-1^^^HIS^MR||Žemaitė^Ūla"
     sch = "SCH|Z|Z|||||||||^^^202603020930"
     await sender.send(
@@ -227,7 +195,7 @@ async def test_broker_away_is_ar_resend_later(topics: TopicNames) -> None:
     mllp = listener_for(dead, topics, MllpLimits(store_timeout=1.0))
     await mllp.start("127.0.0.1", 0)
     try:
-        sender = await connect(mllp)
+        sender = await connect(mllp.port)
         await sender.send(
             message(msh("S12", "DOWN"), "SCH|D|D|||||||||^^^202603020930", "PID|1||P")
         )
@@ -242,7 +210,7 @@ async def test_broker_away_is_ar_resend_later(topics: TopicNames) -> None:
 async def test_oversized_is_ae_with_msa_2_and_the_connection_goes_on(
     listener: MllpListener, kafka_bootstrap: str, topics: TopicNames
 ) -> None:
-    sender = await connect(listener)
+    sender = await connect(listener.port)
     big = message(msh("S12", "BIG"), "SCH|B|B", "PID|1||P", "NTE|1||" + "x" * 20_000)
     await sender.send(big)
     await sender.send(message(msh("S12", "AFTER"), "SCH|OK|OK|||||||||^^^202603020930", "PID|1||P"))
@@ -256,8 +224,8 @@ async def test_idle_timeout_connection_limit_and_a_third_party_client(
     mllp = listener_for(publisher, topics, MllpLimits(idle_timeout=0.5, max_connections=1))
     await mllp.start("127.0.0.1", 0)
     try:
-        first = await connect(mllp)
-        second = await connect(mllp)
+        first = await connect(mllp.port)
+        second = await connect(mllp.port)
         assert await asyncio.wait_for(second.reader.read(), 10) == b""  # over the limit
         assert await asyncio.wait_for(first.reader.read(), 10) == b""  # idle, then closed
         # python-hl7's own MLLP client, as an integrator would try it.
@@ -302,14 +270,14 @@ async def test_mllp_over_tls(publisher: KafkaPublisher, topics: TopicNames, tmp_
     await mllp.start("127.0.0.1", 0)
     try:
         client = ssl.create_default_context(cafile=str(cert))
-        sender = await connect(mllp, tls=client)
+        sender = await connect(mllp.port, tls=client)
         await sender.send(
             message(msh("S12", "TLS1"), "SCH|T|T|||||||||^^^202603020930", "PID|1||P")
         )
         answer = await sender.ack()
         sender.writer.close()
         # A plain-text client is not answered in plain text.
-        plain = await connect(mllp)
+        plain = await connect(mllp.port)
         await plain.send(message(msh("S12", "PLAIN"), "SCH|T|T", "PID|1||P"))
         assert await asyncio.wait_for(plain.reader.read(), 10) == b""
     finally:
@@ -322,7 +290,7 @@ async def test_the_whole_corpus_through_one_mllp_connection(
 ) -> None:
     corpus = Path(__file__).parents[2] / "corpus" / "hl7"
     manifest = yaml.safe_load((corpus / "MANIFEST.yaml").read_text())
-    sender = await connect(listener)
+    sender = await connect(listener.port)
     for entry in manifest:
         await sender.send((corpus / entry["file"]).read_bytes())
     answers = [await sender.ack() for _ in manifest]
