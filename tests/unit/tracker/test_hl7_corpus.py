@@ -71,6 +71,7 @@ def test_each_message_is_stored_right_or_refused_naming_the_field(entry: dict[st
         ):
             if key in expected:
                 assert getattr(event, attribute) == expected[key], key
+        assert event.plan_id is None  # no corpus message links a treatment plan
         if "end" in expected:
             assert event.end == moment(expected["end"])
         if "cancelled_by" in entry:
