@@ -218,6 +218,8 @@ def read_header(raw: bytes) -> Header | None:
     if not start.startswith(b"MSH") or len(start) < 8:
         return None
     line = re.split(rb"[\r\n]", start, maxsplit=1)[0].decode("ascii", "replace")
+    if len(line) < 8:
+        return None
     separator = line[3]
     parts = line.split(separator)
     # MSH-1 is the separator itself, so MSH-n is parts[n - 1].

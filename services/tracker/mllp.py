@@ -197,6 +197,11 @@ class MllpListener:
             result = read(block, zone=self._zone, now=now, department=self._department)
         except Rejected as rejected:
             return self._refuse(header, rejected)
+        except Exception as exc:  # a reading bug must not cost the connection its answer
+            log.error("hl7_read_failed", error=type(exc).__name__)
+            return self._refuse(
+                header, Rejected("AE", "207", "the message could not be read", "MSH")
+            )
         for _ in result.doubled:
             HL7_DOUBLED_LOCAL_TIMES.inc()
         try:

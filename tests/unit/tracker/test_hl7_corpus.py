@@ -4,6 +4,8 @@ refused naming the field."""
 
 from __future__ import annotations
 
+import random
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,3 +86,29 @@ def test_each_message_is_stored_right_or_refused_naming_the_field(entry: dict[st
         assert getattr(result.contact, key) == value, key
     status = result.patient_status.status if result.patient_status else None
     assert status == entry.get("patient_status")
+
+
+def test_mutated_corpus_messages_are_read_or_refused_never_crash() -> None:
+    # Nothing a message contains may stop the listener: every mutation of a real-shaped
+    # message ends as events or as a refusal naming a field.
+    rng = random.Random(13)
+    files = sorted(CORPUS.glob("*.hl7"))
+    for _ in range(2000):
+        raw = bytearray(rng.choice(files).read_bytes())
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(len(raw) + 1)
+            op = rng.random()
+            if op < 0.3:
+                raw[i:i] = bytes([rng.choice(b'|^~\\&\r\n"0123456789+-.')])
+            elif op < 0.5:
+                del raw[i : i + rng.randint(1, 20)]
+            elif op < 0.7:
+                raw[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 5)))
+            elif op < 0.85:
+                raw = raw[:i]
+            else:
+                raw[i:i] = b'""'
+        try:
+            read(bytes(raw), zone=ZONE, now=NOW, department="general")
+        except Rejected as rejected:
+            assert re.fullmatch(r"[A-Z][A-Z0-9]{2}(-\d+(\.\d+)?)?", rejected.location or "")
