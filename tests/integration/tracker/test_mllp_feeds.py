@@ -221,13 +221,17 @@ async def test_oversized_is_ae_with_msa_2_and_the_connection_goes_on(
 async def test_idle_timeout_connection_limit_and_a_third_party_client(
     publisher: KafkaPublisher, topics: TopicNames
 ) -> None:
-    mllp = listener_for(publisher, topics, MllpLimits(idle_timeout=0.5, max_connections=1))
+    limits = MllpLimits(idle_timeout=0.5, read_timeout=0.5, max_connections=1)
+    mllp = listener_for(publisher, topics, limits)
     await mllp.start("127.0.0.1", 0)
     try:
         first = await connect(mllp.port)
         second = await connect(mllp.port)
         assert await asyncio.wait_for(second.reader.read(), 10) == b""  # over the limit
         assert await asyncio.wait_for(first.reader.read(), 10) == b""  # idle, then closed
+        stalled = await connect(mllp.port)
+        await stalled.raw(VT + b"MSH|^~\\&|HIS|CLINIC")  # and then nothing more
+        assert await asyncio.wait_for(stalled.reader.read(), 10) == b""  # read timeout
         # python-hl7's own MLLP client, as an integrator would try it.
         assert mllp.port is not None
         body = message(msh("S12", "HL7C"), "SCH|H|H|||||||||^^^202603020930", "PID|1||P").decode()
