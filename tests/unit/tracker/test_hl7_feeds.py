@@ -348,3 +348,25 @@ def test_adt_a04_with_the_visit_number_is_an_arrival() -> None:
     detector.on_appointment(booked.appointment, NOW)
     detector.on_appointment(arrived.appointment, NOW)
     assert detector.due(datetime(2026, 3, 3, tzinfo=UTC)) == []
+
+
+def test_hl7_escapes_are_decoded() -> None:
+    pid = "PID|1||PAT\\F\\1^^^HIS^MR||O\\T\\Brien^Ann\\X41\\"
+    result = mapped(message(msh("S12", "ESC"), "SCH|A|A|||||||||^^^202603020930", pid))
+    assert result.contact is not None and result.appointment is not None
+    assert result.appointment.patient_id == "PAT|1"
+    assert (result.contact.family_name, result.contact.given_name) == ("O&Brien", "AnnA")
+
+
+def test_other_encoding_characters_from_msh_2() -> None:
+    text = "\r".join(
+        [
+            "MSH#!@$%#HIS#CLINIC#FOLLOWUP#TRACKER#20260301120000+0200##SIU!S12#OTHER#P#2.5",
+            "SCH#A-9#A-9#########!!!202603020930",
+            "PID#1##PAT-9!!!HIS!MR##Doe!Jane",
+        ]
+    )
+    result = mapped(text + "\r")
+    assert result.appointment is not None and result.appointment.appointment_id == "A-9"
+    assert result.contact is not None and result.contact.given_name == "Jane"
+    assert result.control_id == "OTHER"
