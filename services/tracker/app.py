@@ -36,6 +36,8 @@ class TrackerSettings(Settings):
     mllp_read_timeout_seconds: float = Field(default=30.0, gt=0)
     mllp_max_connections: int = Field(default=64, ge=1)
     mllp_store_timeout_seconds: float = Field(default=10.0, gt=0)
+    # PID-3.5 identifier type of the patient id (e.g. MR); empty: PID-3's first repetition.
+    hl7_patient_id_type: str = Field(default="", max_length=10)
     # MLLP over TLS: both set to turn it on; a client CA makes clients show a certificate.
     mllp_tls_cert: str = ""
     mllp_tls_key: str = ""
@@ -100,6 +102,7 @@ class Tracker:
                 store_timeout=settings.mllp_store_timeout_seconds,
             ),
             tls=settings.mllp_tls(),
+            patient_id_type=settings.hl7_patient_id_type,
         )
         self.ops = OpsServer(settings.service)
         FhirApi(

@@ -32,12 +32,16 @@ def split_messages(data: bytes) -> list[bytes]:
     return [p for p in parts if p.strip()]
 
 
-def check(raw: bytes, *, zone: ZoneInfo, department: str, now: datetime) -> tuple[bool, str]:
+def check(
+    raw: bytes, *, zone: ZoneInfo, department: str, now: datetime, patient_id_type: str = ""
+) -> tuple[bool, str]:
     """(accepted, report) for one message."""
     header = read_header(raw)
     lines: list[str] = []
     try:
-        result = read(raw, zone=zone, now=now, department=department)
+        result = read(
+            raw, zone=zone, now=now, department=department, patient_id_type=patient_id_type
+        )
     except Rejected as rejected:
         lines.append(f"REFUSED {rejected.ack_code} {rejected.error_code}: {rejected.reason}")
         lines.append("the sender should " + _advice(rejected.ack_code))
@@ -78,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--department", default="general", help="FOLLOWUP_DEFAULT_DEPARTMENT, when none is named"
     )
+    parser.add_argument(
+        "--patient-id-type",
+        default="",
+        help="FOLLOWUP_HL7_PATIENT_ID_TYPE: the PID-3.5 type of the patient id (e.g. MR)",
+    )
     args = parser.parse_args(argv)
     try:
         zone = ZoneInfo(args.timezone)
@@ -93,7 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     now = datetime.now(UTC)
     all_accepted = True
     for n, raw in enumerate(messages, 1):
-        accepted, report = check(raw, zone=zone, department=args.department, now=now)
+        accepted, report = check(
+            raw,
+            zone=zone,
+            department=args.department,
+            now=now,
+            patient_id_type=args.patient_id_type,
+        )
         all_accepted &= accepted
         if len(messages) > 1:
             print(f"--- message {n}")

@@ -330,6 +330,8 @@ class Reading:
     zone: ZoneInfo
     now: datetime
     department: str
+    # PID-3.5 identifier type whose repetition is the patient id (e.g. MR); empty: the first.
+    patient_id_type: str = ""
     doubled: list[str] = field(default_factory=list)
 
 
@@ -445,13 +447,28 @@ class SiuResult:
         return [e for e in found if e is not None]
 
 
-def read(raw: bytes, *, zone: ZoneInfo, now: datetime, department: str) -> SiuResult:
+def read(
+    raw: bytes, *, zone: ZoneInfo, now: datetime, department: str, patient_id_type: str = ""
+) -> SiuResult:
     """Bytes of one message -> its canonical events. Raises Rejected."""
     header = read_header(raw)
     if header is None:
         raise Rejected("AE", "100", "message does not start with an MSH segment", "MSH")
     message = Message(decode(raw, header))
-    return map_message(message, Reading(zone=zone, now=now, department=department))
+    reading = Reading(zone=zone, now=now, department=department, patient_id_type=patient_id_type)
+    return map_message(message, reading)
+
+
+def patient_identifier(message: Message, wanted_type: str) -> str:
+    """PID-3.1 of the repetition whose PID-3.5 identifier type is ``wanted_type``, else of
+    the first repetition (a feed that sends MR~SS keeps its record number as the key)."""
+    if wanted_type:
+        for value in message.repetitions("PID", 3):
+            if message.component_of(value, 5).upper() == wanted_type.upper():
+                found = message.component_of(value, 1)
+                if found:
+                    return found
+    return message.get("PID", 3, 1)
 
 
 def map_message(message: Message, reading: Reading) -> SiuResult:
@@ -469,7 +486,7 @@ def map_message(message: Message, reading: Reading) -> SiuResult:
         raise Rejected("AR", "201", "MSH-9.2 SIU trigger event is not supported", "MSH-9.2")
     if message_code == "ADT" and not trigger:
         raise Rejected("AE", "101", "MSH-9.2 trigger event is missing", "MSH-9.2")
-    patient_id = message.get("PID", 3, 1)
+    patient_id = patient_identifier(message, reading.patient_id_type)
     if not patient_id:
         raise Rejected("AE", "101", "PID-3.1 patient identifier is missing", "PID-3.1")
     hospital_id(patient_id, "PID-3.1")

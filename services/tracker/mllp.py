@@ -126,7 +126,9 @@ class MllpListener:
         max_bytes: int = 64 * 1024,
         limits: MllpLimits | None = None,
         tls: ssl.SSLContext | None = None,
+        patient_id_type: str = "",
     ) -> None:
+        self._patient_id_type = patient_id_type
         self._sink = sink
         self._clock = clock
         self._zone = zone
@@ -194,7 +196,13 @@ class MllpListener:
         now = self._clock.now()
         header = read_header(block)
         try:
-            result = read(block, zone=self._zone, now=now, department=self._department)
+            result = read(
+                block,
+                zone=self._zone,
+                now=now,
+                department=self._department,
+                patient_id_type=self._patient_id_type,
+            )
         except Rejected as rejected:
             return self._refuse(header, rejected)
         except Exception as exc:  # a reading bug must not cost the connection its answer

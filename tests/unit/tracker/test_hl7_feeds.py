@@ -370,3 +370,15 @@ def test_other_encoding_characters_from_msh_2() -> None:
     assert result.appointment is not None and result.appointment.appointment_id == "A-9"
     assert result.contact is not None and result.contact.given_name == "Jane"
     assert result.control_id == "OTHER"
+
+
+def test_the_patient_id_by_its_identifier_type() -> None:
+    pid = "PID|1||123456789^^^USSSA^SS~PATID1234^5^M11^ADT1^MR"
+    raw = message(msh("S12", "MR"), "SCH|A|A|||||||||^^^202603020930", pid)
+    first = read(raw, zone=ZONE, now=NOW, department="general")
+    chosen = read(raw, zone=ZONE, now=NOW, department="general", patient_id_type="MR")
+    assert first.appointment is not None and chosen.appointment is not None
+    assert (first.appointment.patient_id, chosen.appointment.patient_id) == (
+        "123456789",
+        "PATID1234",
+    )
