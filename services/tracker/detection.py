@@ -81,8 +81,11 @@ class TrackedAppointment:
     stage_id: str | None = None
     last_occurred_at: datetime
     arrived_at: datetime | None = None
-    # False for a visit already over when first seen (a backfill or replay) and for a
-    # source without arrivals: recorded, never chased by the timer.
+    # Already over when first seen (a backfill or replay): recorded, never chased, and a
+    # late cancellation of it is history, not news.
+    backfill: bool = False
+    # Whether the timer may make it a no-show: not a backfill, nor from a source that
+    # never reports arrivals.
     chased: bool = True
 
 
@@ -222,7 +225,11 @@ class Detector:
         arrived_at = known.arrived_at if known is not None and same_slot else None
         if event.status in ATTENDED and arrived_at is None:
             arrived_at = effective
-        chased = known.chased if known is not None and same_slot else self._chase(event, start, now)
+        if known is not None and same_slot:
+            backfill, chased = known.backfill, known.chased
+        else:
+            backfill = start + self.rules.no_show_grace <= now
+            chased = not backfill and event.source not in self.rules.explicit_no_shows_only
         appointment = TrackedAppointment(
             appointment_id=appointment_id,
             start=start,
@@ -234,6 +241,7 @@ class Detector:
             stage_id=event.stage_id,
             last_occurred_at=event.occurred_at,
             arrived_at=arrived_at,
+            backfill=backfill,
             chased=chased,
         )
         if known is None:
@@ -250,6 +258,7 @@ class Detector:
             and event.cancelled_by == "patient"
             and effective > start - self.rules.late_cancellation_window
             and arrived_at is None
+            and not backfill
             # A visit already reported missed is one case, not two.
             and not state.has_emitted(f"no_show:{appointment_id}")
         ):
@@ -301,14 +310,6 @@ class Detector:
         return []
 
     # --- the rules ----------------------------------------------------------------------
-
-    def _chase(self, event: AppointmentEvent, start: datetime, now: datetime) -> bool:
-        """Does the timer chase this visit, first seen now? Not when its no-show moment has
-        already passed (a backfill: recorded, never chased), nor for a source that never
-        reports arrivals. An explicit no-show is reported either way."""
-        if event.source in self.rules.explicit_no_shows_only:
-            return False
-        return start + self.rules.no_show_grace > now
 
     def _no_show_due(self, appointment: TrackedAppointment) -> datetime | None:
         if (

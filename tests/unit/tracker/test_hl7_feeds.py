@@ -382,3 +382,26 @@ def test_the_patient_id_by_its_identifier_type() -> None:
         "123456789",
         "PATID1234",
     )
+
+
+def test_a_backfilled_late_cancellation_is_history_not_a_trigger() -> None:
+    detector = Detector(RULES)
+    old = mapped(
+        message(msh("S15", "OLD3"), "SCH|OLD|OLD||||PAT|||||^^^20250601093000", PID)
+    ).appointment
+    assert old is not None and old.cancelled_by == "patient" and old.status == "cancelled"
+    assert detector.on_appointment(old, NOW) == []
+
+
+def test_explicit_only_sources_still_report_late_cancellations() -> None:
+    detector = Detector(
+        DetectionRules(
+            no_show_grace=timedelta(minutes=15), explicit_no_shows_only=frozenset({"tracker.hl7"})
+        )
+    )
+    booked = mapped(message(msh("S12", "E2"), "SCH|A|A|||||||||^^^202603011400", PID))
+    cancel = mapped(message(msh("S15", "E3"), "SCH|A|A||||PAT^Patient", PID))
+    assert booked.appointment is not None and cancel.appointment is not None
+    detector.on_appointment(booked.appointment, NOW)
+    found = detector.on_appointment(cancel.appointment, NOW)
+    assert [d.trigger.kind for d in found] == ["late_cancellation"]
