@@ -704,6 +704,7 @@ def contradicts(
     before the start clears a no-show."""
     if reason not in PROVISIONAL or appointment_id is None or appointment_id != case_appointment:
         return False
+    start = start or case_start  # a message naming the visit by id alone means that visit
     if case_start is not None and start != case_start:
         return False  # another slot of the same appointment: a booking, not a correction
     if status in ATTENDED:
@@ -721,7 +722,7 @@ def contradicts(
 class KnownVisit:
     """The latest status the scheduler saw for an appointment on ``followup.appointments``."""
 
-    start: datetime
+    start: datetime | None
     status: AppointmentStatus
     status_at: datetime | None = None
 

@@ -77,6 +77,8 @@ def booking_resolution(case: CaseFacts, booking: AppointmentEvent) -> Resolution
     """
     if booking.status not in BOOKED_STATUSES or booking.change in ("cancelled", "deleted"):
         return None
+    if booking.start is None:
+        return None  # a known visit named by its id alone (an arrival), not a new booking
     if booking.patient_id != case.patient_id:
         return None
     if case.appointment_id == booking.appointment_id and booking.status != "booked":

@@ -568,7 +568,8 @@ class CaseLedger:
                        INSERT INTO known_appointments (appointment_id, patient_id, start,
                            status, status_at, occurred_at)
                        SELECT $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM noted)
-                       ON CONFLICT (appointment_id) DO UPDATE SET start = EXCLUDED.start,
+                       ON CONFLICT (appointment_id) DO UPDATE
+                       SET start = COALESCE(EXCLUDED.start, known_appointments.start),
                            status = EXCLUDED.status, status_at = EXCLUDED.status_at,
                            occurred_at = EXCLUDED.occurred_at
                        WHERE known_appointments.occurred_at <= EXCLUDED.occurred_at),
@@ -589,7 +590,7 @@ class CaseLedger:
                 a.occurred_at,
                 a.plan_id,
                 a.stage_id,
-                a.status_at or a.start,
+                a.status_at or a.start or a.occurred_at,
                 completes,
             )
             assert known is not None

@@ -12,7 +12,7 @@ ALTER TABLE cases ADD COLUMN patient_timezone text;
 CREATE TABLE known_appointments (
     appointment_id  text PRIMARY KEY,
     patient_id      text NOT NULL,
-    start           timestamptz NOT NULL,
+    start           timestamptz,  -- null while only named by id (HL7 S15/S26 alone)
     status          text NOT NULL,
     status_at       timestamptz,
     occurred_at     timestamptz NOT NULL
