@@ -4,9 +4,7 @@ hostile bodies, and a property: the mapping gives events or a clear refusal, nev
 from __future__ import annotations
 
 import copy
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,21 +19,17 @@ from services.tracker.fhir_mapping import (
     care_plan_event,
     patient_events,
 )
-from tests.unit.tracker.fhir_samples import fhir_appointment, fhir_care_plan, fhir_patient
+from tests.unit.tracker.fhir_samples import (
+    EXAMPLE_NAMES,
+    REFUSED,
+    fhir_appointment,
+    fhir_care_plan,
+    fhir_patient,
+    r4_example,
+)
 
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 ZONE = "Europe/Vilnius"
-EXAMPLES = Path(__file__).parent / "fhir_r4_examples"
-# The examples we cannot store, and the element each refusal names (see the README there).
-REFUSED = {
-    "appointment-example-request.json": "Appointment.start",
-    "careplan-example-obesity-narrative.json": "CarePlan.activity",
-}
-
-
-def r4_example(name: str) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads((EXAMPLES / name).read_text(encoding="utf-8"))
-    return body
 
 
 def map_any(body: dict[str, Any], path_id: str | None = None) -> list[Envelope]:
@@ -46,9 +40,6 @@ def map_any(body: dict[str, Any], path_id: str | None = None) -> list[Envelope]:
         contact, status = patient_events(body, path_id=path_id, zone=ZONE, now=NOW)
         return [contact] if status is None else [contact, status]
     return [care_plan_event(body, path_id=path_id, zone=ZONE, department="general", now=NOW)]
-
-
-EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.glob("*.json"))
 
 
 def test_every_careplan_appointment_and_patient_example_of_r4_is_here() -> None:
