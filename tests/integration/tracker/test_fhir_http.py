@@ -237,13 +237,13 @@ async def test_metadata_is_an_r4_capability_statement_of_what_the_endpoint_does(
     assert (status, content_type) == (200, "application/fhir+json")
     statement = CapabilityStatement.model_validate(body)  # R4 (fhir.resources R4B package)
     assert statement.fhirVersion == "4.0.1" and statement.kind == "instance"
-    rest = statement.rest[0]
-    assert {r.type: [i.code for i in r.interaction] for r in rest.resource} == {
+    rest = (statement.rest or [])[0]
+    assert {r.type: [i.code for i in r.interaction or []] for r in rest.resource or []} == {
         "Appointment": ["update", "create"],
         "Patient": ["update", "create"],
         "CarePlan": ["update", "create"],
     }
-    assert [i.code for i in rest.interaction] == ["batch", "transaction"]
+    assert [i.code for i in rest.interaction or []] == ["batch", "transaction"]
     # What it says is true: each advertised interaction answers (here: refused for a bad
     # body, not for an unknown route), and a type it does not list is an unknown route.
     for kind in ("Appointment", "Patient", "CarePlan"):
