@@ -95,11 +95,22 @@ def _validate(model: Any, body: dict[str, Any], kind: str) -> Any:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise Invalid(_element(kind, exc), describe(exc)[0]) from None
+        raise Invalid(_element(kind, exc), _reason(exc)) from None
     except (RecursionError, AttributeError, TypeError, ValueError):
         # fhir.resources fails on some malformed shapes (a primitive's "_x" sibling that
         # is not an object, nesting deeper than Python's stack) with its own errors.
         raise Invalid(kind, f"not a readable FHIR R4 {kind}") from None
+
+
+def _reason(exc: ValidationError) -> str:
+    """fhir.resources' reason, except that a regex is no help to an integrator."""
+    reason = describe(exc)[0]
+    if "regex" in reason or "pattern" in reason:
+        where = reason.split(":", 1)[0]
+        timed = any(word in reason for word in ("Instant", "DateTime", "Time"))
+        hint = " (a date with a time needs its UTC offset)" if timed else ""
+        return f"{where}: not in the form FHIR R4 requires{hint}"
+    return reason
 
 
 def _element(kind: str, exc: ValidationError) -> str:

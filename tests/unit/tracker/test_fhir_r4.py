@@ -273,3 +273,10 @@ def test_the_mapping_gives_events_or_a_clear_refusal(
         assert refused.expression and refused.reason
         return
     assert events and all(isinstance(event, Envelope) for event in events)
+
+
+def test_a_refusal_explains_the_form_instead_of_quoting_a_regex() -> None:
+    with pytest.raises(Invalid) as refused:
+        map_any(fhir_appointment(start="2026-03-02T09:30:00"), "apt-1")
+    assert refused.value.expression == "Appointment.start"
+    assert "regex" not in refused.value.reason and "offset" in refused.value.reason
