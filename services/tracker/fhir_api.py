@@ -113,6 +113,35 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+def resolve_local_references(entries: list[dict[str, Any]]) -> None:
+    """Inside a Bundle, a reference may name another entry by its ``fullUrl``
+    (``urn:uuid:...``); it becomes that entry's ``<type>/<id>``, as a FHIR server resolves it.
+    An entry without an id cannot be named (we keep no server-assigned ids)."""
+    local: dict[str, str] = {}
+    for entry in entries:
+        resource, full_url = entry.get("resource"), entry.get("fullUrl")
+        if isinstance(resource, dict) and isinstance(full_url, str):
+            kind, resource_id = resource.get("resourceType"), resource.get("id")
+            if (
+                full_url.startswith("urn:")
+                and isinstance(kind, str)
+                and isinstance(resource_id, str)
+            ):
+                local[full_url] = f"{kind}/{resource_id}"
+    if not local:
+        return
+    stack: list[Any] = [entry.get("resource") for entry in entries]
+    while stack:  # no recursion: the depth was bounded, but a stack costs nothing here
+        item = stack.pop()
+        if isinstance(item, dict):
+            reference = item.get("reference")
+            if isinstance(reference, str) and reference in local:
+                item["reference"] = local[reference]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 @dataclass(frozen=True)
 class Entry:
     """One resource to store, from a URL or from a Bundle entry."""
@@ -334,6 +363,7 @@ class FhirApi:
             raise Refused(
                 "invalid_resource", 422, "structure", "entry must be a list", "Bundle.entry"
             )
+        resolve_local_references(entries)
         if bundle_type == "transaction":
             return await self._transaction(entries)
         return await self._batch(entries, notification=bundle_type != "batch")

@@ -343,6 +343,24 @@ async def test_a_transaction_is_all_or_nothing(
     assert len(await read_all(kafka_bootstrap, topics.contacts, quiet=1.0)) == 1
     appointments = await read_events(kafka_bootstrap, topics.appointments, AppointmentEvent, 1)
     assert appointments[0].status == "booked"
+    # Entries may name each other by fullUrl (urn:uuid), as transactions usually do.
+    patient = put_entry(fhir_patient(id="pat-9"))
+    patient["fullUrl"] = "urn:uuid:3f1c2a9e-5b7d-4c1e-9a2f-0d6e8b4c7a11"
+    linked = put_entry(
+        fhir_appointment(
+            "booked",
+            id="apt-9",
+            participant=[{"actor": {"reference": patient["fullUrl"]}, "status": "accepted"}],
+        )
+    )
+    status, _, _ = await send("POST", base_url, bundle("transaction", patient, linked))
+    assert status == 200
+    appointments = await read_events(kafka_bootstrap, topics.appointments, AppointmentEvent, 2)
+    # Two patients, maybe two partitions: no order between them.
+    assert {(a.appointment_id, a.patient_id) for a in appointments} == {
+        ("apt-1", "pat-1"),
+        ("apt-9", "pat-9"),
+    }
     # A PUT entry whose URL names another id than its resource is refused.
     wrong = put_entry(fhir_appointment())
     wrong["request"]["url"] = "Appointment/apt-2"
