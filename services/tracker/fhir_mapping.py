@@ -161,11 +161,13 @@ def _when(meta: Any, now: datetime) -> datetime:
     return updated if isinstance(updated, datetime) else now
 
 
-def _build(builder: Any, *args: Any, **fields: Any) -> Any:
+def _build(kind: str, builder: Any, *args: Any, **fields: Any) -> Any:
+    """A canonical event from what the resource said; what the contract refuses (a year 1,
+    an id it cannot take) is the resource's fault, named by the canonical field."""
     try:
         return builder(*args, **fields)
     except ValidationError as exc:
-        raise Invalid("resource", describe(exc)[0]) from None
+        raise Invalid(kind, _reason(exc)) from None
 
 
 def appointment_event(
@@ -201,6 +203,7 @@ def appointment_event(
         plan_id = plan_id or _ref_id(info.reference, "CarePlan")
     occurred_at = _when(resource.meta, now)
     event: AppointmentEvent = _build(
+        "Appointment",
         AppointmentEvent,
         event_id=_event_id("Appointment", resource_id, resource.meta, body),
         occurred_at=occurred_at,
@@ -249,6 +252,7 @@ def patient_events(
     transferred_at = None if died else _transferred_at(resource, occurred_at)
     event_id = _event_id("Patient", patient_id, resource.meta, body)
     contact = _build(
+        "Patient",
         ContactEvent,
         event_id=event_id,
         occurred_at=occurred_at,
@@ -268,6 +272,7 @@ def patient_events(
     if died:
         when = resource.deceasedDateTime
         status = _build(
+            "Patient",
             deceased,
             patient_id,
             source=SOURCE,
@@ -276,6 +281,7 @@ def patient_events(
         )
     if transferred_at is not None:
         status = _build(
+            "Patient",
             transferred_out,
             patient_id,
             source=SOURCE,
@@ -348,6 +354,7 @@ def care_plan_event(
     if not stages:
         raise Invalid("CarePlan.activity", "a plan needs at least one activity (stage)")
     plan: TreatmentPlanEvent = _build(
+        "CarePlan",
         TreatmentPlanEvent,
         event_id=_event_id("CarePlan", plan_id, resource.meta, body),
         occurred_at=_when(resource.meta, now),
@@ -387,6 +394,7 @@ def _stage(activity: Any, number: int, zone: str) -> TreatmentStage:
         completed_at = _moment(detail.scheduledPeriod.end, zone)
     stage_id = getattr(detail, "id", None) or activity.id or f"stage-{number}"
     stage: TreatmentStage = _build(
+        "CarePlan",
         TreatmentStage,
         stage_id=stage_id,
         sequence=number,

@@ -280,3 +280,14 @@ def test_a_refusal_explains_the_form_instead_of_quoting_a_regex() -> None:
         map_any(fhir_appointment(start="2026-03-02T09:30:00"), "apt-1")
     assert refused.value.expression == "Appointment.start"
     assert "regex" not in refused.value.reason and "offset" in refused.value.reason
+
+
+def test_a_value_the_canonical_contract_refuses_is_named_by_its_field() -> None:
+    participants = [
+        {"actor": {"reference": "Patient/pat-1"}, "status": "accepted"},
+        {"actor": {"reference": "Practitioner/" + "d" * 200}, "status": "accepted"},
+    ]
+    with pytest.raises(Invalid) as refused:
+        map_any(fhir_appointment(participant=participants), "apt-1")
+    assert refused.value.expression == "Appointment"
+    assert refused.value.reason.startswith("practitioner_id:")
