@@ -96,9 +96,10 @@ def _validate(model: Any, body: dict[str, Any], kind: str) -> Any:
         return model.model_validate(body)
     except ValidationError as exc:
         raise Invalid(_element(kind, exc), _reason(exc)) from None
-    except (RecursionError, AttributeError, TypeError, ValueError):
-        # fhir.resources fails on some malformed shapes (a primitive's "_x" sibling that
-        # is not an object, nesting deeper than Python's stack) with its own errors.
+    except Exception:
+        # fhir.resources fails on some malformed shapes with its own errors, not a
+        # ValidationError: a primitive's "_x" sibling that is not an object (AttributeError),
+        # a contained resource of an unknown type (KeyError), nesting deeper than the stack.
         raise Invalid(kind, f"not a readable FHIR R4 {kind}") from None
 
 

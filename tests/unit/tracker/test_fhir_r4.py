@@ -198,6 +198,8 @@ def test_references_that_name_no_patient_are_refused(reference: str) -> None:
         (fhir_patient(meta={"_versionId": "3"}), "Patient"),
         (fhir_appointment(meta={"_lastUpdated": 7}), "Appointment.meta._lastUpdated"),
         (fhir_patient(id="pat\x00-1"), "Patient.id"),
+        # A contained resource of no known type: a KeyError inside fhir.resources before.
+        (fhir_care_plan() | {"contained": [{"resourceType": "POST", "id": "x"}]}, "CarePlan"),
         (fhir_patient(name=[{"given": [{"deep": [[[[]]]]}]}]), "Patient.name[0].given[0]"),
     ],
 )
@@ -216,7 +218,9 @@ JSON_LEAF = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**63),
     st.floats(allow_nan=False),
     st.text(max_size=30),
-    st.sampled_from(["Patient/p-1", "2026-03-02", "2026-03-02T09:30:00+02:00", "booked", ""]),
+    st.sampled_from(
+        ["Patient/p-1", "2026-03-02", "2026-03-02T09:30:00+02:00", "booked", "", "Bundle", "x"]
+    ),
 )
 JSON_VALUE = st.recursive(
     JSON_LEAF,
@@ -226,7 +230,13 @@ JSON_VALUE = st.recursive(
     max_leaves=12,
 )
 SAMPLES = [fhir_appointment(), fhir_patient(), fhir_care_plan()] + [
-    r4_example(name) for name in ("careplan-example.json", "patient-example.json")
+    r4_example(name)
+    for name in (
+        "careplan-example.json",
+        "careplan-example-f202-malignancy.json",  # contained resources
+        "patient-example.json",
+        "appointment-example2doctors.json",
+    )
 ]
 
 
