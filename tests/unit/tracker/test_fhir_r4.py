@@ -3,7 +3,6 @@ hostile bodies, and a property: the mapping gives events or a clear refusal, nev
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,6 +18,7 @@ from services.tracker.fhir_mapping import (
     care_plan_event,
     patient_events,
 )
+from tests.unit.tracker.fhir_mutations import mutated
 from tests.unit.tracker.fhir_samples import (
     EXAMPLE_NAMES,
     REFUSED,
@@ -212,23 +212,6 @@ def test_hostile_bodies_are_refused_with_the_element(body: dict[str, Any], expre
 
 # --- property: anything a sender can put in a resource ends as events or a refusal ----------
 
-JSON_LEAF = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**63), max_value=2**63),
-    st.floats(allow_nan=False),
-    st.text(max_size=30),
-    st.sampled_from(
-        ["Patient/p-1", "2026-03-02", "2026-03-02T09:30:00+02:00", "booked", "", "Bundle", "x"]
-    ),
-)
-JSON_VALUE = st.recursive(
-    JSON_LEAF,
-    lambda children: st.one_of(
-        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
-    max_leaves=12,
-)
 SAMPLES = [fhir_appointment(), fhir_patient(), fhir_care_plan()] + [
     r4_example(name)
     for name in (
@@ -240,40 +223,8 @@ SAMPLES = [fhir_appointment(), fhir_patient(), fhir_care_plan()] + [
 ]
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(value, dict):
-        for key, child in value.items():
-            found += _paths(child, (*prefix, key))
-    elif isinstance(value, list):
-        for index, child in enumerate(value):
-            found += _paths(child, (*prefix, index))
-    return found
-
-
-@st.composite
-def mutated_resources(draw: st.DrawFn) -> dict[str, Any]:
-    """A real resource with a few elements replaced, removed or added."""
-    body: dict[str, Any] = copy.deepcopy(draw(st.sampled_from(SAMPLES)))
-    for _ in range(draw(st.integers(min_value=1, max_value=3))):
-        path = draw(st.sampled_from(_paths(body)[1:]))
-        parent: Any = body
-        for step in path[:-1]:
-            parent = parent[step]
-        action = draw(st.sampled_from(["replace", "remove", "add"]))
-        if action == "remove":
-            del parent[path[-1]]
-        elif action == "add" and isinstance(parent, dict):
-            parent[draw(st.text(max_size=12))] = draw(JSON_VALUE)
-        else:
-            parent[path[-1]] = draw(JSON_VALUE)
-        if path[0] == "resourceType":
-            break  # the structure above no longer exists
-    return body
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_resources(), st.one_of(st.none(), st.text(max_size=20)))
+@given(mutated(SAMPLES), st.one_of(st.none(), st.text(max_size=20)))
 def test_the_mapping_gives_events_or_a_clear_refusal(
     body: dict[str, Any], path_id: str | None
 ) -> None:
