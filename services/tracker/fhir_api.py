@@ -48,7 +48,7 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_DEPTH = 64
 BUNDLE_TYPES = ("batch", "transaction", "history", "subscription-notification")
 # Entries of a notification Bundle that carry the notification's own status, not data.
-NOTIFICATION_STATUS = frozenset({"Parameters", "SubscriptionStatus"})
+NOTIFICATION_STATUS = ("Parameters", "SubscriptionStatus")  # a tuple: a list as key is no error
 
 Mapper = Callable[[dict[str, Any], str | None], list[Envelope]]
 
