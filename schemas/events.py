@@ -109,7 +109,11 @@ class TreatmentPlanEvent(Envelope):
     patient_id: Id
     department: Id
     timezone: TimeZoneName
-    responsible_practitioner_id: Id
+    responsible_practitioner_id: Id | None = Field(
+        default=None,
+        description="The doctor answerable for the plan (escalations go to them); none when"
+        " the source names no practitioner (FHIR CarePlan.author is optional).",
+    )
     supervisor_id: Id | None = None
     stages: list[TreatmentStage] = Field(min_length=1, max_length=50)
 
