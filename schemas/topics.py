@@ -118,6 +118,18 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     DEADLETTER,
 )
 
+# Not a contract: the tracker's own state (PatientState JSON, one record per patient),
+# written to the partition number of the patient's input records, hence co-partitioned.
+# Listed here so an operator lays it out with the others before the first deploy.
+TRACKER_STATE = TopicSpec(
+    "followup.tracker.patient-state-changelog",
+    Envelope,
+    "The tracker's patient state, one record per patient (compacted).",
+    compacted=True,
+)
+# Every topic a deployment runs on: what `followup_admin topics apply|check` lays out.
+OPERATED: tuple[TopicSpec, ...] = (*CATALOGUE, TRACKER_STATE)
+
 
 @dataclass(frozen=True)
 class TopicNames:
@@ -223,7 +235,7 @@ class TopicLayout:
                 f"{ENV}REPLICATION_FACTOR ({layout.replication_factor}): no write could succeed"
             )
         retention = {}
-        for spec in CATALOGUE:
+        for spec in OPERATED:
             name = f"FOLLOWUP_TOPIC_{spec.env_key}_RETENTION_MS"
             if name in environ:
                 retention[spec.env_key] = _int(environ, name, spec.retention_ms, minimum=-1)

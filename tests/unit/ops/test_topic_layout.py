@@ -91,3 +91,17 @@ def test_problems_name_each_difference_and_a_matching_topic_has_none() -> None:
         "p.followup.contacts: replication factor 1, the catalogue says 3",
         "p.followup.contacts: cleanup.policy=delete, the catalogue says compact",
     ]
+
+
+def test_the_operated_topics_include_the_trackers_changelog_as_the_tracker_lays_it_out() -> None:
+    from schemas.topics import OPERATED, TRACKER_STATE
+    from services.tracker.worker import CHANGELOG
+
+    assert TRACKER_STATE in OPERATED
+    # The tool lays the changelog out before the tracker checks it: the two must agree.
+    assert (TRACKER_STATE.name, TRACKER_STATE.compacted, TRACKER_STATE.partitions) == (
+        CHANGELOG.name,
+        CHANGELOG.compacted,
+        CHANGELOG.partitions,
+    )
+    assert TRACKER_STATE.co_partitioned and CHANGELOG.co_partitioned
