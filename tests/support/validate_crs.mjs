@@ -9,6 +9,7 @@ import { pathToFileURL } from "node:url";
 const root = process.env.OPS_NODE_MODULES;
 const packages = {
   "monitoring.coreos.com/v1": ["prometheus-operator", ["ServiceMonitor", "PrometheusRule", "PodMonitor"]],
+  "monitoring.coreos.com/v1alpha1": ["prometheus-operator", ["AlertmanagerConfig"]],
   "keda.sh/v1alpha1": ["keda", ["ScaledObject"]],
 };
 const models = {};

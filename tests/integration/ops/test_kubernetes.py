@@ -24,7 +24,7 @@ from tests.support import ops
 OVERLAYS = sorted(p.name for p in (ops.DEPLOY / "k8s" / "overlays").iterdir() if p.is_dir())
 # The oldest Kubernetes we support and the newest the schemas know.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
-NPM_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}  # validated by node
+NPM_KINDS = {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig", "ScaledObject"}  # node
 VENDORED_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "Cluster"}
 CUSTOM_KINDS = NPM_KINDS | VENDORED_KINDS
 SERVICES = ("tracker", "scheduler", "notifier")
@@ -70,7 +70,7 @@ def test_builtin_objects_validate_against_the_kubernetes_schemas(
 def test_custom_resources_validate_against_their_crd_schemas(overlay: str) -> None:
     objects = render(overlay)
     kinds = {o["kind"] for o in objects}
-    assert {"ServiceMonitor", "PrometheusRule"} <= kinds
+    assert {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"} <= kinds
     assert kinds & CUSTOM_KINDS == kinds - BUILTIN_KINDS, kinds - BUILTIN_KINDS - CUSTOM_KINDS
     problems = run_crd_validator([o for o in objects if o["kind"] in NPM_KINDS])
     assert problems == [], problems
@@ -301,3 +301,31 @@ def test_prod_sizes_the_tracker_as_its_benchmark_measured() -> None:
     resources = pod["containers"][0]["resources"]
     assert _bytes(resources["requests"]["memory"]) >= 2 * 10**9
     assert _bytes(resources["limits"]["memory"]) >= _bytes(resources["requests"]["memory"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_clinic_alerts_go_to_the_clinic_and_never_page(overlay: str) -> None:
+    route = by_kind(overlay, "AlertmanagerConfig")["followup"]["spec"]["route"]
+
+    def receiver(labels: dict[str, str]) -> str:
+        # Alertmanager's walk: the first matching child route wins (continue: false).
+        for child in route["routes"]:
+            if all(labels.get(m["name"]) == m["value"] for m in child["matchers"]):
+                return str(child["receiver"])
+        return str(route["receiver"])
+
+    for alert in ops.alerts():
+        wanted = (
+            "clinic"
+            if alert.labels.get("audience") == "clinic"
+            else "pager"
+            if alert.labels["severity"] == "critical"
+            else "oncall"
+        )
+        assert receiver(alert.labels) == wanted, alert.name
+    assert (
+        receiver(
+            {"alertname": "FollowupDeadlineMissed", "severity": "critical", "audience": "clinic"}
+        )
+        == "clinic"
+    )
