@@ -34,11 +34,11 @@ from common.metrics import (
 from schemas.base import Envelope
 from schemas.topics import (
     CATALOGUE,
+    TopicConfig,
     TopicLayout,
     TopicLayoutError,
     TopicNames,
     TopicSpec,
-    TopicState,
     problems,
 )
 
@@ -111,7 +111,7 @@ async def ensure_topics(
         )
 
 
-async def observe_topics(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, TopicState]:
+async def observe_topics(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, TopicConfig]:
     """The broker's view of the topics that exist among ``topics``."""
     # Only existing ones: a metadata request naming a missing topic lets a broker with
     # auto.create.topics.enable create it with its own defaults.
@@ -133,7 +133,7 @@ async def observe_topics(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[
                 e["config_names"]: e["config_value"] for e in resource["config_entries"]
             }
     return {
-        t["topic"]: TopicState(
+        t["topic"]: TopicConfig(
             t["topic"],
             len(t["partitions"]),
             min((len(p["replicas"]) for p in t["partitions"]), default=0),

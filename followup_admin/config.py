@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from pydantic import Field
@@ -38,43 +38,23 @@ class Deployment:
     def of(cls, settings: AdminSettings) -> Deployment:
         return cls(settings.kafka_bootstrap, TopicNames(settings.topic_prefix), topic_layout())
 
-    @contextmanager
-    def admin(self) -> Iterator[KafkaAdminClient]:
-        client = KafkaAdminClient(
-            bootstrap_servers=self.bootstrap,
-            client_id="followup-admin",
-            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
-        )
-        try:
-            yield client
-        finally:
-            client.close()
+    def admin(self) -> contextlib.closing[KafkaAdminClient]:
+        return contextlib.closing(KafkaAdminClient(**self._client_options()))
 
-    @contextmanager
-    def consumer(self) -> Iterator[KafkaConsumer]:
+    def consumer(self) -> contextlib.closing[KafkaConsumer]:
         # No group: the tool reads, it never commits offsets or joins a service's group.
-        client = KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            client_id="followup-admin",
-            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
-            group_id=None,
-            enable_auto_commit=False,
+        return contextlib.closing(
+            KafkaConsumer(**self._client_options(), group_id=None, enable_auto_commit=False)
         )
-        try:
-            yield client
-        finally:
-            client.close()
 
-    @contextmanager
-    def producer(self) -> Iterator[KafkaProducer]:
-        client = KafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            client_id="followup-admin",
-            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
-            acks="all",
-            enable_idempotence=True,
+    def producer(self) -> contextlib.closing[KafkaProducer]:
+        return contextlib.closing(
+            KafkaProducer(**self._client_options(), acks="all", enable_idempotence=True)
         )
-        try:
-            yield client
-        finally:
-            client.close()
+
+    def _client_options(self) -> dict[str, Any]:
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "client_id": "followup-admin",
+            "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
+        }

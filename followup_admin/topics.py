@@ -8,12 +8,12 @@ from kafka import KafkaAdminClient
 from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType, NewTopic
 
 from followup_admin.config import Deployment
-from schemas.topics import OPERATED, TopicConfig, TopicSpec, TopicState, problems
+from schemas.topics import OPERATED, TopicConfig, TopicSpec, problems
 
 CONFIG_KEYS = ("cleanup.policy", "min.insync.replicas", "retention.ms")
 
 
-def observe(admin: KafkaAdminClient, topics: Iterable[str]) -> dict[str, TopicState]:
+def observe(admin: KafkaAdminClient, topics: Iterable[str]) -> dict[str, TopicConfig]:
     """The broker's view of those of ``topics`` that exist."""
     existing = set(admin.list_topics())
     present = [t for t in topics if t in existing]
@@ -25,7 +25,7 @@ def observe(admin: KafkaAdminClient, topics: Iterable[str]) -> dict[str, TopicSt
         config_filter="all",
     )["topic"]
     return {
-        t["name"]: TopicState(
+        t["name"]: TopicConfig(
             t["name"],
             len(t["partitions"]),
             min((len(p["replica_nodes"]) for p in t["partitions"]), default=0),

@@ -4,8 +4,9 @@ Topics as code: a ``TopicSpec`` states what a topic is (its contract, compaction
 a ``TopicLayout`` read from the environment states how a deployment lays them out (partitions,
 replication, min in-sync replicas, retention overrides, whether services may create them).
 ``TopicLayout.config`` combines the two into the ``TopicConfig`` a broker should hold, and
-``problems`` compares that with what a broker reports. The services and the operator tool
-(``python -m followup_admin topics apply|check``) share these, so they cannot disagree.
+``problems`` compares that with what a broker reports (a ``TopicConfig`` too). The services
+and the operator tool (``python -m followup_admin topics apply|check``) share these, so
+they cannot disagree.
 """
 
 from __future__ import annotations
@@ -190,17 +191,8 @@ class TopicLayoutError(ValueError):
 
 @dataclass(frozen=True)
 class TopicConfig:
-    """What one topic should be on the broker, as deployed (prefix included)."""
-
-    name: str
-    partitions: int
-    replication_factor: int
-    configs: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class TopicState:
-    """What a broker reports about one topic (only the settings the catalogue states)."""
+    """One topic's layout, as deployed (prefix included): what the catalogue wants, or what
+    a broker reports (then only the settings the catalogue states)."""
 
     name: str
     partitions: int
@@ -256,7 +248,7 @@ class TopicLayout:
         )
 
 
-def problems(wanted: TopicConfig, found: TopicState | None) -> list[str]:
+def problems(wanted: TopicConfig, found: TopicConfig | None) -> list[str]:
     """What differs between the catalogue and the broker, one short line each."""
     if found is None:
         return [f"{wanted.name}: missing"]

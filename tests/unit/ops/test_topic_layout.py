@@ -10,10 +10,10 @@ from schemas.topics import (
     CATALOGUE,
     CONTACTS,
     DEADLETTER,
+    TopicConfig,
     TopicLayout,
     TopicLayoutError,
     TopicNames,
-    TopicState,
     problems,
 )
 
@@ -81,11 +81,11 @@ def test_a_wrong_value_is_one_line_naming_the_variable(environ: dict[str, str], 
 def test_problems_name_each_difference_and_a_matching_topic_has_none() -> None:
     wanted = TopicLayout(replication_factor=3, min_insync_replicas=2).config(CONTACTS, NAMES)
     assert problems(wanted, None) == ["p.followup.contacts: missing"]
-    same = TopicState(wanted.name, 6, 3, dict(wanted.configs))
+    same = TopicConfig(wanted.name, 6, 3, dict(wanted.configs))
     assert problems(wanted, same) == []
     # A broker that keeps more replicas than asked is fine; fewer is not.
-    assert problems(wanted, TopicState(wanted.name, 6, 4, dict(wanted.configs))) == []
-    wrong = TopicState(wanted.name, 4, 1, {"cleanup.policy": "delete", "min.insync.replicas": "2"})
+    assert problems(wanted, TopicConfig(wanted.name, 6, 4, dict(wanted.configs))) == []
+    wrong = TopicConfig(wanted.name, 4, 1, {"cleanup.policy": "delete", "min.insync.replicas": "2"})
     assert problems(wanted, wrong) == [
         "p.followup.contacts: 4 partitions, the catalogue says 6",
         "p.followup.contacts: replication factor 1, the catalogue says 3",
