@@ -47,7 +47,13 @@ async def test_auto_creation_lays_the_catalogue_out(
     kafka_bootstrap: str, fresh: TopicNames
 ) -> None:
     await ensure_topics(kafka_bootstrap, fresh, layout=TopicLayout(partitions=3))
-    found = await observed(kafka_bootstrap, fresh)
+
+    async def all_listed() -> dict[str, tuple[int, str | None]] | None:
+        found = await observed(kafka_bootstrap, fresh)
+        return found if len(found) == len(CATALOGUE) else None
+
+    # The broker lists a created topic a moment after it acknowledged the creation.
+    found = await eventually(all_listed)
     assert found[fresh.appointments] == (3, "delete")
     assert found[fresh.contacts] == (3, "compact")
     assert found[fresh.deadletter] == (1, "delete")
