@@ -1,6 +1,6 @@
 """Writes the generated deployment files; `python -m deploy.generate [--check]`.
 
-- deploy/grafana/dashboards/<uid>.json from deploy/grafana/dashboards.py (grafanalib)
+- deploy/grafana/dashboards/<uid>.json from deploy/grafana/dashboards.py (grafana-foundation-sdk)
 - deploy/k8s/base/monitoring/prometheusrule.yaml: the plain rule files in
   deploy/prometheus/rules/ wrapped in a PrometheusRule for the Prometheus Operator
 - deploy/k8s/base/<service>.yaml from deploy/k8s/manifests.py

@@ -18,7 +18,7 @@
 #                          and @kubernetes-models/keda (ScaledObject, overlay prod-keda);
 #                          Strimzi's and CloudNativePG's are vendored in deploy/k8s/crds/
 #   kubernetes-validate,   PyPI, pinned in pyproject.toml's dev extra (installed by make setup)
-#   hadolint, grafanalib,
+#   hadolint, grafana-foundation-sdk,
 #   compose-spec
 set -euo pipefail
 
