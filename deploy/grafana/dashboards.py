@@ -215,7 +215,7 @@ CLINIC = View(
                     "{{sink}} {{result}}",
                 ),
                 Panel(
-                    "Open cases by reason",
+                    "Cases opened by reason (per day)",
                     (
                         q(
                             "sum by (reason) (increase("
