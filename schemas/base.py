@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import zoneinfo
-from typing import Annotated, Literal
+from datetime import date
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -22,8 +31,10 @@ Language = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2
 def _known_zone(name: str) -> str:
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown IANA time zone {name!r}") from exc
+    # Not only ZoneInfoNotFoundError: a name that is a tzdata directory ("Europe") raises
+    # IsADirectoryError, a path-like one ValueError; any of them is a bad field, not a crash.
+    except Exception as exc:
+        raise ValueError("unknown IANA time zone") from exc
     return name
 
 
@@ -38,10 +49,32 @@ Channel = Literal["sms", "email", "call_task"]
 TriggerKind = Literal["no_show", "unanswered_call", "stage_window_at_risk", "late_cancellation"]
 
 
+# Every date and timestamp of a contract lies in these years. Year 1 or 9999 is a typo or a
+# placeholder, never a visit; outside the range zone arithmetic shifts (LMT offsets before
+# time zones were standard) or overflows (near datetime.max), so it is refused at the edge.
+EARLIEST_YEAR = 1900
+LATEST_YEAR = 9998
+
+
+def _plausible_dates(value: Any) -> None:
+    if isinstance(value, date):  # datetime is a date too
+        if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+            raise ValueError(f"year outside {EARLIEST_YEAR}..{LATEST_YEAR}")
+    elif isinstance(value, list | tuple | frozenset | set):
+        for item in value:
+            _plausible_dates(item)
+
+
 class Contract(BaseModel):
     """Strict: no coercion, no unknown fields, immutable once built."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _dates_in_range(cls, value: Any) -> Any:
+        _plausible_dates(value)
+        return value
 
 
 class Envelope(Contract):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,10 +30,18 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import Counter
 
 from common.clock import Clock
-from common.codec import DecodeError, dead_letter, decode, encode
-from common.kafka import METADATA_MAX_AGE_MS, ConsumerMonitor, ensure_topics
+from common.codec import DEFAULT_MAX_ORIGINAL_BYTES, DecodeError, encode
+from common.kafka import (
+    METADATA_MAX_AGE_MS,
+    ConsumerMonitor,
+    dead_letter_record,
+    decode_record,
+    ensure_topics,
+    handler_failure,
+    is_transient,
+)
 from common.logs import get_logger
-from common.metrics import DEAD_LETTERS, EVENTS_CONSUMED
+from common.metrics import EVENTS_CONSUMED
 from schemas.base import Envelope
 from schemas.topics import APPOINTMENTS, OUTCOMES, PLANS, TopicNames, TopicSpec
 from services.tracker.detection import Detection, Detector, PatientState
@@ -104,6 +112,7 @@ class DetectionWorker:
         clock: Clock,
         service: str = "tracker",
         tick_seconds: float = 1.0,
+        max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
     ) -> None:
         self._bootstrap = bootstrap
         self._names = names
@@ -112,6 +121,7 @@ class DetectionWorker:
         self._clock = clock
         self._service = service
         self._tick = tick_seconds
+        self._max_original_bytes = max_original_bytes
 
         def route(spec: TopicSpec, kind: str, handle: Callable[..., list[Detection]]) -> _Input:
             return _Input(
@@ -152,6 +162,11 @@ class DetectionWorker:
         self.ready = asyncio.Event()
 
     # --- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> Mapping[str, asyncio.Task[None]]:
+        """The consume and timer loops by name, for a Supervisor."""
+        return {task.get_name(): task for task in self._tasks}
 
     async def start(self) -> None:
         await self._producer.start()
@@ -237,29 +252,41 @@ class DetectionWorker:
     # --- the loops ----------------------------------------------------------------------
 
     async def _consume(self) -> None:
+        delay = 0.2
         while True:
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
-            self._monitor.note_assignment()
-            if not batches:
-                await self._monitor.report_lag()
-                continue
-            async with self._lock:
-                now = self._clock.now()
-                found: list[Detection] = []
-                dirty: set[str] = set()
-                for records in batches.values():
-                    for record in records:
-                        found += await self._apply(record, now, dirty)
-                # Due work after the batch: a late check-in in this batch counts first.
-                found += self.detector.due(now)
-                await self._flush(found, dirty, now)
             try:
-                await self._monitor.commit()
-            except (CommitFailedError, KafkaError) as exc:
-                # A rebalance took the partitions: the new owner replays; handlers are
-                # idempotent and emitted triggers are in the changelog.
-                log.warning("commit_failed", error=type(exc).__name__)
+                await self._consume_once()
+                delay = 0.2
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise  # the supervisor turns the tracker unready
+                log.warning("consume_retry", error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _consume_once(self) -> None:
+        batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
+        self._monitor.note_assignment()
+        if not batches:
             await self._monitor.report_lag()
+            return
+        async with self._lock:
+            now = self._clock.now()
+            found: list[Detection] = []
+            dirty: set[str] = set()
+            for records in batches.values():
+                for record in records:
+                    found += await self._apply(record, now, dirty)
+            # Due work after the batch: a late check-in in this batch counts first.
+            found += self.detector.due(now)
+            await self._flush_until_stored(found, dirty, now)
+        try:
+            await self._monitor.commit()
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance took the partitions: the new owner replays; handlers are
+            # idempotent and emitted triggers are in the changelog.
+            log.warning("commit_failed", error=type(exc).__name__)
+        await self._monitor.report_lag()
 
     async def _timer(self) -> None:
         while True:
@@ -270,14 +297,14 @@ class DetectionWorker:
                 now = self._clock.now()
                 found = self.detector.due(now)
                 if found:
-                    await self._flush(found, set(), now)
+                    await self._flush_until_stored(found, set(), now)
 
     async def _apply(
         self, record: ConsumerRecord[bytes, bytes], now: datetime, dirty: set[str]
     ) -> list[Detection]:
         source = self._inputs[record.topic]
         try:
-            event = decode(source.model, record.value)
+            event = decode_record(source.model, record)
         except DecodeError as error:
             await self._dead_letter(record, error, source.base_topic)
             return []
@@ -287,8 +314,7 @@ class DetectionWorker:
             log.error(
                 "handler_failed", topic=record.topic, offset=record.offset, error=type(exc).__name__
             )
-            failure = DecodeError(f"handler failed: {type(exc).__name__}", "handler_error")
-            await self._dead_letter(record, failure, source.base_topic)
+            await self._dead_letter(record, handler_failure(exc), source.base_topic)
             return []
         patient_id: str = event.patient_id
         self._partition_of[patient_id] = record.partition
@@ -297,6 +323,23 @@ class DetectionWorker:
             source.events_in.inc()
         source.consumed_ok.inc()
         return found
+
+    async def _flush_until_stored(
+        self, found: list[Detection], dirty: set[str], now: datetime
+    ) -> None:
+        """The detector already counts these triggers as emitted: a broker that is away is
+        waited for (the same deterministic event ids again), never skipped."""
+        delay = 0.2
+        while True:
+            try:
+                await self._flush(found, set(dirty), now)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("flush_retry", error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _flush(self, found: list[Detection], dirty: set[str], now: datetime) -> None:
         dirty |= {d.trigger.patient_id for d in found}
@@ -358,26 +401,17 @@ class DetectionWorker:
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], error: DecodeError, base_topic: str
     ) -> None:
-        letter = dead_letter(
-            record.value,
-            record.key,
-            error=error,
+        await dead_letter_record(
+            self._send_raw,
+            self._names.deadletter,
+            record,
+            error,
             service=self._service,
-            now=self._clock.now(),
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
+            base_topic=base_topic,
+            clock=self._clock,
+            max_original_bytes=self._max_original_bytes,
         )
-        await self._producer.send_and_wait(
-            self._names.deadletter, value=encode(letter), key=letter.key()
-        )
-        DEAD_LETTERS.labels(self._service, error.error_type).inc()
         INGEST_REJECTED.labels("kafka", error.error_type).inc()
-        EVENTS_CONSUMED.labels(self._service, base_topic, "dead_letter").inc()
-        log.warning(
-            "dead_letter",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            error_type=error.error_type,
-        )
+
+    async def _send_raw(self, topic: str, value: bytes, key: bytes) -> None:
+        await self._producer.send_and_wait(topic, value=value, key=key)
