@@ -8,6 +8,13 @@ partition number); on assignment a replica restores its partitions from the chan
 before it consumes, and forgets what it lost. That is the guarantee a faust table gives,
 with the timer and the restore under our control (see README: why not faust).
 
+Timer detections (a no-show when the grace has passed) wait for the input: they are
+evaluated at the watermark, the latest clock time T such that every input partition this
+replica owns was fetched after T and has been read to its end. After a broker or ingest
+outage the check-ins queued behind it are applied before any grace timer fires on them,
+as stream processors do with event-time watermarks; in steady state the watermark trails
+the clock by one fetch (FETCH_MAX_WAIT_MS).
+
 Order of effects per batch: triggers, then the changelog (which records them as emitted),
 then the input offsets. A crash in between re-emits a trigger with the same deterministic
 event id at worst; a crash after the changelog write emits nothing again.
@@ -17,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +34,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import Counter
 
@@ -51,6 +60,7 @@ from services.tracker.metrics import (
     INGEST_REJECTED,
     TRACKED_APPOINTMENTS,
     TRIGGERS,
+    WATERMARK_LAG,
 )
 
 log = get_logger(__name__)
@@ -65,6 +75,11 @@ CHANGELOG = TopicSpec(
     compacted=True,
     partitions=APPOINTMENTS.partitions,
 )
+# How long a fetch waits for new records before it answers empty: it bounds how far the
+# detection watermark trails the clock when input is idle (aiokafka's default is 500 ms).
+FETCH_MAX_WAIT_MS = 100
+# Poll starts remembered to map a fetch's wall time back to the injected clock.
+_POLL_STARTS_KEPT = 1000
 # Events our own ingest adapters produced were counted where they came in.
 OWN_SOURCES = frozenset({"tracker.hl7", "tracker.fhir"})
 
@@ -144,6 +159,7 @@ class DetectionWorker:
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self._monitor = ConsumerMonitor(
             self._consumer, service, lambda t: self._inputs[t].base_topic
@@ -160,6 +176,9 @@ class DetectionWorker:
         self._partition_of: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
+        # (wall time in ms, injected clock) at the start of each poll; see _advance_watermark.
+        self._poll_starts: deque[tuple[float, datetime]] = deque(maxlen=_POLL_STARTS_KEPT)
+        self.watermark: datetime | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -200,6 +219,9 @@ class DetectionWorker:
     async def assign(self, partitions: set[int]) -> None:
         async with self._lock:
             self._forget(self._owned - partitions)
+            if partitions - self._owned:
+                # New partitions' queued input is unread: hold timers until it is.
+                self.watermark = None
             restored = await self._restore(partitions - self._owned)
             self._owned = set(partitions)
             TRACKED_APPOINTMENTS.set(self.detector.tracked_appointments)
@@ -265,9 +287,12 @@ class DetectionWorker:
                 delay = min(delay * 2, 10.0)
 
     async def _consume_once(self) -> None:
-        batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
+        self._poll_starts.append((time.time() * 1000, self._clock.now()))
+        # A short wait when idle: the watermark moves once per poll.
+        batches = await self._consumer.getmany(timeout_ms=FETCH_MAX_WAIT_MS, max_records=2000)
         self._monitor.note_assignment()
         if not batches:
+            await self._advance_watermark()
             await self._monitor.report_lag()
             return
         async with self._lock:
@@ -278,7 +303,8 @@ class DetectionWorker:
                 for record in records:
                     found += await self._apply(record, now, dirty)
             # Due work after the batch: a late check-in in this batch counts first.
-            found += self.detector.due(now)
+            await self._advance_watermark()
+            found += self._due(now)
             await self._flush_until_stored(found, dirty, now)
         try:
             await self._monitor.commit()
@@ -295,9 +321,42 @@ class DetectionWorker:
             await asyncio.sleep(self._tick)
             async with self._lock:
                 now = self._clock.now()
-                found = self.detector.due(now)
+                found = self._due(now)
                 if found:
                     await self._flush_until_stored(found, set(), now)
+
+    def _due(self, now: datetime) -> list[Detection]:
+        """What is due at the watermark: nothing until every input partition was read."""
+        if self.watermark is None:
+            return []
+        WATERMARK_LAG.set(max(0.0, (now - self.watermark).total_seconds()))
+        return self.detector.due(min(now, self.watermark))
+
+    async def _advance_watermark(self) -> None:
+        """Move the watermark to the latest poll start that every owned input partition has
+        been fetched since, if each is read to the high-water mark that fetch reported. A
+        record produced before that moment is then applied (or dead-lettered) already."""
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return
+        oldest_fetch = float("inf")
+        for tp in assignment:
+            try:
+                highwater = self._consumer.highwater(tp)
+                fetched_at = self._consumer.last_poll_timestamp(tp)
+                position = await self._consumer.position(tp)
+            except (AssertionError, IllegalStateError):
+                return  # revoked meanwhile: the next poll sees the new assignment
+            if highwater is None or fetched_at is None or position < highwater:
+                return  # not read to its end, or never fetched: hold
+            oldest_fetch = min(oldest_fetch, fetched_at)
+        starts = self._poll_starts
+        while len(starts) > 1 and starts[1][0] <= oldest_fetch:
+            starts.popleft()
+        if starts and starts[0][0] <= oldest_fetch:
+            at = starts[0][1]
+            if self.watermark is None or at > self.watermark:
+                self.watermark = at
 
     async def _apply(
         self, record: ConsumerRecord[bytes, bytes], now: datetime, dirty: set[str]
