@@ -19,18 +19,18 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
-from common.clock import ManualClock, SystemClock
+from common.clock import ManualClock
 from common.codec import encode
 from common.http import OpsServer
-from common.kafka import EventConsumer, KafkaPublisher
+from common.kafka import KafkaPublisher
 from schemas import AppointmentEvent, DeadLetter
 from schemas.events import ContactEvent
 from schemas.topics import APPOINTMENTS, CONTACTS, TopicNames
-from services.tracker.detection import DetectionRules, Detector
-from services.tracker.worker import DetectionWorker, ensure_changelog
-from tests.support.kafka import appointments_consumer, read_events
+from services.tracker.worker import ensure_changelog
+from tests.support.kafka import appointments_consumer, read_events, refused_then_received
 from tests.support.polling import eventually
 from tests.support.samples import sample_events
+from tests.support.tracker import detection_worker
 from tests.unit.tracker.events import booking
 
 pytestmark = pytest.mark.integration
@@ -55,30 +55,9 @@ async def test_poison_contacts_are_dead_lettered_and_the_consumer_goes_on(
     await publisher.publish_raw(topics.contacts, tz_directory(good), key)
     await publisher.publish_raw(topics.contacts, OVERSIZE, key)
     await publisher.publish(topics.contacts, good)
-    received: list[ContactEvent] = []
-
-    async def handle(event: ContactEvent) -> None:
-        received.append(event)
-
-    consumer = EventConsumer(
-        bootstrap=kafka_bootstrap,
-        topic=topics.contacts,
-        base_topic=CONTACTS.name,
-        model=ContactEvent,
-        group_id=f"{topics.prefix}contacts-test",
-        handler=handle,
-        publisher=publisher,
-        deadletter_topic=topics.deadletter,
-        service="test",
-        clock=SystemClock(),
-        max_original_bytes=64 * 1024,
+    letters, received = await refused_then_received(
+        kafka_bootstrap, topics, publisher, 2, spec=CONTACTS, max_original_bytes=64 * 1024
     )
-    await consumer.start()
-    try:
-        letters = await read_events(kafka_bootstrap, topics.deadletter, DeadLetter, 2)
-        await eventually(lambda: bool(received))
-    finally:
-        await consumer.stop()
     assert received == [good]
     tz, big = letters
     assert tz.error_type == "invalid_event"
@@ -95,14 +74,7 @@ async def test_the_tracker_dead_letters_poison_and_the_next_booking_flows(
     kafka_bootstrap: str, topics: TopicNames, publisher: KafkaPublisher
 ) -> None:
     await ensure_changelog(kafka_bootstrap, topics)
-    worker = DetectionWorker(
-        bootstrap=kafka_bootstrap,
-        names=topics,
-        group_id=f"{topics.prefix}tracker",
-        detector=Detector(DetectionRules(no_show_grace=timedelta(minutes=15))),
-        clock=ManualClock(START - timedelta(hours=1)),
-        tick_seconds=0.1,
-    )
+    worker = detection_worker(kafka_bootstrap, topics, ManualClock(START - timedelta(hours=1)))
     poisoned = booking("appt-1", "pat-1", START)
     await publisher.publish_raw(topics.appointments, tz_directory(poisoned), b"pat-1")
     await publisher.publish_raw(topics.appointments, OVERSIZE, b"pat-1")
@@ -134,14 +106,7 @@ async def test_event_consumer_refuses_records_not_keyed_by_their_patient(
     await publisher.publish_raw(topics.appointments, encode(good), None)
     await publisher.publish_raw(topics.appointments, encode(good), b"somebody-else")
     await publisher.publish(topics.appointments, good)
-    received: list[AppointmentEvent] = []
-
-    async def handle(event: AppointmentEvent) -> None:
-        received.append(event)
-
-    async with appointments_consumer(kafka_bootstrap, topics, publisher, handle):
-        letters = await read_events(kafka_bootstrap, topics.deadletter, DeadLetter, 2)
-        await eventually(lambda: bool(received))
+    letters, received = await refused_then_received(kafka_bootstrap, topics, publisher, 2)
     assert sorted(letter.error_type for letter in letters) == ["no_key", "wrong_key"]
     assert received == [good]
 

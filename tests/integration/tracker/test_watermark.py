@@ -18,27 +18,16 @@ from common.clock import ManualClock
 from common.kafka import KafkaPublisher
 from schemas.events import TriggerEvent
 from schemas.topics import APPOINTMENTS, TopicNames
-from services.tracker.detection import DetectionRules, Detector
-from services.tracker.worker import DetectionWorker, ensure_changelog
+from services.tracker.worker import ensure_changelog
 from tests.support.kafka import read_all, read_events
 from tests.support.polling import eventually
+from tests.support.tracker import detection_worker
 from tests.unit.tracker.events import booking
 
 pytestmark = pytest.mark.integration
 
 START = datetime(2026, 3, 2, 7, 30, tzinfo=UTC)
 QUEUED = 5000  # more than two of the worker's batches, so its timer gets the lock between them
-
-
-def make_worker(bootstrap: str, topics: TopicNames, clock: ManualClock) -> DetectionWorker:
-    return DetectionWorker(
-        bootstrap=bootstrap,
-        names=topics,
-        group_id=f"{topics.prefix}tracker",
-        detector=Detector(DetectionRules(no_show_grace=timedelta(minutes=15))),
-        clock=clock,
-        tick_seconds=0.01,
-    )
 
 
 def same_partition_patients(patient_id: str, count: int) -> list[str]:
@@ -61,7 +50,7 @@ async def test_a_check_in_queued_behind_an_outage_wins_over_the_grace_timer(
 ) -> None:
     await ensure_changelog(kafka_bootstrap, topics)
     clock = ManualClock(START - timedelta(hours=1))
-    first = make_worker(kafka_bootstrap, topics, clock)
+    first = detection_worker(kafka_bootstrap, topics, clock)
     await first.start()
     try:
         await publisher.publish_many(
@@ -87,7 +76,7 @@ async def test_a_check_in_queued_behind_an_outage_wins_over_the_grace_timer(
     await publisher.publish_many(topics.appointments, [*queued, checked_in])
     clock.set(START + timedelta(minutes=20))  # both graces are over
 
-    second = make_worker(kafka_bootstrap, topics, clock)
+    second = detection_worker(kafka_bootstrap, topics, clock, tick_seconds=0.01)
     await second.start()
     try:
         triggers = await read_events(kafka_bootstrap, topics.triggers, TriggerEvent, 1)
