@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -26,6 +27,10 @@ async def wait_for_stop_signal(supervisor: Supervisor | None = None) -> None:
         waiters.append(asyncio.create_task(supervisor.failed.wait()))
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if supervisor is not None and supervisor.failed.is_set() and not stop.is_set():
+            # Unready already; linger so a scrape sees the stopped task (a signal ends it).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), supervisor.linger_seconds)
     finally:
         for waiter in waiters:
             waiter.cancel()

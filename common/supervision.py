@@ -28,6 +28,9 @@ TASKS_STOPPED = Counter(
 
 # sysexits.h EX_SOFTWARE: an internal error, not a configuration one (2) or a signal.
 EXIT_TASK_STOPPED = 70
+# Unready but still serving /metrics this long before the exit, so at least one scrape
+# (15 s is the ServiceMonitor's interval) sees followup_tasks_stopped_total go up.
+LINGER_SECONDS = 15.0
 
 
 class TaskStopped(Exception):
@@ -41,8 +44,9 @@ class TaskStopped(Exception):
 class Supervisor:
     """Watches named tasks; the first that ends unasked turns the service unready."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, linger_seconds: float = LINGER_SECONDS) -> None:
         self.service = service
+        self.linger_seconds = linger_seconds
         self.failed = asyncio.Event()
         self.stopped_task: str | None = None
         self._closing = False

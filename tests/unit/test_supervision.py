@@ -83,6 +83,7 @@ from common.service import run, wait_for_stop_signal
 
 async def main() -> None:
     ops = OpsServer("exit-test")
+    ops.supervisor.linger_seconds = 0.1
     async def consume() -> None:
         await asyncio.sleep(0.05)
         raise RuntimeError("a bug the loop did not foresee")
