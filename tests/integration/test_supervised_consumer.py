@@ -26,6 +26,7 @@ from common.kafka import KafkaPublisher
 from schemas import AppointmentEvent, DeadLetter
 from schemas.events import ContactEvent
 from schemas.topics import APPOINTMENTS, CONTACTS, TopicNames
+from services.tracker.app import Tracker, TrackerSettings
 from services.tracker.worker import ensure_changelog
 from tests.support.kafka import appointments_consumer, read_events, refused_then_received
 from tests.support.polling import eventually
@@ -150,3 +151,32 @@ async def test_a_consumer_task_that_ends_makes_readyz_fail(
         assert body["checks"]["tasks"] is False
         ops.supervisor.closing()
     assert stopped() == before + 1
+
+
+async def test_the_tracker_turns_unready_when_its_timer_loop_ends(
+    kafka_bootstrap: str, topics: TopicNames
+) -> None:
+    settings = TrackerSettings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topics.prefix,
+        http_host="127.0.0.1",
+        http_port=0,
+        mllp_port=0,
+        detection_tick_seconds=0.1,
+    )
+    tracker = Tracker(settings, ManualClock(START))
+    await tracker.start()
+    url = f"http://127.0.0.1:{tracker.ops.port}/readyz"
+    try:
+        await asyncio.wait_for(tracker.worker.ready.wait(), 30)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url) as response:
+                assert response.status == 200
+            tracker.worker.tasks["tracker:timer"].cancel()  # ended, and nobody asked it to
+            await asyncio.wait_for(tracker.ops.supervisor.failed.wait(), 10)
+            async with http.get(url) as response:
+                assert response.status == 503
+                assert (await response.json())["checks"] == {"tasks": False, "detection": True}
+        assert tracker.ops.supervisor.stopped_task == "tracker:timer"
+    finally:
+        await tracker.stop()
