@@ -56,7 +56,11 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.CannotConnectNowError,
+    # A PostgreSQL restart (57P01 admin shutdown, 57P03 cannot connect now), a full
+    # connection table or disk (53xxx), a lock taken by another replica (55P03).
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.LockNotAvailableError,
     KafkaConnectionError,
     KafkaTimeoutError,
 )

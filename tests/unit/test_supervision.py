@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
@@ -42,6 +43,9 @@ def test_a_zone_that_is_not_a_zone_is_a_decode_error(zone: str) -> None:
         KafkaConnectionError(),
         KafkaTimeoutError(),
         OSError(113, "No route to host"),
+        asyncpg.exceptions.AdminShutdownError(),
+        asyncpg.exceptions.TooManyConnectionsError(),
+        asyncpg.exceptions.ConnectionDoesNotExistError(),
     ],
 )
 def test_infrastructure_errors_are_transient(exc: BaseException) -> None:
@@ -50,7 +54,14 @@ def test_infrastructure_errors_are_transient(exc: BaseException) -> None:
 
 @pytest.mark.parametrize(
     "exc",
-    [IsADirectoryError(21, "Is a directory"), MessageSizeTooLargeError(), KeyError(), ValueError()],
+    [
+        IsADirectoryError(21, "Is a directory"),
+        MessageSizeTooLargeError(),
+        KeyError(),
+        ValueError(),
+        asyncpg.exceptions.UniqueViolationError(),
+        asyncpg.exceptions.DataError(),
+    ],
 )
 def test_record_errors_are_not_transient(exc: BaseException) -> None:
     assert not is_transient(exc)
