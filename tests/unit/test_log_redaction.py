@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common.logs import MASK, RepeatLimiter, configure, redact_text
 
@@ -124,3 +126,25 @@ def test_the_limiter_passes_a_burst_per_window_and_reports_what_it_dropped() -> 
     first = record()
     assert limiter.filter(first)
     assert getattr(first, "repeats_suppressed", None) == 7
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["pat-", "appt_", "APT-", "case:", "no_show:appt-", "dl:t:0:", "plan/"]),
+    st.integers(min_value=0, max_value=10**15),
+)
+def test_an_id_with_a_number_is_never_masked(prefix: str, number: int) -> None:
+    text = f"trigger {prefix}{number} emitted"
+    assert redact_text(text) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=999),
+    st.integers(min_value=10**6, max_value=10**11 - 1),
+    st.sampled_from(["", " ", "-"]),
+)
+def test_an_international_number_is_always_masked(country: int, rest: int, sep: str) -> None:
+    digits = str(rest)
+    number = f"+{country}{sep}{digits[:3]}{sep}{digits[3:]}"
+    assert redact_text(f"rang {number} twice") == f"rang {MASK} twice"
