@@ -179,6 +179,10 @@ class DetectionWorker:
         # (wall time in ms, injected clock) at the start of each poll; see _advance_watermark.
         self._poll_starts: deque[tuple[float, datetime]] = deque(maxlen=_POLL_STARTS_KEPT)
         self.watermark: datetime | None = None
+        # Set by new partitions: their queued input is unread, so the watermark must be
+        # computed afresh (it may go back) before timers run again.
+        self._holding = True
+        self._held_since = clock.now()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -221,7 +225,7 @@ class DetectionWorker:
             self._forget(self._owned - partitions)
             if partitions - self._owned:
                 # New partitions' queued input is unread: hold timers until it is.
-                self.watermark = None
+                self._holding = True
             restored = await self._restore(partitions - self._owned)
             self._owned = set(partitions)
             TRACKED_APPOINTMENTS.set(self.detector.tracked_appointments)
@@ -327,9 +331,10 @@ class DetectionWorker:
 
     def _due(self, now: datetime) -> list[Detection]:
         """What is due at the watermark: nothing until every input partition was read."""
-        if self.watermark is None:
+        behind = self._held_since if self.watermark is None else self.watermark
+        WATERMARK_LAG.set(max(0.0, (now - behind).total_seconds()))
+        if self._holding or self.watermark is None:
             return []
-        WATERMARK_LAG.set(max(0.0, (now - self.watermark).total_seconds()))
         return self.detector.due(min(now, self.watermark))
 
     async def _advance_watermark(self) -> None:
@@ -355,8 +360,9 @@ class DetectionWorker:
             starts.popleft()
         if starts and starts[0][0] <= oldest_fetch:
             at = starts[0][1]
-            if self.watermark is None or at > self.watermark:
+            if self._holding or self.watermark is None or at > self.watermark:
                 self.watermark = at
+            self._holding = False
 
     async def _apply(
         self, record: ConsumerRecord[bytes, bytes], now: datetime, dirty: set[str]
