@@ -26,12 +26,12 @@ from common.kafka import KafkaPublisher
 from schemas import AppointmentEvent, DeadLetter
 from schemas.events import ContactEvent
 from schemas.topics import APPOINTMENTS, CONTACTS, TopicNames
-from services.tracker.app import Tracker, TrackerSettings
+from services.tracker.app import Tracker
 from services.tracker.worker import ensure_changelog
 from tests.support.kafka import appointments_consumer, read_events, refused_then_received
 from tests.support.polling import eventually
 from tests.support.samples import sample_events
-from tests.support.tracker import detection_worker
+from tests.support.tracker import detection_worker, tracker_settings
 from tests.unit.tracker.events import booking
 
 pytestmark = pytest.mark.integration
@@ -156,15 +156,7 @@ async def test_a_consumer_task_that_ends_makes_readyz_fail(
 async def test_the_tracker_turns_unready_when_its_timer_loop_ends(
     kafka_bootstrap: str, topics: TopicNames
 ) -> None:
-    settings = TrackerSettings(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=topics.prefix,
-        http_host="127.0.0.1",
-        http_port=0,
-        mllp_port=0,
-        detection_tick_seconds=0.1,
-    )
-    tracker = Tracker(settings, ManualClock(START))
+    tracker = Tracker(tracker_settings(kafka_bootstrap, topics), ManualClock(START))
     await tracker.start()
     url = f"http://127.0.0.1:{tracker.ops.port}/readyz"
     try:

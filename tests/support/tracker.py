@@ -1,11 +1,13 @@
-"""A detection worker on this test's topics, as the tracker wires it."""
+"""A detection worker, or the whole tracker's settings, on this test's topics."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from common.clock import ManualClock
 from schemas.topics import TopicNames
+from services.tracker.app import TrackerSettings
 from services.tracker.detection import DetectionRules, Detector
 from services.tracker.worker import DetectionWorker
 
@@ -22,3 +24,18 @@ def detection_worker(
         clock=clock,
         tick_seconds=tick_seconds,
     )
+
+
+def tracker_settings(bootstrap: str, topics: TopicNames, **overrides: Any) -> TrackerSettings:
+    """The whole tracker on this test's topics, every port chosen by the system."""
+    fields: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "topic_prefix": topics.prefix,
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        "mllp_port": 0,
+        "ingest_token": "t",
+        "clinic_timezone": "Europe/Vilnius",
+        "detection_tick_seconds": 0.1,
+    }
+    return TrackerSettings(**(fields | overrides))

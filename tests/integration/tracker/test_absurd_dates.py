@@ -17,8 +17,9 @@ import pytest
 
 from common.clock import ManualClock
 from schemas.topics import TopicNames
-from services.tracker.app import Tracker, TrackerSettings
+from services.tracker.app import Tracker
 from tests.support.kafka import read_all
+from tests.support.tracker import tracker_settings
 from tests.unit.tracker.fhir_samples import fhir_appointment
 from tests.unit.tracker.hl7_samples import siu
 
@@ -27,15 +28,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def tracker(kafka_bootstrap: str, topics: TopicNames) -> AsyncIterator[Tracker]:
-    settings = TrackerSettings(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=topics.prefix,
-        http_host="127.0.0.1",
-        http_port=0,
-        mllp_port=0,
-        ingest_token="t",
-        clinic_timezone="Europe/Vilnius",
-    )
+    settings = tracker_settings(kafka_bootstrap, topics)
     service = Tracker(settings, ManualClock(datetime(2026, 3, 1, 8, tzinfo=UTC)))
     await service.start()
     yield service
