@@ -9,7 +9,6 @@ returns, and the state survives its changelog round trip."""
 from __future__ import annotations
 
 import contextlib
-
 from datetime import UTC, datetime, timedelta, timezone
 from typing import get_args
 
