@@ -22,9 +22,9 @@ from services.tracker.detection import DetectionRules, Detector, PatientState
 moments = st.datetimes(
     min_value=datetime(EARLIEST_YEAR, 1, 2), max_value=datetime(LATEST_YEAR, 12, 30)
 ).flatmap(
-    lambda naive: st.sampled_from(
-        [timezone(timedelta(hours=h)) for h in (-12, -5, 0, 2, 14)]
-    ).map(lambda zone: naive.replace(tzinfo=zone))
+    lambda naive: st.sampled_from([timezone(timedelta(hours=h)) for h in (-12, -5, 0, 2, 14)]).map(
+        lambda zone: naive.replace(tzinfo=zone)
+    )
 )
 snapshots = st.builds(
     AppointmentEvent,
