@@ -7,8 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
+FUZZ_SECONDS ?= 300
 
-.PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean \
+.PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean fuzz \
 	ops-tools ops-check ops-generate
 
 setup: $(STAMP)
@@ -64,6 +65,11 @@ integration: setup infra-up ops-tools
 
 test: setup infra-up ops-tools lint
 	$(PY) -m pytest tests -q -ra $(PYTEST_ARGS)
+
+# The codec's coverage-guided fuzz target (atheris) for FUZZ_SECONDS, every contract; prints
+# inputs tried and crash kinds (a few seconds of it run inside `make test`).
+fuzz: setup
+	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
 
 demo: setup infra-up
 	$(PY) -m demo
