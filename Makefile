@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean \
-	ops-tools ops-check ops-generate
+	ops-tools ops-check ops-generate browser-tools
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ infra-status:
 # into .cache/ops; idempotent. See deploy/ops-tools.sh.
 ops-tools:
 	bash deploy/ops-tools.sh install >/dev/null
+
+# Debian's chromium + chromium-driver for the call-report page's browser test; idempotent.
+# See deploy/browser-tools.sh.
+browser-tools:
+	bash deploy/browser-tools.sh install >/dev/null
 
 # Regenerates dashboards JSON, the PrometheusRule and the Kubernetes base from code.
 ops-generate: setup
@@ -59,10 +64,10 @@ schemas: setup
 unit: setup
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-integration: setup infra-up ops-tools
+integration: setup infra-up ops-tools browser-tools
 	$(PY) -m pytest tests/integration -q $(PYTEST_ARGS)
 
-test: setup infra-up ops-tools lint
+test: setup infra-up ops-tools browser-tools lint
 	$(PY) -m pytest tests -q -ra $(PYTEST_ARGS)
 
 demo: setup infra-up

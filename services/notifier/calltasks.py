@@ -27,6 +27,7 @@ def build_call_task(
     now: datetime,
     report_url: str | None,
     default_language: str,
+    report_links: dict[str, str] | None = None,
 ) -> CallTaskEvent:
     shared = contact is not None and contact.phone_shared_by > 1
     return CallTaskEvent(
@@ -54,6 +55,7 @@ def build_call_task(
         window_end=command.window_end,
         script=script,
         report_url=report_url,
+        report_links=report_links or {},
     )
 
 
