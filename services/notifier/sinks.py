@@ -12,8 +12,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
+from datetime import UTC, datetime
 
 import aiohttp
+from standardwebhooks.webhooks import Webhook
 
 from common.clock import Clock
 from common.kafka import KafkaPublisher
@@ -37,13 +40,35 @@ SIGNATURE_HEADER = "X-Followup-Signature"
 TIMESTAMP_HEADER = "X-Followup-Timestamp"
 
 
-__all__ = ["CallTaskSink", "webhook_signature"]
+__all__ = ["CallTaskSink", "standard_webhook", "webhook_signature"]
 
 
 def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
-    """HMAC-SHA256 over "<timestamp>.<body>", hex, prefixed "sha256=" (receivers recompute)."""
+    """The legacy header (kept for one release, see the README): HMAC-SHA256 over
+    "<timestamp>.<body>", hex, prefixed "sha256=". New receivers verify Standard Webhooks."""
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
+
+
+def standard_webhook(secret: str) -> Webhook:
+    """The Standard Webhooks signer/verifier for ``FOLLOWUP_WEBHOOK_SECRET``: a ``whsec_``
+    secret is base64 as the spec has it; any other secret is used as its UTF-8 bytes (a
+    receiver whose library wants ``whsec_...`` gives it ``whsec_`` + base64 of them)."""
+    return Webhook(secret if secret.startswith("whsec_") else secret.encode())
+
+
+def standard_headers(signer: Webhook, message_id: str, body: bytes) -> dict[str, str]:
+    """``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` (v1, HMAC-SHA256).
+
+    The timestamp is the wall clock, not the injected clock: it protects the wire against
+    replays, and receivers compare it with their own clock (Standard Webhooks allows five
+    minutes either way), also when the clinic's clock runs scaled in a demo."""
+    now = datetime.fromtimestamp(int(time.time()), UTC)
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signer.sign(message_id, now, body.decode()),
+    }
 
 
 class WebhookSink(NoRoutes):
@@ -55,6 +80,7 @@ class WebhookSink(NoRoutes):
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._signer = standard_webhook(secret)
 
     async def deliver(self, task: CallTaskEvent) -> SendReceipt:
         if self._session is None:
@@ -63,11 +89,13 @@ class WebhookSink(NoRoutes):
             {"task": task.model_dump(mode="json"), "fhir": fhir_task(task)}, ensure_ascii=False
         ).encode()
         timestamp = str(int(self._clock.now().timestamp()))
+        message_id = f"{task.task_id}:{task.action}"  # the same on every retry
         headers = {
             "Content-Type": "application/json",
+            **standard_headers(self._signer, message_id, body),
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: webhook_signature(self._secret, timestamp, body),
-            "Idempotency-Key": f"{task.task_id}:{task.action}",
+            "Idempotency-Key": message_id,
         }
         try:
             async with self._session.post(self._url, data=body, headers=headers) as response:
