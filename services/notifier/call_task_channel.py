@@ -27,7 +27,7 @@ from services.notifier.call_reports import (
     report_outcome,
     valid_id,
 )
-from services.notifier.calltasks import build_call_task, call_script
+from services.notifier.calltasks import build_call_task, call_script, desk_view
 from services.notifier.channels import (
     ChannelRules,
     Job,
@@ -64,17 +64,18 @@ class CallTaskChannel:
     ) -> CallTaskEvent:
         """The task ``command`` created (its key is the task id), as ``action``."""
         v = self._parts.voice
+        settings = self._parts.settings
         script = call_script(
             self._parts.book,
             command,
             contact,
-            clinic_name=v.clinic_name,
+            clinic_name=settings.clinic_name_in,
             clinic_phone=v.clinic_phone,
             rebook_url=v.rebook_url,
             default_language=v.default_language,
+            view=desk_view(settings),
         )
         task_id = command.idempotency_key
-        settings = self._parts.settings
         links = report_links.links_for(
             settings.link_secret,
             self._parts.public_base_url,
@@ -116,9 +117,12 @@ class CallTaskChannel:
         return Sent("withdrawn")
 
     async def _deliver(self, job: Job, task: CallTaskEvent) -> None:
-        if not self.sinks:
+        # Escalations go to the doctor's or supervisor's sinks (FOLLOWUP_ESCALATION_SINKS).
+        wanted = self._parts.settings.sinks_for(task.purpose)
+        sinks = [sink for sink in self.sinks if sink.name in wanted]
+        if not sinks:
             raise PermanentSendError("none", "no_call_task_sink")
-        for sink in self.sinks:
+        for sink in sinks:
             if sink.name in job.sinks_done:
                 continue  # delivered before a retry or a restart
             try:

@@ -67,6 +67,14 @@ class NotifierSettings(Settings):
     webhook_url: str | None = None
     webhook_secret: str = ""
     front_desk_email: str | None = None
+    # Escalations go to the doctor or supervisor: their sinks (unset: the call-task sinks)
+    # and addresses (unset: the front desk's, with a warning at start-up).
+    escalation_sinks: str | None = None
+    escalation_email: str | None = None
+    escalation_webhook_url: str | None = None
+    # The doctor's clinical notes in calendar copies (VTODO) and chat notices: off unless set.
+    notes_in_calendar: bool = False
+    notes_in_chat: bool = False
 
     def clinic_name_in(self, language: str) -> str:
         """The clinic's name as patients of ``language`` know it."""
@@ -77,3 +85,10 @@ class NotifierSettings(Settings):
     @property
     def admin_language(self) -> str:
         return self.clinic_language or self.default_language
+
+    def sinks_for(self, purpose: str) -> list[str]:
+        """The sink names a task of ``purpose`` goes to (withdrawals follow their task)."""
+        names = self.call_task_sinks
+        if purpose == "escalation" and self.escalation_sinks is not None:
+            names = self.escalation_sinks
+        return [n.strip() for n in names.split(",") if n.strip()]

@@ -23,7 +23,14 @@ from common.kafka import KafkaPublisher
 from common.logs import get_logger
 from schemas.events import CallTaskEvent
 from services.notifier.call_reports import CallReport, ReportError, parse_call_report
-from services.notifier.calltasks import fhir_task, summary_lines, vtodo
+from services.notifier.calltasks import (
+    DeskView,
+    desk_view,
+    fhir_task,
+    subject,
+    summary_lines,
+    vtodo,
+)
 from services.notifier.channels import (
     CallTaskSink,
     NoRoutes,
@@ -74,8 +81,16 @@ def standard_headers(signer: Webhook, message_id: str, body: bytes) -> dict[str,
 class WebhookSink(NoRoutes):
     name = "webhook"
 
-    def __init__(self, url: str, secret: str, clock: Clock, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        clock: Clock,
+        timeout: float = 10.0,
+        escalation_url: str | None = None,
+    ) -> None:
         self._url = url
+        self._escalation_url = escalation_url or url
         self._secret = secret
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -97,8 +112,9 @@ class WebhookSink(NoRoutes):
             SIGNATURE_HEADER: webhook_signature(self._secret, timestamp, body),
             "Idempotency-Key": message_id,
         }
+        url = self._escalation_url if task.purpose == "escalation" else self._url
         try:
-            async with self._session.post(self._url, data=body, headers=headers) as response:
+            async with self._session.post(url, data=body, headers=headers) as response:
                 status = response.status
                 reply = await response.read() if 200 <= status < 300 else b""
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -137,31 +153,39 @@ class FrontDeskEmailSink(NoRoutes):
 
     name = "email"
 
-    def __init__(self, mailer: Mailer, front_desk: str, domain: str) -> None:
+    def __init__(
+        self,
+        mailer: Mailer,
+        front_desk: str,
+        sender: str,
+        view: DeskView,
+        escalation_to: str | None = None,
+        notes_in_calendar: bool = False,
+    ) -> None:
         self._mailer = mailer
         self._to = front_desk
-        self._domain = domain
+        self._escalation_to = escalation_to or front_desk
+        self._sender = sender
+        self._domain = sender.rsplit("@", 1)[-1]
+        self._view = view
+        self._calendar_view = view if notes_in_calendar else view.without_notes()
 
     async def deliver(self, task: CallTaskEvent) -> SendReceipt:
         withdrawn = task.action == "withdraw"
-        subject = ("Withdrawn: " if withdrawn else "") + (
-            f"Call task: {task.reason.replace('_', ' ')} ({task.patient_id})"
-        )
+        escalation = task.purpose == "escalation"
+        to = self._escalation_to if escalation else self._to
         method = "CANCEL" if withdrawn else "REQUEST"
+        ics = vtodo(
+            task, self._domain, view=self._calendar_view, organizer=self._sender, attendee=to
+        )
         email = Email(
-            to=self._to,
-            subject=subject,
-            text="\n".join(summary_lines(task)),
+            to=to,
+            subject=subject(task, self._view),
+            text="\n".join(summary_lines(task, self._view)),
             idempotency_key=f"calltask:{task.task_id}:{task.action}",
-            attachments=(
-                Attachment(
-                    "call-task.ics",
-                    vtodo(task, self._domain),
-                    "text",
-                    "calendar",
-                    {"method": method},
-                ),
-            ),
+            attachments=(Attachment("call-task.ics", ics, "text", "calendar", {"method": method}),),
+            # Mail clients sort and flag by these (RFC 2156 Importance, the X-Priority habit).
+            headers=(("Importance", "high"), ("X-Priority", "1")) if escalation else (),
         )
         try:
             await self._mailer.send(email)
@@ -194,7 +218,9 @@ def check_webhook(s: NotifierSettings) -> str | None:
 def build_webhook(parts: Parts) -> WebhookSink:
     s = parts.settings
     assert s.webhook_url is not None
-    return WebhookSink(s.webhook_url, s.webhook_secret, parts.clock)
+    return WebhookSink(
+        s.webhook_url, s.webhook_secret, parts.clock, escalation_url=s.escalation_webhook_url
+    )
 
 
 def check_front_desk_email(s: NotifierSettings) -> str | None:
@@ -206,7 +232,17 @@ def check_front_desk_email(s: NotifierSettings) -> str | None:
 def build_front_desk_email(parts: Parts) -> FrontDeskEmailSink:
     s = parts.settings
     assert parts.mailer is not None and s.front_desk_email is not None
-    return FrontDeskEmailSink(parts.mailer, s.front_desk_email, s.smtp_sender.rsplit("@", 1)[-1])
+    if not s.escalation_email and "email" in s.sinks_for("escalation"):
+        # Still marked as escalations (subject, priority), but the doctor should get them.
+        log.warning("escalations_to_front_desk", setting="FOLLOWUP_ESCALATION_EMAIL")
+    return FrontDeskEmailSink(
+        parts.mailer,
+        s.front_desk_email,
+        s.smtp_sender,
+        desk_view(s),
+        escalation_to=s.escalation_email,
+        notes_in_calendar=s.notes_in_calendar,
+    )
 
 
 def build_topic(parts: Parts) -> KafkaTopicSink:

@@ -67,6 +67,7 @@ class WebhookReceiver:
 
     port: int = field(default_factory=free_port)
     received: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # where each accepted body was posted
     refused: int = 0
     # task id -> the JSON the tool answers a created task with (an administrator's report).
     replies: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +76,7 @@ class WebhookReceiver:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/tasks", self._receive)
+        app.router.add_post("/escalations", self._receive)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
@@ -99,6 +101,7 @@ class WebhookReceiver:
             "sha256=" + mac.hexdigest(), request.headers.get("X-Followup-Signature", "")
         )
         self.received.append(received)
+        self.paths.append(request.path)
         task = received["task"]
         if task["action"] == "create" and task["task_id"] in self.replies:
             return web.json_response(self.replies[task["task_id"]])
