@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -55,6 +55,12 @@ class CallTaskChannel:
     def __init__(self, parts: Parts) -> None:
         self._parts = parts
         self.sinks = list(parts.sinks)
+        host = urlsplit(parts.public_base_url).hostname or ""
+        if not parts.settings.link_secret:
+            log.warning("report_links_off", setting="FOLLOWUP_LINK_SECRET")
+        elif host in ("127.0.0.1", "localhost", "::1"):
+            # Links nobody outside this machine can open: production must set the variable.
+            log.warning("report_links_local_only", setting="FOLLOWUP_PUBLIC_BASE_URL")
 
     def render(
         self,
