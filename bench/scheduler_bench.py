@@ -29,7 +29,7 @@ from common.db import create_pool, drop_schema, migrate
 from services.scheduler.app import MIGRATIONS
 from services.scheduler.ledger import CaseLedger
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
-from tests.support.scheduler import seed_open_cases, seed_planned_sms
+from tests.support.scheduler import no_show_trigger, seed_open_cases, seed_planned_sms
 
 # A Monday morning at the clinic: the seeded SMS steps are due now, the rest next week.
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("Europe/Vilnius"))
@@ -178,3 +178,86 @@ class Bench:
 def run(sizes: Sizes | None = None, dsn: str | None = None) -> list[Figure]:
     dsn = dsn or os.environ.get(f"{PREFIX}DATABASE_URL", str(Settings().database_url))
     return asyncio.run(Bench(dsn, sizes or Sizes.from_env()).figures())
+
+
+# --- statements per handler ---------------------------------------------------------------
+
+_COUNTED = ("execute", "executemany", "fetch", "fetchrow", "fetchval")
+
+
+class StatementCounter:
+    """Counts the statements a handler sends, by wrapping asyncpg's connection methods while
+    it runs: every round trip, BEGIN, COMMIT and the pool's reset on release included (3 in
+    every handler); an ``executemany`` counts once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._saved: dict[str, object] = {}
+
+    def __enter__(self) -> StatementCounter:
+        for name in _COUNTED:
+            original = getattr(asyncpg.Connection, name)
+            self._saved[name] = original
+
+            def counted(conn: object, *args: object, _original: object = original, **kw: object):  # type: ignore[no-untyped-def]
+                self.count += 1
+                return _original(conn, *args, **kw)  # type: ignore[operator]
+
+            setattr(asyncpg.Connection, name, counted)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, original in self._saved.items():
+            setattr(asyncpg.Connection, name, original)
+
+
+async def statements_per_handler(dsn: str) -> dict[str, int]:
+    """Statements for a no-show trigger, firing its first attempt, and a no_answer on it."""
+    from schemas.events import OutcomeEvent
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    await migrate(dsn, schema, MIGRATIONS)
+    pool = await create_pool(dsn, schema, max_size=2)
+    missed = NOW - timedelta(minutes=30)
+    clock = ManualClock(NOW)
+    ledger = CaseLedger(pool, CadencePolicy.load(DEFAULT_POLICY_PATH), clock)
+    found: dict[str, int] = {}
+    try:
+        trigger = no_show_trigger(missed=missed)
+        with StatementCounter() as counter:
+            await ledger.handle_trigger(trigger)
+        found["trigger"] = counter.count
+        async with pool.acquire() as conn:
+            case_id, planned_at = await conn.fetchrow(
+                "SELECT case_id, planned_at FROM attempts WHERE attempt_number = 1"
+            )
+        clock.set(planned_at)
+        with StatementCounter() as counter:
+            fired = await ledger.fire_due(FIRE_BATCH)
+        if fired != 1:
+            raise RuntimeError(f"fired {fired}, expected 1")
+        found["one firing"] = counter.count
+        answer = OutcomeEvent(
+            event_id="outcome-1",
+            occurred_at=planned_at,
+            source="notifier",
+            outcome="no_answer",
+            patient_id="pat-1",
+            channel="call_task",
+            case_id=case_id,
+            attempt_number=1,
+        )
+        with StatementCounter() as counter:
+            await ledger.handle_outcome(answer)
+        found["no_answer outcome"] = counter.count
+        return found
+    finally:
+        await pool.close()
+        await drop_schema(dsn, schema)
+
+
+if __name__ == "__main__":
+    # ``python -m bench.scheduler_bench``: statements per handler (not a timing).
+    url = os.environ.get(f"{PREFIX}DATABASE_URL", str(Settings().database_url))
+    for handler, statements in asyncio.run(statements_per_handler(url)).items():
+        print(f"scheduler statements: {handler:<20} {statements:>3}")

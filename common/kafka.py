@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Generic, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from common.clock import Clock
 from common.codec import DecodeError, dead_letter, decode, encode
+from common.config import ConfigError
 from common.logs import get_logger
 from common.metrics import (
     COMMIT_DURATION,
@@ -29,7 +32,15 @@ from common.metrics import (
     REBALANCES,
 )
 from schemas.base import Envelope
-from schemas.topics import CATALOGUE, TopicNames, TopicSpec
+from schemas.topics import (
+    CATALOGUE,
+    TopicConfig,
+    TopicLayout,
+    TopicLayoutError,
+    TopicNames,
+    TopicSpec,
+    problems,
+)
 
 log = get_logger(__name__)
 
@@ -52,27 +63,84 @@ M = TypeVar("M", bound=Envelope)
 METADATA_MAX_AGE_MS = 5_000
 
 
+class TopicsNotReady(ConfigError):
+    """A topic is missing or laid out otherwise than the catalogue says (one line)."""
+
+
+def topic_layout(environ: Mapping[str, str] | None = None) -> TopicLayout:
+    try:
+        return TopicLayout.from_env(os.environ if environ is None else environ)
+    except TopicLayoutError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 async def ensure_topics(
-    bootstrap: str, names: TopicNames, specs: Iterable[TopicSpec] = CATALOGUE
+    bootstrap: str,
+    names: TopicNames,
+    specs: Iterable[TopicSpec] = CATALOGUE,
+    layout: TopicLayout | None = None,
 ) -> None:
-    """Create the catalogue's topics when missing (idempotent)."""
+    """Create the catalogue's missing topics when auto-creation is on (local, dev); with it
+    off (production) raise TopicsNotReady naming what is missing or differs, so a service
+    stops at start-up instead of running on a topic an operator did not lay out."""
+    layout = topic_layout() if layout is None else layout
+    wanted = [layout.config(spec, names) for spec in specs]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        wanted = []
-        for spec in specs:
-            name = names.of(spec)
-            if name in existing:
-                continue
-            config = {"cleanup.policy": "compact"} if spec.compacted else {}
-            wanted.append(NewTopic(name, spec.partitions, 1, topic_configs=config))
-        if wanted:
+        found = await observe_topics(admin, [w.name for w in wanted])
+        missing = [w for w in wanted if w.name not in found]
+        if missing and layout.auto_create:
+            new = [
+                NewTopic(w.name, w.partitions, w.replication_factor, topic_configs=dict(w.configs))
+                for w in missing
+            ]
             # A replica may create the same topic at the same time: that is fine.
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(wanted)
+                await admin.create_topics(new)
+            wanted = [w for w in wanted if w.name in found]
+        issues = [line for w in wanted for line in problems(w, found.get(w.name))]
     finally:
         await admin.close()
+    if issues and layout.auto_create:
+        log.warning("topics_differ_from_catalogue", problems=issues)
+    elif issues:
+        raise TopicsNotReady(
+            f"topics not as the catalogue says ({'; '.join(issues)}): run "
+            "`python -m followup_admin topics apply` (FOLLOWUP_TOPICS_AUTO_CREATE is off)"
+        )
+
+
+async def observe_topics(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, TopicConfig]:
+    """The broker's view of the topics that exist among ``topics``."""
+    # Only existing ones: a metadata request naming a missing topic lets a broker with
+    # auto.create.topics.enable create it with its own defaults.
+    existing = set(await admin.list_topics())
+    present = [t for t in topics if t in existing]
+    if not present:
+        return {}
+    described = [t for t in await admin.describe_topics(present) if t["error_code"] == 0]
+    if not described:
+        return {}
+    keys = dict.fromkeys(("cleanup.policy", "min.insync.replicas", "retention.ms"))
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, t["topic"], keys) for t in described]
+    )
+    configs: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            configs[resource["resource_name"]] = {
+                e["config_names"]: e["config_value"] for e in resource["config_entries"]
+            }
+    return {
+        t["topic"]: TopicConfig(
+            t["topic"],
+            len(t["partitions"]),
+            min((len(p["replicas"]) for p in t["partitions"]), default=0),
+            configs.get(t["topic"], {}),
+        )
+        for t in described
+    }
 
 
 async def delete_topics_with_prefix(bootstrap: str, prefix: str) -> None:

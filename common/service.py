@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from common.config import ConfigError
 from common.logs import get_logger
 
 log = get_logger(__name__)
@@ -23,4 +26,11 @@ async def wait_for_stop_signal() -> None:
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ConfigError as exc:
+        # Found at start-up (e.g. a topic not laid out): one line, not a traceback.
+        print(f"configuration error: {exc}", file=sys.stderr)
+        # Clients built but never started would each log "Unclosed ..." when collected.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        raise SystemExit(2) from None

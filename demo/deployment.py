@@ -7,24 +7,19 @@ tests) never see each other's data, and everything the run created is removed at
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import socket
 import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 
 from common.db import check_schema_name
 from common.kafka import delete_topics_with_prefix
+from common.launcher import REPO as REPO
+from common.launcher import ServiceProcess
 
-REPO = Path(__file__).resolve().parents[1]
 SERVICES = ("tracker", "scheduler", "notifier")
 DEMO_PORTS = {"tracker": 8081, "scheduler": 8082, "notifier": 8083, "mllp": 2575}
 
@@ -85,7 +80,7 @@ class Deployment:
     ports: Ports
     env: dict[str, str]
     log_dir: Path
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     @property
     def topic_prefix(self) -> str:
@@ -99,11 +94,8 @@ class Deployment:
 
     def service_env(self, service: str) -> dict[str, str]:
         env = {
-            **os.environ,
             **self.env,
             "FOLLOWUP_SERVICE": service,
-            "FOLLOWUP_HTTP_HOST": "127.0.0.1",
-            "FOLLOWUP_HTTP_PORT": str(self.ports.http(service)),
             "FOLLOWUP_TOPIC_PREFIX": self.topic_prefix,
             "FOLLOWUP_KAFKA_BOOTSTRAP": self.kafka,
             "FOLLOWUP_DATABASE_URL": self.database_url,
@@ -117,55 +109,33 @@ class Deployment:
         return env
 
     def start(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         for service in SERVICES:
-            out = (self.log_dir / f"{service}.log").open("ab")
-            self.processes[service] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}"],
-                env=self.service_env(service),
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self.processes[service] = ServiceProcess(
+                service,
+                self.ports.http(service),
+                self.service_env(service),
+                log=self.log_dir / f"{service}.log",
+                new_session=True,
+            ).start()
 
     async def wait_ready(self, timeout: float = 90.0) -> dict[str, bool]:
-        """Wait for /readyz (200) of every service; /healthz counts once time runs short."""
-        ready = {s: False for s in SERVICES}
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline and not all(ready.values()):
-                for service in SERVICES:
-                    if ready[service]:
-                        continue
-                    process = self.processes.get(service)
-                    if process is not None and process.poll() is not None:
-                        raise RuntimeError(
-                            f"{service} exited with {process.returncode}; "
-                            f"see {self.log_dir / (service + '.log')}"
-                        )
-                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                        async with session.get(
-                            f"{self.url(service)}/readyz", timeout=aiohttp.ClientTimeout(total=2)
-                        ) as resp:
-                            ready[service] = resp.status == 200
-                await asyncio.sleep(0.3)
-        return ready
+        """Wait for /readyz (200) of every service; one that exits stops the run."""
+
+        async def one(process: ServiceProcess) -> bool:
+            try:
+                await process.wait_ready(timeout)
+            except TimeoutError:
+                return False
+            return True
+
+        ready = await asyncio.gather(*(one(p) for p in self.processes.values()))
+        return dict(zip(self.processes, ready, strict=True))
 
     def alive(self) -> dict[str, bool]:
-        return {s: p.poll() is None for s, p in self.processes.items()}
+        return {s: p.alive for s, p in self.processes.items()}
 
-    def stop(self, timeout: float = 20.0) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+    async def stop(self, timeout: float = 20.0) -> None:
+        await asyncio.gather(*(p.stop(timeout) for p in self.processes.values()))
 
     async def clean_up(self) -> None:
         """Drop this run's schemas and topics (nothing of other runs)."""

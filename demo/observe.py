@@ -1,4 +1,5 @@
-"""Reading back what really happened: topics to their end, services' /metrics and cases."""
+"""Reading back what really happened: the services' /metrics and the scheduler's cases (topics
+are read to their end by ``common.topic_reader``)."""
 
 from __future__ import annotations
 
@@ -7,49 +8,14 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.codec import DecodeError, decode
 from schemas.base import Envelope
 
 M = TypeVar("M", bound=Envelope)
-
-
-async def read_topic(bootstrap: str, topic: str, model: type[M]) -> tuple[list[M], int]:
-    """Every event on ``topic`` up to its current end, and how many did not decode."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    events: list[M] = []
-    bad = 0
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return [], 0
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=1000)
-            for records in batches.values():
-                for record in records:
-                    try:
-                        events.append(decode(model, record.value))
-                    except DecodeError:
-                        bad += 1
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-    finally:
-        await consumer.stop()
-    return events, bad
 
 
 @dataclass
@@ -119,3 +85,27 @@ async def fetch_cases(
         if not after or not page:
             break
     return cases
+
+
+async def fetch_case_details(
+    session: aiohttp.ClientSession, base_url: str, token: str, cases: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """GET /cases/{id} (attempts and history) of each case that answers."""
+    headers = {"Authorization": f"Bearer {token}"}
+    details: dict[str, dict[str, Any]] = {}
+    for case in cases:
+        case_id = case.get("case_id")
+        if not isinstance(case_id, str):
+            continue
+        try:
+            async with session.get(
+                f"{base_url}/cases/{quote(case_id, safe='')}",
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp:
+                body = json.loads(await resp.text()) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            continue
+        if isinstance(body, dict):
+            details[case_id] = body
+    return details

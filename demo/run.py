@@ -20,17 +20,15 @@ import aiohttp
 
 from common.clock import ScaledClock
 from common.kafka import ensure_topics
+from common.topic_reader import read_events_to_end
 from demo import report
+from demo.bounds import load_policy
 from demo.deployment import REPO, SERVICES, Deployment, Ports, ensure_infra, scaled_clock_env
-from demo.observe import Metrics, fetch_cases, fetch_text, read_topic
-from demo.policy import FirstSteps
+from demo.observe import Metrics, fetch_case_details, fetch_cases, fetch_text
 from demo.report import Finding, Observed
 from demo.scenario import Scenario, ScenarioConfig, build
 from demo.simulator.clinic import Simulation
 from demo.simulator.rig import ClinicRig, Endpoints, StandIns, StandInSecrets
-from demo.standins.calltasks import CallTaskReceiver
-from demo.standins.mailbox import Mailbox
-from demo.standins.twilio import TwilioStandIn
 from schemas.events import (
     AppointmentEvent,
     DeadLetter,
@@ -39,6 +37,9 @@ from schemas.events import (
     TriggerEvent,
 )
 from schemas.topics import TopicNames
+from standins.calltasks import CallTaskReceiver
+from standins.mailbox import Mailbox
+from standins.twilio import TwilioStandIn
 
 SMS_FROM = "+37052000000"
 FRONT_DESK = "front-desk@clinic.example"
@@ -60,10 +61,11 @@ class DemoConfig:
     show_progress: bool = True
     startup_lead: float = 15.0  # real seconds the services get before the clinic opens
     settle: float = 4.0  # real seconds for in-flight messages after the last virtual day
+    settle_limit: float = 60.0  # then at most this long for the consumers to catch up
     sms_provider: str = "primary"
     unreported_call_share: float = 0.3
-    # Latency from a service's decision to a stand-in's receipt, in real seconds: the checks
-    # on receipt times (quiet hours, after opt-out) allow this much times the speed.
+    # The instant between a service stamping a fact and acting on it, in real seconds; the
+    # checks, which judge by the services' stamps, allow this much times the speed.
     tolerance_real_seconds: float = 0.5
     keep_runs: int = 3  # earlier runs' captures kept under output/
 
@@ -203,7 +205,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         )
         try:
             await simulation.run(until=scenario.end)
-            await asyncio.sleep(config.settle)
+            await settle(config, deployment, session)
         finally:
             progress.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -215,7 +217,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         dump_events(run_dir / "events", everything)
         observed = report.within(everything, scenario.end)
         tolerance = timedelta(seconds=config.tolerance_real_seconds * config.speed)
-        findings = report.check(observed, scenario, FirstSteps.load(), tolerance)
+        findings = report.check(observed, scenario, load_policy(), tolerance)
         computed = report.compute(observed, scenario)
         computed["run"] = {
             "run_id": run_id,
@@ -224,6 +226,10 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             "clinic_actions_failed": len(simulation.progress.errors),
             "simulation_errors": simulation.progress.errors[:50],
             "services_alive": deployment.alive(),
+            # The longest trigger -> case delay: how far CPU load stretched the pipeline.
+            "pipeline_hop_virtual_minutes": round(
+                report.hop_delay(observed).total_seconds() / 60, 1
+            ),
         }
         report.write_json(config.output / "report.json", computed, findings, where)
         report.write_json(run_dir / "report.json", computed, findings, where)
@@ -239,7 +245,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         )
         return result
     finally:
-        deployment.stop()
+        await deployment.stop()
         await rig.close()
         await session.close()
         await standins.stop()
@@ -261,11 +267,13 @@ async def observe(
     mailbox: Mailbox,
     calltasks: CallTaskReceiver,
 ) -> Observed:
-    appointments, _ = await read_topic(config.kafka, topics.appointments, AppointmentEvent)
-    triggers, _ = await read_topic(config.kafka, topics.triggers, TriggerEvent)
-    notifications, _ = await read_topic(config.kafka, topics.notifications, NotificationCommand)
-    outcomes, _ = await read_topic(config.kafka, topics.outcomes, OutcomeEvent)
-    dead, _ = await read_topic(config.kafka, topics.deadletter, DeadLetter)
+    appointments, _ = await read_events_to_end(config.kafka, topics.appointments, AppointmentEvent)
+    triggers, _ = await read_events_to_end(config.kafka, topics.triggers, TriggerEvent)
+    notifications, _ = await read_events_to_end(
+        config.kafka, topics.notifications, NotificationCommand
+    )
+    outcomes, _ = await read_events_to_end(config.kafka, topics.outcomes, OutcomeEvent)
+    dead, _ = await read_events_to_end(config.kafka, topics.deadletter, DeadLetter)
     metrics = {}
     for service in SERVICES:
         text = await fetch_text(session, f"{deployment.url(service)}/metrics")
@@ -273,6 +281,7 @@ async def observe(
         (run_dir / f"metrics-{service}.txt").write_text(text)
         metrics[service] = Metrics.parse(text)
     cases = await fetch_cases(session, deployment.url("scheduler"), token)
+    details = await fetch_case_details(session, deployment.url("scheduler"), token, cases or [])
     return Observed(
         appointments=appointments,
         triggers=triggers,
@@ -281,12 +290,31 @@ async def observe(
         dead_letters=len(dead),
         sms=list(sms.records),
         replies=list(sms.replies),
-        mail=list(mailbox.messages),
-        call_tasks=list(calltasks.tasks),
+        mail=list(mailbox.records),
+        call_tasks=list(calltasks.captured),
         call_tasks_refused=calltasks.refused,
         metrics=metrics,
         cases=cases,
+        case_details=details,
     )
+
+
+async def settle(
+    config: DemoConfig, deployment: Deployment, session: aiohttp.ClientSession
+) -> None:
+    """Let in-flight messages land: ``config.settle`` seconds, then until every service's
+    consumers have caught up (lag 0 twice in a row), however long a busy machine needs,
+    up to ``config.settle_limit``."""
+    await asyncio.sleep(config.settle)
+    deadline = time.monotonic() + config.settle_limit
+    quiet = 0
+    while quiet < 2 and time.monotonic() < deadline:
+        lag = 0.0
+        for service in SERVICES:
+            text = await fetch_text(session, f"{deployment.url(service)}/metrics")
+            lag += Metrics.parse(text).total("followup_kafka_consumer_lag")
+        quiet = quiet + 1 if lag == 0 else 0
+        await asyncio.sleep(0.5)
 
 
 def prune_runs(output: Path, keep: int) -> None:
@@ -336,8 +364,9 @@ async def show_progress(
             continue
         line = (
             f"day {day:5.1f}/{scenario.days} {now:%a %d %b %H:%M}  "
-            f"clinic actions {sum(p.actions.values()):4d}  call tasks {len(calltasks.tasks):3d}  "
-            f"sms {len(sms.records):3d}  mail {len(mailbox.messages):3d}  "
+            f"clinic actions {sum(p.actions.values()):4d}  "
+            f"call tasks {len(calltasks.captured):3d}  "
+            f"sms {len(sms.records):3d}  mail {len(mailbox.records):3d}  "
             f"reported {sum(p.call_reports.values()):3d}  rebooked {p.rebookings:3d}  "
             f"STOP {p.replies:2d}  errors {len(p.errors)}"
         )

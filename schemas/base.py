@@ -9,10 +9,16 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION: Literal[1] = 1
 
-# Ids are opaque to us; the pattern keeps them safe in keys, logs and SQL without quoting.
+# Ids are the hospital's opaque strings, kept as it spells them (`OR 4`, `A2^HIS` split
+# already): bounded, no control characters, no surrounding blanks. SQL takes them as
+# parameters and logs as values, so nothing more is needed to keep them safe.
 Id = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]*$"),
+    StringConstraints(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
+    ),
 ]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 LongText = Annotated[str, StringConstraints(max_length=4000)]

@@ -41,6 +41,11 @@ AppointmentChange = Literal[
     "booked", "rescheduled", "modified", "cancelled", "deleted", "noshow", "status_changed"
 ]
 
+# Statuses with which an event may name a visit by its id alone (no start).
+ENDS_A_VISIT = frozenset(
+    {"arrived", "checked-in", "fulfilled", "cancelled", "noshow", "entered-in-error"}
+)
+
 
 class AppointmentEvent(Envelope):
     """The canonical state of one appointment after a change (a full snapshot, not a diff)."""
@@ -48,8 +53,18 @@ class AppointmentEvent(Envelope):
     type: Literal["appointment"] = "appointment"
     change: AppointmentChange
     appointment_id: Id
+    other_ids: list[Id] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Other ids of the same visit (HL7: the placer id beside the filler id); "
+        "a later event naming any of them acts on the same visit.",
+    )
     patient_id: Id
-    start: AwareDatetime
+    start: AwareDatetime | None = Field(
+        default=None,
+        description="Required unless the event ends a visit already known by its id "
+        "(status arrived, checked-in, fulfilled, cancelled, noshow or entered-in-error).",
+    )
     end: AwareDatetime | None = None
     timezone: TimeZoneName = Field(description="The clinic's zone for this visit.")
     department: Id
@@ -64,6 +79,10 @@ class AppointmentEvent(Envelope):
 
     @model_validator(mode="after")
     def _end_after_start(self) -> AppointmentEvent:
+        if self.start is None:
+            if self.status not in ENDS_A_VISIT:
+                raise ValueError(f"start is required for status {self.status}")
+            return self
         if self.end is not None and self.end < self.start:
             raise ValueError("end is before start")
         return self
@@ -90,7 +109,11 @@ class TreatmentPlanEvent(Envelope):
     patient_id: Id
     department: Id
     timezone: TimeZoneName
-    responsible_practitioner_id: Id
+    responsible_practitioner_id: Id | None = Field(
+        default=None,
+        description="The doctor answerable for the plan (escalations go to them); none when"
+        " the source names no practitioner (FHIR CarePlan.author is optional).",
+    )
     supervisor_id: Id | None = None
     stages: list[TreatmentStage] = Field(min_length=1, max_length=50)
 
@@ -111,6 +134,11 @@ class ChannelConsent(Contract):
     call: bool = True
 
 
+ContactField = Literal[
+    "given_name", "family_name", "phone", "email", "language", "timezone", "consent", "status"
+]
+
+
 class ContactEvent(Envelope):
     """Who the patient is and how to reach them. Read by the notifier alone."""
 
@@ -124,6 +152,13 @@ class ContactEvent(Envelope):
     timezone: TimeZoneName
     consent: ChannelConsent = ChannelConsent()
     status: Literal["active", "deceased", "transferred_out"] = "active"
+    fields_sent: list[ContactField] | None = Field(
+        default=None,
+        max_length=8,
+        description="null: a full snapshot (every field as given). A list: only these fields "
+        "carry news (a null among them clears the stored value); the others keep what is "
+        "stored, as HL7 v2 leaves out what it does not send.",
+    )
 
 
 # --- followup.patients (ids and status only) ---------------------------------------------
@@ -161,6 +196,10 @@ class TriggerEvent(Envelope):
     stage_deadline: AwareDatetime | None = None
     case_id: Id | None = Field(default=None, description="For unanswered_call: the case.")
     detected_at: AwareDatetime
+    patient_timezone: TimeZoneName | None = Field(
+        default=None,
+        description="The patient's own zone (quiet hours), when known; `timezone` is the clinic's.",
+    )
 
 
 # --- followup.notifications --------------------------------------------------------------

@@ -18,6 +18,9 @@ import aiohttp
 import yarl
 from aiohttp import web
 
+from services.notifier.sms_text import segment_count
+from standins import serve
+
 
 def sign(auth_token: str, url: str, params: dict[str, str]) -> str:
     payload = url + "".join(f"{k}{params[k]}" for k in sorted(params))
@@ -58,10 +61,7 @@ class SmsProviderStandIn:
         self._failures.extend([(status, code)] * times)
 
     async def start(self, port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve(self.app, "127.0.0.1", port)
         return self.base_url
 
     async def stop(self) -> None:
@@ -100,7 +100,7 @@ class SmsProviderStandIn:
                 "from": from_,
                 "body": body,
                 "status": "queued",
-                "num_segments": "1",
+                "num_segments": str(segment_count(body)[1]),
                 "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json",
             },
             status=201,

@@ -84,11 +84,11 @@ async def simulate(args: argparse.Namespace) -> int:
         p = simulation.progress
         summary = {
             "clinic_actions": dict(p.actions),
-            "call_tasks_received": len(standins.calltasks.tasks),
+            "call_tasks_received": len(standins.calltasks.captured),
             "call_results_reported": dict(p.call_reports),
             "sms_received": len(standins.sms.records),
             "replies_sent": p.replies,
-            "mail_received": len(standins.mailbox.messages),
+            "mail_received": len(standins.mailbox.records),
             "rebookings": p.rebookings,
             "errors": p.errors[:20],
         }

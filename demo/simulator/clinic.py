@@ -38,9 +38,9 @@ from demo.scenario import (
 from demo.simulator import canonical
 from demo.simulator.feeds import ClinicFeed
 from demo.simulator.patients import PatientLog, decide_call, decide_sms_reply
-from demo.standins.calltasks import ReceivedTask
-from demo.standins.twilio import SmsRecord, TwilioStandIn
 from schemas.topics import TopicNames
+from standins.calltasks import ReceivedTask
+from standins.twilio import SmsRecord, TwilioStandIn
 
 log = get_logger(__name__)
 

@@ -17,10 +17,10 @@ from demo.scenario import IngestPath, Scenario
 from demo.simulator.clinic import NotifierDesk, Simulation
 from demo.simulator.feeds import ClinicFeed, FhirFeed, Hl7Feed, JsonFeed
 from demo.simulator.hl7v2 import MllpSender
-from demo.standins.calltasks import CallTaskReceiver
-from demo.standins.mailbox import Mailbox
-from demo.standins.twilio import TwilioStandIn
 from schemas.topics import TopicNames
+from standins.calltasks import CallTaskReceiver
+from standins.mailbox import Mailbox
+from standins.twilio import TwilioStandIn
 
 
 @dataclass(frozen=True)

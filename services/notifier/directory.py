@@ -17,18 +17,19 @@ class Directory:
 
     async def record_contact(self, event: ContactEvent) -> None:
         # Compacted topic, possibly replayed: an older snapshot never overwrites a newer one.
+        # A partial event (fields_sent, as HL7 sends) changes only the fields it names.
         await self._pool.execute(
-            """INSERT INTO contacts (patient_id, given_name, family_name, phone_raw, phone_e164,
+            f"""INSERT INTO contacts (patient_id, given_name, family_name, phone_raw, phone_e164,
                    email, language, timezone, consent_sms, consent_email, consent_call, status,
                    occurred_at, event_id)
                VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)
                ON CONFLICT (patient_id) DO UPDATE SET
-                   given_name=EXCLUDED.given_name, family_name=EXCLUDED.family_name,
-                   phone_raw=EXCLUDED.phone_raw, phone_e164=EXCLUDED.phone_e164,
-                   email=EXCLUDED.email, language=EXCLUDED.language,
-                   timezone=EXCLUDED.timezone, consent_sms=EXCLUDED.consent_sms,
-                   consent_email=EXCLUDED.consent_email, consent_call=EXCLUDED.consent_call,
-                   status=EXCLUDED.status, occurred_at=EXCLUDED.occurred_at,
+                   {_merge("given_name", "given_name")}, {_merge("family_name", "family_name")},
+                   {_merge("phone", "phone_raw")}, {_merge("phone", "phone_e164")},
+                   {_merge("email", "email")}, {_merge("language", "language")},
+                   {_merge("timezone", "timezone")}, {_merge("consent", "consent_sms")},
+                   {_merge("consent", "consent_email")}, {_merge("consent", "consent_call")},
+                   {_merge("status", "status")}, occurred_at=EXCLUDED.occurred_at,
                    event_id=EXCLUDED.event_id
                WHERE contacts.occurred_at <= EXCLUDED.occurred_at""",
             event.patient_id,
@@ -45,6 +46,7 @@ class Directory:
             event.status,
             event.occurred_at,
             event.event_id,
+            event.fields_sent,
         )
 
     async def record_patient_status(self, event: PatientStatusEvent) -> None:
@@ -136,3 +138,11 @@ class Directory:
             "SELECT patient_id FROM contacts WHERE email = $1 ORDER BY patient_id", email.lower()
         )
         return [r["patient_id"] for r in rows]
+
+
+def _merge(field: str, column: str) -> str:
+    """SET clause: the event's value when it is a full snapshot or names ``field``."""
+    return (
+        f"{column} = CASE WHEN $15::text[] IS NULL OR '{field}' = ANY($15::text[]) "
+        f"THEN EXCLUDED.{column} ELSE contacts.{column} END"
+    )

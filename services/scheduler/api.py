@@ -20,11 +20,12 @@ from common.codec import describe
 from common.http import bearer_token_ok
 from schemas.base import Id, TriggerKind
 from schemas.events import OutcomeKind
+from services.scheduler.case import CaseState
 from services.scheduler.cases import RESULTS
 from services.scheduler.ledger import CaseLedger, OutcomeCorrection
 
 Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
-STATES = ("open", "contacting", "escalating", "closed")
+STATES = tuple(state.value for state in CaseState)
 CASE_COLUMNS = (
     "case_id, patient_id, reason, department, timezone, state, resolution, trigger_event_id, "
     "opened_at, closed_at, appointment_id, appointment_start, practitioner_id, supervisor_id, "

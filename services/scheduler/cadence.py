@@ -13,7 +13,8 @@ The rules, in order:
 1. Once an escalation was made, the case only waits for it: a handled escalation closes
    the case as escalated; an unanswered one goes to the supervisor once; then it closes.
 2. No usable channel left: opted out of everything usable -> closed as opted out; else the
-   patient cannot be reached (escalated when a stage deadline is at stake).
+   patient cannot be reached: escalated to the doctor (or supervisor) whenever there is
+   one, deadline or not, so somebody finds a way; closed unreachable only without anyone.
 3. ``max_attempts`` follow-ups made: unreachable (escalated when a stage deadline is at
    stake), once the last attempt has had its chance (its call window has ended).
 4. Otherwise the next step: wait the step's delay after the previous attempt (on the
@@ -22,6 +23,10 @@ The rules, in order:
    or email goes outside quiet hours. When the step's channel is impossible the fallback
    order picks another.
    A step held (frequency cap, conversation in progress) waits until ``not_before``.
+   An attempt the notifier refused (``channel_impossible``) never reached the patient: it
+   does not count as a step made, so the same step goes at once to a channel still possible.
+   Business hours and call slots are the clinic's (its zone); quiet hours are the
+   patient's (``patient_timezone`` when known, else the clinic's zone).
    A patient who answered and asked to be called back gets a call task: at the time asked
    for (in business hours) when one was given and it is before the last useful moment,
    else at the next step's time; even after ``max_attempts`` (the patient is reachable).
@@ -42,6 +47,7 @@ from zoneinfo import ZoneInfo
 
 from schemas.base import Channel, TriggerKind
 from schemas.events import OutcomeKind
+from schemas.vocabulary import NOT_A_RESULT, UNANSWERED, PlanningMove
 from services.scheduler.policy import WEEKDAYS, CadenceRules
 
 Purpose = Literal["follow_up", "escalation"]
@@ -55,12 +61,11 @@ Resolution = Literal[
     "superseded",
     "deceased",
     "transferred_out",
+    "cleared",  # later input showed the trigger's fact false (the patient attended)
 ]
-MoveReason = Literal["quiet_hours", "business_hours"]
+MoveReason = PlanningMove
 EscalationReason = Literal["deadline", "attempts_exhausted", "no_channel", "unanswered"]
 
-# Call results that mean "nobody picked up": the next call goes to another slot of the day.
-UNANSWERED: frozenset[OutcomeKind] = frozenset({"no_answer", "busy", "voicemail"})
 # An escalation that failed this way goes on to the supervisor.
 ESCALATION_NOT_HANDLED: frozenset[OutcomeKind] = UNANSWERED | {
     "failed",
@@ -68,8 +73,6 @@ ESCALATION_NOT_HANDLED: frozenset[OutcomeKind] = UNANSWERED | {
     "wrong_number",
     "bounced",
 }
-# Receipts: the message or task arrived, nobody has acted on it yet.
-DELIVERED: frozenset[OutcomeKind] = frozenset({"task_created", "sent", "delivered"})
 # Failures that say nothing about the channel itself.
 PASSING_FAILURES = frozenset({"quiet_hours"})
 SEARCH_DAYS = 14
@@ -91,6 +94,13 @@ class AttemptRecord:
     escalate_to: str | None = None
     # For the outcome callback_requested: when the patient asked to be called, if said.
     callback_at: datetime | None = None
+    # Stored with the attempt; the cadence does not read them.
+    template: str = ""
+    step_index: int | None = None
+    tightened: bool = False
+    outcome_detail: str | None = None
+    outcome_at: datetime | None = None
+    withdrawn_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,8 @@ class CaseView:
     impossible: frozenset[Channel] = frozenset()
     # A frequency cap or a conversation in progress holds the next step until then.
     not_before: datetime | None = None
+    # The patient's own zone, for quiet hours; None: the clinic's ``timezone``.
+    patient_timezone: str | None = None
 
 
 # --- decisions -------------------------------------------------------------------------
@@ -144,7 +156,8 @@ Decision = PlanAttempt | Escalate | Close
 def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decision:
     now = now.astimezone(UTC)
     zone = ZoneInfo(case.timezone)
-    made = [a for a in case.attempts if a.state == "fired"]
+    patient_zone = ZoneInfo(case.patient_timezone) if case.patient_timezone else zone
+    made = [a for a in case.attempts if a.state == "fired" and not refused(a)]
     escalations = [a for a in made if a.purpose == "escalation"]
     if escalations:
         return _after_escalation(rules, case, escalations, zone, now)
@@ -192,7 +205,7 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
     order = [first, *[c for c in rules.fallback if c != first]]
     order = [c for c in order if c in usable] or usable
     avoid = _slot_to_avoid(rules, follow_ups, zone)
-    placed = _place(rules, order[0], zone, candidate, avoid)
+    placed = _place(rules, order[0], zone, patient_zone, candidate, avoid)
     if _in_time(placed, last_useful):
         moved = _moved_by(rules, order[0], zone, candidate, placed[0])
         return _plan(
@@ -200,7 +213,7 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
         )
     for channel in order:
         # Too late for the step as written: the earliest allowed moment on any channel.
-        placed = _place(rules, channel, zone, earliest, avoid)
+        placed = _place(rules, channel, zone, patient_zone, earliest, avoid)
         if _in_time(placed, last_useful):
             moved = _moved_by(rules, channel, zone, earliest, placed[0])
             return _plan(rules, case, channel, placed, step_index, True, last_useful, moved)
@@ -251,6 +264,11 @@ def lost_channels(outcome: OutcomeKind, channel: Channel, detail: str | None) ->
     return frozenset({channel})
 
 
+def refused(attempt: AttemptRecord) -> bool:
+    """The notifier refused the attempt before it reached anyone (no phone, no email, ...)."""
+    return attempt.outcome == "channel_impossible"
+
+
 # --- the pieces ------------------------------------------------------------------------
 
 
@@ -262,7 +280,7 @@ def _after_escalation(
     now: datetime,
 ) -> Decision:
     last = escalations[-1]
-    handled = last.outcome not in ESCALATION_NOT_HANDLED | DELIVERED | {None}
+    handled = last.outcome not in ESCALATION_NOT_HANDLED | NOT_A_RESULT | {None}
     if handled:
         return Close("escalated", now)
     unanswered = last.outcome in ESCALATION_NOT_HANDLED
@@ -280,9 +298,11 @@ def _escalate_or_close(
     at: datetime,
     zone: ZoneInfo,
 ) -> Decision:
-    # Without a stage deadline nothing clinical is at stake beyond the visit itself.
+    # Without a stage deadline nothing clinical is at stake beyond the visit itself; but a
+    # patient no channel can reach goes to a person, who may find a number.
     target = case.practitioner_id or case.supervisor_id or rules.escalation.supervisor_id
-    if case.stage_deadline is None or target is None:
+    at_stake = case.stage_deadline is not None or reason == "no_channel"
+    if not at_stake or target is None:
         return Close("unreachable", at)
     return _escalation(rules, target, reason, at, zone)
 
@@ -447,8 +467,13 @@ def _place_message(
 
 
 def _place(
-    rules: CadenceRules, channel: Channel, zone: ZoneInfo, earliest: datetime, avoid: str | None
+    rules: CadenceRules,
+    channel: Channel,
+    clinic_zone: ZoneInfo,
+    patient_zone: ZoneInfo,
+    earliest: datetime,
+    avoid: str | None,
 ) -> tuple[datetime, datetime] | None:
     if channel == "call_task":
-        return _place_call(rules, zone, earliest, avoid)
-    return _place_message(rules, channel, zone, earliest)
+        return _place_call(rules, clinic_zone, earliest, avoid)
+    return _place_message(rules, channel, patient_zone, earliest)

@@ -1,6 +1,6 @@
 """Case rules that are not cadence: identities, what a booking closes, the commands we send.
 
-Plain functions of data; the ledger (SQL) calls them. No I/O here.
+Plain functions of data; the ``Case`` (case.py) calls them. No I/O here.
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ def booking_resolution(case: CaseFacts, booking: AppointmentEvent) -> Resolution
     """
     if booking.status not in BOOKED_STATUSES or booking.change in ("cancelled", "deleted"):
         return None
+    if booking.start is None:
+        return None  # a known visit named by its id alone (an arrival), not a new booking
     if booking.patient_id != case.patient_id:
         return None
     if case.appointment_id == booking.appointment_id and booking.status != "booked":

@@ -18,8 +18,9 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from schemas.base import Channel
+from schemas.vocabulary import FiringHold
 
-HoldRule = Literal["frequency_cap", "conversation_open"]
+HoldRule = FiringHold
 ChannelClass = Literal["message", "call"]
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)

@@ -1,19 +1,21 @@
-"""The case ledger in PostgreSQL: the SQL adapter around the cadence engine.
+"""The case ledger in PostgreSQL: loading and saving cases, nothing else.
 
-Every handler is one short transaction that locks the case rows it changes, asks the pure
-core (``cadence``, ``cases``) what to do, and writes the result. Consumed events are noted
-in ``processed_events`` so a redelivered message changes nothing; commands go to the
-``outbox`` in the same transaction as the attempt that caused them. Metrics are counted
-only after the transaction committed.
+Every handler is one short transaction: note the consumed event in ``processed_events``
+(a redelivery changes nothing), load the cases it concerns locked ``FOR UPDATE`` with
+their attempts in as few statements as possible, call one transition of the pure ``Case``
+(``case.py``), and save what changed. ``_Batch`` writes the difference: one
+``executemany`` per statement, in a fixed order, just before commit; nothing is read back
+in between, so no write has to be flushed by hand. Commands go to the ``outbox`` in the
+same transaction as the attempt that caused them; metrics are counted after commit.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias, cast
 
@@ -27,35 +29,25 @@ from schemas.base import Channel
 from schemas.events import (
     CALL_RESULTS,
     AppointmentEvent,
-    NotificationCommand,
     OutcomeEvent,
-    OutcomeKind,
     PatientStatusEvent,
     TreatmentPlanEvent,
     TriggerEvent,
 )
 from services.scheduler import metrics
-from services.scheduler.cadence import (
-    AttemptRecord,
-    CaseView,
-    Close,
-    Escalate,
-    PlanAttempt,
-    Resolution,
-    lost_channels,
-    next_decision,
-    outcome_effect,
+from services.scheduler.cadence import AttemptRecord
+from services.scheduler.case import (
+    Case,
+    CaseState,
+    Context,
+    Correction,
+    CorrectionResult,
+    KnownVisit,
+    Tally,
+    opted_channels,
+    why_not_open,
 )
-from services.scheduler.cases import (
-    CaseFacts,
-    booking_resolution,
-    build_command,
-    case_id_for,
-    parse_idempotency_key,
-    should_record,
-    task_still_out,
-    withdrawal_key,
-)
+from services.scheduler.cases import parse_idempotency_key
 from services.scheduler.guards import (
     WEEK,
     ContactRules,
@@ -69,64 +61,288 @@ from services.scheduler.policy import CadencePolicy
 log = get_logger(__name__)
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 Record: TypeAlias = asyncpg.Record
-AfterCommit = list[Callable[[], None]]
+OutcomeCorrection = Correction  # the API's name for it
+
+__all__ = ["CaseLedger", "Conn", "CorrectionResult", "OutcomeCorrection"]
+
+# --- statements ----------------------------------------------------------------------------
+
+
+def _noted(topic: str) -> str:
+    """A CTE noting the consumed event ($1 its id, $2 now) in the handler's first statement:
+    ``EXISTS (SELECT 1 FROM noted)`` says it is the first time."""
+    return (
+        "WITH noted AS (INSERT INTO processed_events (topic, event_id, processed_at) "
+        f"VALUES ('{topic}', $1, $2) ON CONFLICT DO NOTHING RETURNING 1)"
+    )
+
+
+# A case row with its attempts as one JSON array: one statement loads and locks both.
+CASES_WITH_ATTEMPTS = """
+    SELECT c.*, (SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.attempt_number), '[]')
+                   FROM attempts a WHERE a.case_id = c.case_id) AS attempts_json
+      FROM cases c WHERE {where} ORDER BY c.case_id FOR UPDATE OF c"""
+# The patient's open cases ($1: the patient); the literal matches the partial indexes.
+OPEN_OF_PATIENT = "c.patient_id = $1 AND c.state <> 'closed'"
+INSERT_CASE = """
+    INSERT INTO cases (case_id, patient_id, reason, department, timezone, state,
+        trigger_event_id, fact_at, opened_at, appointment_id, appointment_start,
+        practitioner_id, supervisor_id, plan_id, stage_id, stage_name, doctor_notes,
+        stage_deadline, patient_timezone, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+        $19, $20)
+    ON CONFLICT DO NOTHING RETURNING case_id"""
+
+
+def _unnest(*types: str) -> str:
+    """``unnest($1::t1[], $2::t2[], ...)``: a batch's rows as column arrays, so a statement
+    runs once for all of them (cheaper for the server than one execution per row)."""
+    return "unnest(" + ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1)) + ")"
+
+
+# The channels travel as one comma-separated text: unnest flattens arrays of arrays.
+UPDATE_CASE = f"""
+    UPDATE cases c SET state = v.state, resolution = v.resolution, closed_at = v.closed_at,
+        supervisor_id = v.supervisor_id, stage_deadline = v.stage_deadline,
+        impossible_channels = string_to_array(v.impossible, ','),
+        first_contact_at = v.first_contact_at, review_at = v.review_at,
+        updated_at = v.updated_at
+      FROM {
+    _unnest(
+        "text",
+        "text",
+        "text",
+        "timestamptz",
+        "text",
+        "timestamptz",
+        "text",
+        "timestamptz",
+        "timestamptz",
+        "timestamptz",
+    )
+}
+        AS v(case_id, state, resolution, closed_at, supervisor_id, stage_deadline, impossible,
+             first_contact_at, review_at, updated_at)
+     WHERE c.case_id = v.case_id"""
+_ATTEMPT_COLUMNS = (
+    "purpose, channel, template, escalate_to, state, step_index, tightened, planned_at, "
+    "window_end, fired_at, outcome, outcome_detail, outcome_at, withdrawn_at, callback_at"
+)
+_ATTEMPTS = _unnest(
+    "text", "int", "text", "text", "text", "text", "text", "int", "bool", "timestamptz",
+    "timestamptz", "timestamptz", "text", "text", "timestamptz", "timestamptz", "timestamptz",
+)  # fmt: skip
+INSERT_ATTEMPT = f"""
+    INSERT INTO attempts (case_id, attempt_number, {_ATTEMPT_COLUMNS})
+    SELECT * FROM {_ATTEMPTS}"""
+UPDATE_ATTEMPT = f"""
+    UPDATE attempts a SET purpose = v.purpose, channel = v.channel, template = v.template,
+        escalate_to = v.escalate_to, state = v.state, step_index = v.step_index,
+        tightened = v.tightened, planned_at = v.planned_at, window_end = v.window_end,
+        fired_at = v.fired_at, outcome = v.outcome, outcome_detail = v.outcome_detail,
+        outcome_at = v.outcome_at, withdrawn_at = v.withdrawn_at, callback_at = v.callback_at
+      FROM {_ATTEMPTS} AS v(case_id, attempt_number, {_ATTEMPT_COLUMNS})
+     WHERE a.case_id = v.case_id AND a.attempt_number = v.attempt_number"""
+DELETE_ATTEMPT = "DELETE FROM attempts WHERE case_id = $1 AND attempt_number = $2"
+# Rows keep the batch's order (history and outbox ids follow it).
+INSERT_HISTORY = f"""
+    INSERT INTO case_history (case_id, at, event, state, detail)
+    SELECT case_id, at, event, state, detail::jsonb
+      FROM {_unnest("text", "timestamptz", "text", "text", "text")}
+        AS v(case_id, at, event, state, detail)"""
+INSERT_OUTBOX = f"""
+    INSERT INTO outbox (idempotency_key, patient_id, payload, created_at)
+    SELECT k, p, d::jsonb, t FROM {_unnest("text", "text", "text", "timestamptz")} AS v(k, p, d, t)
+    ON CONFLICT (idempotency_key) DO NOTHING"""
+INSERT_CONTACT = f"""
+    INSERT INTO contact_log (case_id, attempt_number, patient_id, channel_class, sent_at)
+    SELECT * FROM {_unnest("text", "int", "text", "text", "timestamptz")}
+    ON CONFLICT DO NOTHING"""
+DELETE_CONTACT = "DELETE FROM contact_log WHERE case_id = $1 AND attempt_number = $2"
+# Written once per batch from column arrays; the others (rare deletes) row by row.
+BULK = frozenset({UPDATE_CASE, INSERT_ATTEMPT, UPDATE_ATTEMPT, INSERT_HISTORY, INSERT_OUTBOX,
+                  INSERT_CONTACT})  # fmt: skip
+
+# The order the batch writes in: rows are unique per statement, deletes before inserts.
+ORDER = (
+    DELETE_ATTEMPT,
+    UPDATE_ATTEMPT,
+    INSERT_ATTEMPT,
+    UPDATE_CASE,
+    INSERT_HISTORY,
+    INSERT_OUTBOX,
+    DELETE_CONTACT,
+    INSERT_CONTACT,
+)
+
+
+# --- rows to cases and back -------------------------------------------------------------------
+
+
+def _when(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
+def to_attempt(row: Mapping[str, Any]) -> AttemptRecord:
+    return AttemptRecord(
+        number=row["attempt_number"],
+        purpose=row["purpose"],
+        channel=row["channel"],
+        state=row["state"],
+        planned_at=cast(datetime, _when(row["planned_at"])),
+        window_end=cast(datetime, _when(row["window_end"])),
+        fired_at=_when(row["fired_at"]),
+        outcome=row["outcome"],
+        escalate_to=row["escalate_to"],
+        callback_at=_when(row["callback_at"]),
+        template=row["template"],
+        step_index=row["step_index"],
+        tightened=row["tightened"],
+        outcome_detail=row["outcome_detail"],
+        outcome_at=_when(row["outcome_at"]),
+        withdrawn_at=_when(row["withdrawn_at"]),
+    )
+
+
+def to_case(row: Record, attempts: Iterable[AttemptRecord] | None = None) -> Case:
+    if attempts is None:
+        attempts = [to_attempt(a) for a in json.loads(row["attempts_json"])]
+    return Case(
+        case_id=row["case_id"],
+        patient_id=row["patient_id"],
+        reason=row["reason"],
+        department=row["department"],
+        timezone=row["timezone"],
+        state=CaseState(row["state"]),
+        trigger_event_id=row["trigger_event_id"],
+        fact_at=row["fact_at"],
+        opened_at=row["opened_at"],
+        updated_at=row["updated_at"],
+        resolution=row["resolution"],
+        closed_at=row["closed_at"],
+        appointment_id=row["appointment_id"],
+        appointment_start=row["appointment_start"],
+        practitioner_id=row["practitioner_id"],
+        supervisor_id=row["supervisor_id"],
+        plan_id=row["plan_id"],
+        stage_id=row["stage_id"],
+        stage_name=row["stage_name"],
+        doctor_notes=row["doctor_notes"],
+        stage_deadline=row["stage_deadline"],
+        patient_timezone=row["patient_timezone"],
+        impossible=opted_channels(row["impossible_channels"]),
+        first_contact_at=row["first_contact_at"],
+        review_at=row["review_at"],
+        attempts=list(attempts),
+    ).loaded()
+
+
+def _attempt_args(case_id: str, a: AttemptRecord) -> tuple[Any, ...]:
+    return (
+        case_id,
+        a.number,
+        a.purpose,
+        a.channel,
+        a.template,
+        a.escalate_to,
+        a.state,
+        a.step_index,
+        a.tightened,
+        a.planned_at,
+        a.window_end,
+        a.fired_at,
+        a.outcome,
+        a.outcome_detail,
+        a.outcome_at,
+        a.withdrawn_at,
+        a.callback_at,
+    )
+
+
+@dataclass
+class _Batch:
+    """What a transaction writes, one ``executemany`` per statement before commit. Each
+    case is added once, after its transition."""
+
+    now: datetime
+    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
+    tallies: list[Tally] = field(default_factory=list)
+
+    def add(self, case: Case) -> None:
+        attempts = case.attempt_changes()
+        for number in attempts.deleted:
+            self.rows[DELETE_ATTEMPT].append((case.case_id, number))
+        for a in attempts.updated:
+            self.rows[UPDATE_ATTEMPT].append(_attempt_args(case.case_id, a))
+        for a in attempts.inserted:
+            self.rows[INSERT_ATTEMPT].append(_attempt_args(case.case_id, a))
+        row = case.changed_row()
+        if row is not None:
+            columns = list(row)
+            columns[5] = ",".join(columns[5])  # impossible channels: see UPDATE_CASE
+            self.rows[UPDATE_CASE].append((case.case_id, *columns, case.updated_at))
+        changes = case.changes
+        for h in changes.history:
+            entry = (case.case_id, self.now, h.event, h.state.value, json.dumps(h.detail))
+            self.rows[INSERT_HISTORY].append(entry)
+        for command in changes.commands:
+            payload = encode(command).decode()
+            key = command.idempotency_key
+            self.rows[INSERT_OUTBOX].append((key, command.patient_id, payload, self.now))
+        for number in changes.uncounted:
+            self.rows[DELETE_CONTACT].append((case.case_id, number))
+        for c in changes.contacts:
+            contact = (case.case_id, c.attempt_number, case.patient_id, channel_class(c.channel))
+            self.rows[INSERT_CONTACT].append((*contact, c.at))
+        self.tallies += changes.tallies
+
+    async def write(self, conn: Conn) -> None:
+        for sql in ORDER:
+            rows = self.rows.get(sql)
+            if not rows:
+                continue
+            if sql in BULK:
+                await conn.execute(sql, *(list(column) for column in zip(*rows, strict=True)))
+            else:
+                await conn.executemany(sql, rows)
+        self.rows.clear()
+
+
+_COUNTERS: dict[str, Any] = {
+    "opened": metrics.CASES_OPENED,
+    "closed": metrics.CASES_CLOSED,
+    "planned": metrics.ATTEMPTS_PLANNED,
+    "fired": metrics.ATTEMPTS_FIRED,
+    "escalation": metrics.ESCALATIONS,
+    "held": metrics.HELD,
+}
+_PLAIN: dict[str, Any] = {
+    "deadline_miss": metrics.DEADLINE_MISSES,
+    "correction": metrics.CORRECTIONS,
+}
+_HISTOGRAMS: dict[str, Any] = {
+    "lateness": metrics.FIRING_LATENESS,
+    "first_contact": metrics.TIME_TO_FIRST_CONTACT,
+}
+
+
+def _count(tally: Tally) -> None:
+    m = tally.metric
+    if m in _COUNTERS:
+        _COUNTERS[m].labels(tally.label).inc()
+    elif m in _HISTOGRAMS:
+        _HISTOGRAMS[m].observe(tally.value)
+    else:
+        _PLAIN[m].inc()
 
 
 @dataclass(frozen=True)
 class Tx:
     conn: Conn
     now: datetime
-    after: AfterCommit
-    # Writes sent together, one round trip per statement instead of one per row: history,
-    # outbox and contact-log inserts (nobody reads them back), and the per-attempt writes of
-    # firing and planning (attempt fired or cancelled, case contacted, next attempt planned).
-    # Statements are not kept in order among themselves, so reading a case or its attempts
-    # (``_lock_case``, ``_attempts``, ``_lock_open_cases``) and a direct write to a row that
-    # may have a pending write (closing, escalating, holding) flushes first.
-    pending: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
-
-    def write_later(self, sql: str, *args: Any) -> None:
-        self.pending.setdefault(sql, []).append(args)
-
-    async def flush(self) -> None:
-        for sql, rows in self.pending.items():
-            await self.conn.executemany(sql, rows)
-        self.pending.clear()
-
-
-def to_attempt(row: Record) -> AttemptRecord:
-    return AttemptRecord(
-        number=row["attempt_number"],
-        purpose=row["purpose"],
-        channel=row["channel"],
-        state=row["state"],
-        planned_at=row["planned_at"],
-        window_end=row["window_end"],
-        fired_at=row["fired_at"],
-        outcome=row["outcome"],
-        escalate_to=row["escalate_to"],
-        callback_at=row["callback_at"],
-    )
-
-
-def to_facts(row: Record) -> CaseFacts:
-    return CaseFacts(
-        case_id=row["case_id"],
-        patient_id=row["patient_id"],
-        reason=row["reason"],
-        department=row["department"],
-        timezone=row["timezone"],
-        practitioner_id=row["practitioner_id"],
-        appointment_id=row["appointment_id"],
-        appointment_start=row["appointment_start"],
-        plan_id=row["plan_id"],
-        stage_id=row["stage_id"],
-        stage_name=row["stage_name"],
-        stage_deadline=row["stage_deadline"],
-        doctor_notes=row["doctor_notes"],
-        opened_at=row["opened_at"],
-        contacted=row["first_contact_at"] is not None,
-    )
+    batch: _Batch
 
 
 class CaseLedger:
@@ -144,208 +360,148 @@ class CaseLedger:
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Tx]:
-        after: AfterCommit = []
+        now = self._clock.now()
+        batch = _Batch(now)
         async with self._pool.acquire() as conn, conn.transaction():
-            tx = Tx(conn, self._clock.now(), after)
-            yield tx
-            await tx.flush()
-        for effect in after:
-            effect()
+            yield Tx(conn, now, batch)
+            await batch.write(conn)
+        for tally in batch.tallies:
+            _count(tally)
+
+    def _ctx(self, now: datetime, opted: Iterable[str] = ()) -> Context:
+        return Context(now, self._policy, opted_channels(opted))
 
     # --- consumed events ------------------------------------------------------------
 
     async def handle_trigger(self, trigger: TriggerEvent) -> None:
         async with self._tx() as tx:
-            if not await _first_time(tx, "triggers", trigger.event_id):
+            # One statement: the event noted, and all a new case needs to know.
+            known = await tx.conn.fetchrow(
+                _noted("triggers")
+                + """
+                   SELECT EXISTS (SELECT 1 FROM noted) AS first,
+                       (SELECT status FROM patient_status WHERE patient_id = $3) AS status,
+                       (SELECT array_agg(channel) FROM channel_opt_outs
+                         WHERE patient_id = $3) AS opted,
+                       k.start AS visit_start, k.status AS visit_status,
+                       k.status_at AS visit_status_at,
+                       (SELECT payload FROM plans WHERE plan_id = $5) AS plan,
+                       (SELECT jsonb_object_agg(stage_id, completed_at) FROM stage_completions
+                         WHERE plan_id = $5) AS completions
+                     FROM (SELECT 1) AS one
+                     LEFT JOIN known_appointments k ON k.appointment_id = $4""",
+                trigger.event_id,
+                tx.now,
+                trigger.patient_id,
+                trigger.appointment_id,
+                trigger.plan_id,
+            )
+            assert known is not None
+            if not known["first"]:
                 return
-            if await _not_contactable(tx.conn, trigger.patient_id):
-                log.info("trigger_ignored", reason="not_contactable", event_id=trigger.event_id)
+            visit = None
+            if known["visit_status"] is not None:
+                visit = KnownVisit(
+                    known["visit_start"], known["visit_status"], known["visit_status_at"]
+                )
+            refused = why_not_open(trigger, known["status"], visit)
+            if refused is not None:
+                # Deceased or transferred out; or the clinic already told us the patient came.
+                log.info("trigger_ignored", reason=refused, event_id=trigger.event_id)
                 return
+            ctx = self._ctx(tx.now, known["opted"] or ())
+            cases = await _load(
+                tx, "c.patient_id = $1 AND (c.state <> 'closed' OR c.case_id = $2)",
+                trigger.patient_id, trigger.case_id or "",
+            )  # fmt: skip
             if trigger.kind == "unanswered_call" and trigger.case_id is not None:
-                own = await _lock_case(tx, trigger.case_id)
+                own = next((c for c in cases if c.case_id == trigger.case_id), None)
                 if own is not None:
                     # Our own call task expired without a result: treat it as unanswered.
-                    if own["state"] != "closed":
-                        _history(tx, own["case_id"], "task_expired", own["state"], {})
-                        await self._replan(tx, own["case_id"], replace_planned=True)
+                    own.task_expired(ctx)
+                    tx.batch.add(own)
                     return
-            await self._open(tx, trigger)
-
-    async def _open(self, tx: Tx, trigger: TriggerEvent) -> None:
-        plan = await _plan(tx.conn, trigger.plan_id) if trigger.plan_id else None
-        stage_name = doctor_notes = supervisor = None
-        deadline = trigger.stage_deadline
-        practitioner = trigger.practitioner_id
-        if plan is not None:
-            supervisor = plan.supervisor_id
-            practitioner = practitioner or plan.responsible_practitioner_id
-            found = next_stage_deadline(plan, await _completions(tx.conn, plan.plan_id))
-            stage = next((s for s in plan.stages if s.stage_id == trigger.stage_id), None)
-            stage = stage or (found.stage if found is not None else None)
-            if stage is not None:
-                stage_name, doctor_notes = stage.name, stage.notes
-                if deadline is None and found is not None and found.stage == stage:
-                    deadline = found.deadline
-        fact_at = trigger.detected_at
-        if trigger.kind == "no_show" and trigger.appointment_start is not None:
-            fact_at = trigger.appointment_start  # the first delay counts from the missed visit
-        case_id = case_id_for(trigger.event_id)
-        inserted = await tx.conn.fetchval(
-            """INSERT INTO cases (case_id, patient_id, reason, department, timezone, state,
-                   trigger_event_id, fact_at, opened_at, appointment_id, appointment_start,
-                   practitioner_id, supervisor_id, plan_id, stage_id, stage_name, doctor_notes,
-                   stage_deadline, updated_at)
-               VALUES ($1, $2, $3, $4, $5, 'open', $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                   $15, $16, $17, $8)
-               ON CONFLICT DO NOTHING
-               RETURNING case_id""",
-            case_id,
-            trigger.patient_id,
-            trigger.kind,
-            trigger.department,
-            trigger.timezone,
-            trigger.event_id,
-            fact_at,
-            tx.now,
-            trigger.appointment_id,
-            trigger.appointment_start,
-            practitioner,
-            supervisor,
-            trigger.plan_id,
-            trigger.stage_id,
-            stage_name,
-            doctor_notes,
-            deadline,
-        )
-        if inserted is None:
-            if await tx.conn.fetchval("SELECT 1 FROM cases WHERE case_id = $1", case_id):
-                return  # a replay older than the retention of processed_events
-            # A second trigger for the same patient and reason joins the open case.
-            joined = await tx.conn.fetchval(
-                "SELECT case_id FROM cases WHERE patient_id = $1 AND reason = $2 "
-                "AND state <> 'closed'",
-                trigger.patient_id,
-                trigger.kind,
+            same = next((c for c in cases if c.same_follow_up(trigger)), None)
+            if same is not None:
+                if same.trigger_event_id != trigger.event_id:  # else a replay of its own
+                    same.join(trigger, ctx)
+                    tx.batch.add(same)
+                return
+            plan = known["plan"]
+            completions = json.loads(known["completions"] or "{}")
+            case = Case.open(
+                trigger,
+                ctx,
+                TreatmentPlanEvent.model_validate_json(plan) if plan else None,
+                {k: datetime.fromisoformat(v) for k, v in completions.items()},
             )
-            if joined is not None:
-                _history(tx, joined, "joined", "open", {"trigger": trigger.event_id})
-            return
-        _history(tx, case_id, "opened", "open", {"trigger": trigger.event_id})
-        tx.after.append(metrics.CASES_OPENED.labels(trigger.kind).inc)
-        await self._replan(tx, case_id)
+            if not await _insert(tx, case):
+                # Its id exists (a replay older than the retention of processed_events), or
+                # a replica opened the same follow-up a moment ago: join that one.
+                for other in await _load(tx, OPEN_OF_PATIENT, trigger.patient_id):
+                    if other.case_id != case.case_id and other.same_follow_up(trigger):
+                        other.join(trigger, ctx)
+                        tx.batch.add(other)
+                        break
+                return
+            case.plan_next(ctx)
+            tx.batch.add(case)
 
     async def handle_outcome(self, outcome: OutcomeEvent) -> None:
         async with self._tx() as tx:
-            if not await _first_time(tx, "outcomes", outcome.event_id):
-                return
-            if outcome.outcome in ("opt_out", "opt_in"):
-                await self._opt(tx, outcome)
-            await _note_conversation(tx, outcome)
             where = _attempt_of(outcome)
-            if where is None:
-                return  # not one of ours (e.g. the clinic's own call): the tracker's business
-            case = await _lock_case(tx, where[0])
-            if case is None:
+            kind = outcome.outcome
+            # One statement: the event noted, the conversation noted, the opt-outs read.
+            known = await tx.conn.fetchrow(
+                _noted("outcomes")
+                + """,
+                   replied AS (
+                       INSERT INTO open_replies (patient_id, since)
+                       SELECT $3, $2 WHERE $4 AND EXISTS (SELECT 1 FROM noted)
+                       ON CONFLICT DO NOTHING),
+                   answered AS (
+                       DELETE FROM open_replies
+                        WHERE patient_id = $3 AND $5 AND EXISTS (SELECT 1 FROM noted))
+                   SELECT EXISTS (SELECT 1 FROM noted) AS first,
+                       (SELECT array_agg(channel) FROM channel_opt_outs
+                         WHERE patient_id = $3) AS opted""",
+                outcome.event_id,
+                tx.now,
+                outcome.patient_id,
+                kind == "reply",
+                kind in CALL_RESULTS,
+            )
+            assert known is not None
+            if not known["first"]:
                 return
-            row = await tx.conn.fetchrow(
-                "SELECT * FROM attempts WHERE case_id = $1 AND attempt_number = $2",
-                where[0],
-                where[1],
-            )
-            if row is not None and should_record(row["outcome"], outcome.outcome):
-                # A callback request may say when (respond_by): the next call is planned then.
-                asked = outcome.respond_by if outcome.outcome == "callback_requested" else None
-                await _set_outcome(tx, where, outcome.outcome, outcome.detail, asked)
-            detail = {"attempt": where[1], "outcome": outcome.outcome, "detail": outcome.detail}
-            _history(tx, case["case_id"], "outcome", case["state"], detail)
-            if case["state"] == "closed" or outcome.outcome in ("opt_out", "opt_in"):
-                return  # recorded; a closed case stays closed
-            escalation = row is not None and row["purpose"] == "escalation"
-            await self._apply(
-                tx, case["case_id"], outcome.outcome, outcome.channel, outcome.detail, escalation
-            )
-
-    async def _apply(
-        self,
-        tx: Tx,
-        case_id: str,
-        kind: OutcomeKind,
-        channel: Channel,
-        detail: str | None,
-        escalation: bool,
-    ) -> None:
-        """What an outcome of one attempt does to its open case."""
-        effect = outcome_effect(kind, detail)
-        if effect in ("recovered", "declined"):
-            await _close(tx, case_id, cast(Resolution, effect))
-        elif effect == "channel_lost":
-            lost = lost_channels(kind, channel, detail)
-            await tx.conn.execute(
-                "UPDATE cases SET impossible_channels = ARRAY(SELECT DISTINCT unnest("
-                "impossible_channels || $2::text[])) WHERE case_id = $1",
-                case_id,
-                sorted(lost),
-            )
-            await self._replan(tx, case_id, replace_planned=True)
-        elif effect in ("unanswered", "callback") or escalation:
-            await self._replan(tx, case_id, replace_planned=True)
-
-    async def correct_outcome(
-        self, case_id: str, attempt_number: int, correction: OutcomeCorrection
-    ) -> CorrectionResult:
-        """An administrator replaces a wrong outcome; the undo is itself in the history.
-
-        A case closed by the wrong outcome itself (recovered, declined) opens again and is planned
-        afresh, unless another case for the same patient and reason is open by now.
-        """
-        async with self._tx() as tx:
-            case = await _lock_case(tx, case_id)
-            row = await tx.conn.fetchrow(
-                "SELECT * FROM attempts WHERE case_id = $1 AND attempt_number = $2 "
-                "AND state = 'fired'",
-                case_id,
-                attempt_number,
-            )
-            if case is None or row is None:
-                raise LookupError("no such fired attempt")
-            key = f"{case_id}:{attempt_number}:{correction.correction_id}"
-            if not await _first_time(tx, "corrections", key):
-                return "duplicate"
-            await _set_outcome(
-                tx, (case_id, attempt_number), correction.outcome, correction.detail, None
-            )
-            detail = {
-                "attempt": attempt_number,
-                "from": row["outcome"],
-                "to": correction.outcome,
-                "by": correction.reported_by,
-                "correction": correction.correction_id,
-            }
-            state = case["state"]
-            _history(tx, case_id, "corrected", state, detail)
-            tx.after.append(metrics.CORRECTIONS.inc)
-            if state == "closed":
-                closed_by_it = row["outcome"] is not None and case["resolution"] == (
-                    outcome_effect(row["outcome"], row["outcome_detail"])
+            opted = set(known["opted"] or ())
+            touched: dict[str, Case] = {}
+            if kind in ("opt_out", "opt_in"):
+                touched = {c.case_id: c for c in await self._opt(tx, outcome, opted)}
+            case = touched.get(where[0]) if where is not None else None
+            if where is not None and case is None:
+                loaded = await _load(tx, "c.case_id = $1", where[0])
+                case = loaded[0] if loaded else None
+            if where is not None and case is not None:
+                # Not one of ours (where is None: e.g. the clinic's own call): the tracker's.
+                ctx = self._ctx(tx.now, opted)
+                case.record_outcome(
+                    where[1],
+                    kind,
+                    outcome.channel,
+                    ctx,
+                    detail=outcome.detail,
+                    respond_by=outcome.respond_by,
                 )
-                if not closed_by_it:
-                    return "recorded"  # closed for another reason (a booking, deceased, ...)
-                if not await _reopen(tx, case):
-                    return "recorded"
-            await self._apply(
-                tx,
-                case_id,
-                correction.outcome,
-                row["channel"],
-                correction.detail,
-                row["purpose"] == "escalation",
-            )
-            await self._replan(tx, case_id)  # a reopened case needs its next step
-            return "applied"
+                touched[case.case_id] = case
+            for changed in touched.values():
+                tx.batch.add(changed)  # each case once, after all its transitions
 
-    async def _opt(self, tx: Tx, outcome: OutcomeEvent) -> None:
-        """STOP on a channel holds for every case of the patient; the cadence falls back."""
+    async def _opt(self, tx: Tx, outcome: OutcomeEvent, opted: set[str]) -> list[Case]:
+        """STOP on a channel holds for every case of the patient; the cadence falls back.
+        Returns the open cases it replanned (not yet added to the batch)."""
         if outcome.outcome == "opt_out":
+            opted.add(outcome.channel)
             await tx.conn.execute(
                 "INSERT INTO channel_opt_outs (patient_id, channel, opted_out_at) "
                 "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -354,36 +510,96 @@ class CaseLedger:
                 tx.now,
             )
         else:
+            opted.discard(outcome.channel)
             await tx.conn.execute(
                 "DELETE FROM channel_opt_outs WHERE patient_id = $1 AND channel = $2",
                 outcome.patient_id,
                 outcome.channel,
             )
-        for case in await _lock_open_cases(tx, outcome.patient_id):
-            detail = {"channel": outcome.channel}
-            _history(tx, case["case_id"], outcome.outcome, case["state"], detail)
-            await self._replan(tx, case["case_id"], replace_planned=True)
+        ctx = self._ctx(tx.now, opted)
+        kind: Literal["opt_out", "opt_in"] = "opt_out" if outcome.outcome == "opt_out" else "opt_in"
+        cases = await _load(tx, OPEN_OF_PATIENT, outcome.patient_id)
+        for case in cases:
+            case.opt(kind, outcome.channel, ctx)
+        return cases
+
+    async def correct_outcome(
+        self, case_id: str, attempt_number: int, correction: OutcomeCorrection
+    ) -> CorrectionResult:
+        """An administrator replaces a wrong outcome; the undo is itself in the history."""
+        async with self._tx() as tx:
+            cases = await _load(tx, "c.case_id = $1", case_id)
+            attempt = cases[0].attempt(attempt_number) if cases else None
+            if not cases or attempt is None or attempt.state != "fired":
+                raise LookupError("no such fired attempt")
+            case = cases[0]
+            key = f"{case_id}:{attempt_number}:{correction.correction_id}"
+            known = await tx.conn.fetchrow(
+                _noted("corrections")
+                + """
+                   SELECT EXISTS (SELECT 1 FROM noted) AS first,
+                       (SELECT array_agg(channel) FROM channel_opt_outs
+                         WHERE patient_id = $3) AS opted,
+                       EXISTS (SELECT 1 FROM cases o WHERE o.patient_id = $3
+                           AND o.reason = $4 AND o.state <> 'closed'
+                           AND o.case_id <> $5) AS other_open""",
+                key,
+                tx.now,
+                case.patient_id,
+                case.reason,
+                case.case_id,
+            )
+            assert known is not None
+            if not known["first"]:
+                return "duplicate"
+            ctx = self._ctx(tx.now, known["opted"] or ())
+            result = case.correct(attempt_number, correction, ctx, other_open=known["other_open"])
+            tx.batch.add(case)
+            return result
 
     async def handle_appointment(self, appointment: AppointmentEvent) -> None:
         async with self._tx() as tx:
-            if not await _first_time(tx, "appointments", appointment.event_id):
+            a = appointment
+            completes = a.status == "fulfilled" and a.plan_id is not None and a.stage_id is not None
+            known = await tx.conn.fetchrow(
+                _noted("appointments")
+                + """,
+                   seen AS (
+                       INSERT INTO known_appointments (appointment_id, patient_id, start,
+                           status, status_at, occurred_at)
+                       SELECT $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM noted)
+                       ON CONFLICT (appointment_id) DO UPDATE
+                       SET start = COALESCE(EXCLUDED.start, known_appointments.start),
+                           status = EXCLUDED.status, status_at = EXCLUDED.status_at,
+                           occurred_at = EXCLUDED.occurred_at
+                       WHERE known_appointments.occurred_at <= EXCLUDED.occurred_at),
+                   completed AS (
+                       INSERT INTO stage_completions (plan_id, stage_id, completed_at)
+                       SELECT $9, $10, $11 WHERE $12 AND EXISTS (SELECT 1 FROM noted)
+                       ON CONFLICT DO NOTHING)
+                   SELECT EXISTS (SELECT 1 FROM noted) AS first,
+                       (SELECT array_agg(channel) FROM channel_opt_outs
+                         WHERE patient_id = $4) AS opted""",
+                a.event_id,
+                tx.now,
+                a.appointment_id,
+                a.patient_id,
+                a.start,
+                a.status,
+                a.status_at,
+                a.occurred_at,
+                a.plan_id,
+                a.stage_id,
+                a.status_at or a.start or a.occurred_at,
+                completes,
+            )
+            assert known is not None
+            if not known["first"]:
                 return
-            if appointment.status == "fulfilled" and appointment.plan_id and appointment.stage_id:
-                await tx.conn.execute(
-                    "INSERT INTO stage_completions (plan_id, stage_id, completed_at) "
-                    "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    appointment.plan_id,
-                    appointment.stage_id,
-                    appointment.status_at or appointment.start,
-                )
-            for case in await _lock_open_cases(tx, appointment.patient_id):
-                facts = to_facts(case)
-                resolution = booking_resolution(facts, appointment)
-                if resolution is not None:
-                    detail = {"appointment": appointment.appointment_id}
-                    _history(tx, case["case_id"], "booked", case["state"], detail)
-                    await self._withdraw_tasks(tx, facts)  # nobody should call to rebook now
-                    await _close(tx, case["case_id"], resolution)
+            ctx = self._ctx(tx.now, known["opted"] or ())
+            for case in await _load(tx, OPEN_OF_PATIENT, a.patient_id):
+                case.appointment(appointment, ctx)
+                tx.batch.add(case)
 
     async def handle_plan(self, plan: TreatmentPlanEvent) -> None:
         async with self._tx() as tx:
@@ -401,28 +617,19 @@ class CaseLedger:
                 plan.occurred_at,
                 plan.model_dump_json(),
             )
-            found = next_stage_deadline(plan, await _completions(tx.conn, plan.plan_id))
-            if found is None:
-                return
-            deadline = found.deadline
             rows = await tx.conn.fetch(
-                "SELECT * FROM cases WHERE plan_id = $1 AND state <> 'closed' "
-                "ORDER BY case_id FOR UPDATE",  # the same order as every handler: no deadlock
+                "SELECT stage_id, completed_at FROM stage_completions WHERE plan_id = $1",
                 plan.plan_id,
             )
-            for case in rows:
-                if deadline == case["stage_deadline"]:
-                    continue
-                # The doctor changed the plan: the cadence is planned again against it.
-                await tx.conn.execute(
-                    "UPDATE cases SET stage_deadline = $2, supervisor_id = $3 WHERE case_id = $1",
-                    case["case_id"],
-                    deadline,
-                    plan.supervisor_id,
-                )
-                detail = {"stage_deadline": deadline.isoformat()}
-                _history(tx, case["case_id"], "deadline_changed", case["state"], detail)
-                await self._replan(tx, case["case_id"], replace_planned=True)
+            found = next_stage_deadline(plan, {r["stage_id"]: r["completed_at"] for r in rows})
+            if found is None:
+                return
+            cases = await _load(tx, "c.plan_id = $1 AND c.state <> 'closed'", plan.plan_id)
+            opted = await _opted_out(tx.conn, {c.patient_id for c in cases})
+            for case in cases:
+                ctx = self._ctx(tx.now, opted.get(case.patient_id, ()))
+                case.deadline_changed(found.deadline, plan.supervisor_id, ctx)
+                tx.batch.add(case)
 
     async def handle_patient_status(self, event: PatientStatusEvent) -> None:
         async with self._tx() as tx:
@@ -440,33 +647,9 @@ class CaseLedger:
             )
             if event.status == "active":
                 return
-            for case in await _lock_open_cases(tx, event.patient_id):
-                await self._withdraw_tasks(tx, to_facts(case))
-                await _close(tx, case["case_id"], event.status)
-
-    async def _withdraw_tasks(self, tx: Tx, facts: CaseFacts) -> None:
-        """Withdraw the case's call tasks still out (window open, no result yet)."""
-        attempts = await _attempts(tx, facts.case_id)
-        for attempt in attempts:
-            if task_still_out(attempt, tx.now):
-                await self._withdraw(tx, facts, attempt, attempts)
-
-    async def _withdraw(
-        self, tx: Tx, facts: CaseFacts, attempt: AttemptRecord, attempts: Sequence[AttemptRecord]
-    ) -> None:
-        template = await tx.conn.fetchval(
-            "UPDATE attempts SET withdrawn_at = $3 WHERE case_id = $1 AND attempt_number = $2 "
-            "RETURNING template",
-            facts.case_id,
-            attempt.number,
-            tx.now,
-        )
-        key = withdrawal_key(facts.case_id, attempt.number)
-        command = build_command(
-            facts, attempt, template, attempts, tx.now, purpose="withdrawal", key=key
-        )
-        _outbox(tx, command)
-        _history(tx, facts.case_id, "withdrawn", "closed", {"attempt": attempt.number})
+            for case in await _load(tx, OPEN_OF_PATIENT, event.patient_id):
+                case.patient_left(event.status, tx.now)
+                tx.batch.add(case)
 
     # --- due work -------------------------------------------------------------------
 
@@ -474,7 +657,7 @@ class CaseLedger:
         """Fire the attempts due now: attempt marked fired and its command in the outbox."""
         async with self._tx() as tx:
             due = await tx.conn.fetch(
-                """SELECT a.attempt_number, c.*
+                """SELECT a.attempt_number AS due_number, c.*
                      FROM attempts a JOIN cases c ON c.case_id = a.case_id
                     WHERE a.state = 'planned' AND a.planned_at <= $1
                     ORDER BY a.planned_at
@@ -485,220 +668,53 @@ class CaseLedger:
             )
             if not due:
                 return 0
-            cases = {r["case_id"]: r for r in due}  # locked with their due attempts above
-            ids = list(cases)
             by_case: dict[str, list[AttemptRecord]] = defaultdict(list)
-            templates: dict[tuple[str, int], str] = {}
             for r in await tx.conn.fetch(
                 "SELECT * FROM attempts WHERE case_id = ANY($1) ORDER BY case_id, attempt_number",
-                ids,
+                list({r["case_id"] for r in due}),
             ):
                 by_case[r["case_id"]].append(to_attempt(r))
-                templates[(r["case_id"], r["attempt_number"])] = r["template"]
-            opted = await _opted_out_many(tx.conn, [c["patient_id"] for c in cases.values()])
-            contacts = await _lock_contacts(tx, sorted({c["patient_id"] for c in cases.values()}))
+            cases: dict[str, Case] = {}
+            for r in due:
+                if r["case_id"] not in cases:
+                    cases[r["case_id"]] = to_case(r, by_case[r["case_id"]])
+            contacts = await _lock_contacts(tx, sorted({c.patient_id for c in cases.values()}))
             for r in due:
                 case = cases[r["case_id"]]
-                patient = case["patient_id"]
-                attempts = by_case[r["case_id"]]
-                index = next(i for i, a in enumerate(attempts) if a.number == r["attempt_number"])
-                attempt = attempts[index]
+                attempt = case.attempt(r["due_number"])
+                if attempt is None:
+                    continue
                 hold = None
                 if attempt.purpose == "follow_up":
-                    hold = contacts.hold(patient, attempt.channel, self._contact_rules, tx.now)
-                if hold is not None:
-                    await self._hold(tx, case, attempt, hold)
-                    attempts.pop(index)
-                else:
-                    template = templates[(case["case_id"], attempt.number)]
-                    attempts[index] = await self._fire_one(tx, case, attempt, template, attempts)
-                    contacts.record(tx, case["case_id"], patient, attempts[index])
-                not_before = hold.until if hold is not None else None
-                await self._decide(tx, case, attempts, opted.get(patient, set()), not_before)
+                    hold = contacts.hold(
+                        case.patient_id, attempt.channel, self._contact_rules, tx.now
+                    )
+                ctx = self._ctx(tx.now, contacts.opted.get(case.patient_id, ()))
+                fired = case.fire(attempt.number, ctx, hold)
+                if fired is not None:
+                    contacts.record(case.patient_id, fired, tx.now)
+            for case in cases.values():
+                tx.batch.add(case)
             return len(due)
-
-    async def _hold(self, tx: Tx, case: Record, attempt: AttemptRecord, hold: Hold) -> None:
-        """Not now: the step is planned afresh from ``hold.until`` (or escalates)."""
-        await tx.flush()
-        await tx.conn.execute(
-            "DELETE FROM attempts WHERE case_id = $1 AND attempt_number = $2",
-            case["case_id"],
-            attempt.number,
-        )
-        detail = {"attempt": attempt.number, "rule": hold.rule, "until": hold.until.isoformat()}
-        _history(tx, case["case_id"], "held", case["state"], detail)
-        tx.after.append(metrics.HELD.labels(hold.rule).inc)
-
-    async def _fire_one(
-        self,
-        tx: Tx,
-        case: Record,
-        attempt: AttemptRecord,
-        template: str,
-        attempts: Sequence[AttemptRecord],
-    ) -> AttemptRecord:
-        if tx.now >= attempt.window_end:
-            # Useless now (the scheduler was away longer than the window): plan afresh.
-            tx.write_later(
-                "UPDATE attempts SET state = 'cancelled' WHERE case_id = $1 "
-                "AND attempt_number = $2",
-                case["case_id"],
-                attempt.number,
-            )
-            _history(tx, case["case_id"], "expired", case["state"], {"attempt": attempt.number})
-            return replace(attempt, state="cancelled")
-        tx.write_later(
-            "UPDATE attempts SET state = 'fired', fired_at = $3 WHERE case_id = $1 "
-            "AND attempt_number = $2",
-            case["case_id"],
-            attempt.number,
-            tx.now,
-        )
-        fired = replace(attempt, state="fired", fired_at=tx.now)
-        command = build_command(to_facts(case), fired, template, attempts, tx.now)
-        _outbox(tx, command)
-        first = case["first_contact_at"] is None and attempt.purpose == "follow_up"
-        state = "contacting" if case["state"] == "open" else case["state"]
-        tx.write_later(
-            "UPDATE cases SET state = $2, first_contact_at = COALESCE(first_contact_at, $3), "
-            "updated_at = $4 WHERE case_id = $1",
-            case["case_id"],
-            state,
-            tx.now if first else None,
-            tx.now,
-        )
-        detail = {"attempt": attempt.number, "channel": attempt.channel}
-        _history(tx, case["case_id"], "fired", state, detail)
-        lateness = (tx.now - attempt.planned_at).total_seconds()
-        tx.after.append(lambda: metrics.FIRING_LATENESS.observe(lateness))
-        tx.after.append(metrics.ATTEMPTS_FIRED.labels(attempt.channel).inc)
-        if first:
-            waited = (tx.now - case["opened_at"]).total_seconds()
-            tx.after.append(lambda: metrics.TIME_TO_FIRST_CONTACT.observe(waited))
-        return fired
 
     async def review_due(self, limit: int = 200) -> int:
         """Cases that asked to be looked at again (a close that waits for a window to end)."""
         async with self._tx() as tx:
-            rows = await tx.conn.fetch(
-                """SELECT case_id FROM cases
-                    WHERE review_at <= $1 AND state <> 'closed'
-                    ORDER BY review_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
+            cases = await _load(
+                tx,
+                "c.case_id IN (SELECT case_id FROM cases WHERE review_at <= $1 "
+                "AND state <> 'closed' ORDER BY review_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
                 tx.now,
                 limit,
             )
-            for r in rows:
-                await tx.conn.execute(
-                    "UPDATE cases SET review_at = NULL WHERE case_id = $1", r["case_id"]
-                )
-                await self._replan(tx, r["case_id"])
-            return len(rows)
-
-    # --- planning -------------------------------------------------------------------
-
-    async def _replan(self, tx: Tx, case_id: str, *, replace_planned: bool = False) -> None:
-        case = await _lock_case(tx, case_id)
-        if case is None or case["state"] == "closed":
-            return
-        if replace_planned:
-            # Never sent, so nothing to undo: the cadence decides afresh from what happened.
-            await tx.conn.execute(
-                "DELETE FROM attempts WHERE case_id = $1 AND state = 'planned'", case_id
-            )
-        attempts = await _attempts(tx, case_id)
-        if any(a.state == "planned" for a in attempts):
-            return
-        opted = await _opted_out_many(tx.conn, [case["patient_id"]])
-        await self._decide(tx, case, attempts, opted.get(case["patient_id"], set()))
-
-    async def _decide(
-        self,
-        tx: Tx,
-        case: Record,
-        attempts: Sequence[AttemptRecord],
-        opted: Iterable[str],
-        not_before: datetime | None = None,
-    ) -> None:
-        rules = self._policy.rules_for(case["department"], case["reason"])
-        view = CaseView(
-            reason=case["reason"],
-            timezone=case["timezone"],
-            opened_at=case["fact_at"],
-            attempts=tuple(attempts),
-            stage_deadline=case["stage_deadline"],
-            practitioner_id=case["practitioner_id"],
-            supervisor_id=case["supervisor_id"],
-            opted_out=frozenset(cast(Iterable[Channel], opted)),
-            impossible=frozenset(case["impossible_channels"]),
-            not_before=not_before,
-        )
-        decision = next_decision(rules, view, tx.now)
-        number = max((a.number for a in attempts), default=0) + 1
-        case_id = case["case_id"]
-        if not isinstance(decision, PlanAttempt):
-            await tx.flush()  # the writes below are not deferred: keep them after the pending
-        if case["review_at"] is not None and not isinstance(decision, Close):
-            # A step is planned again: the case no longer waits to be looked at.
-            await tx.flush()
-            await tx.conn.execute("UPDATE cases SET review_at = NULL WHERE case_id = $1", case_id)
-        if isinstance(decision, PlanAttempt):
-            _insert_attempt(
-                tx,
-                case_id,
-                number,
-                "follow_up",
-                decision.channel,
-                decision.template,
-                decision.planned_at,
-                decision.window_end,
-                step_index=decision.step_index,
-                tightened=decision.tightened,
-            )
-            detail = {
-                "attempt": number,
-                "channel": decision.channel,
-                "planned_at": decision.planned_at.isoformat(),
-                "tightened": decision.tightened,
-                "moved_by": decision.moved_by,
-            }
-            _history(tx, case_id, "planned", case["state"], detail)
-            tx.after.append(metrics.ATTEMPTS_PLANNED.labels(decision.channel).inc)
-            if decision.moved_by is not None:
-                tx.after.append(metrics.HELD.labels(decision.moved_by).inc)
-        elif isinstance(decision, Escalate):
-            _insert_attempt(
-                tx,
-                case_id,
-                number,
-                "escalation",
-                "call_task",
-                decision.template,
-                decision.planned_at,
-                decision.window_end,
-                escalate_to=decision.to,
-            )
-            await tx.conn.execute(
-                "UPDATE cases SET state = 'escalating', updated_at = $2 WHERE case_id = $1",
-                case_id,
-                tx.now,
-            )
-            detail = {"attempt": number, "reason": decision.reason, "to": decision.to}
-            _history(tx, case_id, "escalation_planned", "escalating", detail)
-            tx.after.append(metrics.ESCALATIONS.labels(decision.reason).inc)
-            tx.after.append(metrics.ATTEMPTS_PLANNED.labels("call_task").inc)
-            first_escalation = not any(a.purpose == "escalation" for a in attempts)
-            if decision.reason == "deadline" and first_escalation:
-                tx.after.append(metrics.DEADLINE_MISSES.inc)
-        elif isinstance(decision, Close):
-            if decision.at <= tx.now:
-                await _close(tx, case_id, decision.resolution)
-            else:
-                await tx.conn.execute(
-                    "UPDATE cases SET review_at = $2 WHERE case_id = $1", case_id, decision.at
-                )
+            opted = await _opted_out(tx.conn, {c.patient_id for c in cases})
+            for case in cases:
+                case.review(self._ctx(tx.now, opted.get(case.patient_id, ())))
+                tx.batch.add(case)
+            return len(cases)
 
     async def prune(self, keep: timedelta, limit: int = 10_000) -> int:
-        """Forget consumed-event notes and published commands older than ``keep``."""
+        """Forget consumed-event notes, published commands and visits older than ``keep``."""
         before = self._clock.now() - keep
         async with self._pool.acquire() as conn:
             events = await conn.fetchval(
@@ -718,7 +734,15 @@ class CaseLedger:
                 before,
                 limit,
             )
-        return int(events) + int(commands)
+            visits = await conn.fetchval(
+                """WITH gone AS (DELETE FROM known_appointments WHERE appointment_id IN (
+                       SELECT appointment_id FROM known_appointments WHERE start < $1
+                       LIMIT $2) RETURNING 1)
+                   SELECT count(*) FROM gone""",
+                before,
+                limit,
+            )
+        return int(events) + int(commands) + int(visits)
 
     # --- gauges ---------------------------------------------------------------------
 
@@ -729,50 +753,64 @@ class CaseLedger:
             )
             backlog = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
         counts = {r["state"]: r["n"] for r in rows}
-        for state in ("open", "contacting", "escalating"):
-            metrics.OPEN_CASES.labels(state).set(counts.get(state, 0))
+        for state in CaseState:
+            if state is not CaseState.CLOSED:
+                metrics.OPEN_CASES.labels(state.value).set(counts.get(state.value, 0))
         metrics.OUTBOX_BACKLOG.set(backlog)
 
 
 # --- SQL pieces ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OutcomeCorrection:
-    correction_id: str
-    outcome: OutcomeKind
-    reported_by: str
-    detail: str | None = None
+async def _load(tx: Tx, where: str, *args: Any) -> list[Case]:
+    """The cases ``where`` says, locked in case-id order (as every handler: no deadlock),
+    with their attempts."""
+    rows = await tx.conn.fetch(CASES_WITH_ATTEMPTS.format(where=where), *args)
+    return [to_case(r) for r in rows]
 
 
-CorrectionResult = Literal["applied", "recorded", "duplicate"]
-
-
-async def _reopen(tx: Tx, case: Record) -> bool:
-    """Open a wrongly closed case again, unless the patient has another open one for it."""
-    reopened = await tx.conn.fetchval(
-        """UPDATE cases SET state = 'contacting', resolution = NULL, closed_at = NULL,
-               updated_at = $2
-           WHERE case_id = $1 AND NOT EXISTS (
-               SELECT 1 FROM cases o WHERE o.patient_id = cases.patient_id
-                  AND o.reason = cases.reason AND o.state <> 'closed')
-           RETURNING case_id""",
-        case["case_id"],
-        tx.now,
+async def _insert(tx: Tx, case: Case) -> bool:
+    """The new case's row; False when its (deterministic) id exists already."""
+    inserted = await tx.conn.fetchval(
+        INSERT_CASE,
+        case.case_id,
+        case.patient_id,
+        case.reason,
+        case.department,
+        case.timezone,
+        case.state.value,
+        case.trigger_event_id,
+        case.fact_at,
+        case.opened_at,
+        case.appointment_id,
+        case.appointment_start,
+        case.practitioner_id,
+        case.supervisor_id,
+        case.plan_id,
+        case.stage_id,
+        case.stage_name,
+        case.doctor_notes,
+        case.stage_deadline,
+        case.patient_timezone,
+        case.updated_at,
     )
-    if reopened is None:
+    if inserted is None:
         return False
-    _history(tx, case["case_id"], "reopened", "contacting", {})
+    case.loaded()
     return True
 
 
 @dataclass
 class _Contacts:
-    """The batch's patients' recent contacts and open conversations, under their locks."""
+    """The batch's patients' recent contacts, open conversations and opt-outs, read under
+    their locks."""
 
-    sent: dict[tuple[str, str], list[datetime]]
-    tasks: dict[str, list[tuple[datetime, datetime]]]
-    replies: dict[str, datetime]
+    sent: dict[tuple[str, str], list[datetime]] = field(default_factory=lambda: defaultdict(list))
+    tasks: dict[str, list[tuple[datetime, datetime]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    replies: dict[str, datetime] = field(default_factory=dict)
+    opted: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def hold(
         self, patient: str, channel: Channel, rules: ContactRules, now: datetime
@@ -780,22 +818,12 @@ class _Contacts:
         ends = conversation_until(self.tasks[patient], self.replies.get(patient), rules, now)
         return hold_for(channel, self.sent[(patient, channel_class(channel))], ends, rules, now)
 
-    def record(self, tx: Tx, case_id: str, patient: str, attempt: AttemptRecord) -> None:
-        if attempt.state != "fired" or attempt.purpose != "follow_up":
+    def record(self, patient: str, attempt: AttemptRecord, now: datetime) -> None:
+        if attempt.purpose != "follow_up":
             return
-        kind = channel_class(attempt.channel)
-        self.sent[(patient, kind)].append(tx.now)
+        self.sent[(patient, channel_class(attempt.channel))].append(now)
         if attempt.channel == "call_task":
-            self.tasks[patient].append((tx.now, attempt.window_end))
-        tx.write_later(
-            "INSERT INTO contact_log (case_id, attempt_number, patient_id, channel_class, "
-            "sent_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            case_id,
-            attempt.number,
-            patient,
-            kind,
-            tx.now,
-        )
+            self.tasks[patient].append((now, attempt.window_end))
 
 
 async def _lock_contacts(tx: Tx, patients: list[str]) -> _Contacts:
@@ -810,41 +838,38 @@ async def _lock_contacts(tx: Tx, patients: list[str]) -> _Contacts:
         "ORDER BY patient_id FOR UPDATE",
         patients,
     )
-    contacts = _Contacts(defaultdict(list), defaultdict(list), {})
+    contacts = _Contacts()
+    # One statement for the four kinds of facts (``kind`` says which).
     for r in await tx.conn.fetch(
-        "SELECT patient_id, channel_class, sent_at FROM contact_log "
-        "WHERE patient_id = ANY($1) AND sent_at > $2",
-        patients,
-        tx.now - WEEK,
-    ):
-        contacts.sent[(r["patient_id"], r["channel_class"])].append(r["sent_at"])
-    for r in await tx.conn.fetch(
-        """SELECT c.patient_id, a.fired_at, a.window_end
+        """SELECT 'sent' AS kind, patient_id, channel_class AS what, sent_at AS t1,
+                  NULL::timestamptz AS t2
+             FROM contact_log WHERE patient_id = ANY($1) AND sent_at > $2
+           UNION ALL
+           SELECT 'task', c.patient_id, NULL, a.fired_at, a.window_end
              FROM attempts a JOIN cases c ON c.case_id = a.case_id
             WHERE c.patient_id = ANY($1) AND c.state <> 'closed'
               AND a.channel = 'call_task' AND a.purpose = 'follow_up' AND a.state = 'fired'
-              AND (a.outcome IS NULL OR a.outcome = 'task_created') AND a.window_end > $2""",
+              AND (a.outcome IS NULL OR a.outcome = 'task_created') AND a.window_end > $3
+           UNION ALL
+           SELECT 'reply', patient_id, NULL, since, NULL FROM open_replies
+            WHERE patient_id = ANY($1)
+           UNION ALL
+           SELECT 'opted', patient_id, channel, NULL, NULL FROM channel_opt_outs
+            WHERE patient_id = ANY($1)""",
         patients,
+        tx.now - WEEK,
         tx.now,
     ):
-        contacts.tasks[r["patient_id"]].append((r["fired_at"], r["window_end"]))
-    for r in await tx.conn.fetch(
-        "SELECT patient_id, since FROM open_replies WHERE patient_id = ANY($1)", patients
-    ):
-        contacts.replies[r["patient_id"]] = r["since"]
+        patient, kind = r["patient_id"], r["kind"]
+        if kind == "sent":
+            contacts.sent[(patient, r["what"])].append(r["t1"])
+        elif kind == "task":
+            contacts.tasks[patient].append((r["t1"], r["t2"]))
+        elif kind == "reply":
+            contacts.replies[patient] = r["t1"]
+        else:
+            contacts.opted[patient].add(r["what"])
     return contacts
-
-
-async def _note_conversation(tx: Tx, outcome: OutcomeEvent) -> None:
-    """A patient's reply opens a conversation; a call result from the front desk answers it."""
-    if outcome.outcome == "reply":
-        await tx.conn.execute(
-            "INSERT INTO open_replies (patient_id, since) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            outcome.patient_id,
-            tx.now,
-        )
-    elif outcome.outcome in CALL_RESULTS:
-        await tx.conn.execute("DELETE FROM open_replies WHERE patient_id = $1", outcome.patient_id)
 
 
 async def _first_time(tx: Tx, topic: str, event_id: str) -> bool:
@@ -858,77 +883,16 @@ async def _first_time(tx: Tx, topic: str, event_id: str) -> bool:
     return noted is not None
 
 
-async def _not_contactable(conn: Conn, patient_id: str) -> bool:
-    status = await conn.fetchval(
-        "SELECT status FROM patient_status WHERE patient_id = $1", patient_id
-    )
-    return status is not None and status != "active"
-
-
-async def _lock_case(tx: Tx, case_id: str) -> Record | None:
-    await tx.flush()
-    row: Record | None = await tx.conn.fetchrow(
-        "SELECT * FROM cases WHERE case_id = $1 FOR UPDATE", case_id
-    )
-    return row
-
-
-async def _lock_open_cases(tx: Tx, patient_id: str) -> list[Record]:
-    await tx.flush()
-    rows: list[Record] = await tx.conn.fetch(
-        "SELECT * FROM cases WHERE patient_id = $1 AND state <> 'closed' "
-        "ORDER BY case_id FOR UPDATE",
-        patient_id,
-    )
-    return rows
-
-
-async def _attempts(tx: Tx, case_id: str) -> list[AttemptRecord]:
-    await tx.flush()
-    rows = await tx.conn.fetch(
-        "SELECT * FROM attempts WHERE case_id = $1 ORDER BY attempt_number", case_id
-    )
-    return [to_attempt(r) for r in rows]
-
-
-async def _opted_out_many(conn: Conn, patient_ids: list[str]) -> Mapping[str, set[str]]:
+async def _opted_out(conn: Conn, patient_ids: Iterable[str]) -> Mapping[str, set[str]]:
     found: dict[str, set[str]] = defaultdict(set)
+    ids = list(patient_ids)
+    if not ids:
+        return found
     for r in await conn.fetch(
-        "SELECT patient_id, channel FROM channel_opt_outs WHERE patient_id = ANY($1)",
-        patient_ids,
+        "SELECT patient_id, channel FROM channel_opt_outs WHERE patient_id = ANY($1)", ids
     ):
         found[r["patient_id"]].add(r["channel"])
     return found
-
-
-async def _plan(conn: Conn, plan_id: str) -> TreatmentPlanEvent | None:
-    payload = await conn.fetchval("SELECT payload FROM plans WHERE plan_id = $1", plan_id)
-    return None if payload is None else TreatmentPlanEvent.model_validate_json(payload)
-
-
-async def _completions(conn: Conn, plan_id: str) -> dict[str, datetime]:
-    rows = await conn.fetch(
-        "SELECT stage_id, completed_at FROM stage_completions WHERE plan_id = $1", plan_id
-    )
-    return {r["stage_id"]: r["completed_at"] for r in rows}
-
-
-async def _set_outcome(
-    tx: Tx,
-    attempt: tuple[str, int],
-    outcome: OutcomeKind,
-    detail: str | None,
-    callback_at: datetime | None,
-) -> None:
-    await tx.conn.execute(
-        "UPDATE attempts SET outcome = $3, outcome_detail = $4, outcome_at = $5, "
-        "callback_at = $6 WHERE case_id = $1 AND attempt_number = $2",
-        *attempt,
-        outcome,
-        detail,
-        tx.now,
-        callback_at,
-    )
 
 
 def _attempt_of(outcome: OutcomeEvent) -> tuple[str, int] | None:
@@ -937,76 +901,3 @@ def _attempt_of(outcome: OutcomeEvent) -> tuple[str, int] | None:
     if outcome.idempotency_key is not None:
         return parse_idempotency_key(outcome.idempotency_key)
     return None
-
-
-def _insert_attempt(
-    tx: Tx,
-    case_id: str,
-    number: int,
-    purpose: str,
-    channel: Channel,
-    template: str,
-    planned_at: datetime,
-    window_end: datetime,
-    *,
-    step_index: int | None = None,
-    tightened: bool = False,
-    escalate_to: str | None = None,
-) -> None:
-    tx.write_later(
-        """INSERT INTO attempts (case_id, attempt_number, purpose, channel, template,
-               escalate_to, state, step_index, tightened, planned_at, window_end)
-           VALUES ($1, $2, $3, $4, $5, $6, 'planned', $7, $8, $9, $10)""",
-        case_id,
-        number,
-        purpose,
-        channel,
-        template,
-        escalate_to,
-        step_index,
-        tightened,
-        planned_at,
-        window_end,
-    )
-
-
-async def _close(tx: Tx, case_id: str, resolution: Resolution) -> None:
-    await tx.flush()
-    closed = await tx.conn.fetchval(
-        """UPDATE cases SET state = 'closed', resolution = $2, closed_at = $3,
-               review_at = NULL, updated_at = $3
-           WHERE case_id = $1 AND state <> 'closed' RETURNING case_id""",
-        case_id,
-        resolution,
-        tx.now,
-    )
-    if closed is None:
-        return
-    await tx.conn.execute(
-        "UPDATE attempts SET state = 'cancelled' WHERE case_id = $1 AND state = 'planned'",
-        case_id,
-    )
-    _history(tx, case_id, "closed", "closed", {"resolution": resolution})
-    tx.after.append(metrics.CASES_CLOSED.labels(resolution).inc)
-
-
-def _outbox(tx: Tx, command: NotificationCommand) -> None:
-    tx.write_later(
-        "INSERT INTO outbox (idempotency_key, patient_id, payload, created_at) "
-        "VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
-        command.idempotency_key,
-        command.patient_id,
-        encode(command).decode(),
-        tx.now,
-    )
-
-
-def _history(tx: Tx, case_id: str, event: str, state: str, detail: dict[str, Any]) -> None:
-    tx.write_later(
-        "INSERT INTO case_history (case_id, at, event, state, detail) VALUES ($1, $2, $3, $4, $5)",
-        case_id,
-        tx.now,
-        event,
-        state,
-        json.dumps(detail),
-    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -18,7 +19,7 @@ from schemas.topics import CATALOGUE, TopicNames
 from services.tracker.detection import DetectionRules, Detector
 from services.tracker.fhir_api import FhirApi
 from services.tracker.ingest import CanonicalSink
-from services.tracker.mllp import MllpListener
+from services.tracker.mllp import MllpLimits, MllpListener, tls_context
 from services.tracker.worker import CHANGELOG, DetectionWorker
 
 log = logs.get_logger(__name__)
@@ -31,6 +32,19 @@ class TrackerSettings(Settings):
     mllp_host: str = "127.0.0.1"
     mllp_port: int = Field(default=2575, ge=0, le=65535)
     mllp_max_bytes: int = Field(default=64 * 1024, ge=1024)
+    mllp_idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    mllp_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    mllp_max_connections: int = Field(default=64, ge=1)
+    mllp_store_timeout_seconds: float = Field(default=10.0, gt=0)
+    # PID-3.5 identifier type of the patient id (e.g. MR); empty: PID-3's first repetition.
+    hl7_patient_id_type: str = Field(default="", max_length=10)
+    # MLLP over TLS: both set to turn it on; a client CA makes clients show a certificate.
+    mllp_tls_cert: str = ""
+    mllp_tls_key: str = ""
+    mllp_tls_client_ca: str = ""
+    # Sources whose scheduling system never reports arrivals (comma separated, e.g.
+    # "tracker.hl7"): only explicit no-shows count for them.
+    explicit_no_shows_only: str = ""
     fhir_max_bytes: int = Field(default=256 * 1024, ge=1024)
     ingest_token: str = ""
     clinic_timezone: TimeZoneName = "UTC"
@@ -47,7 +61,15 @@ class TrackerSettings(Settings):
             stage_lead_days=self.stage_lead_days,
             default_department=self.default_department,
             default_timezone=self.clinic_timezone,
+            explicit_no_shows_only=frozenset(
+                s.strip() for s in self.explicit_no_shows_only.split(",") if s.strip()
+            ),
         )
+
+    def mllp_tls(self) -> ssl.SSLContext | None:
+        if not (self.mllp_tls_cert and self.mllp_tls_key):
+            return None
+        return tls_context(self.mllp_tls_cert, self.mllp_tls_key, self.mllp_tls_client_ca or None)
 
 
 class Tracker:
@@ -72,7 +94,15 @@ class Tracker:
             clock=clock,
             zone=ZoneInfo(settings.clinic_timezone),
             department=settings.default_department,
-            max_bytes=settings.mllp_max_bytes,
+            limits=MllpLimits(
+                max_bytes=settings.mllp_max_bytes,
+                idle_timeout=settings.mllp_idle_timeout_seconds,
+                read_timeout=settings.mllp_read_timeout_seconds,
+                max_connections=settings.mllp_max_connections,
+                store_timeout=settings.mllp_store_timeout_seconds,
+            ),
+            tls=settings.mllp_tls(),
+            patient_id_type=settings.hl7_patient_id_type,
         )
         self.ops = OpsServer(settings.service)
         FhirApi(

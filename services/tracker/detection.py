@@ -23,6 +23,7 @@ from pydantic import ConfigDict, TypeAdapter
 from common.treatment import StageDeadline, next_stage_deadline
 from schemas.base import TriggerKind
 from schemas.events import AppointmentEvent, OutcomeEvent, TreatmentPlanEvent, TriggerEvent
+from schemas.vocabulary import NOT_A_RESULT, UNANSWERED
 
 SOURCE = "tracker"
 
@@ -31,9 +32,6 @@ AWAITING_ARRIVAL = frozenset({"booked"})
 ATTENDED = frozenset({"arrived", "checked-in", "fulfilled"})
 # A booked next visit: confirmed and not cancelled or missed.
 ACTIVE = frozenset({"booked", "arrived", "checked-in", "fulfilled"})
-UNANSWERED = frozenset({"no_answer", "busy", "voicemail"})
-# Outcomes that only say a call task exists; anything else is its result.
-NOT_A_RESULT = frozenset({"task_created", "sent", "delivered"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,9 @@ class DetectionRules:
     retention: timedelta = timedelta(days=30)
     default_department: str = "unknown"
     default_timezone: str = "UTC"
+    # Sources (the events' `source`) whose scheduling system never reports arrivals: only
+    # an explicit no-show counts there, the timer never fires (see docs/integration/hl7.md).
+    explicit_no_shows_only: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,12 @@ class TrackedAppointment:
     stage_id: str | None = None
     last_occurred_at: datetime
     arrived_at: datetime | None = None
+    # Already over when first seen (a backfill or replay): recorded, never chased, and a
+    # late cancellation of it is history, not news.
+    backfill: bool = False
+    # Whether the timer may make it a no-show: not a backfill, nor from a source that
+    # never reports arrivals.
+    chased: bool = True
 
 
 @dataclass(slots=True, kw_only=True)
@@ -105,6 +112,17 @@ class PatientState:
     emitted: list[str] = field(default_factory=list)
     department: str | None = None
     timezone: str | None = None
+    # Another id of a held visit (HL7 placer beside filler) -> the id it is held under.
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def held_id(self, ids: list[str]) -> str | None:
+        """The id under which one of ``ids`` is held, if any."""
+        for one in ids:
+            if one in self.appointments:
+                return one
+            if one in self.aliases and self.aliases[one] in self.appointments:
+                return self.aliases[one]
+        return None
 
     def has_emitted(self, trigger_id: str) -> bool:
         return trigger_id in self.emitted
@@ -182,24 +200,37 @@ class Detector:
 
     def on_appointment(self, event: AppointmentEvent, now: datetime) -> list[Detection]:
         state = self._state(event.patient_id)
-        known = state.appointments.get(event.appointment_id)
+        ids = [event.appointment_id, *event.other_ids]
+        appointment_id = state.held_id(ids) or event.appointment_id
+        known = state.appointments.get(appointment_id)
         if known is not None and event.occurred_at < known.last_occurred_at:
             return []  # an older snapshot arriving late: the newer one already holds
+        start = event.start or (known.start if known is not None else None)
+        if start is None:
+            return []  # by id alone, of a visit never seen: nothing to act on
         state.department, state.timezone = event.department, event.timezone
         if event.status == "entered-in-error" or event.change == "deleted":
             # Never happened: forget it, pending no-show included.
-            if state.appointments.pop(event.appointment_id, None) is not None:
+            if state.appointments.pop(appointment_id, None) is not None:
                 self._tracked -= 1
             return []
+        for one in ids:
+            if one != appointment_id:
+                state.aliases[one] = appointment_id
         effective = event.status_at or event.occurred_at
         # An arrival belongs to a slot: a new start time is a new chance to miss it.
-        same_slot = known is not None and known.start == event.start
+        same_slot = known is not None and known.start == start
         arrived_at = known.arrived_at if known is not None and same_slot else None
         if event.status in ATTENDED and arrived_at is None:
             arrived_at = effective
+        if known is not None and same_slot:
+            backfill, chased = known.backfill, known.chased
+        else:
+            backfill = start + self.rules.no_show_grace <= now
+            chased = not backfill and event.source not in self.rules.explicit_no_shows_only
         appointment = TrackedAppointment(
-            appointment_id=event.appointment_id,
-            start=event.start,
+            appointment_id=appointment_id,
+            start=start,
             timezone=event.timezone,
             department=event.department,
             practitioner_id=event.practitioner_id,
@@ -208,10 +239,12 @@ class Detector:
             stage_id=event.stage_id,
             last_occurred_at=event.occurred_at,
             arrived_at=arrived_at,
+            backfill=backfill,
+            chased=chased,
         )
         if known is None:
             self._tracked += 1
-        state.appointments[event.appointment_id] = appointment
+        state.appointments[appointment_id] = appointment
         if event.status == "fulfilled" and event.plan_id and event.stage_id:
             stages = state.completed.setdefault(event.plan_id, {})
             stages.setdefault(event.stage_id, effective)
@@ -221,10 +254,11 @@ class Detector:
         if (
             event.status == "cancelled"
             and event.cancelled_by == "patient"
-            and effective > event.start - self.rules.late_cancellation_window
+            and effective > start - self.rules.late_cancellation_window
             and arrived_at is None
+            and not backfill
             # A visit already reported missed is one case, not two.
-            and not state.has_emitted(f"no_show:{event.appointment_id}")
+            and not state.has_emitted(f"no_show:{appointment_id}")
         ):
             found += self._emit(
                 state, "late_cancellation", appointment, now, detectable_at=effective
@@ -276,7 +310,11 @@ class Detector:
     # --- the rules ----------------------------------------------------------------------
 
     def _no_show_due(self, appointment: TrackedAppointment) -> datetime | None:
-        if appointment.status not in AWAITING_ARRIVAL or appointment.arrived_at is not None:
+        if (
+            appointment.status not in AWAITING_ARRIVAL
+            or appointment.arrived_at is not None
+            or not appointment.chased
+        ):
             return None
         return appointment.start + self.rules.no_show_grace
 
@@ -342,6 +380,10 @@ class Detector:
                 # Its facts are decided; completions and emitted ids are kept apart.
                 del state.appointments[appointment.appointment_id]
                 self._tracked -= 1
+                for alias in [
+                    a for a, held in state.aliases.items() if held not in state.appointments
+                ]:
+                    del state.aliases[alias]
         return found
 
     def _schedule(self, state: PatientState) -> None:

@@ -12,18 +12,25 @@ profile (the status code set, a patient participant, a start time) are checked h
   deceasedBoolean true / deceasedDateTime -> PatientStatusEvent deceased; active false
   together with a transfer marker (TRANSFER_EXTENSION, or a link "replaced-by" to a record
   of another organisation) -> PatientStatusEvent transferred_out.
-- CarePlan: subject Patient/<id>, activities in order are the stages (detail.code.text the
-  name, detail.description the doctor's notes, detail.status completed with
-  detail.scheduledPeriod.end the completion), MAX_INTERVAL_EXTENSION (valueInteger days)
-  on an activity; author Practitioner/<id> responsible, Location via the extension
-  DEPARTMENT_EXTENSION (valueId) or the configured department.
+- CarePlan: subject Patient/<id>, activities in order are the stages. A stage's name is
+  detail.code.text, else the first coding's display, else its code, else detail.description
+  (cut to 200 characters), else (an activity that only references its step)
+  activity.reference.display; detail.description is also the doctor's
+  notes, detail.status completed with detail.scheduledPeriod.end the completion (a date
+  alone: that day's start in the clinic's zone), MAX_INTERVAL_EXTENSION (valueInteger days)
+  on an activity. author is optional (0..1, any R4 type): the responsible practitioner is
+  author Practitioner/<id>, else the first contributor Practitioner/<id>, else none. The
+  department comes from the extension DEPARTMENT_EXTENSION (valueId) or the configuration.
+
+References are relative (``Patient/p-1``), versioned (``Patient/p-1/_history/2``) or
+absolute (``https://ehr.example/fhir/Patient/p-1``); the id is what we keep.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -88,12 +95,47 @@ def _validate(model: Any, body: dict[str, Any], kind: str) -> Any:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise Invalid(kind, describe(exc)[0]) from None
+        raise Invalid(_element(kind, exc), _reason(exc)) from None
+    except Exception:
+        # fhir.resources fails on some malformed shapes with its own errors, not a
+        # ValidationError: a primitive's "_x" sibling that is not an object (AttributeError),
+        # a contained resource of an unknown type (KeyError), nesting deeper than the stack.
+        raise Invalid(kind, f"not a readable FHIR R4 {kind}") from None
+
+
+def _reason(exc: ValidationError) -> str:
+    """fhir.resources' reason, except that a regex is no help to an integrator."""
+    reason = describe(exc)[0]
+    if "regex" in reason or "pattern" in reason:
+        where = reason.split(":", 1)[0]
+        timed = any(word in reason for word in ("Instant", "DateTime", "Time"))
+        hint = " (a date with a time needs its UTC offset)" if timed else ""
+        return f"{where}: not in the form FHIR R4 requires{hint}"
+    return reason
+
+
+def _element(kind: str, exc: ValidationError) -> str:
+    """The first failing element as a FHIRPath-like expression: Patient.name[0].given."""
+    errors = exc.errors(include_input=False, include_url=False, include_context=False)
+    path = kind
+    for part in errors[0]["loc"] if errors else ():
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part != "root" and "[" not in part:  # pydantic's own steps are not elements
+            path += f".{part}"
+    return path
 
 
 def _ref_id(reference: str | None, kind: str) -> str | None:
-    if reference and reference.startswith(f"{kind}/"):
-        return reference.split("/", 1)[1]
+    """The id in a reference to ``kind``: relative, versioned or absolute; else None."""
+    if not reference:
+        return None
+    parts = reference.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    absolute = reference.startswith(("http://", "https://"))
+    if len(parts) >= 2 and parts[-2] == kind and (len(parts) == 2 or absolute) and parts[-1]:
+        return parts[-1]
     return None
 
 
@@ -120,11 +162,13 @@ def _when(meta: Any, now: datetime) -> datetime:
     return updated if isinstance(updated, datetime) else now
 
 
-def _build(builder: Any, *args: Any, **fields: Any) -> Any:
+def _build(kind: str, builder: Any, *args: Any, **fields: Any) -> Any:
+    """A canonical event from what the resource said; what the contract refuses (a year 1,
+    an id it cannot take) is the resource's fault, named by the canonical field."""
     try:
         return builder(*args, **fields)
     except ValidationError as exc:
-        raise Invalid("resource", describe(exc)[0]) from None
+        raise Invalid(kind, _reason(exc)) from None
 
 
 def appointment_event(
@@ -160,6 +204,7 @@ def appointment_event(
         plan_id = plan_id or _ref_id(info.reference, "CarePlan")
     occurred_at = _when(resource.meta, now)
     event: AppointmentEvent = _build(
+        "Appointment",
         AppointmentEvent,
         event_id=_event_id("Appointment", resource_id, resource.meta, body),
         occurred_at=occurred_at,
@@ -196,7 +241,9 @@ def patient_events(
         elif telecom.system == "email" and email is None:
             email = telecom.value
     language = "en"
-    for communication in resource.communication or []:
+    for number, communication in enumerate(resource.communication or []):
+        if communication.language is None:  # 1..1 in R4; fhir.resources lets null through
+            raise Invalid(f"Patient.communication[{number}].language", "language is required")
         for coding in communication.language.coding or []:
             if coding.code:
                 language = coding.code.lower()
@@ -206,6 +253,7 @@ def patient_events(
     transferred_at = None if died else _transferred_at(resource, occurred_at)
     event_id = _event_id("Patient", patient_id, resource.meta, body)
     contact = _build(
+        "Patient",
         ContactEvent,
         event_id=event_id,
         occurred_at=occurred_at,
@@ -225,6 +273,7 @@ def patient_events(
     if died:
         when = resource.deceasedDateTime
         status = _build(
+            "Patient",
             deceased,
             patient_id,
             source=SOURCE,
@@ -233,6 +282,7 @@ def patient_events(
         )
     if transferred_at is not None:
         status = _build(
+            "Patient",
             transferred_out,
             patient_id,
             source=SOURCE,
@@ -291,37 +341,21 @@ def care_plan_event(
 ) -> TreatmentPlanEvent:
     resource: CarePlan = _validate(CarePlan, body, "CarePlan")
     plan_id = resource.id or path_id
+    if path_id is not None and resource.id is not None and resource.id != path_id:
+        raise Invalid("CarePlan.id", "id in the body differs from the id in the URL")
     if not plan_id:
         raise Invalid("CarePlan.id", "the plan needs an id")
     patient_id = _ref_id(resource.subject.reference if resource.subject else None, "Patient")
     if patient_id is None:
-        raise Invalid("CarePlan.subject", "subject must be Patient/<id>")
-    practitioner_id = _ref_id(
-        resource.author.reference if resource.author else None, "Practitioner"
-    )
-    if practitioner_id is None:
-        raise Invalid("CarePlan.author", "author must be Practitioner/<id>")
-    stages = []
-    for number, activity in enumerate(resource.activity or [], start=1):
-        detail = activity.detail
-        if detail is None or detail.code is None or not detail.code.text:
-            raise Invalid(f"CarePlan.activity[{number - 1}].detail.code.text", "stage name needed")
-        period = detail.scheduledPeriod
-        completed_at = period.end if detail.status == "completed" and period else None
-        stages.append(
-            _build(
-                TreatmentStage,
-                stage_id=(detail.id if hasattr(detail, "id") and detail.id else f"stage-{number}"),
-                sequence=number,
-                name=detail.code.text,
-                max_interval_days=_extension(activity, MAX_INTERVAL_EXTENSION),
-                notes=detail.description,
-                completed_at=completed_at,
-            )
-        )
+        raise Invalid("CarePlan.subject", "subject must be a reference to Patient/<id>")
+    stages = [
+        _stage(activity, number, zone)
+        for number, activity in enumerate(resource.activity or [], start=1)
+    ]
     if not stages:
         raise Invalid("CarePlan.activity", "a plan needs at least one activity (stage)")
     plan: TreatmentPlanEvent = _build(
+        "CarePlan",
         TreatmentPlanEvent,
         event_id=_event_id("CarePlan", plan_id, resource.meta, body),
         occurred_at=_when(resource.meta, now),
@@ -330,7 +364,72 @@ def care_plan_event(
         patient_id=patient_id,
         department=_extension(resource, DEPARTMENT_EXTENSION) or department,
         timezone=zone,
-        responsible_practitioner_id=practitioner_id,
+        responsible_practitioner_id=_responsible(resource),
         stages=stages,
     )
     return plan
+
+
+def _responsible(resource: CarePlan) -> str | None:
+    """author Practitioner/<id>, else the first contributor who is a Practitioner.
+
+    R4 allows any author type (Organization, CareTeam, PractitionerRole, the Patient...);
+    those name no practitioner, and then escalations go to the plan's supervisor."""
+    references = [resource.author] if resource.author else []
+    references += resource.contributor or []
+    for reference in references:
+        found = _ref_id(reference.reference, "Practitioner")
+        if found is not None:
+            return found
+    return None
+
+
+def _stage(activity: Any, number: int, zone: str) -> TreatmentStage:
+    detail = activity.detail
+    name = _stage_name(activity)
+    if name is None:
+        where = f"CarePlan.activity[{number - 1}]" + (".detail.code" if detail else "")
+        raise Invalid(where, "a stage needs a name: detail.code text, display or code")
+    completed_at = None
+    if detail is not None and detail.status == "completed" and detail.scheduledPeriod:
+        completed_at = _moment(detail.scheduledPeriod.end, zone)
+    stage_id = getattr(detail, "id", None) or activity.id or f"stage-{number}"
+    stage: TreatmentStage = _build(
+        "CarePlan",
+        TreatmentStage,
+        stage_id=stage_id,
+        sequence=number,
+        name=name[:200],
+        max_interval_days=_extension(activity, MAX_INTERVAL_EXTENSION),
+        notes=detail.description if detail is not None else None,
+        completed_at=completed_at,
+    )
+    return stage
+
+
+def _stage_name(activity: Any) -> str | None:
+    detail = activity.detail
+    code = detail.code if detail is not None else None
+    if code is not None:
+        if code.text and code.text.strip():
+            return str(code.text).strip()
+        for attribute in ("display", "code"):
+            for coding in code.coding or []:
+                value = getattr(coding, attribute, None)
+                if value and str(value).strip():
+                    return str(value).strip()
+    if detail is not None and detail.description and str(detail.description).strip():
+        return str(detail.description).strip()  # a step described only in words
+    reference = activity.reference
+    if detail is None and reference is not None and reference.display:
+        return str(reference.display).strip() or None
+    return None
+
+
+def _moment(value: Any, zone: str) -> datetime | None:
+    """A FHIR dateTime as an aware moment; a date alone is that day's start in the zone."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else None
+    if isinstance(value, date):
+        return datetime.combine(value, time(), ZoneInfo(zone))
+    return None

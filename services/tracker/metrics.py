@@ -23,3 +23,16 @@ DETECTION_LAG = Histogram(
 TRACKED_APPOINTMENTS = Gauge(
     "followup_tracker_tracked_appointments", "Appointments held in this replica's state."
 )
+HL7_DOUBLED_LOCAL_TIMES = Counter(
+    "followup_tracker_hl7_doubled_local_times_total",
+    "HL7 times without offset that the autumn clock change shows twice (first one taken).",
+)
+MLLP_CONNECTIONS = Gauge("followup_tracker_mllp_connections", "Open MLLP connections.")
+MLLP_CONNECTIONS_REFUSED = Counter(
+    "followup_tracker_mllp_connections_refused_total",
+    "MLLP connections closed at once because FOLLOWUP_MLLP_MAX_CONNECTIONS were open.",
+)
+MLLP_STRAY_BYTES = Counter(
+    "followup_tracker_mllp_stray_bytes_total",
+    "Bytes skipped between MLLP frames (CR/LF after the end block, noise, abandoned frames).",
+)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
@@ -78,6 +79,34 @@ async def read_all(
     finally:
         await consumer.stop()
     return records
+
+
+class TopicTail:
+    """Follows ``topic`` from its beginning while a test runs: ``events`` grows as records
+    arrive (decoded as ``model``); ``stop`` ends it."""
+
+    def __init__(self, bootstrap: str, topic: str, model: type[Any]) -> None:
+        self.events: list[Any] = []
+        self._bootstrap, self._topic, self._model = bootstrap, topic, model
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._consumer = await _start_reader(self._bootstrap, self._topic)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        async for record in self._consumer:
+            self.events.append(decode(self._model, record.value))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
 
 
 @asynccontextmanager

@@ -1,10 +1,85 @@
-"""Seeding the scheduler's tables in bulk, server-side (tests and the benchmark)."""
+"""The scheduler's samples and bulk seeding, server-side (tests and the benchmark)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
+from schemas.events import AppointmentEvent, TriggerEvent
 from services.scheduler.ledger import Conn
+
+# A Monday morning at the clinic: the visit at 09:30 was missed.
+MISSED = datetime(2026, 3, 2, 9, 30, tzinfo=ZoneInfo("Europe/Vilnius"))
+
+
+def no_show_trigger(
+    patient: str = "pat-1",
+    appointment: str = "appt-1",
+    *,
+    missed: datetime = MISSED,
+    **extra: Any,
+) -> TriggerEvent:
+    """The tracker's no-show of ``appointment`` at ``missed``, detected 20 minutes later;
+    ``extra`` replaces or adds fields."""
+    fields: dict[str, Any] = {
+        "event_id": f"no_show:{appointment}",
+        "occurred_at": missed + timedelta(minutes=20),
+        "source": "tracker",
+        "kind": "no_show",
+        "patient_id": patient,
+        "department": "dental",
+        "timezone": "Europe/Vilnius",
+        "appointment_id": appointment,
+        "appointment_start": missed,
+        "practitioner_id": "dr-7",
+        "detected_at": missed + timedelta(minutes=20),
+    }
+    fields.update(extra)
+    return TriggerEvent.model_validate(fields)
+
+
+def stage_at_risk_trigger(
+    plan: str = "plan-1", stage: str = "s2", *, missed: datetime = MISSED, **extra: Any
+) -> TriggerEvent:
+    """The tracker's warning that ``stage`` of ``plan`` is at risk (no visit of its own)."""
+    fields: dict[str, Any] = {
+        "event_id": f"stage_window_at_risk:{plan}:{stage}",
+        "kind": "stage_window_at_risk",
+        "appointment_id": None,
+        "appointment_start": None,
+        "plan_id": plan,
+        "stage_id": stage,
+    }
+    fields.update(extra)
+    return no_show_trigger(missed=missed, **fields)
+
+
+def missed_visit_now(
+    status: str,
+    at: datetime,
+    *,
+    status_at: datetime | None = None,
+    missed: datetime = MISSED,
+    appointment: str = "appt-1",
+) -> AppointmentEvent:
+    """The missed visit itself (``appointment`` at ``missed``) reported later in ``status``:
+    an arrival or fulfilment delivered late, or a cancellation."""
+    return AppointmentEvent.model_validate(
+        {
+            "event_id": f"{appointment}:{status}",
+            "occurred_at": at,
+            "source": "tracker",
+            "change": "cancelled" if status == "cancelled" else "status_changed",
+            "appointment_id": appointment,
+            "patient_id": "pat-1",
+            "start": missed,
+            "timezone": "Europe/Vilnius",
+            "department": "dental",
+            "status": status,
+            "status_at": status_at,
+        }
+    )
 
 
 async def seed_open_cases(conn: Conn, count: int, opened_at: datetime) -> None:

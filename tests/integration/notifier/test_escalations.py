@@ -63,10 +63,9 @@ async def test_an_escalation_goes_to_the_doctor_and_asks_for_a_decision(world: W
     assert int(str(todo["priority"])) == 1
 
     # The webhook's escalation queue (FOLLOWUP_ESCALATION_WEBHOOK_URL), FHIR priority urgent.
-    [hook] = world.webhook.tasks("c-esc:1")
-    index = world.webhook.received.index(hook)
-    assert world.webhook.paths[index] == "/escalations"
-    assert hook["fhir"]["priority"] == "urgent" and hook["task"]["purpose"] == "escalation"
+    [hook] = [t for t in world.webhook.captured if t.task.get("task_id") == "c-esc:1"]
+    assert hook.path == "/escalations"
+    assert hook.payload["fhir"]["priority"] == "urgent" and hook.purpose == "escalation"
 
 
 async def test_a_front_desk_task_reads_in_the_clinics_zone_without_notes_in_the_calendar(
@@ -87,9 +86,5 @@ async def test_a_front_desk_task_reads_in_the_clinics_zone_without_notes_in_the_
     todo = next(iter(icalendar.Calendar.from_ical(attachment.get_content()).walk("VTODO")))
     assert "Check healing first." not in str(todo["description"])  # the calendar does not
     assert str(todo["attendee"]) == "mailto:desk@clinic.example"
-    [path] = [
-        world.webhook.paths[i]
-        for i, r in enumerate(world.webhook.received)
-        if r["task"]["task_id"] == "c-desk:1"
-    ]
-    assert path == "/tasks"
+    [desk] = [t for t in world.webhook.captured if t.task.get("task_id") == "c-desk:1"]
+    assert desk.path == "/tasks"

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from common.db import create_pool, drop_schema
 from common.kafka import KafkaPublisher, delete_topics_with_prefix, ensure_topics
+from common.launcher import ServiceProcess
 from schemas.events import ContactEvent, NotificationCommand
 from schemas.topics import TopicNames
 from standins.sms_provider import SmsProviderStandIn
@@ -33,28 +30,8 @@ async def standin() -> AsyncIterator[SmsProviderStandIn]:
     await provider.stop()
 
 
-async def start_notifier(env: dict[str, str], log: Path, port: int) -> asyncio.subprocess.Process:
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.notifier",
-            env=env,
-            cwd=str(infra.REPO),
-            stdout=out,
-            stderr=out,
-        )
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                    if r.status == 200:
-                        return proc
-            except aiohttp.ClientError:
-                pass
-            assert proc.returncode is None, log.read_text()
-            await asyncio.sleep(0.1)
-    raise AssertionError("notifier did not become ready")
+async def start_notifier(env: dict[str, str], log: Path, port: int) -> ServiceProcess:
+    return await ServiceProcess("notifier", port, env, log=log).started()
 
 
 async def test_sigkill_between_claim_and_send_still_sends_exactly_once(
@@ -66,13 +43,10 @@ async def test_sigkill_between_claim_and_send_still_sends_exactly_once(
     await ensure_topics(infra.KAFKA_BOOTSTRAP, topics)
     port = free_port()
     env = {
-        **os.environ,
         "FOLLOWUP_KAFKA_BOOTSTRAP": infra.KAFKA_BOOTSTRAP,
         "FOLLOWUP_DATABASE_URL": infra.DATABASE_URL,
         "FOLLOWUP_TOPIC_PREFIX": prefix,
         "FOLLOWUP_DB_SCHEMA": schema,
-        "FOLLOWUP_HTTP_HOST": "127.0.0.1",
-        "FOLLOWUP_HTTP_PORT": str(port),
         "FOLLOWUP_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "FOLLOWUP_SMS_PRIMARY_URL": standin.base_url,
         "FOLLOWUP_SMS_PRIMARY_SID": "ACkill",
@@ -88,7 +62,7 @@ async def test_sigkill_between_claim_and_send_still_sends_exactly_once(
     await publisher.start()
     first = await start_notifier(env, log, port)
     pool = await create_pool(infra.DATABASE_URL, schema)
-    second: asyncio.subprocess.Process | None = None
+    second: ServiceProcess | None = None
     try:
         now = datetime.now(UTC)
         await publisher.publish(
@@ -130,8 +104,7 @@ async def test_sigkill_between_claim_and_send_still_sends_exactly_once(
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("the first process never claimed the command")
-        first.send_signal(signal.SIGKILL)
-        await first.wait()
+        first.kill()
         assert standin.messages == []
 
         second = await start_notifier(env, log, port)
@@ -149,9 +122,8 @@ async def test_sigkill_between_claim_and_send_still_sends_exactly_once(
         assert await pool.fetchval("SELECT outcome FROM deliveries") == "sent"
     finally:
         for proc in (first, second):
-            if proc is not None and proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                await proc.wait()
+            if proc is not None:
+                await proc.stop()
         await pool.close()
         await publisher.stop()
         await drop_schema(infra.DATABASE_URL, schema)

@@ -1,28 +1,17 @@
 """A running notifier with its outside world: SMS provider stand-ins, a real SMTP server
-(aiosmtpd), a webhook receiver that checks signatures, and readers of its topics."""
+(aiosmtpd), a webhook receiver that checks signatures (all from ``standins/``), and readers
+of its topics."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import email
-import hashlib
-import hmac
 import time as wall
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from email.policy import default as email_policy
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from aiohttp import web
-from aiokafka import AIOKafkaConsumer
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-
 from common.clock import ManualClock
-from common.codec import decode
 from common.kafka import KafkaPublisher
 from schemas.events import (
     CallTaskEvent,
@@ -32,111 +21,24 @@ from schemas.events import (
     OutcomeEvent,
 )
 from services.notifier.app import NotifierApp
+from standins.calltasks import CallTaskReceiver
+from standins.mailbox import Inbox as Inbox  # the tests' SMTP handler, re-exported
 from standins.sms_provider import SmsProviderStandIn
-from tests.support.polling import free_port
+from tests.support.kafka import TopicTail
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
 START = datetime(2026, 3, 2, 10, 0, tzinfo=VILNIUS)
 WEBHOOK_SECRET = "webhook-secret"
 API_TOKEN = "admin-token"
 T = TypeVar("T")
+TopicReader = TopicTail  # the name these tests know it by
 
 
-class Inbox:
-    """aiosmtpd handler: keeps every message it receives."""
+class WebhookReceiver(CallTaskReceiver):
+    """The clinic's tool receiving call tasks with this world's secret (dedupes nothing)."""
 
     def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.connections: list[Any] = []  # the client's address per message
-        self.tls: list[bool] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = email.message_from_bytes(envelope.content, policy=email_policy)
-        self.messages.append(parsed)
-        self.connections.append(session.peer)
-        self.tls.append(session.ssl is not None)
-        return "250 OK"
-
-    def for_key(self, key: str) -> list[EmailMessage]:
-        return [m for m in self.messages if m["X-Followup-Key"] == key]
-
-
-@dataclass
-class WebhookReceiver:
-    """The clinic's tool receiving call tasks: refuses a bad signature, dedupes nothing."""
-
-    port: int = field(default_factory=free_port)
-    received: list[dict[str, Any]] = field(default_factory=list)
-    paths: list[str] = field(default_factory=list)  # where each accepted body was posted
-    refused: int = 0
-    # task id -> the JSON the tool answers a created task with (an administrator's report).
-    replies: dict[str, Any] = field(default_factory=dict)
-    _runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/tasks", self._receive)
-        app.router.add_post("/escalations", self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _receive(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        try:
-            # As a receiver does it: the Standard Webhooks library, the shared secret's bytes.
-            received = Webhook(WEBHOOK_SECRET.encode()).verify(body, dict(request.headers))
-        except WebhookVerificationError:
-            self.refused += 1
-            return web.Response(status=401)
-        stamp = request.headers.get("X-Followup-Timestamp", "")
-        mac = hmac.new(WEBHOOK_SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256)
-        # The legacy header, still sent for one release, must agree.
-        assert hmac.compare_digest(
-            "sha256=" + mac.hexdigest(), request.headers.get("X-Followup-Signature", "")
-        )
-        self.received.append(received)
-        self.paths.append(request.path)
-        task = received["task"]
-        if task["action"] == "create" and task["task_id"] in self.replies:
-            return web.json_response(self.replies[task["task_id"]])
-        return web.Response(status=204)
-
-    def tasks(self, task_id: str) -> list[dict[str, Any]]:
-        return [r for r in self.received if r["task"]["task_id"] == task_id]
-
-
-class TopicReader:
-    def __init__(self, bootstrap: str, topic: str, model: type[Any]) -> None:
-        self.events: list[Any] = []
-        self._model = model
-        self._consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
-            auto_offset_reset="earliest",
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        async for record in self._consumer:
-            self.events.append(decode(self._model, record.value))
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._consumer.stop()
+        super().__init__(secret=WEBHOOK_SECRET)
 
 
 @dataclass

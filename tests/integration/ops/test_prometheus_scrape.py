@@ -13,19 +13,17 @@ letter metrics get values once the services consume.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 
 import pytest
+import yaml
 from kafka import KafkaProducer
 
 from common.db import drop_schema
 from common.kafka import delete_topics_with_prefix, ensure_topics
+from common.launcher import ServiceProcess
 from schemas.topics import TopicNames
 from tests.support import infra, ops
 from tests.support.polling import free_port
@@ -51,20 +49,6 @@ MUST_HAVE_DATA = {
 }
 
 
-def wait_healthy(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"service on {port} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"no /healthz on {port}")
-
-
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     infra.ensure_up()
@@ -74,13 +58,10 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
     workdir = tmp_path_factory.mktemp("prometheus")
     ports = {service: free_port() for service in SERVICES}
     schemas = {service: f"t_{unique}_{service}" for service in SERVICES}
-    processes: dict[str, subprocess.Popen[bytes]] = {}
+    processes: dict[str, ServiceProcess] = {}
     try:
         for service in SERVICES:
             env = {
-                **os.environ,
-                "FOLLOWUP_HTTP_HOST": "127.0.0.1",
-                "FOLLOWUP_HTTP_PORT": str(ports[service]),
                 "FOLLOWUP_KAFKA_BOOTSTRAP": infra.KAFKA_BOOTSTRAP,
                 "FOLLOWUP_DATABASE_URL": infra.DATABASE_URL,
                 "FOLLOWUP_TOPIC_PREFIX": names.prefix,
@@ -92,28 +73,17 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
                 "FOLLOWUP_LINK_SECRET": "test-link-secret",
                 "FOLLOWUP_LOG_FORMAT": "json",
             }
-            log = (workdir / f"{service}.log").open("wb")
-            processes[service] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}"],
-                env=env,
-                cwd=ops.REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        for service in SERVICES:
-            wait_healthy(ports[service], processes[service])
+            log = workdir / f"{service}.log"
+            processes[service] = ServiceProcess(service, ports[service], env, log=log).start()
+        for process in processes.values():
+            process.wait_ready_blocking()
         feed_unreadable_messages(names)
         with PrometheusServer(service_jobs(ports), workdir) as prom:
             prom.wait_for_targets()
             yield prom
     finally:
         for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            process.terminate(timeout=30)
         for schema in schemas.values():
             asyncio.run(drop_schema(infra.DATABASE_URL, schema))
         asyncio.run(delete_topics_with_prefix(infra.KAFKA_BOOTSTRAP, names.prefix))
@@ -141,7 +111,15 @@ def test_prometheus_refuses_a_broken_query(prometheus: PrometheusServer) -> None
 
 def test_the_rules_load_and_evaluate_without_errors(prometheus: PrometheusServer) -> None:
     rules = prometheus.rules()
-    assert {r["name"] for r in rules} == {a.name for a in ops.alerts()}
+    recorded = {
+        rule["record"]
+        for path in ops.RULE_FILES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+    assert recorded == {"followup:clinic_open"}
+    assert {r["name"] for r in rules} == {a.name for a in ops.alerts()} | recorded
     time.sleep(1.5)  # one more evaluation round
     unhealthy = [(r["name"], r.get("lastError")) for r in prometheus.rules() if r["health"] != "ok"]
     assert not unhealthy

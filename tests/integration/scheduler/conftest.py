@@ -15,11 +15,10 @@ from schemas.events import AppointmentEvent, OutcomeEvent, PatientStatusEvent, T
 from services.scheduler.app import MIGRATIONS
 from services.scheduler.ledger import CaseLedger
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
-from tests.support.scheduler import seed_open_cases, seed_planned_sms
+from tests.support.scheduler import MISSED, no_show_trigger, seed_open_cases, seed_planned_sms
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
-# A Monday morning at the clinic.
-MISSED = datetime(2026, 3, 2, 9, 30, tzinfo=VILNIUS)
+__all__ = ["MISSED", "VILNIUS"]
 
 
 @pytest.fixture
@@ -46,21 +45,7 @@ def ledger(pool: asyncpg.Pool, policy: CadencePolicy, clock: ManualClock) -> Cas
 
 
 def no_show(patient: str = "pat-1", appointment: str = "appt-1", **extra: object) -> TriggerEvent:
-    fields: dict[str, object] = {
-        "event_id": f"no_show:{appointment}",
-        "occurred_at": MISSED + timedelta(minutes=20),
-        "source": "tracker",
-        "kind": "no_show",
-        "patient_id": patient,
-        "department": "dental",
-        "timezone": "Europe/Vilnius",
-        "appointment_id": appointment,
-        "appointment_start": MISSED,
-        "practitioner_id": "dr-7",
-        "detected_at": MISSED + timedelta(minutes=20),
-    }
-    fields.update(extra)
-    return TriggerEvent.model_validate(fields)
+    return no_show_trigger(patient, appointment, missed=MISSED, **extra)
 
 
 def outcome(
@@ -118,7 +103,11 @@ def booking(
 
 
 def late_cancellation(appointment: str = "appt-9") -> TriggerEvent:
-    return no_show(event_id=f"late_cancellation:{appointment}", kind="late_cancellation")
+    return no_show(
+        event_id=f"late_cancellation:{appointment}",
+        kind="late_cancellation",
+        appointment_id=appointment,
+    )
 
 
 def patient_outcome(kind: str, at: datetime, channel: str, event_id: str) -> OutcomeEvent:

@@ -107,10 +107,16 @@ async def test_bad_json_is_dead_lettered_and_the_next_event_flows(
     publisher: KafkaPublisher,
     running: tuple[DetectionWorker, ManualClock],
 ) -> None:
+    worker, clock = running
     await publisher.publish_raw(topics.appointments, b"{not json", key=b"pat-2")
     wrong = booking().model_dump(mode="json") | {"status": "maybe"}
     await publisher.publish_raw(topics.appointments, json.dumps(wrong).encode(), key=b"pat-2")
-    await publisher.publish(topics.appointments, booking("appt-2", "pat-2"))
+    # Ahead of the clock when first seen (a visit already over then is a backfill: never
+    # chased), then missed.
+    later = START + timedelta(hours=2)
+    await publisher.publish(topics.appointments, canonical_booking("appt-2", "pat-2", later))
+    await eventually(lambda: worker.detector.tracked_appointments == 1)
+    clock.set(later + timedelta(minutes=16))
     triggers = await read_events(kafka_bootstrap, topics.triggers, TriggerEvent, 1)
     letters = await read_events(kafka_bootstrap, topics.deadletter, DeadLetter, 2)
     assert triggers[0].event_id == "no_show:appt-2"

@@ -5,19 +5,15 @@ deadline with the no-show emitted exactly once."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
 import hl7
 import pytest
 
 from common.kafka import KafkaPublisher
+from common.launcher import ServiceProcess
 from schemas.topics import TopicNames
 from services.tracker.worker import changelog_topic
-from tests.support.infra import REPO
 from tests.support.kafka import read_all, read_records
 from tests.support.polling import free_port
 from tests.unit.tracker.events import booking
@@ -33,30 +29,17 @@ MESSAGE = (
 
 async def start_tracker(
     kafka_bootstrap: str, topics: TopicNames, **extra: str
-) -> tuple[asyncio.subprocess.Process, int, int]:
+) -> tuple[ServiceProcess, int, int]:
     http_port, mllp_port = free_port(), free_port()
-    env = os.environ | {
+    env = {
         "FOLLOWUP_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "FOLLOWUP_TOPIC_PREFIX": topics.prefix,
-        "FOLLOWUP_HTTP_HOST": "127.0.0.1",
-        "FOLLOWUP_HTTP_PORT": str(http_port),
         "FOLLOWUP_MLLP_PORT": str(mllp_port),
         "FOLLOWUP_INGEST_TOKEN": "secret-token",
         "FOLLOWUP_DETECTION_TICK_SECONDS": "0.2",
         **extra,
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.tracker", cwd=REPO, env=env
-    )
-    async with aiohttp.ClientSession() as session, asyncio.timeout(60):
-        while True:
-            try:
-                async with session.get(f"http://127.0.0.1:{http_port}/readyz") as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
+    process = await ServiceProcess("tracker", http_port, env).started()
     return process, http_port, mllp_port
 
 
@@ -72,8 +55,7 @@ async def test_service_process_serves_mllp_and_ops_and_stops_cleanly(
         writer.close()
         assert str(hl7.parse(block[1:-2].decode()).segment("MSA")(1)) == "AA"
     finally:
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(process.wait(), 30)
+        code = await process.stop(30)
     assert code == 0
 
 
@@ -96,8 +78,7 @@ async def test_killed_between_booking_and_grace_the_no_show_comes_exactly_once(
         await publisher.publish(topics.appointments, booking("appt-k", "pat-k", start))
         await read_records(kafka_bootstrap, changelog_topic(topics), 1)
     finally:
-        first.send_signal(signal.SIGKILL)  # no goodbye: offsets and group left as they are
-        await first.wait()
+        first.kill()  # no goodbye: offsets and group left as they are
     elapsed = (datetime.now(UTC) - anchor_real).total_seconds()
     assert elapsed < 12, "the first process lived past the grace deadline; test is void"
 
@@ -106,8 +87,7 @@ async def test_killed_between_booking_and_grace_the_no_show_comes_exactly_once(
         records = await read_records(kafka_bootstrap, topics.triggers, 1, timeout=60)
         await asyncio.sleep(1.0)
     finally:
-        second.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(second.wait(), 30)
+        await second.stop(30)
     assert records[0].key == b"pat-k"
     everything = await read_all(kafka_bootstrap, topics.triggers, quiet=1.0)
     assert [r.key for r in everything] == [b"pat-k"]

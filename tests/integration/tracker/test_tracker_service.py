@@ -14,6 +14,7 @@ from schemas.events import TriggerEvent
 from schemas.topics import TopicNames
 from services.tracker.app import Tracker, TrackerSettings
 from tests.support.kafka import read_events
+from tests.support.polling import eventually
 from tests.unit.tracker.hl7_samples import siu
 
 pytestmark = pytest.mark.integration
@@ -32,8 +33,9 @@ async def test_hl7_booking_becomes_a_no_show_trigger(
         clinic_timezone="Europe/Vilnius",
         detection_tick_seconds=0.1,
     )
-    # The visit (09:30+02:00) is in the past of this clock, grace included.
-    clock = ManualClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    # Booked before the visit (09:30+02:00); a visit already over when first seen would be
+    # a backfill, recorded and never chased.
+    clock = ManualClock(datetime(2026, 3, 2, 7, 0, tzinfo=UTC))
     tracker = Tracker(settings, clock)
     await tracker.start()
     try:
@@ -43,6 +45,8 @@ async def test_hl7_booking_becomes_a_no_show_trigger(
         block = await asyncio.wait_for(reader.readuntil(b"\x1c\x0d"), 30)
         writer.close()
         assert str(hl7.parse(block[1:-2].decode()).segment("MSA")(1)) == "AA"
+        await eventually(lambda: tracker.worker.detector.tracked_appointments == 1, 30)
+        clock.set(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))  # grace passed, no arrival
         triggers = await read_events(kafka_bootstrap, topics.triggers, TriggerEvent, 1)
         assert triggers[0].event_id == "no_show:APT-100"
         assert triggers[0].department == "DENTAL" and triggers[0].timezone == "Europe/Vilnius"
@@ -54,7 +58,10 @@ async def test_hl7_booking_becomes_a_no_show_trigger(
             # metric update that follow it.
             metrics = ""
             async with asyncio.timeout(10):
-                while "followup_tracker_tracked_appointments 1.0" not in metrics:
+                while (
+                    "followup_tracker_tracked_appointments 1.0" not in metrics
+                    or 'followup_tracker_triggers_total{kind="no_show"}' not in metrics
+                ):
                     async with session.get(f"{base}/metrics") as response:
                         metrics = await response.text()
                     await asyncio.sleep(0.05)

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from demo.bounds import allowed, earliest_allowed, load_policy
 from demo.observe import Metrics
-from demo.policy import FirstSteps, duration
 from demo.report import Finding, Observed, check, compute, detect_language, table, within
 from demo.scenario import Patient, Scenario, build
-from demo.standins.calltasks import ReceivedTask
-from demo.standins.twilio import SmsRecord
 from schemas.events import NotificationCommand, OutcomeEvent, TriggerEvent
+from services.scheduler.policy import DEFAULT_POLICY_PATH
+from standins.calltasks import ReceivedTask
+from standins.twilio import SmsRecord
 
 SCENARIO = build(patients=14, days=7, seed=11)
 T0 = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
 TOLERANCE = timedelta(minutes=10)
+VILNIUS = ZoneInfo("Europe/Vilnius")
+POLICY = load_policy()  # the scheduler's own file, through its own parser
 
 
 def patient(behaviour: str) -> Patient:
@@ -104,8 +109,12 @@ def a_clean_week() -> Observed:
             t.model_copy(update={"kind": kind}) if t.patient_id == p.patient_id else t
             for t in observed.triggers
         ]
+        # The stage window's first step has no delay (services/scheduler/policy.yaml).
+        start = T0 if kind == "stage_window_at_risk" else T0 + timedelta(hours=1)
         observed.notifications = [
-            n.model_copy(update={"reason": kind}) if n.patient_id == p.patient_id else n
+            n.model_copy(update={"reason": kind, "window_start": start})
+            if n.patient_id == p.patient_id
+            else n
             for n in observed.notifications
         ]
     return observed
@@ -123,7 +132,7 @@ def test_a_clean_week_passes_every_check() -> None:
     for case in observed.cases:
         if case["patient_id"] == dead.patient_id:
             case["state"], case["resolution"] = "closed", "deceased"
-    findings = check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE)
+    findings = check(observed, SCENARIO, POLICY, TOLERANCE)
     assert all(f.ok for f in findings), [f for f in findings if not f.ok]
 
 
@@ -142,7 +151,7 @@ def test_each_broken_promise_is_caught() -> None:
     )
     attendee = patient("attends")
     observed.notifications.append(command(attendee, 1, T0))
-    result = by_name(check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE))
+    result = by_name(check(observed, SCENARIO, POLICY, TOLERANCE))
     assert result == {
         "every_slip_opens_a_case": True,
         "no_case_for_attendees": False,
@@ -165,7 +174,7 @@ def test_a_shared_phone_must_not_hear_names_or_visits() -> None:
     observed.sms = [sms(slipped, T0, "We missed you at a visit"), sms(slipped, T0, named)]
     finding = next(
         f
-        for f in check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE)
+        for f in check(observed, SCENARIO, POLICY, TOLERANCE)
         if f.check == "shared_phone_names_no_one"
     )
     assert not finding.ok and "2 texts" in finding.detail
@@ -176,22 +185,15 @@ def test_a_text_after_death_is_caught() -> None:
     dead = patient("dies")
     observed.sms = [sms(dead, dead.death_at - timedelta(hours=1))]
     assert (
-        by_name(check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE))[
-            "no_contact_after_death"
-        ]
-        is False
+        by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["no_contact_after_death"] is False
     )  # the case is not closed as deceased
     assert observed.cases is not None
     for case in observed.cases:
         if case["patient_id"] == dead.patient_id:
             case["resolution"] = "deceased"
-    assert by_name(check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE))[
-        "no_contact_after_death"
-    ]
+    assert by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["no_contact_after_death"]
     observed.sms.append(sms(dead, dead.death_at + timedelta(hours=5)))
-    assert not by_name(check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE))[
-        "no_contact_after_death"
-    ]
+    assert not by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["no_contact_after_death"]
 
 
 def test_a_missing_case_is_named() -> None:
@@ -200,7 +202,7 @@ def test_a_missing_case_is_named() -> None:
     observed.triggers = [t for t in observed.triggers if t.patient_id != lost.patient_id]
     finding = next(
         f
-        for f in check(observed, SCENARIO, FirstSteps.fallback(), TOLERANCE)
+        for f in check(observed, SCENARIO, POLICY, TOLERANCE)
         if f.check == "every_slip_opens_a_case"
     )
     assert not finding.ok and lost.patient_id in finding.detail
@@ -244,12 +246,103 @@ def test_languages_of_the_templates_are_told_apart() -> None:
 
 
 def test_first_contact_moves_to_business_hours_for_calls() -> None:
-    policy = FirstSteps.fallback()
+    rules = POLICY.rules_for("surgery", "no_show")
     friday_evening = datetime(2026, 3, 6, 17, 30, tzinfo=UTC)  # 19:30 in Vilnius
-    due = policy.first_contact_by("no_show", friday_evening, "Europe/Vilnius")
-    assert due.isoformat() == "2026-03-09T08:00:00+02:00"
-    assert duration("P1DT12H") == timedelta(days=1, hours=12)
-    assert duration("PT0S") == timedelta(0)
+    due = earliest_allowed(rules, "call_task", friday_evening, "Europe/Vilnius")
+    assert due is not None and due.astimezone(VILNIUS).isoformat() == "2026-03-09T08:00:00+02:00"
+    # The dental department also calls on Saturday mornings (its own override).
+    dental = POLICY.rules_for("dental", "no_show")
+    due = earliest_allowed(dental, "call_task", friday_evening, "Europe/Vilnius")
+    assert due is not None and due.astimezone(VILNIUS).isoformat() == "2026-03-07T09:00:00+02:00"
+
+
+def test_first_call_skips_a_slot_with_less_than_the_minimum_window_left() -> None:
+    # The failure of a fresh clone: due 11:43, but the morning slot ends at 12:00 and a call
+    # task needs 30 minutes, so the scheduler plans it at 12:00, which is in time.
+    rules = POLICY.rules_for("surgery", "unanswered_call")
+    due = datetime(2026, 3, 3, 11, 43, tzinfo=VILNIUS)
+    planned = earliest_allowed(rules, "call_task", due, "Europe/Vilnius")
+    assert planned is not None and planned.astimezone(VILNIUS).time() == time(12, 0)
+    assert not allowed(rules, "call_task", due, "Europe/Vilnius")
+    assert allowed(rules, "call_task", due.replace(minute=29), "Europe/Vilnius")
+
+
+def test_messages_wait_for_the_end_of_quiet_hours() -> None:
+    rules = POLICY.rules_for("surgery", "no_show")
+    late = datetime(2026, 3, 3, 22, 15, tzinfo=VILNIUS)
+    planned = earliest_allowed(rules, "sms", late, "Europe/Vilnius")
+    assert planned is not None and planned.astimezone(VILNIUS).isoformat() == (
+        "2026-03-04T08:00:00+02:00"
+    )
+    assert earliest_allowed(rules, "sms", T0, "Europe/Vilnius") == T0
+
+
+def test_the_checks_accept_every_policy_the_scheduler_accepts(tmp_path: Path) -> None:
+    # demo/policy.py refused these; the scheduler's parser takes them, so the checks do.
+    text = (
+        Path(DEFAULT_POLICY_PATH)
+        .read_text(encoding="utf-8")
+        .replace("{delay: P2D, channel: email}", "{delay: P1W, channel: email}")
+        .replace('mon: "08:00-18:00"', 'mon: "08:00-24:00"')
+    )
+    path = tmp_path / "policy.yaml"
+    path.write_text(text, encoding="utf-8")
+    rules = load_policy(path).rules_for("surgery", "no_show")
+    assert rules.steps[3].delay == timedelta(weeks=1)
+    monday_night = datetime(2026, 3, 2, 23, 0, tzinfo=VILNIUS)
+    assert not allowed(rules, "call_task", monday_night, "Europe/Vilnius")  # no slot open
+
+
+def test_a_first_contact_is_judged_from_when_the_scheduler_had_the_case() -> None:
+    # Under load the scheduler may open the case an hour of virtual time after detection:
+    # its plan then counts from its own opened_at (a stamp), not from the wall clock.
+    observed = a_clean_week()
+    assert observed.cases is not None
+    case = observed.cases[0]
+    late = observed.notifications[0]
+    assert late.case_id == case["case_id"]
+    observed.notifications[0] = late.model_copy(
+        update={"window_start": late.window_start + timedelta(hours=2)}
+    )
+    assert not by_name(check(observed, SCENARIO, POLICY, TOLERANCE))[
+        "first_contact_within_first_step"
+    ]
+    case["opened_at"] = (late.window_start + timedelta(hours=2)).isoformat()
+    assert by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["first_contact_within_first_step"]
+    # A hold the case's history records before the first firing moves the bound too.
+    del case["opened_at"]
+    observed.case_details[case["case_id"]] = {
+        "history": [
+            {"event": "opened", "detail": {}},
+            {"event": "held", "detail": {"until": (T0 + timedelta(hours=3)).isoformat()}},
+            {"event": "fired", "detail": {}},
+        ]
+    }
+    assert by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["first_contact_within_first_step"]
+
+
+def test_quiet_hours_are_judged_by_the_notifiers_decision_not_the_arrival() -> None:
+    observed = a_clean_week()
+    p = patient("recovers")
+    decided = datetime(2026, 3, 3, 20, 59, tzinfo=VILNIUS)
+    arrived = decided + timedelta(hours=1)  # a busy machine: an hour of virtual latency
+    observed.sms = [replace(sms(p, arrived), key="case-x:2")]
+    observed.outcomes.append(
+        OutcomeEvent(
+            event_id="sent-x2",
+            occurred_at=decided,
+            source="notifier",
+            outcome="sent",
+            patient_id=p.patient_id,
+            channel="sms",
+            idempotency_key="case-x:2",
+        )
+    )
+    assert by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["nothing_in_quiet_hours"]
+    observed.outcomes[-1] = observed.outcomes[-1].model_copy(
+        update={"occurred_at": decided + timedelta(minutes=2)}
+    )
+    assert not by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["nothing_in_quiet_hours"]
 
 
 def test_scenario_is_seeded_and_shows_every_behaviour() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -10,12 +12,27 @@ from pathlib import Path
 
 import aiohttp
 import aiosmtplib
+import pytest
 from aiohttp import web
 
 from common.clock import ManualClock
-from demo.standins.calltasks import CallTaskReceiver, ReceivedTask, sign, verify
-from demo.standins.mailbox import Mailbox
-from demo.standins.twilio import SmsRecord, TwilioStandIn, twilio_signature
+from schemas.events import CallTaskEvent
+from schemas.topics import CALLTASKS
+from services.notifier.channels import TransientSendError
+from services.notifier.sinks import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookSink,
+    standard_headers,
+    standard_webhook,
+    webhook_signature,
+)
+from standins.calltasks import CallTaskReceiver, ReceivedTask, verify
+from standins.mailbox import Mailbox
+from standins.twilio import SmsRecord, TwilioStandIn, twilio_signature
+from tests.support.samples import sample_events
+
+SAMPLES = sample_events()
 
 CLOCK = ManualClock(datetime(2026, 3, 3, 9, 0, tzinfo=UTC))
 SID, TOKEN = "AC" + "1" * 32, "secret-token"
@@ -111,14 +128,41 @@ def test_twilio_signature_matches_twilios_documented_example() -> None:
     assert twilio_signature("12345", url, params) == "GvWf1cFY/Q7PnoempGyD5oXAezc="
 
 
-def test_call_task_signature_checks() -> None:
+def test_call_task_signature_is_standard_webhooks_and_nothing_else() -> None:
     body = b'{"task_id": "case-1:1"}'
-    good = sign("s3cret", body)
-    assert verify("s3cret", body, {"X-Followup-Signature": good})
-    assert verify("s3cret", body, {"X-Signature-256": good.removeprefix("sha256=")})
-    assert not verify("other", body, {"X-Followup-Signature": good})
-    assert not verify("s3cret", body + b" ", {"X-Followup-Signature": good})
+    signed = standard_headers(standard_webhook("s3cret"), "case-1:1:create", body)
+    assert verify("s3cret", body, signed)
+    assert not verify("other", body, signed)
+    assert not verify("s3cret", body + b" ", signed)
+    assert not verify("s3cret", body, signed | {"webhook-id": "case-1:1:withdraw"})
+    old = str(int(signed["webhook-timestamp"]) - 3600)
+    assert not verify("s3cret", body, signed | {"webhook-timestamp": old})  # a replay
     assert not verify("s3cret", body, {})
+    # The legacy header alone (HMAC over "<timestamp>.<body>") is not enough any more.
+    stamp = signed["webhook-timestamp"]
+    legacy = {SIGNATURE_HEADER: webhook_signature("s3cret", stamp, body), TIMESTAMP_HEADER: stamp}
+    assert not verify("s3cret", body, legacy)
+    over_body = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert not verify("s3cret", body, signed | {"webhook-signature": "v1," + over_body})
+
+
+async def test_call_task_receiver_accepts_what_the_notifiers_webhook_sink_sends() -> None:
+    receiver = CallTaskReceiver(secret="s3cret", clock=CLOCK)
+    await receiver.start()
+    task = SAMPLES[CALLTASKS]
+    assert isinstance(task, CallTaskEvent)
+    right = WebhookSink(receiver.url, "s3cret", CLOCK)
+    wrong = WebhookSink(receiver.url, "not-the-secret", CLOCK)
+    try:
+        await right.deliver(task)
+        with pytest.raises(TransientSendError):
+            await wrong.deliver(task)
+    finally:
+        await right.close()
+        await wrong.close()
+        await receiver.stop()
+    assert [t.task["task_id"] for t in receiver.captured] == [task.task_id]
+    assert receiver.refused == 1
 
 
 def test_received_task_reads_the_notifiers_nested_body() -> None:
@@ -146,7 +190,7 @@ async def test_call_task_receiver_refuses_unsigned_and_records_signed(tmp_path: 
         async with aiohttp.ClientSession() as session:
             async with session.post(receiver.url, data=body) as resp:
                 assert resp.status == 401
-            headers = {"X-Followup-Signature": sign("s3cret", body)}
+            headers = standard_headers(standard_webhook("s3cret"), "case-1:1:create", body)
             async with session.post(receiver.url, data=body, headers=headers) as resp:
                 assert resp.status == 202
         assert receiver.refused == 1
@@ -166,11 +210,29 @@ async def test_mailbox_keeps_what_a_real_smtp_client_sends(tmp_path: Path) -> No
         message["Subject"] = "Пропуснат час"
         message.set_content("Здравейте, пропуснахте часа си.")
         await aiosmtplib.send(message, hostname="127.0.0.1", port=mailbox.port)
-        assert len(mailbox.messages) == 1
-        got = mailbox.messages[0]
+        assert len(mailbox.records) == 1
+        got = mailbox.records[0]
         assert got.rcpt_to == ("patient1@example.org",)
         assert got.subject == "Пропуснат час"
         assert "пропуснахте" in got.text
-        assert got.path.exists()
+        assert got.path is not None and got.path.exists()
     finally:
         await mailbox.stop()
+
+
+async def test_twilio_standin_counts_segments_as_the_notifier_does(tmp_path: Path) -> None:
+    # "é" is in GSM-7's basic set: 150 of them are one segment, not three UCS-2 ones.
+    texts = {"é" * 150: 1, "a" * 161: 2, "ą" * 70: 1, "ą" * 71: 2, "€" * 80: 1, "€" * 81: 2}
+    standin = TwilioStandIn(account_sid=SID, auth_token=TOKEN, clock=CLOCK, capture_dir=tmp_path)
+    await standin.start()
+    url = f"{standin.base_url}/2010-04-01/Accounts/{SID}/Messages.json"
+    answered = []
+    try:
+        async with aiohttp.ClientSession(auth=aiohttp.BasicAuth(SID, TOKEN)) as session:
+            for body in texts:
+                form = {"To": "+37060012345", "From": "+37052000000", "Body": body}
+                async with session.post(url, data=form) as resp:
+                    answered.append(int((await resp.json())["num_segments"]))
+    finally:
+        await standin.stop()
+    assert [r.segments for r in standin.records] == list(texts.values()) == answered

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -482,13 +482,49 @@ def test_opted_out_of_every_usable_channel_closes_as_opted_out() -> None:
     assert next_decision(RULES, view, now) == Close("opted_out", now.astimezone(UTC))
 
 
-def test_no_channel_at_all_is_unreachable_or_escalated_with_a_deadline() -> None:
+def test_no_channel_at_all_escalates_to_a_person_deadline_or_not() -> None:
     everything: frozenset[Channel] = frozenset({"sms", "email", "call_task"})
-    assert next_decision(RULES, case(impossible=everything), MISSED) == Close(
-        "unreachable", MISSED.astimezone(UTC)
-    )
-    decision = next_decision(RULES, case(impossible=everything, deadline=DEADLINE), MISSED)
-    assert isinstance(decision, Escalate) and decision.reason == "no_channel"
+    for deadline in (None, DEADLINE):
+        decision = next_decision(RULES, case(impossible=everything, deadline=deadline), MISSED)
+        assert isinstance(decision, Escalate), decision
+        assert decision.reason == "no_channel" and decision.to == "dr-7"
+    # Nobody to escalate to: unreachable, at once.
+    nobody = case(impossible=everything, practitioner=None)
+    assert next_decision(RULES, nobody, MISSED) == Close("unreachable", MISSED.astimezone(UTC))
+
+
+def test_a_refused_attempt_is_not_a_step_made_the_same_step_goes_to_another_channel() -> None:
+    clock = ManualClock(MISSED)
+    first = plan(RULES, case(), clock)
+    clock.set(first.planned_at)
+    called = fired(first, 1, "no_answer")
+    second = plan(RULES, case(called), clock)
+    assert second.channel == "sms"
+    clock.set(second.planned_at + timedelta(minutes=1))
+    refused = fired(second, 2, "channel_impossible")
+    again = plan(RULES, case(called, refused, impossible=frozenset({"sms", "call_task"})), clock)
+    # The SMS step (index 1) is still to be made, now, by email.
+    assert again.channel == "email" and again.step_index == 1
+    assert again.planned_at == clock.now().astimezone(UTC)
+
+
+def test_quiet_hours_are_the_patient_s_business_hours_the_clinic_s() -> None:
+    tbilisi = "Asia/Tbilisi"  # two hours ahead of Vilnius in March
+    evening = datetime(2026, 3, 2, 19, 30, tzinfo=VILNIUS)  # 21:30 in Tbilisi
+    view = replace(case(opened=evening - timedelta(hours=1)), patient_timezone=tbilisi)
+    decision = next_decision(SMS_ONLY, replace(view, reason="late_cancellation"), evening)
+    assert isinstance(decision, PlanAttempt) and decision.channel == "sms"
+    # 08:00 in Tbilisi (06:00 in Vilnius), not 08:00 in Vilnius.
+    assert local(decision.planned_at, ZoneInfo(tbilisi)).time() == time(8, 0)
+    assert decision.moved_by == "quiet_hours"
+    # Without the patient's zone the clinic's decides (19:30 Vilnius is not quiet).
+    same = next_decision(SMS_ONLY, replace(view, patient_timezone=None), evening)
+    assert isinstance(same, PlanAttempt) and same.planned_at == evening.astimezone(UTC)
+    # Calls stay in the clinic's business hours whatever the patient's zone.
+    morning = datetime(2026, 3, 3, 6, 0, tzinfo=VILNIUS)
+    call = next_decision(RULES, replace(case(opened=morning), patient_timezone=tbilisi), morning)
+    assert isinstance(call, PlanAttempt) and call.channel == "call_task"
+    assert local(call.planned_at).time() >= time(8, 0)
 
 
 def make_attempts(count: int) -> tuple[AttemptRecord, ...]:

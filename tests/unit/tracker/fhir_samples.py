@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from services.tracker.fhir_mapping import MAX_INTERVAL_EXTENSION, STAGE_EXTENSION
+
+# The R4 specification's own examples (source and licence in the folder's README).
+EXAMPLES = Path(__file__).parent / "fhir_r4_examples"
+EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.glob("*.json"))
+# The examples we cannot store, and the element each refusal names.
+REFUSED = {
+    "appointment-example-request.json": "Appointment.start",  # proposed, no time yet
+    "careplan-example-obesity-narrative.json": "CarePlan.activity",  # narrative, no stages
+}
+
+
+def r4_example(name: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads((EXAMPLES / name).read_text(encoding="utf-8"))
+    return body
 
 
 def fhir_appointment(status: str = "booked", **extra: Any) -> dict[str, Any]:

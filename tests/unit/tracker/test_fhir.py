@@ -72,9 +72,9 @@ def test_resend_without_version_gets_the_same_event_id() -> None:
     ("body", "expression"),
     [
         (fhir_appointment("maybe"), "Appointment.status"),
-        (fhir_appointment(start="2026-03-02T09:30:00"), "Appointment"),
+        (fhir_appointment(start="2026-03-02T09:30:00"), "Appointment.start"),
         (fhir_appointment(participant=[]), "Appointment.participant"),
-        (fhir_appointment(bogus=1), "Appointment"),
+        (fhir_appointment(bogus=1), "Appointment.bogus"),
         ({"resourceType": "Patient"}, "resourceType"),
         (fhir_appointment(id="other"), "Appointment.id"),
     ],

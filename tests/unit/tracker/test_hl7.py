@@ -12,9 +12,9 @@ from services.tracker.hl7_siu import (
     TRANSFER_DISPOSITIONS,
     Rejected,
     ack,
-    map_siu,
     parse_dtm,
-    parse_message,
+    read,
+    read_header,
 )
 from tests.unit.tracker.hl7_samples import adt_a03, siu
 
@@ -23,7 +23,7 @@ NOW = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
 
 def mapped(text: str):  # type: ignore[no-untyped-def]
-    return map_siu(parse_message(text), zone=ZONE, now=NOW, department="general")
+    return read(text.encode(), zone=ZONE, now=NOW, department="general")
 
 
 @pytest.mark.parametrize(
@@ -96,12 +96,12 @@ def test_time_without_offset_is_the_clinic_zone() -> None:
 @pytest.mark.parametrize(
     ("text", "ack_code", "error_code"),
     [
-        ("PID|1||X\r", "AR", "100"),
+        ("PID|1||X\r", "AE", "100"),
         (siu("S99", "M1"), "AR", "201"),
         (siu("S12", "M1").replace("SIU^S12", "ORU^R01"), "AR", "200"),
         (siu("S12", "M1", patient_id=""), "AE", "101"),
         (siu("S12", "M1", start="tomorrow"), "AE", "102"),
-        (siu("S12", "M1", appointment_id="bad id!"), "AE", "102"),
+        (siu("S12", "M1", appointment_id="bad\x01id"), "AE", "102"),
     ],
 )
 def test_refusals_say_why(text: str, ack_code: str, error_code: str) -> None:
@@ -112,13 +112,12 @@ def test_refusals_say_why(text: str, ack_code: str, error_code: str) -> None:
 
 
 def test_ack_echoes_the_control_id_and_carries_err_when_negative() -> None:
-    request = parse_message(siu("S12", "CTRL-9"))
+    request = read_header(siu("S12", "CTRL-9").encode())
     positive = hl7.parse(ack(request, code="AA", now=NOW))
     assert str(positive.segment("MSA")(1)) == "AA"
     assert str(positive.segment("MSA")(2)) == "CTRL-9"
-    negative = hl7.parse(
-        ack(request, code="AE", now=NOW, error_code="101", reason="PID-3 | missing")
-    )
+    refusal = Rejected("AE", "101", "PID-3 | missing", "PID-3")
+    negative = hl7.parse(ack(request, code="AE", now=NOW, rejected=refusal))
     assert str(negative.segment("MSA")(1)) == "AE"
     assert str(negative.segment("ERR")(3)(1)(1)) == "101"
     assert "PID-3" in str(negative.segment("ERR")(8))

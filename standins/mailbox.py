@@ -1,4 +1,10 @@
-"""A real SMTP server (aiosmtpd) that keeps every message it receives, as .eml files."""
+"""A real SMTP server's handler (aiosmtpd) that keeps every message it receives.
+
+``Inbox`` is the handler: run it under ``aiosmtpd.controller.Controller`` (its own thread,
+optionally with TLS, as the notifier's tests do) or under ``Mailbox`` (a server in the
+caller's event loop, as the demo does). Each message is kept parsed, with the client's
+address, whether TLS was on, the shared clock's time and, given a directory, as a .eml file.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
-from common.clock import Clock
+from common.clock import Clock, SystemClock
 
 
 @dataclass(frozen=True)
@@ -23,8 +29,10 @@ class MailRecord:
     subject: str
     text: str
     headers: dict[str, str]
-    at: datetime  # virtual time of receipt
-    path: Path
+    at: datetime  # the clock's time of receipt
+    path: Path | None
+    peer: Any = None
+    tls: bool = False
 
 
 def _text_of(message: EmailMessage) -> str:
@@ -35,20 +43,39 @@ def _text_of(message: EmailMessage) -> str:
     return content if isinstance(content, str) else ""
 
 
-class MailboxHandler:
-    def __init__(self, clock: Clock, directory: Path) -> None:
-        self.clock = clock
+class Inbox:
+    """aiosmtpd handler: keeps every message (``messages`` parsed, ``records`` described)."""
+
+    def __init__(self, clock: Clock | None = None, directory: Path | None = None) -> None:
+        self.clock = clock or SystemClock()
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self.messages: list[MailRecord] = []
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+        self.messages: list[EmailMessage] = []
+        self.records: list[MailRecord] = []
+
+    @property
+    def connections(self) -> list[Any]:
+        """The client's address, per message."""
+        return [r.peer for r in self.records]
+
+    @property
+    def tls(self) -> list[bool]:
+        return [r.tls for r in self.records]
+
+    def for_key(self, key: str) -> list[EmailMessage]:
+        return [m for m in self.messages if m["X-Followup-Key"] == key]
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw: bytes = envelope.original_content or envelope.content
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
-        path = self.directory / f"{len(self.messages) + 1:05d}.eml"
-        path.write_bytes(raw)
-        self.messages.append(
+        path = None
+        if self.directory is not None:
+            path = self.directory / f"{len(self.messages) + 1:05d}.eml"
+            path.write_bytes(raw)
+        self.messages.append(parsed)
+        self.records.append(
             MailRecord(
                 mail_from=str(envelope.mail_from),
                 rcpt_to=tuple(str(r) for r in envelope.rcpt_tos),
@@ -57,6 +84,8 @@ class MailboxHandler:
                 headers={k: str(v) for k, v in parsed.items()},
                 at=self.clock.now(),
                 path=path,
+                peer=session.peer,
+                tls=session.ssl is not None,
             )
         )
         return "250 Message accepted for delivery"
@@ -66,14 +95,14 @@ class Mailbox:
     """The clinic's outgoing mail, caught on a real SMTP socket in this event loop."""
 
     def __init__(self, clock: Clock, directory: Path) -> None:
-        self.handler = MailboxHandler(clock, directory)
+        self.handler = Inbox(clock, directory)
         self.directory = directory
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
 
     @property
-    def messages(self) -> list[MailRecord]:
-        return self.handler.messages
+    def records(self) -> list[MailRecord]:
+        return self.handler.records
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         loop = asyncio.get_running_loop()

@@ -1,4 +1,4 @@
-"""The SMS provider stand-in of the demo: the notifier's Twilio-format stand-in
+"""The SMS provider stand-in of a running clinic: the Twilio-format stand-in
 (``standins/sms_provider.py``: Twilio's REST resource, basic auth, Twilio's error JSON,
 ``X-Twilio-Signature`` on callbacks and replies), with what a running clinic needs on top:
 
@@ -18,12 +18,15 @@ from datetime import datetime
 from pathlib import Path
 
 import aiohttp
+import yarl
 from aiohttp import web
 
 from common.clock import Clock
+from services.notifier.sms_text import segment_count
 from standins.sms_provider import SentMessage, SmsProviderStandIn, sign
 
-# The signature is the notifier stand-in's; the demo's tests check it against Twilio's docs.
+# The provider signs its callbacks itself (tests check it against Twilio's documented
+# example); the notifier's own check verifies it, so the two are proved to agree.
 twilio_signature = sign
 
 
@@ -34,7 +37,9 @@ class SmsRecord:
     from_: str
     body: str
     at: datetime  # virtual time of receipt at the provider
-    segments: int
+    segments: int  # as the notifier counts them (services.notifier.sms_text)
+    # The notifier's idempotency key, from the status callback URL it asked for (?key=...).
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,10 +50,8 @@ class ReplyRecord:
     status: int
 
 
-def _segments(body: str) -> int:
-    gsm = all(ord(c) < 128 for c in body)
-    single, multi = (160, 153) if gsm else (70, 67)
-    return 1 if len(body) <= single else -(-len(body) // multi)
+def _callback_key(url: str | None) -> str | None:
+    return yarl.URL(url).query.get("key") if url else None
 
 
 class TwilioStandIn(SmsProviderStandIn):
@@ -97,7 +100,8 @@ class TwilioStandIn(SmsProviderStandIn):
             from_=sent.from_,
             body=sent.body,
             at=self.clock.now(),
-            segments=_segments(sent.body),
+            segments=segment_count(sent.body)[1],
+            key=_callback_key(sent.status_callback),
         )
         self.records.append(record)
         with self.capture.open("a", encoding="utf-8") as f:

@@ -1,0 +1,42 @@
+"""The words of outcomes, appointments and holds that more than one part reads: one home.
+
+Sets of the contracts' literals (``schemas.events``); the tracker, the scheduler and the
+notifier import them from here instead of spelling them again.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from schemas.events import AppointmentStatus, OutcomeKind
+
+# Call results that mean "nobody picked up".
+UNANSWERED: frozenset[OutcomeKind] = frozenset({"no_answer", "busy", "voicemail"})
+# Receipts: the message or task arrived, nobody has acted on it yet (not a result).
+NOT_A_RESULT: frozenset[OutcomeKind] = frozenset({"task_created", "sent", "delivered"})
+# The patient came: a no-show or late cancellation of this visit is not true.
+ATTENDED: frozenset[AppointmentStatus] = frozenset({"arrived", "checked-in", "fulfilled"})
+# ``failed`` details after which the message may still have reached the patient.
+MAYBE_DELIVERED_DETAILS = frozenset({"delivery_unknown"})
+# ``withdrawn`` details of a call task that never reached the clinic's tools.
+NEVER_SENT_DETAILS = frozenset({"never_sent", "no_task"})
+
+# Why the scheduler planned or held an attempt later than wanted (metric label ``rule``):
+# at firing by a frequency cap or a conversation in progress; at planning by the patient's
+# quiet hours (messages) or the clinic's business hours (calls).
+HoldReason = Literal["frequency_cap", "conversation_open", "quiet_hours", "business_hours"]
+FiringHold = Literal["frequency_cap", "conversation_open"]
+PlanningMove = Literal["quiet_hours", "business_hours"]
+
+
+def went_out(outcome: OutcomeKind, detail: str | None) -> bool:
+    """False when the notifier reports that an attempt never reached the patient: refused
+    (``channel_impossible``), failed before or at the provider, or a task never handed out.
+    Only contacts that went out count against the frequency caps."""
+    if outcome == "channel_impossible":
+        return False
+    if outcome == "failed":
+        return detail in MAYBE_DELIVERED_DETAILS
+    if outcome == "withdrawn":
+        return detail not in NEVER_SENT_DETAILS
+    return True

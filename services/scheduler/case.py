@@ -1,0 +1,754 @@
+"""A follow-up case and everything that moves it: pure, no I/O.
+
+``Case`` holds one case with its attempts and owns every transition of the README's
+"What moves a case". Each method changes the case in memory and notes what else happened
+(history entries, commands for the outbox, contacts made or taken back, metrics) in
+``case.changes``; the ledger loads a locked case, calls one method and saves the
+difference (``attempt_changes``, ``row_changed``) with the noted changes, in one
+transaction. When to contact the patient next is the cadence's (``cadence.next_decision``);
+what holds a due attempt back is the guards' (``guards.hold_for``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal, NamedTuple, cast
+
+from common.treatment import next_stage_deadline
+from schemas.base import Channel, TriggerKind
+from schemas.events import (
+    AppointmentEvent,
+    AppointmentStatus,
+    NotificationCommand,
+    OutcomeKind,
+    TreatmentPlanEvent,
+    TriggerEvent,
+)
+from schemas.vocabulary import ATTENDED, went_out
+from services.scheduler.cadence import (
+    AttemptRecord,
+    CaseView,
+    Close,
+    Escalate,
+    PlanAttempt,
+    Purpose,
+    Resolution,
+    lost_channels,
+    next_decision,
+    outcome_effect,
+)
+from services.scheduler.cases import (
+    CaseFacts,
+    booking_resolution,
+    build_command,
+    case_id_for,
+    should_record,
+    task_still_out,
+    withdrawal_key,
+)
+from services.scheduler.guards import Hold
+from services.scheduler.policy import CadencePolicy
+
+
+class CaseState(StrEnum):
+    OPEN = "open"  # nothing sent yet
+    CONTACTING = "contacting"  # a follow-up went out
+    ESCALATING = "escalating"  # waiting for the doctor or the supervisor
+    CLOSED = "closed"
+
+
+# Module constants: enum member lookups are slow in the firing loop.
+_OPEN, _CONTACTING, _CLOSED = CaseState.OPEN, CaseState.CONTACTING, CaseState.CLOSED
+# Reasons whose fact a later arrival (or a cancellation before the start) contradicts.
+PROVISIONAL: frozenset[TriggerKind] = frozenset({"no_show", "late_cancellation"})
+CorrectionResult = Literal["applied", "recorded", "duplicate"]
+HistoryEvent = Literal[
+    "opened",
+    "joined",
+    "planned",
+    "fired",
+    "held",
+    "expired",
+    "task_expired",
+    "outcome",
+    "channels_lost",
+    "corrected",
+    "reopened",
+    "escalation_planned",
+    "booked",
+    "cleared",
+    "deadline_changed",
+    "opt_out",
+    "opt_in",
+    "withdrawn",
+    "closed",
+]
+Metric = Literal[
+    "opened",
+    "closed",
+    "planned",
+    "fired",
+    "lateness",
+    "first_contact",
+    "escalation",
+    "deadline_miss",
+    "held",
+    "correction",
+]
+
+
+# Named tuples, not dataclasses: a firing batch makes thousands of them.
+class HistoryEntry(NamedTuple):
+    event: HistoryEvent
+    state: CaseState
+    detail: Mapping[str, Any]
+
+
+class Tally(NamedTuple):
+    """A metric to count once the transaction committed."""
+
+    metric: Metric
+    label: str = ""
+    value: float = 1.0
+
+
+class Contact(NamedTuple):
+    """A follow-up that went out (for the frequency caps)."""
+
+    attempt_number: int
+    channel: Channel
+    at: datetime
+
+
+@dataclass
+class Changes:
+    history: list[HistoryEntry] = field(default_factory=list)
+    commands: list[NotificationCommand] = field(default_factory=list)
+    contacts: list[Contact] = field(default_factory=list)
+    uncounted: list[int] = field(default_factory=list)  # attempts that never went out
+    tallies: list[Tally] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a transition may look at besides the case: the moment, the policy, the
+    patient's opt-outs (over all their cases)."""
+
+    now: datetime
+    policy: CadencePolicy
+    opted_out: frozenset[Channel] = frozenset()
+
+
+@dataclass(frozen=True)
+class Correction:
+    correction_id: str
+    outcome: OutcomeKind
+    reported_by: str
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class AttemptChanges:
+    inserted: list[AttemptRecord]
+    updated: list[AttemptRecord]
+    deleted: list[int]
+
+
+@dataclass
+class Case:
+    case_id: str
+    patient_id: str
+    reason: TriggerKind
+    department: str
+    timezone: str
+    state: CaseState
+    trigger_event_id: str
+    fact_at: datetime
+    opened_at: datetime
+    updated_at: datetime
+    resolution: Resolution | None = None
+    closed_at: datetime | None = None
+    appointment_id: str | None = None
+    appointment_start: datetime | None = None
+    practitioner_id: str | None = None
+    supervisor_id: str | None = None
+    plan_id: str | None = None
+    stage_id: str | None = None
+    stage_name: str | None = None
+    doctor_notes: str | None = None
+    stage_deadline: datetime | None = None
+    patient_timezone: str | None = None
+    impossible: frozenset[Channel] = frozenset()
+    first_contact_at: datetime | None = None
+    review_at: datetime | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    changes: Changes = field(default_factory=Changes)
+    # As loaded (or as first inserted): the saver writes only the difference.
+    _row0: tuple[Any, ...] | None = field(default=None, repr=False)
+    _attempts0: dict[int, AttemptRecord] = field(default_factory=dict, repr=False)
+
+    # --- loading and saving -------------------------------------------------------------
+
+    def loaded(self) -> Case:
+        """Mark the current state as what the database holds."""
+        self._row0 = self.row()
+        self._attempts0 = {a.number: a for a in self.attempts}
+        return self
+
+    def row(self) -> tuple[Any, ...]:
+        """The columns a transition may change, in ``ledger.UPDATE_CASE`` order."""
+        return (
+            self.state.value,
+            self.resolution,
+            self.closed_at,
+            self.supervisor_id,
+            self.stage_deadline,
+            sorted(self.impossible) if self.impossible else [],
+            self.first_contact_at,
+            self.review_at,
+        )
+
+    def changed_row(self) -> tuple[Any, ...] | None:
+        """The row to write, or None when nothing in it changed since loading."""
+        row = self.row()
+        return row if self._row0 is not None and self._row0 != row else None
+
+    def row_changed(self) -> bool:
+        return self.changed_row() is not None
+
+    def attempt_changes(self) -> AttemptChanges:
+        now = {a.number: a for a in self.attempts}
+        return AttemptChanges(
+            inserted=[a for n, a in now.items() if n not in self._attempts0],
+            # A changed attempt is a new object (they are frozen): identity is enough.
+            updated=[
+                a for n, a in now.items() if n in self._attempts0 and self._attempts0[n] is not a
+            ],
+            deleted=[n for n in self._attempts0 if n not in now],
+        )
+
+    # --- what it is -----------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.state is _CLOSED
+
+    def facts(self) -> CaseFacts:
+        return CaseFacts(
+            case_id=self.case_id,
+            patient_id=self.patient_id,
+            reason=self.reason,
+            department=self.department,
+            timezone=self.timezone,
+            practitioner_id=self.practitioner_id,
+            appointment_id=self.appointment_id,
+            appointment_start=self.appointment_start,
+            plan_id=self.plan_id,
+            stage_id=self.stage_id,
+            stage_name=self.stage_name,
+            stage_deadline=self.stage_deadline,
+            doctor_notes=self.doctor_notes,
+            opened_at=self.opened_at,
+            contacted=self.first_contact_at is not None,
+        )
+
+    def attempt(self, number: int) -> AttemptRecord | None:
+        return next((a for a in self.attempts if a.number == number), None)
+
+    def same_follow_up(self, trigger: TriggerEvent) -> bool:
+        """One patient's reasons about one visit or one stage are one follow-up: the same
+        reason, the same appointment, or the same plan stage joins this case."""
+        if trigger.patient_id != self.patient_id or self.closed:
+            return False
+        if trigger.kind == self.reason:
+            return True
+        if trigger.appointment_id is not None and trigger.appointment_id == self.appointment_id:
+            return True
+        return (
+            trigger.plan_id is not None
+            and trigger.stage_id is not None
+            and (trigger.plan_id, trigger.stage_id) == (self.plan_id, self.stage_id)
+        )
+
+    # --- open and join ----------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        trigger: TriggerEvent,
+        ctx: Context,
+        plan: TreatmentPlanEvent | None = None,
+        completions: Mapping[str, datetime] | None = None,
+    ) -> Case:
+        """A new case for ``trigger`` (not yet planned: call ``plan_next``)."""
+        stage_name = doctor_notes = supervisor = None
+        deadline = trigger.stage_deadline
+        practitioner = trigger.practitioner_id
+        if plan is not None:
+            supervisor = plan.supervisor_id
+            practitioner = practitioner or plan.responsible_practitioner_id
+            found = next_stage_deadline(plan, dict(completions or {}))
+            stage = next((s for s in plan.stages if s.stage_id == trigger.stage_id), None)
+            stage = stage or (found.stage if found is not None else None)
+            if stage is not None:
+                stage_name, doctor_notes = stage.name, stage.notes
+                if deadline is None and found is not None and found.stage == stage:
+                    deadline = found.deadline
+        fact_at = trigger.detected_at
+        if trigger.kind == "no_show" and trigger.appointment_start is not None:
+            fact_at = trigger.appointment_start  # the first delay counts from the missed visit
+        case = cls(
+            case_id=case_id_for(trigger.event_id),
+            patient_id=trigger.patient_id,
+            reason=trigger.kind,
+            department=trigger.department,
+            timezone=trigger.timezone,
+            state=CaseState.OPEN,
+            trigger_event_id=trigger.event_id,
+            fact_at=fact_at,
+            opened_at=ctx.now,
+            updated_at=ctx.now,
+            appointment_id=trigger.appointment_id,
+            appointment_start=trigger.appointment_start,
+            practitioner_id=practitioner,
+            supervisor_id=supervisor,
+            plan_id=trigger.plan_id,
+            stage_id=trigger.stage_id,
+            stage_name=stage_name,
+            doctor_notes=doctor_notes,
+            stage_deadline=deadline,
+            patient_timezone=trigger.patient_timezone,
+        )
+        case._note("opened", trigger=trigger.event_id)
+        case._tally("opened", trigger.kind)
+        return case
+
+    def join(self, trigger: TriggerEvent, ctx: Context) -> None:
+        """A second trigger about the same follow-up: recorded; a stage deadline it brings
+        and the case lacked (or an earlier one) now bounds the cadence."""
+        self._note("joined", trigger=trigger.event_id, reason=trigger.kind)
+        deadline = trigger.stage_deadline
+        if deadline is not None and (self.stage_deadline is None or deadline < self.stage_deadline):
+            self.stage_deadline = deadline
+            self._note("deadline_changed", stage_deadline=deadline.isoformat())
+            self.plan_next(ctx, replace_planned=True)
+
+    def task_expired(self, ctx: Context) -> None:
+        """Our own call task's window ended without a result: as unanswered."""
+        if self.closed:
+            return
+        self._note("task_expired")
+        self.plan_next(ctx, replace_planned=True)
+
+    # --- outcomes ---------------------------------------------------------------------------
+
+    def record_outcome(
+        self,
+        number: int,
+        kind: OutcomeKind,
+        channel: Channel,
+        ctx: Context,
+        detail: str | None = None,
+        respond_by: datetime | None = None,
+    ) -> None:
+        """The notifier or the front desk reported ``kind`` for attempt ``number``."""
+        attempt = self.attempt(number)
+        if attempt is not None and should_record(attempt.outcome, kind):
+            # A callback request may say when (respond_by): the next call is planned then.
+            asked = respond_by if kind == "callback_requested" else None
+            self._set_outcome(attempt, kind, detail, asked, ctx.now)
+        if attempt is not None and attempt.state == "fired" and not went_out(kind, detail):
+            # Refused or failed before it reached anyone: not a contact for the caps.
+            self.changes.uncounted.append(number)
+        self._note("outcome", attempt=number, outcome=kind, detail=detail)
+        if self.closed or kind in ("opt_out", "opt_in"):
+            return  # recorded; a closed case stays closed
+        escalation = attempt is not None and attempt.purpose == "escalation"
+        self._apply(kind, channel, detail, escalation, ctx)
+
+    def _apply(
+        self,
+        kind: OutcomeKind,
+        channel: Channel,
+        detail: str | None,
+        escalation: bool,
+        ctx: Context,
+    ) -> None:
+        effect = outcome_effect(kind, detail)
+        if effect in ("recovered", "declined"):
+            self.close(cast(Resolution, effect), ctx.now)
+        elif effect == "channel_lost":
+            lost = lost_channels(kind, channel, detail) - self.impossible
+            if lost:
+                self.impossible = self.impossible | lost
+                self._note("channels_lost", channels=sorted(lost), outcome=kind, detail=detail)
+            self.plan_next(ctx, replace_planned=True)
+        elif effect in ("unanswered", "callback") or escalation:
+            self.plan_next(ctx, replace_planned=True)
+
+    def correct(
+        self, number: int, correction: Correction, ctx: Context, *, other_open: bool
+    ) -> CorrectionResult:
+        """An administrator replaces a wrong outcome of a fired attempt. A case closed by the
+        wrong outcome itself opens again, unless ``other_open`` (another open case of the
+        patient for the same reason)."""
+        attempt = self.attempt(number)
+        if attempt is None or attempt.state != "fired":
+            raise LookupError("no such fired attempt")
+        was, was_detail = attempt.outcome, attempt.outcome_detail
+        self._set_outcome(attempt, correction.outcome, correction.detail, None, ctx.now)
+        self._note(
+            "corrected",
+            attempt=number,
+            to=correction.outcome,
+            by=correction.reported_by,
+            correction=correction.correction_id,
+            **{"from": was},
+        )
+        self._tally("correction")
+        if self.closed:
+            closed_by_it = was is not None and self.resolution == outcome_effect(was, was_detail)
+            if not closed_by_it or other_open:
+                return "recorded"  # closed for another reason (a booking, deceased, ...)
+            self.state, self.resolution, self.closed_at = CaseState.CONTACTING, None, None
+            self.updated_at = ctx.now
+            self._note("reopened")
+        escalation = attempt.purpose == "escalation"
+        self._apply(correction.outcome, attempt.channel, correction.detail, escalation, ctx)
+        self.plan_next(ctx)  # a reopened case needs its next step
+        return "applied"
+
+    def opt(self, kind: Literal["opt_out", "opt_in"], channel: Channel, ctx: Context) -> None:
+        """STOP (or START) on a channel of the patient: planned steps are planned afresh
+        (``ctx.opted_out`` already says the new state)."""
+        self._note(kind, channel=channel)
+        self.plan_next(ctx, replace_planned=True)
+
+    # --- appointments, plans, the patient -------------------------------------------------
+
+    def appointment(self, event: AppointmentEvent, ctx: Context) -> None:
+        """A change of one of the patient's appointments: it may clear the case (the missed
+        visit was attended after all) or satisfy it (a new visit booked)."""
+        if self.closed:
+            return
+        if self.contradicted_by(event.appointment_id, event.start, event.status, event.status_at):
+            self._note("cleared", appointment=event.appointment_id, status=event.status)
+            self.withdraw_tasks(ctx.now)
+            self.close("cleared", ctx.now)
+            return
+        resolution = booking_resolution(self.facts(), event)
+        if resolution is not None:
+            self._note("booked", appointment=event.appointment_id)
+            self.withdraw_tasks(ctx.now)  # nobody should call to rebook now
+            self.close(resolution, ctx.now)
+
+    def contradicted_by(
+        self,
+        appointment_id: str | None,
+        start: datetime | None,
+        status: AppointmentStatus,
+        status_at: datetime | None,
+    ) -> bool:
+        return contradicts(
+            self.reason,
+            self.appointment_id,
+            self.appointment_start,
+            appointment_id,
+            start,
+            status,
+            status_at,
+        )
+
+    def deadline_changed(self, deadline: datetime, supervisor_id: str | None, ctx: Context) -> None:
+        """The doctor changed the plan: the cadence is planned again against it."""
+        if self.closed or deadline == self.stage_deadline:
+            return
+        self.stage_deadline, self.supervisor_id = deadline, supervisor_id
+        self._note("deadline_changed", stage_deadline=deadline.isoformat())
+        self.plan_next(ctx, replace_planned=True)
+
+    def patient_left(
+        self, resolution: Literal["deceased", "transferred_out"], now: datetime
+    ) -> None:
+        """Deceased or transferred out: what is out is withdrawn, the case closes."""
+        self.withdraw_tasks(now)
+        self.close(resolution, now)
+
+    # --- firing ---------------------------------------------------------------------------
+
+    def fire(self, number: int, ctx: Context, hold: Hold | None = None) -> AttemptRecord | None:
+        """Attempt ``number`` is due: held (planned afresh from ``hold.until``), expired
+        (planned afresh) or fired (its command for the outbox). Returns the fired attempt."""
+        attempt = self.attempt(number)
+        if attempt is None or attempt.state != "planned" or self.closed:
+            return None
+        if hold is not None:
+            self.attempts.remove(attempt)  # never sent: nothing to undo
+            self._note("held", attempt=number, rule=hold.rule, until=hold.until.isoformat())
+            self._tally("held", hold.rule)
+            self.plan_next(ctx, not_before=hold.until)
+            return None
+        if ctx.now >= attempt.window_end:
+            # Useless now (the scheduler was away longer than the window): plan afresh.
+            self._replace(attempt, state="cancelled")
+            self._note("expired", attempt=number)
+            self.plan_next(ctx)
+            return None
+        previous = list(self.attempts)  # the command lists the attempts before this one
+        fired = self._replace(attempt, state="fired", fired_at=ctx.now)
+        self.changes.commands.append(
+            build_command(self.facts(), fired, fired.template, previous, ctx.now)
+        )
+        first = self.first_contact_at is None and fired.purpose == "follow_up"
+        if first:
+            self.first_contact_at = ctx.now
+            self._tally("first_contact", value=(ctx.now - self.opened_at).total_seconds())
+        if self.state is _OPEN:
+            self.state = _CONTACTING
+        self.updated_at = ctx.now
+        if fired.purpose == "follow_up":
+            self.changes.contacts.append(Contact(number, fired.channel, ctx.now))
+        self._note("fired", attempt=number, channel=fired.channel)
+        self._tally("lateness", value=(ctx.now - attempt.planned_at).total_seconds())
+        self._tally("fired", fired.channel)
+        self.plan_next(ctx)
+        return fired
+
+    def review(self, ctx: Context) -> None:
+        """The case asked to be looked at again (a close that waited for a window to end)."""
+        self.review_at = None
+        self.plan_next(ctx)
+
+    # --- planning ---------------------------------------------------------------------------
+
+    def plan_next(
+        self,
+        ctx: Context,
+        *,
+        replace_planned: bool = False,
+        not_before: datetime | None = None,
+    ) -> None:
+        """Ask the cadence for the next step, unless one is planned already."""
+        if self.closed:
+            return
+        if replace_planned:
+            # Never sent, so nothing to undo: the cadence decides afresh from what happened.
+            self.attempts = [a for a in self.attempts if a.state != "planned"]
+        if any(a.state == "planned" for a in self.attempts):
+            return
+        rules = ctx.policy.rules_for(self.department, self.reason)
+        view = CaseView(
+            reason=self.reason,
+            timezone=self.timezone,
+            opened_at=self.fact_at,
+            attempts=tuple(self.attempts),
+            stage_deadline=self.stage_deadline,
+            practitioner_id=self.practitioner_id,
+            supervisor_id=self.supervisor_id,
+            opted_out=ctx.opted_out,
+            impossible=self.impossible,
+            not_before=not_before,
+            patient_timezone=self.patient_timezone,
+        )
+        decision = next_decision(rules, view, ctx.now)
+        number = max((a.number for a in self.attempts), default=0) + 1
+        if not isinstance(decision, Close):
+            self.review_at = None  # a step is planned again: nothing to look at later
+        if isinstance(decision, PlanAttempt):
+            self._add_attempt(
+                number,
+                "follow_up",
+                decision.channel,
+                decision.template,
+                decision.planned_at,
+                decision.window_end,
+                step_index=decision.step_index,
+                tightened=decision.tightened,
+            )
+            self._note(
+                "planned",
+                attempt=number,
+                channel=decision.channel,
+                planned_at=decision.planned_at.isoformat(),
+                tightened=decision.tightened,
+                moved_by=decision.moved_by,
+            )
+            self._tally("planned", decision.channel)
+            if decision.moved_by is not None:
+                self._tally("held", decision.moved_by)
+        elif isinstance(decision, Escalate):
+            first_escalation = not any(a.purpose == "escalation" for a in self.attempts)
+            self._add_attempt(
+                number,
+                "escalation",
+                "call_task",
+                decision.template,
+                decision.planned_at,
+                decision.window_end,
+                escalate_to=decision.to,
+            )
+            self.state, self.updated_at = CaseState.ESCALATING, ctx.now
+            detail: dict[str, Any] = {"attempt": number, "reason": decision.reason}
+            detail["to"] = decision.to
+            if decision.reason == "no_channel":
+                detail["channels_lost"] = sorted(self.impossible)  # why: visible on the case
+            self._note("escalation_planned", **detail)
+            self._tally("escalation", decision.reason)
+            self._tally("planned", "call_task")
+            if decision.reason == "deadline" and first_escalation:
+                self._tally("deadline_miss")
+        elif decision.at <= ctx.now:
+            self.close(decision.resolution, ctx.now)
+        else:
+            self.review_at = decision.at
+
+    # --- closing and withdrawing ---------------------------------------------------------
+
+    def close(self, resolution: Resolution, now: datetime) -> None:
+        if self.closed:
+            return
+        self.state, self.resolution, self.closed_at = CaseState.CLOSED, resolution, now
+        self.review_at, self.updated_at = None, now
+        self.attempts = [
+            replace(a, state="cancelled") if a.state == "planned" else a for a in self.attempts
+        ]
+        self._note("closed", resolution=resolution)
+        self._tally("closed", resolution)
+
+    def withdraw_tasks(self, now: datetime) -> None:
+        """Withdraw the case's call tasks still out (window open, no result yet)."""
+        for attempt in list(self.attempts):
+            if not task_still_out(attempt, now):
+                continue
+            withdrawn = self._replace(attempt, withdrawn_at=now)
+            command = build_command(
+                self.facts(),
+                withdrawn,
+                withdrawn.template,
+                self.attempts,
+                now,
+                purpose="withdrawal",
+                key=withdrawal_key(self.case_id, attempt.number),
+            )
+            self.changes.commands.append(command)
+            self._note("withdrawn", attempt=attempt.number)
+
+    # --- pieces ---------------------------------------------------------------------------
+
+    def _set_outcome(
+        self,
+        attempt: AttemptRecord,
+        kind: OutcomeKind,
+        detail: str | None,
+        callback_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        self._replace(
+            attempt, outcome=kind, outcome_detail=detail, outcome_at=now, callback_at=callback_at
+        )
+
+    def _replace(self, attempt: AttemptRecord, **changes: Any) -> AttemptRecord:
+        new = AttemptRecord(**{**attempt.__dict__, **changes})  # dataclasses.replace, faster
+        self.attempts[self.attempts.index(attempt)] = new
+        return new
+
+    def _add_attempt(
+        self,
+        number: int,
+        purpose: Purpose,
+        channel: Channel,
+        template: str,
+        planned_at: datetime,
+        window_end: datetime,
+        *,
+        step_index: int | None = None,
+        tightened: bool = False,
+        escalate_to: str | None = None,
+    ) -> None:
+        self.attempts.append(
+            AttemptRecord(
+                number=number,
+                purpose=purpose,
+                channel=channel,
+                state="planned",
+                planned_at=planned_at,
+                window_end=window_end,
+                escalate_to=escalate_to,
+                template=template,
+                step_index=step_index,
+                tightened=tightened,
+            )
+        )
+
+    def _note(self, event: HistoryEvent, **detail: Any) -> None:
+        self.changes.history.append(HistoryEntry(event, self.state, detail))
+
+    def _tally(self, metric: Metric, label: str = "", value: float = 1.0) -> None:
+        self.changes.tallies.append(Tally(metric, label, value))
+
+
+def contradicts(
+    reason: TriggerKind,
+    case_appointment: str | None,
+    case_start: datetime | None,
+    appointment_id: str | None,
+    start: datetime | None,
+    status: AppointmentStatus,
+    status_at: datetime | None,
+) -> bool:
+    """Does what is known of the case's own visit show its trigger false? An arrival for
+    the same slot clears a no-show or late cancellation; a cancellation that took effect
+    before the start clears a no-show."""
+    if reason not in PROVISIONAL or appointment_id is None or appointment_id != case_appointment:
+        return False
+    start = start or case_start  # a message naming the visit by id alone means that visit
+    if case_start is not None and start != case_start:
+        return False  # another slot of the same appointment: a booking, not a correction
+    if status in ATTENDED:
+        return True
+    return (
+        reason == "no_show"
+        and status == "cancelled"
+        and status_at is not None
+        and start is not None
+        and status_at < start
+    )
+
+
+@dataclass(frozen=True)
+class KnownVisit:
+    """The latest status the scheduler saw for an appointment on ``followup.appointments``."""
+
+    start: datetime | None
+    status: AppointmentStatus
+    status_at: datetime | None = None
+
+
+NotOpened = Literal["not_contactable", "attended"]
+
+
+def why_not_open(
+    trigger: TriggerEvent, patient_status: str | None, visit: KnownVisit | None
+) -> NotOpened | None:
+    """A trigger opens nothing for a patient who must not be contacted (deceased,
+    transferred out), nor for a visit the clinic already told us was attended."""
+    if patient_status is not None and patient_status != "active":
+        return "not_contactable"
+    if visit is not None and contradicts(
+        trigger.kind,
+        trigger.appointment_id,
+        trigger.appointment_start,
+        trigger.appointment_id,
+        visit.start,
+        visit.status,
+        visit.status_at,
+    ):
+        return "attended"
+    return None
+
+
+def opted_channels(channels: Iterable[str]) -> frozenset[Channel]:
+    return frozenset(cast(Iterable[Channel], channels))
