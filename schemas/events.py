@@ -332,10 +332,12 @@ class CallTaskEvent(Envelope):
     window_end: AwareDatetime
     script: LongText
     report_url: ShortText | None = None
-    # One signed, expiring URL per result (rebooked, declined, no_answer, voicemail,
-    # wrong_number, call_back): opens a page that records it in one click.
     report_links: dict[str, Annotated[str, StringConstraints(max_length=1000)]] = Field(
-        default_factory=dict, max_length=20
+        default_factory=dict,
+        max_length=20,
+        description="One signed, expiring URL per result (rebooked, declined, no_answer,"
+        " voicemail, wrong_number, call_back): it opens a page that records the result in one"
+        " click. No personal data in the URL.",
     )
 
 
