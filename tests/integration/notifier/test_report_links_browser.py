@@ -9,13 +9,13 @@ gets a clear page with a 4xx.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import aiohttp
 import pytest
 from selenium.webdriver.common.by import By
 
-from tests.integration.notifier.world import World
+from tests.integration.notifier.world import VILNIUS, World
 from tests.support.browser import chromium
 from tests.support.polling import eventually
 
@@ -125,3 +125,27 @@ async def test_a_tampered_or_expired_link_gets_a_clear_refusal(world: World) -> 
     said = await asyncio.to_thread(_open, url, "ru")
     assert said.startswith("Срок действия ссылки истёк.")
     assert world.outcome("link:c-bad:1") is None
+
+
+async def test_a_call_back_link_asks_when_and_the_scheduler_gets_that_moment(world: World) -> None:
+    await world.contact("p-back", phone="+37060000043")
+    await world.send(world.command("c-back", "p-back", "call_task"))
+    [hook] = await eventually(lambda: world.webhook.tasks("c-back:1"))
+    token = hook["task"]["report_links"]["call_back"].rsplit("/", 1)[1]
+    form = f"{world.base_url}/call-tasks/report"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(hook["task"]["report_links"]["call_back"]) as response:
+            page = await response.text()
+            assert 'type="datetime-local" name="callback_at" required' in page
+            assert "Call back at (Europe/Vilnius)" in page
+        origin = {"Origin": world.base_url}
+        async with http.post(form, data={"token": token}, headers=origin) as response:
+            assert response.status == 400  # no time given: nothing recorded
+        assert world.outcome("link:c-back:1") is None
+        async with http.post(
+            form, data={"token": token, "callback_at": "2026-03-03T17:30"}, headers=origin
+        ) as response:
+            assert response.status == 200
+    reported = await eventually(lambda: world.outcome("link:c-back:1"))
+    assert reported.outcome == "callback_requested"
+    assert reported.respond_by == datetime(2026, 3, 3, 17, 30, tzinfo=VILNIUS)  # clinic's zone

@@ -9,8 +9,9 @@ from datetime import timedelta
 import icalendar
 import pytest
 
+from common.config import ConfigError
 from schemas.events import AttemptSummary, CallTaskEvent
-from services.notifier import localise
+from services.notifier import localise, registry
 from services.notifier.calltasks import (
     DeskView,
     build_call_task,
@@ -176,3 +177,21 @@ def test_escalations_have_their_own_sinks_and_the_clinic_its_names() -> None:
     assert s.sinks_for("escalation") == ["email"]
     assert NotifierSettings().sinks_for("escalation") == ["kafka"]  # unset: the same sinks
     assert (s.clinic_name_in("lt-LT"), s.clinic_name_in("ru")) == ("Klinika", "Clinic")
+
+
+def test_escalation_sinks_are_built_and_checked_with_the_others() -> None:
+    both = NotifierSettings.model_validate(
+        {
+            "call_task_sinks": "kafka",
+            "escalation_sinks": "kafka,webhook",
+            "webhook_url": "http://t",
+            "webhook_secret": "s",
+        }
+    )
+    assert registry.wanted_sinks(both) == ["kafka", "webhook"]
+    with pytest.raises(
+        ConfigError, match=r"FOLLOWUP_ESCALATION_SINKS: unknown sink\(s\) \['pager'\]"
+    ):
+        registry.wanted_sinks(NotifierSettings.model_validate({"escalation_sinks": "pager"}))
+    with pytest.raises(ConfigError, match="webhook sink needs"):
+        registry.wanted_sinks(NotifierSettings.model_validate({"escalation_sinks": "webhook"}))
