@@ -134,7 +134,9 @@ def escalation_brief(command: NotificationCommand, view: DeskView) -> list[str]:
     lines = [view.word("escalation")]
     if command.stage_deadline is not None:
         stage = command.stage_name or localise.reason_label(view.language, command.reason)
-        lines.append(view.word("at_risk", stage=stage, date=view.day(command.stage_deadline)))
+        at_risk = view.word("at_risk", stage=stage, date=view.day(command.stage_deadline))
+        # "iki 2026 m. kovo 5 d.": a date that ends with its own dot ends the sentence too.
+        lines.append(at_risk[:-1] if at_risk.endswith("..") else at_risk)
     else:
         lines.append(view.word("at_risk_none"))
     lines.append(view.word("tried"))

@@ -126,7 +126,7 @@ def test_an_escalation_says_which_deadline_what_was_tried_and_what_to_decide(
     brief = task.script.split("\n\n")[0].splitlines()
     assert brief == [
         "ESKALAVIMAS: reikia jūsų sprendimo.",
-        "Gresia praleisti terminą: Implantas, iki 2026 m. kovo 5 d..",
+        "Gresia praleisti terminą: Implantas, iki 2026 m. kovo 5 d.",
         "Kas jau bandyta:",
         "1. SMS, 2026 m. kovo 2 d. 10:00 (Europe/Vilnius): pristatyta",
         "2. skambutis, 2026 m. kovo 3 d. 10:00 (Europe/Vilnius): neatsiliepė",
