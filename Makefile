@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 300
 
-.PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean fuzz \
-	ops-tools ops-check ops-generate
+.PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean \
+	ops-tools ops-check ops-generate browser-tools fuzz
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ infra-status:
 # into .cache/ops; idempotent. See deploy/ops-tools.sh.
 ops-tools:
 	bash deploy/ops-tools.sh install >/dev/null
+
+# Debian's chromium + chromium-driver for the call-report page's browser test; idempotent.
+# See deploy/browser-tools.sh.
+browser-tools:
+	bash deploy/browser-tools.sh install >/dev/null
 
 # Regenerates dashboards JSON, the PrometheusRule and the Kubernetes base from code.
 ops-generate: setup
@@ -60,10 +65,10 @@ schemas: setup
 unit: setup
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-integration: setup infra-up ops-tools
+integration: setup infra-up ops-tools browser-tools
 	$(PY) -m pytest tests/integration -q $(PYTEST_ARGS)
 
-test: setup infra-up ops-tools lint
+test: setup infra-up ops-tools browser-tools lint
 	$(PY) -m pytest tests -q -ra $(PYTEST_ARGS)
 
 # The codec's coverage-guided fuzz target (atheris) for FUZZ_SECONDS, every contract; prints

@@ -7,9 +7,9 @@ The JSON Schemas under ``schemas/json`` are generated from these models
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field, PositiveInt, model_validator
+from pydantic import AwareDatetime, Field, PositiveInt, StringConstraints, model_validator
 
 from schemas.base import (
     Channel,
@@ -332,6 +332,13 @@ class CallTaskEvent(Envelope):
     window_end: AwareDatetime
     script: LongText
     report_url: ShortText | None = None
+    report_links: dict[str, Annotated[str, StringConstraints(max_length=1000)]] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="One signed, expiring URL per result (rebooked, declined, no_answer,"
+        " voicemail, wrong_number, call_back): it opens a page that records the result in one"
+        " click. No personal data in the URL.",
+    )
 
 
 # --- followup.deadletter -----------------------------------------------------------------

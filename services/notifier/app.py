@@ -67,7 +67,9 @@ class NotifierApp:
             settings=s,
             clock=self.clock,
             book=self.book,
-            voice=ClinicVoice(s.clinic_name, s.clinic_phone, s.rebook_url, s.default_language),
+            voice=ClinicVoice(
+                s.clinic_name, s.clinic_phone, s.rebook_url, s.default_language, s.clinic_name_in
+            ),
             ledger=self.ledger,
             directory=self.directory,
             publisher=self.publisher,

@@ -182,6 +182,8 @@ class ClinicVoice:
     clinic_phone: str
     rebook_url: str | None
     default_language: str
+    # The clinic's name in a language (FOLLOWUP_CLINIC_NAME_<LANG>); unset: clinic_name.
+    name_in: Callable[[str], str] | None = None
 
     def context(
         self, command: NotificationCommand, contact: Contact, *, redacted: bool = False
@@ -190,7 +192,7 @@ class ClinicVoice:
             command,
             contact,
             reason=command.template if command.template in REASONS else command.reason,
-            clinic_name=self.clinic_name,
+            clinic_name=self.name_in(contact.language) if self.name_in else self.clinic_name,
             clinic_phone=self.clinic_phone,
             rebook_url=self.rebook_url,
             redacted=redacted,

@@ -70,6 +70,7 @@ class Email:
     html: str | None = None
     list_unsubscribe: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers (an escalation's priority)
 
 
 def message_id(idempotency_key: str, sender: str) -> str:
@@ -91,6 +92,8 @@ def build_message(email: Email, sender: str) -> EmailMessage:
     msg["Subject"] = email.subject
     msg["Message-ID"] = message_id(email.idempotency_key, sender)
     msg["X-Followup-Key"] = email.idempotency_key
+    for name, value in email.headers:
+        msg[name] = value
     if email.list_unsubscribe:
         msg["List-Unsubscribe"] = email.list_unsubscribe
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"

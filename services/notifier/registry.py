@@ -43,10 +43,13 @@ SINKS: Mapping[str, Registration[CallTaskSink]] = {
 def wanted_sinks(settings: NotifierSettings) -> list[str]:
     """The configured sink names, checked: an unknown name or missing setting is a
     ConfigError naming the variable (raised before anything starts)."""
-    wanted = [s.strip() for s in settings.call_task_sinks.split(",") if s.strip()]
-    unknown = sorted(set(wanted) - set(SINKS))
-    if unknown:
-        raise ConfigError(f"FOLLOWUP_CALL_TASK_SINKS: unknown sink(s) {unknown}")
+    wanted = settings.sinks_for("follow_up")
+    escalations = settings.sinks_for("escalation")
+    for variable, names in (("CALL_TASK_SINKS", wanted), ("ESCALATION_SINKS", escalations)):
+        unknown = sorted(set(names) - set(SINKS))
+        if unknown:
+            raise ConfigError(f"FOLLOWUP_{variable}: unknown sink(s) {unknown}")
+    wanted += [name for name in escalations if name not in wanted]
     for name in wanted:
         problem = SINKS[name].check(settings)
         if problem:

@@ -18,8 +18,18 @@ class NotifierSettings(Settings):
     db_schema: str = SCHEMA
     public_base_url: str = "http://127.0.0.1:8083"
     api_token: str = ""
-    link_secret: str = ""
+    link_secret: str = ""  # HMAC key of unsubscribe and call-report links
+    # Report links stay valid this long after the task's window ends.
+    report_link_grace_hours: float = Field(default=72.0, gt=0)
     clinic_name: str = "the clinic"
+    # The clinic's name per language (FOLLOWUP_CLINIC_NAME_LT, ...); unset: clinic_name.
+    clinic_name_en: str | None = None
+    clinic_name_lt: str | None = None
+    clinic_name_ru: str | None = None
+    clinic_name_bg: str | None = None
+    # The clinic's zone and language: what administrators read (times, dates, words).
+    clinic_timezone: str = "Europe/Vilnius"
+    clinic_language: str | None = None  # unset: default_language
     clinic_phone: str = "+37052000000"
     rebook_url: str | None = None
     default_language: str = "en"
@@ -57,3 +67,28 @@ class NotifierSettings(Settings):
     webhook_url: str | None = None
     webhook_secret: str = ""
     front_desk_email: str | None = None
+    # Escalations go to the doctor or supervisor: their sinks (unset: the call-task sinks)
+    # and addresses (unset: the front desk's, with a warning at start-up).
+    escalation_sinks: str | None = None
+    escalation_email: str | None = None
+    escalation_webhook_url: str | None = None
+    # The doctor's clinical notes in calendar copies (VTODO) and chat notices: off unless set.
+    notes_in_calendar: bool = False
+    notes_in_chat: bool = False
+
+    def clinic_name_in(self, language: str) -> str:
+        """The clinic's name as patients of ``language`` know it."""
+        base = language.split("-", 1)[0].lower()
+        named = getattr(self, f"clinic_name_{base}", None) if base.isalpha() else None
+        return named or self.clinic_name
+
+    @property
+    def admin_language(self) -> str:
+        return self.clinic_language or self.default_language
+
+    def sinks_for(self, purpose: str) -> list[str]:
+        """The sink names a task of ``purpose`` goes to (withdrawals follow their task)."""
+        names = self.call_task_sinks
+        if purpose == "escalation" and self.escalation_sinks is not None:
+            names = self.escalation_sinks
+        return [n.strip() for n in names.split(",") if n.strip()]

@@ -34,6 +34,8 @@ ROUTES = {
     ("*", "/unsubscribe"),
     ("POST", "/calltasks/{task_id}/result"),
     ("POST", "/call-tasks/outcomes"),
+    ("GET", "/call-tasks/report/{token}"),
+    ("POST", "/call-tasks/report"),
 }
 
 
