@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from common.config import ConfigError
-from services.notifier import call_task_channel, email_channel, sinks, sms
+from services.notifier import call_task_channel, email_channel, sink_fhir_task, sinks, sms
 from services.notifier.channels import CallTaskSink, MessageChannel, Parts
 from services.notifier.settings import NotifierSettings
 
@@ -37,6 +37,7 @@ SINKS: Mapping[str, Registration[CallTaskSink]] = {
         sinks.build_front_desk_email, sinks.check_front_desk_email
     ),
     sinks.KafkaTopicSink.name: Registration(sinks.build_topic),
+    sink_fhir_task.FhirTaskSink.name: Registration(sink_fhir_task.build, sink_fhir_task.check),
 }
 
 

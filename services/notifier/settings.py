@@ -57,3 +57,8 @@ class NotifierSettings(Settings):
     webhook_url: str | None = None
     webhook_secret: str = ""
     front_desk_email: str | None = None
+    # fhir_task sink: the hospital's FHIR R4 server (base URL ending before /Task).
+    fhir_base_url: str | None = None
+    fhir_token: str = ""  # bearer token, if the server asks for one
+    fhir_poll_seconds: float = Field(default=30.0, ge=0)  # 0: do not read results back
+    fhir_poll_lookback_hours: float = Field(default=24.0, ge=0)

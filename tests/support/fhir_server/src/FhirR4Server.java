@@ -5,15 +5,18 @@
 // 400 and an OperationOutcome, as a validating hospital server would.
 //
 // Usage: java -cp classes:lib/* FhirR4Server <port>
-// GET /Task?_lastUpdated=gt<instant> answers the tasks changed since then (the notifier polls).
+// GET /Task?_lastUpdated=ge<instant>[&identifier=<system>|[value]] answers the resources changed
+// since then (the notifier polls Tasks so).
 
 import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.parser.StrictErrorHandler;
+import ca.uhn.fhir.rest.annotation.OptionalParam;
 import ca.uhn.fhir.rest.annotation.RequiredParam;
 import ca.uhn.fhir.rest.annotation.Search;
 import ca.uhn.fhir.rest.api.MethodOutcome;
 import ca.uhn.fhir.rest.api.server.RequestDetails;
 import ca.uhn.fhir.rest.param.DateRangeParam;
+import ca.uhn.fhir.rest.param.TokenParam;
 import ca.uhn.fhir.rest.server.RestfulServer;
 import ca.uhn.fhir.rest.server.provider.HashMapResourceProvider;
 import java.util.ArrayList;
@@ -24,6 +27,9 @@ import org.eclipse.jetty.ee10.servlet.ServletHolder;
 import org.eclipse.jetty.server.Server;
 import org.hl7.fhir.instance.model.api.IBaseResource;
 import org.hl7.fhir.r4.model.Appointment;
+import org.hl7.fhir.r4.model.Base;
+import org.hl7.fhir.r4.model.DomainResource;
+import org.hl7.fhir.r4.model.Identifier;
 import org.hl7.fhir.r4.model.Schedule;
 import org.hl7.fhir.r4.model.Slot;
 import org.hl7.fhir.r4.model.Task;
@@ -52,7 +58,8 @@ public final class FhirR4Server {
 
     @Search
     public synchronized List<T> changedSince(
-        @RequiredParam(name = "_lastUpdated") DateRangeParam range) {
+        @RequiredParam(name = "_lastUpdated") DateRangeParam range,
+        @OptionalParam(name = "identifier") TokenParam identifier) {
       List<T> found = new ArrayList<>();
       for (T resource : getAllResources()) {
         Date updated = resource.getMeta().getLastUpdated();
@@ -60,11 +67,29 @@ public final class FhirR4Server {
         Date upper = range.getUpperBoundAsInstant();
         if (updated != null
             && (lower == null || !updated.before(lower))
-            && (upper == null || !updated.after(upper))) {
+            && (upper == null || !updated.after(upper))
+            && (identifier == null || hasIdentifier(resource, identifier))) {
           found.add(resource);
         }
       }
       return found;
+    }
+
+    // identifier=<system>| (any value of that system) or <system>|<value>.
+    private static boolean hasIdentifier(IBaseResource resource, TokenParam token) {
+      if (!(resource instanceof DomainResource)) {
+        return false;
+      }
+      for (Base base : ((DomainResource) resource).getNamedProperty("identifier").getValues()) {
+        Identifier id = (Identifier) base;
+        boolean system = token.getSystem() == null || token.getSystem().equals(id.getSystem());
+        boolean value = token.getValue() == null || token.getValue().isEmpty()
+            || token.getValue().equals(id.getValue());
+        if (system && value) {
+          return true;
+        }
+      }
+      return false;
     }
   }
 
