@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from common.config import ConfigError
-from services.notifier import call_task_channel, email_channel, sink_fhir_task, sinks, sms
+from services.notifier import (
+    call_task_channel,
+    email_channel,
+    sink_caldav,
+    sink_fhir_task,
+    sinks,
+    sms,
+)
 from services.notifier.channels import CallTaskSink, MessageChannel, Parts
 from services.notifier.settings import NotifierSettings
 
@@ -38,6 +45,7 @@ SINKS: Mapping[str, Registration[CallTaskSink]] = {
     ),
     sinks.KafkaTopicSink.name: Registration(sinks.build_topic),
     sink_fhir_task.FhirTaskSink.name: Registration(sink_fhir_task.build, sink_fhir_task.check),
+    sink_caldav.CalDavSink.name: Registration(sink_caldav.build, sink_caldav.check),
 }
 
 

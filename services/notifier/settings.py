@@ -62,3 +62,13 @@ class NotifierSettings(Settings):
     fhir_token: str = ""  # bearer token, if the server asks for one
     fhir_poll_seconds: float = Field(default=30.0, ge=0)  # 0: do not read results back
     fhir_poll_lookback_hours: float = Field(default=24.0, ge=0)
+    # caldav sink: the front desk's task list (a CalDAV calendar collection holding VTODOs).
+    caldav_list_url: str | None = None
+    caldav_username: str = ""
+    caldav_password: str = ""
+    caldav_poll_seconds: float = Field(default=60.0, ge=0)  # 0: do not read results back
+    # The same three settings as the administrators' texts use (helper J's branch adds them
+    # too; keep one copy when merging): the clinic's zone, and clinical notes off unless set.
+    clinic_timezone: str = "Europe/Vilnius"
+    notes_in_calendar: bool = False
+    notes_in_chat: bool = False

@@ -18,10 +18,7 @@ result is read at least once; repeats publish the same event id (``tool_results`
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -47,12 +44,11 @@ from services.notifier.channels import (
     TransientSendError,
 )
 from services.notifier.settings import NotifierSettings
-from services.notifier.tool_results import publish_tool_result, report_from_tool
+from services.notifier.tool_results import Poller, Seen, publish_tool_result, report_from_tool
 
 log = get_logger(__name__)
 FHIR_JSON = "application/fhir+json"
 OVERLAP = timedelta(seconds=5)  # server clocks and commit order: read a little twice
-SEEN_LIMIT = 10_000
 
 
 def _coded(concept: Any, system: str) -> str | None:
@@ -127,9 +123,8 @@ class FhirTaskSink:
         self._cursor = parts.clock.now() - lookback
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
-        self._poller: asyncio.Task[None] | None = None
-        # Results already published by this process: the overlap reads them again.
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._poller = Poller(self.name, self.poll_once, poll_seconds)
+        self._seen = Seen()  # the cursor's overlap reads results again
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -137,15 +132,7 @@ class FhirTaskSink:
         return self._session
 
     def start_polling(self) -> None:
-        """Start reading results back (from the service's start, or the first delivery when
-        built outside a running loop)."""
-        if self._poll_seconds <= 0 or self._poller is not None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._poller = loop.create_task(self._poll_forever(), name="fhir_task_poll")
+        self._poller.start()
 
     async def deliver(self, task: CallTaskEvent) -> SendReceipt:
         self.start_polling()
@@ -164,14 +151,6 @@ class FhirTaskSink:
         return SendReceipt(self.name, provider_id=resource["id"])
 
     # --- results back ----------------------------------------------------------------
-
-    async def _poll_forever(self) -> None:
-        while True:
-            try:
-                await self.poll_once()
-            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-                log.warning("fhir_poll_failed", error=type(exc).__name__)
-            await asyncio.sleep(self._poll_seconds)
 
     async def _pages(self, url: str | None) -> AsyncIterator[dict[str, Any]]:
         while url:
@@ -222,20 +201,14 @@ class FhirTaskSink:
         if report.report_id in self._seen:
             return False
         published = await publish_tool_result(self._parts, task_id, report) is not None
-        self._seen[report.report_id] = None
-        while len(self._seen) > SEEN_LIMIT:
-            self._seen.popitem(last=False)
+        self._seen.add(report.report_id)
         return published
 
     def routes(self) -> tuple[Route, ...]:
         return ()
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        await self._poller.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -1,0 +1,131 @@
+"""Call tasks in a real CalDAV task list (Radicale), the front desk's side played by a real
+CalDAV client library (``caldav``), results read back onto the real followup.outcomes topic."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import caldav
+import pytest
+
+from tests.integration.notifier.tool_world import tool_world
+from tests.integration.notifier.world import World
+from tests.support.caldav_server import RadicaleServer
+from tests.support.polling import eventually
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def radicale() -> Iterator[RadicaleServer]:
+    server = RadicaleServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def front_desk(radicale: RadicaleServer) -> Any:
+    """The front desk's task list, as Thunderbird or DAVx5 would see it."""
+    client = caldav.DAVClient(url=f"{radicale.base_url}/", username="frontdesk", password="pw")
+    return client.principal().make_calendar(
+        name="Calls", cal_id="calls", supported_calendar_component_set=["VTODO"]
+    )
+
+
+@pytest.fixture(scope="module")
+async def world(radicale: RadicaleServer, front_desk: Any) -> AsyncIterator[World]:
+    async with tool_world(
+        call_task_sinks="caldav",
+        caldav_list_url=f"{radicale.base_url}/frontdesk/calls/",
+        caldav_username="frontdesk",
+        caldav_password="pw",
+        caldav_poll_seconds=0.3,
+    ) as running:
+        yield running
+
+
+def _todo(front_desk: Any, task_id: str) -> Any:
+    for todo in front_desk.todos(include_completed=True):
+        if str(todo.icalendar_component["uid"]) == f"{task_id}@clinic.example":
+            return todo
+    return None
+
+
+async def _created(world: World, front_desk: Any, case_id: str, patient_id: str) -> Any:
+    await world.contact(patient_id, phone="+37060000051")
+    await world.send(world.command(case_id, patient_id, "call_task"))
+    await eventually(lambda: world.outcome(f"{case_id}:1:task_created"))
+    return await asyncio.to_thread(_todo, front_desk, f"{case_id}:1")
+
+
+async def test_a_task_completed_with_a_category_is_the_result(
+    world: World, front_desk: Any
+) -> None:
+    todo = await _created(world, front_desk, "c-dav", "p-dav")
+    component = todo.icalendar_component
+    assert str(component["summary"]) == "Call patient p-dav: no show"  # no name on a lock screen
+    notes = str(component["description"])
+    assert "+37060000051" in notes and "Ona Petraitė" in notes
+    assert "Check healing first." not in notes  # clinical notes stay out unless configured
+    assert "METHOD" not in todo.data  # a CalDAV resource, not an invitation
+
+    def complete() -> None:
+        todo.icalendar_component.add("categories", ["No answer"])
+        todo.complete()  # STATUS:COMPLETED, COMPLETED:<now>, saved with the client's PUT
+
+    await asyncio.to_thread(complete)
+    result = await eventually(lambda: world.outcome("c-dav:1:caldav:no_answer"))
+    assert result.outcome == "no_answer" and result.idempotency_key == "c-dav:1"
+    await asyncio.sleep(1.0)  # further syncs: nothing more
+    assert [o.event_id for o in world.outcomes_of("c-dav")] == [
+        "c-dav:1:task_created",
+        "c-dav:1:caldav:no_answer",
+    ]
+
+
+async def test_a_result_line_in_the_notes_with_a_call_back_time(
+    world: World, front_desk: Any
+) -> None:
+    todo = await _created(world, front_desk, "c-dav-cb", "p-dav-cb")
+
+    def complete() -> None:
+        component = todo.icalendar_component
+        notes = str(component["description"])
+        component["description"] = (
+            f"Result: callback requested\nCallback: 2026-03-04 09:30\n{notes}"
+        )
+        todo.complete()
+
+    await asyncio.to_thread(complete)
+    result = await eventually(lambda: world.outcome("c-dav-cb:1:caldav:callback_requested"))
+    assert result.respond_by is not None
+    assert result.respond_by.isoformat() == "2026-03-04T09:30:00+02:00"  # the clinic's zone
+
+
+async def test_completed_without_a_result_is_not_guessed(world: World, front_desk: Any) -> None:
+    todo = await _created(world, front_desk, "c-dav-none", "p-dav-none")
+    await asyncio.to_thread(todo.complete)
+    await asyncio.sleep(1.5)
+    assert [o.outcome for o in world.outcomes_of("c-dav-none")] == ["task_created"]
+
+
+async def test_a_withdrawal_removes_the_task_from_the_list(world: World, front_desk: Any) -> None:
+    assert await _created(world, front_desk, "c-dav-w", "p-dav-w") is not None
+    withdrawal = "c-dav-w:1:withdrawal"
+    await world.send(
+        world.command(
+            "c-dav-w",
+            "p-dav-w",
+            "call_task",
+            purpose="withdrawal",
+            idempotency_key=withdrawal,
+            event_id=withdrawal,
+        )
+    )
+    done = await eventually(lambda: world.outcome(f"{withdrawal}:withdrawn"))
+    assert done.detail is None
+    assert await asyncio.to_thread(_todo, front_desk, "c-dav-w:1") is None
