@@ -31,7 +31,8 @@ def radicale() -> Iterator[RadicaleServer]:
 def front_desk(radicale: RadicaleServer) -> Any:
     """The front desk's task list, as Thunderbird or DAVx5 would see it."""
     client = caldav.DAVClient(url=f"{radicale.base_url}/", username="frontdesk", password="pw")
-    return client.principal().make_calendar(
+    principal: Any = client.principal()
+    return principal.make_calendar(
         name="Calls", cal_id="calls", supported_calendar_component_set=["VTODO"]
     )
 
