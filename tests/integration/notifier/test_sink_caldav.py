@@ -30,7 +30,7 @@ def radicale() -> Iterator[RadicaleServer]:
 @pytest.fixture(scope="module")
 def front_desk(radicale: RadicaleServer) -> Any:
     """The front desk's task list, as Thunderbird or DAVx5 would see it."""
-    client = caldav.DAVClient(url=f"{radicale.base_url}/", username="frontdesk", password="pw")
+    client: Any = caldav.DAVClient(url=f"{radicale.base_url}/", username="frontdesk", password="pw")
     principal: Any = client.principal()
     return principal.make_calendar(
         name="Calls", cal_id="calls", supported_calendar_component_set=["VTODO"]
