@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import caldav
+from caldav.davclient import DAVClient
 import pytest
 
 from tests.integration.notifier.tool_world import tool_world
@@ -30,7 +30,7 @@ def radicale() -> Iterator[RadicaleServer]:
 @pytest.fixture(scope="module")
 def front_desk(radicale: RadicaleServer) -> Any:
     """The front desk's task list, as Thunderbird or DAVx5 would see it."""
-    client: Any = caldav.DAVClient(url=f"{radicale.base_url}/", username="frontdesk", password="pw")
+    client: Any = DAVClient(url=f"{radicale.base_url}/", username="frontdesk", password="pw")
     principal: Any = client.principal()
     return principal.make_calendar(
         name="Calls", cal_id="calls", supported_calendar_component_set=["VTODO"]
