@@ -7,8 +7,8 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from caldav.davclient import DAVClient
 import pytest
+from caldav.davclient import DAVClient
 
 from tests.integration.notifier.tool_world import tool_world
 from tests.integration.notifier.world import World
