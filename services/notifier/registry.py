@@ -17,6 +17,7 @@ from services.notifier import (
     email_channel,
     sink_caldav,
     sink_fhir_task,
+    sink_jira,
     sinks,
     sms,
 )
@@ -46,6 +47,7 @@ SINKS: Mapping[str, Registration[CallTaskSink]] = {
     sinks.KafkaTopicSink.name: Registration(sinks.build_topic),
     sink_fhir_task.FhirTaskSink.name: Registration(sink_fhir_task.build, sink_fhir_task.check),
     sink_caldav.CalDavSink.name: Registration(sink_caldav.build, sink_caldav.check),
+    sink_jira.JiraSink.name: Registration(sink_jira.JiraSink, sink_jira.check),
 }
 
 

@@ -72,3 +72,17 @@ class NotifierSettings(Settings):
     clinic_timezone: str = "Europe/Vilnius"
     notes_in_calendar: bool = False
     notes_in_chat: bool = False
+    # Ticketing tools (jira, zendesk sinks): the doctor's notes stay out unless set.
+    notes_in_tickets: bool = False
+    jira_base_url: str | None = None  # https://<site>.atlassian.net
+    jira_email: str = ""
+    jira_api_token: str = ""
+    jira_project_key: str = ""
+    jira_issue_type: str = "Task"
+    jira_withdraw_transition: str = "Cancel"
+    jira_webhook_secret: str = ""  # the admin webhook's secret (X-Hub-Signature)
+    zendesk_url: str | None = None  # https://<subdomain>.zendesk.com
+    zendesk_email: str = ""
+    zendesk_api_token: str = ""
+    zendesk_webhook_secret: str = ""  # the webhook's signing secret
+    zendesk_group_id: int | None = None

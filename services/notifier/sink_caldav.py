@@ -45,7 +45,13 @@ from services.notifier.channels import (
     TransientSendError,
 )
 from services.notifier.settings import NotifierSettings
-from services.notifier.tool_results import Poller, Seen, publish_tool_result, report_from_tool
+from services.notifier.tool_results import (
+    Poller,
+    Seen,
+    publish_tool_result,
+    report_from_tool,
+    task_lines,
+)
 
 log = get_logger(__name__)
 DAV, CALDAV = "DAV:", "urn:ietf:params:xml:ns:caldav"
@@ -65,19 +71,7 @@ def _result_code(text: str) -> str | None:
 def caldav_todo(task: CallTaskEvent, domain: str, *, include_notes: bool = False) -> bytes:
     """The task as a VCALENDAR with one VTODO for a CalDAV list (no METHOD)."""
     reason = task.reason.replace("_", " ")
-    lines = [
-        f"Patient: {task.patient_name or task.patient_id} ({task.patient_id})",
-        f"Phone: {task.phone or 'unknown'}" + (" - shared number" if task.phone_shared else ""),
-        f"Why: {reason} ({task.purpose})",
-        f"Best window: {task.window_start.isoformat()} - {task.window_end.isoformat()}",
-    ]
-    if task.stage_name or task.stage_deadline:
-        deadline = task.stage_deadline.isoformat() if task.stage_deadline else "none"
-        lines.append(f"Stage: {task.stage_name or '-'}, deadline {deadline}")
-    if include_notes and task.doctor_notes:
-        lines.append(f"Doctor's notes: {task.doctor_notes}")
-    if task.report_url:
-        lines.append(f"Report online: {task.report_url}")
+    lines = task_lines(task, include_notes=include_notes)
     lines += [
         "",
         "To report: mark the task done and tag it with the result, or put the word Result,",

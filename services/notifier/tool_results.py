@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
 
 from common.logs import get_logger
-from schemas.events import CALL_RESULTS, OutcomeEvent
+from schemas.events import CALL_RESULTS, CallTaskEvent, OutcomeEvent
 from services.notifier.call_reports import CallReport, parse_call_report, report_outcome
 from services.notifier.call_task_channel import CallTaskChannel
-from services.notifier.channels import Parts
+from services.notifier.channels import Parts, PermanentSendError, TransientSendError
 
 __all__ = ["CALL_RESULTS", "Poller", "Seen", "publish_tool_result", "report_from_tool"]
 log = get_logger(__name__)
@@ -102,3 +107,75 @@ class Poller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+async def json_request(
+    session: aiohttp.ClientSession,
+    provider: str,
+    method: str,
+    url: str,
+    body: object = None,
+    headers: Mapping[str, str] | None = None,
+    ok_statuses: tuple[int, ...] = (),
+) -> tuple[int, Any]:
+    """One JSON call to a tool's REST API, with the sinks' error vocabulary: connection
+    errors, 429 and 5xx are TransientSendError; other 4xx PermanentSendError
+    ``<provider>_http_<status>`` unless in ``ok_statuses``. Returns status and JSON (or None)."""
+    data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+    sent = {"Accept": "application/json", **({"Content-Type": "application/json"} if data else {})}
+    try:
+        async with session.request(
+            method, url, data=data, headers={**sent, **(headers or {})}
+        ) as response:
+            status = response.status
+            raw = await response.read()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise TransientSendError(provider, type(exc).__name__) from None
+    if status == 429 or status >= 500:
+        raise TransientSendError(provider, f"http_{status}")
+    if status >= 400 and status not in ok_statuses:
+        raise PermanentSendError(provider, f"{provider}_http_{status}")
+    try:
+        return status, json.loads(raw) if raw.strip() else None
+    except ValueError:
+        return status, None
+
+
+def signed_at_ok(stamp: str | None, now: datetime, tolerance: float = 300.0) -> bool:
+    """A webhook's timestamp header (unix seconds or ISO 8601) within ``tolerance`` of now:
+    a replayed old delivery is refused."""
+    if not stamp:
+        return False
+    try:
+        at = (
+            datetime.fromtimestamp(int(stamp), UTC)
+            if stamp.isdigit()
+            else datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        )
+    except (ValueError, OverflowError):
+        return False
+    return at.tzinfo is not None and abs((now - at).total_seconds()) <= tolerance
+
+
+def task_lines(task: CallTaskEvent, *, include_notes: bool = False) -> list[str]:
+    """What a tool's task shows the front desk: whom to call, why, when, the stage and the
+    report link; the doctor's clinical notes only when configured in."""
+    lines = [
+        f"Patient: {task.patient_name or task.patient_id} ({task.patient_id})",
+        f"Phone: {task.phone or 'unknown'}" + (" - shared number" if task.phone_shared else ""),
+        f"Why: {task.reason.replace('_', ' ')} ({task.purpose})",
+        f"Best window: {task.window_start.isoformat()} - {task.window_end.isoformat()}",
+    ]
+    if task.stage_name or task.stage_deadline:
+        deadline = task.stage_deadline.isoformat() if task.stage_deadline else "none"
+        lines.append(f"Stage: {task.stage_name or '-'}, deadline {deadline}")
+    if include_notes and task.doctor_notes:
+        lines.append(f"Doctor's notes: {task.doctor_notes}")
+    lines += [f"Report online: {url}" for url in report_links(task)]
+    return lines
+
+
+def report_links(task: CallTaskEvent) -> list[str]:
+    """The links by which the result is reported from anywhere. Today the task's one
+    ``report_url``; the hook for the signed one-click links per result (helper J's branch)."""
+    return [task.report_url] if task.report_url else []
