@@ -18,6 +18,7 @@ from services.notifier import (
     sink_caldav,
     sink_fhir_task,
     sink_jira,
+    sink_zendesk,
     sinks,
     sms,
 )
@@ -48,6 +49,7 @@ SINKS: Mapping[str, Registration[CallTaskSink]] = {
     sink_fhir_task.FhirTaskSink.name: Registration(sink_fhir_task.build, sink_fhir_task.check),
     sink_caldav.CalDavSink.name: Registration(sink_caldav.build, sink_caldav.check),
     sink_jira.JiraSink.name: Registration(sink_jira.JiraSink, sink_jira.check),
+    sink_zendesk.ZendeskSink.name: Registration(sink_zendesk.ZendeskSink, sink_zendesk.check),
 }
 
 
