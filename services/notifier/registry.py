@@ -16,6 +16,7 @@ from services.notifier import (
     call_task_channel,
     email_channel,
     sink_caldav,
+    sink_chat,
     sink_fhir_task,
     sink_jira,
     sink_zendesk,
@@ -50,6 +51,9 @@ SINKS: Mapping[str, Registration[CallTaskSink]] = {
     sink_caldav.CalDavSink.name: Registration(sink_caldav.build, sink_caldav.check),
     sink_jira.JiraSink.name: Registration(sink_jira.JiraSink, sink_jira.check),
     sink_zendesk.ZendeskSink.name: Registration(sink_zendesk.ZendeskSink, sink_zendesk.check),
+    "slack": Registration(sink_chat.build_slack, sink_chat.check_slack),
+    "teams": Registration(sink_chat.build_teams, sink_chat.check_teams),
+    "mattermost": Registration(sink_chat.build_mattermost, sink_chat.check_mattermost),
 }
 
 

@@ -86,3 +86,8 @@ class NotifierSettings(Settings):
     zendesk_api_token: str = ""
     zendesk_webhook_secret: str = ""  # the webhook's signing secret
     zendesk_group_id: int | None = None
+    # Chat sinks (slack, teams, mattermost): incoming-webhook URLs, and what a notice shows.
+    slack_webhook_url: str | None = None
+    teams_webhook_url: str | None = None
+    mattermost_webhook_url: str | None = None
+    chat_fields: str = "patient_id,reason,window,report_links"

@@ -34,6 +34,8 @@ ROUTES = {
     ("*", "/unsubscribe"),
     ("POST", "/calltasks/{task_id}/result"),
     ("POST", "/call-tasks/outcomes"),
+    ("POST", "/jira/webhook"),
+    ("POST", "/zendesk/webhook"),
 }
 
 
