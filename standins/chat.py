@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from standins import serve
+from standins import Served
 
 SLACK_BLOCKS = {"header", "section", "actions", "context", "divider", "image", "rich_text"}
 
@@ -45,17 +45,13 @@ def _slack_blocks_ok(blocks: Any) -> bool:
 
 
 @dataclass
-class ChatStandIn:
+class ChatStandIn(Served):
     received: dict[str, list[dict[str, Any]]] = field(
         default_factory=lambda: {"slack": [], "teams": [], "mattermost": []}
     )
     refused: list[tuple[str, int, str]] = field(default_factory=list)
     port: int = 0
     _runner: web.AppRunner | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def slack_url(self) -> str:
@@ -69,18 +65,12 @@ class ChatStandIn:
     def mattermost_url(self) -> str:
         return f"{self.base_url}/mattermost/hooks/key-1"
 
-    async def start(self, port: int = 0) -> str:
+    def routes(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/slack/services/{path:.+}", self._slack)
         app.router.add_post("/teams/workflows/{id}", self._teams)
         app.router.add_post("/mattermost/hooks/{key}", self._mattermost)
-        self._runner, self.port = await serve(app, port=port)
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
     def _refuse(
         self, service: str, status: int, text: str, json_body: bool = False

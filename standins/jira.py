@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from standins import serve
+from standins import Served
 
 TRANSITIONS = {
     "To Do": [
@@ -47,7 +47,7 @@ def _is_adf(doc: Any) -> bool:
 
 
 @dataclass
-class JiraStandIn:
+class JiraStandIn(Served):
     email: str
     api_token: str
     projects: tuple[str, ...] = ("DESK",)
@@ -58,24 +58,14 @@ class JiraStandIn:
     port: int = 0
     _runner: web.AppRunner | None = None
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self, port: int = 0) -> str:
+    def routes(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
         app.router.add_post("/rest/api/3/issue", self._create)
         app.router.add_get("/rest/api/3/search/jql", self._search)
         app.router.add_get("/rest/api/3/issue/{key}", self._get)
         app.router.add_get("/rest/api/3/issue/{key}/transitions", self._transitions)
         app.router.add_post("/rest/api/3/issue/{key}/transitions", self._transition)
-        self._runner, self.port = await serve(app, port=port)
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:

@@ -27,7 +27,7 @@ import aiohttp
 from aiohttp import web
 
 from common.clock import Clock, SystemClock
-from standins import serve
+from standins import Served
 
 
 def _invalid(details: dict[str, str]) -> web.Response:
@@ -42,7 +42,7 @@ def _invalid(details: dict[str, str]) -> web.Response:
 
 
 @dataclass
-class ZendeskStandIn:
+class ZendeskStandIn(Served):
     email: str
     api_token: str
     webhook_url: str | None = None
@@ -54,22 +54,12 @@ class ZendeskStandIn:
     _idempotent: dict[str, tuple[str, int]] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self, port: int = 0) -> str:
+    def routes(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
         app.router.add_post("/api/v2/tickets.json", self._create)
         app.router.add_get("/api/v2/tickets.json", self._list)
         app.router.add_put("/api/v2/tickets/{id}.json", self._update)
-        self._runner, self.port = await serve(app, port=port)
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:

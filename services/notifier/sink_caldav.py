@@ -48,7 +48,7 @@ from services.notifier.settings import NotifierSettings
 from services.notifier.tool_results import (
     Poller,
     Seen,
-    publish_tool_result,
+    ToolClient,
     report_from_tool,
     task_lines,
 )
@@ -200,20 +200,14 @@ class CalDavSink:
     ) -> None:
         self._parts = parts
         self._list = list_url if list_url.endswith("/") else list_url + "/"
-        self._auth = aiohttp.BasicAuth(username, password) if username else None
+        auth = aiohttp.BasicAuth(username, password) if username else None
+        self._client = ToolClient(timeout=timeout, auth=auth)
         self._domain = domain
         self._include_notes = include_notes
         self._zone = zone
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
         self._token: str | None = None
         self._seen = Seen()
         self._poller = Poller(self.name, self.poll_once, poll_seconds)
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, auth=self._auth)
-        return self._session
 
     def start_polling(self) -> None:
         self._poller.start()
@@ -223,13 +217,13 @@ class CalDavSink:
         url = self._list + resource_name(task.task_id)
         try:
             if task.action == "withdraw":
-                async with self._http().delete(url) as response:
+                async with self._client.session().delete(url) as response:
                     status = response.status
                 done = 200 <= status < 300 or status == 404
             else:
                 body = caldav_todo(task, self._domain, include_notes=self._include_notes)
                 headers = {"Content-Type": "text/calendar; charset=utf-8", "If-None-Match": "*"}
-                async with self._http().put(url, data=body, headers=headers) as response:
+                async with self._client.session().put(url, data=body, headers=headers) as response:
                     status = response.status
                 done = 200 <= status < 300 or status == 412  # 412: there already
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -243,7 +237,7 @@ class CalDavSink:
     async def poll_once(self) -> int:
         """One sync of the list: every changed completed task's result is published."""
         headers = {"Content-Type": "application/xml; charset=utf-8", "Depth": "1"}
-        async with self._http().request(
+        async with self._client.session().request(
             "REPORT", self._list, data=_sync_body(self._token), headers=headers
         ) as response:
             if response.status in (403, 409) and self._token is not None:
@@ -259,12 +253,8 @@ class CalDavSink:
             except (ReportError, ValueError) as exc:
                 log.warning("caldav_result_refused", reason=str(exc).split("\n")[0][:120])
                 continue
-            if found is None or found[1].report_id in self._seen:
-                continue
-            task_id, report = found
-            if await publish_tool_result(self._parts, task_id, report) is not None:
+            if found is not None and await self._seen.publish(self._parts, *found):
                 published += 1
-            self._seen.add(report.report_id)
         self._token = token or self._token
         return published
 
@@ -273,9 +263,7 @@ class CalDavSink:
 
     async def close(self) -> None:
         await self._poller.stop()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()
 
 
 def build(parts: Parts) -> CalDavSink:

@@ -18,12 +18,10 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
-
 from schemas.events import CallTaskEvent
 from services.notifier.channels import NoRoutes, Parts, SendReceipt
 from services.notifier.settings import NotifierSettings
-from services.notifier.tool_results import json_request, report_links
+from services.notifier.tool_results import ToolClient, json_request, report_links
 
 FIELDS = ("patient_id", "name", "phone", "reason", "window", "stage", "report_links")
 UTC_ZONE = ZoneInfo("UTC")
@@ -162,22 +160,18 @@ class ChatSink(NoRoutes):
         self._url = url
         self._fields = fields
         self._include_notes = include_notes
-        self._session: aiohttp.ClientSession | None = None
+        self._client = ToolClient(timeout=10)
 
     def message(self, task: CallTaskEvent) -> dict[str, Any]:
         facts = notice_facts(task, self._fields, include_notes=self._include_notes, zone=self._zone)
         return self._render(task, facts, _links(task, self._fields))
 
     async def deliver(self, task: CallTaskEvent) -> SendReceipt:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        await json_request(self._session, self.name, "POST", self._url, self.message(task))
+        await json_request(self._client.session(), self.name, "POST", self._url, self.message(task))
         return SendReceipt(self.name)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()
 
 
 def chat_fields(settings: NotifierSettings) -> tuple[str, ...]:

@@ -44,7 +44,7 @@ from services.notifier.channels import (
     TransientSendError,
 )
 from services.notifier.settings import NotifierSettings
-from services.notifier.tool_results import Poller, Seen, publish_tool_result, report_from_tool
+from services.notifier.tool_results import Poller, Seen, ToolClient, report_from_tool
 
 log = get_logger(__name__)
 FHIR_JSON = "application/fhir+json"
@@ -116,20 +116,14 @@ class FhirTaskSink:
     ) -> None:
         self._parts = parts
         self._base = base_url.rstrip("/")
-        self._headers = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
+        headers = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
         if token:
-            self._headers["Authorization"] = f"Bearer {token}"
+            headers["Authorization"] = f"Bearer {token}"
+        self._client = ToolClient(timeout=timeout, headers=headers)
         self._poll_seconds = poll_seconds
         self._cursor = parts.clock.now() - lookback
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
         self._poller = Poller(self.name, self.poll_once, poll_seconds)
         self._seen = Seen()  # the cursor's overlap reads results again
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
-        return self._session
 
     def start_polling(self) -> None:
         self._poller.start()
@@ -139,7 +133,9 @@ class FhirTaskSink:
         resource = fhir_task(task)
         url = f"{self._base}/Task/{resource['id']}"
         try:
-            async with self._http().put(url, data=json.dumps(resource).encode()) as response:
+            async with self._client.session().put(
+                url, data=json.dumps(resource).encode()
+            ) as response:
                 status = response.status
                 if status in (400, 409, 412, 422):
                     # The server refused the resource itself: it will refuse it again.
@@ -154,7 +150,7 @@ class FhirTaskSink:
 
     async def _pages(self, url: str | None) -> AsyncIterator[dict[str, Any]]:
         while url:
-            async with self._http().get(url) as response:
+            async with self._client.session().get(url) as response:
                 response.raise_for_status()
                 bundle = await response.json(content_type=None)
             yield bundle
@@ -198,20 +194,14 @@ class FhirTaskSink:
         task_id, report = found
         if fhir_task_id(task_id) != resource.get("id"):
             return False  # an identifier copied onto another Task: not one we created
-        if report.report_id in self._seen:
-            return False
-        published = await publish_tool_result(self._parts, task_id, report) is not None
-        self._seen.add(report.report_id)
-        return published
+        return await self._seen.publish(self._parts, task_id, report)
 
     def routes(self) -> tuple[Route, ...]:
         return ()
 
     async def close(self) -> None:
         await self._poller.stop()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()
 
 
 def build(parts: Parts) -> FhirTaskSink:

@@ -39,6 +39,7 @@ from services.notifier.call_reports import CallReport, ReportError
 from services.notifier.channels import Parts, Route, SendReceipt
 from services.notifier.settings import NotifierSettings
 from services.notifier.tool_results import (
+    ToolClient,
     json_request,
     publish_tool_result,
     report_from_tool,
@@ -152,20 +153,12 @@ class JiraSink:
         self._withdraw = s.jira_withdraw_transition
         self._secret = s.jira_webhook_secret
         self._include_notes = s.notes_in_tickets
-        self._auth = aiohttp.BasicAuth(s.jira_email, s.jira_api_token)
-        self._session: aiohttp.ClientSession | None = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                auth=self._auth, timeout=aiohttp.ClientTimeout(total=15)
-            )
-        return self._session
+        self._client = ToolClient(auth=aiohttp.BasicAuth(s.jira_email, s.jira_api_token))
 
     async def _existing(self, task_id: str) -> str | None:
         jql = f'project = "{self._project}" AND labels = "{task_label(task_id)}"'
         url = f"{self._base}/rest/api/3/search/jql?jql={quote(jql)}&fields=status&maxResults=1"
-        _, found = await json_request(self._http(), self.name, "GET", url)
+        _, found = await json_request(self._client.session(), self.name, "GET", url)
         issues = (found or {}).get("issues") or []
         return str(issues[0]["key"]) if issues else None
 
@@ -177,7 +170,7 @@ class JiraSink:
                     task, self._project, self._issue_type, include_notes=self._include_notes
                 )
                 _, made = await json_request(
-                    self._http(), self.name, "POST", f"{self._base}/rest/api/3/issue",
+                    self._client.session(), self.name, "POST", f"{self._base}/rest/api/3/issue",
                     {"fields": fields},
                 )  # fmt: skip
                 key = str((made or {}).get("key"))
@@ -185,7 +178,7 @@ class JiraSink:
         if key is None:
             return SendReceipt(self.name)  # nothing to withdraw in Jira
         url = f"{self._base}/rest/api/3/issue/{key}/transitions"
-        _, offered = await json_request(self._http(), self.name, "GET", url)
+        _, offered = await json_request(self._client.session(), self.name, "GET", url)
         wanted = next(
             (
                 t
@@ -196,7 +189,11 @@ class JiraSink:
         )
         if wanted is not None:
             await json_request(
-                self._http(), self.name, "POST", url, {"transition": {"id": str(wanted["id"])}}
+                self._client.session(),
+                self.name,
+                "POST",
+                url,
+                {"transition": {"id": str(wanted["id"])}},
             )
         return SendReceipt(self.name, provider_id=key)
 
@@ -223,9 +220,7 @@ class JiraSink:
         return web.json_response({"event_id": outcome.event_id}, status=202)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()
 
 
 def check(settings: NotifierSettings) -> str | None:

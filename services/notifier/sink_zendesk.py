@@ -39,6 +39,7 @@ from services.notifier.call_reports import CallReport, ReportError
 from services.notifier.channels import Parts, PermanentSendError, Route, SendReceipt
 from services.notifier.settings import NotifierSettings
 from services.notifier.tool_results import (
+    ToolClient,
     json_request,
     publish_tool_result,
     report_from_tool,
@@ -114,22 +115,16 @@ class ZendeskSink:
         s = parts.settings
         self._parts = parts
         self._base = (s.zendesk_url or "").rstrip("/")
-        self._auth = aiohttp.BasicAuth(f"{s.zendesk_email}/token", s.zendesk_api_token)
+        self._client = ToolClient(
+            auth=aiohttp.BasicAuth(f"{s.zendesk_email}/token", s.zendesk_api_token)
+        )
         self._secret = s.zendesk_webhook_secret
         self._group = s.zendesk_group_id
         self._include_notes = s.notes_in_tickets
-        self._session: aiohttp.ClientSession | None = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                auth=self._auth, timeout=aiohttp.ClientTimeout(total=15)
-            )
-        return self._session
 
     async def _existing(self, task_id: str) -> int | None:
         url = f"{self._base}/api/v2/tickets.json?external_id={quote(task_id, safe='')}"
-        _, found = await json_request(self._http(), self.name, "GET", url)
+        _, found = await json_request(self._client.session(), self.name, "GET", url)
         tickets = (found or {}).get("tickets") or []
         return int(tickets[0]["id"]) if tickets else None
 
@@ -138,8 +133,9 @@ class ZendeskSink:
         if task.action == "create":
             if ticket_id is None:
                 body = ticket_body(task, include_notes=self._include_notes, group_id=self._group)
+                url = f"{self._base}/api/v2/tickets.json"
                 _, made = await json_request(
-                    self._http(), self.name, "POST", f"{self._base}/api/v2/tickets.json", body,
+                    self._client.session(), self.name, "POST", url, body,
                     headers={"Idempotency-Key": task.task_id},
                 )  # fmt: skip
                 ticket_id = int((made or {}).get("ticket", {}).get("id", 0)) or None
@@ -155,7 +151,7 @@ class ZendeskSink:
         }
         url = f"{self._base}/api/v2/tickets/{ticket_id}.json"
         try:
-            await json_request(self._http(), self.name, "PUT", url, update)
+            await json_request(self._client.session(), self.name, "PUT", url, update)
         except PermanentSendError as exc:
             if exc.detail != f"{self.name}_http_422":  # 422: closed already, nothing to do
                 raise
@@ -189,9 +185,7 @@ class ZendeskSink:
         return web.json_response({"event_id": outcome.event_id}, status=202)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()
 
 
 def check(settings: NotifierSettings) -> str | None:

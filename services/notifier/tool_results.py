@@ -72,6 +72,14 @@ class Seen:
         while len(self._ids) > self._limit:
             self._ids.popitem(last=False)
 
+    async def publish(self, parts: Parts, task_id: str, report: CallReport) -> bool:
+        """Publish a polled result unless this process already did; True when published."""
+        if report.report_id in self:
+            return False
+        published = await publish_tool_result(parts, task_id, report) is not None
+        self.add(report.report_id)
+        return published
+
 
 class Poller:
     """Runs a connector's ``poll_once`` every ``seconds`` on the service's loop (started by
@@ -179,3 +187,31 @@ def report_links(task: CallTaskEvent) -> list[str]:
     """The links by which the result is reported from anywhere. Today the task's one
     ``report_url``; the hook for the signed one-click links per result (helper J's branch)."""
     return [task.report_url] if task.report_url else []
+
+
+class ToolClient:
+    """A connector's one HTTP session to its tool, opened on first use, closed with it."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 15.0,
+        auth: aiohttp.BasicAuth | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._auth = auth
+        self._headers = dict(headers or {})
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, auth=self._auth, headers=self._headers
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

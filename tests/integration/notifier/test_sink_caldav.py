@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from caldav.davclient import DAVClient
 
-from tests.integration.notifier.tool_world import tool_world
+from tests.integration.notifier.tool_world import tool_world, withdraw
 from tests.integration.notifier.world import World
 from tests.support.caldav_server import RadicaleServer
 from tests.support.polling import eventually
@@ -116,17 +116,6 @@ async def test_completed_without_a_result_is_not_guessed(world: World, front_des
 
 async def test_a_withdrawal_removes_the_task_from_the_list(world: World, front_desk: Any) -> None:
     assert await _created(world, front_desk, "c-dav-w", "p-dav-w") is not None
-    withdrawal = "c-dav-w:1:withdrawal"
-    await world.send(
-        world.command(
-            "c-dav-w",
-            "p-dav-w",
-            "call_task",
-            purpose="withdrawal",
-            idempotency_key=withdrawal,
-            event_id=withdrawal,
-        )
-    )
-    done = await eventually(lambda: world.outcome(f"{withdrawal}:withdrawn"))
+    done = await withdraw(world, "c-dav-w", "p-dav-w")
     assert done.detail is None
     assert await asyncio.to_thread(_todo, front_desk, "c-dav-w:1") is None

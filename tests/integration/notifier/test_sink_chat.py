@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from standins.chat import ChatStandIn
-from tests.integration.notifier.tool_world import tool_world
+from tests.integration.notifier.tool_world import tool_world, withdraw
 from tests.integration.notifier.world import World
 from tests.support.polling import eventually
 
@@ -52,18 +52,7 @@ async def test_a_notice_reaches_each_chat_with_minimum_data_and_the_report_link(
     assert chat.received["slack"][0]["text"] == "Call task: patient p-chat"
     assert "(Europe/Vilnius)" in json.dumps(chat.received["teams"][0])  # the clinic's zone
 
-    withdrawal = "c-chat:1:withdrawal"
-    await world.send(
-        world.command(
-            "c-chat",
-            "p-chat",
-            "call_task",
-            purpose="withdrawal",
-            idempotency_key=withdrawal,
-            event_id=withdrawal,
-        )
-    )
-    await eventually(lambda: world.outcome(f"{withdrawal}:withdrawn"))
+    await withdraw(world, "c-chat", "p-chat")
     assert chat.received["mattermost"][1]["text"].startswith("#### Withdrawn: no call needed")
 
 

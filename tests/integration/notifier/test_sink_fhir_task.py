@@ -17,7 +17,7 @@ from services.notifier.calltasks import (
     FHIR_OUTPUT_SYSTEM,
     fhir_task_id,
 )
-from tests.integration.notifier.tool_world import tool_world
+from tests.integration.notifier.tool_world import tool_world, withdraw
 from tests.integration.notifier.world import World
 from tests.support.fhir_server import FhirR4Server
 from tests.support.polling import eventually
@@ -117,18 +117,7 @@ async def test_a_withdrawal_cancels_the_same_task(world: World, fhir: FhirR4Serv
     await world.contact("p-fhir-w", phone="+37060000042")
     await world.send(world.command("c-fhir-w", "p-fhir-w", "call_task"))
     await eventually(lambda: world.outcome("c-fhir-w:1:task_created"))
-    withdrawal = "c-fhir-w:1:withdrawal"
-    await world.send(
-        world.command(
-            "c-fhir-w",
-            "p-fhir-w",
-            "call_task",
-            purpose="withdrawal",
-            idempotency_key=withdrawal,
-            event_id=withdrawal,
-        )
-    )
-    done = await eventually(lambda: world.outcome(f"{withdrawal}:withdrawn"))
+    done = await withdraw(world, "c-fhir-w", "p-fhir-w")
     assert done.detail is None  # it reached the server, not never_sent / no_task
     status, stored = await _get(fhir, f"Task/{fhir_task_id('c-fhir-w:1')}")
     assert (status, stored["status"]) == (200, "cancelled")

@@ -10,7 +10,7 @@ import pytest
 
 from services.notifier.sink_jira import task_label
 from standins.jira import JiraStandIn
-from tests.integration.notifier.tool_world import tool_world
+from tests.integration.notifier.tool_world import tool_world, withdraw
 from tests.integration.notifier.world import World
 from tests.support.polling import eventually
 
@@ -82,17 +82,6 @@ async def test_a_withdrawal_cancels_the_issue(world: World, jira: JiraStandIn) -
     await world.contact("p-jira-w", phone="+37060000062")
     await world.send(world.command("c-jira-w", "p-jira-w", "call_task"))
     await eventually(lambda: world.outcome("c-jira-w:1:task_created"))
-    withdrawal = "c-jira-w:1:withdrawal"
-    await world.send(
-        world.command(
-            "c-jira-w",
-            "p-jira-w",
-            "call_task",
-            purpose="withdrawal",
-            idempotency_key=withdrawal,
-            event_id=withdrawal,
-        )
-    )
-    await eventually(lambda: world.outcome(f"{withdrawal}:withdrawn"))
+    await withdraw(world, "c-jira-w", "p-jira-w")
     _, issue = _issue(jira, "c-jira-w:1")  # still one issue: the withdrawal made none
     assert issue["fields"]["status"] == {"name": "Cancelled"}  # type: ignore[index]

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from standins.zendesk import ZendeskStandIn
-from tests.integration.notifier.tool_world import tool_world
+from tests.integration.notifier.tool_world import tool_world, withdraw
 from tests.integration.notifier.world import World
 from tests.support.polling import eventually
 
@@ -86,18 +86,7 @@ async def test_a_withdrawal_solves_the_ticket_without_a_result(
     await world.contact("p-zd-w", phone="+37060000072")
     await world.send(world.command("c-zd-w", "p-zd-w", "call_task"))
     await eventually(lambda: world.outcome("c-zd-w:1:task_created"))
-    withdrawal = "c-zd-w:1:withdrawal"
-    await world.send(
-        world.command(
-            "c-zd-w",
-            "p-zd-w",
-            "call_task",
-            purpose="withdrawal",
-            idempotency_key=withdrawal,
-            event_id=withdrawal,
-        )
-    )
-    await eventually(lambda: world.outcome(f"{withdrawal}:withdrawn"))
+    await withdraw(world, "c-zd-w", "p-zd-w")
     ticket = _ticket(zendesk, "c-zd-w:1")
     assert ticket["status"] == "solved" and "followup_withdrawn" in ticket["tags"]  # type: ignore[operator]
     # The solve trigger fires for our own withdrawal too: no result tag, nothing reported.

@@ -17,7 +17,7 @@ from standins.sms_provider import SmsProviderStandIn
 from tests.integration.notifier.conftest import world_settings
 from tests.integration.notifier.world import START, Inbox, TopicReader, WebhookReceiver, World
 from tests.support import infra
-from tests.support.polling import free_port
+from tests.support.polling import eventually, free_port
 
 
 @asynccontextmanager
@@ -59,3 +59,15 @@ async def tool_world(**settings: object) -> AsyncIterator[World]:
         await publisher.stop()
         await app.stop()
         await drop_schema(infra.DATABASE_URL, schema)
+
+
+async def withdraw(world: World, case_id: str, patient_id: str) -> OutcomeEvent:
+    """The scheduler's withdrawal of the case's first call task (its own key, as the
+    scheduler keys it); returns the notifier's ``withdrawn`` outcome."""
+    key = f"{case_id}:1:withdrawal"
+    command = world.command(
+        case_id, patient_id, "call_task", purpose="withdrawal", idempotency_key=key, event_id=key
+    )
+    await world.send(command)
+    outcome: OutcomeEvent = await eventually(lambda: world.outcome(f"{key}:withdrawn"))
+    return outcome
