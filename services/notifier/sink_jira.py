@@ -26,7 +26,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from typing import Any
 from urllib.parse import quote
 
@@ -35,13 +34,13 @@ from aiohttp import web
 
 from common.logs import get_logger
 from schemas.events import CALL_RESULTS, CallTaskEvent
-from services.notifier.call_reports import CallReport, ReportError
+from services.notifier.call_reports import CallReport
 from services.notifier.channels import Parts, Route, SendReceipt
 from services.notifier.settings import NotifierSettings
 from services.notifier.tool_results import (
     ToolClient,
+    answer_webhook,
     json_request,
-    publish_tool_result,
     report_from_tool,
     task_lines,
 )
@@ -205,19 +204,7 @@ class JiraSink:
         given = request.headers.get(SIGNATURE_HEADER, "")
         if not self._secret or not hmac.compare_digest(jira_signature(self._secret, body), given):
             raise web.HTTPUnauthorized(text=f"{SIGNATURE_HEADER}: a valid signature is required")
-        try:
-            event = json.loads(body)
-            found = resolution_report(event)
-        except ValueError as exc:  # not JSON, or a ReportError naming the field
-            reason = str(exc) if isinstance(exc, ReportError) else "body is not JSON"
-            raise web.HTTPBadRequest(text=reason) from None
-        if found is None:
-            return web.Response(status=204)
-        task_id, report = found
-        outcome = await publish_tool_result(self._parts, task_id, report)
-        if outcome is None:
-            raise web.HTTPNotFound(text="unknown call task")
-        return web.json_response({"event_id": outcome.event_id}, status=202)
+        return await answer_webhook(self._parts, body, resolution_report)
 
     async def close(self) -> None:
         await self._client.close()

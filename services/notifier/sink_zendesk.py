@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from typing import Any
 from urllib.parse import quote
 
@@ -40,8 +39,8 @@ from services.notifier.channels import Parts, PermanentSendError, Route, SendRec
 from services.notifier.settings import NotifierSettings
 from services.notifier.tool_results import (
     ToolClient,
+    answer_webhook,
     json_request,
-    publish_tool_result,
     report_from_tool,
     signed_at_ok,
     task_lines,
@@ -172,17 +171,7 @@ class ZendeskSink:
             raise web.HTTPUnauthorized(
                 text=f"{SIGNATURE_HEADER}: a valid, recent signature is required"
             )
-        try:
-            found = solved_report(json.loads(body))
-        except ValueError as exc:
-            reason = str(exc) if isinstance(exc, ReportError) else "body is not JSON"
-            raise web.HTTPBadRequest(text=reason) from None
-        if found is None:
-            return web.Response(status=204)
-        outcome = await publish_tool_result(self._parts, *found)
-        if outcome is None:
-            raise web.HTTPNotFound(text="unknown call task")
-        return web.json_response({"event_id": outcome.event_id}, status=202)
+        return await answer_webhook(self._parts, body, solved_report)
 
     async def close(self) -> None:
         await self._client.close()

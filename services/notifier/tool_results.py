@@ -20,10 +20,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from common.logs import get_logger
 from schemas.events import CALL_RESULTS, CallTaskEvent, OutcomeEvent
-from services.notifier.call_reports import CallReport, parse_call_report, report_outcome
+from services.notifier.call_reports import (
+    CallReport,
+    ReportError,
+    parse_call_report,
+    report_outcome,
+)
 from services.notifier.call_task_channel import CallTaskChannel
 from services.notifier.channels import Parts, PermanentSendError, TransientSendError
 
@@ -215,3 +221,22 @@ class ToolClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def answer_webhook(
+    parts: Parts, body: bytes, read: Callable[[Any], tuple[str, CallReport] | None]
+) -> web.Response:
+    """A tool's signed webhook, once its signature held: ``read`` the JSON body as a call
+    report and publish it. 202 with the event id; 204 when the update is no result; 400
+    naming the field (or "not JSON"); 404 for a task never received here."""
+    try:
+        found = read(json.loads(body))
+    except ValueError as exc:  # not JSON, or a ReportError naming the field
+        reason = str(exc) if isinstance(exc, ReportError) else "body is not JSON"
+        raise web.HTTPBadRequest(text=reason) from None
+    if found is None:
+        return web.Response(status=204)
+    outcome = await publish_tool_result(parts, *found)
+    if outcome is None:
+        raise web.HTTPNotFound(text="unknown call task")
+    return web.json_response({"event_id": outcome.event_id}, status=202)
