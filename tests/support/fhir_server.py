@@ -32,14 +32,35 @@ def _sources_hash() -> str:
     return digest.hexdigest()[:16]
 
 
+DEBIAN_PACKAGES = {
+    "javac": "openjdk-17-jdk-headless",
+    "java": "openjdk-17-jdk-headless",
+    "mvn": "maven",
+}
+
+
+def _ensure_tools() -> None:
+    """Java 17 (a JDK: javac) and Maven; on a fresh machine, as root, from Debian's packages
+    (as deploy/local/kafka.sh does for the broker)."""
+    missing = sorted({pkg for tool, pkg in DEBIAN_PACKAGES.items() if shutil.which(tool) is None})
+    if missing and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update"], check=False, capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+            check=False, capture_output=True, env=env,
+        )  # fmt: skip
+    for tool in DEBIAN_PACKAGES:
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"the FHIR test server needs {tool} (Java 17 JDK and Maven)")
+
+
 def build() -> Path:
     """The built server's directory (``lib/`` jars and ``classes/``), built if missing."""
     target = CACHE / _sources_hash()
     if (target / "classes" / "FhirR4Server.class").exists():
         return target
-    for tool in ("mvn", "javac", "java"):
-        if shutil.which(tool) is None:
-            raise RuntimeError(f"the FHIR test server needs {tool} (Java 17 and Maven)")
+    _ensure_tools()
     work = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     (work / "classes").mkdir(parents=True)
@@ -60,8 +81,10 @@ def build() -> Path:
             if subprocess.run(step, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
                 tail = log.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"building the FHIR test server failed ({step[0]}):\n{tail}")
-    shutil.rmtree(target, ignore_errors=True)
-    work.rename(target)
+    try:
+        work.rename(target)
+    except OSError:  # another test run built it meanwhile: keep theirs
+        shutil.rmtree(work, ignore_errors=True)
     return target
 
 

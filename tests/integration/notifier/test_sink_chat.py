@@ -68,3 +68,17 @@ async def test_the_slack_stand_in_refuses_what_slack_refuses(chat: ChatStandIn) 
         ):
             async with http.post(chat.slack_url, data=body) as reply:
                 assert (reply.status, await reply.text()) == (400, answer)
+
+
+async def test_a_refused_notice_fails_at_once_instead_of_retrying(chat: ChatStandIn) -> None:
+    # A Slack sink pointed at a Teams flow by mistake: Teams answers 400 to a Slack body.
+    async with tool_world(call_task_sinks="slack", slack_webhook_url=chat.teams_url) as world:
+        await world.contact("p-chat-bad", phone="+37060000082")
+        await world.send(world.command("c-chat-bad", "p-chat-bad", "call_task"))
+        failed = await eventually(lambda: world.outcome("c-chat-bad:1:failed"))
+        assert failed.detail == "slack_http_400"
+        assert (
+            "teams",
+            400,
+            "Bad payload: an Adaptive Card attachment is required",
+        ) in chat.refused
