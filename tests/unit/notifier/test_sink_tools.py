@@ -200,3 +200,29 @@ def test_each_chat_payload_has_what_its_service_requires() -> None:
     assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
     assert card["content"]["type"] == "AdaptiveCard"
     assert mattermost_message(task, facts, links)["text"].startswith("#### Call task")
+
+
+def test_connector_settings_are_checked_at_start_up() -> None:
+    from common.config import ConfigError
+    from services.notifier import registry
+    from services.notifier.settings import NotifierSettings
+
+    def wanted(**values: object) -> list[str]:
+        return registry.wanted_sinks(NotifierSettings.model_validate(values))
+
+    for sinks, problem in (
+        ("fhir_task", "FOLLOWUP_FHIR_BASE_URL"),
+        ("caldav", "FOLLOWUP_CALDAV_LIST_URL"),
+        ("jira", "FOLLOWUP_JIRA_BASE_URL"),
+        ("zendesk", "FOLLOWUP_ZENDESK_URL"),
+        ("slack", "FOLLOWUP_SLACK_WEBHOOK_URL"),
+    ):
+        with pytest.raises(ConfigError, match=problem):
+            wanted(call_task_sinks=sinks)
+    with pytest.raises(
+        ConfigError, match=r"FOLLOWUP_CHAT_FIELDS: unknown field\(s\) \['diagnosis'\]"
+    ):
+        wanted(
+            call_task_sinks="teams", teams_webhook_url="http://t", chat_fields="reason,diagnosis"
+        )
+    assert wanted(call_task_sinks="mattermost", mattermost_webhook_url="http://m") == ["mattermost"]
