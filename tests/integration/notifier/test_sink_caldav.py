@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from caldav.davclient import DAVClient
 
+from services.notifier.call_task_channel import CallTaskChannel
+from services.notifier.channels import Parts
+from services.notifier.sink_caldav import CalDavSink
 from tests.integration.notifier.tool_world import tool_world, withdraw
 from tests.integration.notifier.world import World
 from tests.support.caldav_server import RadicaleServer
@@ -119,3 +123,29 @@ async def test_a_withdrawal_removes_the_task_from_the_list(world: World, front_d
     done = await withdraw(world, "c-dav-w", "p-dav-w")
     assert done.detail is None
     assert await asyncio.to_thread(_todo, front_desk, "c-dav-w:1") is None
+
+
+async def test_a_redelivered_task_never_overwrites_what_the_front_desk_did(
+    world: World, front_desk: Any, radicale: RadicaleServer
+) -> None:
+    todo = await _created(world, front_desk, "c-dav-again", "p-dav-again")
+    await asyncio.to_thread(todo.complete)
+    # The notifier crashed after the PUT and delivers the same task again (same UID).
+    sink = CalDavSink(
+        cast(Parts, SimpleNamespace(clock=world.clock)),
+        f"{radicale.base_url}/frontdesk/calls/",
+        username="frontdesk",
+        password="pw",
+        domain="clinic.example",
+        poll_seconds=0,
+    )
+    command = world.command("c-dav-again", "p-dav-again", "call_task")
+    channel = world.app.dispatcher.channels["call_task"]
+    assert isinstance(channel, CallTaskChannel)
+    try:
+        receipt = await sink.deliver(channel.render(command, None))
+    finally:
+        await sink.close()
+    assert receipt.provider_id is not None  # 412 from If-None-Match: taken as delivered
+    again = await asyncio.to_thread(_todo, front_desk, "c-dav-again:1")
+    assert str(again.icalendar_component["status"]) == "COMPLETED"
