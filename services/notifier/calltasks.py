@@ -8,13 +8,14 @@ the same task for FHIR-speaking CRMs and for mail clients (an iCalendar VTODO).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import icalendar
-from fhir.resources.task import Task
+from fhir.resources.R4B.task import Task
 
 from schemas.events import AttemptSummary, CallTaskEvent, NotificationCommand
 from services.notifier import localise
@@ -241,23 +242,62 @@ def vtodo(
     return ical
 
 
+# Code systems of our own (no standard code says "call the patient back about a follow-up").
+FHIR_TASK_SYSTEM = "urn:followup:calltask"  # Task.identifier: our task id
+FHIR_CODE_SYSTEM = "urn:followup:task-code"
+FHIR_REASON_SYSTEM = "urn:followup:reason"
+FHIR_INPUT_SYSTEM = "urn:followup:task-input"  # call-script, report-url, phone-shared
+FHIR_OUTPUT_SYSTEM = "urn:followup:task-output"  # call-outcome, callback-at
+FHIR_OUTCOME_SYSTEM = "urn:followup:call-outcome"  # the CallReport outcomes as codes
+
+
+def fhir_task_id(task_id: str) -> str:
+    """The Task's logical id on the FHIR server, derived from our task id (FHIR ids allow
+    [A-Za-z0-9.-]{1,64}; ours have ':'): a PUT of the same task is an update, never a copy."""
+    return "followup-" + hashlib.sha256(task_id.encode()).hexdigest()[:40]
+
+
+def _typed(system: str, code: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code}], "text": code.replace("-", " ")}
+
+
 def fhir_task(task: CallTaskEvent) -> dict[str, Any]:
-    """The call task as a FHIR R5 Task resource (validated by fhir.resources)."""
+    """The call task as a FHIR **R4** Task (validated with fhir.resources' R4B models, which
+    are R4's for Task; a real HAPI R4 server accepts it in the integration tests).
+
+    Minimum personal data: the patient is a reference (``Task.for``), never a name or phone
+    (the hospital's server has the Patient); the doctor's notes go into ``note``, since this
+    is the clinical record's own server. The window is ``restriction.period`` ("when
+    fulfilment is sought"); ``executionPeriod`` is left to the performer.
+    """
+    withdrawn = task.action == "withdraw"
+    inputs: list[dict[str, Any]] = [
+        {"type": _typed(FHIR_INPUT_SYSTEM, "call-script"), "valueString": task.script}
+    ]
+    if task.report_url:
+        inputs.append(
+            {"type": _typed(FHIR_INPUT_SYSTEM, "report-url"), "valueUrl": task.report_url}
+        )
+    if task.phone_shared:
+        inputs.append({"type": _typed(FHIR_INPUT_SYSTEM, "phone-shared"), "valueBoolean": True})
     resource: dict[str, Any] = {
         "resourceType": "Task",
-        "identifier": [{"system": "urn:followup:calltask", "value": task.task_id}],
-        "status": "cancelled" if task.action == "withdraw" else "requested",
+        "id": fhir_task_id(task.task_id),
+        "identifier": [{"system": FHIR_TASK_SYSTEM, "value": task.task_id}],
+        "status": "cancelled" if withdrawn else "requested",
+        "businessStatus": {"text": "withdrawn" if withdrawn else "awaiting call"},
         "intent": "order",
         "priority": "urgent" if task.purpose == "escalation" else "routine",
-        "code": {"text": "Call the patient"},
-        "description": task.script,
+        "code": {**_typed(FHIR_CODE_SYSTEM, "call-patient"), "text": "Call the patient"},
+        "description": f"Call the patient: {task.reason.replace('_', ' ')} ({task.purpose})",
         "for": {"reference": f"Patient/{task.patient_id}"},
         "authoredOn": task.occurred_at.isoformat(),
-        "requestedPeriod": {
-            "start": task.window_start.isoformat(),
-            "end": task.window_end.isoformat(),
+        "lastModified": task.occurred_at.isoformat(),
+        "restriction": {
+            "period": {"start": task.window_start.isoformat(), "end": task.window_end.isoformat()}
         },
-        "reason": [{"concept": {"text": task.reason}}],
+        "reasonCode": _typed(FHIR_REASON_SYSTEM, task.reason),
+        "input": inputs,
     }
     if task.practitioner_id:
         resource["owner"] = {"reference": f"Practitioner/{task.practitioner_id}"}

@@ -67,6 +67,35 @@ class NotifierSettings(Settings):
     webhook_url: str | None = None
     webhook_secret: str = ""
     front_desk_email: str | None = None
+    # fhir_task sink: the hospital's FHIR R4 server (base URL ending before /Task).
+    fhir_base_url: str | None = None
+    fhir_token: str = ""  # bearer token, if the server asks for one
+    fhir_poll_seconds: float = Field(default=30.0, ge=0)  # 0: do not read results back
+    fhir_poll_lookback_hours: float = Field(default=24.0, ge=0)
+    # caldav sink: the front desk's task list (a CalDAV calendar collection holding VTODOs).
+    caldav_list_url: str | None = None
+    caldav_username: str = ""
+    caldav_password: str = ""
+    caldav_poll_seconds: float = Field(default=60.0, ge=0)  # 0: do not read results back
+    # Ticketing tools (jira, zendesk sinks): the doctor's notes stay out unless set.
+    notes_in_tickets: bool = False
+    jira_base_url: str | None = None  # https://<site>.atlassian.net
+    jira_email: str = ""
+    jira_api_token: str = ""
+    jira_project_key: str = ""
+    jira_issue_type: str = "Task"
+    jira_withdraw_transition: str = "Cancel"
+    jira_webhook_secret: str = ""  # the admin webhook's secret (X-Hub-Signature)
+    zendesk_url: str | None = None  # https://<subdomain>.zendesk.com
+    zendesk_email: str = ""
+    zendesk_api_token: str = ""
+    zendesk_webhook_secret: str = ""  # the webhook's signing secret
+    zendesk_group_id: int | None = None
+    # Chat sinks (slack, teams, mattermost): incoming-webhook URLs, and what a notice shows.
+    slack_webhook_url: str | None = None
+    teams_webhook_url: str | None = None
+    mattermost_webhook_url: str | None = None
+    chat_fields: str = "patient_id,reason,window,report_links"
     # Escalations go to the doctor or supervisor: their sinks (unset: the call-task sinks)
     # and addresses (unset: the front desk's, with a warning at start-up).
     escalation_sinks: str | None = None

@@ -36,6 +36,8 @@ ROUTES = {
     ("POST", "/call-tasks/outcomes"),
     ("GET", "/call-tasks/report/{token}"),
     ("POST", "/call-tasks/report"),
+    ("POST", "/jira/webhook"),
+    ("POST", "/zendesk/webhook"),
 }
 
 

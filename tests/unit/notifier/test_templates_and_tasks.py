@@ -202,7 +202,7 @@ def test_vtodo_parses_back(book: TemplateBook) -> None:
     assert str(next(iter(withdrawn.walk("VTODO")))["status"]) == "CANCELLED"
 
 
-def test_fhir_task_is_a_valid_r5_task(book: TemplateBook) -> None:
+def test_fhir_task_is_a_valid_r4_task(book: TemplateBook) -> None:
     resource = fhir_task(_task(book))
     assert resource["resourceType"] == "Task" and resource["status"] == "requested"
     assert resource["for"] == {"reference": "Patient/pat-9"}
