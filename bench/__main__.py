@@ -36,10 +36,13 @@ SUITES: dict[str, Callable[[bool], Sequence[Result]]] = {
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("suites", nargs="*", choices=[*SUITES, []], metavar="suite")
+    parser.add_argument("suites", nargs="*", metavar="suite", help=", ".join(SUITES))
     parser.add_argument("--big", action="store_true", help="the issue's full sizes")
     parser.add_argument("--out", type=Path, default=report.DEFAULT_DIR)
     args = parser.parse_args(argv)
+    unknown = [s for s in args.suites if s not in SUITES]
+    if unknown:
+        parser.error(f"unknown suite(s) {', '.join(unknown)}; choose from {', '.join(SUITES)}")
     for name in args.suites or list(SUITES):
         print(f"== {name}", flush=True)
         results = SUITES[name](args.big)
