@@ -13,8 +13,9 @@ of due work among many tracked, and throughput through the real broker.
 Sizes from the environment: ``FOLLOWUP_BENCH_TRACKED`` (default 100,000, ``--big``
 1,000,000: that run takes about 45 s more and peaks at 1.7 GB resident) and
 ``FOLLOWUP_BENCH_EVENTS`` (default 50,000). The broker from
-``FOLLOWUP_KAFKA_BOOTSTRAP``; the bench's topics get a unique prefix and are deleted after. RSS growth is only meaningful at a large size (the
-allocator reuses what earlier measurements freed).
+``FOLLOWUP_KAFKA_BOOTSTRAP``; the bench's topics get a unique prefix and are deleted after.
+RSS growth is only meaningful at a large size (the allocator reuses what earlier measurements
+freed).
 """
 
 from __future__ import annotations
