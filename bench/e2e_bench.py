@@ -26,15 +26,15 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from bench.harness import Observation, Result, percentile
-from bench.processes import REPO, ServiceProcess, delete_topics, unique_prefix
+from bench.processes import REPO, ServiceProcess, unique_prefix
 from common.codec import encode
 from common.config import PREFIX, Settings
 from common.db import drop_schema
-from common.kafka import ensure_topics
-from schemas import AppointmentEvent
+from common.kafka import delete_topics_with_prefix, ensure_topics
 from schemas.events import ChannelConsent, ContactEvent
 from schemas.topics import TopicNames
 from tests.support.polling import free_port
+from tests.unit.tracker.events import booking
 
 GRACE = timedelta(minutes=1)
 SPREAD = 20.0  # seconds over which the measured grace ends fall
@@ -49,21 +49,6 @@ def bench_policy(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
-
-
-def booking(appointment: str, patient: str, start: datetime, now: datetime) -> AppointmentEvent:
-    return AppointmentEvent(
-        event_id=f"{appointment}:booked",
-        occurred_at=now,
-        source="bench",
-        change="booked",
-        appointment_id=appointment,
-        patient_id=patient,
-        start=start,
-        timezone="UTC",
-        department="dental",
-        status="booked",
-    )
 
 
 class EndToEnd:
@@ -120,7 +105,7 @@ class EndToEnd:
         burst = max(1, self.background // 10)
         while not stop.is_set():
             for _ in range(burst):
-                event = booking(f"bg-a{sent}", f"bg-p{sent}", later, datetime.now(UTC))
+                event = booking(f"bg-a{sent}", f"bg-p{sent}", later)
                 await producer.send(
                     self.names.appointments, encode(event), key=event.patient_id.encode()
                 )
@@ -160,7 +145,7 @@ class EndToEnd:
                 for i, p in enumerate(patients)
             }
             for i, p in enumerate(patients):
-                event = booking(f"e2e-a{i}", p, grace_ends[p] - GRACE, now)
+                event = booking(f"e2e-a{i}", p, grace_ends[p] - GRACE)
                 await producer.send(self.names.appointments, encode(event), key=p.encode())
             await producer.flush()
             async with asyncio.timeout(15 + SPREAD + 120):
@@ -181,7 +166,7 @@ class EndToEnd:
             await runner.cleanup()
             for schema in self.schemas:
                 await drop_schema(self.dsn, schema)
-            await delete_topics(self.bootstrap, self.names.prefix)
+            await delete_topics_with_prefix(self.bootstrap, self.names.prefix)
         latency = [self.received[p] - grace_ends[p].timestamp() for p in patients]
         where = f"{self.samples} no-shows, background {sent / elapsed:,.0f} events/s"
         return [

@@ -27,15 +27,13 @@ from typing import Any
 import aiohttp
 import aiosmtplib
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
 from aiosmtpd.controller import Controller
 
 from bench.harness import Figure, Result
-from bench.processes import ServiceProcess, delete_topics, unique_prefix
-from common.codec import encode
+from bench.processes import ServiceProcess, produce, unique_prefix
 from common.config import PREFIX, Settings
 from common.db import create_pool, drop_schema
-from common.kafka import ensure_topics
+from common.kafka import delete_topics_with_prefix, ensure_topics
 from schemas.events import ChannelConsent, ContactEvent, NotificationCommand
 from schemas.topics import TopicNames
 from standins.sms_provider import SmsProviderStandIn
@@ -102,16 +100,6 @@ def command(case_id: str, patient_id: str, channel: str, now: datetime) -> Notif
             "window_end": now + timedelta(hours=8),
         }
     )
-
-
-async def produce(bootstrap: str, topic: str, events: list[Any]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, encode(e), key=e.patient_id.encode()) for e in events]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 class NotifierBench:
@@ -246,7 +234,7 @@ class NotifierBench:
             await runner.cleanup()
             smtp.stop()
             await drop_schema(self.dsn, self.schema)
-            await delete_topics(self.bootstrap, self.names.prefix)
+            await delete_topics_with_prefix(self.bootstrap, self.names.prefix)
         n = self.count
         return [
             Figure(

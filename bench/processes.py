@@ -6,21 +6,27 @@ services' internals."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from common.codec import encode
+from common.config import PREFIX
+from schemas.events import AppointmentEvent, ContactEvent, NotificationCommand
 from tests.support.polling import free_port
 
 REPO = Path(__file__).resolve().parents[1]
+# What the benchmarks produce, each keyed by its patient.
+Keyed = AppointmentEvent | ContactEvent | NotificationCommand
 
 
 def unique_prefix(suite: str) -> str:
@@ -40,14 +46,31 @@ class ServiceProcess:
             **env,
         }
         self.process: asyncio.subprocess.Process | None = None
+        self.profiler: asyncio.subprocess.Process | None = None
 
     async def start(self, timeout: float = 120.0) -> float:
         started = time.perf_counter()
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", self.module, cwd=REPO, env=self.env
         )
+        await self._profile(self.process.pid)
         await self.wait_ready(timeout)
         return time.perf_counter() - started
+
+    async def _profile(self, pid: int) -> None:
+        """With ``FOLLOWUP_BENCH_PROFILE=<dir>``, py-spy samples the process until it ends,
+        into ``<dir>/<module>-<pid>.txt`` (collapsed stacks; ``python -m bench.profile``)."""
+        directory = os.environ.get(f"{PREFIX}BENCH_PROFILE")
+        if not directory:
+            return
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        out = Path(directory) / f"{self.module}-{pid}.txt"
+        spy = Path(sys.executable).with_name("py-spy")
+        self.profiler = await asyncio.create_subprocess_exec(
+            str(spy), "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
+            "--output", str(out), "--nonblocking",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
 
     async def wait_ready(self, timeout: float) -> None:
         url = f"http://127.0.0.1:{self.http_port}/readyz"
@@ -76,6 +99,13 @@ class ServiceProcess:
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGKILL)
             await self.process.wait()
+        await self._profiled()
+
+    async def _profiled(self) -> None:
+        if self.profiler is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.profiler.wait(), 30)
+            self.profiler = None
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -84,6 +114,7 @@ class ServiceProcess:
                 await asyncio.wait_for(self.process.wait(), 30)
             except TimeoutError:
                 await self.kill()
+        await self._profiled()
 
 
 async def end_offsets(bootstrap: str, topic: str) -> int:
@@ -140,12 +171,13 @@ async def settled(bootstrap: str, topic: str, quiet: float = 2.0, timeout: float
             last = now
 
 
-async def delete_topics(bootstrap: str, prefix: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+async def produce(bootstrap: str, topic: str, events: Sequence[Keyed]) -> None:
+    """Produces ``events`` keyed by patient, as the services' own publishers do, and waits
+    for the broker's acknowledgement of every one."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
+    await producer.start()
     try:
-        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if mine:
-            await admin.delete_topics(mine)
+        futures = [await producer.send(topic, encode(e), key=e.patient_id.encode()) for e in events]
+        await asyncio.gather(*futures)
     finally:
-        await admin.close()
+        await producer.stop()

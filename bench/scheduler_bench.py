@@ -28,10 +28,11 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from bench.harness import Figure, Observation, Result, percentile
-from bench.processes import ServiceProcess, delete_topics, unique_prefix
+from bench.processes import ServiceProcess, unique_prefix
 from common.clock import ManualClock
 from common.config import PREFIX, Settings
 from common.db import create_pool, drop_schema, migrate
+from common.kafka import delete_topics_with_prefix
 from services.scheduler.app import MIGRATIONS
 from services.scheduler.ledger import CaseLedger
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
@@ -329,7 +330,7 @@ class SchedulerProcess:
         await self.pool.close()
         await self.process.stop()
         await drop_schema(self.dsn, self.schema)
-        await delete_topics(self.bootstrap, self.prefix)
+        await delete_topics_with_prefix(self.bootstrap, self.prefix)
 
 
 async def steady_lateness(dsn: str, bootstrap: str, rate: int, seconds: int) -> list[Result]:

@@ -24,24 +24,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import hl7
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from bench.harness import Figure, Observation, Reading, Result
 from bench.processes import (
     ServiceProcess,
-    delete_topics,
     end_offsets,
     partitions,
+    produce,
     settled,
     unique_prefix,
     until_committed,
 )
-from common.codec import encode
 from common.config import PREFIX, Settings
-from common.kafka import ensure_topics
+from common.kafka import delete_topics_with_prefix, ensure_topics
 from schemas import AppointmentEvent
 from schemas.topics import TopicNames
 from tests.support.polling import free_port
+from tests.unit.tracker.events import booking
 
 MLLP_CONNECTIONS = 50
 START_BLOCK, END_BLOCK = b"\x0b", b"\x1c\x0d"
@@ -98,30 +98,12 @@ async def mllp_rate(port: int, messages: list[str], connections: int) -> float:
     return sum(done) / (time.perf_counter() - started)
 
 
-def booking(i: int, base: datetime) -> AppointmentEvent:
-    """Appointment ``i`` of its own patient, started hours ago (so a no-show at once)."""
-    return AppointmentEvent(
-        event_id=f"feed-a{i}:booked",
-        occurred_at=base - timedelta(days=2),
-        source="bench",
-        change="booked",
-        appointment_id=f"feed-a{i}",
-        patient_id=f"feed-p{i}",
-        start=base + timedelta(seconds=i % 14_400),
-        timezone="Europe/Vilnius",
-        department="dental",
-        status="booked",
-    )
-
-
-async def produce(bootstrap: str, topic: str, events: list[AppointmentEvent]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, encode(e), key=e.patient_id.encode()) for e in events]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+def day_feed(count: int, base: datetime) -> list[AppointmentEvent]:
+    """A day's bookings, one per patient, started hours ago (so each a no-show at once)."""
+    return [
+        booking(f"feed-a{i}", f"feed-p{i}", base + timedelta(seconds=i % 14_400))
+        for i in range(count)
+    ]
 
 
 async def bare_read(bootstrap: str, topic: str) -> tuple[int, float]:
@@ -180,7 +162,7 @@ class TrackerOps:
     async def replay(self) -> list[Result]:
         feed = self.sizes.feed
         base = datetime.now(UTC) - timedelta(hours=5)
-        events = [booking(i, base) for i in range(feed)]
+        events = day_feed(feed, base)
         before = await committed_total(self)
         started = time.perf_counter()
         await produce(self.bootstrap, self.names.appointments, events)
@@ -241,7 +223,7 @@ class TrackerOps:
             ]
         finally:
             await tracker.stop()
-            await delete_topics(self.bootstrap, self.names.prefix)
+            await delete_topics_with_prefix(self.bootstrap, self.names.prefix)
         return results
 
 

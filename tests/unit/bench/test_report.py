@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 from bench import report
-from bench.harness import Figure, Observation, Reading, percentile
+from bench.harness import Figure, Observation, Reading, Result, percentile
 
 
 def test_a_suite_is_written_as_json_and_png(tmp_path: Path) -> None:
-    results = [
+    results: list[Result] = [
         Figure("fire", 500.0, "bare claim", 1000.0),
         Reading("restore", 8.0, "s", "bare read", 2.0),
         Observation("lateness p99", 0.4, "s"),
