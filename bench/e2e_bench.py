@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -121,7 +122,8 @@ class EndToEnd:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.webhook_port).start()
-        services = self.processes(bench_policy(REPO / ".cache/bench"))
+        policy_dir = tempfile.TemporaryDirectory(prefix="bench-e2e-")
+        services = self.processes(bench_policy(Path(policy_dir.name)))
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
         stop = asyncio.Event()
         background: asyncio.Task[int] | None = None
@@ -167,6 +169,7 @@ class EndToEnd:
             for schema in self.schemas:
                 await drop_schema(self.dsn, schema)
             await delete_topics_with_prefix(self.bootstrap, self.names.prefix)
+            policy_dir.cleanup()
         latency = [self.received[p] - grace_ends[p].timestamp() for p in patients]
         where = f"{self.samples} no-shows, background {sent / elapsed:,.0f} events/s"
         return [
