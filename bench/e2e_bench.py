@@ -5,9 +5,9 @@ arrive at ``FOLLOWUP_BENCH_BACKGROUND`` events/s (default 1,000).
 Path: booking on the appointments topic -> tracker (grace of one minute, its detection
 tick) -> trigger -> scheduler (case, first step a call task) -> firing loop -> outbox
 relay -> notifications topic -> notifier -> webhook. The policy is the shipped one with
-the first call task due at the missed visit (``PT0S``, not ``PT1H``) and business hours all
-day, so the figure is the pipeline's, not the clinic's cadence. ``FOLLOWUP_BENCH_E2E``
-no-shows (default 40), their grace ends spread over 20 s.
+the first call task due at the missed visit (``PT0S``, not ``PT1H``), business hours and one
+call slot all day, so the figure is the pipeline's, not the clinic's cadence.
+``FOLLOWUP_BENCH_E2E`` no-shows (default 40), their grace ends spread over 20 s.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from bench.harness import Observation, Result, percentile
+from bench.notifier_bench import contact as notifier_contact
 from bench.processes import REPO, ServiceProcess, unique_prefix
 from common.codec import encode
 from common.config import PREFIX, Settings
 from common.db import drop_schema
 from common.kafka import delete_topics_with_prefix, ensure_topics
-from schemas.events import ChannelConsent, ContactEvent
 from schemas.topics import TopicNames
 from tests.support.polling import free_port
 from tests.unit.tracker.events import booking
@@ -42,10 +42,17 @@ SPREAD = 20.0  # seconds over which the measured grace ends fall
 
 
 def bench_policy(directory: Path) -> Path:
-    """The shipped policy, first call task at the missed visit, business hours all day."""
+    """The shipped policy, first call task at the missed visit, business hours and one call
+    slot all day."""
     text = (REPO / "services/scheduler/policy.yaml").read_text()
     text = text.replace("{delay: PT1H, channel: call_task}", "{delay: PT0S, channel: call_task}", 1)
     text = re.sub(r'(\n\s+(mon|tue|wed|thu|fri|sat|sun): )("[^"]*"|null)', r'\1"00:00-23:59"', text)
+    # One call slot all day, and a short minimum window: the first call task is not moved
+    # to the next slot when the run happens near the end of one.
+    text = re.sub(
+        r"call_slots:\n(\s+\w+: \"[^\"]*\"\n)+", 'call_slots:\n    all_day: "00:00-23:59"\n', text
+    )
+    text = text.replace("min_call_window: PT30M", "min_call_window: PT1M", 1)
     path = directory / "e2e-policy.yaml"
     directory.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -134,11 +141,7 @@ class EndToEnd:
             now = datetime.now(UTC)
             patients = [f"e2e-p{i}" for i in range(self.samples)]
             for p in patients:
-                contact = ContactEvent(
-                    event_id=f"contact:{p}", occurred_at=now, source="bench", patient_id=p,
-                    given_name="Ona", family_name="Petraitė", phone="+37060012345",
-                    email=None, language="en", timezone="UTC", consent=ChannelConsent(),
-                )  # fmt: skip
+                contact = notifier_contact(p, now)
                 await producer.send(self.names.contacts, encode(contact), key=p.encode())
             background = asyncio.create_task(self._background(producer, stop))
             first_end = now + timedelta(seconds=15)
