@@ -79,8 +79,11 @@ fuzz: setup
 demo: setup infra-up
 	$(PY) -m demo
 
+# Figures to .cache/bench/<suite>.json and .png; BENCH_ARGS="--big" for the issue's full
+# sizes, BENCH_ARGS="scheduler notifier" for some suites only.
+BENCH_ARGS ?=
 bench: setup infra-up
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean: infra-down
 	rm -rf .cache $(VENV)
