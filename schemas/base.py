@@ -41,7 +41,16 @@ TimeZoneName = Annotated[
 ]
 
 Channel = Literal["sms", "email", "call_task"]
-TriggerKind = Literal["no_show", "unanswered_call", "stage_window_at_risk", "late_cancellation"]
+TriggerKind = Literal[
+    "no_show",
+    "unanswered_call",
+    "stage_window_at_risk",
+    "late_cancellation",
+    # the clinic cancelled or bumped the visit (doctor ill, room closed): rebook at once
+    "clinic_cancellation",
+    # attended, and the visit the department expects next is not booked
+    "next_visit_due",
+]
 
 
 class Contract(BaseModel):

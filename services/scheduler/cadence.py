@@ -45,6 +45,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal, TypeGuard
 from zoneinfo import ZoneInfo
 
+from common.treatment import last_open_moment
 from schemas.base import Channel, TriggerKind
 from schemas.events import OutcomeKind
 from schemas.vocabulary import NOT_A_RESULT, UNANSWERED, PlanningMove
@@ -192,6 +193,9 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
             return _plan(rules, case, "call_task", placed, step_index, False, last_useful, moved)
     if case.not_before is not None:
         earliest = max(earliest, case.not_before.astimezone(UTC))
+    if not follow_ups:
+        # Schedule churn: a cancel or move undone within the settle window sends nothing.
+        earliest = max(earliest, case.opened_at.astimezone(UTC) + rules.settle_window)
     normal = _wall_add(base, step.delay, zone)
     candidate = normal
     if last_useful is not None:
@@ -362,7 +366,9 @@ def last_useful_moment(rules: CadenceRules, case: CaseView) -> datetime | None:
     """The latest moment a contact can still lead to a visit before the stage deadline."""
     if case.stage_deadline is None:
         return None
-    return case.stage_deadline.astimezone(UTC) - rules.rebook_lead
+    # A deadline on a day the clinic is closed means the end of the open day before it.
+    deadline = last_open_moment(case.stage_deadline, ZoneInfo(case.timezone), rules.closed_on)
+    return deadline.astimezone(UTC) - rules.rebook_lead
 
 
 def _in_time(
@@ -413,7 +419,7 @@ def _call_intervals(
 ) -> list[tuple[datetime, datetime, str]]:
     """That day's business hours cut into the named call slots, in UTC, in time order."""
     hours = rules.business_hours.get(WEEKDAYS[day.weekday()])
-    if hours is None:
+    if hours is None or rules.closed_on(day):
         return []
     found = []
     for name, slot in rules.call_slots.items():
@@ -444,7 +450,7 @@ def _next_business_moment(
     for offset in range(SEARCH_DAYS):
         day = first_day + timedelta(days=offset)
         hours = rules.business_hours.get(WEEKDAYS[day.weekday()])
-        if hours is None:
+        if hours is None or rules.closed_on(day):
             continue
         start, end = _at(day, hours.start, zone), _at(day, hours.end, zone)
         if earliest < end:

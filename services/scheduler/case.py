@@ -64,6 +64,8 @@ class CaseState(StrEnum):
 _OPEN, _CONTACTING, _CLOSED = CaseState.OPEN, CaseState.CONTACTING, CaseState.CLOSED
 # Reasons whose fact a later arrival (or a cancellation before the start) contradicts.
 PROVISIONAL: frozenset[TriggerKind] = frozenset({"no_show", "late_cancellation"})
+# Reasons a later booking of the same visit in the same slot undoes (schedule churn).
+UNDOABLE: frozenset[TriggerKind] = frozenset({"late_cancellation", "clinic_cancellation"})
 CorrectionResult = Literal["applied", "recorded", "duplicate"]
 HistoryEvent = Literal[
     "opened",
@@ -290,7 +292,8 @@ class Case:
         if plan is not None:
             supervisor = plan.supervisor_id
             practitioner = practitioner or plan.responsible_practitioner_id
-            found = next_stage_deadline(plan, dict(completions or {}))
+            closed = ctx.policy.rules_for(trigger.department, trigger.kind).closed_on
+            found = next_stage_deadline(plan, dict(completions or {}), closed)
             stage = next((s for s in plan.stages if s.stage_id == trigger.stage_id), None)
             stage = stage or (found.stage if found is not None else None)
             if stage is not None:
@@ -434,11 +437,20 @@ class Case:
         visit was attended after all) or satisfy it (a new visit booked)."""
         if self.closed:
             return
-        if self.contradicted_by(event.appointment_id, event.start, event.status, event.status_at):
+        status_at = event.status_at
+        if self.reason in UNDOABLE and status_at is None:
+            status_at = event.occurred_at  # a booking message seldom says when it took effect
+        if self.contradicted_by(event.appointment_id, event.start, event.status, status_at):
             self._note("cleared", appointment=event.appointment_id, status=event.status)
             self.withdraw_tasks(ctx.now)
             self.close("cleared", ctx.now)
             return
+        if (
+            self.reason in UNDOABLE
+            and event.appointment_id == self.appointment_id
+            and (event.start or self.appointment_start) == self.appointment_start
+        ):
+            return  # the cancelled booking itself, reported late: neither undo nor rebooking
         resolution = booking_resolution(self.facts(), event)
         if resolution is not None:
             self._note("booked", appointment=event.appointment_id)
@@ -460,6 +472,7 @@ class Case:
             start,
             status,
             status_at,
+            self.fact_at,
         )
 
     def deadline_changed(self, deadline: datetime, supervisor_id: str | None, ctx: Context) -> None:
@@ -698,15 +711,23 @@ def contradicts(
     start: datetime | None,
     status: AppointmentStatus,
     status_at: datetime | None,
+    fact_at: datetime | None = None,
 ) -> bool:
     """Does what is known of the case's own visit show its trigger false? An arrival for
     the same slot clears a no-show or late cancellation; a cancellation that took effect
-    before the start clears a no-show."""
-    if reason not in PROVISIONAL or appointment_id is None or appointment_id != case_appointment:
+    before the start clears a no-show; the visit booked again in its slot after a
+    cancellation (``fact_at``) clears that cancellation."""
+    if appointment_id is None or appointment_id != case_appointment:
+        return False
+    if reason not in PROVISIONAL and reason not in UNDOABLE:
         return False
     start = start or case_start  # a message naming the visit by id alone means that visit
     if case_start is not None and start != case_start:
         return False  # another slot of the same appointment: a booking, not a correction
+    if reason in UNDOABLE and status == "booked":
+        # Schedule churn: the cancellation undone, the visit back in its slot. Only a
+        # status set after the cancellation counts (not the booking it cancelled).
+        return status_at is not None and fact_at is not None and status_at > fact_at
     if status in ATTENDED:
         return True
     return (
@@ -745,6 +766,7 @@ def why_not_open(
         visit.start,
         visit.status,
         visit.status_at,
+        trigger.occurred_at,
     ):
         return "attended"
     return None

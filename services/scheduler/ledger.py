@@ -621,7 +621,9 @@ class CaseLedger:
                 "SELECT stage_id, completed_at FROM stage_completions WHERE plan_id = $1",
                 plan.plan_id,
             )
-            found = next_stage_deadline(plan, {r["stage_id"]: r["completed_at"] for r in rows})
+            closed = self._policy.rules_for(plan.department, "stage_window_at_risk").closed_on
+            done = {r["stage_id"]: r["completed_at"] for r in rows}
+            found = next_stage_deadline(plan, done, closed)
             if found is None:
                 return
             cases = await _load(tx, "c.plan_id = $1 AND c.state <> 'closed'", plan.plan_id)

@@ -13,10 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import time, timedelta
+from datetime import date, time, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
+import holidays
 import yaml
 from pydantic import (
     BaseModel,
@@ -133,6 +135,34 @@ class EscalationRules(_Rules):
     supervisor_id: Id | None = Field(
         default=None, description="Whom to escalate to when the plan names no supervisor."
     )
+    on_call_id: Id | None = Field(
+        default=None,
+        description="The clinician on call: a clinical concern goes to them at once "
+        "(else the case's practitioner, else the supervisor).",
+    )
+    concern_template: Template = "clinical_concern_escalation"
+    concern_respond_within: Duration = timedelta(hours=1)
+
+
+class Capacity(_Rules):
+    """What one front desk (a department) can do in a day."""
+
+    calls_per_day: int | None = Field(
+        default=None, ge=1, le=100_000, description="Call tasks handed out per clinic day."
+    )
+
+
+@cache
+def _public_holidays(country: str, year: int) -> frozenset[date]:
+    return frozenset(holidays.country_holidays(country, years=year))
+
+
+def _country(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in holidays.list_supported_countries():
+        raise ValueError("expected a country code the holidays package knows (LT, BG, RU, ...)")
+    return value
 
 
 class CadenceRules(_Rules):
@@ -152,6 +182,13 @@ class CadenceRules(_Rules):
     quiet_hours: QuietHours = QuietHours()
     rebook_lead: Duration
     escalation: EscalationRules = EscalationRules()
+    # The first contact waits this long after the fact: a cancel or move undone meanwhile
+    # (schedule churn) clears the case before anything is sent.
+    settle_window: Duration = timedelta(0)
+    # Days the clinic is closed: the country's public holidays and its own closure dates.
+    country: Annotated[str | None, PlainValidator(_country)] = None
+    closures: frozenset[date] = frozenset()
+    capacity: Capacity = Capacity()
 
     @model_validator(mode="after")
     def _consistent(self) -> CadenceRules:
@@ -191,6 +228,12 @@ class CadenceRules(_Rules):
     def template_for(self, channel: Channel, reason: TriggerKind, step: Step | None) -> str:
         chosen = step.template if step is not None and step.channel == channel else None
         return (chosen or self.templates[channel]).replace("{reason}", reason)
+
+    def closed_on(self, day: date) -> bool:
+        """A public holiday of the clinic's country or one of its own closure dates."""
+        if day in self.closures:
+            return True
+        return self.country is not None and day in _public_holidays(self.country, day.year)
 
     def channels(self) -> tuple[Channel, ...]:
         """Every channel these rules may use, in fallback order."""

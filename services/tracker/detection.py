@@ -263,6 +263,18 @@ class Detector:
             found += self._emit(
                 state, "late_cancellation", appointment, now, detectable_at=effective
             )
+        if (
+            event.status == "cancelled"
+            and event.cancelled_by == "clinic"
+            and arrived_at is None
+            and not backfill
+            and not state.has_emitted(f"no_show:{appointment_id}")
+        ):
+            # The clinic cancelled or bumped the visit: the patient is lost unless rebooked,
+            # plan or no plan; the scheduler rebooks at once (after its settle window).
+            found += self._emit(
+                state, "clinic_cancellation", appointment, now, detectable_at=effective
+            )
         self._schedule(state)
         return found
 

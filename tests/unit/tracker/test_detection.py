@@ -203,19 +203,38 @@ def test_early_or_clinic_cancellation_is_not_late() -> None:
         == []
     )
     late = START - timedelta(hours=1)
-    assert (
-        detector.on_appointment(
-            appointment(
-                "cancelled",
-                at=late,
-                change="cancelled",
-                cancelled_by="clinic",
-                appointment_id="appt-2",
-            ),
-            late,
-        )
-        == []
+    found = detector.on_appointment(
+        appointment(
+            "cancelled",
+            at=late,
+            change="cancelled",
+            cancelled_by="clinic",
+            appointment_id="appt-2",
+        ),
+        late,
     )
+    assert ids(found) == ["clinic_cancellation:appt-2"]  # its own reason, never a late one
+
+
+def test_clinic_cancellation_opens_at_once_without_a_plan() -> None:
+    detector = Detector(RULES)
+    at = START - timedelta(days=5)  # days ahead: not late, still a patient to rebook
+    event = appointment("cancelled", at=at, change="cancelled", cancelled_by="clinic")
+    found = detector.on_appointment(event, at)
+    assert ids(found) == ["clinic_cancellation:appt-1"]
+    trigger = found[0].trigger
+    assert trigger.kind == "clinic_cancellation"
+    assert trigger.plan_id is None and trigger.appointment_id == "appt-1"
+    assert trigger.practitioner_id == "dr-7" and trigger.detected_at == at
+    assert detector.on_appointment(event, at) == []  # once
+    assert detector.due(START + timedelta(hours=1)) == []  # a cancelled visit is no no-show
+
+
+def test_clinic_cancellation_of_a_past_visit_is_history() -> None:
+    detector = Detector(RULES)
+    at = START + timedelta(days=2)  # first seen long after: a backfill
+    event = appointment("cancelled", at=at, change="cancelled", cancelled_by="clinic")
+    assert detector.on_appointment(event, at) == []
 
 
 def test_unanswered_call_without_case_emits_per_outcome() -> None:
