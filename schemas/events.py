@@ -214,6 +214,8 @@ OutcomeKind = Literal[
     "busy",
     "voicemail",
     "wrong_number",
+    # the patient reports a symptom or danger sign: the clinician on call, at once
+    "clinical_concern",
     # delivery
     "task_created",
     "sent",
@@ -241,6 +243,7 @@ CALL_RESULTS: frozenset[OutcomeKind] = frozenset(
         "busy",
         "voicemail",
         "wrong_number",
+        "clinical_concern",
     }
 )
 
@@ -283,6 +286,11 @@ class NotificationCommand(Envelope):
     window_start: AwareDatetime = Field(description="Not before this moment.")
     window_end: AwareDatetime = Field(description="Useless after this moment.")
     previous_attempts: list[AttemptSummary] = Field(default_factory=list, max_length=100)
+    note: LongText | None = Field(
+        default=None,
+        description="An escalation of a clinical concern: what the administrator wrote on the"
+        " call, for the clinician on call. Never logged.",
+    )
 
 
 # --- followup.outcomes -------------------------------------------------------------------
@@ -301,6 +309,17 @@ class OutcomeEvent(Envelope):
     )
     detail: ShortText | None = Field(default=None, description="A reason code, never free text.")
     reported_by: Id | None = None
+    note: LongText | None = Field(
+        default=None,
+        description="clinical_concern only: what the administrator wrote (the symptom or danger"
+        " sign). Kept on the scheduler's case for the clinician on call; never logged.",
+    )
+
+    @model_validator(mode="after")
+    def _note_for_a_concern(self) -> OutcomeEvent:
+        if self.note is not None and self.outcome != "clinical_concern":
+            raise ValueError("note is only for the outcome clinical_concern")
+        return self
 
 
 # --- followup.calltasks (egress to the clinic's own tools) -------------------------------
@@ -332,6 +351,9 @@ class CallTaskEvent(Envelope):
     window_end: AwareDatetime
     script: LongText
     report_url: ShortText | None = None
+    note: LongText | None = Field(
+        default=None, description="A clinical concern's escalation: what the administrator wrote."
+    )
 
 
 # --- followup.deadletter -----------------------------------------------------------------

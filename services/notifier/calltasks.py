@@ -54,6 +54,7 @@ def build_call_task(
         window_end=command.window_end,
         script=script,
         report_url=report_url,
+        note=command.note,
     )
 
 
@@ -96,6 +97,8 @@ def summary_lines(task: CallTaskEvent) -> list[str]:
         lines.append(f"Stage: {task.stage_name or '-'}, deadline {deadline}")
     if task.doctor_notes:
         lines.append(f"Doctor's notes: {task.doctor_notes}")
+    if task.note:
+        lines.append(f"Clinical concern reported on the call: {task.note}")
     for attempt in task.previous_attempts:
         lines.append(
             f"Earlier attempt {attempt.attempt_number}: {attempt.channel} at "

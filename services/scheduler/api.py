@@ -29,7 +29,8 @@ STATES = tuple(state.value for state in CaseState)
 CASE_COLUMNS = (
     "case_id, patient_id, reason, department, timezone, state, resolution, trigger_event_id, "
     "opened_at, closed_at, appointment_id, appointment_start, practitioner_id, supervisor_id, "
-    "plan_id, stage_id, stage_deadline, impossible_channels, first_contact_at, updated_at"
+    "plan_id, stage_id, stage_deadline, impossible_channels, first_contact_at, concern_at, "
+    "updated_at"
 )
 ATTEMPT_COLUMNS = (
     "attempt_number, purpose, channel, template, escalate_to, state, tightened, planned_at, "

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal, TypeGuard
+from typing import Literal, TypeGuard, cast
 from zoneinfo import ZoneInfo
 
 from common.treatment import last_open_moment
@@ -65,7 +65,9 @@ Resolution = Literal[
     "cleared",  # later input showed the trigger's fact false (the patient attended)
 ]
 MoveReason = PlanningMove
-EscalationReason = Literal["deadline", "attempts_exhausted", "no_channel", "unanswered"]
+EscalationReason = Literal[
+    "deadline", "attempts_exhausted", "no_channel", "unanswered", "clinical_concern"
+]
 
 # An escalation that failed this way goes on to the supervisor.
 ESCALATION_NOT_HANDLED: frozenset[OutcomeKind] = UNANSWERED | {
@@ -119,6 +121,8 @@ class CaseView:
     not_before: datetime | None = None
     # The patient's own zone, for quiet hours; None: the clinic's ``timezone``.
     patient_timezone: str | None = None
+    # When a call result reported a clinical concern: the ordinary cadence stops.
+    concern_at: datetime | None = None
 
 
 # --- decisions -------------------------------------------------------------------------
@@ -159,6 +163,8 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
     zone = ZoneInfo(case.timezone)
     patient_zone = ZoneInfo(case.patient_timezone) if case.patient_timezone else zone
     made = [a for a in case.attempts if a.state == "fired" and not refused(a)]
+    if case.concern_at is not None:
+        return _after_concern(rules, case, made, zone, now)
     escalations = [a for a in made if a.purpose == "escalation"]
     if escalations:
         return _after_escalation(rules, case, escalations, zone, now)
@@ -227,6 +233,7 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
 # --- outcomes --------------------------------------------------------------------------
 
 OutcomeEffect = Literal[
+    "concern",
     "recovered",
     "declined",
     "unanswered",
@@ -240,6 +247,8 @@ OutcomeEffect = Literal[
 
 def outcome_effect(outcome: OutcomeKind, detail: str | None = None) -> OutcomeEffect:
     """What an outcome does to a case."""
+    if outcome == "clinical_concern":
+        return "concern"
     if outcome == "answered_rebooked":
         return "recovered"
     if outcome == "answered_declined":
@@ -293,6 +302,32 @@ def _after_escalation(
     if supervisor and supervisor not in {e.escalate_to for e in escalations}:
         return _escalation(rules, supervisor, "unanswered", at, zone)
     return Close("escalated", at)
+
+
+def _after_concern(
+    rules: CadenceRules,
+    case: CaseView,
+    made: list[AttemptRecord],
+    zone: ZoneInfo,
+    now: datetime,
+) -> Decision:
+    """A clinical concern: no more ordinary steps; the clinician on call at once, day or
+    night (not business hours), then the supervisor if it went unanswered."""
+    concern_at = cast(datetime, case.concern_at)
+    after = [
+        a for a in made if a.purpose == "escalation" and (a.fired_at or a.planned_at) >= concern_at
+    ]
+    if after:
+        return _after_escalation(rules, case, after, zone, now)
+    esc = rules.escalation
+    target = esc.on_call_id or case.practitioner_id or case.supervisor_id or esc.supervisor_id
+    return Escalate(
+        to=target or rules.routing.pool_id,  # never dropped for lack of a clinician
+        reason="clinical_concern",
+        template=esc.concern_template,
+        planned_at=now,
+        window_end=now + esc.concern_respond_within,
+    )
 
 
 def _escalate_or_close(

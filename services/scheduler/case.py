@@ -86,6 +86,7 @@ HistoryEvent = Literal[
     "opt_out",
     "opt_in",
     "withdrawn",
+    "concern",
     "closed",
 ]
 Metric = Literal[
@@ -186,6 +187,10 @@ class Case:
     impossible: frozenset[Channel] = frozenset()
     first_contact_at: datetime | None = None
     review_at: datetime | None = None
+    # A clinical concern reported on a call; the note (the administrator's words) lives
+    # here alone: never in history, logs or metrics, only on the escalation command.
+    concern_at: datetime | None = None
+    concern_note: str | None = field(default=None, repr=False)
     attempts: list[AttemptRecord] = field(default_factory=list)
     changes: Changes = field(default_factory=Changes)
     # As loaded (or as first inserted): the saver writes only the difference.
@@ -211,6 +216,8 @@ class Case:
             sorted(self.impossible) if self.impossible else [],
             self.first_contact_at,
             self.review_at,
+            self.concern_at,
+            self.concern_note,
         )
 
     def changed_row(self) -> tuple[Any, ...] | None:
@@ -255,6 +262,7 @@ class Case:
             doctor_notes=self.doctor_notes,
             opened_at=self.opened_at,
             contacted=self.first_contact_at is not None,
+            concern_note=self.concern_note,
         )
 
     def attempt(self, number: int) -> AttemptRecord | None:
@@ -356,8 +364,10 @@ class Case:
         ctx: Context,
         detail: str | None = None,
         respond_by: datetime | None = None,
+        note: str | None = None,
     ) -> None:
-        """The notifier or the front desk reported ``kind`` for attempt ``number``."""
+        """The notifier or the front desk reported ``kind`` for attempt ``number``
+        (``note``: what the administrator wrote, for a clinical concern)."""
         attempt = self.attempt(number)
         if attempt is not None and should_record(attempt.outcome, kind):
             # A callback request may say when (respond_by): the next call is planned then.
@@ -367,10 +377,30 @@ class Case:
             # Refused or failed before it reached anyone: not a contact for the caps.
             self.changes.uncounted.append(number)
         self._note("outcome", attempt=number, outcome=kind, detail=detail)
+        if kind == "clinical_concern":
+            self.concern(number, note, ctx)
+            return
         if self.closed or kind in ("opt_out", "opt_in"):
             return  # recorded; a closed case stays closed
         escalation = attempt is not None and attempt.purpose == "escalation"
         self._apply(kind, channel, detail, escalation, ctx)
+
+    def concern(self, number: int, note: str | None, ctx: Context) -> None:
+        """The patient reported a symptom or danger sign on the call: the ordinary cadence
+        stops and the clinician on call gets an escalation at once, with the note. Even a
+        case closed meanwhile (a booking) opens again: a danger sign is never dropped."""
+        if self.closed:
+            self.state, self.resolution, self.closed_at = CaseState.CONTACTING, None, None
+            self._note("reopened")
+        if note:
+            self.concern_note = (
+                note if self.concern_note is None else f"{self.concern_note}\n{note}"
+            )
+        if self.concern_at is None:
+            self.concern_at = ctx.now
+        self._note("concern", attempt=number)  # the note itself stays off the history
+        self.withdraw_tasks(ctx.now)  # the ordinary call tasks still out are moot
+        self.plan_next(ctx, replace_planned=True)
 
     def _apply(
         self,
@@ -381,7 +411,9 @@ class Case:
         ctx: Context,
     ) -> None:
         effect = outcome_effect(kind, detail)
-        if effect in ("recovered", "declined"):
+        if effect == "concern":
+            self.concern(0, None, ctx)
+        elif effect in ("recovered", "declined"):
             self.close(cast(Resolution, effect), ctx.now)
         elif effect == "channel_lost":
             lost = lost_channels(kind, channel, detail) - self.impossible
@@ -565,6 +597,7 @@ class Case:
             impossible=self.impossible,
             not_before=not_before,
             patient_timezone=self.patient_timezone,
+            concern_at=self.concern_at,
         )
         decision = next_decision(rules, view, ctx.now)
         number = max((a.number for a in self.attempts), default=0) + 1

@@ -66,6 +66,7 @@ class CaseFacts:
     doctor_notes: str | None = None
     opened_at: datetime | None = None
     contacted: bool = False
+    concern_note: str | None = None  # only ever on an escalation command
 
 
 def booking_resolution(case: CaseFacts, booking: AppointmentEvent) -> Resolution | None:
@@ -131,6 +132,7 @@ def build_command(
         doctor_notes=case.doctor_notes,
         window_start=attempt.planned_at,
         window_end=attempt.window_end,
+        note=case.concern_note if attempt.purpose == "escalation" else None,
         previous_attempts=[
             AttemptSummary(
                 attempt_number=p.number,

@@ -106,7 +106,7 @@ UPDATE_CASE = f"""
         supervisor_id = v.supervisor_id, stage_deadline = v.stage_deadline,
         impossible_channels = string_to_array(v.impossible, ','),
         first_contact_at = v.first_contact_at, review_at = v.review_at,
-        updated_at = v.updated_at
+        concern_at = v.concern_at, concern_note = v.concern_note, updated_at = v.updated_at
       FROM {
     _unnest(
         "text",
@@ -119,10 +119,12 @@ UPDATE_CASE = f"""
         "timestamptz",
         "timestamptz",
         "timestamptz",
+        "text",
+        "timestamptz",
     )
 }
         AS v(case_id, state, resolution, closed_at, supervisor_id, stage_deadline, impossible,
-             first_contact_at, review_at, updated_at)
+             first_contact_at, review_at, concern_at, concern_note, updated_at)
      WHERE c.case_id = v.case_id"""
 _ATTEMPT_COLUMNS = (
     "purpose, channel, template, escalate_to, state, step_index, tightened, planned_at, "
@@ -235,6 +237,8 @@ def to_case(row: Record, attempts: Iterable[AttemptRecord] | None = None) -> Cas
         impossible=opted_channels(row["impossible_channels"]),
         first_contact_at=row["first_contact_at"],
         review_at=row["review_at"],
+        concern_at=row["concern_at"],
+        concern_note=row["concern_note"],
         attempts=list(attempts),
     ).loaded()
 
@@ -492,6 +496,7 @@ class CaseLedger:
                     ctx,
                     detail=outcome.detail,
                     respond_by=outcome.respond_by,
+                    note=outcome.note,
                 )
                 touched[case.case_id] = case
             for changed in touched.values():

@@ -144,6 +144,24 @@ class EscalationRules(_Rules):
     concern_respond_within: Duration = timedelta(hours=1)
 
 
+class Routing(_Rules):
+    """Who owns a call task: the department's team, else the practitioner's team, else the
+    clinic-wide pool. A task is never dropped for lack of an owner."""
+
+    team_id: Id | None = Field(default=None, description="The department's front-desk team.")
+    practitioner_teams: dict[Id, Id] = Field(
+        default_factory=dict, description="practitioner id -> the team that calls for them"
+    )
+    pool_id: Id = Field(default="clinic_pool", description="The clinic-wide pool.")
+
+    def owner_for(self, practitioner_id: str | None) -> str:
+        if self.team_id is not None:
+            return self.team_id
+        if practitioner_id is not None and practitioner_id in self.practitioner_teams:
+            return self.practitioner_teams[practitioner_id]
+        return self.pool_id
+
+
 class Capacity(_Rules):
     """What one front desk (a department) can do in a day."""
 
@@ -189,6 +207,7 @@ class CadenceRules(_Rules):
     country: Annotated[str | None, PlainValidator(_country)] = None
     closures: frozenset[date] = frozenset()
     capacity: Capacity = Capacity()
+    routing: Routing = Routing()
 
     @model_validator(mode="after")
     def _consistent(self) -> CadenceRules:

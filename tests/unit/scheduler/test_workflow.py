@@ -204,3 +204,88 @@ def test_an_escalation_waits_for_the_next_open_day() -> None:
     decision = next_decision(rules, view(now, stage_deadline=deadline, practitioner_id="dr-7"), now)
     assert isinstance(decision, Escalate)
     assert decision.planned_at == datetime(2026, 3, 13, 8, 0, tzinfo=VILNIUS).astimezone(UTC)
+
+
+# --- 3. a clinical concern on the call ------------------------------------------------------
+
+NOTE = "Swelling and fever since the extraction"
+
+
+def fired_call(case: Case) -> tuple[int, datetime]:
+    due = planned(case)
+    assert case.fire(due.number, ctx(due.planned_at)) is not None
+    return due.number, due.planned_at
+
+
+def test_a_clinical_concern_stops_the_cadence_and_escalates_at_once_with_the_note() -> None:
+    case = opened(clinic_cancellation(), CANCELLED_AT)
+    number, at = fired_call(case)
+    reported = at + timedelta(minutes=20)
+    case.record_outcome(number, "clinical_concern", "call_task", ctx(reported), note=NOTE)
+    assert case.concern_at == reported.astimezone(UTC) and case.concern_note == NOTE
+    assert case.state is CaseState.ESCALATING
+    (escalation,) = [a for a in case.attempts if a.state == "planned"]
+    assert escalation.purpose == "escalation" and escalation.planned_at == reported
+    assert escalation.escalate_to == "dr-7"  # no clinician on call named: the practitioner
+    assert escalation.template == "clinical_concern_escalation"
+    assert escalation.window_end == reported + timedelta(hours=1)
+    assert "concern" in events(case)
+    # The note is on the case, never in history or metrics.
+    assert all(NOTE not in str(h.detail) for h in case.changes.history)
+    assert all(NOTE not in str(t) for t in case.changes.tallies)
+    assert ("escalation", "clinical_concern") in [t[:2] for t in case.changes.tallies]
+    assert NOTE not in repr(case)
+    # Fired: the escalation command carries the note; follow-up commands never do.
+    assert case.fire(escalation.number, ctx(reported)) is not None
+    command = case.changes.commands[-1]
+    assert command.purpose == "escalation" and command.note == NOTE
+    assert all(c.note is None for c in case.changes.commands if c.purpose == "follow_up")
+
+
+def test_a_concern_at_night_goes_to_the_clinician_on_call_not_to_business_hours() -> None:
+    text = DEFAULT_POLICY_PATH.read_text(encoding="utf-8")
+    text = text.replace(
+        "    concern_respond_within: PT1H\n",
+        "    concern_respond_within: PT1H\n    on_call_id: dr-on-call\n",
+    )
+    policy = CadencePolicy.from_text(text, "<test>")
+    case = opened(clinic_cancellation(), CANCELLED_AT, policy)
+    number, _ = fired_call(case)
+    night = datetime(2026, 3, 4, 23, 30, tzinfo=VILNIUS)
+    case.record_outcome(number, "clinical_concern", "call_task", ctx(night, policy), note=NOTE)
+    (escalation,) = [a for a in case.attempts if a.state == "planned"]
+    assert escalation.escalate_to == "dr-on-call" and escalation.planned_at == night
+
+
+def test_a_handled_concern_closes_escalated_an_unanswered_one_goes_to_the_pool() -> None:
+    case = opened(clinic_cancellation(practitioner_id=None), CANCELLED_AT)
+    number, at = fired_call(case)
+    case.record_outcome(number, "clinical_concern", "call_task", ctx(at), note=NOTE)
+    (escalation,) = [a for a in case.attempts if a.state == "planned"]
+    assert escalation.escalate_to == "clinic_pool"  # nobody named: never dropped
+    case.fire(escalation.number, ctx(at))
+    case.record_outcome(escalation.number, "no_answer", "call_task", ctx(at))
+    assert case.state is CaseState.CLOSED  # nobody above the pool: closed escalated, once
+    assert case.resolution == "escalated"
+
+    case = opened(clinic_cancellation(), CANCELLED_AT)
+    number, at = fired_call(case)
+    case.record_outcome(number, "clinical_concern", "call_task", ctx(at), note=NOTE)
+    (escalation,) = [a for a in case.attempts if a.state == "planned"]
+    case.fire(escalation.number, ctx(at))
+    case.record_outcome(escalation.number, "callback_requested", "call_task", ctx(at))
+    assert (case.state, case.resolution) == (CaseState.CLOSED, "escalated")  # taken on
+
+
+def test_a_concern_reported_after_the_case_closed_opens_it_again() -> None:
+    case = opened(clinic_cancellation(), CANCELLED_AT)
+    number, at = fired_call(case)
+    moved = rebooked(at, start=VISIT + timedelta(days=3)).model_copy(
+        update={"appointment_id": "appt-9"}
+    )
+    case.appointment(moved, ctx(at + timedelta(minutes=1)))
+    assert case.resolution == "recovered"
+    case.record_outcome(
+        number, "clinical_concern", "call_task", ctx(at + timedelta(minutes=2)), note=NOTE
+    )
+    assert case.state is CaseState.ESCALATING and "reopened" in events(case)
