@@ -260,6 +260,23 @@ class AttemptSummary(Contract):
     outcome: OutcomeKind | None = None
 
 
+class RiskScore(Contract):
+    """How likely the patient is lost, for ordering call tasks within a desk's capacity
+    (higher first). ``score`` = 2 x earlier no-shows (at most 3) + attempts without an
+    answer (at most 5) + 4 when the stage deadline is 2 days away or less, 2 within 7 days,
+    1 within 14 + 2 for a visit of a treatment plan's stage. Inputs as counted."""
+
+    score: int = Field(ge=0, description="The sum; higher is called first.")
+    earlier_no_shows: int = Field(ge=0, description="The patient's no-shows before this case.")
+    unanswered_attempts: int = Field(
+        ge=0, description="Call tasks of this case that went out and got no answer."
+    )
+    days_to_deadline: int | None = Field(
+        default=None, description="Whole days left to the stage deadline; none without one."
+    )
+    plan_stage: bool = Field(description="The case is about a stage of a treatment plan.")
+
+
 class NotificationCommand(Envelope):
     """What the scheduler asks the notifier to do: one attempt of one case."""
 
@@ -291,6 +308,12 @@ class NotificationCommand(Envelope):
         description="An escalation of a clinical concern: what the administrator wrote on the"
         " call, for the clinician on call. Never logged.",
     )
+    owner: Id | None = Field(
+        default=None,
+        description="Call tasks: who works it (the department's team, else the practitioner's"
+        " team, else the clinic-wide pool); escalations: escalate_to.",
+    )
+    risk: RiskScore | None = Field(default=None, description="Call tasks: the case's risk.")
 
 
 # --- followup.outcomes -------------------------------------------------------------------
@@ -354,6 +377,8 @@ class CallTaskEvent(Envelope):
     note: LongText | None = Field(
         default=None, description="A clinical concern's escalation: what the administrator wrote."
     )
+    owner: Id | None = Field(default=None, description="The team or pool that works the task.")
+    risk: RiskScore | None = Field(default=None, description="The case's risk score and inputs.")
 
 
 # --- followup.deadletter -----------------------------------------------------------------

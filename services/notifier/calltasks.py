@@ -55,6 +55,8 @@ def build_call_task(
         script=script,
         report_url=report_url,
         note=command.note,
+        owner=command.owner,
+        risk=command.risk,
     )
 
 
@@ -99,6 +101,16 @@ def summary_lines(task: CallTaskEvent) -> list[str]:
         lines.append(f"Doctor's notes: {task.doctor_notes}")
     if task.note:
         lines.append(f"Clinical concern reported on the call: {task.note}")
+    if task.owner:
+        lines.append(f"Owner: {task.owner}")
+    if task.risk is not None:
+        r = task.risk
+        days = "none" if r.days_to_deadline is None else str(r.days_to_deadline)
+        lines.append(
+            f"Risk {r.score}: earlier no-shows {r.earlier_no_shows}, unanswered attempts "
+            f"{r.unanswered_attempts}, days to deadline {days}, plan stage "
+            f"{'yes' if r.plan_stage else 'no'}"
+        )
     for attempt in task.previous_attempts:
         lines.append(
             f"Earlier attempt {attempt.attempt_number}: {attempt.channel} at "

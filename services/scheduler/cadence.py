@@ -478,6 +478,13 @@ def _place_call(
     return None
 
 
+def next_open_day(rules: CadenceRules, zone: ZoneInfo, now: datetime) -> datetime:
+    """The start of business hours on the clinic's next open day after today."""
+    tomorrow = datetime.combine(now.astimezone(zone).date() + timedelta(days=1), time(0), zone)
+    found = _next_business_moment(rules, zone, tomorrow.astimezone(UTC))
+    return found or tomorrow.astimezone(UTC) + timedelta(days=SEARCH_DAYS)
+
+
 def _next_business_moment(
     rules: CadenceRules, zone: ZoneInfo, earliest: datetime
 ) -> datetime | None:

@@ -24,6 +24,7 @@ from schemas.events import (
     AppointmentStatus,
     NotificationCommand,
     OutcomeKind,
+    RiskScore,
     TreatmentPlanEvent,
     TriggerEvent,
 )
@@ -45,6 +46,7 @@ from services.scheduler.cases import (
     booking_resolution,
     build_command,
     case_id_for,
+    risk_score,
     should_record,
     task_still_out,
     withdrawal_key,
@@ -143,6 +145,8 @@ class Context:
     now: datetime
     policy: CadencePolicy
     opted_out: frozenset[Channel] = frozenset()
+    # The patient's no-show cases (this one included), for the risk score at firing.
+    no_shows: int = 0
 
 
 @dataclass(frozen=True)
@@ -544,8 +548,16 @@ class Case:
             return None
         previous = list(self.attempts)  # the command lists the attempts before this one
         fired = self._replace(attempt, state="fired", fired_at=ctx.now)
+        facts = self.facts()
+        owner = risk = None
+        if fired.purpose == "escalation":
+            owner = fired.escalate_to
+        elif fired.channel == "call_task":
+            rules = ctx.policy.rules_for(self.department, self.reason)
+            owner = rules.routing.owner_for(self.practitioner_id)  # never without an owner
+            risk = self.risk(ctx.no_shows, ctx.now, previous)
         self.changes.commands.append(
-            build_command(self.facts(), fired, fired.template, previous, ctx.now)
+            build_command(facts, fired, fired.template, previous, ctx.now, owner=owner, risk=risk)
         )
         first = self.first_contact_at is None and fired.purpose == "follow_up"
         if first:
@@ -561,6 +573,14 @@ class Case:
         self._tally("fired", fired.channel)
         self.plan_next(ctx)
         return fired
+
+    def risk(
+        self, no_shows: int, now: datetime, attempts: list[AttemptRecord] | None = None
+    ) -> RiskScore:
+        """The case's risk score (``RiskScore``); ``no_shows``: the patient's no-show
+        cases, this one included (it is not an earlier one)."""
+        earlier = max(0, no_shows - (1 if self.reason == "no_show" else 0))
+        return risk_score(self.facts(), attempts or self.attempts, earlier, now)
 
     def review(self, ctx: Context) -> None:
         """The case asked to be looked at again (a close that waited for a window to end)."""

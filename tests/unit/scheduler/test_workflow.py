@@ -289,3 +289,73 @@ def test_a_concern_reported_after_the_case_closed_opens_it_again() -> None:
         number, "clinical_concern", "call_task", ctx(at + timedelta(minutes=2)), note=NOTE
     )
     assert case.state is CaseState.ESCALATING and "reopened" in events(case)
+
+
+# --- 4. front-desk capacity, 5. routing, 6. risk --------------------------------------------
+
+
+def test_a_desk_at_capacity_holds_call_tasks_to_the_next_open_day() -> None:
+    from services.scheduler.cadence import next_open_day
+    from services.scheduler.guards import Hold, desk_hold
+
+    rules = POLICY.rules_for("dental", "no_show")
+    tuesday = datetime(2026, 3, 10, 11, 0, tzinfo=VILNIUS)
+    after_holiday = datetime(2026, 3, 12, 8, 0, tzinfo=VILNIUS).astimezone(UTC)
+    assert next_open_day(rules, VILNIUS, tuesday) == after_holiday  # 11 March is closed
+    assert desk_hold(4, 5, after_holiday) is None
+    assert desk_hold(5, 5, after_holiday) == Hold("desk_capacity", after_holiday)
+    assert desk_hold(500, None, after_holiday) is None  # no capacity set: no limit
+
+
+def test_a_held_call_that_would_miss_its_deadline_escalates_instead() -> None:
+    from services.scheduler.guards import Hold
+
+    deadline = datetime(2026, 3, 6, 23, 59, tzinfo=VILNIUS)
+    trigger = clinic_cancellation(stage_deadline=deadline, plan_id="plan-1", stage_id="s2")
+    case = opened(trigger, CANCELLED_AT)
+    due = planned(case)
+    # Full today; tomorrow is past the last useful moment (deadline minus the lead).
+    case.fire(
+        due.number, ctx(due.planned_at), Hold("desk_capacity", deadline - timedelta(hours=20))
+    )
+    (escalation,) = [a for a in case.attempts if a.state == "planned"]
+    assert escalation.purpose == "escalation" and case.state is CaseState.ESCALATING
+
+
+def test_the_owner_is_the_team_else_the_practitioner_s_else_the_pool() -> None:
+    from services.scheduler.policy import Routing
+
+    assert Routing(team_id="dental-desk").owner_for("dr-7") == "dental-desk"
+    assert Routing(practitioner_teams={"dr-7": "team-7"}).owner_for("dr-7") == "team-7"
+    assert Routing(practitioner_teams={"dr-7": "team-7"}).owner_for("dr-8") == "clinic_pool"
+    assert Routing().owner_for(None) == "clinic_pool"
+    text = DEFAULT_POLICY_PATH.read_text(encoding="utf-8") + (
+        "  surgery:\n    routing:\n      team_id: surgery-desk\n"
+    )
+    policy = CadencePolicy.from_text(text, "<test>")
+    case = opened(clinic_cancellation(department="surgery"), CANCELLED_AT, policy)
+    due = planned(case)
+    case.fire(due.number, ctx(due.planned_at, policy))
+    assert case.changes.commands[-1].owner == "surgery-desk"
+
+
+def test_the_risk_score_counts_what_it_documents() -> None:
+    deadline = CANCELLED_AT + timedelta(days=4, hours=12)
+    trigger = clinic_cancellation(stage_deadline=deadline, plan_id="plan-1", stage_id="s2")
+    case = opened(trigger, CANCELLED_AT)
+    number, at = fired_call(case)
+    case.record_outcome(number, "no_answer", "call_task", ctx(at + timedelta(minutes=30)))
+    risk = case.risk(no_shows=2, now=at + timedelta(hours=1))
+    # 2 earlier no-shows (x2) + 1 unanswered + deadline within 7 days (2) + plan stage (2)
+    assert (risk.earlier_no_shows, risk.unanswered_attempts) == (2, 1)
+    assert (risk.days_to_deadline, risk.plan_stage, risk.score) == (4, True, 9)
+    # A no-show case does not count itself as an earlier no-show.
+    plain = opened(clinic_cancellation(kind="no_show", event_id="no_show:appt-1"), CANCELLED_AT)
+    assert plain.risk(no_shows=1, now=CANCELLED_AT).score == 0
+    due = planned(case)
+    case.fire(due.number, ctx(due.planned_at))
+    command = case.changes.commands[-1]
+    if command.channel == "call_task":
+        assert command.risk is not None and command.owner == "clinic_pool"
+    else:
+        assert command.risk is None and command.owner is None  # messages carry neither
