@@ -118,6 +118,7 @@ class Tally(NamedTuple):
     metric: Metric
     label: str = ""
     value: float = 1.0
+    department: str | None = None  # also counted per department (opened, closed, escalation)
 
 
 class Contact(NamedTuple):
@@ -338,7 +339,7 @@ class Case:
             patient_timezone=trigger.patient_timezone,
         )
         case._note("opened", trigger=trigger.event_id)
-        case._tally("opened", trigger.kind)
+        case._tally("opened", trigger.kind, department=True)
         return case
 
     def join(self, trigger: TriggerEvent, ctx: Context) -> None:
@@ -662,7 +663,7 @@ class Case:
             if decision.reason == "no_channel":
                 detail["channels_lost"] = sorted(self.impossible)  # why: visible on the case
             self._note("escalation_planned", **detail)
-            self._tally("escalation", decision.reason)
+            self._tally("escalation", decision.reason, department=True)
             self._tally("planned", "call_task")
             if decision.reason == "deadline" and first_escalation:
                 self._tally("deadline_miss")
@@ -682,7 +683,7 @@ class Case:
             replace(a, state="cancelled") if a.state == "planned" else a for a in self.attempts
         ]
         self._note("closed", resolution=resolution)
-        self._tally("closed", resolution)
+        self._tally("closed", resolution, department=True)
 
     def withdraw_tasks(self, now: datetime) -> None:
         """Withdraw the case's call tasks still out (window open, no result yet)."""
@@ -752,8 +753,12 @@ class Case:
     def _note(self, event: HistoryEvent, **detail: Any) -> None:
         self.changes.history.append(HistoryEntry(event, self.state, detail))
 
-    def _tally(self, metric: Metric, label: str = "", value: float = 1.0) -> None:
-        self.changes.tallies.append(Tally(metric, label, value))
+    def _tally(
+        self, metric: Metric, label: str = "", value: float = 1.0, *, department: bool = False
+    ) -> None:
+        self.changes.tallies.append(
+            Tally(metric, label, value, self.department if department else None)
+        )
 
 
 def contradicts(

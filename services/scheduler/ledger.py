@@ -334,8 +334,20 @@ _HISTOGRAMS: dict[str, Any] = {
 }
 
 
-def _count(tally: Tally) -> None:
+_BY_DEPARTMENT: dict[str, Any] = {
+    "opened": metrics.DEPARTMENT_OPENED,
+    "closed": metrics.DEPARTMENT_CLOSED,
+}
+
+
+def _count(tally: Tally, policy: CadencePolicy) -> None:
     m = tally.metric
+    if tally.department is not None:
+        department = policy.department_label(tally.department)
+        if m == "escalation":
+            metrics.DEPARTMENT_ESCALATIONS.labels(department).inc()
+        else:
+            _BY_DEPARTMENT[m].labels(department, tally.label).inc()
     if m in _COUNTERS:
         _COUNTERS[m].labels(tally.label).inc()
     elif m in _HISTOGRAMS:
@@ -372,7 +384,7 @@ class CaseLedger:
             yield Tx(conn, now, batch)
             await batch.write(conn)
         for tally in batch.tallies:
-            _count(tally)
+            _count(tally, self._policy)
 
     def _ctx(self, now: datetime, opted: Iterable[str] = ()) -> Context:
         return Context(now, self._policy, opted_channels(opted))

@@ -274,6 +274,12 @@ class CadencePolicy:
     def __init__(self, rules: Mapping[tuple[str | None, TriggerKind], CadenceRules], source: str):
         self._rules = dict(rules)
         self.source = source
+        # The departments the file names: the only values of the metrics' department label.
+        self.departments = frozenset(d for d, _ in self._rules if d is not None)
+
+    def department_label(self, department: str) -> str:
+        """A bounded metric label: a department the policy names, else ``other``."""
+        return department if department in self.departments else "other"
 
     def rules_for(self, department: str, reason: TriggerKind) -> CadenceRules:
         return self._rules.get((department, reason)) or self._rules[(None, reason)]
