@@ -46,6 +46,7 @@ from services.scheduler.cases import (
     booking_resolution,
     build_command,
     case_id_for,
+    earlier_no_shows,
     risk_score,
     should_record,
     task_still_out,
@@ -580,7 +581,7 @@ class Case:
     ) -> RiskScore:
         """The case's risk score (``RiskScore``); ``no_shows``: the patient's no-show
         cases, this one included (it is not an earlier one)."""
-        earlier = max(0, no_shows - (1 if self.reason == "no_show" else 0))
+        earlier = earlier_no_shows(self.reason, no_shows)
         return risk_score(self.facts(), attempts or self.attempts, earlier, now)
 
     def review(self, ctx: Context) -> None:

@@ -171,6 +171,12 @@ def task_still_out(attempt: AttemptRecord, now: datetime) -> bool:
     )
 
 
+def earlier_no_shows(reason: TriggerKind, no_shows: int) -> int:
+    """The patient's no-show cases (``no_shows``) before this one: a no-show case is not
+    an earlier one of itself."""
+    return max(0, no_shows - (1 if reason == "no_show" else 0))
+
+
 def risk_score(
     case: CaseFacts, attempts: Sequence[AttemptRecord], earlier_no_shows: int, now: datetime
 ) -> RiskScore:

@@ -386,6 +386,10 @@ class CaseLedger:
         for tally in batch.tallies:
             _count(tally, self._policy)
 
+    def now(self) -> datetime:
+        """The injected clock's moment (for the API's risk score)."""
+        return self._clock.now()
+
     def _ctx(self, now: datetime, opted: Iterable[str] = ()) -> Context:
         return Context(now, self._policy, opted_channels(opted))
 
