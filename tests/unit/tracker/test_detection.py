@@ -447,3 +447,36 @@ def test_arrival_belongs_to_its_slot_not_to_a_later_reschedule() -> None:
         first + timedelta(hours=2),
     )
     assert ids(detector.due(START + timedelta(minutes=15))) == ["no_show:appt-1"]
+
+
+def test_attended_and_nothing_booked_gets_a_gentle_next_visit_case_before_it_is_due() -> None:
+    rules = DetectionRules(stage_lead_days=3, next_visit_days={"dental": 14})
+    detector = Detector(rules)
+    done = START + timedelta(hours=1)
+    detector.on_appointment(appointment("booked", at=START - timedelta(days=2)), START)
+    detector.on_appointment(appointment("fulfilled", at=done, change="status_changed"), done)
+    # Due by the end of 16 March (14 days); the gentle case comes 3 days before.
+    warn = datetime(2026, 3, 13, 23, 59, 59, tzinfo=VILNIUS)
+    assert detector.due(warn - timedelta(minutes=1)) == []
+    found = detector.due(warn + timedelta(minutes=1))
+    assert ids(found) == ["next_visit_due:appt-1"]
+    trigger = found[0].trigger
+    assert trigger.kind == "next_visit_due" and trigger.plan_id is None
+    assert trigger.appointment_id is None and trigger.stage_deadline is None  # gentle
+    assert (trigger.department, trigger.practitioner_id) == ("dental", "dr-7")
+    assert detector.due(warn + timedelta(days=1)) == []  # once
+
+
+def test_a_next_visit_booked_or_a_department_without_the_rule_opens_nothing() -> None:
+    rules = DetectionRules(stage_lead_days=3, next_visit_days={"dental": 14})
+    detector = Detector(rules)
+    done = START + timedelta(hours=1)
+    detector.on_appointment(appointment("fulfilled", at=done, change="status_changed"), done)
+    later = START + timedelta(days=10)
+    detector.on_appointment(
+        appointment("booked", at=done, appointment_id="appt-2", start=later), done
+    )
+    assert all(d.trigger.kind != "next_visit_due" for d in detector.due(START + timedelta(days=12)))
+    other = Detector(DetectionRules(stage_lead_days=3, next_visit_days={"surgery": 14}))
+    other.on_appointment(appointment("fulfilled", at=done, change="status_changed"), done)
+    assert other.due(START + timedelta(days=12)) == []
