@@ -164,6 +164,9 @@ async def test_a_desk_at_capacity_calls_the_nearest_deadline_and_highest_risk_fi
     assert {json.loads(h["detail"])["rule"] for h in history} == {"desk_capacity"}
     calls = await pool.fetchval("SELECT calls FROM desk_calls WHERE department = 'dental'")
     assert calls == 2
+    clock.set(MISSED + timedelta(days=40))  # a desk's count is pruned with the retention
+    await ledger.prune(timedelta(days=30))
+    assert await pool.fetchval("SELECT count(*) FROM desk_calls") == 0
 
 
 async def test_two_replicas_together_stay_within_the_desk_s_capacity(
