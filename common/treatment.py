@@ -3,14 +3,15 @@
 The stage deadline is the latest moment the next stage can still happen: the end of the
 clinic's day that falls ``max_interval_days`` after the previous stage was completed.
 Calendar days are counted in the clinic's zone, so a daylight-saving change does not
-shift the deadline by an hour.
+shift the deadline by an hour. Given the clinic's closed days (``closed``), a deadline
+on one of them moves back to the end of the last open day.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from schemas.events import TreatmentPlanEvent, TreatmentStage
@@ -29,8 +30,28 @@ def end_of_local_day(moment: datetime, zone: ZoneInfo, days_later: int = 0) -> d
     return datetime.combine(local_date, time(23, 59, 59), tzinfo=zone)
 
 
+def last_open_moment(
+    deadline: datetime, zone: ZoneInfo, closed: Callable[[date], bool] | None = None
+) -> datetime:
+    """A deadline that falls on a day the clinic is closed (a public holiday, its own
+    closure) moves back to the end of the last open day before it; the stage must happen
+    while the clinic is open. At most a month back: a clinic closed longer keeps it."""
+    if closed is None:
+        return deadline
+    local = deadline.astimezone(zone)
+    day = local.date()
+    for _ in range(31):
+        if not closed(day):
+            moved = (day - local.date()).days
+            return deadline if moved == 0 else end_of_local_day(local, zone, moved)
+        day -= timedelta(days=1)
+    return deadline
+
+
 def next_stage_deadline(
-    plan: TreatmentPlanEvent, completed: Mapping[str, datetime] | None = None
+    plan: TreatmentPlanEvent,
+    completed: Mapping[str, datetime] | None = None,
+    closed: Callable[[date], bool] | None = None,
 ) -> StageDeadline | None:
     """The deadline of the first stage not yet completed, if the stage before it is done.
 
@@ -52,6 +73,8 @@ def next_stage_deadline(
             plan_id=plan.plan_id,
             stage=stage,
             previous_completed_at=previous_done,
-            deadline=end_of_local_day(previous_done, zone, stage.max_interval_days),
+            deadline=last_open_moment(
+                end_of_local_day(previous_done, zone, stage.max_interval_days), zone, closed
+            ),
         )
     return None

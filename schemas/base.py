@@ -59,7 +59,16 @@ TimeZoneName = Annotated[
 ]
 
 Channel = Literal["sms", "email", "call_task"]
-TriggerKind = Literal["no_show", "unanswered_call", "stage_window_at_risk", "late_cancellation"]
+TriggerKind = Literal[
+    "no_show",
+    "unanswered_call",
+    "stage_window_at_risk",
+    "late_cancellation",
+    # the clinic cancelled or bumped the visit (doctor ill, room closed): rebook at once
+    "clinic_cancellation",
+    # attended, and the visit the department expects next is not booked
+    "next_visit_due",
+]
 
 
 # Every date and timestamp of a contract lies in these years. Year 1 or 9999 is a typo or a

@@ -214,6 +214,8 @@ OutcomeKind = Literal[
     "busy",
     "voicemail",
     "wrong_number",
+    # the patient reports a symptom or danger sign: the clinician on call, at once
+    "clinical_concern",
     # delivery
     "task_created",
     "sent",
@@ -241,6 +243,7 @@ CALL_RESULTS: frozenset[OutcomeKind] = frozenset(
         "busy",
         "voicemail",
         "wrong_number",
+        "clinical_concern",
     }
 )
 
@@ -255,6 +258,23 @@ class AttemptSummary(Contract):
     channel: Channel
     at: AwareDatetime
     outcome: OutcomeKind | None = None
+
+
+class RiskScore(Contract):
+    """How likely the patient is lost, for ordering call tasks within a desk's capacity
+    (higher first). ``score`` = 2 x earlier no-shows (at most 3) + attempts without an
+    answer (at most 5) + 4 when the stage deadline is 2 days away or less, 2 within 7 days,
+    1 within 14 + 2 for a visit of a treatment plan's stage. Inputs as counted."""
+
+    score: int = Field(ge=0, description="The sum; higher is called first.")
+    earlier_no_shows: int = Field(ge=0, description="The patient's no-shows before this case.")
+    unanswered_attempts: int = Field(
+        ge=0, description="Call tasks of this case that went out and got no answer."
+    )
+    days_to_deadline: int | None = Field(
+        default=None, description="Whole days left to the stage deadline; none without one."
+    )
+    plan_stage: bool = Field(description="The case is about a stage of a treatment plan.")
 
 
 class NotificationCommand(Envelope):
@@ -283,6 +303,17 @@ class NotificationCommand(Envelope):
     window_start: AwareDatetime = Field(description="Not before this moment.")
     window_end: AwareDatetime = Field(description="Useless after this moment.")
     previous_attempts: list[AttemptSummary] = Field(default_factory=list, max_length=100)
+    note: LongText | None = Field(
+        default=None,
+        description="An escalation of a clinical concern: what the administrator wrote on the"
+        " call, for the clinician on call. Never logged.",
+    )
+    owner: Id | None = Field(
+        default=None,
+        description="Call tasks: who works it (the department's team, else the practitioner's"
+        " team, else the clinic-wide pool); escalations: escalate_to.",
+    )
+    risk: RiskScore | None = Field(default=None, description="Call tasks: the case's risk.")
 
 
 # --- followup.outcomes -------------------------------------------------------------------
@@ -301,6 +332,17 @@ class OutcomeEvent(Envelope):
     )
     detail: ShortText | None = Field(default=None, description="A reason code, never free text.")
     reported_by: Id | None = None
+    note: LongText | None = Field(
+        default=None,
+        description="clinical_concern only: what the administrator wrote (the symptom or danger"
+        " sign). Kept on the scheduler's case for the clinician on call; never logged.",
+    )
+
+    @model_validator(mode="after")
+    def _note_for_a_concern(self) -> OutcomeEvent:
+        if self.note is not None and self.outcome != "clinical_concern":
+            raise ValueError("note is only for the outcome clinical_concern")
+        return self
 
 
 # --- followup.calltasks (egress to the clinic's own tools) -------------------------------
@@ -339,6 +381,11 @@ class CallTaskEvent(Envelope):
         " voicemail, wrong_number, call_back): it opens a page that records the result in one"
         " click. No personal data in the URL.",
     )
+    note: LongText | None = Field(
+        default=None, description="A clinical concern's escalation: what the administrator wrote."
+    )
+    owner: Id | None = Field(default=None, description="The team or pool that works the task.")
+    risk: RiskScore | None = Field(default=None, description="The case's risk score and inputs.")
 
 
 # --- followup.deadletter -----------------------------------------------------------------

@@ -24,8 +24,11 @@ NEVER_SENT_DETAILS = frozenset({"never_sent", "no_task"})
 # Why the scheduler planned or held an attempt later than wanted (metric label ``rule``):
 # at firing by a frequency cap or a conversation in progress; at planning by the patient's
 # quiet hours (messages) or the clinic's business hours (calls).
-HoldReason = Literal["frequency_cap", "conversation_open", "quiet_hours", "business_hours"]
-FiringHold = Literal["frequency_cap", "conversation_open"]
+# A desk at its calls for the day (``desk_capacity``) holds a call task to the next open day.
+HoldReason = Literal[
+    "frequency_cap", "conversation_open", "desk_capacity", "quiet_hours", "business_hours"
+]
+FiringHold = Literal["frequency_cap", "conversation_open", "desk_capacity"]
 PlanningMove = Literal["quiet_hours", "business_hours"]
 
 

@@ -99,6 +99,52 @@ def range_stat(title: str, metric: str, description: str, matchers: str = "") ->
 
 RECOVERED = in_range("followup_scheduler_cases_closed_total", 'resolution="recovered"')
 
+
+def by_department(metric: str, matchers: str = "") -> str:
+    """How many in the selected range, per department (the policy's departments, else
+    ``other``: a bounded label)."""
+    sel = f"{NS}, {matchers}" if matchers else NS
+    return f"sum by (department) (increase({metric}{{{sel}}}[$__range]))"
+
+
+DEPT_OPENED = "followup_scheduler_department_cases_opened_total"
+DEPT_CLOSED = "followup_scheduler_department_cases_closed_total"
+DEPT_ESCALATIONS = "followup_scheduler_department_escalations_total"
+
+DEPARTMENTS = Row(
+    "By department",
+    (
+        Panel(
+            "No-shows by department",
+            (q(by_department(DEPT_OPENED, 'reason="no_show"'), "{{department}}"),),
+            "No-show cases opened in the selected range, per department.",
+        ),
+        Panel(
+            "Recovery rate by department",
+            (
+                q(
+                    by_department(DEPT_CLOSED, 'resolution="recovered"')
+                    + f" / {by_department(DEPT_CLOSED)}",
+                    "{{department}}",
+                ),
+            ),
+            "Closed cases that ended with the patient rebooked, per department.",
+            unit="percentunit",
+        ),
+        Panel(
+            "Escalation rate by department",
+            (
+                q(
+                    f"{by_department(DEPT_ESCALATIONS)} / {by_department(DEPT_OPENED)}",
+                    "{{department}}",
+                ),
+            ),
+            "Escalation tasks per case opened, per department.",
+            unit="percentunit",
+        ),
+    ),
+)
+
 CLINIC = View(
     uid="followup-clinic",
     title="followup / clinic",
@@ -264,6 +310,7 @@ CLINIC = View(
                 ),
             ),
         ),
+        DEPARTMENTS,
     ),
 )
 

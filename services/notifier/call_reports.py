@@ -9,7 +9,7 @@ name the field, never the value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -41,6 +41,8 @@ class CallReport:
     reported_at: datetime | None = None
     # callback_requested: when the patient asked to be called (the scheduler plans it then).
     callback_at: datetime | None = None
+    # clinical_concern: what the administrator wrote (never logged, never kept here).
+    note: str | None = field(default=None, repr=False)
 
 
 def _moment(body: dict[str, Any], name: str) -> datetime | None:
@@ -72,6 +74,10 @@ def parse_call_report(body: Any) -> CallReport:
     note = body.get("note")
     if note is not None and not isinstance(note, str):
         raise ReportError("note: must be text")
+    if outcome == "clinical_concern" and not (note or "").strip():
+        raise ReportError("note: clinical_concern needs what the patient reported")
+    if note is not None and len(note) > 4000:
+        raise ReportError("note: at most 4000 characters")
     return CallReport(
         report_id=cast(str, report_id),
         outcome=cast(OutcomeKind, outcome),
@@ -79,6 +85,8 @@ def parse_call_report(body: Any) -> CallReport:
         detail=detail,
         reported_at=_moment(body, "reported_at"),
         callback_at=_moment(body, "callback_at"),
+        # Only a concern carries its note on (to the scheduler's case); any other is dropped.
+        note=note if outcome == "clinical_concern" else None,
     )
 
 
@@ -93,4 +101,5 @@ def report_outcome(report: CallReport, task: NotificationCommand, now: datetime)
         respond_by=report.callback_at if callback else None,
         reported_by=report.reported_by,
         detail=report.detail,
+        note=report.note,
     )

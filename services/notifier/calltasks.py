@@ -66,6 +66,9 @@ def build_call_task(
         script=script,
         report_url=report_url,
         report_links=report_links or {},
+        note=command.note,
+        owner=command.owner,
+        risk=command.risk,
     )
 
 
@@ -186,6 +189,23 @@ def summary_lines(task: CallTaskEvent, view: DeskView | None = None) -> list[str
         )
     if task.doctor_notes and v.notes:
         lines.append(f"{v.word('notes')}: {task.doctor_notes}")
+    if task.note and v.notes:  # a clinical concern: what the administrator wrote
+        lines.append(f"{v.word('concern')}: {task.note}")
+    if task.owner:
+        lines.append(f"{v.word('owner')}: {task.owner}")
+    if task.risk is not None:
+        r = task.risk
+        days = v.word("no_deadline") if r.days_to_deadline is None else str(r.days_to_deadline)
+        lines.append(
+            v.word(
+                "risk",
+                score=r.score,
+                no_shows=r.earlier_no_shows,
+                unanswered=r.unanswered_attempts,
+                days=days,
+                plan="+" if r.plan_stage else "-",
+            )
+        )
     lines += [_tried(v, attempt, "attempt") for attempt in task.previous_attempts]
     if task.report_links:
         lines += ["", v.word("report_links") + ":"]

@@ -21,6 +21,7 @@ RESULTS: dict[str, dict[str, str]] = {
     "en": {
         "answered_rebooked": "rebooked",
         "answered_declined": "declined",
+        "clinical_concern": "clinical concern",
         "callback_requested": "asked to be called back",
         "no_answer": "no answer",
         "busy": "line busy",
@@ -38,6 +39,7 @@ RESULTS: dict[str, dict[str, str]] = {
     "lt": {
         "answered_rebooked": "užregistruotas iš naujo",
         "answered_declined": "atsisakė",
+        "clinical_concern": "klinikinė problema",
         "callback_requested": "prašė perskambinti",
         "no_answer": "neatsiliepė",
         "busy": "linija užimta",
@@ -55,6 +57,7 @@ RESULTS: dict[str, dict[str, str]] = {
     "ru": {
         "answered_rebooked": "записан заново",
         "answered_declined": "отказался",
+        "clinical_concern": "проблема со здоровьем",
         "callback_requested": "просил перезвонить",
         "no_answer": "не ответил",
         "busy": "линия занята",
@@ -72,6 +75,7 @@ RESULTS: dict[str, dict[str, str]] = {
     "bg": {
         "answered_rebooked": "записан отново",
         "answered_declined": "отказа",
+        "clinical_concern": "здравословен проблем",
         "callback_requested": "помоли да му се обадим",
         "no_answer": "не отговори",
         "busy": "линията е заета",
@@ -92,24 +96,32 @@ REASONS: dict[str, dict[str, str]] = {
     "en": {
         "no_show": "missed visit",
         "late_cancellation": "visit cancelled late",
+        "clinic_cancellation": "visit cancelled by the clinic",
+        "next_visit_due": "next visit due, none booked",
         "unanswered_call": "call not answered",
         "stage_window_at_risk": "next treatment stage not booked",
     },
     "lt": {
         "no_show": "neatvyko į vizitą",
         "late_cancellation": "vizitas atšauktas vėlai",
+        "clinic_cancellation": "vizitą atšaukė klinika",
+        "next_visit_due": "laikas kitam vizitui, neužsiregistruota",
         "unanswered_call": "neatsiliepė į skambutį",
         "stage_window_at_risk": "kitas gydymo etapas neužregistruotas",
     },
     "ru": {
         "no_show": "пропущенный визит",
         "late_cancellation": "визит отменён поздно",
+        "clinic_cancellation": "визит отменён клиникой",
+        "next_visit_due": "пора на следующий визит, записи нет",
         "unanswered_call": "звонок без ответа",
         "stage_window_at_risk": "следующий этап лечения не записан",
     },
     "bg": {
         "no_show": "пропуснато посещение",
         "late_cancellation": "посещението е отменено късно",
+        "clinic_cancellation": "посещението е отменено от клиниката",
+        "next_visit_due": "време е за следващо посещение, няма записан час",
         "unanswered_call": "неотговорено обаждане",
         "stage_window_at_risk": "следващият етап от лечението не е записан",
     },
@@ -136,6 +148,12 @@ WORDS: dict[str, dict[str, str]] = {
         "deadline": "deadline",
         "no_deadline": "none",
         "notes": "Doctor's notes",
+        "concern": "Clinical concern reported on the call",
+        "owner": "Owner",
+        "risk": (
+            "Risk {score}: earlier no-shows {no_shows}, unanswered attempts {unanswered}, "
+            "days to deadline {days}, plan stage {plan}"
+        ),
         "attempt": "Earlier attempt {n}: {channel}, {at}: {result}",
         "script": "Script",
         "task_subject": "Call task: {reason} ({patient})",
@@ -175,6 +193,12 @@ WORDS: dict[str, dict[str, str]] = {
         "deadline": "terminas",
         "no_deadline": "nėra",
         "notes": "Gydytojo pastabos",
+        "concern": "Skambučio metu pranešta klinikinė problema",
+        "owner": "Atsakingas",
+        "risk": (
+            "Rizika {score}: ankstesni neatvykimai {no_shows}, neatsakyti bandymai {unanswered}, "
+            "dienų iki termino {days}, gydymo plano etapas {plan}"
+        ),
         "attempt": "Ankstesnis bandymas {n}: {channel}, {at}: {result}",
         "script": "Pokalbio planas",
         "task_subject": "Skambučio užduotis: {reason} ({patient})",
@@ -215,6 +239,12 @@ WORDS: dict[str, dict[str, str]] = {
         "deadline": "срок",
         "no_deadline": "нет",
         "notes": "Заметки врача",
+        "concern": "Во время звонка сообщено о проблеме со здоровьем",
+        "owner": "Ответственный",
+        "risk": (
+            "Риск {score}: прежние неявки {no_shows}, попытки без ответа {unanswered}, "
+            "дней до срока {days}, этап плана {plan}"
+        ),
         "attempt": "Прежняя попытка {n}: {channel}, {at}: {result}",
         "script": "План разговора",
         "task_subject": "Задача на звонок: {reason} ({patient})",
@@ -255,6 +285,12 @@ WORDS: dict[str, dict[str, str]] = {
         "deadline": "срок",
         "no_deadline": "няма",
         "notes": "Бележки на лекаря",
+        "concern": "По време на разговора е съобщен здравословен проблем",
+        "owner": "Отговорник",
+        "risk": (
+            "Риск {score}: предишни неявявания {no_shows}, опити без отговор {unanswered}, "
+            "дни до срока {days}, етап от плана {plan}"
+        ),
         "attempt": "Предишен опит {n}: {channel}, {at}: {result}",
         "script": "План на разговора",
         "task_subject": "Задача за обаждане: {reason} ({patient})",

@@ -16,6 +16,7 @@ def command_outcome(
     detail: str | None = None,
     respond_by: datetime | None = None,
     reported_by: str | None = None,
+    note: str | None = None,
 ) -> OutcomeEvent:
     """Ids from the command; the event id is ``<key>:<outcome>`` (one per outcome and key,
     so a repeat is dropped downstream) unless the report brings its own."""
@@ -32,4 +33,5 @@ def command_outcome(
         respond_by=respond_by,
         detail=detail,
         reported_by=reported_by,
+        note=note,
     )

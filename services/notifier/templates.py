@@ -32,7 +32,14 @@ if TYPE_CHECKING:
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 PARTS = ("sms", "email_subject", "email_text", "email_html", "call_script")
-REASONS = ("no_show", "late_cancellation", "unanswered_call", "stage_window_at_risk")
+REASONS = (
+    "no_show",
+    "late_cancellation",
+    "unanswered_call",
+    "stage_window_at_risk",
+    "clinic_cancellation",
+    "next_visit_due",
+)
 Part = Literal["sms", "email_subject", "email_text", "email_html", "call_script"]
 # Billed segments an SMS may take when a language sets no sms_segment_budget: 306 GSM-7
 # septets, or 201 UTF-16 units (Cyrillic, Lithuanian letters): the same room for words.

@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from common.codec import describe
 from common.http import bearer_token_ok
 from schemas.base import Id, TriggerKind
-from schemas.events import OutcomeKind
+from schemas.events import OutcomeKind, RiskScore
+from services.scheduler.cadence import AttemptRecord
 from services.scheduler.case import CaseState
-from services.scheduler.cases import RESULTS
+from services.scheduler.cases import RESULTS, CaseFacts, earlier_no_shows, risk_score
 from services.scheduler.ledger import CaseLedger, OutcomeCorrection
 
 Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -29,7 +30,8 @@ STATES = tuple(state.value for state in CaseState)
 CASE_COLUMNS = (
     "case_id, patient_id, reason, department, timezone, state, resolution, trigger_event_id, "
     "opened_at, closed_at, appointment_id, appointment_start, practitioner_id, supervisor_id, "
-    "plan_id, stage_id, stage_deadline, impossible_channels, first_contact_at, updated_at"
+    "plan_id, stage_id, stage_deadline, impossible_channels, first_contact_at, concern_at, "
+    "updated_at"
 )
 ATTEMPT_COLUMNS = (
     "attempt_number, purpose, channel, template, escalate_to, state, tightened, planned_at, "
@@ -113,6 +115,11 @@ class CaseApi:
             if q["state"] not in STATES:
                 raise _bad(f"state must be one of {list(STATES)}")
             add("state = {}", q["state"])
+        if "open" in q:
+            # The supervisor's worklist: who is still being chased (any state but closed).
+            if q["open"] not in ("true", "false"):
+                raise _bad("open must be true or false")
+            add("(state <> 'closed') = {}", q["open"] == "true")
         if "reason" in q:
             if q["reason"] not in get_args(TriggerKind):
                 raise _bad(f"reason must be one of {list(get_args(TriggerKind))}")
@@ -159,7 +166,12 @@ class CaseApi:
                 "SELECT at, event, state, detail FROM case_history WHERE case_id = $1 ORDER BY id",
                 case_id,
             )
+            no_shows = await conn.fetchval(
+                "SELECT count(*) FROM cases WHERE patient_id = $1 AND reason = 'no_show'",
+                case["patient_id"],
+            )
         body = _row(case)
+        body["risk"] = _risk(case, attempts, no_shows, self._ledger.now()).model_dump()
         body["attempts"] = [_row(a) for a in attempts]
         body["history"] = [{**_row(h), "detail": json.loads(h["detail"])} for h in history]
         return web.json_response(body)
@@ -188,6 +200,35 @@ class CaseApi:
         except LookupError:
             raise _error(web.HTTPNotFound, "no such case or fired attempt") from None
         return web.json_response({"result": result})
+
+
+def _risk(
+    case: asyncpg.Record, attempts: list[asyncpg.Record], no_shows: int, now: datetime
+) -> RiskScore:
+    """The case's risk score and its inputs, as the call task shows them."""
+    facts = CaseFacts(
+        case_id=case["case_id"],
+        patient_id=case["patient_id"],
+        reason=case["reason"],
+        department=case["department"],
+        timezone=case["timezone"],
+        stage_id=case["stage_id"],
+        stage_deadline=case["stage_deadline"],
+    )
+    records = [
+        AttemptRecord(
+            number=a["attempt_number"],
+            purpose=a["purpose"],
+            channel=a["channel"],
+            state=a["state"],
+            planned_at=a["planned_at"],
+            window_end=a["window_end"],
+            fired_at=a["fired_at"],
+            outcome=a["outcome"],
+        )
+        for a in attempts
+    ]
+    return risk_score(facts, records, earlier_no_shows(case["reason"], no_shows), now)
 
 
 def _moment(name: str, value: str) -> datetime:

@@ -42,9 +42,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal, TypeGuard
+from typing import Literal, TypeGuard, cast
 from zoneinfo import ZoneInfo
 
+from common.treatment import last_open_moment
 from schemas.base import Channel, TriggerKind
 from schemas.events import OutcomeKind
 from schemas.vocabulary import NOT_A_RESULT, UNANSWERED, PlanningMove
@@ -64,7 +65,9 @@ Resolution = Literal[
     "cleared",  # later input showed the trigger's fact false (the patient attended)
 ]
 MoveReason = PlanningMove
-EscalationReason = Literal["deadline", "attempts_exhausted", "no_channel", "unanswered"]
+EscalationReason = Literal[
+    "deadline", "attempts_exhausted", "no_channel", "unanswered", "clinical_concern"
+]
 
 # An escalation that failed this way goes on to the supervisor.
 ESCALATION_NOT_HANDLED: frozenset[OutcomeKind] = UNANSWERED | {
@@ -118,6 +121,8 @@ class CaseView:
     not_before: datetime | None = None
     # The patient's own zone, for quiet hours; None: the clinic's ``timezone``.
     patient_timezone: str | None = None
+    # When a call result reported a clinical concern: the ordinary cadence stops.
+    concern_at: datetime | None = None
 
 
 # --- decisions -------------------------------------------------------------------------
@@ -158,6 +163,8 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
     zone = ZoneInfo(case.timezone)
     patient_zone = ZoneInfo(case.patient_timezone) if case.patient_timezone else zone
     made = [a for a in case.attempts if a.state == "fired" and not refused(a)]
+    if case.concern_at is not None:
+        return _after_concern(rules, case, made, zone, now)
     escalations = [a for a in made if a.purpose == "escalation"]
     if escalations:
         return _after_escalation(rules, case, escalations, zone, now)
@@ -192,6 +199,9 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
             return _plan(rules, case, "call_task", placed, step_index, False, last_useful, moved)
     if case.not_before is not None:
         earliest = max(earliest, case.not_before.astimezone(UTC))
+    if not follow_ups:
+        # Schedule churn: a cancel or move undone within the settle window sends nothing.
+        earliest = max(earliest, case.opened_at.astimezone(UTC) + rules.settle_window)
     normal = _wall_add(base, step.delay, zone)
     candidate = normal
     if last_useful is not None:
@@ -223,6 +233,7 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
 # --- outcomes --------------------------------------------------------------------------
 
 OutcomeEffect = Literal[
+    "concern",
     "recovered",
     "declined",
     "unanswered",
@@ -236,6 +247,8 @@ OutcomeEffect = Literal[
 
 def outcome_effect(outcome: OutcomeKind, detail: str | None = None) -> OutcomeEffect:
     """What an outcome does to a case."""
+    if outcome == "clinical_concern":
+        return "concern"
     if outcome == "answered_rebooked":
         return "recovered"
     if outcome == "answered_declined":
@@ -289,6 +302,32 @@ def _after_escalation(
     if supervisor and supervisor not in {e.escalate_to for e in escalations}:
         return _escalation(rules, supervisor, "unanswered", at, zone)
     return Close("escalated", at)
+
+
+def _after_concern(
+    rules: CadenceRules,
+    case: CaseView,
+    made: list[AttemptRecord],
+    zone: ZoneInfo,
+    now: datetime,
+) -> Decision:
+    """A clinical concern: no more ordinary steps; the clinician on call at once, day or
+    night (not business hours), then the supervisor if it went unanswered."""
+    concern_at = cast(datetime, case.concern_at)
+    after = [
+        a for a in made if a.purpose == "escalation" and (a.fired_at or a.planned_at) >= concern_at
+    ]
+    if after:
+        return _after_escalation(rules, case, after, zone, now)
+    esc = rules.escalation
+    target = esc.on_call_id or case.practitioner_id or case.supervisor_id or esc.supervisor_id
+    return Escalate(
+        to=target or rules.routing.pool_id,  # never dropped for lack of a clinician
+        reason="clinical_concern",
+        template=esc.concern_template,
+        planned_at=now,
+        window_end=now + esc.concern_respond_within,
+    )
 
 
 def _escalate_or_close(
@@ -362,7 +401,9 @@ def last_useful_moment(rules: CadenceRules, case: CaseView) -> datetime | None:
     """The latest moment a contact can still lead to a visit before the stage deadline."""
     if case.stage_deadline is None:
         return None
-    return case.stage_deadline.astimezone(UTC) - rules.rebook_lead
+    # A deadline on a day the clinic is closed means the end of the open day before it.
+    deadline = last_open_moment(case.stage_deadline, ZoneInfo(case.timezone), rules.closed_on)
+    return deadline.astimezone(UTC) - rules.rebook_lead
 
 
 def _in_time(
@@ -413,7 +454,7 @@ def _call_intervals(
 ) -> list[tuple[datetime, datetime, str]]:
     """That day's business hours cut into the named call slots, in UTC, in time order."""
     hours = rules.business_hours.get(WEEKDAYS[day.weekday()])
-    if hours is None:
+    if hours is None or rules.closed_on(day):
         return []
     found = []
     for name, slot in rules.call_slots.items():
@@ -437,6 +478,13 @@ def _place_call(
     return None
 
 
+def next_open_day(rules: CadenceRules, zone: ZoneInfo, now: datetime) -> datetime:
+    """The start of business hours on the clinic's next open day after today."""
+    tomorrow = datetime.combine(now.astimezone(zone).date() + timedelta(days=1), time(0), zone)
+    found = _next_business_moment(rules, zone, tomorrow.astimezone(UTC))
+    return found or tomorrow.astimezone(UTC) + timedelta(days=SEARCH_DAYS)
+
+
 def _next_business_moment(
     rules: CadenceRules, zone: ZoneInfo, earliest: datetime
 ) -> datetime | None:
@@ -444,7 +492,7 @@ def _next_business_moment(
     for offset in range(SEARCH_DAYS):
         day = first_day + timedelta(days=offset)
         hours = rules.business_hours.get(WEEKDAYS[day.weekday()])
-        if hours is None:
+        if hours is None or rules.closed_on(day):
             continue
         start, end = _at(day, hours.start, zone), _at(day, hours.end, zone)
         if earliest < end:

@@ -24,6 +24,7 @@ from schemas.events import (
     AppointmentStatus,
     NotificationCommand,
     OutcomeKind,
+    RiskScore,
     TreatmentPlanEvent,
     TriggerEvent,
 )
@@ -45,6 +46,8 @@ from services.scheduler.cases import (
     booking_resolution,
     build_command,
     case_id_for,
+    earlier_no_shows,
+    risk_score,
     should_record,
     task_still_out,
     withdrawal_key,
@@ -64,6 +67,8 @@ class CaseState(StrEnum):
 _OPEN, _CONTACTING, _CLOSED = CaseState.OPEN, CaseState.CONTACTING, CaseState.CLOSED
 # Reasons whose fact a later arrival (or a cancellation before the start) contradicts.
 PROVISIONAL: frozenset[TriggerKind] = frozenset({"no_show", "late_cancellation"})
+# Reasons a later booking of the same visit in the same slot undoes (schedule churn).
+UNDOABLE: frozenset[TriggerKind] = frozenset({"late_cancellation", "clinic_cancellation"})
 CorrectionResult = Literal["applied", "recorded", "duplicate"]
 HistoryEvent = Literal[
     "opened",
@@ -84,6 +89,7 @@ HistoryEvent = Literal[
     "opt_out",
     "opt_in",
     "withdrawn",
+    "concern",
     "closed",
 ]
 Metric = Literal[
@@ -113,6 +119,7 @@ class Tally(NamedTuple):
     metric: Metric
     label: str = ""
     value: float = 1.0
+    department: str | None = None  # also counted per department (opened, closed, escalation)
 
 
 class Contact(NamedTuple):
@@ -140,6 +147,8 @@ class Context:
     now: datetime
     policy: CadencePolicy
     opted_out: frozenset[Channel] = frozenset()
+    # The patient's no-show cases (this one included), for the risk score at firing.
+    no_shows: int = 0
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,10 @@ class Case:
     impossible: frozenset[Channel] = frozenset()
     first_contact_at: datetime | None = None
     review_at: datetime | None = None
+    # A clinical concern reported on a call; the note (the administrator's words) lives
+    # here alone: never in history, logs or metrics, only on the escalation command.
+    concern_at: datetime | None = None
+    concern_note: str | None = field(default=None, repr=False)
     attempts: list[AttemptRecord] = field(default_factory=list)
     changes: Changes = field(default_factory=Changes)
     # As loaded (or as first inserted): the saver writes only the difference.
@@ -209,6 +222,8 @@ class Case:
             sorted(self.impossible) if self.impossible else [],
             self.first_contact_at,
             self.review_at,
+            self.concern_at,
+            self.concern_note,
         )
 
     def changed_row(self) -> tuple[Any, ...] | None:
@@ -253,6 +268,7 @@ class Case:
             doctor_notes=self.doctor_notes,
             opened_at=self.opened_at,
             contacted=self.first_contact_at is not None,
+            concern_note=self.concern_note,
         )
 
     def attempt(self, number: int) -> AttemptRecord | None:
@@ -290,7 +306,8 @@ class Case:
         if plan is not None:
             supervisor = plan.supervisor_id
             practitioner = practitioner or plan.responsible_practitioner_id
-            found = next_stage_deadline(plan, dict(completions or {}))
+            closed = ctx.policy.rules_for(trigger.department, trigger.kind).closed_on
+            found = next_stage_deadline(plan, dict(completions or {}), closed)
             stage = next((s for s in plan.stages if s.stage_id == trigger.stage_id), None)
             stage = stage or (found.stage if found is not None else None)
             if stage is not None:
@@ -323,7 +340,7 @@ class Case:
             patient_timezone=trigger.patient_timezone,
         )
         case._note("opened", trigger=trigger.event_id)
-        case._tally("opened", trigger.kind)
+        case._tally("opened", trigger.kind, department=True)
         return case
 
     def join(self, trigger: TriggerEvent, ctx: Context) -> None:
@@ -353,8 +370,10 @@ class Case:
         ctx: Context,
         detail: str | None = None,
         respond_by: datetime | None = None,
+        note: str | None = None,
     ) -> None:
-        """The notifier or the front desk reported ``kind`` for attempt ``number``."""
+        """The notifier or the front desk reported ``kind`` for attempt ``number``
+        (``note``: what the administrator wrote, for a clinical concern)."""
         attempt = self.attempt(number)
         if attempt is not None and should_record(attempt.outcome, kind):
             # A callback request may say when (respond_by): the next call is planned then.
@@ -364,10 +383,30 @@ class Case:
             # Refused or failed before it reached anyone: not a contact for the caps.
             self.changes.uncounted.append(number)
         self._note("outcome", attempt=number, outcome=kind, detail=detail)
+        if kind == "clinical_concern":
+            self.concern(number, note, ctx)
+            return
         if self.closed or kind in ("opt_out", "opt_in"):
             return  # recorded; a closed case stays closed
         escalation = attempt is not None and attempt.purpose == "escalation"
         self._apply(kind, channel, detail, escalation, ctx)
+
+    def concern(self, number: int, note: str | None, ctx: Context) -> None:
+        """The patient reported a symptom or danger sign on the call: the ordinary cadence
+        stops and the clinician on call gets an escalation at once, with the note. Even a
+        case closed meanwhile (a booking) opens again: a danger sign is never dropped."""
+        if self.closed:
+            self.state, self.resolution, self.closed_at = CaseState.CONTACTING, None, None
+            self._note("reopened")
+        if note:
+            self.concern_note = (
+                note if self.concern_note is None else f"{self.concern_note}\n{note}"
+            )
+        if self.concern_at is None:
+            self.concern_at = ctx.now
+        self._note("concern", attempt=number)  # the note itself stays off the history
+        self.withdraw_tasks(ctx.now)  # the ordinary call tasks still out are moot
+        self.plan_next(ctx, replace_planned=True)
 
     def _apply(
         self,
@@ -378,7 +417,9 @@ class Case:
         ctx: Context,
     ) -> None:
         effect = outcome_effect(kind, detail)
-        if effect in ("recovered", "declined"):
+        if effect == "concern":
+            self.concern(0, None, ctx)
+        elif effect in ("recovered", "declined"):
             self.close(cast(Resolution, effect), ctx.now)
         elif effect == "channel_lost":
             lost = lost_channels(kind, channel, detail) - self.impossible
@@ -434,11 +475,20 @@ class Case:
         visit was attended after all) or satisfy it (a new visit booked)."""
         if self.closed:
             return
-        if self.contradicted_by(event.appointment_id, event.start, event.status, event.status_at):
+        status_at = event.status_at
+        if self.reason in UNDOABLE and status_at is None:
+            status_at = event.occurred_at  # a booking message seldom says when it took effect
+        if self.contradicted_by(event.appointment_id, event.start, event.status, status_at):
             self._note("cleared", appointment=event.appointment_id, status=event.status)
             self.withdraw_tasks(ctx.now)
             self.close("cleared", ctx.now)
             return
+        if (
+            self.reason in UNDOABLE
+            and event.appointment_id == self.appointment_id
+            and (event.start or self.appointment_start) == self.appointment_start
+        ):
+            return  # the cancelled booking itself, reported late: neither undo nor rebooking
         resolution = booking_resolution(self.facts(), event)
         if resolution is not None:
             self._note("booked", appointment=event.appointment_id)
@@ -460,6 +510,7 @@ class Case:
             start,
             status,
             status_at,
+            self.fact_at,
         )
 
     def deadline_changed(self, deadline: datetime, supervisor_id: str | None, ctx: Context) -> None:
@@ -499,8 +550,16 @@ class Case:
             return None
         previous = list(self.attempts)  # the command lists the attempts before this one
         fired = self._replace(attempt, state="fired", fired_at=ctx.now)
+        facts = self.facts()
+        owner = risk = None
+        if fired.purpose == "escalation":
+            owner = fired.escalate_to
+        elif fired.channel == "call_task":
+            rules = ctx.policy.rules_for(self.department, self.reason)
+            owner = rules.routing.owner_for(self.practitioner_id)  # never without an owner
+            risk = self.risk(ctx.no_shows, ctx.now, previous)
         self.changes.commands.append(
-            build_command(self.facts(), fired, fired.template, previous, ctx.now)
+            build_command(facts, fired, fired.template, previous, ctx.now, owner=owner, risk=risk)
         )
         first = self.first_contact_at is None and fired.purpose == "follow_up"
         if first:
@@ -516,6 +575,14 @@ class Case:
         self._tally("fired", fired.channel)
         self.plan_next(ctx)
         return fired
+
+    def risk(
+        self, no_shows: int, now: datetime, attempts: list[AttemptRecord] | None = None
+    ) -> RiskScore:
+        """The case's risk score (``RiskScore``); ``no_shows``: the patient's no-show
+        cases, this one included (it is not an earlier one)."""
+        earlier = earlier_no_shows(self.reason, no_shows)
+        return risk_score(self.facts(), attempts or self.attempts, earlier, now)
 
     def review(self, ctx: Context) -> None:
         """The case asked to be looked at again (a close that waited for a window to end)."""
@@ -552,6 +619,7 @@ class Case:
             impossible=self.impossible,
             not_before=not_before,
             patient_timezone=self.patient_timezone,
+            concern_at=self.concern_at,
         )
         decision = next_decision(rules, view, ctx.now)
         number = max((a.number for a in self.attempts), default=0) + 1
@@ -596,7 +664,7 @@ class Case:
             if decision.reason == "no_channel":
                 detail["channels_lost"] = sorted(self.impossible)  # why: visible on the case
             self._note("escalation_planned", **detail)
-            self._tally("escalation", decision.reason)
+            self._tally("escalation", decision.reason, department=True)
             self._tally("planned", "call_task")
             if decision.reason == "deadline" and first_escalation:
                 self._tally("deadline_miss")
@@ -616,7 +684,7 @@ class Case:
             replace(a, state="cancelled") if a.state == "planned" else a for a in self.attempts
         ]
         self._note("closed", resolution=resolution)
-        self._tally("closed", resolution)
+        self._tally("closed", resolution, department=True)
 
     def withdraw_tasks(self, now: datetime) -> None:
         """Withdraw the case's call tasks still out (window open, no result yet)."""
@@ -686,8 +754,12 @@ class Case:
     def _note(self, event: HistoryEvent, **detail: Any) -> None:
         self.changes.history.append(HistoryEntry(event, self.state, detail))
 
-    def _tally(self, metric: Metric, label: str = "", value: float = 1.0) -> None:
-        self.changes.tallies.append(Tally(metric, label, value))
+    def _tally(
+        self, metric: Metric, label: str = "", value: float = 1.0, *, department: bool = False
+    ) -> None:
+        self.changes.tallies.append(
+            Tally(metric, label, value, self.department if department else None)
+        )
 
 
 def contradicts(
@@ -698,15 +770,23 @@ def contradicts(
     start: datetime | None,
     status: AppointmentStatus,
     status_at: datetime | None,
+    fact_at: datetime | None = None,
 ) -> bool:
     """Does what is known of the case's own visit show its trigger false? An arrival for
     the same slot clears a no-show or late cancellation; a cancellation that took effect
-    before the start clears a no-show."""
-    if reason not in PROVISIONAL or appointment_id is None or appointment_id != case_appointment:
+    before the start clears a no-show; the visit booked again in its slot after a
+    cancellation (``fact_at``) clears that cancellation."""
+    if appointment_id is None or appointment_id != case_appointment:
+        return False
+    if reason not in PROVISIONAL and reason not in UNDOABLE:
         return False
     start = start or case_start  # a message naming the visit by id alone means that visit
     if case_start is not None and start != case_start:
         return False  # another slot of the same appointment: a booking, not a correction
+    if reason in UNDOABLE and status == "booked":
+        # Schedule churn: the cancellation undone, the visit back in its slot. Only a
+        # status set after the cancellation counts (not the booking it cancelled).
+        return status_at is not None and fact_at is not None and status_at > fact_at
     if status in ATTENDED:
         return True
     return (
@@ -745,6 +825,7 @@ def why_not_open(
         visit.start,
         visit.status,
         visit.status_at,
+        trigger.occurred_at,
     ):
         return "attended"
     return None

@@ -18,7 +18,9 @@ from schemas.events import (
     NotificationCommand,
     OutcomeKind,
     Purpose,
+    RiskScore,
 )
+from schemas.vocabulary import UNANSWERED
 from services.scheduler.cadence import AttemptRecord, Resolution
 
 # Deterministic case ids: the same trigger, replayed, names the same case.
@@ -66,6 +68,7 @@ class CaseFacts:
     doctor_notes: str | None = None
     opened_at: datetime | None = None
     contacted: bool = False
+    concern_note: str | None = None  # only ever on an escalation command
 
 
 def booking_resolution(case: CaseFacts, booking: AppointmentEvent) -> Resolution | None:
@@ -103,6 +106,8 @@ def build_command(
     now: datetime,
     purpose: Purpose | None = None,
     key: str | None = None,
+    owner: str | None = None,
+    risk: RiskScore | None = None,
 ) -> NotificationCommand:
     key = key or idempotency_key(case.case_id, attempt.number)
     channel: Channel = attempt.channel
@@ -131,6 +136,9 @@ def build_command(
         doctor_notes=case.doctor_notes,
         window_start=attempt.planned_at,
         window_end=attempt.window_end,
+        note=case.concern_note if attempt.purpose == "escalation" else None,
+        owner=owner,
+        risk=risk,
         previous_attempts=[
             AttemptSummary(
                 attempt_number=p.number,
@@ -160,4 +168,39 @@ def task_still_out(attempt: AttemptRecord, now: datetime) -> bool:
         and attempt.channel == "call_task"
         and attempt.window_end > now
         and (attempt.outcome is None or attempt.outcome not in RESULTS)
+    )
+
+
+def earlier_no_shows(reason: TriggerKind, no_shows: int) -> int:
+    """The patient's no-show cases (``no_shows``) before this one: a no-show case is not
+    an earlier one of itself."""
+    return max(0, no_shows - (1 if reason == "no_show" else 0))
+
+
+def risk_score(
+    case: CaseFacts, attempts: Sequence[AttemptRecord], earlier_no_shows: int, now: datetime
+) -> RiskScore:
+    """The documented score (``schemas.events.RiskScore``): who is most likely lost."""
+    unanswered = sum(
+        1
+        for a in attempts
+        if a.purpose == "follow_up"
+        and a.state == "fired"
+        and (a.outcome is None or a.outcome in UNANSWERED or a.outcome == "task_created")
+        and a.channel == "call_task"
+    )
+    days: int | None = None
+    deadline_points = 0
+    if case.stage_deadline is not None:
+        days = max(0, (case.stage_deadline - now).days)
+        deadline_points = 4 if days <= 2 else 2 if days <= 7 else 1 if days <= 14 else 0
+    plan_stage = case.stage_id is not None
+    score = 2 * min(earlier_no_shows, 3) + min(unanswered, 5) + deadline_points
+    score += 2 if plan_stage else 0
+    return RiskScore(
+        score=score,
+        earlier_no_shows=earlier_no_shows,
+        unanswered_attempts=unanswered,
+        days_to_deadline=days,
+        plan_stage=plan_stage,
     )

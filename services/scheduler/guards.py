@@ -106,3 +106,12 @@ def hold_for(
     if free > now:
         return Hold("frequency_cap", free)
     return None
+
+
+def desk_hold(calls_today: int, calls_per_day: int | None, next_open: datetime) -> Hold | None:
+    """A front desk at its calls for the clinic day: the call task waits for the next open
+    day (``next_open``); the ones nearest their deadline and with the highest risk are
+    fired first (the ledger's order), and one that cannot wait escalates."""
+    if calls_per_day is None or calls_today < calls_per_day:
+        return None
+    return Hold("desk_capacity", next_open)

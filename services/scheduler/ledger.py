@@ -16,8 +16,9 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal, TypeAlias, cast
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -35,7 +36,7 @@ from schemas.events import (
     TriggerEvent,
 )
 from services.scheduler import metrics
-from services.scheduler.cadence import AttemptRecord
+from services.scheduler.cadence import AttemptRecord, next_open_day
 from services.scheduler.case import (
     Case,
     CaseState,
@@ -54,6 +55,7 @@ from services.scheduler.guards import (
     Hold,
     channel_class,
     conversation_until,
+    desk_hold,
     hold_for,
 )
 from services.scheduler.policy import CadencePolicy
@@ -106,7 +108,7 @@ UPDATE_CASE = f"""
         supervisor_id = v.supervisor_id, stage_deadline = v.stage_deadline,
         impossible_channels = string_to_array(v.impossible, ','),
         first_contact_at = v.first_contact_at, review_at = v.review_at,
-        updated_at = v.updated_at
+        concern_at = v.concern_at, concern_note = v.concern_note, updated_at = v.updated_at
       FROM {
     _unnest(
         "text",
@@ -119,10 +121,12 @@ UPDATE_CASE = f"""
         "timestamptz",
         "timestamptz",
         "timestamptz",
+        "text",
+        "timestamptz",
     )
 }
         AS v(case_id, state, resolution, closed_at, supervisor_id, stage_deadline, impossible,
-             first_contact_at, review_at, updated_at)
+             first_contact_at, review_at, concern_at, concern_note, updated_at)
      WHERE c.case_id = v.case_id"""
 _ATTEMPT_COLUMNS = (
     "purpose, channel, template, escalate_to, state, step_index, tightened, planned_at, "
@@ -235,6 +239,8 @@ def to_case(row: Record, attempts: Iterable[AttemptRecord] | None = None) -> Cas
         impossible=opted_channels(row["impossible_channels"]),
         first_contact_at=row["first_contact_at"],
         review_at=row["review_at"],
+        concern_at=row["concern_at"],
+        concern_note=row["concern_note"],
         attempts=list(attempts),
     ).loaded()
 
@@ -328,8 +334,20 @@ _HISTOGRAMS: dict[str, Any] = {
 }
 
 
-def _count(tally: Tally) -> None:
+_BY_DEPARTMENT: dict[str, Any] = {
+    "opened": metrics.DEPARTMENT_OPENED,
+    "closed": metrics.DEPARTMENT_CLOSED,
+}
+
+
+def _count(tally: Tally, policy: CadencePolicy) -> None:
     m = tally.metric
+    if tally.department is not None:
+        department = policy.department_label(tally.department)
+        if m == "escalation":
+            metrics.DEPARTMENT_ESCALATIONS.labels(department).inc()
+        else:
+            _BY_DEPARTMENT[m].labels(department, tally.label).inc()
     if m in _COUNTERS:
         _COUNTERS[m].labels(tally.label).inc()
     elif m in _HISTOGRAMS:
@@ -366,7 +384,11 @@ class CaseLedger:
             yield Tx(conn, now, batch)
             await batch.write(conn)
         for tally in batch.tallies:
-            _count(tally)
+            _count(tally, self._policy)
+
+    def now(self) -> datetime:
+        """The injected clock's moment (for the API's risk score)."""
+        return self._clock.now()
 
     def _ctx(self, now: datetime, opted: Iterable[str] = ()) -> Context:
         return Context(now, self._policy, opted_channels(opted))
@@ -492,6 +514,7 @@ class CaseLedger:
                     ctx,
                     detail=outcome.detail,
                     respond_by=outcome.respond_by,
+                    note=outcome.note,
                 )
                 touched[case.case_id] = case
             for changed in touched.values():
@@ -621,7 +644,9 @@ class CaseLedger:
                 "SELECT stage_id, completed_at FROM stage_completions WHERE plan_id = $1",
                 plan.plan_id,
             )
-            found = next_stage_deadline(plan, {r["stage_id"]: r["completed_at"] for r in rows})
+            closed = self._policy.rules_for(plan.department, "stage_window_at_risk").closed_on
+            done = {r["stage_id"]: r["completed_at"] for r in rows}
+            found = next_stage_deadline(plan, done, closed)
             if found is None:
                 return
             cases = await _load(tx, "c.plan_id = $1 AND c.state <> 'closed'", plan.plan_id)
@@ -679,7 +704,15 @@ class CaseLedger:
                 if r["case_id"] not in cases:
                     cases[r["case_id"]] = to_case(r, by_case[r["case_id"]])
             contacts = await _lock_contacts(tx, sorted({c.patient_id for c in cases.values()}))
-            for r in due:
+            desks = await _lock_desks(tx, self._policy, [cases[r["case_id"]] for r in due], due)
+
+            def order(r: Record) -> tuple[Any, ...]:
+                # Within a desk's capacity: nearest stage deadline first, then highest risk.
+                case = cases[r["case_id"]]
+                risk = case.risk(contacts.no_shows.get(case.patient_id, 0), tx.now).score
+                return (case.stage_deadline is None, case.stage_deadline or tx.now, -risk)
+
+            for r in sorted(due, key=order) if desks.limits else due:
                 case = cases[r["case_id"]]
                 attempt = case.attempt(r["due_number"])
                 if attempt is None:
@@ -689,12 +722,22 @@ class CaseLedger:
                     hold = contacts.hold(
                         case.patient_id, attempt.channel, self._contact_rules, tx.now
                     )
-                ctx = self._ctx(tx.now, contacts.opted.get(case.patient_id, ()))
+                    if hold is None and attempt.channel == "call_task":
+                        hold = desks.hold(case, self._policy, tx.now)
+                ctx = Context(
+                    tx.now,
+                    self._policy,
+                    opted_channels(contacts.opted.get(case.patient_id, ())),
+                    contacts.no_shows.get(case.patient_id, 0),
+                )
                 fired = case.fire(attempt.number, ctx, hold)
                 if fired is not None:
                     contacts.record(case.patient_id, fired, tx.now)
+                    if fired.purpose == "follow_up" and fired.channel == "call_task":
+                        desks.record(case, tx.now)
             for case in cases.values():
                 tx.batch.add(case)
+            await desks.write(tx)
             return len(due)
 
     async def review_due(self, limit: int = 200) -> int:
@@ -742,7 +785,13 @@ class CaseLedger:
                 before,
                 limit,
             )
-        return int(events) + int(commands) + int(visits)
+            # A desk's count only matters on its own day; a few rows per department and day.
+            desks = await conn.fetchval(
+                """WITH gone AS (DELETE FROM desk_calls WHERE day < $1::date RETURNING 1)
+                   SELECT count(*) FROM gone""",
+                before.date(),
+            )
+        return int(events) + int(commands) + int(visits) + int(desks)
 
     # --- gauges ---------------------------------------------------------------------
 
@@ -811,6 +860,7 @@ class _Contacts:
     )
     replies: dict[str, datetime] = field(default_factory=dict)
     opted: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    no_shows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def hold(
         self, patient: str, channel: Channel, rules: ContactRules, now: datetime
@@ -855,7 +905,10 @@ async def _lock_contacts(tx: Tx, patients: list[str]) -> _Contacts:
             WHERE patient_id = ANY($1)
            UNION ALL
            SELECT 'opted', patient_id, channel, NULL, NULL FROM channel_opt_outs
-            WHERE patient_id = ANY($1)""",
+            WHERE patient_id = ANY($1)
+           UNION ALL
+           SELECT 'no_show', patient_id, NULL, NULL, NULL FROM cases
+            WHERE patient_id = ANY($1) AND reason = 'no_show'""",
         patients,
         tx.now - WEEK,
         tx.now,
@@ -867,9 +920,86 @@ async def _lock_contacts(tx: Tx, patients: list[str]) -> _Contacts:
             contacts.tasks[patient].append((r["t1"], r["t2"]))
         elif kind == "reply":
             contacts.replies[patient] = r["t1"]
+        elif kind == "no_show":
+            contacts.no_shows[patient] += 1
         else:
             contacts.opted[patient].add(r["what"])
     return contacts
+
+
+@dataclass
+class _Desks:
+    """The front desks' call tasks handed out today, read under their row locks (only for
+    desks with a capacity in the policy: the others cost no statement)."""
+
+    limits: dict[str, int] = field(default_factory=dict)
+    calls: dict[tuple[str, date], int] = field(default_factory=dict)
+    changed: set[tuple[str, date]] = field(default_factory=set)
+
+    def hold(self, case: Case, policy: CadencePolicy, now: datetime) -> Hold | None:
+        limit = self.limits.get(case.department)
+        if limit is None:
+            return None
+        zone = ZoneInfo(case.timezone)
+        day = now.astimezone(zone).date()
+        rules = policy.rules_for(case.department, case.reason)
+        return desk_hold(
+            self.calls.get((case.department, day), 0), limit, next_open_day(rules, zone, now)
+        )
+
+    def record(self, case: Case, now: datetime) -> None:
+        if case.department not in self.limits:
+            return
+        key = (case.department, now.astimezone(ZoneInfo(case.timezone)).date())
+        self.calls[key] = self.calls.get(key, 0) + 1
+        self.changed.add(key)
+
+    async def write(self, tx: Tx) -> None:
+        if self.changed:
+            keys = sorted(self.changed)
+            await tx.conn.execute(
+                "UPDATE desk_calls d SET calls = v.calls FROM unnest($1::text[], $2::date[], "
+                "$3::int[]) AS v(department, day, calls) "
+                "WHERE d.department = v.department AND d.day = v.day",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [self.calls[k] for k in keys],
+            )
+
+
+async def _lock_desks(
+    tx: Tx, policy: CadencePolicy, cases: list[Case], due: list[Record]
+) -> _Desks:
+    desks = _Desks()
+    keys: set[tuple[str, date]] = set()
+    for case, r in zip(cases, due, strict=True):
+        attempt = case.attempt(r["due_number"])
+        if attempt is None or attempt.channel != "call_task" or attempt.purpose != "follow_up":
+            continue
+        limit = policy.rules_for(case.department, case.reason).capacity.calls_per_day
+        if limit is not None:
+            desks.limits[case.department] = limit
+            keys.add((case.department, tx.now.astimezone(ZoneInfo(case.timezone)).date()))
+    if not keys:
+        return desks
+    ordered = sorted(keys)  # one order for every replica: no deadlock
+    departments, days = [k[0] for k in ordered], [k[1] for k in ordered]
+    await tx.conn.execute(
+        "INSERT INTO desk_calls (department, day) SELECT * FROM unnest($1::text[], $2::date[]) "
+        "ON CONFLICT DO NOTHING",
+        departments,
+        days,
+    )
+    for r in await tx.conn.fetch(
+        "SELECT d.department, d.day, d.calls FROM desk_calls d "
+        "JOIN unnest($1::text[], $2::date[]) AS k(department, day) "
+        "ON d.department = k.department AND d.day = k.day "
+        "ORDER BY d.department, d.day FOR UPDATE OF d",
+        departments,
+        days,
+    ):
+        desks.calls[(r["department"], r["day"])] = r["calls"]
+    return desks
 
 
 async def _first_time(tx: Tx, topic: str, event_id: str) -> bool:

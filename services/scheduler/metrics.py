@@ -50,3 +50,21 @@ HELD = Counter(
 CORRECTIONS = Counter(
     "followup_scheduler_corrections_total", "Outcomes corrected by an administrator."
 )
+
+# Per department (a bounded label: the departments the policy file names, else "other"),
+# for the no-show, recovery and escalation rates of each desk.
+DEPARTMENT_OPENED = Counter(
+    "followup_scheduler_department_cases_opened_total",
+    "Cases opened, by department and trigger kind.",
+    ["department", "reason"],
+)
+DEPARTMENT_CLOSED = Counter(
+    "followup_scheduler_department_cases_closed_total",
+    "Cases closed, by department and resolution.",
+    ["department", "resolution"],
+)
+DEPARTMENT_ESCALATIONS = Counter(
+    "followup_scheduler_department_escalations_total",
+    "Escalation call tasks planned, by department.",
+    ["department"],
+)

@@ -13,10 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import time, timedelta
+from datetime import date, time, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
+import holidays
 import yaml
 from pydantic import (
     BaseModel,
@@ -133,6 +135,52 @@ class EscalationRules(_Rules):
     supervisor_id: Id | None = Field(
         default=None, description="Whom to escalate to when the plan names no supervisor."
     )
+    on_call_id: Id | None = Field(
+        default=None,
+        description="The clinician on call: a clinical concern goes to them at once "
+        "(else the case's practitioner, else the supervisor).",
+    )
+    concern_template: Template = "clinical_concern_escalation"
+    concern_respond_within: Duration = timedelta(hours=1)
+
+
+class Routing(_Rules):
+    """Who owns a call task: the department's team, else the practitioner's team, else the
+    clinic-wide pool. A task is never dropped for lack of an owner."""
+
+    team_id: Id | None = Field(default=None, description="The department's front-desk team.")
+    practitioner_teams: dict[Id, Id] = Field(
+        default_factory=dict, description="practitioner id -> the team that calls for them"
+    )
+    pool_id: Id = Field(default="clinic_pool", description="The clinic-wide pool.")
+
+    def owner_for(self, practitioner_id: str | None) -> str:
+        if self.team_id is not None:
+            return self.team_id
+        if practitioner_id is not None and practitioner_id in self.practitioner_teams:
+            return self.practitioner_teams[practitioner_id]
+        return self.pool_id
+
+
+class Capacity(_Rules):
+    """What one front desk (a department) can do in a day."""
+
+    calls_per_day: int | None = Field(
+        default=None, ge=1, le=100_000, description="Call tasks handed out per clinic day."
+    )
+
+
+@cache
+def _public_holidays(country: str, year: int) -> frozenset[date]:
+    return frozenset(holidays.country_holidays(country, years=year))
+
+
+def _country(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in holidays.list_supported_countries():
+        raise ValueError("expected a country code the holidays package knows (LT, BG, RU, ...)")
+    return value
 
 
 class CadenceRules(_Rules):
@@ -152,6 +200,14 @@ class CadenceRules(_Rules):
     quiet_hours: QuietHours = QuietHours()
     rebook_lead: Duration
     escalation: EscalationRules = EscalationRules()
+    # The first contact waits this long after the fact: a cancel or move undone meanwhile
+    # (schedule churn) clears the case before anything is sent.
+    settle_window: Duration = timedelta(0)
+    # Days the clinic is closed: the country's public holidays and its own closure dates.
+    country: Annotated[str | None, PlainValidator(_country)] = None
+    closures: frozenset[date] = frozenset()
+    capacity: Capacity = Capacity()
+    routing: Routing = Routing()
 
     @model_validator(mode="after")
     def _consistent(self) -> CadenceRules:
@@ -192,6 +248,12 @@ class CadenceRules(_Rules):
         chosen = step.template if step is not None and step.channel == channel else None
         return (chosen or self.templates[channel]).replace("{reason}", reason)
 
+    def closed_on(self, day: date) -> bool:
+        """A public holiday of the clinic's country or one of its own closure dates."""
+        if day in self.closures:
+            return True
+        return self.country is not None and day in _public_holidays(self.country, day.year)
+
     def channels(self) -> tuple[Channel, ...]:
         """Every channel these rules may use, in fallback order."""
         used = list(self.fallback)
@@ -212,6 +274,12 @@ class CadencePolicy:
     def __init__(self, rules: Mapping[tuple[str | None, TriggerKind], CadenceRules], source: str):
         self._rules = dict(rules)
         self.source = source
+        # The departments the file names: the only values of the metrics' department label.
+        self.departments = frozenset(d for d, _ in self._rules if d is not None)
+
+    def department_label(self, department: str) -> str:
+        """A bounded metric label: a department the policy names, else ``other``."""
+        return department if department in self.departments else "other"
 
     def rules_for(self, department: str, reason: TriggerKind) -> CadenceRules:
         return self._rules.get((department, reason)) or self._rules[(None, reason)]

@@ -52,6 +52,8 @@ class TrackerSettings(Settings):
     no_show_grace_minutes: int = Field(default=15, ge=0)
     late_cancellation_hours: float = Field(default=24.0, ge=0)
     stage_lead_days: int = Field(default=7, ge=0)
+    # "dental=180,physio=14": after an attended visit there, the next is due within N days.
+    next_visit_days: str = Field(default="", pattern=r"^([A-Za-z0-9_.-]+=[0-9]{1,4}(,|$))*$")
     detection_tick_seconds: float = Field(default=1.0, gt=0)
 
     def rules(self) -> DetectionRules:
@@ -64,6 +66,10 @@ class TrackerSettings(Settings):
             explicit_no_shows_only=frozenset(
                 s.strip() for s in self.explicit_no_shows_only.split(",") if s.strip()
             ),
+            next_visit_days={
+                k: int(v)
+                for k, _, v in (p.partition("=") for p in self.next_visit_days.split(",") if p)
+            },
         )
 
     def mllp_tls(self) -> ssl.SSLContext | None:

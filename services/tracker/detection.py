@@ -14,13 +14,14 @@ state, which the worker persists to a changelog together with the rest of the st
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from pydantic import ConfigDict, TypeAdapter
 
-from common.treatment import StageDeadline, next_stage_deadline
+from common.treatment import StageDeadline, end_of_local_day, next_stage_deadline
 from schemas.base import TriggerKind
 from schemas.events import AppointmentEvent, OutcomeEvent, TreatmentPlanEvent, TriggerEvent
 from schemas.vocabulary import NOT_A_RESULT, UNANSWERED
@@ -48,6 +49,10 @@ class DetectionRules:
     # Sources (the events' `source`) whose scheduling system never reports arrivals: only
     # an explicit no-show counts there, the timer never fires (see docs/integration/hl7.md).
     explicit_no_shows_only: frozenset[str] = frozenset()
+    # "After a visit in department X the next one is due within N days": a patient who
+    # attended and booked nothing gets a gentle next_visit_due case stage_lead_days before
+    # (no treatment plan needed). Department -> days.
+    next_visit_days: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,19 @@ class TrackedAppointment:
 
 
 @dataclass(slots=True, kw_only=True)
+class DueVisit:
+    """An attended visit after which the department expects the next one by ``due``."""
+
+    __pydantic_config__ = _FORBID_EXTRA
+
+    department: str
+    timezone: str
+    practitioner_id: str | None = None
+    attended_start: datetime
+    due: datetime
+
+
+@dataclass(slots=True, kw_only=True)
 class CallTask:
     __pydantic_config__ = _FORBID_EXTRA
 
@@ -114,6 +132,8 @@ class PatientState:
     timezone: str | None = None
     # Another id of a held visit (HL7 placer beside filler) -> the id it is held under.
     aliases: dict[str, str] = field(default_factory=dict)
+    # Attended visit id -> when the department expects the next visit (next_visit_days).
+    due_visits: dict[str, DueVisit] = field(default_factory=dict)
 
     def held_id(self, ids: list[str]) -> str | None:
         """The id under which one of ``ids`` is held, if any."""
@@ -248,6 +268,20 @@ class Detector:
         if event.status == "fulfilled" and event.plan_id and event.stage_id:
             stages = state.completed.setdefault(event.plan_id, {})
             stages.setdefault(event.stage_id, effective)
+        days = self.rules.next_visit_days.get(event.department)
+        if (
+            days is not None
+            and event.status in ATTENDED
+            and event.plan_id is None  # a plan's stages have their own rule
+            and not state.has_emitted(f"next_visit_due:{appointment_id}")
+        ):
+            state.due_visits[appointment_id] = DueVisit(
+                department=event.department,
+                timezone=event.timezone,
+                practitioner_id=event.practitioner_id,
+                attended_start=start,
+                due=end_of_local_day(start, ZoneInfo(event.timezone), days),
+            )
         found: list[Detection] = []
         if event.status == "noshow":
             found += self._emit(state, "no_show", appointment, now, detectable_at=effective)
@@ -262,6 +296,18 @@ class Detector:
         ):
             found += self._emit(
                 state, "late_cancellation", appointment, now, detectable_at=effective
+            )
+        if (
+            event.status == "cancelled"
+            and event.cancelled_by == "clinic"
+            and arrived_at is None
+            and not backfill
+            and not state.has_emitted(f"no_show:{appointment_id}")
+        ):
+            # The clinic cancelled or bumped the visit: the patient is lost unless rebooked,
+            # plan or no plan; the scheduler rebooks at once (after its settle window).
+            found += self._emit(
+                state, "clinic_cancellation", appointment, now, detectable_at=effective
             )
         self._schedule(state)
         return found
@@ -332,6 +378,18 @@ class Detector:
                 return None  # the next visit is booked
         return deadline
 
+    def _next_visit_booked(self, state: PatientState, visit: DueVisit) -> bool:
+        return any(
+            a.department == visit.department
+            and a.status in ACTIVE
+            and a.start > visit.attended_start
+            for a in state.appointments.values()
+        )
+
+    def _next_visit_warn_at(self, visit: DueVisit) -> datetime:
+        local = visit.due.astimezone(ZoneInfo(visit.timezone))
+        return local - timedelta(days=self.rules.stage_lead_days)
+
     def _warn_at(self, deadline: StageDeadline, zone: str) -> datetime:
         # Count the lead in the clinic's calendar days: wall-clock arithmetic on the local
         # time keeps 23:59:59 across a daylight-saving change.
@@ -375,6 +433,23 @@ class Detector:
                     stage_id=deadline.stage.stage_id,
                     stage_deadline=deadline.deadline,
                 )
+        for visit_id, visit in list(state.due_visits.items()):
+            if self._next_visit_booked(state, visit) or visit.due <= now:
+                del state.due_visits[visit_id]  # booked, or too late to be gentle
+                continue
+            warn_at = self._next_visit_warn_at(visit)
+            if warn_at <= now:
+                del state.due_visits[visit_id]
+                found += self._emit_raw(
+                    state,
+                    f"next_visit_due:{visit_id}",
+                    "next_visit_due",
+                    now,
+                    detectable_at=warn_at,
+                    department=visit.department,
+                    timezone=visit.timezone,
+                    practitioner_id=visit.practitioner_id,
+                )
         for appointment in list(state.appointments.values()):
             if appointment.start + self.rules.retention <= now:
                 # Its facts are decided; completions and emitted ids are kept apart.
@@ -397,6 +472,8 @@ class Detector:
         for task in state.call_tasks.values():
             if not task.answered and task.respond_by is not None:
                 moments.add(task.respond_by)
+        for visit in state.due_visits.values():
+            moments.add(self._next_visit_warn_at(visit))
         for plan in state.plans.values():
             deadline = self._stage_at_risk(state, plan)
             if deadline is not None:

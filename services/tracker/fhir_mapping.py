@@ -198,7 +198,10 @@ def appointment_event(
             c.code or ""
             for c in (resource.cancelationReason.coding or [] if resource.cancelationReason else [])
         ]
-        cancelled_by = "patient" if any(code.startswith("pat") for code in codes) else "clinic"
+        if any(code.startswith("pat") for code in codes):
+            cancelled_by = "patient"
+        elif any(codes):  # a reason that is not the patient's; none given: not known
+            cancelled_by = "clinic"
     plan_id = None
     for info in resource.supportingInformation or []:
         plan_id = plan_id or _ref_id(info.reference, "CarePlan")

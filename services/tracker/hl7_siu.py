@@ -565,7 +565,10 @@ def _appointment(
     cancelled_by = None
     if status == "cancelled":
         reason = message.get("SCH", 6, 1).lower()
-        cancelled_by = "patient" if reason in PATIENT_REASONS else "clinic"
+        # No reason given: nobody is known to have cancelled (never a clinic cancellation,
+        # which would open a rebooking case).
+        if reason:
+            cancelled_by = "patient" if reason in PATIENT_REASONS else "clinic"
     plan_id = _optional_id(message, "SCH", 26)
     department = (
         _optional_id(message, "AIL", 3)

@@ -96,6 +96,17 @@ async def test_call_task_reaches_every_sink_and_results_come_back(world: World) 
     assert result.outcome == "no_answer" and result.case_id == "c-call"
     assert result.reported_by == "admin-3" and result.channel == "call_task"
 
+    # A clinical concern: the note is required and goes on the outcome to the scheduler.
+    concern = {"report_id": "report-2", "outcome": "clinical_concern", "reported_by": "admin-3"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json=concern, headers=auth) as r:
+            assert r.status == 400 and "note" in await r.text()
+        note = "Fever and swelling since the extraction"
+        async with http.post(url, json={**concern, "note": note}, headers=auth) as r:
+            assert r.status == 202
+    result = await eventually(lambda: world.outcome("report-2"))
+    assert (result.outcome, result.note, result.case_id) == ("clinical_concern", note, "c-call")
+
     # Withdrawal (its own key, as the scheduler sends it) goes out through the same sinks.
     withdrawal = "c-call:1:withdrawal"
     await world.send(

@@ -147,6 +147,13 @@ async def _check_api(scheduler: Scheduler) -> None:
         async with http.get(f"/cases?state=closed&after={page['next']}", headers=auth) as r:
             rest = (await r.json())["cases"]
             assert len(rest) == 1 and rest[0]["case_id"] != page["next"]
+        # The worklist: open (still chased) or not, by department.
+        async with http.get("/cases?open=false&department=dental", headers=auth) as r:
+            assert len((await r.json())["cases"]) == 2
+        async with http.get("/cases?open=true", headers=auth) as r:
+            assert (await r.json())["cases"] == []
+        async with http.get("/cases?open=maybe", headers=auth) as r:
+            assert r.status == 400 and "open" in (await r.json())["error"]
         async with http.get("/cases?state=nonsense", headers=auth) as r:
             assert r.status == 400
             assert "state" in (await r.json())["error"]
@@ -158,6 +165,9 @@ async def _check_api(scheduler: Scheduler) -> None:
             events = [h["event"] for h in detail["history"]]
             assert events[0] == "opened" and events[-1] == "closed"
             assert "phone" not in str(detail)
+            risk = detail["risk"]  # the score and its inputs, as on the call task
+            assert risk["earlier_no_shows"] == 0 and risk["plan_stage"] is False
+            assert risk["score"] == risk["unanswered_attempts"] == 1
         async with http.get("/cases/case-unknown", headers=auth) as r:
             assert r.status == 404
             assert (await r.json())["error"] == "no such case"

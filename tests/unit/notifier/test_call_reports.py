@@ -44,6 +44,22 @@ def test_a_report_becomes_the_outcome_of_its_call_task() -> None:
     assert (event.occurred_at, event.reported_by, event.respond_by) == (NOW, "admin-3", None)
 
 
+def test_a_clinical_concern_carries_the_administrator_s_note_and_nothing_else_does() -> None:
+    note = "Bleeding since yesterday, feels faint"
+    report = parse_call_report(
+        {"report_id": "r-3", "outcome": "clinical_concern", "reported_by": "admin-3", "note": note}
+    )
+    assert note not in repr(report)  # never in a log line that prints the report
+    event = report_outcome(report, task(), NOW)
+    assert (event.outcome, event.note) == ("clinical_concern", note)
+    plain = report_outcome(
+        parse_call_report({"report_id": "r-4", "outcome": "no_answer", "note": note}), task(), NOW
+    )
+    assert plain.note is None  # an ordinary result's note goes nowhere
+    with pytest.raises(ReportError, match=r"^note: clinical_concern needs"):
+        parse_call_report({"report_id": "r-5", "outcome": "clinical_concern"})
+
+
 def test_a_callback_request_carries_the_time_asked_for_and_the_report_its_own_time() -> None:
     asked = "2026-03-03T17:30:00+02:00"
     reported = "2026-03-02T11:15:00+02:00"

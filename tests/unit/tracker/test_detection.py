@@ -203,19 +203,38 @@ def test_early_or_clinic_cancellation_is_not_late() -> None:
         == []
     )
     late = START - timedelta(hours=1)
-    assert (
-        detector.on_appointment(
-            appointment(
-                "cancelled",
-                at=late,
-                change="cancelled",
-                cancelled_by="clinic",
-                appointment_id="appt-2",
-            ),
-            late,
-        )
-        == []
+    found = detector.on_appointment(
+        appointment(
+            "cancelled",
+            at=late,
+            change="cancelled",
+            cancelled_by="clinic",
+            appointment_id="appt-2",
+        ),
+        late,
     )
+    assert ids(found) == ["clinic_cancellation:appt-2"]  # its own reason, never a late one
+
+
+def test_clinic_cancellation_opens_at_once_without_a_plan() -> None:
+    detector = Detector(RULES)
+    at = START - timedelta(days=5)  # days ahead: not late, still a patient to rebook
+    event = appointment("cancelled", at=at, change="cancelled", cancelled_by="clinic")
+    found = detector.on_appointment(event, at)
+    assert ids(found) == ["clinic_cancellation:appt-1"]
+    trigger = found[0].trigger
+    assert trigger.kind == "clinic_cancellation"
+    assert trigger.plan_id is None and trigger.appointment_id == "appt-1"
+    assert trigger.practitioner_id == "dr-7" and trigger.detected_at == at
+    assert detector.on_appointment(event, at) == []  # once
+    assert detector.due(START + timedelta(hours=1)) == []  # a cancelled visit is no no-show
+
+
+def test_clinic_cancellation_of_a_past_visit_is_history() -> None:
+    detector = Detector(RULES)
+    at = START + timedelta(days=2)  # first seen long after: a backfill
+    event = appointment("cancelled", at=at, change="cancelled", cancelled_by="clinic")
+    assert detector.on_appointment(event, at) == []
 
 
 def test_unanswered_call_without_case_emits_per_outcome() -> None:
@@ -428,3 +447,36 @@ def test_arrival_belongs_to_its_slot_not_to_a_later_reschedule() -> None:
         first + timedelta(hours=2),
     )
     assert ids(detector.due(START + timedelta(minutes=15))) == ["no_show:appt-1"]
+
+
+def test_attended_and_nothing_booked_gets_a_gentle_next_visit_case_before_it_is_due() -> None:
+    rules = DetectionRules(stage_lead_days=3, next_visit_days={"dental": 14})
+    detector = Detector(rules)
+    done = START + timedelta(hours=1)
+    detector.on_appointment(appointment("booked", at=START - timedelta(days=2)), START)
+    detector.on_appointment(appointment("fulfilled", at=done, change="status_changed"), done)
+    # Due by the end of 16 March (14 days); the gentle case comes 3 days before.
+    warn = datetime(2026, 3, 13, 23, 59, 59, tzinfo=VILNIUS)
+    assert detector.due(warn - timedelta(minutes=1)) == []
+    found = detector.due(warn + timedelta(minutes=1))
+    assert ids(found) == ["next_visit_due:appt-1"]
+    trigger = found[0].trigger
+    assert trigger.kind == "next_visit_due" and trigger.plan_id is None
+    assert trigger.appointment_id is None and trigger.stage_deadline is None  # gentle
+    assert (trigger.department, trigger.practitioner_id) == ("dental", "dr-7")
+    assert detector.due(warn + timedelta(days=1)) == []  # once
+
+
+def test_a_next_visit_booked_or_a_department_without_the_rule_opens_nothing() -> None:
+    rules = DetectionRules(stage_lead_days=3, next_visit_days={"dental": 14})
+    detector = Detector(rules)
+    done = START + timedelta(hours=1)
+    detector.on_appointment(appointment("fulfilled", at=done, change="status_changed"), done)
+    later = START + timedelta(days=10)
+    detector.on_appointment(
+        appointment("booked", at=done, appointment_id="appt-2", start=later), done
+    )
+    assert all(d.trigger.kind != "next_visit_due" for d in detector.due(START + timedelta(days=12)))
+    other = Detector(DetectionRules(stage_lead_days=3, next_visit_days={"surgery": 14}))
+    other.on_appointment(appointment("fulfilled", at=done, change="status_changed"), done)
+    assert other.due(START + timedelta(days=12)) == []

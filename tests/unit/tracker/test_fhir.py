@@ -59,6 +59,7 @@ def test_cancellation_reason_pat_is_by_the_patient() -> None:
     assert appointment(body).cancelled_by == "patient"
     body = fhir_appointment("cancelled", cancelationReason={"coding": [{"code": "prov"}]})
     assert appointment(body).cancelled_by == "clinic"
+    assert appointment(fhir_appointment("cancelled")).cancelled_by is None  # no reason given
 
 
 def test_resend_without_version_gets_the_same_event_id() -> None:

@@ -69,6 +69,9 @@ def test_cancellation_by_patient_reason() -> None:
     assert event is not None and event.cancelled_by == "patient"
     event = mapped(siu("S15", "M2", reason="DOC^Doctor ill")).appointment
     assert event is not None and event.cancelled_by == "clinic"
+    # No reason: nobody known to have cancelled, so no clinic_cancellation case either.
+    event = mapped(siu("S15", "M3")).appointment
+    assert event is not None and event.status == "cancelled" and event.cancelled_by is None
 
 
 def test_pid_goes_to_contact_and_death_indicator_to_patient_status() -> None:
