@@ -717,8 +717,8 @@ class CaseLedger:
             return len(cases)
 
     async def prune_free_text(self, keep: timedelta, limit: int = 1_000) -> int:
-        """Retention: the doctor's notes of cases closed, and of plans last changed, longer
-        than ``keep`` ago (ids, codes and history stay)."""
+        """Retention: the doctor's notes of cases closed longer than ``keep`` ago, and of
+        plans unchanged that long with no case open or closed since (ids and history stay)."""
         before = self._clock.now() - keep
         async with self._pool.acquire() as conn:
             cases = await conn.fetchval(
@@ -734,7 +734,8 @@ class CaseLedger:
             plans = await conn.fetchval(
                 f"""WITH old AS (SELECT p.plan_id FROM plans p WHERE p.occurred_at < $1
                                  AND {_PLAN_HAS_NOTES} AND NOT EXISTS (SELECT 1 FROM cases c
-                                     WHERE c.plan_id = p.plan_id AND c.state <> 'closed')
+                                     WHERE c.plan_id = p.plan_id
+                                     AND (c.state <> 'closed' OR c.closed_at >= $1))
                                  LIMIT $2)
                     , done AS (UPDATE plans p SET payload = {_PLAN_WITHOUT_NOTES}
                                FROM old WHERE p.plan_id = old.plan_id RETURNING 1)
