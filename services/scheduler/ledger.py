@@ -561,6 +561,14 @@ class CaseLedger:
     async def handle_appointment(self, appointment: AppointmentEvent) -> None:
         async with self._tx() as tx:
             a = appointment
+            # After an erasure, the hospital sending the patient again (a visit newer than
+            # the erasure) is what makes them contactable anew.
+            await tx.conn.execute(
+                """UPDATE patient_status SET status = 'active', effective_at = $2
+                   WHERE patient_id = $1 AND status = 'erased' AND effective_at < $2""",
+                a.patient_id,
+                a.occurred_at,
+            )
             completes = a.status == "fulfilled" and a.plan_id is not None and a.stage_id is not None
             known = await tx.conn.fetchrow(
                 _noted("appointments")

@@ -11,7 +11,7 @@ from common.clock import ManualClock
 from common.erasure import erasure_request
 from schemas.events import TreatmentPlanEvent
 from services.scheduler.ledger import CaseLedger
-from tests.integration.scheduler.conftest import MISSED, deceased, no_show
+from tests.integration.scheduler.conftest import MISSED, booking, deceased, no_show
 
 NOTES = "Allergic to latex; check healing before the implant."
 
@@ -79,6 +79,11 @@ async def test_an_erasure_removes_the_notes_everywhere_and_keeps_ids_and_an_audi
     # Not contactable: a later trigger opens nothing.
     await ledger.handle_trigger(no_show(appointment="appt-2", event_id="no_show:appt-2"))
     assert await pool.fetchval("SELECT count(*) FROM cases") == 1
+    # Until the hospital sends the patient again: a visit booked after the erasure.
+    clock.advance(timedelta(minutes=5))
+    await ledger.handle_appointment(booking("pat-1", "dental", clock.now(), "appt-3"))
+    status = await pool.fetchval("SELECT status FROM patient_status WHERE patient_id = 'pat-1'")
+    assert status == "active"
 
 
 async def test_retention_strips_notes_of_cases_closed_and_plans_older_than_the_period(
