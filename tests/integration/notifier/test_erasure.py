@@ -20,6 +20,7 @@ from services.tracker.erasure_api import ErasureApi
 from tests.integration.notifier.world import World
 from tests.support import infra
 from tests.support.polling import eventually, free_port
+from tests.support.privacy import every_row_as_text
 
 TOKEN = "erasure-token"
 PHONE, EMAIL, NOTES = "+37060000091", "ruta.erased@example.org", "Check healing first."
@@ -36,17 +37,6 @@ async def erasure_url(world: World) -> AsyncIterator[str]:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield f"http://127.0.0.1:{port}"
     await runner.cleanup()
-
-
-async def everything(world: World) -> str:
-    tables = await world.app.pool.fetch(
-        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-        "AND tablename <> 'schema_migrations'"
-    )
-    rows = []
-    for t in tables:
-        rows += [r[0] for r in await world.app.pool.fetch(f'SELECT x::text FROM "{t[0]}" x')]
-    return "\n".join(rows)
 
 
 async def post(url: str, body: object = None, token: str = TOKEN) -> tuple[int, dict[str, str]]:
@@ -67,7 +57,7 @@ async def test_an_erasure_removes_the_patient_everywhere_and_keeps_ids(
     await world.send(world.command("c-erase", patient, "sms", doctor_notes=NOTES))
     await eventually(lambda: world.outcome("c-erase:1:sent"))
     await world.app.directory.set_opt_out(EMAIL, "email", True, world.clock.now(), "stop-1")
-    before = await everything(world)
+    before = await every_row_as_text(world.app.pool)
     assert all(text in before for text in ("Žemaitytė", PHONE, EMAIL, NOTES))
 
     # The route refuses without the token and names a bad id, keeping the value out.
@@ -88,7 +78,7 @@ async def test_an_erasure_removes_the_patient_everywhere_and_keeps_ids(
             "SELECT count(*) = 0 FROM contacts WHERE patient_id = $1", patient
         )
     )
-    after = await everything(world)
+    after = await every_row_as_text(world.app.pool)
     for text in ("Rūta", "Žemaitytė", PHONE, EMAIL, NOTES):
         assert text not in after, "personal data left in the notifier's tables"
     # Ids and codes stay for the audit trail: the delivery, its outcome, the status.
@@ -116,7 +106,7 @@ async def test_an_erasure_removes_the_patient_everywhere_and_keeps_ids(
     await world.send(world.command("c-erase2", patient, "sms"))
     refused = await eventually(lambda: world.outcome("c-erase2:1:channel_impossible"))
     assert refused.detail == "not_contactable"
-    assert "Žemaitytė" not in await everything(world)
+    assert "Žemaitytė" not in await every_row_as_text(world.app.pool)
 
     # The hospital sends the patient again (a newer contact): contactable anew.
     world.clock.advance(timedelta(minutes=5))

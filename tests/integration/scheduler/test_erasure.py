@@ -12,6 +12,7 @@ from common.erasure import erasure_request
 from schemas.events import TreatmentPlanEvent
 from services.scheduler.ledger import CaseLedger
 from tests.integration.scheduler.conftest import MISSED, booking, deceased, no_show
+from tests.support.privacy import every_row_as_text
 
 NOTES = "Allergic to latex; check healing before the implant."
 
@@ -35,18 +36,6 @@ def plan(patient: str = "pat-1", plan_id: str = "plan-1") -> TreatmentPlanEvent:
     )  # fmt: skip
 
 
-async def everything(pool: asyncpg.Pool) -> str:
-    """Every row of every table of the scheduler's schema, as text."""
-    tables = await pool.fetch(
-        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-        "AND tablename <> 'schema_migrations'"
-    )
-    rows = []
-    for t in tables:
-        rows += [r[0] for r in await pool.fetch(f'SELECT t::text FROM "{t[0]}" t')]
-    return "\n".join(rows)
-
-
 async def test_an_erasure_removes_the_notes_everywhere_and_keeps_ids_and_an_audit_row(
     ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
 ) -> None:
@@ -54,13 +43,13 @@ async def test_an_erasure_removes_the_notes_everywhere_and_keeps_ids_and_an_audi
     await ledger.handle_trigger(no_show(plan_id="plan-1", stage_id="s2"))
     clock.set(MISSED + timedelta(hours=1))
     assert await ledger.fire_due() == 1  # the command, notes and all, is in the outbox
-    assert NOTES in await everything(pool)
+    assert NOTES in await every_row_as_text(pool)
 
     erasure = erasure_request("pat-1", requested_by="dpo-3", source="test", now=clock.now())
     await ledger.handle_patient_status(erasure)
     await ledger.handle_patient_status(erasure)  # redelivered: nothing new
 
-    stored = await everything(pool)
+    stored = await every_row_as_text(pool)
     assert NOTES not in stored
     commands = [r[0] for r in await pool.fetch("SELECT payload::text FROM outbox")]
     assert commands and not any("Implant" in c for c in commands)  # the stage's name too
