@@ -5,7 +5,7 @@ hospital sends them anew; and the retention sweep on a manual clock."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import aiohttp
@@ -149,3 +149,28 @@ async def test_retention_strips_notes_and_old_contacts_only_past_their_period(
         "SELECT count(*) FROM deliveries WHERE idempotency_key = 'c-retain:1'"
     )
     assert kept == 1  # the ledger's ids stay: a replayed command is still a repeat
+
+
+async def test_a_tombstone_without_a_key_or_on_another_topic_is_still_a_dead_letter(
+    world: World,
+) -> None:
+    await world.publisher.publish_raw(world.topics.contacts, None, b"")  # an empty key
+    await world.publisher.publish_raw(world.topics.notifications, None, b"p-other")
+
+    async def letters() -> list[DeadLetter]:
+        found = [
+            decode(DeadLetter, r.value)
+            for r in await read_to_end(infra.KAFKA_BOOTSTRAP, world.topics.deadletter)
+        ]
+        return [d for d in found if d.error_type in ("no_key", "empty")]
+
+    found = await eventually(lambda: _two(letters))
+    assert {(d.source_topic, d.error_type) for d in found} == {
+        (world.topics.contacts, "no_key"),
+        (world.topics.notifications, "empty"),
+    }
+
+
+async def _two(letters: Callable[[], Awaitable[list[DeadLetter]]]) -> list[DeadLetter] | None:
+    found = await letters()
+    return found if len(found) >= 2 else None
