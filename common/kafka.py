@@ -307,7 +307,8 @@ class KafkaPublisher:
         if futures:
             await asyncio.gather(*futures)
 
-    async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    async def publish_raw(self, topic: str, value: bytes | None, key: bytes | None = None) -> None:
+        """Bytes as they are; ``value`` None is a tombstone (a compacted topic's erasure)."""
         await self._producer.send_and_wait(topic, value=value, key=key)
 
 
@@ -356,6 +357,17 @@ class ConsumerMonitor:
             CONSUMER_LAG.labels(self._service, topic).set(messages)
 
 
+def _tombstone_key(key: bytes | None) -> str | None:
+    """A tombstone's key as a patient id, or None when there is none or it is not text."""
+    if not key:
+        return None
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        return None
+    return text if text.isprintable() else None
+
+
 class EventConsumer(Generic[M]):
     """Reads one topic as ``model``, hands each event to ``handler``, dead-letters the rest."""
 
@@ -373,6 +385,7 @@ class EventConsumer(Generic[M]):
         service: str,
         clock: Clock,
         max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
+        on_tombstone: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._consumer = AIOKafkaConsumer(
             topic,
@@ -391,6 +404,9 @@ class EventConsumer(Generic[M]):
         self._service = service
         self._clock = clock
         self._max_original_bytes = max_original_bytes
+        # A compacted topic's way to erase a key (a record with no value). Without a
+        # handler a tombstone is still a dead letter: on other topics it is a mistake.
+        self._on_tombstone = on_tombstone
         self._task: asyncio.Task[None] | None = None
         self._monitor = ConsumerMonitor(self._consumer, service, lambda _topic: base_topic)
         self.assigned = asyncio.Event()
@@ -441,15 +457,26 @@ class EventConsumer(Generic[M]):
         await self._monitor.report_lag()
 
     async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        try:
-            event = decode_record(self._model, record)
-        except DecodeError as error:
-            await self._dead_letter(record, error)
-            return
+        call: Callable[[], Awaitable[None]]
+        tombstone = self._on_tombstone
+        if record.value is None and tombstone is not None:
+            key = _tombstone_key(record.key)
+            if key is None:
+                error = DecodeError("tombstone without a usable key (a patient id)", "no_key")
+                await self._dead_letter(record, error)
+                return
+            call = lambda: tombstone(key)  # noqa: E731
+        else:
+            try:
+                event = decode_record(self._model, record)
+            except DecodeError as error:
+                await self._dead_letter(record, error)
+                return
+            call = lambda: self._handler(event)  # noqa: E731
         delay = 0.2
         while True:
             try:
-                await self._handler(event)
+                await call()
                 break
             except Exception as exc:  # one bad event must not stop the consumer
                 if is_transient(exc):

@@ -33,3 +33,17 @@ COMMIT_DURATION = Histogram(
     ["service"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+# Issue 19: what the retention sweeps removed, and erasure requests carried out.
+RETENTION_PURGED = Counter(
+    "followup_retention_purged_rows_total",
+    "Rows deleted or stripped of personal fields by the retention sweep, by table and field "
+    "group (a fixed set of names, never ids).",
+    ["service", "table"],
+)
+ERASURES = Counter(
+    "followup_erasures_total",
+    "Erasure requests carried out (a patient's personal fields removed), and contacts removed "
+    "by a tombstone on followup.contacts (kind).",
+    ["service", "kind"],
+)

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from kafka.errors import KafkaError, KafkaTimeoutError
+from pydantic import ValidationError
 
 from common.config import ConfigError, load
-from followup_admin import cases, deadletters, lag, topics
+from followup_admin import cases, deadletters, erasure, lag, topics
 from followup_admin.config import AdminSettings, Deployment
 
 EPILOG = """Configuration comes from the services' own variables: FOLLOWUP_KAFKA_BOOTSTRAP,
@@ -98,6 +99,18 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--reason", help="trigger kind, e.g. no_show")
     c.add_argument("--department")
     c.add_argument("--json", action="store_true", help="JSON instead of text")
+
+    e = sub.add_parser(
+        "erase",
+        help="erase a patient's personal data everywhere (a GDPR erasure request)",
+        description="Publishes an erasure (status erased on followup.patients) and a "
+        "tombstone on followup.contacts: the notifier, scheduler and topic compaction remove "
+        "the patient's names, phone, email and notes; ids stay, and each service records "
+        "the erasure. The patient is not contacted again until the hospital sends them anew.",
+    )
+    e.add_argument("patient_id", help="the hospital's patient id")
+    e.add_argument("--requested-by", default="followup-admin", help="who asked (an id)")
+    e.add_argument("--dry-run", action="store_true", help="print what would be sent, send nothing")
     return top
 
 
@@ -139,6 +152,8 @@ def _run(args: argparse.Namespace, settings: AdminSettings, deployment: Deployme
         return _topics(args, deployment)
     if args.command == "deadletters":
         return _deadletters(args, deployment)
+    if args.command == "erase":
+        return _erase(args, deployment)
     if args.command == "lag":
         rows = lag.lag(deployment, lag.groups_of(deployment, args.group))
         if args.json:
@@ -160,6 +175,25 @@ def _run(args: argparse.Namespace, settings: AdminSettings, deployment: Deployme
         print(json.dumps(summary.as_json(), indent=2))
     else:
         _print_cases(summary)
+    return 0
+
+
+def _erase(args: argparse.Namespace, deployment: Deployment) -> int:
+    try:
+        event = erasure.plan(args.patient_id, args.requested_by)
+    except ValidationError as exc:
+        fields = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})
+        print(f"error: not an id: {', '.join(fields)}", file=sys.stderr)
+        return 2
+    names = deployment.names
+    print(f"erasure {event.event_id} of patient {event.patient_id}:")
+    print(f"  {names.patients}: status erased, requested by {event.requested_by}")
+    print(f"  {names.contacts}: tombstone (the contact leaves the topic at compaction)")
+    if args.dry_run:
+        print("dry run: nothing sent")
+        return 0
+    erasure.erase(deployment, event)
+    print("sent")
     return 0
 
 

@@ -168,13 +168,19 @@ class PatientStatusEvent(Envelope):
     """A patient who must no longer be contacted (or may be again), without personal data.
 
     The tracker derives it from HL7 PID-30 / ADT, FHIR Patient.deceased, or JSON; the
-    scheduler closes open cases and withdraws what was planned.
+    scheduler closes open cases and withdraws what was planned. ``erased`` is an erasure
+    request (GDPR art. 17): every service removes the patient's personal fields, keeps the
+    ids, and contacts the patient no more until the hospital sends a newer contact.
     """
 
     type: Literal["patient_status"] = "patient_status"
     patient_id: Id
-    status: Literal["active", "deceased", "transferred_out"]
+    status: Literal["active", "deceased", "transferred_out", "erased"]
     effective_at: AwareDatetime
+    requested_by: Id | None = Field(
+        default=None,
+        description="For erased: who asked (an operator or a system id), for the audit trail.",
+    )
 
 
 # --- followup.triggers -------------------------------------------------------------------

@@ -138,7 +138,8 @@ FIELDS: dict[tuple[str, str], tuple[str, list[Any]]] = {
     ("ChannelConsent", "email"): ("May be e-mailed.", [True]),
     ("ChannelConsent", "call"): ("May be called by the front desk.", [True]),
     ("PatientStatusEvent", "status"): (
-        "deceased or transferred_out: stop every follow-up; active: may be contacted again.",
+        "deceased or transferred_out: stop every follow-up; erased: stop and remove the "
+        "patient's personal data everywhere (ids stay); active: may be contacted again.",
         ["deceased"],
     ),
     ("PatientStatusEvent", "effective_at"): (

@@ -74,7 +74,8 @@ CONTACTS = TopicSpec(
 PATIENTS = TopicSpec(
     "followup.patients",
     PatientStatusEvent,
-    "Patient status without personal data: deceased or transferred out means no contact.",
+    "Patient status without personal data: deceased, transferred out or erased means no "
+    "contact; erased also means the patient's personal data is removed everywhere.",
     compacted=True,
 )
 TRIGGERS = TopicSpec(

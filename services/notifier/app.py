@@ -12,7 +12,7 @@ from common.clock import Clock
 from common.config import ConfigError, load_or_exit
 from common.db import create_pool, migrate
 from common.http import OpsServer
-from common.kafka import EventConsumer, KafkaPublisher, ensure_topics
+from common.kafka import EventConsumer, KafkaPublisher, ensure_topics, is_transient
 from common.service import run, wait_for_stop_signal
 from schemas.events import ContactEvent, NotificationCommand, OutcomeEvent, PatientStatusEvent
 from schemas.topics import CONTACTS, NOTIFICATIONS, PATIENTS, TopicNames
@@ -22,6 +22,7 @@ from services.notifier.directory import Directory
 from services.notifier.dispatcher import Dispatcher, DispatchPolicy
 from services.notifier.email_channel import build_mailer
 from services.notifier.ledger import Ledger
+from services.notifier.privacy import Privacy, RetentionPeriods
 from services.notifier.quiet_hours import QuietHours
 from services.notifier.settings import SCHEMA, NotifierSettings
 from services.notifier.templates import TemplateBook, TemplateError
@@ -62,6 +63,7 @@ class NotifierApp:
         await self.publisher.start()
         self.directory = Directory(self.pool, s.default_region)
         self.ledger = Ledger(self.pool, sending_lease=timedelta(seconds=s.sending_lease_seconds))
+        self.privacy = Privacy(self.pool, self.directory, self.clock, s.service)
         self.mailer = build_mailer(s)
         parts = Parts(
             settings=s,
@@ -100,8 +102,8 @@ class NotifierApp:
         self.ops.add_readiness_check("database", self._db_ready)
         group = f"{s.topic_prefix}notifier"
         wiring: list[tuple[str, str, type, object]] = [
-            (self.topics.contacts, CONTACTS.name, ContactEvent, self.directory.record_contact),
-            (self.topics.patients, PATIENTS.name, PatientStatusEvent, self.directory.record_patient_status),  # noqa: E501
+            (self.topics.contacts, CONTACTS.name, ContactEvent, self.privacy.record_contact),
+            (self.topics.patients, PATIENTS.name, PatientStatusEvent, self.privacy.record_patient_status),  # noqa: E501
             (self.topics.notifications, NOTIFICATIONS.name, NotificationCommand, self.dispatcher.accept),  # noqa: E501
         ]  # fmt: skip
         for topic, base, model, handler in wiring:
@@ -117,13 +119,36 @@ class NotifierApp:
                 service=s.service,
                 clock=self.clock,
                 max_original_bytes=s.deadletter_max_original_bytes,
+                # The compacted contacts topic erases a patient with a tombstone.
+                on_tombstone=self.privacy.forget_contact if base == CONTACTS.name else None,
             )
             await consumer.start()
             self.ops.supervisor.watch(consumer.tasks)
             self._consumers.append(consumer)
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatch"))
         self.ops.supervisor.watch({"dispatch": self._tasks[-1]})
+        self._tasks.append(asyncio.create_task(self._retention(), name="retention"))
+        self.ops.supervisor.watch({"retention": self._tasks[-1]})
         await self.ops.start(s.http_host, s.http_port)
+
+    async def _retention(self) -> None:
+        """The retention sweep: batches until nothing is past its period, then a pause."""
+        s = self.settings
+        periods = RetentionPeriods(
+            message_bodies=timedelta(days=s.retention_message_body_days),
+            contacts=timedelta(days=s.retention_contact_days),
+            opt_outs=timedelta(days=s.retention_opt_out_days),
+        )
+        log = logs.get_logger(__name__)
+        while True:
+            try:
+                while await self.privacy.prune(periods) > 0:
+                    await asyncio.sleep(0)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise  # a bug: the supervisor turns the service unready
+                log.warning("retention_retry", error=type(exc).__name__)
+            await asyncio.sleep(s.retention_sweep_seconds)
 
     async def _db_ready(self) -> bool:
         return bool(await self.pool.fetchval("SELECT 1"))

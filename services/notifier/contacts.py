@@ -13,7 +13,8 @@ from schemas.events import ContactEvent
 if TYPE_CHECKING:
     from services.notifier.channels import ChannelRules
 
-NOT_CONTACTABLE = frozenset({"deceased", "transferred_out"})
+# erased: until the hospital sends the patient again (a newer contact), nobody calls.
+NOT_CONTACTABLE = frozenset({"deceased", "transferred_out", "erased"})
 
 
 def normalise_phone(raw: str | None, default_region: str) -> str | None:

@@ -43,6 +43,12 @@ class NotifierSettings(Settings):
     # Runaway guard: at most this many SMS+emails per patient per local day, whatever
     # asks for them (the scheduler's caps are lower; this is the last line of defence).
     runaway_cap_per_day: int = Field(default=4, ge=1)
+    # Retention (issue 19): the doctor's notes in the ledger's commands after the send,
+    # contacts with no change and no delivery, opt-outs of addresses no contact holds.
+    retention_message_body_days: int = Field(default=30, ge=1)
+    retention_contact_days: int = Field(default=365, ge=1)
+    retention_opt_out_days: int = Field(default=730, ge=1)
+    retention_sweep_seconds: float = Field(default=300.0, gt=0)
     # SMS: a primary and an optional secondary Twilio-compatible provider.
     sms_primary_url: str | None = None
     sms_primary_sid: str = ""

@@ -57,6 +57,9 @@ class SchedulerSettings(Settings):
     conversation_quiet_hours: float = Field(default=24.0, gt=0)
     # Longer than the topics' retention, so a replay still finds what it already did.
     retention_days: int = Field(default=30, ge=1)
+    # The doctor's notes (and stage names) of cases closed, and of plans last changed with
+    # no open case, this long ago (issue 19: free text is not kept for ever).
+    retention_case_notes_days: int = Field(default=30, ge=1)
 
     def contact_rules(self) -> ContactRules:
         return ContactRules(
@@ -97,6 +100,8 @@ class Scheduler:
             self._loop("gauges", _counting(ledger.refresh_gauges), 1, every=5.0)
             keep = timedelta(days=s.retention_days)
             self._loop("prune", lambda: ledger.prune(keep), 10_000, every=60.0)
+            notes = timedelta(days=s.retention_case_notes_days)
+            self._loop("prune_notes", lambda: ledger.prune_free_text(notes), 1_000, every=60.0)
         if consume:
             self._consume(
                 self.topics.triggers, "followup.triggers", TriggerEvent, ledger.handle_trigger

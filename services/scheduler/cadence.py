@@ -63,6 +63,7 @@ Resolution = Literal[
     "deceased",
     "transferred_out",
     "cleared",  # later input showed the trigger's fact false (the patient attended)
+    "erased",  # the patient's erasure request (GDPR art. 17)
 ]
 MoveReason = PlanningMove
 EscalationReason = Literal[

@@ -522,11 +522,17 @@ class Case:
         self.plan_next(ctx, replace_planned=True)
 
     def patient_left(
-        self, resolution: Literal["deceased", "transferred_out"], now: datetime
+        self, resolution: Literal["deceased", "transferred_out", "erased"], now: datetime
     ) -> None:
-        """Deceased or transferred out: what is out is withdrawn, the case closes."""
+        """Deceased, transferred out or erased: what is out is withdrawn, the case closes."""
+        if resolution == "erased":
+            self.forget_free_text()  # first: a withdrawal command must not carry them
         self.withdraw_tasks(now)
         self.close(resolution, now)
+
+    def forget_free_text(self) -> None:
+        """Erasure or retention: the doctor's notes and the stage's name go, ids stay."""
+        self.stage_name = self.doctor_notes = None
 
     # --- firing ---------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ import asyncpg
 from common.clock import Clock
 from common.codec import encode
 from common.logs import get_logger
+from common.metrics import ERASURES, RETENTION_PURGED
 from common.treatment import next_stage_deadline
 from schemas.base import Channel
 from schemas.events import (
@@ -583,6 +584,14 @@ class CaseLedger:
     async def handle_appointment(self, appointment: AppointmentEvent) -> None:
         async with self._tx() as tx:
             a = appointment
+            # After an erasure, the hospital sending the patient again (a visit newer than
+            # the erasure) is what makes them contactable anew.
+            await tx.conn.execute(
+                """UPDATE patient_status SET status = 'active', effective_at = $2
+                   WHERE patient_id = $1 AND status = 'erased' AND effective_at < $2""",
+                a.patient_id,
+                a.occurred_at,
+            )
             completes = a.status == "fulfilled" and a.plan_id is not None and a.stage_id is not None
             known = await tx.conn.fetchrow(
                 _noted("appointments")
@@ -672,6 +681,8 @@ class CaseLedger:
             )
             if event.status == "active":
                 return
+            if event.status == "erased":
+                await _erase(tx, event)
             for case in await _load(tx, OPEN_OF_PATIENT, event.patient_id):
                 case.patient_left(event.status, tx.now)
                 tx.batch.add(case)
@@ -755,6 +766,39 @@ class CaseLedger:
                 case.review(self._ctx(tx.now, opted.get(case.patient_id, ())))
                 tx.batch.add(case)
             return len(cases)
+
+    async def prune_free_text(self, keep: timedelta, limit: int = 1_000) -> int:
+        """Retention: the doctor's notes of cases closed longer than ``keep`` ago, and of
+        plans unchanged that long with no case open or closed since (ids and history stay)."""
+        before = self._clock.now() - keep
+        async with self._pool.acquire() as conn:
+            cases = await conn.fetchval(
+                """WITH old AS (SELECT case_id FROM cases WHERE closed_at < $1
+                                AND (doctor_notes IS NOT NULL OR stage_name IS NOT NULL)
+                                LIMIT $2)
+                   , done AS (UPDATE cases c SET doctor_notes = NULL, stage_name = NULL
+                              FROM old WHERE c.case_id = old.case_id RETURNING 1)
+                   SELECT count(*) FROM done""",
+                before,
+                limit,
+            )
+            plans = await conn.fetchval(
+                f"""WITH old AS (SELECT p.plan_id FROM plans p WHERE p.occurred_at < $1
+                                 AND {_PLAN_HAS_NOTES} AND NOT EXISTS (SELECT 1 FROM cases c
+                                     WHERE c.plan_id = p.plan_id
+                                     AND (c.state <> 'closed' OR c.closed_at >= $1))
+                                 LIMIT $2)
+                    , done AS (UPDATE plans p SET payload = {_PLAN_WITHOUT_NOTES}
+                               FROM old WHERE p.plan_id = old.plan_id RETURNING 1)
+                    SELECT count(*) FROM done""",
+                before,
+                limit,
+            )
+        if cases:
+            RETENTION_PURGED.labels("scheduler", "cases.notes").inc(cases)
+        if plans:
+            RETENTION_PURGED.labels("scheduler", "plans.notes").inc(plans)
+        return int(cases) + int(plans)
 
     async def prune(self, keep: timedelta, limit: int = 10_000) -> int:
         """Forget consumed-event notes, published commands and visits older than ``keep``."""
@@ -1000,6 +1044,39 @@ async def _lock_desks(
     ):
         desks.calls[(r["department"], r["day"])] = r["calls"]
     return desks
+
+
+# A stored plan (its event as JSON) without the stages' notes; names and ids stay.
+_PLAN_WITHOUT_NOTES = """jsonb_set(payload, '{stages}', (SELECT jsonb_agg(s - 'notes'
+    ORDER BY n) FROM jsonb_array_elements(payload -> 'stages') WITH ORDINALITY AS t(s, n)))"""
+_PLAN_HAS_NOTES = """EXISTS (SELECT 1 FROM jsonb_array_elements(payload -> 'stages') s
+    WHERE s -> 'notes' IS NOT NULL AND s -> 'notes' <> 'null'::jsonb)"""
+
+
+async def _erase(tx: Tx, event: PatientStatusEvent) -> None:
+    """An erasure request: the patient's free text goes from every table, ids and codes
+    stay, and the erasure is recorded (ids only). Open cases drop theirs as they close."""
+    patient = event.patient_id
+    await tx.conn.execute(
+        "UPDATE cases SET doctor_notes = NULL, stage_name = NULL WHERE patient_id = $1", patient
+    )
+    await tx.conn.execute(
+        f"UPDATE plans SET payload = {_PLAN_WITHOUT_NOTES} WHERE patient_id = $1", patient
+    )
+    await tx.conn.execute(
+        "UPDATE outbox SET payload = payload - 'doctor_notes' - 'stage_name' WHERE patient_id = $1",
+        patient,
+    )
+    await tx.conn.execute(
+        """INSERT INTO erasures (event_id, patient_id, requested_by, requested_at, erased_at)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING""",
+        event.event_id,
+        patient,
+        event.requested_by,
+        event.effective_at,
+        tx.now,
+    )
+    ERASURES.labels("scheduler", "request").inc()
 
 
 async def _first_time(tx: Tx, topic: str, event_id: str) -> bool:

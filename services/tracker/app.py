@@ -17,6 +17,7 @@ from common.service import run, wait_for_stop_signal
 from schemas.base import TimeZoneName
 from schemas.topics import CATALOGUE, TopicNames
 from services.tracker.detection import DetectionRules, Detector
+from services.tracker.erasure_api import ErasureApi
 from services.tracker.fhir_api import FhirApi
 from services.tracker.ingest import CanonicalSink
 from services.tracker.mllp import MllpLimits, MllpListener, tls_context
@@ -119,6 +120,9 @@ class Tracker:
             zone=settings.clinic_timezone,
             department=settings.default_department,
             max_bytes=settings.fhir_max_bytes,
+        ).mount(self.ops.app)
+        ErasureApi(
+            self.publisher, self.names, clock, settings.ingest_token, settings.service
         ).mount(self.ops.app)
         self.ops.add_readiness_check("detection", self._detection_ready)
 

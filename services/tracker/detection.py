@@ -23,7 +23,13 @@ from pydantic import ConfigDict, TypeAdapter
 
 from common.treatment import StageDeadline, end_of_local_day, next_stage_deadline
 from schemas.base import TriggerKind
-from schemas.events import AppointmentEvent, OutcomeEvent, TreatmentPlanEvent, TriggerEvent
+from schemas.events import (
+    AppointmentEvent,
+    OutcomeEvent,
+    PatientStatusEvent,
+    TreatmentPlanEvent,
+    TriggerEvent,
+)
 from schemas.vocabulary import NOT_A_RESULT, UNANSWERED
 
 SOURCE = "tracker"
@@ -321,6 +327,18 @@ class Detector:
         state.department = state.department or event.department
         state.timezone = state.timezone or event.timezone
         self._schedule(state)
+        return []
+
+    def on_patient_status(self, event: PatientStatusEvent, now: datetime) -> list[Detection]:
+        """An erasure: the doctor's notes leave the plans held (the changelog record is
+        written again without them); ids, stages and deadlines stay, so nothing is lost
+        of what the detection needs. Other statuses are the scheduler's to act on."""
+        state = self.patients.get(event.patient_id)
+        if event.status != "erased" or state is None:
+            return []
+        for plan_id, plan in state.plans.items():
+            stages = [s.model_copy(update={"notes": None}) for s in plan.stages]
+            state.plans[plan_id] = plan.model_copy(update={"stages": stages})
         return []
 
     def on_outcome(self, event: OutcomeEvent, now: datetime) -> list[Detection]:

@@ -509,7 +509,13 @@ def map_message(message: Message, reading: Reading) -> SiuResult:
             appointment = _adt_arrival(message, reading, patient_id, event_key, occurred_at)
         status = _patient_status(message, reading, message_code, trigger, patient_id, occurred_at)
         contact = _contact(
-            message, reading, patient_id, event_key, occurred_at, status.status if status else None
+            message,
+            reading,
+            patient_id,
+            event_key,
+            occurred_at,
+            # HL7 never says erased (only the erasure API does); a contact cannot be.
+            status.status if status and status.status != "erased" else None,
         )
     except ValidationError as exc:
         # A contract rule the mapping did not foresee: name the model's field, never a value.

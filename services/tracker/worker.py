@@ -52,7 +52,7 @@ from common.kafka import (
 from common.logs import get_logger
 from common.metrics import EVENTS_CONSUMED
 from schemas.base import Envelope
-from schemas.topics import APPOINTMENTS, OUTCOMES, PLANS, TopicNames, TopicSpec
+from schemas.topics import APPOINTMENTS, OUTCOMES, PATIENTS, PLANS, TopicNames, TopicSpec
 from services.tracker.detection import Detection, Detector, PatientState
 from services.tracker.metrics import (
     DETECTION_LAG,
@@ -151,6 +151,8 @@ class DetectionWorker:
             names.appointments: route(APPOINTMENTS, "appointment", detector.on_appointment),
             names.plans: route(PLANS, "plan", detector.on_plan),
             names.outcomes: route(OUTCOMES, "outcome", detector.on_outcome),
+            # Erasures (issue 19): the notes in the held plans go.
+            names.patients: route(PATIENTS, "contact", detector.on_patient_status),
         }
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,

@@ -1,6 +1,7 @@
 """The operator tool (python -m followup_admin) against the real broker and the real
 scheduler: topics applied and checked, dead letters listed, shown and replayed to a
-consumer that now accepts them, a dry run that publishes nothing, lag by group, cases."""
+consumer that now accepts them, a dry run that publishes nothing, lag by group, cases,
+a patient's erasure (issue 19)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType, NewTo
 from kafka.structs import OffsetAndMetadata
 
 from common.clock import ManualClock
-from common.kafka import KafkaPublisher, delete_topics_with_prefix
+from common.codec import decode
+from common.kafka import KafkaPublisher, delete_topics_with_prefix, ensure_topics
+from common.topic_reader import read_to_end
 from followup_admin.cli import main
 from followup_admin.deadletters import REPLAY_HEADER
 from schemas import AppointmentEvent
+from schemas.events import PatientStatusEvent
 from schemas.topics import APPOINTMENTS, OPERATED, TopicNames
 from services.scheduler.app import Scheduler, SchedulerSettings
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
@@ -70,6 +74,7 @@ def test_every_command_answers_help() -> None:
         ["deadletters", "replay"],
         ["lag"],
         ["cases"],
+        ["erase"],
     ):
         result = subprocess.run(
             [sys.executable, "-m", "followup_admin", *argv, "--help"],
@@ -300,3 +305,26 @@ async def test_cases_are_summarised_through_the_scheduler_api(
     monkeypatch.setenv("FOLLOWUP_API_TOKEN", "wrong")
     code, out = await asyncio.to_thread(admin_tool, capsys, "cases", "--url", url)
     assert code == 2 and out.startswith("error: case API answered 401")
+
+
+async def test_erase_publishes_the_erasure_and_the_tombstone_and_a_dry_run_nothing(
+    capsys: pytest.CaptureFixture[str], prefix: str, kafka_bootstrap: str
+) -> None:
+    names = TopicNames(prefix)
+    await ensure_topics(kafka_bootstrap, names)
+    code, printed = admin_tool(capsys, "--prefix", prefix, "erase", "p-gdpr", "--dry-run")
+    assert code == 0 and "dry run: nothing sent" in printed
+    assert await read_to_end(kafka_bootstrap, names.patients) == []
+    code, printed = admin_tool(capsys, "--prefix", prefix, "erase", "bad\tid")
+    assert code == 2 and "not an id: patient_id" in printed
+
+    code, printed = admin_tool(
+        capsys, "--prefix", prefix, "erase", "p-gdpr", "--requested-by", "dpo-1"
+    )
+    assert code == 0 and printed.rstrip().endswith("sent")
+    [status] = await read_to_end(kafka_bootstrap, names.patients)
+    event = decode(PatientStatusEvent, status.value)
+    assert (event.patient_id, event.status, event.requested_by) == ("p-gdpr", "erased", "dpo-1")
+    assert status.key == b"p-gdpr"
+    [tombstone] = await read_to_end(kafka_bootstrap, names.contacts)
+    assert (tombstone.key, tombstone.value) == (b"p-gdpr", None)
