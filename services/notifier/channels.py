@@ -59,12 +59,14 @@ class TransientSendError(Exception):
 
 
 class PermanentSendError(Exception):
-    """Will never work as asked; ``detail`` is a reason code for the failed outcome."""
+    """Will never work as asked; ``detail`` is a reason code for the outcome, ``failed``
+    unless the provider showed the channel impossible (``channel_impossible``: a landline)."""
 
-    def __init__(self, provider: str, detail: str) -> None:
+    def __init__(self, provider: str, detail: str, outcome: OutcomeKind = "failed") -> None:
         super().__init__(f"{provider}: {detail}")
         self.provider = provider
         self.detail = detail
+        self.outcome: OutcomeKind = outcome
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,8 @@ class Contact:
     status: str = "active"
     opted_out: frozenset[str] = field(default_factory=frozenset)  # channels
     phone_shared_by: int = 1  # how many patients' contacts normalise to this phone
+    # What the carrier said of ``phone`` (vocabulary.NUMBER_MARKS), until another arrives.
+    phone_mark: str | None = None
 
     @property
     def display_name(self) -> str | None:

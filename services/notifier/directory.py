@@ -7,6 +7,7 @@ from datetime import datetime
 import asyncpg
 
 from schemas.events import ContactEvent, PatientStatusEvent
+from schemas.vocabulary import NUMBER_WRONG
 from services.notifier.contacts import Contact, normalise_phone
 
 
@@ -29,7 +30,9 @@ class Directory:
                    {_merge("email", "email")}, {_merge("language", "language")},
                    {_merge("timezone", "timezone")}, {_merge("consent", "consent_sms")},
                    {_merge("consent", "consent_email")}, {_merge("consent", "consent_call")},
-                   {_merge("status", "status")}, occurred_at=EXCLUDED.occurred_at,
+                   {_merge("status", "status")},
+                   {_clear_mark("phone_mark")}, {_clear_mark("phone_marked_at")},
+                   occurred_at=EXCLUDED.occurred_at,
                    event_id=EXCLUDED.event_id
                WHERE contacts.occurred_at <= EXCLUDED.occurred_at""",
             event.patient_id,
@@ -107,6 +110,7 @@ class Directory:
             status=row["status"],
             opted_out=frozenset(row["opted_out"]),
             phone_shared_by=max(1, int(row["shared"] or 1)),
+            phone_mark=row["phone_mark"],
         )
         return contact, row["patient_status"]
 
@@ -126,6 +130,20 @@ class Directory:
             event_id,
         )
 
+    async def mark_phone(self, phone_e164: str, mark: str, at: datetime) -> int:
+        """The carrier said ``phone_e164`` is a landline or wrong: marked on every contact
+        with it (a wrong number is wrong for everyone; it outranks a landline)."""
+        result: str = await self._pool.execute(
+            """UPDATE contacts SET phone_mark = CASE WHEN phone_mark = $3 THEN phone_mark
+                   ELSE $2 END, phone_marked_at = $4
+               WHERE phone_e164 = $1""",
+            phone_e164,
+            mark,
+            NUMBER_WRONG,
+            at,
+        )
+        return int(result.split()[-1])
+
     async def patients_with_phone(self, phone_e164: str) -> list[str]:
         rows = await self._pool.fetch(
             "SELECT patient_id FROM contacts WHERE phone_e164 = $1 ORDER BY patient_id",
@@ -138,6 +156,18 @@ class Directory:
             "SELECT patient_id FROM contacts WHERE email = $1 ORDER BY patient_id", email.lower()
         )
         return [r["patient_id"] for r in rows]
+
+
+def _clear_mark(column: str) -> str:
+    """SET clause: a carrier's mark lasts as long as the number it was said of."""
+    new_phone = (
+        "CASE WHEN $15::text[] IS NULL OR 'phone' = ANY($15::text[]) "
+        "THEN EXCLUDED.phone_e164 ELSE contacts.phone_e164 END"
+    )
+    return (
+        f"{column} = CASE WHEN ({new_phone}) IS DISTINCT FROM contacts.phone_e164 "
+        f"THEN NULL ELSE contacts.{column} END"
+    )
 
 
 def _merge(field: str, column: str) -> str:

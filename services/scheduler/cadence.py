@@ -25,6 +25,9 @@ The rules, in order:
    A step held (frequency cap, conversation in progress) waits until ``not_before``.
    An attempt the notifier refused (``channel_impossible``) never reached the patient: it
    does not count as a step made, so the same step goes at once to a channel still possible.
+   When the carrier found the number a landline or wrong, that channel is a call task (the
+   front desk confirms a mobile number or finds the right one) whenever calls are usable;
+   a phone that was off or out of reach (``failed``/``unreachable``) keeps its channel.
    Business hours and call slots are the clinic's (its zone); quiet hours are the
    patient's (``patient_timezone`` when known, else the clinic's zone).
    A patient who answered and asked to be called back gets a call task: at the time asked
@@ -47,7 +50,14 @@ from zoneinfo import ZoneInfo
 
 from schemas.base import Channel, TriggerKind
 from schemas.events import OutcomeKind
-from schemas.vocabulary import NOT_A_RESULT, UNANSWERED, PlanningMove
+from schemas.vocabulary import (
+    NOT_A_RESULT,
+    NUMBER_LANDLINE,
+    NUMBER_WRONG,
+    RETRY_ON_CADENCE_DETAILS,
+    UNANSWERED,
+    PlanningMove,
+)
 from services.scheduler.policy import WEEKDAYS, CadenceRules
 
 Purpose = Literal["follow_up", "escalation"]
@@ -73,8 +83,9 @@ ESCALATION_NOT_HANDLED: frozenset[OutcomeKind] = UNANSWERED | {
     "wrong_number",
     "bounced",
 }
-# Failures that say nothing about the channel itself.
-PASSING_FAILURES = frozenset({"quiet_hours"})
+# Failures that say nothing about the channel itself (the carrier's "handset off" among
+# them: the cadence tries again on its next step, the number is kept).
+PASSING_FAILURES = frozenset({"quiet_hours"}) | RETRY_ON_CADENCE_DETAILS
 SEARCH_DAYS = 14
 
 
@@ -201,7 +212,7 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
         candidate = min(candidate, spread)
     candidate = max(candidate, earliest)
 
-    first: Channel = "call_task" if callback else step.channel
+    first: Channel = "call_task" if callback or _number_to_check(case) else step.channel
     order = [first, *[c for c in rules.fallback if c != first]]
     order = [c for c in order if c in usable] or usable
     avoid = _slot_to_avoid(rules, follow_ups, zone)
@@ -259,9 +270,20 @@ def lost_channels(outcome: OutcomeKind, channel: Channel, detail: str | None) ->
         return frozenset({"call_task", "sms", "email"})
     if outcome == "wrong_number" or detail in ("no_phone", "invalid_phone"):
         return frozenset({"call_task", "sms"})
+    if detail in (NUMBER_LANDLINE, NUMBER_WRONG):
+        # The carrier said the number takes no SMS: a call task (to confirm a mobile number,
+        # or to find the right one) is still possible and is asked for next.
+        return frozenset({"sms"})
     if outcome == "bounced" or detail == "no_email":
         return frozenset({"email"})
     return frozenset({channel})
+
+
+def _number_to_check(case: CaseView) -> bool:
+    """The latest attempt found the number a landline or wrong: a call task comes next, so
+    the front desk confirms a mobile number (or finds the right one)."""
+    fired = [a for a in case.attempts if a.state == "fired"]
+    return bool(fired) and fired[-1].outcome_detail in (NUMBER_LANDLINE, NUMBER_WRONG)
 
 
 def refused(attempt: AttemptRecord) -> bool:
