@@ -66,11 +66,12 @@ class CallTaskChannel:
     ) -> CallTaskEvent:
         """The task ``command`` created (its key is the task id), as ``action``."""
         v = self._parts.voice
+        language = contact.language if contact else v.default_language
         script = call_script(
             self._parts.book,
             command,
             contact,
-            clinic_name=v.clinic_name,
+            clinic_name=v.name_for(language),
             clinic_phone=v.clinic_phone,
             rebook_url=v.rebook_url,
             default_language=v.default_language,

@@ -76,10 +76,11 @@ def call_script(
         clinic_phone=clinic_phone,
         rebook_url=rebook_url,
     )
-    script = book.render("call_script", contact.language if contact else default_language, context)
+    language = contact.language if contact else default_language
+    script = book.render("call_script", language, context)
     if shared_by > 1:
-        # Said in the clinic's words for the administrator, not the patient's language.
-        script = f"Number shared by {shared_by} patients.\n{script}"
+        # In the script's language, like the rest of it (templates' phrases.shared_number).
+        script = f"{book.phrase(language, 'shared_number', count=shared_by)}\n{script}"
     return script
 
 

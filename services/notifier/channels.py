@@ -11,8 +11,8 @@ server only ever see these interfaces.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
@@ -178,12 +178,26 @@ class NoRoutes:
 
 @dataclass(frozen=True)
 class ClinicVoice:
-    """Who is writing and how to rebook: what every rendered message says of the clinic."""
+    """Who is writing and how to rebook: what every rendered message says of the clinic.
+
+    ``names`` and ``signatures`` are per language (``FOLLOWUP_CLINIC_NAMES``,
+    ``FOLLOWUP_CLINIC_SIGNATURES``); a language without one takes ``clinic_name`` (a
+    proper name reads the same in every language), and without that the language's own
+    generic word from its templates (``phrases.clinic``): never English in another text.
+    """
 
     clinic_name: str
     clinic_phone: str
     rebook_url: str | None
     default_language: str
+    names: Mapping[str, str] = field(default_factory=dict)
+    signatures: Mapping[str, str] = field(default_factory=dict)
+
+    def name_for(self, language: str) -> str:
+        return _by_language(self.names, language) or self.clinic_name
+
+    def signature_for(self, language: str) -> str | None:
+        return _by_language(self.signatures, language)
 
     def context(
         self, command: NotificationCommand, contact: Contact, *, redacted: bool = False
@@ -192,11 +206,16 @@ class ClinicVoice:
             command,
             contact,
             reason=command.template if command.template in REASONS else command.reason,
-            clinic_name=self.clinic_name,
+            clinic_name=self.name_for(contact.language),
             clinic_phone=self.clinic_phone,
             rebook_url=self.rebook_url,
             redacted=redacted,
+            signature=self.signature_for(contact.language),
         )
+
+
+def _by_language(values: Mapping[str, str], language: str) -> str | None:
+    return values.get(language) or values.get(language.split("-", 1)[0])
 
 
 @dataclass

@@ -19,7 +19,13 @@ class NotifierSettings(Settings):
     public_base_url: str = "http://127.0.0.1:8083"
     api_token: str = ""
     link_secret: str = ""
-    clinic_name: str = "the clinic"
+    # Who writes: a name for every language (proper names read the same everywhere), and
+    # per-language overrides as JSON objects by language code, e.g.
+    # FOLLOWUP_CLINIC_NAMES='{"ru": "Клиника «Шипсена»"}'. Empty: each language's own
+    # generic word ("your clinic", "Jūsų klinika", ...), never English in another text.
+    clinic_name: str = ""
+    clinic_names: dict[str, str] = Field(default_factory=dict)
+    clinic_signatures: dict[str, str] = Field(default_factory=dict)
     clinic_phone: str = "+37052000000"
     rebook_url: str | None = None
     default_language: str = "en"

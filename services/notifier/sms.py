@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 from urllib.parse import quote
+from xml.sax.saxutils import escape as xml_escape
 
 import aiohttp
 from aiohttp import web
@@ -39,7 +40,7 @@ from services.notifier.channels import (
 )
 from services.notifier.contacts import Contact, normalise_phone
 from services.notifier.outcomes import command_outcome
-from services.notifier.sms_text import classify_reply, segment_count
+from services.notifier.sms_text import read_reply, segment_count
 
 log = get_logger(__name__)
 
@@ -327,7 +328,8 @@ class SmsChannel:
         phone = normalise_phone(form.get("From"), self._parts.settings.default_region)
         if not valid_id(message_id) or phone is None:
             raise web.HTTPBadRequest(text="MessageSid and a valid From are required")
-        meaning = classify_reply(form.get("Body", ""))
+        reading = read_reply(form.get("Body", ""))
+        meaning = reading.meaning
         now = self._parts.clock.now()
         if meaning in ("opt_out", "opt_in"):
             # STOP wins at once, for whoever holds this number, before anything else.
@@ -350,7 +352,23 @@ class SmsChannel:
                 )
             )
         log.info("sms_reply", meaning=meaning, message_id=message_id, patients=len(patients))
-        return web.Response(text="<Response/>", content_type="application/xml")
+        phrase = CONFIRMATIONS.get(meaning)
+        if phrase is None:
+            return web.Response(text="<Response/>", content_type="application/xml")
+        # STOP, START and HELP are answered at once, in the patient's language (that of
+        # the records with this number when they agree, else that of the word itself).
+        languages = {c.language for p in patients if (c := await self._parts.directory.contact(p))}
+        language = languages.pop() if len(languages) == 1 else reading.language
+        text = self._parts.book.phrase(language or self._parts.book.default_language, phrase)
+        return web.Response(text=twiml_message(text), content_type="application/xml")
+
+
+CONFIRMATIONS = {"opt_out": "sms_stopped", "opt_in": "sms_started", "help": "sms_help"}
+
+
+def twiml_message(text: str) -> str:
+    """A TwiML answer that sends ``text`` back to whoever wrote."""
+    return f"<Response><Message>{xml_escape(text)}</Message></Response>"
 
 
 def build(parts: Parts) -> SmsChannel:

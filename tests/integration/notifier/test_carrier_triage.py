@@ -106,3 +106,29 @@ async def test_a_carrier_opt_out_in_a_status_callback_is_the_patients_opt_out(
     await world.send(world.command("c-cstop2", "p-carrier-stop", "sms"))
     refused = await eventually(lambda: world.outcome("c-cstop2:1:channel_impossible"))
     assert refused.detail == "opted_out"
+
+
+@pytest.mark.parametrize(
+    ("language", "word", "answer"),
+    [
+        ("en", "STOP", "You will get no more texts from us."),
+        ("lt", "atsisakyti", "SMS iš mūsų nebegausite."),
+        ("ru", "СТОП", "СМС от нас больше не будет."),  # noqa: RUF001  # noqa: RUF001, RUF002
+        ("bg", "стоп", "Няма да получавате повече СМС от нас."),  # noqa: RUF001  # noqa: RUF001, RUF002
+    ],
+)
+async def test_stop_is_confirmed_in_the_patients_language(
+    world: World, language: str, word: str, answer: str
+) -> None:
+    phone = {"en": "+37060000041", "lt": "+37060000042", "ru": "+37060000043"}.get(
+        language, "+37060000044"
+    )
+    await world.contact(f"p-confirm-{language}", phone=phone, language=language)
+    url = f"{world.base_url}/sms/inbound"
+    assert await world.primary.send_reply(url, phone, word) == 200
+    [(to, text)] = [a for a in world.primary.answers if a[0] == phone]
+    assert to == phone and text.startswith(answer)
+    # Whatever word was used, the patient's own language answers: STOP to a Russian reader.
+    assert await world.primary.send_reply(url, phone, "START") == 200
+    started = [a for a in world.primary.answers if a[0] == phone][-1][1]
+    assert "START" not in started or language == "en"

@@ -31,6 +31,7 @@ ROUTES = {
     ("POST", "/sms/status"),
     ("POST", "/sms/inbound"),
     ("POST", "/email/bounces"),
+    ("POST", "/email/inbound"),
     ("*", "/unsubscribe"),
     ("POST", "/calltasks/{task_id}/result"),
     ("POST", "/call-tasks/outcomes"),

@@ -181,7 +181,8 @@ def test_call_task_says_who_why_stage_notes_attempts_and_script(book: TemplateBo
     assert task.previous_attempts[0].outcome == "delivered"
     assert not task.phone_shared
     shared = _task(book, shared=3)
-    assert shared.phone_shared and shared.script.startswith("Number shared by 3 patients")
+    warning = "Този номер се ползва от пациенти: 3."  # noqa: RUF001
+    assert shared.phone_shared and shared.script.startswith(warning)
 
 
 def test_vtodo_parses_back(book: TemplateBook) -> None:
