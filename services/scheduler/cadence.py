@@ -30,6 +30,9 @@ The rules, in order:
    a phone that was off or out of reach (``failed``/``unreachable``) keeps its channel.
    Business hours and call slots are the clinic's (its zone); quiet hours are the
    patient's (``patient_timezone`` when known, else the clinic's zone).
+   The patient's preferences: their ``preferred_channel`` opens the cadence when usable;
+   their ``contact_window`` (their zone) narrows where an attempt is placed, within the
+   clinic's hours (a window that never meets them is set aside, not obeyed over them).
    A patient who answered and asked to be called back gets a call task: at the time asked
    for (in business hours) when one was given and it is before the last useful moment,
    else at the next step's time; even after ``max_attempts`` (the patient is reachable).
@@ -58,7 +61,7 @@ from schemas.vocabulary import (
     UNANSWERED,
     PlanningMove,
 )
-from services.scheduler.policy import WEEKDAYS, CadenceRules
+from services.scheduler.policy import WEEKDAYS, CadenceRules, TimeRange
 
 Purpose = Literal["follow_up", "escalation"]
 AttemptState = Literal["planned", "fired", "cancelled"]
@@ -129,6 +132,10 @@ class CaseView:
     not_before: datetime | None = None
     # The patient's own zone, for quiet hours; None: the clinic's ``timezone``.
     patient_timezone: str | None = None
+    # The patient's preferences (followup.patients): the channel tried first, and the
+    # hours (their zone) inside which messages and calls go, within the clinic's rules.
+    preferred_channel: Channel | None = None
+    contact_window: TimeRange | None = None
 
 
 # --- decisions -------------------------------------------------------------------------
@@ -213,10 +220,14 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
     candidate = max(candidate, earliest)
 
     first: Channel = "call_task" if callback or _number_to_check(case) else step.channel
+    preferred = case.preferred_channel
+    if not follow_ups and preferred in usable and first == step.channel:
+        first = preferred  # the patient's own channel opens the cadence
     order = [first, *[c for c in rules.fallback if c != first]]
     order = [c for c in order if c in usable] or usable
     avoid = _slot_to_avoid(rules, follow_ups, zone)
-    placed = _place(rules, order[0], zone, patient_zone, candidate, avoid)
+    window = case.contact_window
+    placed = _place(rules, order[0], zone, patient_zone, candidate, avoid, window)
     if _in_time(placed, last_useful):
         moved = _moved_by(rules, order[0], zone, candidate, placed[0])
         return _plan(
@@ -224,7 +235,7 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
         )
     for channel in order:
         # Too late for the step as written: the earliest allowed moment on any channel.
-        placed = _place(rules, channel, zone, patient_zone, earliest, avoid)
+        placed = _place(rules, channel, zone, patient_zone, earliest, avoid, window)
         if _in_time(placed, last_useful):
             moved = _moved_by(rules, channel, zone, earliest, placed[0])
             return _plan(rules, case, channel, placed, step_index, True, last_useful, moved)
@@ -489,6 +500,52 @@ def _place_message(
 
 
 def _place(
+    rules: CadenceRules,
+    channel: Channel,
+    clinic_zone: ZoneInfo,
+    patient_zone: ZoneInfo,
+    earliest: datetime,
+    avoid: str | None,
+    window: TimeRange | None = None,
+) -> tuple[datetime, datetime] | None:
+    placed = _place_plain(rules, channel, clinic_zone, patient_zone, earliest, avoid)
+    if window is None or placed is None:
+        return placed
+    # The patient's window limits the clinic's own placement: move to the window's next
+    # opening and place again, until both agree. A window that never meets the clinic's
+    # hours (calls in the evening, business hours end at 18:00) is not kept: the clinic's
+    # rules are the limit, the window only narrows them.
+    moment = earliest
+    for _ in range(2 * SEARCH_DAYS):
+        found = _place_plain(rules, channel, clinic_zone, patient_zone, moment, avoid)
+        if found is None:
+            break
+        start, end = found
+        if window.contains(start.astimezone(patient_zone).time()):
+            return start, min(end, _window_close(start, window, patient_zone))
+        moment = _window_open(start, window, patient_zone)
+    return placed
+
+
+def _window_open(moment: datetime, window: TimeRange, zone: ZoneInfo) -> datetime:
+    """The next moment after ``moment`` at which the window opens (in ``zone``)."""
+    local = moment.astimezone(zone)
+    opening = _at(local.date(), window.start, zone)
+    return (
+        opening if opening > moment else _at(local.date() + timedelta(days=1), window.start, zone)
+    )
+
+
+def _window_close(start: datetime, window: TimeRange, zone: ZoneInfo) -> datetime:
+    """When the window that ``start`` lies in closes."""
+    local = start.astimezone(zone)
+    day = local.date()
+    if not window.wraps or local.time() >= window.start:
+        day += timedelta(days=1) if window.wraps else timedelta(0)
+    return _at(day, window.end, zone)
+
+
+def _place_plain(
     rules: CadenceRules,
     channel: Channel,
     clinic_zone: ZoneInfo,

@@ -24,6 +24,7 @@ from schemas.events import (
     AppointmentStatus,
     NotificationCommand,
     OutcomeKind,
+    PatientStatusEvent,
     TreatmentPlanEvent,
     TriggerEvent,
 )
@@ -50,7 +51,7 @@ from services.scheduler.cases import (
     withdrawal_key,
 )
 from services.scheduler.guards import Hold
-from services.scheduler.policy import CadencePolicy
+from services.scheduler.policy import CadencePolicy, parse_time_range
 
 
 class CaseState(StrEnum):
@@ -85,6 +86,7 @@ HistoryEvent = Literal[
     "opt_in",
     "withdrawn",
     "closed",
+    "preferences",
 ]
 Metric = Literal[
     "opened",
@@ -143,6 +145,25 @@ class Context:
 
 
 @dataclass(frozen=True)
+class Preferences:
+    """What the patient asked for (followup.patients, no personal data): their zone, the
+    channel to try first, the hours to be reached in (``HH:MM-HH:MM``, their zone)."""
+
+    timezone: str | None = None
+    preferred_channel: Channel | None = None
+    contact_window: str | None = None
+
+    @classmethod
+    def of(cls, event: PatientStatusEvent) -> Preferences:
+        window = event.contact_window
+        return cls(
+            event.timezone,
+            event.preferred_channel,
+            f"{window.start}-{window.end}" if window is not None else None,
+        )
+
+
+@dataclass(frozen=True)
 class Correction:
     correction_id: str
     outcome: OutcomeKind
@@ -181,6 +202,8 @@ class Case:
     doctor_notes: str | None = None
     stage_deadline: datetime | None = None
     patient_timezone: str | None = None
+    preferred_channel: Channel | None = None
+    contact_window: str | None = None  # HH:MM-HH:MM, the patient's zone
     impossible: frozenset[Channel] = frozenset()
     first_contact_at: datetime | None = None
     review_at: datetime | None = None
@@ -209,6 +232,9 @@ class Case:
             sorted(self.impossible) if self.impossible else [],
             self.first_contact_at,
             self.review_at,
+            self.preferred_channel,
+            self.contact_window,
+            self.patient_timezone,
         )
 
     def changed_row(self) -> tuple[Any, ...] | None:
@@ -282,6 +308,7 @@ class Case:
         ctx: Context,
         plan: TreatmentPlanEvent | None = None,
         completions: Mapping[str, datetime] | None = None,
+        preferences: Preferences | None = None,
     ) -> Case:
         """A new case for ``trigger`` (not yet planned: call ``plan_next``)."""
         stage_name = doctor_notes = supervisor = None
@@ -322,6 +349,8 @@ class Case:
             stage_deadline=deadline,
             patient_timezone=trigger.patient_timezone,
         )
+        if preferences is not None:
+            case._prefer(preferences)
         case._note("opened", trigger=trigger.event_id)
         case._tally("opened", trigger.kind)
         return case
@@ -470,6 +499,24 @@ class Case:
         self._note("deadline_changed", stage_deadline=deadline.isoformat())
         self.plan_next(ctx, replace_planned=True)
 
+    def preferences_changed(self, preferences: Preferences, ctx: Context) -> None:
+        """The patient said how and when to reach them (or their zone is known now): the
+        planned step is planned again with it."""
+        if self.closed:
+            return
+        before = (self.preferred_channel, self.contact_window, self.patient_timezone)
+        self._prefer(preferences)
+        if (self.preferred_channel, self.contact_window, self.patient_timezone) == before:
+            return
+        self._note("preferences", channel=self.preferred_channel, window=self.contact_window)
+        self.plan_next(ctx, replace_planned=True)
+
+    def _prefer(self, preferences: Preferences) -> None:
+        self.preferred_channel = preferences.preferred_channel
+        self.contact_window = preferences.contact_window
+        # The trigger's zone stays unless the patient's record now says one.
+        self.patient_timezone = preferences.timezone or self.patient_timezone
+
     def patient_left(
         self, resolution: Literal["deceased", "transferred_out"], now: datetime
     ) -> None:
@@ -552,6 +599,8 @@ class Case:
             impossible=self.impossible,
             not_before=not_before,
             patient_timezone=self.patient_timezone,
+            preferred_channel=self.preferred_channel,
+            contact_window=parse_time_range(self.contact_window) if self.contact_window else None,
         )
         decision = next_decision(rules, view, ctx.now)
         number = max((a.number for a in self.attempts), default=0) + 1
