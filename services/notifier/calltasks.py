@@ -81,6 +81,10 @@ def call_script(
     if shared_by > 1:
         # In the script's language, like the rest of it (templates' phrases.shared_number).
         script = f"{book.phrase(language, 'shared_number', count=shared_by)}\n{script}"
+    if contact is not None and contact.proxy is not None:
+        # The number is the proxy's (a guardian, a carer): say whom the call is for.
+        whom = contact.proxy_name or "-"
+        script = f"{book.phrase(language, 'proxy_call', name=whom)}\n{script}"
     return script
 
 

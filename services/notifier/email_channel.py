@@ -232,7 +232,9 @@ class EmailChannel:
         assert contact.email is not None
         link = self.unsubscribe_link(command.patient_id)
         # The body names the link it carries (and only then): the same one-click URL.
-        context = replace(self._parts.voice.context(command, contact), unsubscribe_url=link)
+        # To a proxy: the text that names no one and no visit (never more than needed).
+        context = self._parts.voice.context(command, contact, redacted=contact.proxy is not None)
+        context = replace(context, unsubscribe_url=link)
         unsubscribe = [f"<{link}>"]
         if self._settings.unsubscribe_mailto:
             unsubscribe.insert(

@@ -227,7 +227,9 @@ class SmsChannel:
         assert contact.phone is not None
         # A number several patients share: whoever reads it may not be this patient, so
         # the text names no one and no visit (generic care-first message only).
-        shared = contact.phone_shared_by > 1
+        # A proxy (a child's guardian, a carer) reads it too: the same care-first text
+        # that names no one, never more than needed.
+        shared = contact.phone_shared_by > 1 or contact.proxy is not None
         context = self._parts.voice.context(command, contact, redacted=shared)
         body = self._parts.book.render("sms", contact.language, context)
         key = quote(command.idempotency_key, safe="")

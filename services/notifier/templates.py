@@ -137,6 +137,7 @@ PHRASES: Mapping[str, str] = {
     "sms_started": "You will get our texts again. Reply STOP to stop them.",
     "sms_help": "Texts about your treatment. Call us to rebook. Reply STOP to stop them.",
     "shared_number": "Number shared by {count} patients.",
+    "proxy_call": "Call the patient's contact person: {name}.",
 }
 
 

@@ -64,7 +64,7 @@ def test_no_english_inside_another_language_and_no_iso_dates(language: str) -> N
                 assert not found, f"{language}/{part}/{reason}: English {found}"
                 assert not ISO_DATE.search(text), f"{language}/{part}/{reason}: ISO date"
     for key in PHRASES:
-        text = BOOK.phrase(language, key, count=2)
+        text = BOOK.phrase(language, key, count=2, name="Ona")
         assert not ENGLISH.findall(text), f"{language}/phrases.{key}"
 
 
