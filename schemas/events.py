@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Literal
 
-
 from pydantic import AwareDatetime, Field, PositiveInt, StringConstraints, model_validator
 
 from schemas.base import (
