@@ -1,6 +1,7 @@
 # One image, three services: the command chooses which one runs.
 #   docker build -t followup .
 #   docker run followup python -m services.tracker     (or services.scheduler, services.notifier)
+#   docker run followup python -m followup_admin --help (the operator tool)
 # Non-root (uid 10001), and fit for a read-only root filesystem (only /tmp is written).
 # Linted by hadolint in tests/integration/ops/test_container.py.
 
@@ -11,12 +12,13 @@ RUN python -m venv /opt/followup
 WORKDIR /src
 # Dependencies first: this layer is rebuilt only when pyproject.toml changes.
 COPY pyproject.toml README.md ./
-RUN mkdir -p schemas common services \
+RUN mkdir -p schemas common services followup_admin \
     && /opt/followup/bin/pip install --no-cache-dir . \
     && /opt/followup/bin/pip uninstall --yes followup
 COPY schemas ./schemas
 COPY common ./common
 COPY services ./services
+COPY followup_admin ./followup_admin
 RUN /opt/followup/bin/pip install --no-cache-dir --no-deps . \
     && /opt/followup/bin/python -m compileall -q /opt/followup/lib
 

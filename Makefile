@@ -7,9 +7,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
+FUZZ_SECONDS ?= 300
 
 .PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean \
-	ops-tools ops-check ops-generate
+	ops-tools ops-check ops-generate browser-tools fuzz
 
 setup: $(STAMP)
 
@@ -33,6 +34,11 @@ infra-status:
 # into .cache/ops; idempotent. See deploy/ops-tools.sh.
 ops-tools:
 	bash deploy/ops-tools.sh install >/dev/null
+
+# Debian's chromium + chromium-driver for the call-report page's browser test; idempotent.
+# See deploy/browser-tools.sh.
+browser-tools:
+	bash deploy/browser-tools.sh install >/dev/null
 
 # Regenerates dashboards JSON, the PrometheusRule and the Kubernetes base from code.
 ops-generate: setup
@@ -59,17 +65,25 @@ schemas: setup
 unit: setup
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-integration: setup infra-up ops-tools
+integration: setup infra-up ops-tools browser-tools
 	$(PY) -m pytest tests/integration -q $(PYTEST_ARGS)
 
-test: setup infra-up ops-tools lint
+test: setup infra-up ops-tools browser-tools lint
 	$(PY) -m pytest tests -q -ra $(PYTEST_ARGS)
+
+# The codec's coverage-guided fuzz target (atheris) for FUZZ_SECONDS, every contract; prints
+# inputs tried and crash kinds (a few seconds of it run inside `make test`).
+fuzz: setup
+	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
 
 demo: setup infra-up
 	$(PY) -m demo
 
+# Figures to .cache/bench/<suite>.json and .png; BENCH_ARGS="--big" for the issue's full
+# sizes, BENCH_ARGS="scheduler notifier" for some suites only.
+BENCH_ARGS ?=
 bench: setup infra-up
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean: infra-down
 	rm -rf .cache $(VENV)

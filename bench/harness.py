@@ -70,3 +70,47 @@ class Reading:
             f"baseline {self.baseline_name:<28} {self.baseline_value:>14,.1f} {self.unit:<5}   "
             f"ratio {self.ratio:6.3f}"
         )
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A measured quantity with no baseline (a latency, a drain time): what the issue's
+    table asks of it stands beside it in the README."""
+
+    name: str
+    value: float
+    unit: str
+
+    def line(self) -> str:
+        return f"{self.name:<44} {self.value:>14,.3f} {self.unit}"
+
+
+Result = Figure | Reading | Observation
+
+
+def as_json(result: Result) -> dict[str, object]:
+    if isinstance(result, Figure):
+        return {
+            "name": result.name,
+            "value": result.ops_per_second,
+            "unit": "ops/s",
+            "baseline_name": result.baseline_name,
+            "baseline_value": result.baseline_ops_per_second,
+            "ratio": result.ratio,
+        }
+    if isinstance(result, Reading):
+        return {
+            "name": result.name,
+            "value": result.value,
+            "unit": result.unit,
+            "baseline_name": result.baseline_name,
+            "baseline_value": result.baseline_value,
+            "ratio": result.ratio,
+        }
+    return {"name": result.name, "value": result.value, "unit": result.unit}
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile (``fraction`` in 0..1) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]

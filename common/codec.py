@@ -15,6 +15,11 @@ from schemas.events import DeadLetter
 M = TypeVar("M", bound=Envelope)
 
 MAX_REASON = 3900
+# A dead letter carries the original bytes base64-encoded (4/3 larger) beside its own fields;
+# keeping at most this much of them keeps every letter under the producer's 1 MiB limit.
+DEFAULT_MAX_ORIGINAL_BYTES = 256 * 1024
+LIMIT_MAX_ORIGINAL_BYTES = 700_000
+MAX_KEY_BYTES = 1024
 
 
 class DecodeError(Exception):
@@ -63,8 +68,10 @@ def dead_letter(
     topic: str | None = None,
     partition: int | None = None,
     offset: int | None = None,
+    max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
 ) -> DeadLetter:
     body = raw or b""
+    kept = body[: min(max_original_bytes, LIMIT_MAX_ORIGINAL_BYTES)]
     if topic is not None and partition is not None and offset is not None:
         event_id = f"dl:{topic}:{partition}:{offset}"
     else:
@@ -77,8 +84,11 @@ def dead_letter(
         source_topic=topic,
         source_partition=partition,
         source_offset=offset,
-        original_key_b64=base64.b64encode(key).decode() if key is not None else None,
-        original_b64=base64.b64encode(body).decode(),
-        reason=error.reason or "unusable message",
+        original_key_b64=None if key is None else base64.b64encode(key[:MAX_KEY_BYTES]).decode(),
+        original_key_length=None if key is None else len(key),
+        original_b64=base64.b64encode(kept).decode(),
+        original_length=len(body),
+        original_sha256=hashlib.sha256(body).hexdigest(),
+        reason=(error.reason or "unusable message")[:MAX_REASON],
         error_type=error.error_type,
     )

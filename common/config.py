@@ -15,6 +15,7 @@ from typing import Literal, NoReturn, TypeVar
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field, ValidationError
 
 from common.clock import Clock, ScaledClock, SystemClock
+from common.codec import DEFAULT_MAX_ORIGINAL_BYTES, LIMIT_MAX_ORIGINAL_BYTES
 
 PREFIX = "FOLLOWUP_"
 
@@ -40,6 +41,11 @@ class Settings(BaseModel):
     clock_anchor_real: datetime | None = None
     clock_anchor_virtual: datetime | None = None
     clock_speed: float = Field(default=1.0, gt=0)
+    # How much of a refused record a dead letter keeps (bytes); the letter must fit the
+    # producer's 1 MiB limit after base64, so 700 000 is the ceiling.
+    deadletter_max_original_bytes: int = Field(
+        default=DEFAULT_MAX_ORIGINAL_BYTES, ge=1024, le=LIMIT_MAX_ORIGINAL_BYTES
+    )
 
     def make_clock(self) -> Clock:
         if self.clock == "system":

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from common.supervision import Supervisor
+
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
@@ -28,6 +30,9 @@ class OpsServer:
         self.registry = registry
         self.app = web.Application(client_max_size=1024 * 1024)
         self._checks: dict[str, ReadinessCheck] = {}
+        # The service's long-running tasks; one that ends makes /readyz fail ("tasks").
+        self.supervisor = Supervisor(service)
+        self._checks["tasks"] = self.supervisor.ready
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.app.router.add_get("/metrics", self._metrics)

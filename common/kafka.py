@@ -1,25 +1,40 @@
 """Kafka adapters: topic creation, a publisher of contract events, a decoding consumer loop.
 
 Consumers are at-least-once: the offset is committed after the handler returned, so
-handlers must be idempotent. A message that does not decode goes to the dead-letter topic
-and the loop goes on; a consumer never dies on one bad message.
+handlers must be idempotent. Nothing a record contains ends a consumer: whatever a decode
+or a handler raises, other than a transient infrastructure error (retried), sends the
+record to the dead-letter topic through dead_letter_record() (the one dead-letter path of
+every consumer, the tracker's included) and the loop goes on. A consumer task that ends
+anyway is caught by common.supervision: the service turns unready and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
+import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Generic, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
 
 from common.clock import Clock
-from common.codec import DecodeError, dead_letter, decode, encode
+from common.codec import DEFAULT_MAX_ORIGINAL_BYTES, DecodeError, dead_letter, decode, encode
+from common.config import ConfigError
 from common.logs import get_logger
 from common.metrics import (
     COMMIT_DURATION,
@@ -29,21 +44,141 @@ from common.metrics import (
     REBALANCES,
 )
 from schemas.base import Envelope
-from schemas.topics import CATALOGUE, TopicNames, TopicSpec
+from schemas.topics import (
+    CATALOGUE,
+    TopicConfig,
+    TopicLayout,
+    TopicLayoutError,
+    TopicNames,
+    TopicSpec,
+    problems,
+)
 
 log = get_logger(__name__)
 
-# Errors that say "try again later", not "this event is bad".
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
+# Errors that say "try again later" (the database or the broker is away), not "this event
+# is bad". Not every OSError: a file error (IsADirectoryError from a time zone lookup) is
+# about the record and would be retried for ever.
+_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,  # asyncio.TimeoutError too
+    socket.gaierror,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
+    # A PostgreSQL restart (57P01 admin shutdown, 57P03 cannot connect now), a full
+    # connection table or disk (53xxx), a lock taken by another replica (55P03).
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.LockNotAvailableError,
     KafkaConnectionError,
+    KafkaTimeoutError,
 )
+_NETWORK_ERRNOS = frozenset(
+    {
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.ENETRESET,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.ECONNABORTED,
+        errno.ECONNRESET,
+        errno.ECONNREFUSED,
+        errno.ETIMEDOUT,
+        errno.EPIPE,
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is an infrastructure hiccup worth retrying the same record for."""
+    if isinstance(exc, _TRANSIENT_TYPES):
+        return True
+    if isinstance(exc, KafkaError):
+        return bool(getattr(exc, "retriable", False))
+    if isinstance(exc, OSError):
+        return exc.errno in _NETWORK_ERRNOS
+    return False
+
+
 M = TypeVar("M", bound=Envelope)
+
+SendRaw = Callable[[str, bytes, bytes], Awaitable[object]]
+
+
+def decode_record(model: type[M], record: ConsumerRecord[bytes, bytes]) -> M:
+    """The record as ``model``, or DecodeError for anything else, whatever decoding raised.
+
+    The key must be the event's key (its patient_id): a record without a key, or keyed by
+    someone else, lands on a partition where that patient's other events are not, and a
+    replica would hold half of the patient's state."""
+    try:
+        event = decode(model, record.value)
+    except DecodeError:
+        raise
+    except Exception as exc:  # a validator's bug must not end the consumer
+        raise DecodeError(f"decoding failed: {type(exc).__name__}", "decode_error") from None
+    if record.key is None:
+        raise DecodeError("record has no key; the key must be the event's patient_id", "no_key")
+    if record.key != event.key():
+        raise DecodeError("record key is not the event's patient_id", "wrong_key")
+    return event
+
+
+def handler_failure(exc: BaseException) -> DecodeError:
+    # Only the type: an exception's text may quote personal data.
+    return DecodeError(f"handler failed: {type(exc).__name__}", "handler_error")
+
+
+async def dead_letter_record(
+    send: SendRaw,
+    deadletter_topic: str,
+    record: ConsumerRecord[bytes, bytes],
+    error: DecodeError,
+    *,
+    service: str,
+    base_topic: str,
+    clock: Clock,
+    max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
+) -> None:
+    """Send ``record`` to the dead-letter topic with ``error``'s reason; count and log it.
+
+    The letter always fits the topic (the original bytes are cut to ``max_original_bytes``
+    and carry their full length and hash). A broker that is away is waited for: the record's
+    offset must not be committed before its letter is stored."""
+    letter = dead_letter(
+        record.value,
+        record.key,
+        error=error,
+        service=service,
+        now=clock.now(),
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        max_original_bytes=max_original_bytes,
+    )
+    value, key = encode(letter), letter.key()
+    delay = 0.2
+    while True:
+        try:
+            await send(deadletter_topic, value, key)
+            break
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("dead_letter_retry", topic=record.topic, error=type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    DEAD_LETTERS.labels(service, error.error_type).inc()
+    EVENTS_CONSUMED.labels(service, base_topic, "dead_letter").inc()
+    log.warning(
+        "dead_letter",
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        error_type=error.error_type,
+    )
 
 
 # A consumer that joins its group before the broker's metadata lists a just-created topic
@@ -52,27 +187,84 @@ M = TypeVar("M", bound=Envelope)
 METADATA_MAX_AGE_MS = 5_000
 
 
+class TopicsNotReady(ConfigError):
+    """A topic is missing or laid out otherwise than the catalogue says (one line)."""
+
+
+def topic_layout(environ: Mapping[str, str] | None = None) -> TopicLayout:
+    try:
+        return TopicLayout.from_env(os.environ if environ is None else environ)
+    except TopicLayoutError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 async def ensure_topics(
-    bootstrap: str, names: TopicNames, specs: Iterable[TopicSpec] = CATALOGUE
+    bootstrap: str,
+    names: TopicNames,
+    specs: Iterable[TopicSpec] = CATALOGUE,
+    layout: TopicLayout | None = None,
 ) -> None:
-    """Create the catalogue's topics when missing (idempotent)."""
+    """Create the catalogue's missing topics when auto-creation is on (local, dev); with it
+    off (production) raise TopicsNotReady naming what is missing or differs, so a service
+    stops at start-up instead of running on a topic an operator did not lay out."""
+    layout = topic_layout() if layout is None else layout
+    wanted = [layout.config(spec, names) for spec in specs]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        wanted = []
-        for spec in specs:
-            name = names.of(spec)
-            if name in existing:
-                continue
-            config = {"cleanup.policy": "compact"} if spec.compacted else {}
-            wanted.append(NewTopic(name, spec.partitions, 1, topic_configs=config))
-        if wanted:
+        found = await observe_topics(admin, [w.name for w in wanted])
+        missing = [w for w in wanted if w.name not in found]
+        if missing and layout.auto_create:
+            new = [
+                NewTopic(w.name, w.partitions, w.replication_factor, topic_configs=dict(w.configs))
+                for w in missing
+            ]
             # A replica may create the same topic at the same time: that is fine.
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(wanted)
+                await admin.create_topics(new)
+            wanted = [w for w in wanted if w.name in found]
+        issues = [line for w in wanted for line in problems(w, found.get(w.name))]
     finally:
         await admin.close()
+    if issues and layout.auto_create:
+        log.warning("topics_differ_from_catalogue", problems=issues)
+    elif issues:
+        raise TopicsNotReady(
+            f"topics not as the catalogue says ({'; '.join(issues)}): run "
+            "`python -m followup_admin topics apply` (FOLLOWUP_TOPICS_AUTO_CREATE is off)"
+        )
+
+
+async def observe_topics(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, TopicConfig]:
+    """The broker's view of the topics that exist among ``topics``."""
+    # Only existing ones: a metadata request naming a missing topic lets a broker with
+    # auto.create.topics.enable create it with its own defaults.
+    existing = set(await admin.list_topics())
+    present = [t for t in topics if t in existing]
+    if not present:
+        return {}
+    described = [t for t in await admin.describe_topics(present) if t["error_code"] == 0]
+    if not described:
+        return {}
+    keys = dict.fromkeys(("cleanup.policy", "min.insync.replicas", "retention.ms"))
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, t["topic"], keys) for t in described]
+    )
+    configs: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            configs[resource["resource_name"]] = {
+                e["config_names"]: e["config_value"] for e in resource["config_entries"]
+            }
+    return {
+        t["topic"]: TopicConfig(
+            t["topic"],
+            len(t["partitions"]),
+            min((len(p["replicas"]) for p in t["partitions"]), default=0),
+            configs.get(t["topic"], {}),
+        )
+        for t in described
+    }
 
 
 async def delete_topics_with_prefix(bootstrap: str, prefix: str) -> None:
@@ -152,8 +344,13 @@ class ConsumerMonitor:
             topic = self._base_topic(tp.topic)
             lag.setdefault(topic, 0)
             highwater = self._consumer.highwater(tp)
-            if highwater is not None:
-                lag[topic] += max(0, highwater - await self._consumer.position(tp))
+            if highwater is None:
+                continue
+            try:
+                position = await self._consumer.position(tp)
+            except IllegalStateError:
+                continue  # revoked by a rebalance since note_assignment()
+            lag[topic] += max(0, highwater - position)
         self._topics |= lag.keys()
         for topic, messages in lag.items():
             CONSUMER_LAG.labels(self._service, topic).set(messages)
@@ -175,6 +372,7 @@ class EventConsumer(Generic[M]):
         deadletter_topic: str,
         service: str,
         clock: Clock,
+        max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
     ) -> None:
         self._consumer = AIOKafkaConsumer(
             topic,
@@ -192,36 +390,59 @@ class EventConsumer(Generic[M]):
         self._deadletter_topic = deadletter_topic
         self._service = service
         self._clock = clock
+        self._max_original_bytes = max_original_bytes
         self._task: asyncio.Task[None] | None = None
         self._monitor = ConsumerMonitor(self._consumer, service, lambda _topic: base_topic)
         self.assigned = asyncio.Event()
+
+    @property
+    def tasks(self) -> Mapping[str, asyncio.Task[None]]:
+        """The running loop by a stable name, for a Supervisor."""
+        return {f"consume:{self._base_topic}": self._task} if self._task is not None else {}
 
     async def start(self) -> None:
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"consume:{self._topic}")
 
     async def stop(self) -> None:
-        if self._task is not None:
+        # A task that already ended has been reported by the supervisor; not raised again.
+        if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._consumer.stop()
 
     async def _run(self) -> None:
+        delay = 0.2
         while True:
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
-            if self._monitor.note_assignment():
-                self.assigned.set()
-            for _tp, records in batches.items():
-                for record in records:
-                    await self.handle_record(record)
-            if batches:
-                await self._monitor.commit()
-            await self._monitor.report_lag()
+            try:
+                await self._poll_once()
+                delay = 0.2
+            except CommitFailedError as exc:
+                # A rebalance took the partitions: the new owner replays from the last
+                # commit; handlers are idempotent.
+                log.warning("commit_failed", topic=self._base_topic, error=type(exc).__name__)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise  # the supervisor turns the service unready
+                log.warning("consume_retry", topic=self._base_topic, error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _poll_once(self) -> None:
+        batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
+        if self._monitor.note_assignment():
+            self.assigned.set()
+        for _tp, records in batches.items():
+            for record in records:
+                await self.handle_record(record)
+        if batches:
+            await self._monitor.commit()
+        await self._monitor.report_lag()
 
     async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
-            event = decode(self._model, record.value)
+            event = decode_record(self._model, record)
         except DecodeError as error:
             await self._dead_letter(record, error)
             return
@@ -230,43 +451,31 @@ class EventConsumer(Generic[M]):
             try:
                 await self._handler(event)
                 break
-            except TRANSIENT_ERRORS as exc:
-                # The database or broker is away: wait and try the same event again.
-                log.warning("handler_retry", topic=record.topic, error=type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
             except Exception as exc:  # one bad event must not stop the consumer
-                # Only the type: an exception's text may quote personal data.
+                if is_transient(exc):
+                    # The database or broker is away: wait and try the same event again.
+                    log.warning("handler_retry", topic=record.topic, error=type(exc).__name__)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
                 log.error(
                     "handler_failed",
                     topic=record.topic,
                     offset=record.offset,
                     error=type(exc).__name__,
                 )
-                await self._dead_letter(
-                    record, DecodeError(f"handler failed: {type(exc).__name__}", "handler_error")
-                )
+                await self._dead_letter(record, handler_failure(exc))
                 return
         EVENTS_CONSUMED.labels(self._service, self._base_topic, "ok").inc()
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: DecodeError) -> None:
-        letter = dead_letter(
-            record.value,
-            record.key,
-            error=error,
+        await dead_letter_record(
+            self._publisher.publish_raw,
+            self._deadletter_topic,
+            record,
+            error,
             service=self._service,
-            now=self._clock.now(),
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
-        await self._publisher.publish(self._deadletter_topic, letter)
-        DEAD_LETTERS.labels(self._service, error.error_type).inc()
-        EVENTS_CONSUMED.labels(self._service, self._base_topic, "dead_letter").inc()
-        log.warning(
-            "dead_letter",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            error_type=error.error_type,
+            base_topic=self._base_topic,
+            clock=self._clock,
+            max_original_bytes=self._max_original_bytes,
         )

@@ -1,9 +1,13 @@
 """Writes the generated deployment files; `python -m deploy.generate [--check]`.
 
-- deploy/grafana/dashboards/<uid>.json from deploy/grafana/dashboards.py (grafanalib)
+- deploy/grafana/dashboards/<uid>.json from deploy/grafana/dashboards.py (grafana-foundation-sdk)
 - deploy/k8s/base/monitoring/prometheusrule.yaml: the plain rule files in
   deploy/prometheus/rules/ wrapped in a PrometheusRule for the Prometheus Operator
 - deploy/k8s/base/<service>.yaml from deploy/k8s/manifests.py
+- deploy/k8s/base/config/<service>.env: every non-secret setting of the service at its
+  default (the service's ConfigMap), from its settings class
+- deploy/k8s/overlays/prod/kafka/topics.yaml: a Strimzi KafkaTopic per topic of the
+  catalogue (schemas/topics.py), laid out as the prod overlay's FOLLOWUP_TOPICS_* say
 - deploy/k8s/base/cadence-policy.yaml: a copy of services/scheduler/policy.yaml (kustomize
   reads files below its own directory only), while that file exists
 
@@ -19,7 +23,8 @@ from typing import Any
 import yaml
 
 from deploy.grafana.dashboards import VIEWS, render
-from deploy.k8s.manifests import SERVICES, objects
+from deploy.k8s.manifests import SERVICES, config_env, objects
+from deploy.k8s.strimzi import PROD_TOPICS, kafka_topics
 
 DEPLOY = Path(__file__).resolve().parent
 DASHBOARDS = DEPLOY / "grafana" / "dashboards"
@@ -54,6 +59,8 @@ def generated() -> dict[Path, str]:
     files[PROMETHEUS_RULE] = prometheus_rule()
     for spec in SERVICES:
         files[K8S_BASE / f"{spec.name}.yaml"] = dump_all(objects(spec), "deploy/k8s/manifests.py")
+        files[K8S_BASE / "config" / f"{spec.name}.env"] = config_env(spec)
+    files[PROD_TOPICS] = dump_all(kafka_topics(), "schemas/topics.py (deploy/k8s/strimzi.py)")
     if SCHEDULER_POLICY.exists():
         files[CADENCE_POLICY] = SCHEDULER_POLICY.read_text()
     return files

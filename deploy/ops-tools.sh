@@ -13,10 +13,12 @@
 #   kustomize              Go module sigs.k8s.io/kustomize/kustomize/v5 built with `go install`
 #                          (the same engine as `kubectl kustomize`); when Go is missing,
 #                          a `kubectl` on PATH is used instead
-#   CRD schemas            npm package @kubernetes-models/prometheus-operator (ServiceMonitor
+#   CRD schemas            npm packages @kubernetes-models/prometheus-operator (ServiceMonitor
 #                          and PrometheusRule validators compiled from the operator's CRDs)
+#                          and @kubernetes-models/keda (ScaledObject, overlay prod-keda);
+#                          Strimzi's and CloudNativePG's are vendored in deploy/k8s/crds/
 #   kubernetes-validate,   PyPI, pinned in pyproject.toml's dev extra (installed by make setup)
-#   hadolint, grafanalib,
+#   hadolint, grafana-foundation-sdk,
 #   compose-spec
 set -euo pipefail
 
@@ -28,7 +30,7 @@ BIN="$OPS_DIR/bin"
 PROMETHEUS_DEB_VERSION="${FOLLOWUP_PROMETHEUS_DEB_VERSION:-}" # empty: Debian's candidate
 KUSTOMIZE_MODULE="sigs.k8s.io/kustomize/kustomize/v5"
 KUSTOMIZE_VERSION="v5.5.0"
-NPM_PACKAGES=("@kubernetes-models/prometheus-operator@6.0.0")
+NPM_PACKAGES=("@kubernetes-models/prometheus-operator@6.0.0" "@kubernetes-models/keda@2.0.0")
 
 log() { echo "[ops-tools] $*" >&2; }
 err() { echo "[ops-tools] ERROR: $*" >&2; }

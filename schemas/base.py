@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 import zoneinfo
-from typing import Annotated, Literal
+from datetime import date
+from typing import Annotated, Any, Literal, Self, get_args
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FutureDate,
+    FutureDatetime,
+    NaiveDatetime,
+    PastDate,
+    PastDatetime,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -28,8 +44,10 @@ Language = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2
 def _known_zone(name: str) -> str:
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown IANA time zone {name!r}") from exc
+    # Not only ZoneInfoNotFoundError: a name that is a tzdata directory ("Europe") raises
+    # IsADirectoryError, a path-like one ValueError; any of them is a bad field, not a crash.
+    except Exception as exc:
+        raise ValueError("unknown IANA time zone") from exc
     return name
 
 
@@ -44,10 +62,60 @@ Channel = Literal["sms", "email", "call_task"]
 TriggerKind = Literal["no_show", "unanswered_call", "stage_window_at_risk", "late_cancellation"]
 
 
+# Every date and timestamp of a contract lies in these years. Year 1 or 9999 is a typo or a
+# placeholder, never a visit; outside the range zone arithmetic shifts (LMT offsets before
+# time zones were standard) or overflows (near datetime.max), so it is refused at the edge.
+EARLIEST_YEAR = 1900
+LATEST_YEAR = 9998
+_OUT_OF_RANGE = PydanticCustomError(
+    "date_out_of_range", f"year outside {EARLIEST_YEAR}..{LATEST_YEAR}"
+)
+_DATE_FIELDS: dict[type[BaseModel], tuple[str, ...]] = {}
+
+
+# pydantic's constrained date types are markers, not subclasses of date.
+_DATE_MARKERS = (AwareDatetime, NaiveDatetime, PastDate, FutureDate, PastDatetime, FutureDatetime)
+
+
+def _mentions_date(annotation: Any) -> bool:
+    if isinstance(annotation, type):
+        return issubclass(annotation, (date, *_DATE_MARKERS))  # datetime is a date too
+    return any(_mentions_date(arg) for arg in get_args(annotation))
+
+
+def _date_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    names = _DATE_FIELDS.get(model)
+    if names is None:
+        names = tuple(n for n, f in model.model_fields.items() if _mentions_date(f.annotation))
+        _DATE_FIELDS[model] = names
+    return names
+
+
+def _implausible(value: Any) -> bool:
+    if isinstance(value, date):
+        return not EARLIEST_YEAR <= value.year <= LATEST_YEAR
+    if isinstance(value, list | tuple | frozenset | set):
+        return any(_implausible(item) for item in value)
+    return False
+
+
 class Contract(BaseModel):
     """Strict: no coercion, no unknown fields, immutable once built."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    @model_validator(mode="after")
+    def _dates_in_range(self) -> Self:
+        # One check per model over its date fields only (found once per class): a validator
+        # on every field cost the decoding hot path more than half its speed.
+        errors = [
+            InitErrorDetails(type=_OUT_OF_RANGE, loc=(name,), input=getattr(self, name))
+            for name in _date_fields(type(self))
+            if _implausible(getattr(self, name))
+        ]
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
 
 
 class Envelope(Contract):

@@ -381,6 +381,13 @@ class CallTaskEvent(Envelope):
     window_end: AwareDatetime
     script: LongText
     report_url: ShortText | None = None
+    report_links: dict[str, Annotated[str, StringConstraints(max_length=1000)]] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="One signed, expiring URL per result (rebooked, declined, no_answer,"
+        " voicemail, wrong_number, call_back): it opens a page that records the result in one"
+        " click. No personal data in the URL.",
+    )
 
 
 # --- followup.deadletter -----------------------------------------------------------------
@@ -394,8 +401,18 @@ class DeadLetter(Envelope):
     source_topic: ShortText | None = None
     source_partition: int | None = None
     source_offset: int | None = None
-    original_key_b64: str | None = None
-    original_b64: str = Field(description="The original bytes, base64.")
+    original_key_b64: str | None = Field(
+        default=None, description="The original key, base64 (its first bytes if it was long)."
+    )
+    original_b64: str = Field(
+        description="The original bytes, base64; only their first bytes when the record was "
+        "larger than the configured limit (compare original_length), so a letter always fits."
+    )
+    original_length: int | None = Field(default=None, description="Length of the original bytes.")
+    original_sha256: str | None = Field(
+        default=None, description="SHA-256 of the whole original bytes, hex."
+    )
+    original_key_length: int | None = Field(default=None, description="Length of the original key.")
     reason: LongText = Field(description="Why it was refused; no personal data.")
     error_type: ShortText
 

@@ -1,16 +1,15 @@
 """The administrators' ticketing tool, standing in as a webhook receiver of call tasks.
 
-It accepts a call task only with the signature the notifier makes
-(``services.notifier.sinks.webhook_signature``: HMAC-SHA256 over ``<timestamp>.<body>`` in
-``X-Followup-Signature``), checked by the notifier's own function, so the stand-in refuses
-exactly what a real receiver following the notifier's README refuses. It records each task
+It accepts a call task only with a valid Standard Webhooks signature (``webhook-id``,
+``webhook-timestamp``, ``webhook-signature``), checked with the ``standardwebhooks``
+library as a real receiver following docs/call-tasks.md does (key: the shared secret's
+UTF-8 bytes), so the stand-in refuses exactly what such a receiver refuses. It records each task
 (with the shared clock's time, optionally in a JSON-lines file), can answer a created task
 with an administrator's report, and hands each task to a callback (the demo's front desk).
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,25 +18,27 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from common.clock import Clock, SystemClock
-from services.notifier.sinks import SIGNATURE_HEADER, TIMESTAMP_HEADER, webhook_signature
 from standins import serve
 
 
 def verify(secret: str, body: bytes, headers: Mapping[str, str]) -> bool:
-    """The notifier's signature of ``body`` under ``secret``, as its sink sends it."""
-    given = headers.get(SIGNATURE_HEADER)
-    stamp = headers.get(TIMESTAMP_HEADER)
-    if not given or stamp is None:
+    """A Standard Webhooks signature of ``body`` under ``secret`` (its UTF-8 bytes), no
+    older or newer than the library's five minutes."""
+    try:
+        Webhook(secret.encode()).verify(body, dict(headers), json_parse=False)
+    except (WebhookVerificationError, ValueError):
         return False
-    return hmac.compare_digest(webhook_signature(secret, stamp, body), given)
+    return True
 
 
 @dataclass(frozen=True)
 class ReceivedTask:
     payload: dict[str, Any]
     at: datetime
+    path: str = ""  # where it was posted (a tool's queue: tasks, escalations)
 
     @property
     def task(self) -> dict[str, Any]:
@@ -102,7 +103,7 @@ class CallTaskReceiver:
             return web.json_response({"error": "body is not JSON"}, status=400)
         if not isinstance(payload, dict):
             return web.json_response({"error": "body is not a JSON object"}, status=400)
-        task = ReceivedTask(payload=payload, at=self.clock.now())
+        task = ReceivedTask(payload=payload, at=self.clock.now(), path=request.path)
         self.captured.append(task)
         if self.capture_file is not None:
             with self.capture_file.open("a", encoding="utf-8") as f:

@@ -1,4 +1,5 @@
-"""The Grafana dashboards, as code (grafanalib). `python -m deploy.generate` writes them to
+"""The Grafana dashboards, as code (Grafana's own grafana-foundation-sdk; grafanalib has had
+no release since January 2024). `python -m deploy.generate` writes them to
 deploy/grafana/dashboards/*.json; a test fails when the committed JSON is not current.
 
 Two views: the clinic's (is follow-up working for patients?) and the system's (is the
@@ -12,8 +13,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from grafanalib import core as g
-from grafanalib._gen import DashboardEncoder
+from grafana_foundation_sdk.builders import common, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import dashboard as d
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    DashboardLinkType,
+    DataSourceRef,
+    GridPos,
+    VariableOption,
+)
 
 NS = 'namespace=~"$namespace"'
 JOBS = f'job=~"followup-(tracker|scheduler|notifier)", {NS}'
@@ -123,7 +132,8 @@ CLINIC = View(
                 range_stat(
                     "Escalations",
                     "followup_scheduler_escalations_total",
-                    "Call tasks escalated to a doctor or supervisor.",
+                    "Escalations the scheduler planned (to a doctor or supervisor). A planned "
+                    "escalation that is withdrawn (the patient rebooked first) counts too.",
                 ),
                 range_stat(
                     "Deadline misses",
@@ -178,6 +188,42 @@ CLINIC = View(
                     "reason",
                     "Why cases went to a doctor or supervisor.",
                     "{{reason}}",
+                ),
+            ),
+        ),
+        Row(
+            "Front desk",
+            (
+                Panel(
+                    "Call tasks past their window (per hour)",
+                    (
+                        q(
+                            "sum(increase(followup_tracker_triggers_total"
+                            f'{{{NS}, kind="unanswered_call"}}[1h]))',
+                            "unanswered",
+                        ),
+                    ),
+                    "Call tasks that passed their window without a call report, with the "
+                    "clinic's own invitation calls the patient did not answer (one trigger "
+                    "kind today). Alert: FollowupCallTasksUnanswered.",
+                ),
+                hourly(
+                    "Call tasks handed to the desk (per hour)",
+                    "followup_notifier_call_tasks_total",
+                    "sink, result",
+                    "Created, withdrawn or failed, by sink (webhook, mail + .ics, topic).",
+                    "{{sink}} {{result}}",
+                ),
+                Panel(
+                    "Cases opened by reason (per day)",
+                    (
+                        q(
+                            "sum by (reason) (increase("
+                            f"followup_scheduler_cases_opened_total{{{NS}}}[1d]))",
+                            "{{reason}}",
+                        ),
+                    ),
+                    "Cases opened per day, by what the tracker detected.",
                 ),
             ),
         ),
@@ -450,84 +496,76 @@ SYSTEM = View(
 VIEWS = (CLINIC, SYSTEM)
 
 
-def _targets(panel: Panel) -> list[g.Target]:
-    return [
-        g.Target(expr=query.expr, legendFormat=query.legend, refId=chr(ord("A") + i))
-        for i, query in enumerate(panel.queries)
-    ]
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 
 
-def _panel(panel: Panel, pos: g.GridPos) -> Any:
-    common: dict[str, Any] = {
-        "title": panel.title,
-        "description": panel.description,
-        "dataSource": "${datasource}",
-        "targets": _targets(panel),
-        "gridPos": pos,
-    }
+def _panel(panel: Panel, panel_id: int, pos: GridPos) -> Any:
+    built: Any = stat.Panel() if panel.kind == "stat" else timeseries.Panel()
     if panel.kind == "stat":
-        return g.Stat(format=panel.unit, reduceCalc="lastNotNull", **common)
-    return g.TimeSeries(unit=panel.unit, **common)
+        built.reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]))
+    built.id(panel_id).title(panel.title).description(panel.description).unit(panel.unit)
+    built.datasource(DATASOURCE).grid_pos(pos)
+    for i, query in enumerate(panel.queries):
+        target = prometheus.Dataquery().expr(query.expr).ref_id(chr(ord("A") + i))
+        built.with_target(target.legend_format(query.legend).datasource(DATASOURCE))
+    return built
+
+
+def _variables(board: d.Dashboard) -> None:
+    board.with_variable(
+        d.DatasourceVariable("datasource")
+        .label("Data source")
+        .type("prometheus")
+        .current(VariableOption(text="Prometheus", value="Prometheus"))
+    )
+    board.with_variable(
+        d.QueryVariable("namespace")
+        .label("Namespace")
+        .query('label_values(up{job=~"followup-.*"}, namespace)')
+        .datasource(DATASOURCE)
+        .include_all(True)
+        .multi(True)
+        .all_value(".*")
+        .current(VariableOption(text="All", value="$__all"))
+    )
 
 
 def build(view: View) -> Any:
-    panels: list[Any] = []
-    y = 0
+    board = (
+        d.Dashboard(view.title)
+        .uid(view.uid)
+        .description(view.description)
+        .tags(["followup"])
+        .timezone("browser")
+        .time("now-24h", "now")
+        .refresh("1m")
+        .tooltip(DashboardCursorSync.CROSSHAIR)
+        .link(
+            d.DashboardLink("followup")
+            .type(DashboardLinkType.DASHBOARDS)
+            .tags(["followup"])
+            .as_dropdown(False)
+            .include_vars(True)
+            .keep_time(True)
+        )
+    )
+    _variables(board)
+    y, panel_id = 0, 0
     for row in view.rows:
-        panels.append(g.RowPanel(title=row.title, gridPos=g.GridPos(h=1, w=24, x=0, y=y)))
+        panel_id += 1
+        board.with_row(d.Row(row.title).id(panel_id).grid_pos(GridPos(h=1, w=24, x=0, y=y)))
         y += 1
         x = 0
         height = 4 if all(p.kind == "stat" for p in row.panels) else 8
         for panel in row.panels:
             if x + panel.width > 24:
                 x, y = 0, y + height
-            panels.append(_panel(panel, g.GridPos(h=height, w=panel.width, x=x, y=y)))
+            panel_id += 1
+            board.with_panel(_panel(panel, panel_id, GridPos(h=height, w=panel.width, x=x, y=y)))
             x += panel.width
         y += height
-    templating = g.Templating(
-        list=[
-            g.Template(
-                name="datasource",
-                label="Data source",
-                query="prometheus",
-                type="datasource",
-                default="Prometheus",
-            ),
-            g.Template(
-                name="namespace",
-                label="Namespace",
-                query='label_values(up{job=~"followup-.*"}, namespace)',
-                dataSource="${datasource}",
-                includeAll=True,
-                multi=True,
-                allValue=".*",
-                default="$__all",
-            ),
-        ]
-    )
-    return g.Dashboard(
-        title=view.title,
-        uid=view.uid,
-        description=view.description,
-        tags=["followup"],
-        timezone="browser",
-        time=g.Time("now-24h", "now"),
-        refresh="1m",
-        graphTooltip=g.GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR,
-        panels=panels,
-        templating=templating,
-        links=[
-            g.DashboardLink(
-                title="followup",
-                type="dashboards",
-                tags=["followup"],
-                asDropdown=False,
-                includeVars=True,
-                keepTime=True,
-            )
-        ],
-    ).auto_panel_ids()
+    return board.build()
 
 
 def render(view: View) -> str:
-    return json.dumps(build(view).to_json_data(), cls=DashboardEncoder, indent=2, sort_keys=True)
+    return json.dumps(build(view), cls=JSONEncoder, indent=2, sort_keys=True)

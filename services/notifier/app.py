@@ -121,16 +121,20 @@ class NotifierApp:
                 deadletter_topic=self.topics.deadletter,
                 service=s.service,
                 clock=self.clock,
+                max_original_bytes=s.deadletter_max_original_bytes,
             )
             await consumer.start()
+            self.ops.supervisor.watch(consumer.tasks)
             self._consumers.append(consumer)
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatch"))
+        self.ops.supervisor.watch({"dispatch": self._tasks[-1]})
         await self.ops.start(s.http_host, s.http_port)
 
     async def _db_ready(self) -> bool:
         return bool(await self.pool.fetchval("SELECT 1"))
 
     async def stop(self) -> None:
+        self.ops.supervisor.closing()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -155,7 +159,7 @@ async def serve(settings: NotifierSettings) -> None:
     await app.start()
     log.info("started", port=app.ops.port)
     try:
-        await wait_for_stop_signal()
+        await wait_for_stop_signal(app.ops.supervisor)
     finally:
         await app.stop()
 

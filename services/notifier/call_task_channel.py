@@ -11,17 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 from common.logs import get_logger
 from schemas.events import CallTaskEvent, NotificationCommand
 from schemas.vocabulary import NUMBER_WRONG
-from services.notifier import metrics
-from services.notifier.call_reports import ReportError, parse_call_report, report_outcome, valid_id
-from services.notifier.calltasks import build_call_task, call_script
+from services.notifier import localise, metrics, report_links
+from services.notifier.call_reports import (
+    CallReport,
+    ReportError,
+    parse_call_report,
+    report_outcome,
+    valid_id,
+)
+from services.notifier.calltasks import build_call_task, call_script, desk_view
 from services.notifier.channels import (
     ChannelRules,
     Job,
@@ -57,6 +65,12 @@ class CallTaskChannel:
     def __init__(self, parts: Parts) -> None:
         self._parts = parts
         self.sinks = list(parts.sinks)
+        host = urlsplit(parts.public_base_url).hostname or ""
+        if not parts.settings.link_secret:
+            log.warning("report_links_off", setting="FOLLOWUP_LINK_SECRET")
+        elif host in ("127.0.0.1", "localhost", "::1"):
+            # Links nobody outside this machine can open: production must set the variable.
+            log.warning("report_links_local_only", setting="FOLLOWUP_PUBLIC_BASE_URL")
 
     def render(
         self,
@@ -66,17 +80,26 @@ class CallTaskChannel:
     ) -> CallTaskEvent:
         """The task ``command`` created (its key is the task id), as ``action``."""
         v = self._parts.voice
-        language = contact.language if contact else v.default_language
+        settings = self._parts.settings
         script = call_script(
             self._parts.book,
             command,
             contact,
-            clinic_name=v.name_for(language),
+            clinic_name=settings.clinic_name_in,
             clinic_phone=v.clinic_phone,
             rebook_url=v.rebook_url,
             default_language=v.default_language,
+            view=desk_view(settings),
         )
         task_id = command.idempotency_key
+        links = report_links.links_for(
+            settings.link_secret,
+            self._parts.public_base_url,
+            task_id,
+            report_links.link_expiry(
+                command.window_end, timedelta(hours=settings.report_link_grace_hours)
+            ),
+        )
         return build_call_task(
             command,
             contact,
@@ -86,6 +109,7 @@ class CallTaskChannel:
             now=self._parts.clock.now(),
             report_url=f"{self._parts.public_base_url}/calltasks/{quote(task_id, safe=':')}/result",
             default_language=v.default_language,
+            report_links=links if action == "create" else {},
         )
 
     async def send(self, job: Job) -> Sent:
@@ -109,9 +133,12 @@ class CallTaskChannel:
         return Sent("withdrawn")
 
     async def _deliver(self, job: Job, task: CallTaskEvent) -> None:
-        if not self.sinks:
+        # Escalations go to the doctor's or supervisor's sinks (FOLLOWUP_ESCALATION_SINKS).
+        wanted = self._parts.settings.sinks_for(task.purpose)
+        sinks = [sink for sink in self.sinks if sink.name in wanted]
+        if not sinks:
             raise PermanentSendError("none", "no_call_task_sink")
-        for sink in self.sinks:
+        for sink in sinks:
             if sink.name in job.sinks_done:
                 continue  # delivered before a retry or a restart
             try:
@@ -136,6 +163,8 @@ class CallTaskChannel:
         return (
             Route("POST", "/calltasks/{task_id}/result", self.call_result),
             Route("POST", "/call-tasks/outcomes", self.call_outcome),
+            Route("GET", f"{report_links.PATH}/{{token}}", self.link_page),
+            Route("POST", report_links.PATH, self.link_record),
         )
 
     async def close(self) -> None:
@@ -175,3 +204,127 @@ class CallTaskChannel:
         event = report_outcome(report, command, self._parts.clock.now())
         await self._parts.publish_outcome(event)
         return web.json_response({"event_id": event.event_id, "outcome": event.outcome}, status=202)
+
+    # --- results through the signed links (report_links.py) ------------------------------
+
+    def _page(self, request: web.Request, html: str, status: int = 200) -> web.Response:
+        response = web.Response(text=html, status=status, content_type="text/html")
+        # Nothing to cache, nothing to frame, no referrer leaking the token onwards.
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self';"
+            " frame-ancestors 'none'"
+        )
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    def _language(self, request: web.Request) -> str:
+        return localise.pick_language(
+            request.headers.get("Accept-Language"), self._parts.settings.admin_language
+        )
+
+    async def _link(
+        self, request: web.Request, token: str, language: str
+    ) -> tuple[report_links.ReportLink, NotificationCommand]:
+        """The link's task, or the page saying why not (400 tampered, 410 expired)."""
+        try:
+            link = report_links.verify(
+                self._parts.settings.link_secret, token, self._parts.clock.now()
+            )
+        except report_links.LinkError as exc:
+            status = 410 if exc.why == "expired" else 400
+            html = report_links.message_page(language, exc.why)
+            raise _PageError(self._page(request, html, status)) from None
+        command = await self._parts.ledger.call_task(self.name, link.task_id)
+        if command is None:
+            html = report_links.message_page(language, "invalid")
+            raise _PageError(self._page(request, html, 404))
+        return link, command
+
+    async def link_page(self, request: web.Request) -> web.Response:
+        """``GET /call-tasks/report/{token}``: the page with one button; records nothing
+        (mail scanners and link previews open links on their own)."""
+        language = self._language(request)
+        try:
+            link, command = await self._link(request, request.match_info["token"], language)
+        except _PageError as page:
+            return page.response
+        already = await self._parts.ledger.link_report(link.task_id)
+        if already is not None:
+            label = localise.result_label(language, already)
+            return self._page(request, report_links.message_page(language, "already", result=label))
+        contact = await self._parts.directory.contact(command.patient_id)
+        html = report_links.form_page(
+            language,
+            link,
+            request.match_info["token"],
+            contact.given_name if contact else None,
+            self._parts.settings.clinic_timezone,
+        )
+        return self._page(request, html)
+
+    async def link_record(self, request: web.Request) -> web.Response:
+        """``POST /call-tasks/report``: the page's form (token in the body) records the
+        result, once per task, as the same OutcomeEvent the API would publish."""
+        language = self._language(request)
+        if not report_links.same_site(
+            request.headers.get("Origin"),
+            request.headers.get("Sec-Fetch-Site"),
+            self._parts.public_base_url,
+        ):
+            return self._page(request, report_links.message_page(language, "cross_site"), 403)
+        form = await request.post()
+        token = form.get("token")
+        try:
+            link, command = await self._link(
+                request, token if isinstance(token, str) else "", language
+            )
+        except _PageError as page:
+            return page.response
+        now = self._parts.clock.now()
+        callback_at = None
+        if link.outcome == "callback_requested":
+            callback_at = _local_moment(
+                form.get("callback_at"), self._parts.settings.clinic_timezone
+            )
+            if callback_at is None:
+                return self._page(request, report_links.message_page(language, "bad_callback"), 400)
+        recorded, first = await self._parts.ledger.record_link_report(
+            link.task_id, link.outcome, now
+        )
+        label = localise.result_label(language, recorded)
+        if recorded != link.outcome:
+            # Another link of this task was clicked first: that result stands.
+            return self._page(request, report_links.message_page(language, "already", result=label))
+        report = CallReport(
+            report_id=link.report_id,
+            outcome=link.outcome,
+            reported_by="report_link",
+            reported_at=now,
+            callback_at=callback_at,
+        )
+        # Published on every click of the recorded result: a crash between the record and
+        # the publish is healed by the next click, and the repeated event id is harmless.
+        await self._parts.publish_outcome(report_outcome(report, command, now))
+        said = "recorded" if first else "already"
+        return self._page(request, report_links.message_page(language, said, result=label))
+
+
+class _PageError(Exception):
+    """A link that cannot be used, carrying the page that says so."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _local_moment(value: object, zone: str) -> datetime | None:
+    """A ``datetime-local`` form value read in the clinic's zone."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))

@@ -24,6 +24,7 @@ from schemas.base import Channel
 from schemas.events import CallTaskEvent, NotificationCommand, OutcomeEvent, OutcomeKind
 from services.notifier.call_reports import CallReport
 from services.notifier.contacts import Contact
+from services.notifier.settings import by_language
 from services.notifier.templates import REASONS, MessageContext
 
 if TYPE_CHECKING:
@@ -194,10 +195,10 @@ class ClinicVoice:
     signatures: Mapping[str, str] = field(default_factory=dict)
 
     def name_for(self, language: str) -> str:
-        return _by_language(self.names, language) or self.clinic_name
+        return by_language(self.names, language) or self.clinic_name
 
     def signature_for(self, language: str) -> str | None:
-        return _by_language(self.signatures, language)
+        return by_language(self.signatures, language)
 
     def context(
         self, command: NotificationCommand, contact: Contact, *, redacted: bool = False
@@ -212,10 +213,6 @@ class ClinicVoice:
             redacted=redacted,
             signature=self.signature_for(contact.language),
         )
-
-
-def _by_language(values: Mapping[str, str], language: str) -> str | None:
-    return values.get(language) or values.get(language.split("-", 1)[0])
 
 
 @dataclass

@@ -81,6 +81,7 @@ class Email:
     list_unsubscribe: str | None = None
     attachments: tuple[Attachment, ...] = ()
     date: datetime | None = None  # the injected clock's now; the Date header
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers (an escalation's priority)
 
 
 def message_id(idempotency_key: str, sender: str) -> str:
@@ -122,6 +123,8 @@ def build_message(email: Email, sender: str) -> EmailMessage:
     msg["Date"] = format_datetime(email.date or datetime.now(UTC))
     msg["Message-ID"] = message_id(email.idempotency_key, sender)
     msg["X-Followup-Key"] = email.idempotency_key
+    for name, value in email.headers:
+        msg[name] = value
     if email.list_unsubscribe:
         msg["List-Unsubscribe"] = email.list_unsubscribe
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"

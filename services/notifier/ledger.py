@@ -172,6 +172,29 @@ class Ledger:
         )
         return NotificationCommand.model_validate_json(raw) if raw else None
 
+    async def record_link_report(
+        self, task_id: str, outcome: str, now: datetime
+    ) -> tuple[str, bool]:
+        """Records a result reported through a signed link, once per task: the result
+        recorded for the task (this one, or a first click's) and whether this was first."""
+        row = await self._pool.fetchrow(
+            """INSERT INTO link_reports (task_id, outcome, recorded_at) VALUES ($1, $2, $3)
+               ON CONFLICT (task_id) DO UPDATE SET task_id = EXCLUDED.task_id
+               RETURNING outcome, (xmax = 0) AS first""",
+            task_id,
+            outcome,
+            now,
+        )
+        assert row is not None
+        return str(row["outcome"]), bool(row["first"])
+
+    async def link_report(self, task_id: str) -> str | None:
+        """The result already recorded for a task through its links, if any."""
+        found = await self._pool.fetchval(
+            "SELECT outcome FROM link_reports WHERE task_id = $1", task_id
+        )
+        return str(found) if found is not None else None
+
     async def withdrawn_task(
         self, withdrawal: NotificationCommand
     ) -> tuple[NotificationCommand, str] | None:

@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from common.config import ConfigError
-from services.notifier import call_task_channel, email_channel, sinks, sms
+from services.notifier import (
+    call_task_channel,
+    email_channel,
+    sink_caldav,
+    sink_chat,
+    sink_fhir_task,
+    sink_jira,
+    sink_zendesk,
+    sinks,
+    sms,
+)
 from services.notifier.channels import CallTaskSink, MessageChannel, Parts
 from services.notifier.settings import NotifierSettings
 
@@ -37,16 +47,26 @@ SINKS: Mapping[str, Registration[CallTaskSink]] = {
         sinks.build_front_desk_email, sinks.check_front_desk_email
     ),
     sinks.KafkaTopicSink.name: Registration(sinks.build_topic),
+    sink_fhir_task.FhirTaskSink.name: Registration(sink_fhir_task.build, sink_fhir_task.check),
+    sink_caldav.CalDavSink.name: Registration(sink_caldav.build, sink_caldav.check),
+    sink_jira.JiraSink.name: Registration(sink_jira.JiraSink, sink_jira.check),
+    sink_zendesk.ZendeskSink.name: Registration(sink_zendesk.ZendeskSink, sink_zendesk.check),
+    "slack": Registration(sink_chat.build_slack, sink_chat.check_slack),
+    "teams": Registration(sink_chat.build_teams, sink_chat.check_teams),
+    "mattermost": Registration(sink_chat.build_mattermost, sink_chat.check_mattermost),
 }
 
 
 def wanted_sinks(settings: NotifierSettings) -> list[str]:
     """The configured sink names, checked: an unknown name or missing setting is a
     ConfigError naming the variable (raised before anything starts)."""
-    wanted = [s.strip() for s in settings.call_task_sinks.split(",") if s.strip()]
-    unknown = sorted(set(wanted) - set(SINKS))
-    if unknown:
-        raise ConfigError(f"FOLLOWUP_CALL_TASK_SINKS: unknown sink(s) {unknown}")
+    wanted = settings.sinks_for("follow_up")
+    escalations = settings.sinks_for("escalation")
+    for variable, names in (("CALL_TASK_SINKS", wanted), ("ESCALATION_SINKS", escalations)):
+        unknown = sorted(set(names) - set(SINKS))
+        if unknown:
+            raise ConfigError(f"FOLLOWUP_{variable}: unknown sink(s) {unknown}")
+    wanted += [name for name in escalations if name not in wanted]
     for name in wanted:
         problem = SINKS[name].check(settings)
         if problem:

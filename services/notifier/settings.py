@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import time
 from typing import Literal
 
@@ -18,14 +19,20 @@ class NotifierSettings(Settings):
     db_schema: str = SCHEMA
     public_base_url: str = "http://127.0.0.1:8083"
     api_token: str = ""
-    link_secret: str = ""
+    link_secret: str = ""  # HMAC key of unsubscribe and call-report links
+    # Report links stay valid this long after the task's window ends.
+    report_link_grace_hours: float = Field(default=72.0, gt=0)
     # Who writes: a name for every language (proper names read the same everywhere), and
     # per-language overrides as JSON objects by language code, e.g.
     # FOLLOWUP_CLINIC_NAMES='{"ru": "Клиника «Шипсена»"}'. Empty: each language's own
     # generic word ("your clinic", "Jūsų klinika", ...), never English in another text.
+    # Patient texts and call scripts read the same names (clinic_name_in).
     clinic_name: str = ""
     clinic_names: dict[str, str] = Field(default_factory=dict)
     clinic_signatures: dict[str, str] = Field(default_factory=dict)
+    # The clinic's zone and language: what administrators read (times, dates, words).
+    clinic_timezone: str = "Europe/Vilnius"
+    clinic_language: str | None = None  # unset: default_language
     clinic_phone: str = "+37052000000"
     rebook_url: str | None = None
     default_language: str = "en"
@@ -63,3 +70,61 @@ class NotifierSettings(Settings):
     webhook_url: str | None = None
     webhook_secret: str = ""
     front_desk_email: str | None = None
+    # fhir_task sink: the hospital's FHIR R4 server (base URL ending before /Task).
+    fhir_base_url: str | None = None
+    fhir_token: str = ""  # bearer token, if the server asks for one
+    fhir_poll_seconds: float = Field(default=30.0, ge=0)  # 0: do not read results back
+    fhir_poll_lookback_hours: float = Field(default=24.0, ge=0)
+    # caldav sink: the front desk's task list (a CalDAV calendar collection holding VTODOs).
+    caldav_list_url: str | None = None
+    caldav_username: str = ""
+    caldav_password: str = ""
+    caldav_poll_seconds: float = Field(default=60.0, ge=0)  # 0: do not read results back
+    # Ticketing tools (jira, zendesk sinks): the doctor's notes stay out unless set.
+    notes_in_tickets: bool = False
+    jira_base_url: str | None = None  # https://<site>.atlassian.net
+    jira_email: str = ""
+    jira_api_token: str = ""
+    jira_project_key: str = ""
+    jira_issue_type: str = "Task"
+    jira_withdraw_transition: str = "Cancel"
+    jira_webhook_secret: str = ""  # the admin webhook's secret (X-Hub-Signature)
+    zendesk_url: str | None = None  # https://<subdomain>.zendesk.com
+    zendesk_email: str = ""
+    zendesk_api_token: str = ""
+    zendesk_webhook_secret: str = ""  # the webhook's signing secret
+    zendesk_group_id: int | None = None
+    # Chat sinks (slack, teams, mattermost): incoming-webhook URLs, and what a notice shows.
+    slack_webhook_url: str | None = None
+    teams_webhook_url: str | None = None
+    mattermost_webhook_url: str | None = None
+    chat_fields: str = "patient_id,reason,window,report_links"
+    # Escalations go to the doctor or supervisor: their sinks (unset: the call-task sinks)
+    # and addresses (unset: the front desk's, with a warning at start-up).
+    escalation_sinks: str | None = None
+    escalation_email: str | None = None
+    escalation_webhook_url: str | None = None
+    # The doctor's clinical notes in calendar copies (VTODO) and chat notices: off unless set.
+    notes_in_calendar: bool = False
+    notes_in_chat: bool = False
+
+    def clinic_name_in(self, language: str) -> str:
+        """The clinic's name as patients of ``language`` know it; empty when the site names
+        none (the templates then write that language's generic word, phrases.clinic)."""
+        return by_language(self.clinic_names, language) or self.clinic_name
+
+    @property
+    def admin_language(self) -> str:
+        return self.clinic_language or self.default_language
+
+    def sinks_for(self, purpose: str) -> list[str]:
+        """The sink names a task of ``purpose`` goes to (withdrawals follow their task)."""
+        names = self.call_task_sinks
+        if purpose == "escalation" and self.escalation_sinks is not None:
+            names = self.escalation_sinks
+        return [n.strip() for n in names.split(",") if n.strip()]
+
+
+def by_language(values: Mapping[str, str], language: str) -> str | None:
+    """The value for ``language`` ("lt-LT"), else for its base language ("lt")."""
+    return values.get(language) or values.get(language.split("-", 1)[0])

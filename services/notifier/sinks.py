@@ -12,15 +12,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
+from datetime import UTC, datetime
 
 import aiohttp
+from standardwebhooks.webhooks import Webhook
 
 from common.clock import Clock
 from common.kafka import KafkaPublisher
 from common.logs import get_logger
 from schemas.events import CallTaskEvent
 from services.notifier.call_reports import CallReport, ReportError, parse_call_report
-from services.notifier.calltasks import fhir_task, summary_lines, vtodo
+from services.notifier.calltasks import (
+    DeskView,
+    desk_view,
+    fhir_task,
+    subject,
+    summary_lines,
+    vtodo,
+)
 from services.notifier.channels import (
     CallTaskSink,
     NoRoutes,
@@ -37,24 +47,55 @@ SIGNATURE_HEADER = "X-Followup-Signature"
 TIMESTAMP_HEADER = "X-Followup-Timestamp"
 
 
-__all__ = ["CallTaskSink", "webhook_signature"]
+__all__ = ["CallTaskSink", "standard_webhook", "webhook_signature"]
 
 
 def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
-    """HMAC-SHA256 over "<timestamp>.<body>", hex, prefixed "sha256=" (receivers recompute)."""
+    """The legacy header (kept for one release, see the README): HMAC-SHA256 over
+    "<timestamp>.<body>", hex, prefixed "sha256=". New receivers verify Standard Webhooks."""
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
+
+
+def standard_webhook(secret: str) -> Webhook:
+    """The Standard Webhooks signer/verifier for ``FOLLOWUP_WEBHOOK_SECRET``: a ``whsec_``
+    secret is base64 as the spec has it; any other secret is used as its UTF-8 bytes (a
+    receiver whose library wants ``whsec_...`` gives it ``whsec_`` + base64 of them)."""
+    return Webhook(secret if secret.startswith("whsec_") else secret.encode())
+
+
+def standard_headers(signer: Webhook, message_id: str, body: bytes) -> dict[str, str]:
+    """``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` (v1, HMAC-SHA256).
+
+    The timestamp is the wall clock, not the injected clock: it protects the wire against
+    replays, and receivers compare it with their own clock (Standard Webhooks allows five
+    minutes either way), also when the clinic's clock runs scaled in a demo."""
+    now = datetime.fromtimestamp(int(time.time()), UTC)
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signer.sign(message_id, now, body.decode()),
+    }
 
 
 class WebhookSink(NoRoutes):
     name = "webhook"
 
-    def __init__(self, url: str, secret: str, clock: Clock, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        clock: Clock,
+        timeout: float = 10.0,
+        escalation_url: str | None = None,
+    ) -> None:
         self._url = url
+        self._escalation_url = escalation_url or url
         self._secret = secret
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._signer = standard_webhook(secret)
 
     async def deliver(self, task: CallTaskEvent) -> SendReceipt:
         if self._session is None:
@@ -63,14 +104,17 @@ class WebhookSink(NoRoutes):
             {"task": task.model_dump(mode="json"), "fhir": fhir_task(task)}, ensure_ascii=False
         ).encode()
         timestamp = str(int(self._clock.now().timestamp()))
+        message_id = f"{task.task_id}:{task.action}"  # the same on every retry
         headers = {
             "Content-Type": "application/json",
+            **standard_headers(self._signer, message_id, body),
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: webhook_signature(self._secret, timestamp, body),
-            "Idempotency-Key": f"{task.task_id}:{task.action}",
+            "Idempotency-Key": message_id,
         }
+        url = self._escalation_url if task.purpose == "escalation" else self._url
         try:
-            async with self._session.post(self._url, data=body, headers=headers) as response:
+            async with self._session.post(url, data=body, headers=headers) as response:
                 status = response.status
                 reply = await response.read() if 200 <= status < 300 else b""
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -109,31 +153,39 @@ class FrontDeskEmailSink(NoRoutes):
 
     name = "email"
 
-    def __init__(self, mailer: Mailer, front_desk: str, domain: str) -> None:
+    def __init__(
+        self,
+        mailer: Mailer,
+        front_desk: str,
+        sender: str,
+        view: DeskView,
+        escalation_to: str | None = None,
+        notes_in_calendar: bool = False,
+    ) -> None:
         self._mailer = mailer
         self._to = front_desk
-        self._domain = domain
+        self._escalation_to = escalation_to or front_desk
+        self._sender = sender
+        self._domain = sender.rsplit("@", 1)[-1]
+        self._view = view
+        self._calendar_view = view if notes_in_calendar else view.without_notes()
 
     async def deliver(self, task: CallTaskEvent) -> SendReceipt:
         withdrawn = task.action == "withdraw"
-        subject = ("Withdrawn: " if withdrawn else "") + (
-            f"Call task: {task.reason.replace('_', ' ')} ({task.patient_id})"
-        )
+        escalation = task.purpose == "escalation"
+        to = self._escalation_to if escalation else self._to
         method = "CANCEL" if withdrawn else "REQUEST"
+        ics = vtodo(
+            task, self._domain, view=self._calendar_view, organizer=self._sender, attendee=to
+        )
         email = Email(
-            to=self._to,
-            subject=subject,
-            text="\n".join(summary_lines(task)),
+            to=to,
+            subject=subject(task, self._view),
+            text="\n".join(summary_lines(task, self._view)),
             idempotency_key=f"calltask:{task.task_id}:{task.action}",
-            attachments=(
-                Attachment(
-                    "call-task.ics",
-                    vtodo(task, self._domain),
-                    "text",
-                    "calendar",
-                    {"method": method},
-                ),
-            ),
+            attachments=(Attachment("call-task.ics", ics, "text", "calendar", {"method": method}),),
+            # Mail clients sort and flag by these (RFC 2156 Importance, the X-Priority habit).
+            headers=(("Importance", "high"), ("X-Priority", "1")) if escalation else (),
         )
         try:
             await self._mailer.send(email)
@@ -166,7 +218,9 @@ def check_webhook(s: NotifierSettings) -> str | None:
 def build_webhook(parts: Parts) -> WebhookSink:
     s = parts.settings
     assert s.webhook_url is not None
-    return WebhookSink(s.webhook_url, s.webhook_secret, parts.clock)
+    return WebhookSink(
+        s.webhook_url, s.webhook_secret, parts.clock, escalation_url=s.escalation_webhook_url
+    )
 
 
 def check_front_desk_email(s: NotifierSettings) -> str | None:
@@ -178,7 +232,17 @@ def check_front_desk_email(s: NotifierSettings) -> str | None:
 def build_front_desk_email(parts: Parts) -> FrontDeskEmailSink:
     s = parts.settings
     assert parts.mailer is not None and s.front_desk_email is not None
-    return FrontDeskEmailSink(parts.mailer, s.front_desk_email, s.smtp_sender.rsplit("@", 1)[-1])
+    if not s.escalation_email and "email" in s.sinks_for("escalation"):
+        # Still marked as escalations (subject, priority), but the doctor should get them.
+        log.warning("escalations_to_front_desk", setting="FOLLOWUP_ESCALATION_EMAIL")
+    return FrontDeskEmailSink(
+        parts.mailer,
+        s.front_desk_email,
+        s.smtp_sender,
+        desk_view(s),
+        escalation_to=s.escalation_email,
+        notes_in_calendar=s.notes_in_calendar,
+    )
 
 
 def build_topic(parts: Parts) -> KafkaTopicSink:

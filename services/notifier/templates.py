@@ -125,7 +125,7 @@ class MessageContext:
 
 # Short texts outside the message parts, per language (``phrases:`` in each file): the
 # clinic's generic name when the site gives none in that language, the unsubscribe pages,
-# the confirmations of STOP/START/HELP, the shared-number warning. A language without one
+# the confirmations of STOP/START/HELP, whom a proxy call is for. A language without one
 # takes the default language's (a test keeps every shipped language complete: nothing
 # English inside another language); these English ones are the last resort.
 PHRASES: Mapping[str, str] = {
@@ -136,7 +136,6 @@ PHRASES: Mapping[str, str] = {
     "sms_stopped": "You will get no more texts from us. Reply START to get them again.",
     "sms_started": "You will get our texts again. Reply STOP to stop them.",
     "sms_help": "Texts about your treatment. Call us to rebook. Reply STOP to stop them.",
-    "shared_number": "Number shared by {count} patients.",
     "proxy_call": "Call the patient's contact person: {name}.",
 }
 

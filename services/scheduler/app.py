@@ -121,6 +121,7 @@ class Scheduler:
             )
             for consumer in self._consumers:
                 await consumer.start()
+                self.ops.supervisor.watch(consumer.tasks)
         if http:
             if s.api_token:
                 CaseApi(self.pool, s.api_token, ledger).mount(self.ops.app)
@@ -151,6 +152,7 @@ class Scheduler:
                 deadletter_topic=self.topics.deadletter,
                 service=s.service,
                 clock=self.clock,
+                max_original_bytes=s.deadletter_max_original_bytes,
             )
         )
 
@@ -172,12 +174,14 @@ class Scheduler:
                     await asyncio.sleep(pause)
 
         self._tasks.append(asyncio.create_task(forever(), name=f"scheduler:{name}"))
+        self.ops.supervisor.watch({f"scheduler:{name}": self._tasks[-1]})
 
     async def _database_ready(self) -> bool:
         assert self.pool is not None
         return bool(await self.pool.fetchval("SELECT true"))
 
     async def stop(self) -> None:
+        self.ops.supervisor.closing()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -203,7 +207,7 @@ def _counting(work: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[int
 
 async def serve(settings: SchedulerSettings, policy: CadencePolicy, clock: Clock) -> None:
     scheduler = Scheduler(settings, clock, policy)
-    stop = asyncio.create_task(wait_for_stop_signal())
+    stop = asyncio.create_task(wait_for_stop_signal(scheduler.ops.supervisor))
     await asyncio.sleep(0)  # the signal handlers are in place before the slower start
     try:
         await scheduler.start()

@@ -88,6 +88,7 @@ class Tracker:
             clock=clock,
             service=settings.service,
             tick_seconds=settings.detection_tick_seconds,
+            max_original_bytes=settings.deadletter_max_original_bytes,
         )
         self.mllp = MllpListener(
             sink=sink,
@@ -124,6 +125,7 @@ class Tracker:
         await ensure_topics(s.kafka_bootstrap, self.names, (*CATALOGUE, CHANGELOG))
         await self.publisher.start()
         await self.worker.start()
+        self.ops.supervisor.watch(self.worker.tasks)
         await self.mllp.start(s.mllp_host, s.mllp_port)
         await self.ops.start(s.http_host, s.http_port)
         if not s.ingest_token:
@@ -132,6 +134,7 @@ class Tracker:
 
     async def stop(self) -> None:
         # Inputs first, so nothing is acknowledged that can no longer be stored.
+        self.ops.supervisor.closing()
         await self.mllp.stop()
         await self.ops.stop()
         await self.worker.stop()
@@ -142,7 +145,7 @@ async def serve(settings: TrackerSettings) -> None:
     tracker = Tracker(settings, settings.make_clock())
     await tracker.start()
     try:
-        await wait_for_stop_signal()
+        await wait_for_stop_signal(tracker.ops.supervisor)
     finally:
         await tracker.stop()
 

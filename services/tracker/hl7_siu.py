@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from schemas.base import Envelope
+from schemas.base import EARLIEST_YEAR, LATEST_YEAR, Envelope
 from schemas.events import (
     AppointmentEvent,
     ContactEvent,
@@ -393,6 +393,11 @@ def _time(
         ) from None
     except ValueError:
         raise Rejected("AE", "102", f"{where} is not an HL7 date/time", where) from None
+    if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+        # The contracts refuse these too; said here, the sender hears the HL7 field.
+        raise Rejected(
+            "AE", "102", f"{where} year outside {EARLIEST_YEAR}..{LATEST_YEAR}", where
+        ) from None
     if isinstance(moment.tzinfo, ZoneInfo):
         if is_doubled(moment):
             reading.doubled.append(where)

@@ -20,6 +20,11 @@ DETECTION_LAG = Histogram(
     "From the moment a fact became detectable to the trigger's emission.",
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 86400),
 )
+WATERMARK_LAG = Gauge(
+    "followup_tracker_watermark_lag_seconds",
+    "How far the detection watermark (the clock time up to which every input partition this "
+    "replica owns has been read to its end) is behind the clock; timer detections wait for it.",
+)
 TRACKED_APPOINTMENTS = Gauge(
     "followup_tracker_tracked_appointments", "Appointments held in this replica's state."
 )

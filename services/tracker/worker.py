@@ -8,6 +8,13 @@ partition number); on assignment a replica restores its partitions from the chan
 before it consumes, and forgets what it lost. That is the guarantee a faust table gives,
 with the timer and the restore under our control (see README: why not faust).
 
+Timer detections (a no-show when the grace has passed) wait for the input: they are
+evaluated at the watermark, the latest clock time T such that every input partition this
+replica owns was fetched after T and has been read to its end. After a broker or ingest
+outage the check-ins queued behind it are applied before any grace timer fires on them,
+as stream processors do with event-time watermarks; in steady state the watermark trails
+the clock by one fetch (FETCH_MAX_WAIT_MS).
+
 Order of effects per batch: triggers, then the changelog (which records them as emitted),
 then the input offsets. A crash in between re-emits a trigger with the same deterministic
 event id at worst; a crash after the changelog write emits nothing again.
@@ -17,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,15 +34,23 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import Counter
 
 from common.clock import Clock
-from common.codec import DecodeError, dead_letter, decode, encode
-from common.kafka import METADATA_MAX_AGE_MS, ConsumerMonitor, ensure_topics
+from common.codec import DEFAULT_MAX_ORIGINAL_BYTES, DecodeError, encode
+from common.kafka import (
+    METADATA_MAX_AGE_MS,
+    ConsumerMonitor,
+    dead_letter_record,
+    decode_record,
+    ensure_topics,
+    handler_failure,
+    is_transient,
+)
 from common.logs import get_logger
-from common.metrics import DEAD_LETTERS, EVENTS_CONSUMED
+from common.metrics import EVENTS_CONSUMED
 from schemas.base import Envelope
 from schemas.topics import APPOINTMENTS, OUTCOMES, PLANS, TopicNames, TopicSpec
 from services.tracker.detection import Detection, Detector, PatientState
@@ -43,6 +60,7 @@ from services.tracker.metrics import (
     INGEST_REJECTED,
     TRACKED_APPOINTMENTS,
     TRIGGERS,
+    WATERMARK_LAG,
 )
 
 log = get_logger(__name__)
@@ -57,6 +75,11 @@ CHANGELOG = TopicSpec(
     compacted=True,
     partitions=APPOINTMENTS.partitions,
 )
+# How long a fetch waits for new records before it answers empty: it bounds how far the
+# detection watermark trails the clock when input is idle (aiokafka's default is 500 ms).
+FETCH_MAX_WAIT_MS = 100
+# Poll starts remembered to map a fetch's wall time back to the injected clock.
+_POLL_STARTS_KEPT = 1000
 # Events our own ingest adapters produced were counted where they came in.
 OWN_SOURCES = frozenset({"tracker.hl7", "tracker.fhir"})
 
@@ -104,6 +127,7 @@ class DetectionWorker:
         clock: Clock,
         service: str = "tracker",
         tick_seconds: float = 1.0,
+        max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
     ) -> None:
         self._bootstrap = bootstrap
         self._names = names
@@ -112,6 +136,7 @@ class DetectionWorker:
         self._clock = clock
         self._service = service
         self._tick = tick_seconds
+        self._max_original_bytes = max_original_bytes
 
         def route(spec: TopicSpec, kind: str, handle: Callable[..., list[Detection]]) -> _Input:
             return _Input(
@@ -134,6 +159,7 @@ class DetectionWorker:
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self._monitor = ConsumerMonitor(
             self._consumer, service, lambda t: self._inputs[t].base_topic
@@ -150,8 +176,20 @@ class DetectionWorker:
         self._partition_of: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
+        # (wall time in ms, injected clock) at the start of each poll; see _advance_watermark.
+        self._poll_starts: deque[tuple[float, datetime]] = deque(maxlen=_POLL_STARTS_KEPT)
+        self.watermark: datetime | None = None
+        # Set by new partitions: their queued input is unread, so the watermark must be
+        # computed afresh (it may go back) before timers run again.
+        self._holding = True
+        self._held_since = clock.now()
 
     # --- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> Mapping[str, asyncio.Task[None]]:
+        """The consume and timer loops by name, for a Supervisor."""
+        return {task.get_name(): task for task in self._tasks}
 
     async def start(self) -> None:
         await self._producer.start()
@@ -185,6 +223,9 @@ class DetectionWorker:
     async def assign(self, partitions: set[int]) -> None:
         async with self._lock:
             self._forget(self._owned - partitions)
+            if partitions - self._owned:
+                # New partitions' queued input is unread: hold timers until it is.
+                self._holding = True
             restored = await self._restore(partitions - self._owned)
             self._owned = set(partitions)
             TRACKED_APPOINTMENTS.set(self.detector.tracked_appointments)
@@ -237,29 +278,45 @@ class DetectionWorker:
     # --- the loops ----------------------------------------------------------------------
 
     async def _consume(self) -> None:
+        delay = 0.2
         while True:
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
-            self._monitor.note_assignment()
-            if not batches:
-                await self._monitor.report_lag()
-                continue
-            async with self._lock:
-                now = self._clock.now()
-                found: list[Detection] = []
-                dirty: set[str] = set()
-                for records in batches.values():
-                    for record in records:
-                        found += await self._apply(record, now, dirty)
-                # Due work after the batch: a late check-in in this batch counts first.
-                found += self.detector.due(now)
-                await self._flush(found, dirty, now)
             try:
-                await self._monitor.commit()
-            except (CommitFailedError, KafkaError) as exc:
-                # A rebalance took the partitions: the new owner replays; handlers are
-                # idempotent and emitted triggers are in the changelog.
-                log.warning("commit_failed", error=type(exc).__name__)
+                await self._consume_once()
+                delay = 0.2
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise  # the supervisor turns the tracker unready
+                log.warning("consume_retry", error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _consume_once(self) -> None:
+        self._poll_starts.append((time.time() * 1000, self._clock.now()))
+        # A short wait when idle: the watermark moves once per poll.
+        batches = await self._consumer.getmany(timeout_ms=FETCH_MAX_WAIT_MS, max_records=2000)
+        self._monitor.note_assignment()
+        if not batches:
+            await self._advance_watermark()
             await self._monitor.report_lag()
+            return
+        async with self._lock:
+            now = self._clock.now()
+            found: list[Detection] = []
+            dirty: set[str] = set()
+            for records in batches.values():
+                for record in records:
+                    found += await self._apply(record, now, dirty)
+            # Due work after the batch: a late check-in in this batch counts first.
+            await self._advance_watermark()
+            found += self._due(now)
+            await self._flush_until_stored(found, dirty, now)
+        try:
+            await self._monitor.commit()
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance took the partitions: the new owner replays; handlers are
+            # idempotent and emitted triggers are in the changelog.
+            log.warning("commit_failed", error=type(exc).__name__)
+        await self._monitor.report_lag()
 
     async def _timer(self) -> None:
         while True:
@@ -268,16 +325,51 @@ class DetectionWorker:
             await asyncio.sleep(self._tick)
             async with self._lock:
                 now = self._clock.now()
-                found = self.detector.due(now)
+                found = self._due(now)
                 if found:
-                    await self._flush(found, set(), now)
+                    await self._flush_until_stored(found, set(), now)
+
+    def _due(self, now: datetime) -> list[Detection]:
+        """What is due at the watermark: nothing until every input partition was read."""
+        behind = self._held_since if self.watermark is None else self.watermark
+        WATERMARK_LAG.set(max(0.0, (now - behind).total_seconds()))
+        if self._holding or self.watermark is None:
+            return []
+        return self.detector.due(min(now, self.watermark))
+
+    async def _advance_watermark(self) -> None:
+        """Move the watermark to the latest poll start that every owned input partition has
+        been fetched since, if each is read to the high-water mark that fetch reported. A
+        record produced before that moment is then applied (or dead-lettered) already."""
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return
+        oldest_fetch = float("inf")
+        for tp in assignment:
+            try:
+                highwater = self._consumer.highwater(tp)
+                fetched_at = self._consumer.last_poll_timestamp(tp)
+                position = await self._consumer.position(tp)
+            except (AssertionError, IllegalStateError):
+                return  # revoked meanwhile: the next poll sees the new assignment
+            if highwater is None or fetched_at is None or position < highwater:
+                return  # not read to its end, or never fetched: hold
+            oldest_fetch = min(oldest_fetch, fetched_at)
+        starts = self._poll_starts
+        while len(starts) > 1 and starts[1][0] <= oldest_fetch:
+            starts.popleft()
+        if starts and starts[0][0] <= oldest_fetch:
+            at = starts[0][1]
+            if self._holding or self.watermark is None or at > self.watermark:
+                self.watermark = at
+            self._holding = False
 
     async def _apply(
         self, record: ConsumerRecord[bytes, bytes], now: datetime, dirty: set[str]
     ) -> list[Detection]:
         source = self._inputs[record.topic]
         try:
-            event = decode(source.model, record.value)
+            event = decode_record(source.model, record)
         except DecodeError as error:
             await self._dead_letter(record, error, source.base_topic)
             return []
@@ -287,8 +379,7 @@ class DetectionWorker:
             log.error(
                 "handler_failed", topic=record.topic, offset=record.offset, error=type(exc).__name__
             )
-            failure = DecodeError(f"handler failed: {type(exc).__name__}", "handler_error")
-            await self._dead_letter(record, failure, source.base_topic)
+            await self._dead_letter(record, handler_failure(exc), source.base_topic)
             return []
         patient_id: str = event.patient_id
         self._partition_of[patient_id] = record.partition
@@ -297,6 +388,23 @@ class DetectionWorker:
             source.events_in.inc()
         source.consumed_ok.inc()
         return found
+
+    async def _flush_until_stored(
+        self, found: list[Detection], dirty: set[str], now: datetime
+    ) -> None:
+        """The detector already counts these triggers as emitted: a broker that is away is
+        waited for (the same deterministic event ids again), never skipped."""
+        delay = 0.2
+        while True:
+            try:
+                await self._flush(found, set(dirty), now)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("flush_retry", error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _flush(self, found: list[Detection], dirty: set[str], now: datetime) -> None:
         dirty |= {d.trigger.patient_id for d in found}
@@ -358,26 +466,17 @@ class DetectionWorker:
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], error: DecodeError, base_topic: str
     ) -> None:
-        letter = dead_letter(
-            record.value,
-            record.key,
-            error=error,
+        await dead_letter_record(
+            self._send_raw,
+            self._names.deadletter,
+            record,
+            error,
             service=self._service,
-            now=self._clock.now(),
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
+            base_topic=base_topic,
+            clock=self._clock,
+            max_original_bytes=self._max_original_bytes,
         )
-        await self._producer.send_and_wait(
-            self._names.deadletter, value=encode(letter), key=letter.key()
-        )
-        DEAD_LETTERS.labels(self._service, error.error_type).inc()
         INGEST_REJECTED.labels("kafka", error.error_type).inc()
-        EVENTS_CONSUMED.labels(self._service, base_topic, "dead_letter").inc()
-        log.warning(
-            "dead_letter",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            error_type=error.error_type,
-        )
+
+    async def _send_raw(self, topic: str, value: bytes, key: bytes) -> None:
+        await self._producer.send_and_wait(topic, value=value, key=key)

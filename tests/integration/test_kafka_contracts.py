@@ -11,7 +11,12 @@ from common.codec import decode, encode
 from common.kafka import KafkaPublisher
 from schemas import AppointmentEvent, DeadLetter
 from schemas.topics import APPOINTMENTS, CATALOGUE, TopicNames, TopicSpec
-from tests.support.kafka import appointments_consumer, read_events, read_records
+from tests.support.kafka import (
+    appointments_consumer,
+    read_events,
+    read_records,
+    refused_then_received,
+)
 from tests.support.polling import eventually
 from tests.support.samples import sample_events
 
@@ -42,15 +47,7 @@ async def test_bad_messages_go_to_the_dead_letter_topic_and_the_next_one_flows(
     await publisher.publish_raw(topic, invalid_bytes, key=b"pat-1")
     await publisher.publish(topic, good)
 
-    received: list[AppointmentEvent] = []
-
-    async def handle(event: AppointmentEvent) -> None:
-        received.append(event)
-
-    async with appointments_consumer(kafka_bootstrap, topics, publisher, handle):
-        letters = await read_events(kafka_bootstrap, topics.deadletter, DeadLetter, 2)
-        await eventually(lambda: bool(received))
-
+    letters, received = await refused_then_received(kafka_bootstrap, topics, publisher, 2)
     assert received == [good]
     by_type = {letter.error_type: letter for letter in letters}
     assert set(by_type) == {"invalid_json", "invalid_event"}

@@ -28,7 +28,7 @@ async def test_metrics_health_and_readiness_over_a_real_socket() -> None:
             ready["kafka"] = False
             async with http.get("/readyz") as r:
                 assert r.status == 503
-                assert (await r.json())["checks"] == {"kafka": False}
+                assert (await r.json())["checks"] == {"tasks": True, "kafka": False}
             async with http.get("/metrics") as r:
                 text = await r.text()
                 assert (

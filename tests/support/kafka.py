@@ -12,11 +12,12 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from common.clock import SystemClock
-from common.codec import decode
+from common.codec import DEFAULT_MAX_ORIGINAL_BYTES, decode
 from common.kafka import EventConsumer, KafkaPublisher
-from schemas import AppointmentEvent
+from schemas import DeadLetter
 from schemas.base import Envelope
-from schemas.topics import APPOINTMENTS, TopicNames
+from schemas.topics import APPOINTMENTS, TopicNames, TopicSpec
+from tests.support.polling import eventually
 
 M = TypeVar("M", bound=Envelope)
 
@@ -114,27 +115,54 @@ async def appointments_consumer(
     bootstrap: str,
     topics: TopicNames,
     publisher: KafkaPublisher,
-    handler: Callable[[AppointmentEvent], Awaitable[None]],
+    handler: Callable[[Any], Awaitable[None]],
     *,
     group: str = "test",
     service: str = "test",
-) -> AsyncIterator[EventConsumer[AppointmentEvent]]:
-    """A running EventConsumer of this test's appointments topic, dead-lettering to its own
-    dead-letter topic; its group id carries the test's unique prefix."""
-    consumer = EventConsumer(
+    spec: TopicSpec = APPOINTMENTS,
+    max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
+) -> AsyncIterator[EventConsumer[Any]]:
+    """A running EventConsumer of this test's appointments topic (or ``spec``'s), dead-lettering
+    to its own dead-letter topic; its group id carries the test's unique prefix."""
+    consumer: EventConsumer[Any] = EventConsumer(
         bootstrap=bootstrap,
-        topic=topics.appointments,
-        base_topic=APPOINTMENTS.name,
-        model=AppointmentEvent,
-        group_id=f"{topics.appointments}.{group}",
+        topic=topics.of(spec),
+        base_topic=spec.name,
+        model=spec.model,
+        group_id=f"{topics.of(spec)}.{group}",
         handler=handler,
         publisher=publisher,
         deadletter_topic=topics.deadletter,
         service=service,
         clock=SystemClock(),
+        max_original_bytes=max_original_bytes,
     )
     await consumer.start()
     try:
         yield consumer
     finally:
         await consumer.stop()
+
+
+async def refused_then_received(
+    bootstrap: str,
+    topics: TopicNames,
+    publisher: KafkaPublisher,
+    letters: int,
+    *,
+    spec: TopicSpec = APPOINTMENTS,
+    max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
+) -> tuple[list[DeadLetter], list[Any]]:
+    """Runs a consumer of ``spec``'s topic until ``letters`` dead letters and a first event
+    handed to the handler are in: what a consumer that goes on after bad input shows."""
+    received: list[Any] = []
+
+    async def handle(event: Any) -> None:
+        received.append(event)
+
+    async with appointments_consumer(
+        bootstrap, topics, publisher, handle, spec=spec, max_original_bytes=max_original_bytes
+    ):
+        refused = await read_events(bootstrap, topics.deadletter, DeadLetter, letters)
+        await eventually(lambda: bool(received))
+    return refused, received

@@ -113,6 +113,8 @@ class PrometheusServer:
             with urllib.request.urlopen(url, timeout=10) as response:
                 body = response.read()
         except urllib.error.HTTPError as error:
+            if raw:
+                return None  # /-/ready answers 503 in plain text while Prometheus starts
             payload = json.loads(error.read() or b"{}")
             raise PromQLError(f"{payload.get('errorType')}: {payload.get('error')}") from None
         except OSError:

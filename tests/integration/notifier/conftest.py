@@ -84,6 +84,9 @@ async def world() -> AsyncIterator[World]:
         smtp_host="127.0.0.1",
         smtp_port=smtp_port,
         webhook_url=f"http://127.0.0.1:{webhook.port}/tasks",
+        # Escalations: the doctor's mailbox and the tool's escalation queue.
+        escalation_email="doctor@clinic.example",
+        escalation_webhook_url=f"http://127.0.0.1:{webhook.port}/escalations",
     )
     clock = ManualClock(START)
     app = NotifierApp(settings, clock)

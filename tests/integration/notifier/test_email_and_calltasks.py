@@ -55,7 +55,9 @@ async def test_call_task_reaches_every_sink_and_results_come_back(world: World) 
     assert hook["task"]["patient_name"] == "Ona Petraitė"
     assert hook["task"]["phone"] == "+359881234567"
     assert hook["task"]["doctor_notes"] == "Check healing first."
-    assert hook["task"]["script"].startswith("Липсвахте ни на прегледа")
+    # In calling order: greeting and who calls, identity check, then the reason.
+    assert hook["task"]["script"].startswith("1. Поздравете и кажете кой се обажда")  # noqa: RUF001
+    assert "3. Защо се обаждате: „Липсвахте ни на прегледа" in hook["task"]["script"]  # noqa: RUF001
     assert hook["fhir"]["resourceType"] == "Task" and hook["fhir"]["status"] == "requested"
     assert world.webhook.refused == 0
 

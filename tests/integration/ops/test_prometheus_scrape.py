@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import yaml
 from kafka import KafkaProducer
 
 from common.db import drop_schema
@@ -110,7 +111,15 @@ def test_prometheus_refuses_a_broken_query(prometheus: PrometheusServer) -> None
 
 def test_the_rules_load_and_evaluate_without_errors(prometheus: PrometheusServer) -> None:
     rules = prometheus.rules()
-    assert {r["name"] for r in rules} == {a.name for a in ops.alerts()}
+    recorded = {
+        rule["record"]
+        for path in ops.RULE_FILES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+    assert recorded == {"followup:clinic_open"}
+    assert {r["name"] for r in rules} == {a.name for a in ops.alerts()} | recorded
     time.sleep(1.5)  # one more evaluation round
     unhealthy = [(r["name"], r.get("lastError")) for r in prometheus.rules() if r["health"] != "ok"]
     assert not unhealthy

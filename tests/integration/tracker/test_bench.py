@@ -10,16 +10,16 @@ from __future__ import annotations
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench import tracker_bench
+from bench import tracker_bench, tracker_ops_bench
 from bench.__main__ import SUITES
-from bench.harness import Figure, Reading
+from bench.harness import Figure, Observation, Reading
 from bench.tracker_bench import DUE, BrokerBench
 
 pytestmark = pytest.mark.integration
 
 
-def test_tracker_bench_is_registered() -> None:
-    assert SUITES["tracker"] is tracker_bench.run
+def test_tracker_benches_are_registered() -> None:
+    assert {"tracker", "tracker-ops"} <= set(SUITES)
 
 
 def test_in_memory_figures_name_their_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,7 +45,7 @@ async def test_broker_figure_consumes_every_event(kafka_bootstrap: str) -> None:
     bench = BrokerBench(kafka_bootstrap, 300)
     figures = await bench.figures()
     assert [f.name for f in figures] == ["tracker: worker via broker (300 events)"]
-    assert figures[0].baseline_name == "aiokafka consume only"
+    assert figures[0].baseline_name == "bare aiokafka consume+decode"
     assert figures[0].ops_per_second > 0 and figures[0].baseline_ops_per_second > 0
     # Every event reached the detector and each of its 300 patients got a changelog record.
     assert bench.consumed_by_worker == 300
@@ -57,3 +57,22 @@ async def test_broker_figure_consumes_every_event(kafka_bootstrap: str) -> None:
     finally:
         await admin.close()
     assert left == []
+
+
+async def test_tracker_process_bench_replays_without_new_triggers(kafka_bootstrap: str) -> None:
+    sizes = tracker_ops_bench.Sizes(siu=60, feed=200)
+    bench = tracker_ops_bench.TrackerOps(kafka_bootstrap, sizes)
+    results = {r.name: r for r in await bench.figures()}
+    mllp = [r for r in results.values() if "MLLP" in r.name]
+    assert len(mllp) == 2
+    assert all(isinstance(f, Figure) and f.ops_per_second > 0 for f in mllp)
+    first = results["tracker: triggers of the first pass (200 no-shows)"]
+    assert isinstance(first, Observation)
+    # Every booking of the feed started hours ago: one no-show each, and none again.
+    assert first.value == 200
+    assert results["tracker: new triggers of the replay"].value == 0  # type: ignore[union-attr]
+    restored = results["tracker: triggers re-emitted after the restore"]
+    assert isinstance(restored, Observation)
+    assert restored.value == 0
+    restart = next(r for r in results.values() if r.name.startswith("tracker: kill -9"))
+    assert isinstance(restart, Reading) and restart.value > 0

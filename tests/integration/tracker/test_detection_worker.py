@@ -20,10 +20,10 @@ from schemas.events import (
     TriggerEvent,
 )
 from schemas.topics import TopicNames
-from services.tracker.detection import DetectionRules, Detector
 from services.tracker.worker import DetectionWorker, changelog_topic, ensure_changelog
 from tests.support.kafka import read_all, read_events, read_records
 from tests.support.polling import eventually
+from tests.support.tracker import detection_worker
 from tests.unit.tracker.events import booking as canonical_booking
 
 pytestmark = pytest.mark.integration
@@ -35,23 +35,12 @@ def booking(appointment_id: str = "appt-1", patient_id: str = "pat-1") -> Appoin
     return canonical_booking(appointment_id, patient_id, START)
 
 
-def make_worker(bootstrap: str, topics: TopicNames, clock: ManualClock) -> DetectionWorker:
-    return DetectionWorker(
-        bootstrap=bootstrap,
-        names=topics,
-        group_id=f"{topics.prefix}tracker",
-        detector=Detector(DetectionRules(no_show_grace=timedelta(minutes=15))),
-        clock=clock,
-        tick_seconds=0.1,
-    )
-
-
 async def test_no_show_survives_a_restart_and_is_emitted_once(
     kafka_bootstrap: str, topics: TopicNames, publisher: KafkaPublisher
 ) -> None:
     await ensure_changelog(kafka_bootstrap, topics)
     clock = ManualClock(START - timedelta(hours=1))
-    first = make_worker(kafka_bootstrap, topics, clock)
+    first = detection_worker(kafka_bootstrap, topics, clock)
     await first.start()
     try:
         await publisher.publish(topics.appointments, booking())
@@ -63,7 +52,7 @@ async def test_no_show_survives_a_restart_and_is_emitted_once(
 
     # The state is on the changelog, not just in the stopped worker's memory.
     clock.set(START + timedelta(minutes=16))
-    second = make_worker(kafka_bootstrap, topics, clock)
+    second = detection_worker(kafka_bootstrap, topics, clock)
     await second.start()
     try:
         triggers = await read_events(kafka_bootstrap, topics.triggers, TriggerEvent, 1)
@@ -74,7 +63,7 @@ async def test_no_show_survives_a_restart_and_is_emitted_once(
 
     # A third start (same group, replayed or not) finds the trigger recorded as emitted.
     clock.advance(timedelta(hours=1))
-    third = make_worker(kafka_bootstrap, topics, clock)
+    third = detection_worker(kafka_bootstrap, topics, clock)
     await third.start()
     try:
         await asyncio.wait_for(third.ready.wait(), 30)
@@ -95,7 +84,7 @@ async def running(
     """One worker whose clock is past the grace of START."""
     await ensure_changelog(kafka_bootstrap, topics)
     clock = ManualClock(START + timedelta(hours=1))
-    worker = make_worker(kafka_bootstrap, topics, clock)
+    worker = detection_worker(kafka_bootstrap, topics, clock)
     await worker.start()
     yield worker, clock
     await worker.stop()
@@ -129,7 +118,7 @@ async def test_two_replicas_split_the_partitions_and_emit_each_trigger_once(
 ) -> None:
     await ensure_changelog(kafka_bootstrap, topics)
     clock = ManualClock(START - timedelta(hours=1))
-    first = make_worker(kafka_bootstrap, topics, clock)
+    first = detection_worker(kafka_bootstrap, topics, clock)
     await first.start()
     patients = [f"pat-{n}" for n in range(12)]
     try:
@@ -137,7 +126,7 @@ async def test_two_replicas_split_the_partitions_and_emit_each_trigger_once(
             topics.appointments, [booking(f"appt-{p}", p) for p in patients]
         )
         await eventually(lambda: first.detector.tracked_appointments == len(patients))
-        second = make_worker(kafka_bootstrap, topics, clock)
+        second = detection_worker(kafka_bootstrap, topics, clock)
         await second.start()
         try:
             # The second replica takes half the partitions and restores their patients.

@@ -27,10 +27,10 @@ from services.notifier.directory import Directory
 from services.tracker.ingest import CanonicalSink
 from services.tracker.mllp import MllpLimits, MllpListener, tls_context
 from services.tracker.worker import ensure_changelog
-from tests.integration.tracker.test_detection_worker import make_worker
 from tests.support.kafka import read_all, read_events
 from tests.support.mllp import FS_CR, VT, connect, msa
 from tests.support.polling import eventually
+from tests.support.tracker import detection_worker
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,7 @@ async def test_the_no_show_a_refused_cancellation_used_to_cause_no_longer_happen
 
     await ensure_changelog(kafka_bootstrap, topics)
     clock = ManualClock(NOW)
-    worker = make_worker(kafka_bootstrap, topics, clock)
+    worker = detection_worker(kafka_bootstrap, topics, clock)
     await worker.start()
     try:
         await eventually(lambda: worker.detector.tracked_appointments == 3)

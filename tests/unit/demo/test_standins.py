@@ -23,6 +23,8 @@ from services.notifier.sinks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookSink,
+    standard_headers,
+    standard_webhook,
     webhook_signature,
 )
 from standins.calltasks import CallTaskReceiver, ReceivedTask, verify
@@ -126,22 +128,22 @@ def test_twilio_signature_matches_twilios_documented_example() -> None:
     assert twilio_signature("12345", url, params) == "GvWf1cFY/Q7PnoempGyD5oXAezc="
 
 
-def test_call_task_signature_is_the_notifiers_and_nothing_else() -> None:
+def test_call_task_signature_is_standard_webhooks_and_nothing_else() -> None:
     body = b'{"task_id": "case-1:1"}'
-    good = webhook_signature("s3cret", "1772442000", body)
-    signed = {SIGNATURE_HEADER: good, TIMESTAMP_HEADER: "1772442000"}
+    signed = standard_headers(standard_webhook("s3cret"), "case-1:1:create", body)
     assert verify("s3cret", body, signed)
     assert not verify("other", body, signed)
     assert not verify("s3cret", body + b" ", signed)
-    assert not verify("s3cret", body, signed | {TIMESTAMP_HEADER: "1772442001"})
-    assert not verify("s3cret", body, {SIGNATURE_HEADER: good})  # no timestamp
+    assert not verify("s3cret", body, signed | {"webhook-id": "case-1:1:withdraw"})
+    old = str(int(signed["webhook-timestamp"]) - 3600)
+    assert not verify("s3cret", body, signed | {"webhook-timestamp": old})  # a replay
     assert not verify("s3cret", body, {})
-    # What the old stand-in let through and the notifier never sends: bare hex, a signature
-    # over the body alone, or one in another header.
+    # The legacy header alone (HMAC over "<timestamp>.<body>") is not enough any more.
+    stamp = signed["webhook-timestamp"]
+    legacy = {SIGNATURE_HEADER: webhook_signature("s3cret", stamp, body), TIMESTAMP_HEADER: stamp}
+    assert not verify("s3cret", body, legacy)
     over_body = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-    assert not verify("s3cret", body, {SIGNATURE_HEADER: good.removeprefix("sha256=")})
-    assert not verify("s3cret", body, {SIGNATURE_HEADER: "sha256=" + over_body})
-    assert not verify("s3cret", body, {"X-Signature-256": good, TIMESTAMP_HEADER: "1772442000"})
+    assert not verify("s3cret", body, signed | {"webhook-signature": "v1," + over_body})
 
 
 async def test_call_task_receiver_accepts_what_the_notifiers_webhook_sink_sends() -> None:
@@ -188,11 +190,7 @@ async def test_call_task_receiver_refuses_unsigned_and_records_signed(tmp_path: 
         async with aiohttp.ClientSession() as session:
             async with session.post(receiver.url, data=body) as resp:
                 assert resp.status == 401
-            stamp = str(int(CLOCK.now().timestamp()))
-            headers = {
-                SIGNATURE_HEADER: webhook_signature("s3cret", stamp, body),
-                TIMESTAMP_HEADER: stamp,
-            }
+            headers = standard_headers(standard_webhook("s3cret"), "case-1:1:create", body)
             async with session.post(receiver.url, data=body, headers=headers) as resp:
                 assert resp.status == 202
         assert receiver.refused == 1

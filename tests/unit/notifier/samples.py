@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from schemas.events import ChannelConsent, ContactEvent, NotificationCommand
+from schemas.events import CallTaskEvent, ChannelConsent, ContactEvent, NotificationCommand
 from services.notifier.contacts import Contact
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
@@ -48,3 +48,33 @@ def command(channel: str = "sms", **changes: object) -> NotificationCommand:
     }
     values.update(changes)
     return NotificationCommand.model_validate(values)
+
+
+def call_task(action: str = "create", **changes: object) -> CallTaskEvent:
+    """A call task as the sinks receive it (made-up patient, notes and script)."""
+    start = datetime(2026, 3, 2, 10, 0, tzinfo=VILNIUS)
+    values: dict[str, object] = {
+        "event_id": f"calltask:case-9:3:{action}",
+        "occurred_at": start,
+        "source": "notifier",
+        "action": action,
+        "task_id": "case-9:3",
+        "case_id": "case-9",
+        "attempt_number": 3,
+        "patient_id": "pat-9",
+        "patient_name": "Ona Petraitiene",
+        "phone": "+37060000009",
+        "language": "lt",
+        "reason": "no_show",
+        "department": "dental",
+        "practitioner_id": "dr-7",
+        "stage_name": "healing check",
+        "stage_deadline": start + timedelta(days=3),
+        "doctor_notes": "Suspected infection at the extraction site.",
+        "window_start": start,
+        "window_end": start + timedelta(hours=8),
+        "script": "Labas, čia Sample Clinic ...",
+        "report_url": "http://127.0.0.1:8083/calltasks/case-9:3/result",
+    }
+    values.update(changes)
+    return CallTaskEvent.model_validate(values)

@@ -35,6 +35,10 @@ ROUTES = {
     ("*", "/unsubscribe"),
     ("POST", "/calltasks/{task_id}/result"),
     ("POST", "/call-tasks/outcomes"),
+    ("GET", "/call-tasks/report/{token}"),
+    ("POST", "/call-tasks/report"),
+    ("POST", "/jira/webhook"),
+    ("POST", "/zendesk/webhook"),
 }
 
 

@@ -48,7 +48,7 @@ def test_panels_have_unique_ids_a_datasource_and_do_not_overlap(dashboard: dict)
         assert not mine & cells, f"{panel['title']} overlaps another panel"
         cells |= mine
         if panel["type"] != "row":
-            assert panel["datasource"] == "${datasource}"
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
             assert panel["targets"] and all(t["expr"] for t in panel["targets"])
             assert panel["description"]
 

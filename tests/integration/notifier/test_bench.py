@@ -1,0 +1,31 @@
+"""The notifier benchmark runs on a small size: every command of each channel reached its
+server through the notifier process (the benchmark waits for each), and the bare loops
+sent as many. No duration is asserted (the machine is shared)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.__main__ import SUITES
+from bench.harness import Figure
+from bench.notifier_bench import NotifierBench
+
+pytestmark = pytest.mark.integration
+
+
+async def test_notifier_bench_delivers_on_every_channel(
+    kafka_bootstrap: str, database_url: str
+) -> None:
+    assert "notifier" in SUITES
+    bench = NotifierBench(kafka_bootstrap, database_url, 20)
+    figures = await bench.figures()
+    assert [f.name.split(" (")[0] for f in figures] == [
+        "notifier: emails/s to aiosmtpd",
+        "notifier: SMS/s to the stand-in",
+        "notifier: call tasks/s to a webhook",
+    ]
+    assert all(isinstance(f, Figure) and f.baseline_ops_per_second > 0 for f in figures)
+    # 20 through the notifier, 20 from the bare loop, on each server.
+    assert bench.mail.count == 40
+    assert len(bench.sms.messages) == 40
+    assert bench.tasks.count == 40

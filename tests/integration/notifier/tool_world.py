@@ -1,0 +1,73 @@
+"""A running notifier whose call tasks go to the administrators' own tools (a FHIR server, a
+CalDAV list, Jira, Zendesk, chat): the same ``World`` as the other notifier tests, with only
+the sinks under test configured and the SMS/SMTP/webhook parts left idle."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from common.clock import ManualClock
+from common.db import drop_schema
+from common.kafka import KafkaPublisher
+from schemas.events import CallTaskEvent, OutcomeEvent
+from services.notifier.app import NotifierApp
+from standins.sms_provider import SmsProviderStandIn
+from tests.integration.notifier.conftest import world_settings
+from tests.integration.notifier.world import START, Inbox, TopicReader, WebhookReceiver, World
+from tests.support import infra
+from tests.support.polling import eventually, free_port
+
+
+@asynccontextmanager
+async def tool_world(**settings: object) -> AsyncIterator[World]:
+    infra.ensure_up()
+    unique = uuid.uuid4().hex[:10]
+    prefix, schema = f"t{unique}.", f"t_{unique}"
+    http_port = free_port()
+    base_url = f"http://127.0.0.1:{http_port}"
+    app = NotifierApp(
+        world_settings(prefix, schema, http_port=http_port, public_base_url=base_url, **settings),
+        ManualClock(START),
+    )
+    clock = app.clock
+    assert isinstance(clock, ManualClock)
+    await app.start()
+    publisher = KafkaPublisher(infra.KAFKA_BOOTSTRAP, client_id="tests")
+    await publisher.start()
+    outcomes = TopicReader(infra.KAFKA_BOOTSTRAP, app.topics.outcomes, OutcomeEvent)
+    calltasks = TopicReader(infra.KAFKA_BOOTSTRAP, app.topics.calltasks, CallTaskEvent)
+    await outcomes.start()
+    await calltasks.start()
+    try:
+        yield World(
+            app=app,
+            clock=clock,
+            publisher=publisher,
+            primary=SmsProviderStandIn("ACidle", "idle"),  # never started: no SMS here
+            secondary=SmsProviderStandIn("ACidle2", "idle"),
+            inbox=Inbox(),
+            webhook=WebhookReceiver(),
+            outcomes=outcomes,
+            calltasks=calltasks,
+            base_url=base_url,
+        )
+    finally:
+        await outcomes.stop()
+        await calltasks.stop()
+        await publisher.stop()
+        await app.stop()
+        await drop_schema(infra.DATABASE_URL, schema)
+
+
+async def withdraw(world: World, case_id: str, patient_id: str) -> OutcomeEvent:
+    """The scheduler's withdrawal of the case's first call task (its own key, as the
+    scheduler keys it); returns the notifier's ``withdrawn`` outcome."""
+    key = f"{case_id}:1:withdrawal"
+    command = world.command(
+        case_id, patient_id, "call_task", purpose="withdrawal", idempotency_key=key, event_id=key
+    )
+    await world.send(command)
+    outcome: OutcomeEvent = await eventually(lambda: world.outcome(f"{key}:withdrawn"))
+    return outcome
