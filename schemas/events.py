@@ -135,8 +135,43 @@ class ChannelConsent(Contract):
 
 
 ContactField = Literal[
-    "given_name", "family_name", "phone", "email", "language", "timezone", "consent", "status"
+    "given_name",
+    "family_name",
+    "phone",
+    "email",
+    "language",
+    "timezone",
+    "consent",
+    "status",
+    "proxy",
 ]
+
+LocalTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class ContactWindow(Contract):
+    """When the patient wants to be contacted, in their own zone (``end`` before ``start``
+    wraps past midnight). A limit inside the clinic's own hours, never beyond them."""
+
+    start: LocalTime = Field(description="HH:MM, the patient's local time.")
+    end: LocalTime = Field(description="HH:MM, the patient's local time.")
+
+
+class ProxyContact(Contract):
+    """Whom to write to or call instead of the patient: a guardian of a child, a carer, an
+    attorney (HL7 NK1, FHIR Patient.contact / RelatedPerson). Messages to a proxy name no
+    visit details; call tasks name the patient to the front desk only."""
+
+    relationship: Literal["guardian", "parent", "caregiver", "attorney", "other"] = Field(
+        description="HL7 NK1-3 / FHIR Patient.contact.relationship, as one of these."
+    )
+    given_name: ShortText | None = Field(default=None, description="The proxy's given name.")
+    family_name: ShortText | None = Field(default=None, description="The proxy's family name.")
+    phone: ShortText | None = Field(default=None, description="As received; normalised later.")
+    email: ShortText | None = Field(default=None, description="The proxy's email address.")
+    reason: Literal["minor", "named"] = Field(
+        description="minor: the patient is a child; named: the patient named this proxy."
+    )
 
 
 class ContactEvent(Envelope):
@@ -152,9 +187,12 @@ class ContactEvent(Envelope):
     timezone: TimeZoneName
     consent: ChannelConsent = ChannelConsent()
     status: Literal["active", "deceased", "transferred_out"] = "active"
+    proxy: ProxyContact | None = Field(
+        default=None, description="Contact the proxy instead of the patient (minor, named)."
+    )
     fields_sent: list[ContactField] | None = Field(
         default=None,
-        max_length=8,
+        max_length=9,
         description="null: a full snapshot (every field as given). A list: only these fields "
         "carry news (a null among them clears the stored value); the others keep what is "
         "stored, as HL7 v2 leaves out what it does not send.",
@@ -180,6 +218,17 @@ class PatientStatusEvent(Envelope):
     requested_by: Id | None = Field(
         default=None,
         description="For erased: who asked (an operator or a system id), for the audit trail.",
+    )
+    # Planning facts, not contact details (no name, number or address): how and when the
+    # patient wants to be reached and their own zone, so the scheduler plans with them.
+    timezone: TimeZoneName | None = Field(
+        default=None, description="The patient's own zone (quiet hours), when known."
+    )
+    preferred_channel: Channel | None = Field(
+        default=None, description="Tried first in the cadence whenever the clinic's rules allow."
+    )
+    contact_window: ContactWindow | None = Field(
+        default=None, description="Messages and calls only inside it, within the clinic's rules."
     )
 
 

@@ -18,6 +18,17 @@ NOT_A_RESULT: frozenset[OutcomeKind] = frozenset({"task_created", "sent", "deliv
 ATTENDED: frozenset[AppointmentStatus] = frozenset({"arrived", "checked-in", "fulfilled"})
 # ``failed`` details after which the message may still have reached the patient.
 MAYBE_DELIVERED_DETAILS = frozenset({"delivery_unknown"})
+# Carrier-error triage (notifier ``sms.py`` -> scheduler ``cadence.py``): the details that
+# say what the provider learnt about the patient's number.
+# ``channel_impossible`` details: this number cannot take SMS (a landline: calls still work)
+# or does not exist (neither SMS nor calls). The notifier keeps the mark on the contact
+# until the hospital sends another number; the scheduler asks for a call task next.
+NUMBER_LANDLINE = "landline"
+NUMBER_WRONG = "number_wrong"
+NUMBER_MARKS = frozenset({NUMBER_LANDLINE, NUMBER_WRONG})
+# ``failed`` details that say nothing against the channel: the handset was off or out of
+# reach, the carrier was busy, or it did not say why. The cadence goes on as planned.
+RETRY_ON_CADENCE_DETAILS = frozenset({"unreachable", "carrier_busy", "carrier_unknown"})
 # ``withdrawn`` details of a call task that never reached the clinic's tools.
 NEVER_SENT_DETAILS = frozenset({"never_sent", "no_task"})
 

@@ -53,6 +53,7 @@ class Inbox:
             directory.mkdir(parents=True, exist_ok=True)
         self.messages: list[EmailMessage] = []
         self.records: list[MailRecord] = []
+        self.raw: list[bytes] = []
 
     @property
     def connections(self) -> list[Any]:
@@ -75,6 +76,7 @@ class Inbox:
             path = self.directory / f"{len(self.messages) + 1:05d}.eml"
             path.write_bytes(raw)
         self.messages.append(parsed)
+        self.raw.append(raw)  # as it crossed the wire (header folding, encoded-words)
         self.records.append(
             MailRecord(
                 mail_from=str(envelope.mail_from),

@@ -3,7 +3,8 @@
 For tests and the demo: it accepts POST /2010-04-01/Accounts/{sid}/Messages.json
 (form-encoded, basic auth), records each message, answers like Twilio (201 + JSON with a
 "sid"), can be told to fail the next requests (503, 400 with a Twilio error code), and
-posts status callbacks and inbound replies signed with X-Twilio-Signature.
+posts status callbacks and inbound replies signed with X-Twilio-Signature, and keeps the
+TwiML ``<Message>`` answers to replies (what Twilio would text back) in ``answers``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import hmac
 import itertools
 from dataclasses import dataclass, field
+from xml.etree import ElementTree
 
 import aiohttp
 import yarl
@@ -44,6 +46,7 @@ class SmsProviderStandIn:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.messages: list[SentMessage] = []
+        self.answers: list[tuple[str, str]] = []  # (to, body) of TwiML <Message> answers
         self.requests = 0
         self._failures: list[tuple[int, int | None]] = []  # (http status, twilio error code)
         self._ids = itertools.count(1)
@@ -163,4 +166,9 @@ class SmsProviderStandIn:
             "NumMedia": "0",
         }
         response = await self._post_signed(url, params, valid_signature=valid_signature)
+        body = await response.text()
+        if response.status == 200 and "<Message>" in body:
+            # Twilio sends a TwiML <Message> answer back to whoever wrote, as an SMS.
+            for message in ElementTree.fromstring(body).iter("Message"):
+                self.answers.append((from_, message.text or ""))
         return response.status

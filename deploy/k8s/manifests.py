@@ -10,6 +10,7 @@ here changes for all three, and a test renders and validates the result.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import PurePath
@@ -121,6 +122,8 @@ def _env_value(value: object) -> str:
         return str(value.value)
     if isinstance(value, PurePath | int | float | str):
         return str(value)
+    if isinstance(value, dict | list):  # pydantic reads complex settings as JSON
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     raise TypeError(f"no environment form for {value!r}")
 
 

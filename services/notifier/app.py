@@ -70,7 +70,12 @@ class NotifierApp:
             clock=self.clock,
             book=self.book,
             voice=ClinicVoice(
-                s.clinic_name, s.clinic_phone, s.rebook_url, s.default_language, s.clinic_name_in
+                s.clinic_name,
+                s.clinic_phone,
+                s.rebook_url,
+                s.default_language,
+                names=s.clinic_names,
+                signatures=s.clinic_signatures,
             ),
             ledger=self.ledger,
             directory=self.directory,

@@ -10,6 +10,7 @@ can match it (the webhook's ``Idempotency-Key``, the VTODO's UID, the topic's ta
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from common.logs import get_logger
 from schemas.events import CallTaskEvent, NotificationCommand
+from schemas.vocabulary import NUMBER_WRONG
 from services.notifier import localise, metrics, report_links
 from services.notifier.call_reports import (
     CallReport,
@@ -46,6 +48,14 @@ log = get_logger(__name__)
 RULES = ChannelRules(
     consent="call", reaches_patient=False, resend_when_unsure=True, missing=lambda _: None
 )
+
+
+def for_the_task(contact: Contact | None) -> Contact | None:
+    """The contact as the front desk sees it: a number the carrier found wrong is not given
+    (the task is then to find the right one); a landline is, a call reaches it."""
+    if contact is not None and contact.phone_mark == NUMBER_WRONG:
+        return replace(contact, phone=None, phone_raw=None)
+    return contact
 
 
 class CallTaskChannel:
@@ -105,7 +115,7 @@ class CallTaskChannel:
     async def send(self, job: Job) -> Sent:
         command = job.command
         if command.purpose != "withdrawal":
-            await self._deliver(job, self.render(command, job.contact))
+            await self._deliver(job, self.render(command, for_the_task(job.contact)))
             return Sent("task_created", respond_by=command.window_end)
         found = await self._parts.ledger.withdrawn_task(command)
         if found is None:

@@ -127,6 +127,10 @@ def call_script(
     script = book.render("call_script", language, context)
     if shared_by > 1:
         script = localise.word(language, "shared_number", count=shared_by) + "\n" + script
+    if contact is not None and contact.proxy is not None:
+        # The number is the proxy's (a guardian, a carer): say whom the call is for.
+        whom = contact.proxy_name or "-"
+        script = f"{book.phrase(language, 'proxy_call', name=whom)}\n{script}"
     if command.purpose == "escalation":
         brief = escalation_brief(command, view or DeskView(language=default_language))
         script = "\n".join(brief) + "\n\n" + script

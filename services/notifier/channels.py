@@ -11,8 +11,8 @@ server only ever see these interfaces.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
@@ -24,6 +24,7 @@ from schemas.base import Channel
 from schemas.events import CallTaskEvent, NotificationCommand, OutcomeEvent, OutcomeKind
 from services.notifier.call_reports import CallReport
 from services.notifier.contacts import Contact
+from services.notifier.settings import by_language
 from services.notifier.templates import REASONS, MessageContext
 
 if TYPE_CHECKING:
@@ -59,12 +60,14 @@ class TransientSendError(Exception):
 
 
 class PermanentSendError(Exception):
-    """Will never work as asked; ``detail`` is a reason code for the failed outcome."""
+    """Will never work as asked; ``detail`` is a reason code for the outcome, ``failed``
+    unless the provider showed the channel impossible (``channel_impossible``: a landline)."""
 
-    def __init__(self, provider: str, detail: str) -> None:
+    def __init__(self, provider: str, detail: str, outcome: OutcomeKind = "failed") -> None:
         super().__init__(f"{provider}: {detail}")
         self.provider = provider
         self.detail = detail
+        self.outcome: OutcomeKind = outcome
 
 
 @dataclass(frozen=True)
@@ -176,14 +179,26 @@ class NoRoutes:
 
 @dataclass(frozen=True)
 class ClinicVoice:
-    """Who is writing and how to rebook: what every rendered message says of the clinic."""
+    """Who is writing and how to rebook: what every rendered message says of the clinic.
+
+    ``names`` and ``signatures`` are per language (``FOLLOWUP_CLINIC_NAMES``,
+    ``FOLLOWUP_CLINIC_SIGNATURES``); a language without one takes ``clinic_name`` (a
+    proper name reads the same in every language), and without that the language's own
+    generic word from its templates (``phrases.clinic``): never English in another text.
+    """
 
     clinic_name: str
     clinic_phone: str
     rebook_url: str | None
     default_language: str
-    # The clinic's name in a language (FOLLOWUP_CLINIC_NAME_<LANG>); unset: clinic_name.
-    name_in: Callable[[str], str] | None = None
+    names: Mapping[str, str] = field(default_factory=dict)
+    signatures: Mapping[str, str] = field(default_factory=dict)
+
+    def name_for(self, language: str) -> str:
+        return by_language(self.names, language) or self.clinic_name
+
+    def signature_for(self, language: str) -> str | None:
+        return by_language(self.signatures, language)
 
     def context(
         self, command: NotificationCommand, contact: Contact, *, redacted: bool = False
@@ -192,10 +207,11 @@ class ClinicVoice:
             command,
             contact,
             reason=command.template if command.template in REASONS else command.reason,
-            clinic_name=self.name_in(contact.language) if self.name_in else self.clinic_name,
+            clinic_name=self.name_for(contact.language),
             clinic_phone=self.clinic_phone,
             rebook_url=self.rebook_url,
             redacted=redacted,
+            signature=self.signature_for(contact.language),
         )
 
 

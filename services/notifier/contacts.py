@@ -44,6 +44,13 @@ class Contact:
     status: str = "active"
     opted_out: frozenset[str] = field(default_factory=frozenset)  # channels
     phone_shared_by: int = 1  # how many patients' contacts normalise to this phone
+    # What the carrier said of ``phone`` (vocabulary.NUMBER_MARKS), until another arrives.
+    phone_mark: str | None = None
+    # Written to instead of the patient (schemas ProxyContact.relationship): phone_raw,
+    # phone and email above are then the proxy's; the names stay the patient's (for the
+    # front desk only: messages to a proxy name no one).
+    proxy: str | None = None
+    proxy_name: str | None = None
 
     @property
     def display_name(self) -> str | None:
@@ -52,13 +59,16 @@ class Contact:
 
     @classmethod
     def from_event(cls, event: ContactEvent, default_region: str) -> Contact:
+        """As the directory gives it: a proxy's addresses in place of the patient's."""
+        proxy = event.proxy
+        phone, email = (proxy.phone, proxy.email) if proxy else (event.phone, event.email)
         return cls(
             patient_id=event.patient_id,
             given_name=event.given_name,
             family_name=event.family_name,
-            phone_raw=event.phone,
-            phone=normalise_phone(event.phone, default_region),
-            email=event.email,
+            phone_raw=phone,
+            phone=normalise_phone(phone, default_region),
+            email=email,
             language=event.language,
             timezone=event.timezone,
             consent={
@@ -67,6 +77,10 @@ class Contact:
                 "call": event.consent.call,
             },
             status=event.status,
+            proxy=proxy.relationship if proxy else None,
+            proxy_name=" ".join(p for p in (proxy.given_name, proxy.family_name) if p) or None
+            if proxy
+            else None,
         )
 
 

@@ -6,7 +6,8 @@ from datetime import datetime
 
 import asyncpg
 
-from schemas.events import ContactEvent, PatientStatusEvent
+from schemas.events import ContactEvent, PatientStatusEvent, ProxyContact
+from schemas.vocabulary import NUMBER_WRONG
 from services.notifier.contacts import Contact, normalise_phone
 
 
@@ -16,20 +17,25 @@ class Directory:
         self._region = default_region
 
     async def record_contact(self, event: ContactEvent) -> None:
+        proxy = event.proxy
         # Compacted topic, possibly replayed: an older snapshot never overwrites a newer one.
         # A partial event (fields_sent, as HL7 sends) changes only the fields it names.
         await self._pool.execute(
             f"""INSERT INTO contacts (patient_id, given_name, family_name, phone_raw, phone_e164,
                    email, language, timezone, consent_sms, consent_email, consent_call, status,
-                   occurred_at, event_id)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)
+                   occurred_at, event_id, proxy, proxy_phone_e164, proxy_email)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$16,$17,$18)
                ON CONFLICT (patient_id) DO UPDATE SET
                    {_merge("given_name", "given_name")}, {_merge("family_name", "family_name")},
                    {_merge("phone", "phone_raw")}, {_merge("phone", "phone_e164")},
                    {_merge("email", "email")}, {_merge("language", "language")},
                    {_merge("timezone", "timezone")}, {_merge("consent", "consent_sms")},
                    {_merge("consent", "consent_email")}, {_merge("consent", "consent_call")},
-                   {_merge("status", "status")}, occurred_at=EXCLUDED.occurred_at,
+                   {_merge("status", "status")},
+                   {_clear_mark("phone_mark")}, {_clear_mark("phone_marked_at")},
+                   {_merge("proxy", "proxy")}, {_merge("proxy", "proxy_phone_e164")},
+                   {_merge("proxy", "proxy_email")},
+                   occurred_at=EXCLUDED.occurred_at,
                    event_id=EXCLUDED.event_id
                WHERE contacts.occurred_at <= EXCLUDED.occurred_at""",
             event.patient_id,
@@ -47,6 +53,9 @@ class Directory:
             event.occurred_at,
             event.event_id,
             event.fields_sent,
+            proxy.model_dump_json() if proxy else None,
+            normalise_phone(proxy.phone, self._region) if proxy else None,
+            proxy.email.strip().lower() if proxy and proxy.email else None,
         )
 
     async def record_patient_status(self, event: PatientStatusEvent) -> None:
@@ -76,27 +85,34 @@ class Directory:
         """The patient's contact and status, either possibly unknown, in one round trip."""
         row = await self._pool.fetchrow(
             """SELECT s.status AS patient_status, c.*,
-                   (SELECT count(*) FROM contacts o WHERE o.phone_e164 = c.phone_e164) AS shared,
+                   (SELECT count(*) FROM contacts o WHERE o.phone_e164 = c.to_phone) AS shared,
                    ARRAY(SELECT channel FROM opt_outs WHERE opted_out AND
-                         ((channel = 'sms' AND address = c.phone_e164) OR
-                          (channel = 'email' AND address = c.email) OR
+                         ((channel = 'sms' AND address = c.to_phone) OR
+                          (channel = 'email' AND address = c.to_email) OR
                           (channel IN ('call_task', 'all') AND address = c.patient_id)))
                      AS opted_out
                FROM (SELECT $1::text AS id) p
-               LEFT JOIN contacts c ON c.patient_id = p.id
+               -- A proxy is written to instead of the patient: their addresses, their STOP.
+               LEFT JOIN (SELECT *,
+                     CASE WHEN proxy IS NULL THEN phone_raw ELSE proxy->>'phone' END AS to_raw,
+                     CASE WHEN proxy IS NULL THEN phone_e164 ELSE proxy_phone_e164 END
+                       AS to_phone,
+                     CASE WHEN proxy IS NULL THEN email ELSE proxy_email END AS to_email
+                   FROM contacts) c ON c.patient_id = p.id
                LEFT JOIN patient_status s ON s.patient_id = p.id""",
             patient_id,
         )
         assert row is not None  # the FROM row is always there
         if row["patient_id"] is None:
             return None, row["patient_status"]
+        proxy = ProxyContact.model_validate_json(row["proxy"]) if row["proxy"] else None
         contact = Contact(
             patient_id=row["patient_id"],
             given_name=row["given_name"],
             family_name=row["family_name"],
-            phone_raw=row["phone_raw"],
-            phone=row["phone_e164"],
-            email=row["email"],
+            phone_raw=row["to_raw"],
+            phone=row["to_phone"],
+            email=row["to_email"],
             language=row["language"],
             timezone=row["timezone"],
             consent={
@@ -107,6 +123,9 @@ class Directory:
             status=row["status"],
             opted_out=frozenset(row["opted_out"]),
             phone_shared_by=max(1, int(row["shared"] or 1)),
+            phone_mark=None if proxy else row["phone_mark"],
+            proxy=proxy.relationship if proxy else None,
+            proxy_name=_name(proxy.given_name, proxy.family_name) if proxy else None,
         )
         return contact, row["patient_status"]
 
@@ -126,18 +145,53 @@ class Directory:
             event_id,
         )
 
+    async def mark_phone(self, phone_e164: str, mark: str, at: datetime) -> int:
+        """The carrier said ``phone_e164`` is a landline or wrong: marked on every contact
+        with it (a wrong number is wrong for everyone; it outranks a landline)."""
+        result: str = await self._pool.execute(
+            """UPDATE contacts SET phone_mark = CASE WHEN phone_mark = $3 THEN phone_mark
+                   ELSE $2 END, phone_marked_at = $4
+               WHERE phone_e164 = $1""",
+            phone_e164,
+            mark,
+            NUMBER_WRONG,
+            at,
+        )
+        return int(result.split()[-1])
+
     async def patients_with_phone(self, phone_e164: str) -> list[str]:
         rows = await self._pool.fetch(
-            "SELECT patient_id FROM contacts WHERE phone_e164 = $1 ORDER BY patient_id",
+            """SELECT patient_id FROM contacts WHERE phone_e164 = $1 AND proxy IS NULL
+               UNION SELECT patient_id FROM contacts WHERE proxy_phone_e164 = $1
+               ORDER BY patient_id""",
             phone_e164,
         )
         return [r["patient_id"] for r in rows]
 
     async def patients_with_email(self, email: str) -> list[str]:
         rows = await self._pool.fetch(
-            "SELECT patient_id FROM contacts WHERE email = $1 ORDER BY patient_id", email.lower()
+            """SELECT patient_id FROM contacts WHERE email = $1 AND proxy IS NULL
+               UNION SELECT patient_id FROM contacts WHERE proxy_email = $1
+               ORDER BY patient_id""",
+            email.lower(),
         )
         return [r["patient_id"] for r in rows]
+
+
+def _name(given: str | None, family: str | None) -> str | None:
+    return " ".join(p for p in (given, family) if p) or None
+
+
+def _clear_mark(column: str) -> str:
+    """SET clause: a carrier's mark lasts as long as the number it was said of."""
+    new_phone = (
+        "CASE WHEN $15::text[] IS NULL OR 'phone' = ANY($15::text[]) "
+        "THEN EXCLUDED.phone_e164 ELSE contacts.phone_e164 END"
+    )
+    return (
+        f"{column} = CASE WHEN ({new_phone}) IS DISTINCT FROM contacts.phone_e164 "
+        f"THEN NULL ELSE contacts.{column} END"
+    )
 
 
 def _merge(field: str, column: str) -> str:

@@ -288,7 +288,7 @@ class Dispatcher:
             return
         except PermanentSendError as exc:
             metrics.SENDS.labels(cmd.channel, exc.provider, "failed").inc()
-            await self.ledger.finish(cmd, now, "failed", detail=exc.detail)
+            await self.ledger.finish(cmd, now, exc.outcome, detail=exc.detail)
             return
         finally:
             metrics.SEND_DURATION.labels(cmd.channel).observe(

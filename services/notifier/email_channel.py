@@ -6,13 +6,22 @@ bursts, text and HTML parts), and its inbound routes: bounces (RFC 3464 reports,
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import hashlib
 import hmac
+import html
 import json
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
+from email.policy import Policy
+from email.utils import format_datetime, parseaddr
 from typing import Literal
+from urllib.parse import urlencode
 
 import aiosmtplib
 from aiohttp import web
@@ -36,6 +45,7 @@ from services.notifier.channels import (
 from services.notifier.contacts import Contact
 from services.notifier.outcomes import command_outcome
 from services.notifier.settings import NotifierSettings
+from services.notifier.sms_text import read_reply
 
 log = get_logger(__name__)
 
@@ -70,6 +80,7 @@ class Email:
     html: str | None = None
     list_unsubscribe: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    date: datetime | None = None  # the injected clock's now; the Date header
     headers: tuple[tuple[str, str], ...] = ()  # extra headers (an escalation's priority)
 
 
@@ -85,11 +96,31 @@ def unsubscribe_token(secret: str, patient_id: str) -> str:
     return hmac.new(secret.encode(), patient_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+class UriListHeader(UnstructuredHeader):
+    """``List-Unsubscribe``: a list of <URI>s, folded only between them, never turned
+    into RFC 2047 encoded-words (mail providers read the https URL as it is, RFC 8058)."""
+
+    def fold(self, *, policy: Policy) -> str:
+        uris = [part.strip() for part in str(self).split(",") if part.strip()]
+        linesep = str(getattr(policy, "linesep", "\n"))
+        name = str(getattr(self, "name", "List-Unsubscribe"))  # BaseHeader sets it
+        return f"{name}: " + f",{linesep} ".join(uris) + linesep
+
+
+_HEADERS = HeaderRegistry()
+# HeaderRegistry mixes the class with BaseHeader itself; typeshed asks for the mix.
+_HEADERS.map_to_type("list-unsubscribe", UriListHeader)  # type: ignore[arg-type]
+# The message's policy: the generator (ours or aiosmtplib's) folds each header with the
+# header object this policy made, so the URL stays whole however long it is.
+MESSAGE_POLICY = email.policy.SMTP.clone(header_factory=_HEADERS)
+
+
 def build_message(email: Email, sender: str) -> EmailMessage:
-    msg = EmailMessage()
+    msg = EmailMessage(policy=MESSAGE_POLICY)
     msg["From"] = sender
     msg["To"] = email.to
     msg["Subject"] = email.subject
+    msg["Date"] = format_datetime(email.date or datetime.now(UTC))
     msg["Message-ID"] = message_id(email.idempotency_key, sender)
     msg["X-Followup-Key"] = email.idempotency_key
     for name, value in email.headers:
@@ -195,13 +226,18 @@ class EmailChannel:
         self._parts = parts
         self._settings = parts.settings
 
+    def unsubscribe_link(self, patient_id: str) -> str:
+        token = unsubscribe_token(self._settings.link_secret, patient_id)
+        query = urlencode({"patient": patient_id, "token": token})
+        return f"{self._parts.public_base_url}/unsubscribe?{query}"
+
     def render(self, command: NotificationCommand, contact: Contact) -> Email:
         assert contact.email is not None
-        context = self._parts.voice.context(command, contact)
-        token = unsubscribe_token(self._settings.link_secret, command.patient_id)
-        link = (
-            f"{self._parts.public_base_url}/unsubscribe?patient={command.patient_id}&token={token}"
-        )
+        link = self.unsubscribe_link(command.patient_id)
+        # The body names the link it carries (and only then): the same one-click URL.
+        # To a proxy: the text that names no one and no visit (never more than needed).
+        context = self._parts.voice.context(command, contact, redacted=contact.proxy is not None)
+        context = replace(context, unsubscribe_url=link)
         unsubscribe = [f"<{link}>"]
         if self._settings.unsubscribe_mailto:
             unsubscribe.insert(
@@ -214,6 +250,7 @@ class EmailChannel:
             html=self._parts.book.render("email_html", contact.language, context),
             idempotency_key=command.idempotency_key,
             list_unsubscribe=", ".join(unsubscribe),
+            date=self._parts.clock.now(),
         )
 
     async def send(self, job: Job) -> Sent:
@@ -227,6 +264,7 @@ class EmailChannel:
         return (
             Route("POST", "/email/bounces", self.bounce),
             Route("*", "/unsubscribe", self.unsubscribe),
+            Route("POST", "/email/inbound", self.inbound),
         )
 
     async def close(self) -> None:
@@ -263,7 +301,10 @@ class EmailChannel:
         return web.json_response({"result": "bounced", "event_id": event.event_id}, status=202)
 
     async def unsubscribe(self, request: web.Request) -> web.Response:
-        """``GET/POST /unsubscribe?patient=&token=``: List-Unsubscribe, one click."""
+        """``/unsubscribe?patient=&token=``: RFC 8058 one-click. ``POST`` (the mail
+        provider's ``List-Unsubscribe=One-Click``, or the confirm page's button) records the
+        opt-out; ``GET`` (a person following the link) only shows the confirm page, so a
+        link scanner opening every URL unsubscribes nobody."""
         patient_id = request.query.get("patient", "")
         token = request.query.get("token", "")
         if not (
@@ -277,22 +318,139 @@ class EmailChannel:
         if request.method not in ("GET", "POST"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
         contact = await self._parts.directory.contact(patient_id)
+        language = contact.language if contact else self._parts.book.default_language
+        words = self._parts.book.phrases(language)
+        if request.method == "GET":
+            page = UNSUBSCRIBE_PAGE.format(
+                lang=html.escape(language),
+                question=html.escape(words["unsubscribe_question"]),
+                action=html.escape(self.unsubscribe_link(patient_id)),
+                button=html.escape(words["unsubscribe_button"]),
+            )
+            return web.Response(text=page, content_type="text/html")
         if contact is not None and contact.email:
-            now = self._parts.clock.now()
-            event_id = f"unsubscribe:{patient_id}:email"
-            await self._parts.directory.set_opt_out(contact.email, self.name, True, now, event_id)
+            await self._opt(patient_id, contact.email, True, f"unsubscribe:{patient_id}:email")
+        page = UNSUBSCRIBE_DONE.format(
+            lang=html.escape(language), done=html.escape(words["unsubscribe_done"])
+        )
+        return web.Response(text=page, content_type="text/html")
+
+    async def _opt(self, patient_id: str, address: str, out: bool, event_id: str) -> None:
+        now = self._parts.clock.now()
+        await self._parts.directory.set_opt_out(address, self.name, out, now, event_id)
+        if out:
             metrics.OPT_OUTS.labels(self.name).inc()
+        await self._parts.publish_outcome(
+            OutcomeEvent(
+                event_id=event_id,
+                occurred_at=now,
+                source="notifier",
+                outcome="opt_out" if out else "opt_in",
+                patient_id=patient_id,
+                channel=self.name,
+            )
+        )
+
+    async def inbound(self, request: web.Request) -> web.Response:
+        """``POST /email/inbound``: a patient's reply, forwarded by the mailbox (the whole
+        RFC 5322 message as ``message/rfc822``, or JSON ``{"message_id", "from", "text"}``).
+        Its first line read like an SMS reply (``sms_text.read_reply``, every language):
+        "unsubscribe", "atsisakyti", "отписаться" ... opt the sender's address out of
+        email; anything else is a ``reply`` (a conversation) for the patients with it."""
+        require_bearer(request, self._settings.api_token)
+        try:
+            reply = parse_inbound_email(await request.read(), request.content_type)
+        except InboundEmailError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        patients = await self._parts.directory.patients_with_email(reply.sender)
+        reading = read_reply(reply.first_line)
+        event_base = "email:" + hashlib.sha256(reply.message_id.encode()).hexdigest()[:32]
+        now = self._parts.clock.now()
+        for patient_id in patients:
+            event_id = event_base if len(patients) == 1 else f"{event_base}:{patient_id}"
+            if reading.meaning in ("opt_out", "opt_in"):
+                await self._opt(patient_id, reply.sender, reading.meaning == "opt_out", event_id)
+                continue
             await self._parts.publish_outcome(
                 OutcomeEvent(
                     event_id=event_id,
                     occurred_at=now,
                     source="notifier",
-                    outcome="opt_out",
+                    outcome=reading.meaning,
                     patient_id=patient_id,
                     channel=self.name,
                 )
             )
-        return web.Response(text="You will receive no more emails from us.")
+        log.info("email_reply", meaning=reading.meaning, patients=len(patients))
+        return web.json_response({"result": reading.meaning, "patients": len(patients)}, status=202)
+
+
+UNSUBSCRIBE_PAGE = """<!doctype html>
+<html lang="{lang}"><head><meta charset="utf-8"><title>{button}</title></head>
+<body><form method="post" action="{action}"><p>{question}</p>
+<button type="submit">{button}</button></form></body></html>"""
+UNSUBSCRIBE_DONE = """<!doctype html>
+<html lang="{lang}"><head><meta charset="utf-8"><title>{done}</title></head>
+<body><p>{done}</p></body></html>"""
+
+
+class InboundEmailError(Exception):
+    """A forwarded reply we cannot read; the reason names fields, never values."""
+
+
+@dataclass(frozen=True)
+class InboundEmail:
+    message_id: str
+    sender: str  # lower-cased address
+    first_line: str  # the reply's first own line (quotes and signature left out)
+
+
+# "On <date>, <name> wrote:" as mail programs write it in en, lt, ru and bg.
+_QUOTE_INTRO = re.compile(
+    r"^(on .+ wrote:|.+ rašė:|.+ писал[а]?:|.+ написа:)$",  # noqa: RUF001
+    re.IGNORECASE,
+)
+
+
+def _first_own_line(text: str) -> str:
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line == "--" or line.startswith(">") or _QUOTE_INTRO.match(line):
+            break  # the signature or the quoted message: nothing of the reply's own below
+        if line:
+            return line
+    return ""
+
+
+def parse_inbound_email(raw: bytes, content_type: str) -> InboundEmail:
+    if content_type == "application/json":
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise InboundEmailError("body is not JSON") from None
+        if not isinstance(body, dict):
+            raise InboundEmailError("body must be a JSON object")
+        message_id, sender, text = body.get("message_id"), body.get("from"), body.get("text")
+        if not all(isinstance(v, str) and v for v in (message_id, sender)) or not isinstance(
+            text, str
+        ):
+            raise InboundEmailError("message_id, from and text are required strings")
+        subject = ""
+    else:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        message_id, sender = msg.get("Message-ID"), msg.get("From")
+        subject = str(msg.get("Subject") or "")
+        part = msg.get_body(preferencelist=("plain",)) if isinstance(msg, EmailMessage) else None
+        text = part.get_content() if part is not None else ""
+        if not message_id or not sender:
+            raise InboundEmailError("Message-ID and From headers are required")
+    address = parseaddr(str(sender))[1].strip().lower()
+    if "@" not in address:
+        raise InboundEmailError("From is not an email address")
+    first = _first_own_line(str(text))
+    if not first:  # "unsubscribe" in the subject, nothing in the body
+        first = re.sub(r"^((re|aw|sv|fw|fwd|отв|ats)\s*:\s*)+", "", subject, flags=re.I).strip()
+    return InboundEmail(str(message_id).strip(), address, first)
 
 
 def build_mailer(s: NotifierSettings) -> Mailer | None:

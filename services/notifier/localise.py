@@ -1,9 +1,15 @@
 # ruff: noqa: RUF001, RUF002  (Cyrillic words are meant: they are the ru/bg texts)
-"""What an administrator reads, in the clinic's language: labels for codes, dates and times
-in the clinic's zone with the zone named (Babel), and the choice of a page's language.
+"""Words and dates in a reader's language (Babel, CLDR), never ISO.
 
-Pure: no I/O. Languages are the templates' (en, lt, ru, bg); a missing word falls back to
-English so a new code never breaks a task, and a unit test keeps every language complete.
+For the administrator: labels for codes, dates and times in the clinic's zone with the zone
+named, and the choice of a page's language. A missing word falls back to English so a new
+code never breaks a task, and a unit test keeps every language complete.
+
+For the patient: "2026 m. kovo 4 d. 15:00" or "March 4, 2026, 3:00 PM" (and so in ru, bg) in
+their zone. CLDR's narrow and non-breaking spaces become plain spaces there: they are not in
+the GSM-7 alphabet and would turn an English SMS into UCS-2 (more segments for the same words).
+
+Pure: no I/O. Languages are the templates' (en, lt, ru, bg).
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_date, format_time
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_skeleton, format_time, get_datetime_format
 
 LANGUAGES = ("en", "lt", "ru", "bg")
 FALLBACK = "en"
@@ -367,15 +374,58 @@ def channel_label(language: str, channel: str) -> str:
     return _label(CHANNELS, language, channel)
 
 
+def _locale(language: str) -> Locale:
+    """Babel's locale for a tag ("lt-LT", "pt_BR"), the base language if the region is
+    unknown, else English."""
+    try:
+        return Locale.parse(language.replace("-", "_"))
+    except (UnknownLocaleError, ValueError):
+        return Locale.parse(language.split("-", 1)[0]) if "-" in language else Locale("en")
+
+
+def _long_date(local: datetime, locale: Locale | str) -> str:
+    return str(format_date(local.date(), "long", locale=locale))
+
+
+def _short_time(local: datetime, locale: Locale | str) -> str:
+    return str(format_time(local.time(), "short", locale=locale))
+
+
 def local_datetime(moment: datetime, zone: str, language: str) -> str:
     """``moment`` in the clinic's zone, in the clinic's language, the zone named:
     "March 2, 2026 10:00 (Europe/Vilnius)", "2026 m. kovo 2 d. 10:00 (Europe/Vilnius)"."""
     local = moment.astimezone(ZoneInfo(zone))
     locale = language_of(language)
-    day = format_date(local, "long", locale=locale)
-    return f"{day} {format_time(local, 'short', locale=locale)} ({zone})"
+    return f"{_long_date(local, locale)} {_short_time(local, locale)} ({zone})"
 
 
 def local_date(moment: datetime, zone: str, language: str) -> str:
     """The date ``moment`` falls on in the clinic's zone ("2 марта 2026 г.")."""
-    return format_date(moment.astimezone(ZoneInfo(zone)), "long", locale=language_of(language))
+    return _long_date(moment.astimezone(ZoneInfo(zone)), language_of(language))
+
+
+# What the patient reads: in their own zone, without the zone named; plain spaces (GSM-7).
+_SPACES = str.maketrans({"\u202f": " ", "\u00a0": " "})
+
+
+def _day(local: datetime, locale: Locale, short: bool) -> str:
+    if short:  # without the year ("4 марта", "kovo 4 d."): an SMS about this season
+        return str(format_skeleton("MMMMd", local, locale=locale))
+    return _long_date(local, locale)
+
+
+def format_visit_date(moment: datetime, zone: str, language: str, *, short: bool = False) -> str:
+    """The day of ``moment`` in ``zone``, written out in ``language`` ("kovo 4 d.")."""
+    local = moment.astimezone(ZoneInfo(zone))
+    return _day(local, _locale(language), short).translate(_SPACES)
+
+
+def format_visit_time(moment: datetime, zone: str, language: str, *, short: bool = False) -> str:
+    """Day and time of ``moment`` in ``zone``, as ``language`` writes them."""
+    locale = _locale(language)
+    local = moment.astimezone(ZoneInfo(zone))
+    day = _day(local, locale, short)
+    clock = _short_time(local, locale)
+    # CLDR's pattern joining date and time ("{1}, {0}", "{1} 'at' {0}"), as Babel does.
+    pattern = str(get_datetime_format("medium", locale=locale)).replace("'", "")
+    return pattern.replace("{0}", clock).replace("{1}", day).translate(_SPACES)

@@ -33,6 +33,11 @@ CALL_TASKS = Counter(
 OPT_OUTS = Counter(
     "followup_notifier_opt_outs_total", "Opt-outs recorded, by channel.", ["channel"]
 )
+CARRIER_ERRORS = Counter(
+    "followup_notifier_carrier_errors_total",
+    "SMS provider errors by triage class (landline, invalid_number, unreachable, ...).",
+    ["error_class"],
+)
 HELD = Counter(
     "followup_notifier_held_total",
     "Sends held back or refused by a rule (quiet_hours, runaway_guard, not_contactable, ...).",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import time
 from typing import Literal
 
@@ -21,12 +22,14 @@ class NotifierSettings(Settings):
     link_secret: str = ""  # HMAC key of unsubscribe and call-report links
     # Report links stay valid this long after the task's window ends.
     report_link_grace_hours: float = Field(default=72.0, gt=0)
-    clinic_name: str = "the clinic"
-    # The clinic's name per language (FOLLOWUP_CLINIC_NAME_LT, ...); unset: clinic_name.
-    clinic_name_en: str | None = None
-    clinic_name_lt: str | None = None
-    clinic_name_ru: str | None = None
-    clinic_name_bg: str | None = None
+    # Who writes: a name for every language (proper names read the same everywhere), and
+    # per-language overrides as JSON objects by language code, e.g.
+    # FOLLOWUP_CLINIC_NAMES='{"ru": "Клиника «Шипсена»"}'. Empty: each language's own
+    # generic word ("your clinic", "Jūsų klinika", ...), never English in another text.
+    # Patient texts and call scripts read the same names (clinic_name_in).
+    clinic_name: str = ""
+    clinic_names: dict[str, str] = Field(default_factory=dict)
+    clinic_signatures: dict[str, str] = Field(default_factory=dict)
     # The clinic's zone and language: what administrators read (times, dates, words).
     clinic_timezone: str = "Europe/Vilnius"
     clinic_language: str | None = None  # unset: default_language
@@ -112,10 +115,9 @@ class NotifierSettings(Settings):
     notes_in_chat: bool = False
 
     def clinic_name_in(self, language: str) -> str:
-        """The clinic's name as patients of ``language`` know it."""
-        base = language.split("-", 1)[0].lower()
-        named = getattr(self, f"clinic_name_{base}", None) if base.isalpha() else None
-        return named or self.clinic_name
+        """The clinic's name as patients of ``language`` know it; empty when the site names
+        none (the templates then write that language's generic word, phrases.clinic)."""
+        return by_language(self.clinic_names, language) or self.clinic_name
 
     @property
     def admin_language(self) -> str:
@@ -127,3 +129,8 @@ class NotifierSettings(Settings):
         if purpose == "escalation" and self.escalation_sinks is not None:
             names = self.escalation_sinks
         return [n.strip() for n in names.split(",") if n.strip()]
+
+
+def by_language(values: Mapping[str, str], language: str) -> str | None:
+    """The value for ``language`` ("lt-LT"), else for its base language ("lt")."""
+    return values.get(language) or values.get(language.split("-", 1)[0])

@@ -183,6 +183,7 @@ class FrontDeskEmailSink(NoRoutes):
             subject=subject(task, self._view),
             text="\n".join(summary_lines(task, self._view)),
             idempotency_key=f"calltask:{task.task_id}:{task.action}",
+            date=task.occurred_at,  # when the task was made: a resend carries the same Date
             attachments=(Attachment("call-task.ics", ics, "text", "calendar", {"method": method}),),
             # Mail clients sort and flag by these (RFC 2156 Importance, the X-Priority habit).
             headers=(("Importance", "high"), ("X-Priority", "1")) if escalation else (),

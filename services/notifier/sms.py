@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 from urllib.parse import quote
+from xml.sax.saxutils import escape as xml_escape
 
 import aiohttp
 from aiohttp import web
@@ -22,8 +23,10 @@ from aiohttp import web
 from common.clock import Clock
 from common.logs import get_logger
 from schemas.events import NotificationCommand, OutcomeEvent, OutcomeKind
+from schemas.vocabulary import NUMBER_LANDLINE, NUMBER_WRONG
 from services.notifier import metrics
 from services.notifier.call_reports import valid_id
+from services.notifier.carrier_errors import ErrorClass, Triage, triage, triage_detail
 from services.notifier.channels import (
     ChannelRules,
     Job,
@@ -37,7 +40,7 @@ from services.notifier.channels import (
 )
 from services.notifier.contacts import Contact, normalise_phone
 from services.notifier.outcomes import command_outcome
-from services.notifier.sms_text import classify_reply, segment_count
+from services.notifier.sms_text import read_reply, segment_count
 
 log = get_logger(__name__)
 
@@ -149,24 +152,57 @@ STATUS_OUTCOMES: dict[str, OutcomeKind] = {
 }
 
 
+@dataclass(frozen=True)
+class CarrierVerdict:
+    """What the notifier does with one carrier error (``carrier_errors.triage``): the
+    outcome it reports, the mark it keeps on the number, whether it is an opt-out."""
+
+    error_class: ErrorClass
+    outcome: OutcomeKind
+    detail: str
+    mark: str | None = None  # vocabulary.NUMBER_MARKS
+    opt_out: bool = False
+
+
+def carrier_verdict(found: Triage) -> CarrierVerdict:
+    """A triaged error as the scheduler reads it (``cadence.lost_channels`` and
+    ``PASSING_FAILURES``): a landline or a wrong number makes SMS impossible (and stays on
+    the number); a phone that is off, a busy carrier or an unexplained failure leaves the
+    channel to the cadence's next step; a carrier opt-out is the patient's STOP."""
+    c = found.error_class
+    if c == "landline":
+        return CarrierVerdict(c, "channel_impossible", NUMBER_LANDLINE, mark=NUMBER_LANDLINE)
+    if c == "invalid_number":
+        return CarrierVerdict(c, "channel_impossible", NUMBER_WRONG, mark=NUMBER_WRONG)
+    if c == "carrier_opt_out":
+        return CarrierVerdict(c, "failed", "opted_out", opt_out=True)
+    if c == "unreachable":
+        return CarrierVerdict(c, "failed", "unreachable")
+    if c == "transient":
+        return CarrierVerdict(c, "failed", "carrier_busy")
+    if c == "sender":  # our side: the case falls back; operators read the code
+        code = found.code if found.code is not None else "sender"
+        return CarrierVerdict(c, "failed", f"provider_{code}")
+    return CarrierVerdict(c, "failed", "carrier_unknown")
+
+
 def status_outcome(status: str, error_code: str | None) -> tuple[OutcomeKind, str | None] | None:
     """A status callback as (outcome, detail), or None while the message is under way."""
     outcome = STATUS_OUTCOMES.get(status)
     if outcome is None:
         return None
-    return outcome, f"provider_{error_code}" if outcome == "failed" and error_code else None
-
-
-# Twilio error 21610: the recipient sent STOP to the provider's number, so the provider
-# refuses every message to them. It is the patient's opt-out, said to someone else: it is
-# recorded and reported as our own STOP would be, and the send fails as "opted_out".
-UNSUBSCRIBED_RECIPIENT = "provider_21610"
+    if outcome == "delivered":
+        return outcome, None
+    verdict = carrier_verdict(triage("twilio", error_code))
+    return verdict.outcome, verdict.detail
 
 
 def _missing_phone(contact: Contact) -> str | None:
     if not contact.phone_raw:
         return "no_phone"
-    return None if contact.phone else "invalid_phone"
+    if contact.phone is None:
+        return "invalid_phone"
+    return contact.phone_mark  # landline or number_wrong: no SMS in any case until a new one
 
 
 RULES = ChannelRules(
@@ -191,7 +227,9 @@ class SmsChannel:
         assert contact.phone is not None
         # A number several patients share: whoever reads it may not be this patient, so
         # the text names no one and no visit (generic care-first message only).
-        shared = contact.phone_shared_by > 1
+        # A proxy (a child's guardian, a carer) reads it too: the same care-first text
+        # that names no one, never more than needed.
+        shared = contact.phone_shared_by > 1 or contact.proxy is not None
         context = self._parts.voice.context(command, contact, redacted=shared)
         body = self._parts.book.render("sms", contact.language, context)
         key = quote(command.idempotency_key, safe="")
@@ -209,13 +247,32 @@ class SmsChannel:
         try:
             receipt = await self._sms.send(message)
         except PermanentSendError as exc:
-            if exc.detail != UNSUBSCRIBED_RECIPIENT:
-                raise
-            await self._opted_out_at_provider(job.command, message.to)
-            raise PermanentSendError(exc.provider, "opted_out") from None
+            # The provider refused at once (21211 invalid, 21614 not a mobile, 21610 STOP).
+            verdict = await self._carrier_said(job.command, message.to, triage_detail(exc.detail))
+            raise PermanentSendError(exc.provider, verdict.detail, verdict.outcome) from None
         encoding, segments = segment_count(message.body)
         metrics.SMS_SEGMENTS.labels(encoding).inc(segments)
         return Sent("sent", provider=receipt.provider, provider_id=receipt.provider_id)
+
+    async def _carrier_said(
+        self, command: NotificationCommand, phone: str | None, found: Triage
+    ) -> CarrierVerdict:
+        """Act on a carrier error: keep the mark on the number, or record the opt-out."""
+        verdict = carrier_verdict(found)
+        metrics.CARRIER_ERRORS.labels(verdict.error_class).inc()
+        log.info(
+            "sms_carrier_error",
+            key=command.idempotency_key,
+            code=found.code,
+            error_class=verdict.error_class,
+        )
+        if phone is None:
+            return verdict
+        if verdict.mark is not None:
+            await self._parts.directory.mark_phone(phone, verdict.mark, self._parts.clock.now())
+        if verdict.opt_out:
+            await self._opted_out_at_provider(command, phone)
+        return verdict
 
     async def _opted_out_at_provider(self, command: NotificationCommand, phone: str) -> None:
         now = self._parts.clock.now()
@@ -256,6 +313,11 @@ class SmsChannel:
         if command is None:
             raise web.HTTPNotFound(text="unknown message")
         outcome, detail = result
+        if outcome != "delivered":
+            phone = normalise_phone(form.get("To"), self._parts.settings.default_region)
+            found = triage("twilio", form.get("ErrorCode"))
+            verdict = await self._carrier_said(command, phone, found)
+            outcome, detail = verdict.outcome, verdict.detail
         await self._parts.publish_outcome(
             command_outcome(command, outcome, self._parts.clock.now(), detail=detail)
         )
@@ -268,7 +330,8 @@ class SmsChannel:
         phone = normalise_phone(form.get("From"), self._parts.settings.default_region)
         if not valid_id(message_id) or phone is None:
             raise web.HTTPBadRequest(text="MessageSid and a valid From are required")
-        meaning = classify_reply(form.get("Body", ""))
+        reading = read_reply(form.get("Body", ""))
+        meaning = reading.meaning
         now = self._parts.clock.now()
         if meaning in ("opt_out", "opt_in"):
             # STOP wins at once, for whoever holds this number, before anything else.
@@ -291,7 +354,23 @@ class SmsChannel:
                 )
             )
         log.info("sms_reply", meaning=meaning, message_id=message_id, patients=len(patients))
-        return web.Response(text="<Response/>", content_type="application/xml")
+        phrase = CONFIRMATIONS.get(meaning)
+        if phrase is None:
+            return web.Response(text="<Response/>", content_type="application/xml")
+        # STOP, START and HELP are answered at once, in the patient's language (that of
+        # the records with this number when they agree, else that of the word itself).
+        languages = {c.language for p in patients if (c := await self._parts.directory.contact(p))}
+        language = languages.pop() if len(languages) == 1 else reading.language
+        text = self._parts.book.phrase(language or self._parts.book.default_language, phrase)
+        return web.Response(text=twiml_message(text), content_type="application/xml")
+
+
+CONFIRMATIONS = {"opt_out": "sms_stopped", "opt_in": "sms_started", "help": "sms_help"}
+
+
+def twiml_message(text: str) -> str:
+    """A TwiML answer that sends ``text`` back to whoever wrote."""
+    return f"<Response><Message>{xml_escape(text)}</Message></Response>"
 
 
 def build(parts: Parts) -> SmsChannel:

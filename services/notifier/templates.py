@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from zoneinfo import ZoneInfo
 
 import jinja2
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
+from services.notifier.localise import format_visit_date, format_visit_time
 from services.notifier.sms_text import Encoding, segment_count
 
 if TYPE_CHECKING:
@@ -73,6 +73,9 @@ class MessageContext:
     stage_name: str | None = None
     stage_deadline: datetime | None = None
     redacted: bool = False
+    unsubscribe_url: str | None = None  # email only: the link the body may name
+    # The clinic's sign-off in the message's language; None: its name.
+    signature: str | None = None
 
     @classmethod
     def for_command(
@@ -85,9 +88,11 @@ class MessageContext:
         clinic_phone: str,
         rebook_url: str | None,
         redacted: bool = False,
+        signature: str | None = None,
     ) -> MessageContext:
         """What the command and the contact (if known yet) let a template say."""
         return cls(
+            signature=signature,
             reason=reason,
             clinic_name=clinic_name,
             clinic_phone=clinic_phone,
@@ -100,23 +105,46 @@ class MessageContext:
             redacted=redacted,
         )
 
-    def variables(self) -> dict[str, Any]:
-        zone = ZoneInfo(self.timezone)
+    def variables(self, language: str = "en") -> dict[str, Any]:
+        """What templates see; dates and times written out in ``language`` and the
+        patient's zone (``localise``), never ISO."""
         detail = not self.redacted
-
-        def local(moment: datetime | None, fmt: str) -> str | None:
-            return moment.astimezone(zone).strftime(fmt) if moment and detail else None
-
+        visit = self.appointment_start if detail else None
+        deadline = self.stage_deadline if detail else None
         return {
             "clinic_name": self.clinic_name,
+            "signature": self.signature,
             "clinic_phone": self.clinic_phone,
             "rebook_url": self.rebook_url,
             "name": self.name if detail else None,
-            "appointment_date": local(self.appointment_start, "%Y-%m-%d %H:%M"),
+            "appointment_date": visit and format_visit_time(visit, self.timezone, language),
             "stage_name": self.stage_name if detail else None,
-            "deadline_date": local(self.stage_deadline, "%Y-%m-%d"),
+            "deadline_date": deadline and format_visit_date(deadline, self.timezone, language),
+            # Without the year, for the SMS (segments are money).
+            "appointment_day": visit
+            and format_visit_time(visit, self.timezone, language, short=True),
+            "deadline_day": deadline
+            and format_visit_date(deadline, self.timezone, language, short=True),
             "redacted": self.redacted,
+            "unsubscribe_url": self.unsubscribe_url,
         }
+
+
+# Short texts outside the message parts, per language (``phrases:`` in each file): the
+# clinic's generic name when the site gives none in that language, the unsubscribe pages,
+# the confirmations of STOP/START/HELP, whom a proxy call is for. A language without one
+# takes the default language's (a test keeps every shipped language complete: nothing
+# English inside another language); these English ones are the last resort.
+PHRASES: Mapping[str, str] = {
+    "clinic": "Your clinic",
+    "unsubscribe_question": "Stop follow-up emails from your clinic?",
+    "unsubscribe_button": "Unsubscribe",
+    "unsubscribe_done": "Done. You will get no more emails from us.",
+    "sms_stopped": "You will get no more texts from us. Reply START to get them again.",
+    "sms_started": "You will get our texts again. Reply STOP to stop them.",
+    "sms_help": "Texts about your treatment. Call us to rebook. Reply STOP to stop them.",
+    "proxy_call": "Call the patient's contact person: {name}.",
+}
 
 
 class TemplateBook:
@@ -129,7 +157,13 @@ class TemplateBook:
         html = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=True)
         self._compiled: dict[tuple[str, str], jinja2.Template] = {}
         self._sms_budgets: dict[str, int] = {}
+        self._phrases: dict[str, dict[str, str]] = {}
         for language, source in sources.items():
+            phrases = dict(source.get("phrases") or {})
+            unknown = sorted(set(phrases) - set(PHRASES))
+            if unknown or not all(isinstance(v, str) for v in phrases.values()):
+                raise TemplateError(f"{language}: phrases must be texts of {sorted(PHRASES)}")
+            self._phrases[language] = phrases
             budget = source.get("sms_segment_budget")
             if budget is not None:
                 if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
@@ -183,8 +217,30 @@ class TemplateBook:
                     return found
         raise TemplateError(f"no opening for {reason!r} in {language!r} or the default language")
 
+    def _language(self, language: str) -> str:
+        return next(c for c in self._candidates(language) if c in self.languages)
+
+    def phrases(self, language: str) -> Mapping[str, str]:
+        """The short texts of ``language``, each from the first language that has it."""
+        found = dict(PHRASES)
+        for candidate in reversed(self._candidates(language)):
+            found.update(self._phrases.get(candidate, {}))
+        return found
+
+    def own_phrases(self, language: str) -> frozenset[str]:
+        """The phrases ``language``'s own file gives (for the completeness test)."""
+        return frozenset(self._phrases.get(language, {}))
+
+    def phrase(self, language: str, key: str, **values: object) -> str:
+        return self.phrases(language)[key].format(**values)
+
     def render(self, part: Part, language: str, context: MessageContext) -> str:
-        values = context.variables()
+        # Dates, the clinic's generic name and its sign-off in the language whose
+        # template is used, so a fallback never mixes two languages.
+        language = self._language(language)
+        values = context.variables(language)
+        values["clinic_name"] = values["clinic_name"] or self.phrase(language, "clinic")
+        values["signature"] = values["signature"] or values["clinic_name"]
         reason = "generic" if context.redacted else context.reason
         try:
             opening = self._opening(language, reason, part).render(values)

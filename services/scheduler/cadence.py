@@ -25,8 +25,14 @@ The rules, in order:
    A step held (frequency cap, conversation in progress) waits until ``not_before``.
    An attempt the notifier refused (``channel_impossible``) never reached the patient: it
    does not count as a step made, so the same step goes at once to a channel still possible.
+   When the carrier found the number a landline or wrong, that channel is a call task (the
+   front desk confirms a mobile number or finds the right one) whenever calls are usable;
+   a phone that was off or out of reach (``failed``/``unreachable``) keeps its channel.
    Business hours and call slots are the clinic's (its zone); quiet hours are the
    patient's (``patient_timezone`` when known, else the clinic's zone).
+   The patient's preferences: their ``preferred_channel`` opens the cadence when usable;
+   their ``contact_window`` (their zone) narrows where an attempt is placed, within the
+   clinic's hours (a window that never meets them is set aside, not obeyed over them).
    A patient who answered and asked to be called back gets a call task: at the time asked
    for (in business hours) when one was given and it is before the last useful moment,
    else at the next step's time; even after ``max_attempts`` (the patient is reachable).
@@ -48,8 +54,15 @@ from zoneinfo import ZoneInfo
 from common.treatment import last_open_moment
 from schemas.base import Channel, TriggerKind
 from schemas.events import OutcomeKind
-from schemas.vocabulary import NOT_A_RESULT, UNANSWERED, PlanningMove
-from services.scheduler.policy import WEEKDAYS, CadenceRules
+from schemas.vocabulary import (
+    NOT_A_RESULT,
+    NUMBER_LANDLINE,
+    NUMBER_WRONG,
+    RETRY_ON_CADENCE_DETAILS,
+    UNANSWERED,
+    PlanningMove,
+)
+from services.scheduler.policy import WEEKDAYS, CadenceRules, TimeRange
 
 Purpose = Literal["follow_up", "escalation"]
 AttemptState = Literal["planned", "fired", "cancelled"]
@@ -77,8 +90,9 @@ ESCALATION_NOT_HANDLED: frozenset[OutcomeKind] = UNANSWERED | {
     "wrong_number",
     "bounced",
 }
-# Failures that say nothing about the channel itself.
-PASSING_FAILURES = frozenset({"quiet_hours"})
+# Failures that say nothing about the channel itself (the carrier's "handset off" among
+# them: the cadence tries again on its next step, the number is kept).
+PASSING_FAILURES = frozenset({"quiet_hours"}) | RETRY_ON_CADENCE_DETAILS
 SEARCH_DAYS = 14
 
 
@@ -124,6 +138,10 @@ class CaseView:
     patient_timezone: str | None = None
     # When a call result reported a clinical concern: the ordinary cadence stops.
     concern_at: datetime | None = None
+    # The patient's preferences (followup.patients): the channel tried first, and the
+    # hours (their zone) inside which messages and calls go, within the clinic's rules.
+    preferred_channel: Channel | None = None
+    contact_window: TimeRange | None = None
 
 
 # --- decisions -------------------------------------------------------------------------
@@ -212,11 +230,15 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
         candidate = min(candidate, spread)
     candidate = max(candidate, earliest)
 
-    first: Channel = "call_task" if callback else step.channel
+    first: Channel = "call_task" if callback or _number_to_check(case) else step.channel
+    preferred = case.preferred_channel
+    if not follow_ups and preferred in usable and first == step.channel:
+        first = preferred  # the patient's own channel opens the cadence
     order = [first, *[c for c in rules.fallback if c != first]]
     order = [c for c in order if c in usable] or usable
     avoid = _slot_to_avoid(rules, follow_ups, zone)
-    placed = _place(rules, order[0], zone, patient_zone, candidate, avoid)
+    window = case.contact_window
+    placed = _place(rules, order[0], zone, patient_zone, candidate, avoid, window)
     if _in_time(placed, last_useful):
         moved = _moved_by(rules, order[0], zone, candidate, placed[0])
         return _plan(
@@ -224,7 +246,7 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
         )
     for channel in order:
         # Too late for the step as written: the earliest allowed moment on any channel.
-        placed = _place(rules, channel, zone, patient_zone, earliest, avoid)
+        placed = _place(rules, channel, zone, patient_zone, earliest, avoid, window)
         if _in_time(placed, last_useful):
             moved = _moved_by(rules, channel, zone, earliest, placed[0])
             return _plan(rules, case, channel, placed, step_index, True, last_useful, moved)
@@ -273,9 +295,20 @@ def lost_channels(outcome: OutcomeKind, channel: Channel, detail: str | None) ->
         return frozenset({"call_task", "sms", "email"})
     if outcome == "wrong_number" or detail in ("no_phone", "invalid_phone"):
         return frozenset({"call_task", "sms"})
+    if detail in (NUMBER_LANDLINE, NUMBER_WRONG):
+        # The carrier said the number takes no SMS: a call task (to confirm a mobile number,
+        # or to find the right one) is still possible and is asked for next.
+        return frozenset({"sms"})
     if outcome == "bounced" or detail == "no_email":
         return frozenset({"email"})
     return frozenset({channel})
+
+
+def _number_to_check(case: CaseView) -> bool:
+    """The latest attempt found the number a landline or wrong: a call task comes next, so
+    the front desk confirms a mobile number (or finds the right one)."""
+    fired = [a for a in case.attempts if a.state == "fired"]
+    return bool(fired) and fired[-1].outcome_detail in (NUMBER_LANDLINE, NUMBER_WRONG)
 
 
 def refused(attempt: AttemptRecord) -> bool:
@@ -516,6 +549,52 @@ def _place_message(
 
 
 def _place(
+    rules: CadenceRules,
+    channel: Channel,
+    clinic_zone: ZoneInfo,
+    patient_zone: ZoneInfo,
+    earliest: datetime,
+    avoid: str | None,
+    window: TimeRange | None = None,
+) -> tuple[datetime, datetime] | None:
+    placed = _place_plain(rules, channel, clinic_zone, patient_zone, earliest, avoid)
+    if window is None or placed is None:
+        return placed
+    # The patient's window limits the clinic's own placement: move to the window's next
+    # opening and place again, until both agree. A window that never meets the clinic's
+    # hours (calls in the evening, business hours end at 18:00) is not kept: the clinic's
+    # rules are the limit, the window only narrows them.
+    moment = earliest
+    for _ in range(2 * SEARCH_DAYS):
+        found = _place_plain(rules, channel, clinic_zone, patient_zone, moment, avoid)
+        if found is None:
+            break
+        start, end = found
+        if window.contains(start.astimezone(patient_zone).time()):
+            return start, min(end, _window_close(start, window, patient_zone))
+        moment = _window_open(start, window, patient_zone)
+    return placed
+
+
+def _window_open(moment: datetime, window: TimeRange, zone: ZoneInfo) -> datetime:
+    """The next moment after ``moment`` at which the window opens (in ``zone``)."""
+    local = moment.astimezone(zone)
+    opening = _at(local.date(), window.start, zone)
+    return (
+        opening if opening > moment else _at(local.date() + timedelta(days=1), window.start, zone)
+    )
+
+
+def _window_close(start: datetime, window: TimeRange, zone: ZoneInfo) -> datetime:
+    """When the window that ``start`` lies in closes."""
+    local = start.astimezone(zone)
+    day = local.date()
+    if not window.wraps or local.time() >= window.start:
+        day += timedelta(days=1) if window.wraps else timedelta(0)
+    return _at(day, window.end, zone)
+
+
+def _place_plain(
     rules: CadenceRules,
     channel: Channel,
     clinic_zone: ZoneInfo,

@@ -24,6 +24,7 @@ from schemas.events import (
     AppointmentStatus,
     NotificationCommand,
     OutcomeKind,
+    PatientStatusEvent,
     RiskScore,
     TreatmentPlanEvent,
     TriggerEvent,
@@ -53,7 +54,7 @@ from services.scheduler.cases import (
     withdrawal_key,
 )
 from services.scheduler.guards import Hold
-from services.scheduler.policy import CadencePolicy
+from services.scheduler.policy import CadencePolicy, parse_time_range
 
 
 class CaseState(StrEnum):
@@ -91,6 +92,7 @@ HistoryEvent = Literal[
     "withdrawn",
     "concern",
     "closed",
+    "preferences",
 ]
 Metric = Literal[
     "opened",
@@ -152,6 +154,25 @@ class Context:
 
 
 @dataclass(frozen=True)
+class Preferences:
+    """What the patient asked for (followup.patients, no personal data): their zone, the
+    channel to try first, the hours to be reached in (``HH:MM-HH:MM``, their zone)."""
+
+    timezone: str | None = None
+    preferred_channel: Channel | None = None
+    contact_window: str | None = None
+
+    @classmethod
+    def of(cls, event: PatientStatusEvent) -> Preferences:
+        window = event.contact_window
+        return cls(
+            event.timezone,
+            event.preferred_channel,
+            f"{window.start}-{window.end}" if window is not None else None,
+        )
+
+
+@dataclass(frozen=True)
 class Correction:
     correction_id: str
     outcome: OutcomeKind
@@ -190,6 +211,8 @@ class Case:
     doctor_notes: str | None = None
     stage_deadline: datetime | None = None
     patient_timezone: str | None = None
+    preferred_channel: Channel | None = None
+    contact_window: str | None = None  # HH:MM-HH:MM, the patient's zone
     impossible: frozenset[Channel] = frozenset()
     first_contact_at: datetime | None = None
     review_at: datetime | None = None
@@ -224,6 +247,9 @@ class Case:
             self.review_at,
             self.concern_at,
             self.concern_note,
+            self.preferred_channel,
+            self.contact_window,
+            self.patient_timezone,
         )
 
     def changed_row(self) -> tuple[Any, ...] | None:
@@ -298,6 +324,7 @@ class Case:
         ctx: Context,
         plan: TreatmentPlanEvent | None = None,
         completions: Mapping[str, datetime] | None = None,
+        preferences: Preferences | None = None,
     ) -> Case:
         """A new case for ``trigger`` (not yet planned: call ``plan_next``)."""
         stage_name = doctor_notes = supervisor = None
@@ -339,6 +366,8 @@ class Case:
             stage_deadline=deadline,
             patient_timezone=trigger.patient_timezone,
         )
+        if preferences is not None:
+            case._prefer(preferences)
         case._note("opened", trigger=trigger.event_id)
         case._tally("opened", trigger.kind, department=True)
         return case
@@ -521,6 +550,24 @@ class Case:
         self._note("deadline_changed", stage_deadline=deadline.isoformat())
         self.plan_next(ctx, replace_planned=True)
 
+    def preferences_changed(self, preferences: Preferences, ctx: Context) -> None:
+        """The patient said how and when to reach them (or their zone is known now): the
+        planned step is planned again with it."""
+        if self.closed:
+            return
+        before = (self.preferred_channel, self.contact_window, self.patient_timezone)
+        self._prefer(preferences)
+        if (self.preferred_channel, self.contact_window, self.patient_timezone) == before:
+            return
+        self._note("preferences", channel=self.preferred_channel, window=self.contact_window)
+        self.plan_next(ctx, replace_planned=True)
+
+    def _prefer(self, preferences: Preferences) -> None:
+        self.preferred_channel = preferences.preferred_channel
+        self.contact_window = preferences.contact_window
+        # The trigger's zone stays unless the patient's record now says one.
+        self.patient_timezone = preferences.timezone or self.patient_timezone
+
     def patient_left(
         self, resolution: Literal["deceased", "transferred_out", "erased"], now: datetime
     ) -> None:
@@ -626,6 +673,8 @@ class Case:
             not_before=not_before,
             patient_timezone=self.patient_timezone,
             concern_at=self.concern_at,
+            preferred_channel=self.preferred_channel,
+            contact_window=parse_time_range(self.contact_window) if self.contact_window else None,
         )
         decision = next_decision(rules, view, ctx.now)
         number = max((a.number for a in self.attempts), default=0) + 1

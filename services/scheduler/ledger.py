@@ -15,7 +15,7 @@ import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, TypeAlias, cast
 from zoneinfo import ZoneInfo
@@ -45,6 +45,7 @@ from services.scheduler.case import (
     Correction,
     CorrectionResult,
     KnownVisit,
+    Preferences,
     Tally,
     opted_channels,
     why_not_open,
@@ -91,9 +92,9 @@ INSERT_CASE = """
     INSERT INTO cases (case_id, patient_id, reason, department, timezone, state,
         trigger_event_id, fact_at, opened_at, appointment_id, appointment_start,
         practitioner_id, supervisor_id, plan_id, stage_id, stage_name, doctor_notes,
-        stage_deadline, patient_timezone, updated_at)
+        stage_deadline, patient_timezone, updated_at, preferred_channel, contact_window)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-        $19, $20)
+        $19, $20, $21, $22)
     ON CONFLICT DO NOTHING RETURNING case_id"""
 
 
@@ -109,7 +110,9 @@ UPDATE_CASE = f"""
         supervisor_id = v.supervisor_id, stage_deadline = v.stage_deadline,
         impossible_channels = string_to_array(v.impossible, ','),
         first_contact_at = v.first_contact_at, review_at = v.review_at,
-        concern_at = v.concern_at, concern_note = v.concern_note, updated_at = v.updated_at
+        concern_at = v.concern_at, concern_note = v.concern_note,
+        preferred_channel = v.preferred_channel, contact_window = v.contact_window,
+        patient_timezone = v.patient_timezone, updated_at = v.updated_at
       FROM {
     _unnest(
         "text",
@@ -123,11 +126,15 @@ UPDATE_CASE = f"""
         "timestamptz",
         "timestamptz",
         "text",
+        "text",
+        "text",
+        "text",
         "timestamptz",
     )
 }
         AS v(case_id, state, resolution, closed_at, supervisor_id, stage_deadline, impossible,
-             first_contact_at, review_at, concern_at, concern_note, updated_at)
+             first_contact_at, review_at, concern_at, concern_note, preferred_channel,
+             contact_window, patient_timezone, updated_at)
      WHERE c.case_id = v.case_id"""
 _ATTEMPT_COLUMNS = (
     "purpose, channel, template, escalate_to, state, step_index, tightened, planned_at, "
@@ -237,6 +244,8 @@ def to_case(row: Record, attempts: Iterable[AttemptRecord] | None = None) -> Cas
         doctor_notes=row["doctor_notes"],
         stage_deadline=row["stage_deadline"],
         patient_timezone=row["patient_timezone"],
+        preferred_channel=row["preferred_channel"],
+        contact_window=row["contact_window"],
         impossible=opted_channels(row["impossible_channels"]),
         first_contact_at=row["first_contact_at"],
         review_at=row["review_at"],
@@ -403,7 +412,8 @@ class CaseLedger:
                 _noted("triggers")
                 + """
                    SELECT EXISTS (SELECT 1 FROM noted) AS first,
-                       (SELECT status FROM patient_status WHERE patient_id = $3) AS status,
+                       s.status, s.timezone AS patient_zone, s.preferred_channel,
+                       s.contact_window,
                        (SELECT array_agg(channel) FROM channel_opt_outs
                          WHERE patient_id = $3) AS opted,
                        k.start AS visit_start, k.status AS visit_status,
@@ -412,7 +422,8 @@ class CaseLedger:
                        (SELECT jsonb_object_agg(stage_id, completed_at) FROM stage_completions
                          WHERE plan_id = $5) AS completions
                      FROM (SELECT 1) AS one
-                     LEFT JOIN known_appointments k ON k.appointment_id = $4""",
+                     LEFT JOIN known_appointments k ON k.appointment_id = $4
+                     LEFT JOIN patient_status s ON s.patient_id = $3""",
                 trigger.event_id,
                 tx.now,
                 trigger.patient_id,
@@ -457,6 +468,9 @@ class CaseLedger:
                 ctx,
                 TreatmentPlanEvent.model_validate_json(plan) if plan else None,
                 {k: datetime.fromisoformat(v) for k, v in completions.items()},
+                Preferences(
+                    known["patient_zone"], known["preferred_channel"], known["contact_window"]
+                ),
             )
             if not await _insert(tx, case):
                 # Its id exists (a replay older than the retention of processed_events), or
@@ -670,16 +684,26 @@ class CaseLedger:
             if not await _first_time(tx, "patients", event.event_id):
                 return
             await tx.conn.execute(
-                """INSERT INTO patient_status (patient_id, status, effective_at)
-                   VALUES ($1, $2, $3)
+                """INSERT INTO patient_status (patient_id, status, effective_at, timezone,
+                       preferred_channel, contact_window)
+                   VALUES ($1, $2, $3, $4, $5, $6)
                    ON CONFLICT (patient_id) DO UPDATE SET status = EXCLUDED.status,
-                       effective_at = EXCLUDED.effective_at
+                       effective_at = EXCLUDED.effective_at, timezone = EXCLUDED.timezone,
+                       preferred_channel = EXCLUDED.preferred_channel,
+                       contact_window = EXCLUDED.contact_window
                    WHERE patient_status.effective_at <= EXCLUDED.effective_at""",
                 event.patient_id,
                 event.status,
                 event.effective_at,
+                *astuple(preferences := Preferences.of(event)),
             )
             if event.status == "active":
+                cases = await _load(tx, OPEN_OF_PATIENT, event.patient_id)
+                opted = await _opted_out(tx.conn, {event.patient_id})
+                for case in cases:
+                    ctx = self._ctx(tx.now, opted.get(case.patient_id, ()))
+                    case.preferences_changed(preferences, ctx)
+                    tx.batch.add(case)
                 return
             if event.status == "erased":
                 await _erase(tx, event)
@@ -886,6 +910,8 @@ async def _insert(tx: Tx, case: Case) -> bool:
         case.stage_deadline,
         case.patient_timezone,
         case.updated_at,
+        case.preferred_channel,
+        case.contact_window,
     )
     if inserted is None:
         return False

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -44,10 +45,12 @@ from schemas.events import (
     AppointmentEvent,
     ContactEvent,
     PatientStatusEvent,
+    ProxyContact,
     TreatmentPlanEvent,
     TreatmentStage,
 )
 from services.tracker.hl7_siu import deceased, transferred_out
+from services.tracker.proxies import Candidate, choose_proxy, is_minor
 
 SOURCE = "tracker.fhir"
 BASE = "https://followup.example/fhir/StructureDefinition/"
@@ -57,6 +60,12 @@ DEPARTMENT_EXTENSION = BASE + "department"
 # On Patient: valueDateTime (when the patient left our care) or valueBoolean true.
 TRANSFER_EXTENSION = BASE + "transferred-out"
 TIMEZONE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/timezone"
+# On Patient: valueCode sms | email | call (how the patient wants to be reached first) and
+# valueString "HH:MM-HH:MM" (when, in their own zone).
+PREFERRED_CHANNEL_EXTENSION = BASE + "preferred-channel"
+CONTACT_WINDOW_EXTENSION = BASE + "contact-window"
+CHANNEL_CODES = {"sms": "sms", "email": "email", "call": "call_task", "phone": "call_task"}
+_WINDOW = re.compile(r"^(\d{2}:\d{2})-(\d{2}:\d{2})$")
 
 STATUSES = frozenset(
     {
@@ -243,14 +252,15 @@ def patient_events(
             phone = telecom.value
         elif telecom.system == "email" and email is None:
             email = telecom.value
-    language = "en"
+    language = None
     for number, communication in enumerate(resource.communication or []):
         if communication.language is None:  # 1..1 in R4; fhir.resources lets null through
             raise Invalid(f"Patient.communication[{number}].language", "language is required")
         for coding in communication.language.coding or []:
-            if coding.code:
-                language = coding.code.lower()
+            if coding.code and (language is None or communication.preferred):
+                language = coding.code.lower()  # the first one, or the one marked preferred
                 break
+    language = language or "en"
     died = bool(resource.deceasedBoolean) or resource.deceasedDateTime is not None
     occurred_at = _when(resource.meta, now)
     transferred_at = None if died else _transferred_at(resource, occurred_at)
@@ -271,8 +281,11 @@ def patient_events(
         status="deceased"
         if died
         else ("transferred_out" if transferred_at is not None else "active"),
+        proxy=_proxy(resource, now),
     )
     status = None
+    if not died and transferred_at is None:
+        status = _preferences(resource, patient_id, event_id, occurred_at)
     if died:
         when = resource.deceasedDateTime
         status = _build(
@@ -293,6 +306,72 @@ def patient_events(
             effective_at=transferred_at,
         )
     return contact, status
+
+
+def _preferences(
+    resource: Patient, patient_id: str, event_id: str, occurred_at: datetime
+) -> PatientStatusEvent | None:
+    """The patient's own zone and contact preferences for the scheduler (ids-only topic);
+    None when the record says none of them."""
+    zone = _patient_zone(resource, "")
+    code = _extension(resource, PREFERRED_CHANNEL_EXTENSION)
+    channel = None
+    if code is not None:
+        channel = CHANNEL_CODES.get(str(code).lower())
+        if channel is None:
+            raise Invalid("Patient.extension(preferred-channel)", "not one of sms, email, call")
+    window = None
+    text = _extension(resource, CONTACT_WINDOW_EXTENSION)
+    if text is not None:
+        match = _WINDOW.match(str(text).strip())
+        if match is None:
+            raise Invalid("Patient.extension(contact-window)", "expected HH:MM-HH:MM")
+        window = {"start": match.group(1), "end": match.group(2)}
+    if not (zone or channel or window):
+        return None
+    event: PatientStatusEvent = _build(
+        "Patient",
+        PatientStatusEvent.model_validate,
+        {
+            "event_id": f"patient-status:{event_id}",
+            "occurred_at": occurred_at,
+            "source": SOURCE,
+            "patient_id": patient_id,
+            "status": "active",
+            "effective_at": occurred_at,
+            "timezone": zone or None,
+            "preferred_channel": channel,
+            "contact_window": window,
+        },
+    )
+    return event
+
+
+def _proxy(resource: Patient, now: datetime) -> ProxyContact | None:
+    """Patient.contact: a guardian or parent of a minor, or the proxy an adult named."""
+    candidates = []
+    for person in resource.contact or []:
+        codes = [
+            c.code for concept in person.relationship or [] for c in concept.coding or [] if c.code
+        ]
+        phone = email = None
+        for telecom in person.telecom or []:
+            if telecom.system == "phone" and phone is None:
+                phone = telecom.value
+            elif telecom.system == "email" and email is None:
+                email = telecom.value
+        name = person.name
+        candidates.append(
+            Candidate(
+                codes,
+                " ".join(g for g in name.given if g) if name and name.given else None,
+                name.family if name else None,
+                phone,
+                email,
+            )
+        )
+    birth = resource.birthDate if isinstance(resource.birthDate, date) else None
+    return choose_proxy(candidates, minor=is_minor(birth, now.date()))
 
 
 def _patient_zone(resource: Patient, clinic_zone: str) -> str:

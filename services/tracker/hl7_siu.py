@@ -22,14 +22,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
 from schemas.base import EARLIEST_YEAR, LATEST_YEAR, Envelope
-from schemas.events import AppointmentEvent, ContactEvent, ContactField, PatientStatusEvent
+from schemas.events import (
+    AppointmentEvent,
+    ContactEvent,
+    ContactField,
+    PatientStatusEvent,
+    ProxyContact,
+)
+from services.tracker.proxies import Candidate, choose_proxy, is_minor
 
 SOURCE = "tracker.hl7"
 PatientStatus = Literal["active", "deceased", "transferred_out"]
@@ -770,6 +777,10 @@ def _contact(
         )
     if status is not None or message.get("PID", 30).upper() == "N":
         sent.append("status")
+    proxy = None
+    if any(segment[0] == "NK1" for segment in message.segments):
+        sent.append("proxy")  # NK1 sent: its proxy (or none) is news
+        proxy = _proxy(message, occurred_at)
     return ContactEvent(
         event_id=f"contact:{event_key}",
         occurred_at=occurred_at,
@@ -782,8 +793,42 @@ def _contact(
         language=language,
         timezone=reading.zone.key,
         status=status or "active",
+        proxy=proxy,
         fields_sent=sent,
     )
+
+
+def _proxy(message: Message, occurred_at: datetime) -> ProxyContact | None:
+    """NK1 segments: NK1-2 name, NK1-3 relationship (table 0063), NK1-5 phone (XTN), NK1-7
+    contact role; a guardian or parent of a minor (PID-7), else a proxy an adult named."""
+    candidates = []
+    for segment in message.segments:
+        if segment[0] != "NK1":
+            continue
+
+        def field(number: int, component: int = 1, seg: list[str] = segment) -> str:
+            value = seg[number] if number < len(seg) else ""
+            return message.component_of(value.split(message.repetition)[0], component)
+
+        phone = field(5, 12) or field(5, 1)
+        email = field(5, 4) if "@" in field(5, 4) else None
+        candidates.append(
+            Candidate(
+                [field(3, 1), field(7, 1)],
+                _text(field(2, 2)),
+                _text(field(2, 1)),
+                _text(phone) if phone and "@" not in phone else None,
+                email,
+            )
+        )
+    birth = message.get("PID", 7)
+    born = None
+    if len(birth) >= 8 and birth[:8].isdigit():
+        try:
+            born = date(int(birth[:4]), int(birth[4:6]), int(birth[6:8]))
+        except ValueError:
+            born = None
+    return choose_proxy(candidates, minor=is_minor(born, occurred_at.date()))
 
 
 def _text(value: str) -> str | None:

@@ -31,6 +31,7 @@ ROUTES = {
     ("POST", "/sms/status"),
     ("POST", "/sms/inbound"),
     ("POST", "/email/bounces"),
+    ("POST", "/email/inbound"),
     ("*", "/unsubscribe"),
     ("POST", "/calltasks/{task_id}/result"),
     ("POST", "/call-tasks/outcomes"),
@@ -122,8 +123,11 @@ def test_sms_render_redacts_a_shared_number_and_carries_the_key_back(parts: Part
 
 def test_the_twilio_vocabulary_maps_to_outcomes() -> None:
     assert status_outcome("delivered", None) == ("delivered", None)
-    assert status_outcome("undelivered", "30003") == ("failed", "provider_30003")
-    assert status_outcome("failed", None) == ("failed", None)
+    assert status_outcome("undelivered", "30003") == ("failed", "unreachable")
+    assert status_outcome("undelivered", "30006") == ("channel_impossible", "landline")
+    assert status_outcome("undelivered", "30005") == ("channel_impossible", "number_wrong")
+    assert status_outcome("failed", "30007") == ("failed", "provider_30007")
+    assert status_outcome("failed", None) == ("failed", "carrier_unknown")
     for under_way in ("queued", "accepted", "sending", "sent", ""):
         assert status_outcome(under_way, None) is None
 

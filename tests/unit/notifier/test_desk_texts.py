@@ -170,13 +170,15 @@ def test_escalations_have_their_own_sinks_and_the_clinic_its_names() -> None:
             "call_task_sinks": "email,kafka",
             "escalation_sinks": "email",
             "clinic_name": "Clinic",
-            "clinic_name_lt": "Klinika",
+            "clinic_names": {"lt": "Klinika"},
         }
     )
     assert s.sinks_for("follow_up") == ["email", "kafka"]
     assert s.sinks_for("escalation") == ["email"]
     assert NotifierSettings().sinks_for("escalation") == ["kafka"]  # unset: the same sinks
     assert (s.clinic_name_in("lt-LT"), s.clinic_name_in("ru")) == ("Klinika", "Clinic")
+    # The site names none: empty, and the templates write each language's generic word.
+    assert NotifierSettings().clinic_name_in("lt") == ""
 
 
 def test_escalation_sinks_are_built_and_checked_with_the_others() -> None:
