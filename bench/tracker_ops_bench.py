@@ -99,9 +99,13 @@ async def mllp_rate(port: int, messages: list[str], connections: int) -> float:
 
 
 def day_feed(count: int, base: datetime) -> list[AppointmentEvent]:
-    """A day's bookings, one per patient, started hours ago (so each a no-show at once)."""
+    """A day's visits, one per patient, started hours ago and marked no-show by the
+    scheduling system itself: a visit already over when first seen is recorded, never
+    chased, unless the message says no-show (so each is one no-show trigger)."""
     return [
-        booking(f"feed-a{i}", f"feed-p{i}", base + timedelta(seconds=i % 14_400))
+        booking(f"feed-a{i}", f"feed-p{i}", base + timedelta(seconds=i % 14_400)).model_copy(
+            update={"event_id": f"feed-a{i}:noshow", "change": "noshow", "status": "noshow"}
+        )
         for i in range(count)
     ]
 
