@@ -132,6 +132,9 @@ class Patient:
     appointments: tuple[Appointment, ...]  # booked from the start, in order
     phone_shared_with: str | None = None  # a family member's patient id: one phone for both
     phone_line: PhoneLine = "mobile"
+    # Of those who recover: phones the clinic and books by themselves while followup's call
+    # task is still out, so the scheduler withdraws it (the front desk never reports it).
+    books_first: bool = False
 
     @property
     def slips(self) -> bool:
@@ -396,7 +399,16 @@ def build(
         )
     share_phones(scenario, max(1, round(config.patients * config.shared_phone_share)))
     carrier_troubles(scenario)
+    book_first(scenario, pairs=2)
     return scenario
+
+
+def book_first(scenario: Scenario, pairs: int) -> None:
+    """Two patients who recover book on their own while their call task is out."""
+    index = {p.patient_id: i for i, p in enumerate(scenario.patients)}
+    recovering = [p for p in scenario.patients if p.behaviour == "recovers" and not p.shares_phone]
+    for p in recovering[:pairs]:
+        scenario.patients[index[p.patient_id]] = replace(p, books_first=True)
 
 
 def carrier_troubles(scenario: Scenario) -> None:
