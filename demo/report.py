@@ -22,10 +22,12 @@ from demo.scenario import Patient, Scenario, e164
 from schemas.base import Channel
 from schemas.events import (
     AppointmentEvent,
+    CallTaskEvent,
     NotificationCommand,
     OutcomeEvent,
     TriggerEvent,
 )
+from services.notifier.sms_text import segment_count
 from services.scheduler.policy import CadencePolicy, CadenceRules
 from standins.calltasks import ReceivedTask
 from standins.mailbox import MailRecord
@@ -68,6 +70,9 @@ class Observed:
     mail: list[MailRecord] = field(default_factory=list)
     call_tasks: list[ReceivedTask] = field(default_factory=list)
     call_tasks_refused: int = 0
+    # The calltasks topic read back (the kafka sink), and the sinks the notifier was given.
+    topic_call_tasks: list[CallTaskEvent] = field(default_factory=list)
+    sinks: tuple[str, ...] = ("webhook",)
     metrics: dict[str, Metrics] = field(default_factory=dict)
     cases: list[dict[str, Any]] | None = None
     # GET /cases/{id} per case (attempts and history), where the scheduler answered.
@@ -94,9 +99,14 @@ def within(observed: Observed, end: datetime) -> Observed:
         dead_letters=observed.dead_letters,
         sms=[m for m in observed.sms if m.at <= end],
         replies=[r for r in observed.replies if r.at <= end],
-        mail=[m for m in observed.mail if m.at <= end],
-        call_tasks=[t for t in observed.call_tasks if t.at <= end],
+        # A withdrawal commanded in time counts wherever it lands, even after the last day.
+        mail=[m for m in observed.mail if m.at <= end or m.calendar_method == "CANCEL"],
+        call_tasks=[t for t in observed.call_tasks if t.at <= end or t.action == "withdraw"],
         call_tasks_refused=observed.call_tasks_refused,
+        topic_call_tasks=[
+            t for t in observed.topic_call_tasks if t.occurred_at <= end or t.action == "withdraw"
+        ],
+        sinks=observed.sinks,
         metrics=observed.metrics,
         cases=None if observed.cases is None else [c for c in observed.cases if opened_in_time(c)],
         case_details=observed.case_details,
@@ -156,6 +166,126 @@ def mail_patient(record: MailRecord, owners: dict[str, str]) -> str | None:
     return None
 
 
+def patient_mail(observed: Observed, scenario: Scenario) -> list[MailRecord]:
+    """Mail to patients (the front desk's call-task mails are a sink, not a message)."""
+    owners = email_owner(scenario)
+    return [m for m in observed.mail if mail_patient(m, owners) is not None]
+
+
+def commands_by_key(observed: Observed) -> dict[str, NotificationCommand]:
+    return {n.idempotency_key: n for n in unique_by_id(observed.notifications)}
+
+
+def patient_texts(observed: Observed, scenario: Scenario) -> list[tuple[str, str, str]]:
+    """(channel, language, text) of every SMS and mail that reached a patient: the language
+    of the patient the scheduler commanded it for (its key), else of the number's or
+    address's owner in the scenario."""
+    commands = commands_by_key(observed)
+    by_id = {p.patient_id: p for p in scenario.patients}
+    phones, emails = phone_owner(scenario), email_owner(scenario)
+
+    def language(key: str | None, owner: str | None) -> str:
+        pid = commands[key].patient_id if key and key in commands else owner
+        return by_id[pid].language if pid in by_id else "unknown"
+
+    out = []
+    for sms in observed.sms:
+        out.append(("sms", language(sms.key, phones.get(e164(sms.to))), sms.body))
+    for mail in patient_mail(observed, scenario):
+        key = mail.headers.get("X-Followup-Key")
+        out.append(
+            ("email", language(key, mail_patient(mail, emails)), mail.subject + "\n" + mail.text)
+        )
+    return out
+
+
+def sms_segments(observed: Observed, scenario: Scenario) -> dict[str, dict[str, int]]:
+    """Texts and billed segments per language, counted as the notifier counts them."""
+    out: dict[str, dict[str, int]] = {}
+    for channel, language, text in patient_texts(observed, scenario):
+        if channel != "sms":
+            continue
+        row = out.setdefault(language, {"texts": 0, "segments": 0})
+        row["texts"] += 1
+        row["segments"] += segment_count(text)[1]
+    return out
+
+
+def sms_triage(observed: Observed) -> dict[str, int]:
+    """What the notifier made of the carriers' answers: refusals and failures by the reason
+    it stamped, and opt-outs (a STOP reply or the carrier's 21610) by theirs."""
+    out: Counter[str] = Counter()
+    for o in unique_by_id(observed.outcomes):
+        if o.channel != "sms":
+            continue
+        if o.outcome in ("channel_impossible", "failed", "opt_out"):
+            out[f"{o.outcome} {o.detail or '-'}"] += 1
+    return dict(out)
+
+
+def withdrawals(observed: Observed) -> tuple[dict[str, Any], list[str]]:
+    """The scheduler's withdrawals and where each reached: (counts, problems).
+
+    The task a withdrawal withdraws is the call task of the same case and attempt; the
+    notifier's own outcome for the withdrawal says whether that task had gone out
+    (``never_sent``, ``no_task``: nothing to withdraw at a sink, counted apart)."""
+    notes = unique_by_id(observed.notifications)
+    commanded = [n for n in notes if n.purpose == "withdrawal"]
+    tasks = {
+        (n.case_id, n.attempt_number): n.idempotency_key
+        for n in notes
+        if n.channel == "call_task" and n.purpose != "withdrawal"
+    }
+    created = {
+        o.idempotency_key for o in unique_by_id(observed.outcomes) if o.outcome == "task_created"
+    }
+    verdict = {
+        o.idempotency_key: o.detail or "withdrawn"
+        for o in unique_by_id(observed.outcomes)
+        if o.outcome == "withdrawn"
+    }
+    received: dict[str, set[str]] = {
+        "webhook": {
+            str(t.task.get("task_id")) for t in observed.call_tasks if t.action == "withdraw"
+        },
+        "email": {
+            key.split(":", 1)[1].rsplit(":", 1)[0]
+            for m in observed.mail
+            if (key := m.headers.get("X-Followup-Key", "")).startswith("calltask:")
+            and key.endswith(":withdraw")
+            and m.calendar_method == "CANCEL"
+        },
+        "kafka": {t.task_id for t in observed.topic_call_tasks if t.action == "withdraw"},
+    }
+    apart: Counter[str] = Counter()
+    problems: list[str] = []
+    sent, lost = 0, 0
+    for w in commanded:
+        task_id = tasks.get((w.case_id, w.attempt_number))
+        said = verdict.get(w.idempotency_key)
+        if said in ("never_sent", "no_task"):
+            apart[said] += 1
+            continue
+        if task_id is None or task_id not in created:
+            apart["task_not_created"] += 1
+            continue
+        sent += 1
+        missing = [sink for sink in observed.sinks if task_id not in received.get(sink, set())]
+        if said is None:
+            problems.append(f"{w.idempotency_key}: no withdrawn outcome")
+        if missing:
+            problems.append(f"{w.idempotency_key}: not at {', '.join(missing)}")
+        lost += bool(missing) or said is None
+    counts = {
+        "commanded": len(commanded),
+        "of_created_tasks": sent,
+        "lost": lost,
+        "apart": dict(apart),
+        "received": {sink: len(received.get(sink, set())) for sink in observed.sinks},
+    }
+    return counts, problems
+
+
 # --- the report --------------------------------------------------------------------------
 
 
@@ -188,7 +318,7 @@ def compute(observed: Observed, scenario: Scenario) -> dict[str, Any]:
     languages: Counter[str] = Counter()
     for sms in observed.sms:
         languages[detect_language(sms.body)] += 1
-    for mail in observed.mail:
+    for mail in patient_mail(observed, scenario):
         languages[detect_language(mail.subject + "\n" + mail.text)] += 1
     for task in observed.call_tasks:
         if language := task.task.get("language"):
@@ -215,7 +345,7 @@ def compute(observed: Observed, scenario: Scenario) -> dict[str, Any]:
         "attempts_by_channel": dict(Counter(n.channel for n in steps)),
         "deliveries": {
             "sms": len(observed.sms),
-            "email": len(observed.mail),
+            "email": len(patient_mail(observed, scenario)),
             "call_task": sum(1 for t in observed.call_tasks if t.action == "create"),
         },
         "patients_with_case": len(patients_with_case),
@@ -231,6 +361,9 @@ def compute(observed: Observed, scenario: Scenario) -> dict[str, Any]:
         "opt_outs": len(opt_out_patients),
         "opt_outs_honoured": len(opt_out_patients - {v.split()[0] for v in violations}),
         "messages_per_language": dict(languages),
+        "sms_segments_per_language": sms_segments(observed, scenario),
+        "sms_triage": sms_triage(observed),
+        "withdrawals": withdrawals(observed)[0],
         "held_by_rule": held,
         "outcomes": dict(Counter(o.outcome for o in outcomes)),
         "dead_letters": observed.dead_letters,
@@ -538,7 +671,67 @@ def check(
         if n.stage_deadline is not None and n.window_start > n.stage_deadline
     ]
     findings.append(Finding("no_follow_up_after_deadline", not after, "; ".join(after) or "none"))
+
+    # 7. every withdrawal of a task that went out reaches every sink the task went to
+    counts, lost = withdrawals(observed)
+    apart = ", ".join(f"{k} {v}" for k, v in sorted(counts["apart"].items())) or "none"
+    findings.append(
+        Finding(
+            "withdrawals_reach_every_sink",
+            not lost,
+            f"{counts['of_created_tasks'] - counts['lost']}"
+            f"/{counts['of_created_tasks']} withdrawals of sent tasks at all of "
+            f"{', '.join(observed.sinks)}; apart: {apart}; " + ("; ".join(lost) or "none lost"),
+        )
+    )
+
+    # 8. a patient who reads lt, ru or bg reads no English template words nor ISO dates
+    english = english_in_other_languages(observed, scenario)
+    findings.append(
+        Finding("no_english_in_other_languages", not english, "; ".join(english) or "none")
+    )
     return findings
+
+
+# Words only the English templates use (services/notifier/templates/en.yaml), and the
+# default clinic name: any of them in an lt/ru/bg text is English left inside it.
+ENGLISH_WORDS = (
+    "the clinic",
+    "we missed you",
+    "your visit",
+    "your treatment",
+    "please call",
+    "reply stop",
+    "opt out",
+    "dear",
+    "hello",
+    "to rebook",
+    "unsubscribe link",
+)
+_URL = re.compile(r"(?:https?://|mailto:)\S+|\S+@\S+")
+_ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+_ENGLISH = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in ENGLISH_WORDS) + r")\b", re.I)
+
+
+def english_in_other_languages(observed: Observed, scenario: Scenario) -> list[str]:
+    """Per channel and language, how many texts carry an English word or an ISO date (the
+    words found, never the text: it is the patient's message)."""
+    found: Counter[tuple[str, str]] = Counter()
+    words: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for channel, language, text in patient_texts(observed, scenario):
+        if language not in ("lt", "ru", "bg"):
+            continue
+        plain = _URL.sub(" ", text)  # links and addresses are not words the patient reads
+        hits = {m.group(0).lower() for m in _ENGLISH.finditer(plain)}
+        if _ISO_DATE.search(plain):
+            hits.add("YYYY-MM-DD")
+        if hits:
+            found[(channel, language)] += 1
+            words[(channel, language)] |= hits
+    return [
+        f"{n} {channel} in {language} ({', '.join(sorted(words[(channel, language)]))})"
+        for (channel, language), n in sorted(found.items())
+    ]
 
 
 def after_death(observed: Observed, scenario: Scenario, allowance: timedelta) -> Finding:
@@ -654,6 +847,26 @@ def table(report: dict[str, Any], findings: list[Finding], where: dict[str, str]
         ("deadlines missed", str(report["deadlines_missed"])),
         ("opt-outs honoured", f"{report['opt_outs_honoured']} of {report['opt_outs']}"),
         ("messages per language", _kv(report["messages_per_language"])),
+        (
+            "sms segments per language",
+            ", ".join(
+                f"{lang} {row['segments']}/{row['texts']} texts"
+                for lang, row in sorted(report["sms_segments_per_language"].items())
+            )
+            or "-",
+        ),
+        ("sms triage", _kv(report["sms_triage"]) or "none"),
+        (
+            "withdrawals",
+            f"{report['withdrawals']['commanded']} commanded, "
+            f"{report['withdrawals']['of_created_tasks']} of sent tasks; received: "
+            + (_kv(report["withdrawals"]["received"]) or "-")
+            + (
+                f"; apart: {_kv(report['withdrawals']['apart'])}"
+                if report["withdrawals"]["apart"]
+                else ""
+            ),
+        ),
         ("held by scheduler rule", _kv(report["held_by_rule"]["scheduler"]) or "0"),
         ("held by notifier rule", _kv(report["held_by_rule"]["notifier"]) or "0"),
         ("dead letters", str(report["dead_letters"])),

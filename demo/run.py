@@ -31,6 +31,7 @@ from demo.simulator.clinic import Simulation
 from demo.simulator.rig import ClinicRig, Endpoints, StandIns, StandInSecrets
 from schemas.events import (
     AppointmentEvent,
+    CallTaskEvent,
     DeadLetter,
     NotificationCommand,
     OutcomeEvent,
@@ -43,6 +44,15 @@ from standins.twilio import TwilioStandIn
 
 SMS_FROM = "+37052000000"
 FRONT_DESK = "front-desk@clinic.example"
+CLINIC_NAME = "Vilnius Family Clinic"
+# The clinic's name per language (FOLLOWUP_CLINIC_NAMES, JSON): no English inside lt/ru/bg.
+CLINIC_NAMES = {
+    "lt": "Vilniaus šeimos klinika",
+    "ru": "Вильнюсская семейная клиника",
+    "bg": "Вилнюска семейна клиника",
+}
+# The ticketing tool's webhook, the front desk's mailbox (iCalendar), the calltasks topic.
+CALL_TASK_SINKS = ("webhook", "email", "kafka")
 
 
 @dataclass
@@ -127,11 +137,15 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             "FOLLOWUP_API_TOKEN": token,
             "FOLLOWUP_INGEST_TOKEN": token,
             "FOLLOWUP_CLINIC_TIMEZONE": "Europe/Vilnius",
+            # The clinic as each language's patients know it (a profile, not "the clinic").
+            "FOLLOWUP_CLINIC_NAME": CLINIC_NAME,
+            "FOLLOWUP_CLINIC_NAMES": json.dumps(CLINIC_NAMES, ensure_ascii=False),
             "FOLLOWUP_SMS_PRIMARY_URL": sms.base_url,
             "FOLLOWUP_SMS_PRIMARY_SID": twilio_sid,
             "FOLLOWUP_SMS_PRIMARY_TOKEN": twilio_token,
             "FOLLOWUP_SMS_PRIMARY_FROM": SMS_FROM,
-            "FOLLOWUP_CALL_TASK_SINKS": "webhook",
+            # Every kind of sink a withdrawal must reach: the report counts each.
+            "FOLLOWUP_CALL_TASK_SINKS": ",".join(CALL_TASK_SINKS),
             "FOLLOWUP_WEBHOOK_URL": calltasks.url,
             "FOLLOWUP_WEBHOOK_SECRET": webhook_secret,
             "FOLLOWUP_SMTP_HOST": "127.0.0.1",
@@ -274,6 +288,7 @@ async def observe(
     )
     outcomes, _ = await read_events_to_end(config.kafka, topics.outcomes, OutcomeEvent)
     dead, _ = await read_events_to_end(config.kafka, topics.deadletter, DeadLetter)
+    topic_tasks, _ = await read_events_to_end(config.kafka, topics.calltasks, CallTaskEvent)
     metrics = {}
     for service in SERVICES:
         text = await fetch_text(session, f"{deployment.url(service)}/metrics")
@@ -293,6 +308,8 @@ async def observe(
         mail=list(mailbox.records),
         call_tasks=list(calltasks.captured),
         call_tasks_refused=calltasks.refused,
+        topic_call_tasks=topic_tasks,
+        sinks=CALL_TASK_SINKS,
         metrics=metrics,
         cases=cases,
         case_details=details,

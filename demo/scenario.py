@@ -32,6 +32,9 @@ Behaviour = Literal[
     "dies",  # misses a visit and dies the next day: no contact after that, case closed
 ]
 IngestPath = Literal["hl7", "fhir", "json"]
+# What the carrier knows of a patient's number: the SMS stand-in answers with Twilio's code.
+PhoneLine = Literal["mobile", "landline", "invalid", "switched_off"]
+TWILIO_CODE: dict[PhoneLine, int] = {"landline": 21614, "invalid": 21211, "switched_off": 30003}
 
 CLINIC_ZONE = "Europe/Vilnius"
 DEPARTMENTS = ("dental", "orthopaedics", "physio")
@@ -128,6 +131,10 @@ class Patient:
     stages: tuple[Stage, ...]
     appointments: tuple[Appointment, ...]  # booked from the start, in order
     phone_shared_with: str | None = None  # a family member's patient id: one phone for both
+    phone_line: PhoneLine = "mobile"
+    # Of those who recover: phones the clinic and books by themselves while followup's call
+    # task is still out, so the scheduler withdraws it (the front desk never reports it).
+    books_first: bool = False
 
     @property
     def slips(self) -> bool:
@@ -391,7 +398,38 @@ def build(
             )
         )
     share_phones(scenario, max(1, round(config.patients * config.shared_phone_share)))
+    carrier_troubles(scenario)
+    book_first(scenario, pairs=2)
     return scenario
+
+
+def book_first(scenario: Scenario, pairs: int) -> None:
+    """Two patients who recover book on their own while their call task is out."""
+    index = {p.patient_id: i for i, p in enumerate(scenario.patients)}
+    recovering = [p for p in scenario.patients if p.behaviour == "recovers" and not p.shares_phone]
+    for p in recovering[:pairs]:
+        scenario.patients[index[p.patient_id]] = replace(p, books_first=True)
+
+
+def carrier_troubles(scenario: Scenario) -> None:
+    """A landline, a number that does not exist and a phone switched off among those who
+    never answer: their
+    texts fail at the carrier, so the report shows what the notifier's triage did. Never
+    a shared phone (its family member would inherit the fault)."""
+    index = {p.patient_id: i for i, p in enumerate(scenario.patients)}
+    silent = [p for p in scenario.patients if p.behaviour == "never_answers" and not p.shares_phone]
+    lines: tuple[PhoneLine, ...] = ("landline", "invalid", "switched_off")
+    for p, line in zip(silent, lines, strict=False):
+        scenario.patients[index[p.patient_id]] = replace(p, phone_line=line)
+
+
+def carrier_errors(scenario: Scenario) -> dict[str, int]:
+    """E.164 number -> the Twilio error code the SMS stand-in answers for it."""
+    return {
+        e164(p.phone): TWILIO_CODE[p.phone_line]
+        for p in scenario.patients
+        if p.phone_line != "mobile"
+    }
 
 
 def share_phones(scenario: Scenario, pairs: int) -> None:

@@ -33,6 +33,8 @@ class MailRecord:
     path: Path | None
     peer: Any = None
     tls: bool = False
+    # The iTIP METHOD of an attached iCalendar (REQUEST, CANCEL, PUBLISH), if there is one.
+    calendar_method: str | None = None
 
 
 def _text_of(message: EmailMessage) -> str:
@@ -41,6 +43,20 @@ def _text_of(message: EmailMessage) -> str:
         return ""
     content = part.get_content()
     return content if isinstance(content, str) else ""
+
+
+def _calendar_method(message: EmailMessage) -> str | None:
+    for part in message.walk():
+        if part.get_content_type() == "text/calendar":
+            method = part.get_param("method")
+            if isinstance(method, str):
+                return method.upper()
+            content = part.get_content()
+            text = content.decode() if isinstance(content, bytes) else str(content)
+            for line in text.splitlines():
+                if line.upper().startswith("METHOD:"):
+                    return line.split(":", 1)[1].strip().upper()
+    return None
 
 
 class Inbox:
@@ -88,6 +104,7 @@ class Inbox:
                 path=path,
                 peer=session.peer,
                 tls=session.ssl is not None,
+                calendar_method=_calendar_method(parsed),
             )
         )
         return "250 Message accepted for delivery"

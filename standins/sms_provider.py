@@ -4,7 +4,9 @@ For tests and the demo: it accepts POST /2010-04-01/Accounts/{sid}/Messages.json
 (form-encoded, basic auth), records each message, answers like Twilio (201 + JSON with a
 "sid"), can be told to fail the next requests (503, 400 with a Twilio error code), and
 posts status callbacks and inbound replies signed with X-Twilio-Signature, and keeps the
-TwiML ``<Message>`` answers to replies (what Twilio would text back) in ``answers``.
+TwiML ``<Message>`` answers to replies (what Twilio would text back) in ``answers``. Numbers
+can be given a carrier fact (``number_errors``: a landline, a number that does not exist, a
+handset switched off) that the provider reports with Twilio's error code, as Twilio does.
 """
 
 from __future__ import annotations
@@ -31,6 +33,18 @@ def sign(auth_token: str, url: str, params: dict[str, str]) -> str:
     ).decode()
 
 
+# Twilio's error dictionary, the API answers the stand-in gives for a number's fact.
+API_ERRORS = {
+    21211: "The 'To' number is not a valid phone number.",
+    21614: "'To' number is not a valid mobile number",
+    21610: "Attempt to send to unsubscribed recipient",
+}
+
+
+def more_info(code: int) -> str:
+    return f"https://www.twilio.com/docs/errors/{code}"
+
+
 @dataclass
 class SentMessage:
     sid: str
@@ -49,6 +63,9 @@ class SmsProviderStandIn:
         self.answers: list[tuple[str, str]] = []  # (to, body) of TwiML <Message> answers
         self.requests = 0
         self._failures: list[tuple[int, int | None]] = []  # (http status, twilio error code)
+        # E.164 number -> the Twilio error code the provider gives for it: 21xxx refuse the
+        # request (400, as the API does), 30xxx come later as an ``undelivered`` callback.
+        self.number_errors: dict[str, int] = {}
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -93,6 +110,13 @@ class SmsProviderStandIn:
             )
         if not body:
             return web.json_response({"code": 21602, "message": "Body required"}, status=400)
+        code = self.number_errors.get(to)
+        if code is not None and code < 30000:
+            message = API_ERRORS.get(code, "The 'To' number cannot receive this message.")
+            return web.json_response(
+                {"code": code, "message": message, "more_info": more_info(code), "status": 400},
+                status=400,
+            )
         sid = f"SM{next(self._ids):032x}"
         self.messages.append(SentMessage(sid, to, from_, body, form.get("StatusCallback"), form))
         return web.json_response(

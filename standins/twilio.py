@@ -4,7 +4,9 @@
 
 - every accepted message is stamped with the shared virtual clock, kept in ``sms.jsonl``
   and handed to the patients' phones (``on_message``);
-- status callbacks ``sent`` then ``delivered`` follow each message, as Twilio sends them;
+- status callbacks ``sent`` then ``delivered`` follow each message, as Twilio sends them
+  (``undelivered`` with the ``ErrorCode`` for a number given a 30xxx ``number_errors`` code:
+  a handset switched off never rings);
 - ``reply()`` sends a patient's answer to the notifier's inbound URL (the first that exists).
 """
 
@@ -112,12 +114,16 @@ class TwilioStandIn(SmsProviderStandIn):
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, sent: SentMessage, record: SmsRecord) -> None:
+        code = self.number_errors.get(sent.to)
         if sent.status_callback:
-            for status in ("sent", "delivered"):
+            final = ("undelivered", str(code)) if code is not None else ("delivered", None)
+            for status, error_code in (("sent", None), final):
                 try:
-                    await self.send_status(sent, status)
+                    await self.send_status(sent, status, error_code=error_code)
                 except aiohttp.ClientError:
                     self.callbacks_failed += 1
+        if code is not None:
+            return  # never reached a phone
         if self.on_message is not None:
             await self.on_message(record)
 

@@ -315,6 +315,13 @@ class Simulation:
             patient, patient_log.calls, self.rng, self.scenario.unreported_call_share
         )
         await self.clock.sleep(DIAL_TIME.total_seconds())
+        if decision.result is None and decision.rebook and not patient_log.rebooked:
+            # The patient phoned in and booked: the task stays open at the desk, for
+            # followup to withdraw.
+            self.progress.call_reports["booked_by_patient"] += 1
+            patient_log.rebooked = True
+            self._rebook(patient)
+            return
         if decision.result is None:
             self.progress.call_reports["unreported"] += 1
             return

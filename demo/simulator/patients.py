@@ -41,7 +41,7 @@ class PatientLog:
 @dataclass(frozen=True)
 class CallDecision:
     result: CallResult | None  # None: the front desk never reports (the window expires)
-    rebook: bool = False
+    rebook: bool = False  # with no result: the patient booked by themselves meanwhile
 
 
 def decide_call(
@@ -50,6 +50,8 @@ def decide_call(
     """The front desk's call number ``call_number`` (1-based) to this patient."""
     b = patient.behaviour
     if b in ("recovers", "late_cancels", "misses_invitation", "drifts"):
+        if call_number >= patient.answers_on and patient.books_first:
+            return CallDecision(None, rebook=True)  # booked by phone before the desk called
         if call_number >= patient.answers_on:
             return CallDecision("answered_rebooked", rebook=True)
         return CallDecision(rng.choice(NOT_REACHED))

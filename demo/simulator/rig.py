@@ -13,7 +13,7 @@ import aiohttp
 
 from common.clock import Clock
 from common.kafka import KafkaPublisher
-from demo.scenario import IngestPath, Scenario
+from demo.scenario import IngestPath, Scenario, carrier_errors
 from demo.simulator.clinic import NotifierDesk, Simulation
 from demo.simulator.feeds import ClinicFeed, FhirFeed, Hl7Feed, JsonFeed
 from demo.simulator.hl7v2 import MllpSender
@@ -94,6 +94,8 @@ class ClinicRig:
             f"{base}/sms/{endpoints.sms_provider}/inbound",
             f"{base}/sms/inbound",
         ]
+        # Landlines and wrong numbers: the carrier's answer for them, in Twilio's codes.
+        standins.sms.number_errors.update(carrier_errors(scenario))
 
     async def open(self) -> Simulation:
         await self.publisher.start()

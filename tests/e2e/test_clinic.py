@@ -31,6 +31,8 @@ CHECKS = (
     "shared_phone_names_no_one",
     "no_message_delivered_twice",
     "no_follow_up_after_deadline",
+    "withdrawals_reach_every_sink",
+    "no_english_in_other_languages",
 )
 
 
@@ -48,8 +50,8 @@ NO_DATA_IN_A_SMALL_CLEAN_CLINIC = {
         "Ingest rejected by reason (per hour)",
         "followup_tracker_ingest_rejected_total",
     ),
-    # The SMS, mail and call-task stand-ins never fail a send, transiently or for good, so
-    # nothing is retried (the failure ratio shows 0).
+    # The SMS, mail and call-task stand-ins never fail a send transiently (a landline or a
+    # wrong number fails for good, at once), so nothing is retried.
     ("followup / system", "Retries and duplicates dropped", "followup_notifier_retries_total"),
     # Every command reaches the notifier once: no process dies, so nothing is redelivered.
     (

@@ -10,11 +10,14 @@ from zoneinfo import ZoneInfo
 from demo.bounds import allowed, earliest_allowed, load_policy
 from demo.observe import Metrics
 from demo.report import Finding, Observed, check, compute, detect_language, table, within
-from demo.scenario import Patient, Scenario, build
-from schemas.events import NotificationCommand, OutcomeEvent, TriggerEvent
+from demo.scenario import Patient, Scenario, build, carrier_errors, e164
+from schemas.events import CallTaskEvent, NotificationCommand, OutcomeEvent, TriggerEvent
+from schemas.topics import CALLTASKS
 from services.scheduler.policy import DEFAULT_POLICY_PATH
 from standins.calltasks import ReceivedTask
+from standins.mailbox import MailRecord
 from standins.twilio import SmsRecord
+from tests.support.samples import sample_events
 
 SCENARIO = build(patients=14, days=7, seed=11)
 T0 = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
@@ -163,6 +166,9 @@ def test_each_broken_promise_is_caught() -> None:
         "shared_phone_names_no_one": True,
         "no_message_delivered_twice": False,
         "no_follow_up_after_deadline": False,
+        "withdrawals_reach_every_sink": True,  # none commanded
+        # The English text went to a patient who reads another language.
+        "no_english_in_other_languages": stopper.language == "en",
     }
 
 
@@ -365,3 +371,135 @@ def test_scenario_is_seeded_and_shows_every_behaviour() -> None:
     kinds = [a.kind for a in SCENARIO.actions()]
     assert kinds.index("register") < kinds.index("book")
     assert isinstance(SCENARIO, Scenario)
+
+
+def _notifier(p: Patient, kind: str, key: str, detail: str | None = None) -> OutcomeEvent:
+    return OutcomeEvent(
+        event_id=f"{key}:{kind}",
+        occurred_at=T0 + timedelta(hours=2),
+        source="notifier",
+        outcome=kind,  # type: ignore[arg-type]
+        patient_id=p.patient_id,
+        channel="sms" if kind in ("channel_impossible", "failed", "opt_out") else "call_task",
+        idempotency_key=key,
+        detail=detail,
+    )
+
+
+def _withdrawal(p: Patient, n: int) -> NotificationCommand:
+    created = command(p, n, T0 + timedelta(hours=1))
+    key = f"{created.idempotency_key}:withdrawal"
+    return created.model_copy(
+        update={"purpose": "withdrawal", "idempotency_key": key, "event_id": key}
+    )
+
+
+def _withdrawn_at_every_sink(observed: Observed, task_id: str) -> None:
+    observed.call_tasks.append(
+        ReceivedTask(payload={"task": {"task_id": task_id, "action": "withdraw"}}, at=T0)
+    )
+    observed.mail.append(
+        MailRecord(
+            mail_from="followup@clinic.example",
+            rcpt_to=("front-desk@clinic.example",),
+            subject="withdrawn",
+            text="",
+            headers={"X-Followup-Key": f"calltask:{task_id}:withdraw"},
+            at=T0,
+            path=None,
+            calendar_method="CANCEL",
+        )
+    )
+    sample = sample_events()[CALLTASKS]
+    assert isinstance(sample, CallTaskEvent)
+    observed.topic_call_tasks.append(
+        sample.model_copy(update={"task_id": task_id, "action": "withdraw", "event_id": task_id})
+    )
+
+
+def test_every_withdrawal_of_a_sent_task_must_reach_every_sink() -> None:
+    observed = a_clean_week()
+    observed.sinks = ("webhook", "email", "kafka")
+    rebooked, unsent = patient("recovers"), patient("declines")
+    for p in (rebooked, unsent):
+        observed.notifications.append(_withdrawal(p, 1))
+    observed.outcomes += [
+        _notifier(rebooked, "task_created", f"case-{rebooked.patient_id}:1"),
+        _notifier(rebooked, "withdrawn", f"case-{rebooked.patient_id}:1:withdrawal"),
+        _notifier(unsent, "withdrawn", f"case-{unsent.patient_id}:1:withdrawal", "never_sent"),
+    ]
+    _withdrawn_at_every_sink(observed, f"case-{rebooked.patient_id}:1")
+    finding = next(
+        f
+        for f in check(observed, SCENARIO, POLICY, TOLERANCE)
+        if f.check == "withdrawals_reach_every_sink"
+    )
+    assert finding.ok and "1/1" in finding.detail and "never_sent 1" in finding.detail
+    counts = compute(observed, SCENARIO)["withdrawals"]
+    assert counts["commanded"] == 2 and counts["of_created_tasks"] == 1
+    assert counts["received"] == {"webhook": 1, "email": 1, "kafka": 1}
+    assert counts["apart"] == {"never_sent": 1}
+    # The front desk's mail without its CANCEL is not a withdrawal in a calendar.
+    observed.mail[-1] = replace(observed.mail[-1], calendar_method="REQUEST")
+    finding = next(
+        f
+        for f in check(observed, SCENARIO, POLICY, TOLERANCE)
+        if f.check == "withdrawals_reach_every_sink"
+    )
+    assert not finding.ok and "not at email" in finding.detail and "0/1" in finding.detail
+    assert "withdrawals" in table(compute(observed, SCENARIO), [], {})
+
+
+def test_english_words_and_iso_dates_in_other_languages_are_caught() -> None:
+    observed = a_clean_week()
+    lt = next(p for p in SCENARIO.patients if p.language == "lt")
+    en = next(p for p in SCENARIO.patients if p.language == "en")
+    clean = (
+        "Pasigedome Jūsų kovo 4 d. 15:00. Skambinkite +37052000000"
+        " arba https://x.example/book/2026-03-04. Klinika"
+    )
+    observed.sms = [sms(lt, T0, clean), sms(en, T0, "We missed you on 2026-03-04. the clinic")]
+    assert by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["no_english_in_other_languages"]
+    observed.sms.append(sms(lt, T0, "Pasigedome Jūsų 2026-03-04 15:00. the clinic"))
+    finding = next(
+        f
+        for f in check(observed, SCENARIO, POLICY, TOLERANCE)
+        if f.check == "no_english_in_other_languages"
+    )
+    assert not finding.ok and finding.detail == "1 sms in lt (YYYY-MM-DD, the clinic)"
+
+
+def test_segments_per_language_and_the_carrier_triage_are_reported() -> None:
+    observed = a_clean_week()
+    ru = next(p for p in SCENARIO.patients if p.language == "ru" and not p.shares_phone)
+    en = next(p for p in SCENARIO.patients if p.language == "en" and not p.shares_phone)
+    observed.sms = [sms(ru, T0, "ж" * 71), sms(ru, T0, "ж" * 10), sms(en, T0, "a" * 161)]
+    observed.outcomes += [
+        _notifier(ru, "channel_impossible", "k1", "landline"),
+        _notifier(ru, "failed", "k2", "unreachable"),
+        _notifier(en, "opt_out", "k3", "carrier_21610"),
+    ]
+    report = compute(observed, SCENARIO)
+    assert report["sms_segments_per_language"] == {
+        "ru": {"texts": 2, "segments": 3},
+        "en": {"texts": 1, "segments": 2},
+    }
+    assert report["sms_triage"] == {
+        "channel_impossible landline": 1,
+        "failed unreachable": 1,
+        "opt_out carrier_21610": 1,
+    }
+    text = table(report, [], {})
+    assert "ru 3/2 texts" in text and "failed unreachable 1" in text
+
+
+def test_the_demo_clinic_has_a_landline_a_wrong_number_and_a_phone_switched_off() -> None:
+    clinic = build(patients=40, days=14, seed=7)
+    lines = {p.phone_line: p for p in clinic.patients if p.phone_line != "mobile"}
+    assert set(lines) == {"landline", "invalid", "switched_off"}
+    assert all(p.behaviour == "never_answers" and not p.shares_phone for p in lines.values())
+    assert carrier_errors(clinic) == {
+        e164(lines["landline"].phone): 21614,
+        e164(lines["invalid"].phone): 21211,
+        e164(lines["switched_off"].phone): 30003,
+    }

@@ -236,3 +236,63 @@ async def test_twilio_standin_counts_segments_as_the_notifier_does(tmp_path: Pat
     finally:
         await standin.stop()
     assert [r.segments for r in standin.records] == list(texts.values()) == answered
+
+
+async def test_twilio_standin_answers_a_numbers_carrier_fact_with_twilios_codes(
+    tmp_path: Path,
+) -> None:
+    runner, sink, got = await _sink()
+    handed: list[SmsRecord] = []
+
+    async def phone(record: SmsRecord) -> None:
+        handed.append(record)
+
+    standin = TwilioStandIn(
+        account_sid=SID, auth_token=TOKEN, clock=CLOCK, capture_dir=tmp_path, on_message=phone
+    )
+    standin.number_errors = {"+37052123456": 21614, "+37060000001": 21211, "+37060000002": 30003}
+    await standin.start()
+    url = f"{standin.base_url}/2010-04-01/Accounts/{SID}/Messages.json"
+    callback = f"{sink}/sms/primary/status?key=k"
+    answers = {}
+    try:
+        async with aiohttp.ClientSession(auth=aiohttp.BasicAuth(SID, TOKEN)) as session:
+            for to in standin.number_errors:
+                form = {"To": to, "From": "+37052000000", "Body": "x", "StatusCallback": callback}
+                async with session.post(url, data=form) as resp:
+                    answers[to] = (resp.status, (await resp.json()).get("code"))
+        for _ in range(100):
+            if len(got) >= 2:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await standin.stop()
+        await runner.cleanup()
+    # The API refuses a landline and a number that does not exist, as Twilio does...
+    assert answers["+37052123456"] == (400, 21614)
+    assert answers["+37060000001"] == (400, 21211)
+    # ... and accepts a text to a phone that is off, which then comes back undelivered.
+    assert answers["+37060000002"][0] == 201
+    assert [(f["MessageStatus"], f.get("ErrorCode")) for _, f, _ in got] == [
+        ("sent", None),
+        ("undelivered", "30003"),
+    ]
+    assert handed == [] and [r.to for r in standin.records] == ["+37060000002"]
+
+
+async def test_mailbox_reads_the_calendar_method_of_a_call_task_mail(tmp_path: Path) -> None:
+    box = Mailbox(CLOCK, tmp_path)
+    await box.start()
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@b.example", "desk@b.example", "t"
+    message.set_content("task withdrawn")
+    message.add_attachment(
+        "BEGIN:VCALENDAR\r\nMETHOD:CANCEL\r\nEND:VCALENDAR\r\n",
+        subtype="calendar",
+        params={"method": "CANCEL"},
+    )
+    try:
+        await aiosmtplib.send(message, hostname="127.0.0.1", port=box.port)
+    finally:
+        await box.stop()
+    assert [r.calendar_method for r in box.records] == ["CANCEL"]
