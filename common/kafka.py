@@ -15,9 +15,10 @@ import contextlib
 import errno
 import os
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -34,7 +35,7 @@ from aiokafka.errors import (
 
 from common.clock import Clock
 from common.codec import DEFAULT_MAX_ORIGINAL_BYTES, DecodeError, dead_letter, decode, encode
-from common.config import ConfigError
+from common.config import ConfigError, KafkaSecurity, env_name, load
 from common.logs import get_logger
 from common.metrics import (
     COMMIT_DURATION,
@@ -181,6 +182,73 @@ async def dead_letter_record(
     )
 
 
+# ---------------------------------------------------------------- client construction
+#
+# Every Kafka client of the project (aiokafka in the services, the harnesses and the
+# benchmarks; kafka-python in followup_admin) is built from client_options(), so one set of
+# FOLLOWUP_KAFKA_* variables secures them all. Both libraries take the same keyword names
+# for these (security_protocol, ssl_context, sasl_*).
+
+
+def kafka_security(environ: Mapping[str, str] | None = None) -> KafkaSecurity:
+    """The FOLLOWUP_KAFKA_* security settings; read at each client's construction (cheap),
+    so a process and a test that sets the variables agree."""
+    return load(KafkaSecurity, environ)
+
+
+def tls_context(security: KafkaSecurity) -> ssl.SSLContext:
+    """The client's TLS context: the CA (or the system's), the client certificate if any."""
+    try:
+        context = ssl.create_default_context(cafile=security.kafka_ssl_cafile or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{env_name('kafka_ssl_cafile')}: not a PEM CA file ({exc})") from None
+    context.check_hostname = security.kafka_ssl_check_hostname
+    if security.kafka_ssl_certfile:
+        try:
+            context.load_cert_chain(
+                security.kafka_ssl_certfile,
+                security.kafka_ssl_keyfile or None,
+                password=security.kafka_ssl_key_password.get_secret_value() or None,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"{env_name('kafka_ssl_certfile')}/{env_name('kafka_ssl_keyfile')}: "
+                f"certificate and key do not load ({type(exc).__name__})"
+            ) from None
+    return context
+
+
+def client_options(
+    bootstrap: str, security: KafkaSecurity | None = None, **options: Any
+) -> dict[str, Any]:
+    """Keyword arguments for any aiokafka or kafka-python client: the address, the security
+    settings, then the client's own ``options``."""
+    security = kafka_security() if security is None else security
+    secured: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "security_protocol": security.kafka_security_protocol,
+    }
+    if security.uses_tls:
+        secured["ssl_context"] = tls_context(security)
+    if security.uses_sasl:
+        secured["sasl_mechanism"] = security.kafka_sasl_mechanism
+        secured["sasl_plain_username"] = security.kafka_sasl_username
+        secured["sasl_plain_password"] = security.kafka_sasl_password.get_secret_value()
+    return {**secured, **options}
+
+
+def make_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
+    return AIOKafkaProducer(**client_options(bootstrap, **options))
+
+
+def make_consumer(bootstrap: str, *topics: str, **options: Any) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(*topics, **client_options(bootstrap, **options))
+
+
+def make_admin(bootstrap: str, **options: Any) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**client_options(bootstrap, **options))
+
+
 # A consumer that joins its group before the broker's metadata lists a just-created topic
 # gets no partitions of it until its next metadata refresh (aiokafka's default: 5 minutes).
 # A refresh every few seconds costs one small request and bounds that gap on a fresh deploy.
@@ -209,7 +277,7 @@ async def ensure_topics(
     stops at start-up instead of running on a topic an operator did not lay out."""
     layout = topic_layout() if layout is None else layout
     wanted = [layout.config(spec, names) for spec in specs]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(bootstrap)
     await admin.start()
     try:
         found = await observe_topics(admin, [w.name for w in wanted])
@@ -271,7 +339,7 @@ async def delete_topics_with_prefix(bootstrap: str, prefix: str) -> None:
     """Drop every topic of one tenant, test or demo run (names starting with ``prefix``)."""
     if not prefix:
         raise ValueError("refusing to delete every topic: empty prefix")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(bootstrap)
     await admin.start()
     try:
         mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
@@ -285,8 +353,8 @@ class KafkaPublisher:
     """Publishes contract events keyed by patient; waits for the broker's acknowledgement."""
 
     def __init__(self, bootstrap: str, *, client_id: str = "followup") -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
+        self._producer = make_producer(
+            bootstrap,
             client_id=client_id,
             acks="all",
             enable_idempotence=True,
@@ -374,9 +442,9 @@ class EventConsumer(Generic[M]):
         clock: Clock,
         max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
     ) -> None:
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = make_consumer(
+            bootstrap,
             topic,
-            bootstrap_servers=bootstrap,
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
