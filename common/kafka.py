@@ -349,6 +349,13 @@ async def delete_topics_with_prefix(bootstrap: str, prefix: str) -> None:
         await admin.close()
 
 
+# /readyz's "kafka" check: one metadata request on the publisher's own connection, bounded
+# by a short timeout and answered from its last result for a few seconds, so a probe every
+# few seconds from each kubelet costs the broker next to nothing.
+BROKER_CHECK_TIMEOUT_SECONDS = 2.0
+BROKER_CHECK_CACHE_SECONDS = 5.0
+
+
 class KafkaPublisher:
     """Publishes contract events keyed by patient; waits for the broker's acknowledgement."""
 
@@ -360,9 +367,26 @@ class KafkaPublisher:
             enable_idempotence=True,
             linger_ms=5,
         )
+        self._broker_checked_at = -BROKER_CHECK_CACHE_SECONDS
+        self._broker_reachable = False
 
     async def start(self) -> None:
         await self._producer.start()
+
+    async def broker_ready(self) -> bool:
+        """Whether the broker answers a metadata request now (cached for a few seconds)."""
+        now = time.monotonic()
+        if now - self._broker_checked_at < BROKER_CHECK_CACHE_SECONDS:
+            return self._broker_reachable
+        try:
+            updated = await asyncio.wait_for(
+                self._producer.client.force_metadata_update(), BROKER_CHECK_TIMEOUT_SECONDS
+            )
+            self._broker_reachable = bool(updated)
+        except Exception:  # not started, timed out, refused: not ready, whatever the cause
+            self._broker_reachable = False
+        self._broker_checked_at = time.monotonic()
+        return self._broker_reachable
 
     async def stop(self) -> None:
         await self._producer.stop()

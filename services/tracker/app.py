@@ -115,6 +115,7 @@ class Tracker:
             max_bytes=settings.fhir_max_bytes,
         ).mount(self.ops.app)
         self.ops.add_readiness_check("detection", self._detection_ready)
+        self.ops.add_readiness_check("kafka", self.publisher.broker_ready)
 
     async def _detection_ready(self) -> bool:
         return self.worker.ready.is_set()

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -225,6 +226,8 @@ async def test_the_three_services_carry_a_trigger_to_a_call_task_over_tls_and_sa
             processes[service].start()
         for process in processes.values():
             await process.wait_ready(timeout=120)
+            with urllib.request.urlopen(f"{process.url}/readyz", timeout=5) as response:
+                assert json.load(response)["checks"]["kafka"] is True
         now = datetime.now(UTC)
         await publisher.publish(
             names.contacts,
