@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
 
@@ -16,7 +17,11 @@ SUITES: dict[str, Callable[[], Sequence[Figure | Reading]]] = {
 
 
 def main(argv: list[str]) -> int:
-    wanted = argv or list(SUITES)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"{', '.join(SUITES)} (all)")
+    wanted = parser.parse_args(argv).suites or list(SUITES)
+    if unknown := [name for name in wanted if name not in SUITES]:
+        parser.error(f"no suite {unknown[0]!r}; choose from {', '.join(SUITES)}")
     for name in wanted:
         print(f"== {name}")
         for figure in SUITES[name]():

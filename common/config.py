@@ -85,6 +85,11 @@ class KafkaSecurity(BaseModel):
         return self
 
 
+class StartupError(ConfigError):
+    """A dependency unreachable or a port taken at start-up: one line naming the dependency,
+    its address and the variable to set."""
+
+
 class Settings(KafkaSecurity):
     """What every service needs. Services subclass it and add their own fields."""
 
@@ -150,8 +155,32 @@ def _is_secret(field: str) -> bool:
     return any(word in field for word in ("secret", "token", "password", "url", "key"))
 
 
-def load_or_exit(model: type[S], environ: Mapping[str, str] | None = None) -> S:
-    """For a service's entry point: a wrong value stops it with one line on stderr."""
+def usage(model: type[BaseModel], prog: str) -> str:
+    """A service's --help: it takes no arguments; every FOLLOWUP_* variable, its default."""
+    lines = [
+        f"usage: python -m {prog}",
+        "",
+        "Configured from the environment only (no arguments); each variable at its default",
+        "(README.md and the service's README say what each one does):",
+    ]
+    for name, info in model.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        lines.append(f"  {env_name(name)}={'' if default is None else default}")
+    return "\n".join(lines)
+
+
+def load_or_exit(
+    model: type[S], environ: Mapping[str, str] | None = None, argv: list[str] | None = None
+) -> S:
+    """For a service's entry point: ``--help`` prints the usage and exits 0 without starting
+    anything; a wrong value stops it with one line on stderr."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        prog = model.__module__.removesuffix(".app").removesuffix(".settings")
+        if argv[0] in ("-h", "--help"):
+            print(usage(model, prog))
+            raise SystemExit(0)
+        _exit(f"python -m {prog} takes no arguments (got {argv[0]!r}); see --help")
     try:
         return load(model, environ)
     except ConfigError as exc:

@@ -35,7 +35,7 @@ from aiokafka.errors import (
 
 from common.clock import Clock
 from common.codec import DEFAULT_MAX_ORIGINAL_BYTES, DecodeError, dead_letter, decode, encode
-from common.config import ConfigError, KafkaSecurity, env_name, load
+from common.config import ConfigError, KafkaSecurity, StartupError, env_name, load
 from common.logs import get_logger
 from common.metrics import (
     COMMIT_DURATION,
@@ -237,6 +237,20 @@ def client_options(
     return {**secured, **options}
 
 
+async def start_or_explain(starting: Awaitable[None], bootstrap: str) -> None:
+    """A client's first contact: an unreachable or refusing broker becomes one line naming
+    the address and the variables, not aiokafka's traceback."""
+    try:
+        await starting
+    except (KafkaError, OSError) as exc:
+        protocol = kafka_security().kafka_security_protocol
+        raise StartupError(
+            f"Kafka unreachable at {bootstrap} over {protocol} ({type(exc).__name__}): set "
+            f"{env_name('kafka_bootstrap')} (and {env_name('kafka_security_protocol')}, "
+            "FOLLOWUP_KAFKA_SASL_*, FOLLOWUP_KAFKA_SSL_* if the broker wants TLS or SASL)"
+        ) from None
+
+
 def make_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**client_options(bootstrap, **options))
 
@@ -278,7 +292,7 @@ async def ensure_topics(
     layout = topic_layout() if layout is None else layout
     wanted = [layout.config(spec, names) for spec in specs]
     admin = make_admin(bootstrap)
-    await admin.start()
+    await start_or_explain(admin.start(), bootstrap)
     try:
         found = await observe_topics(admin, [w.name for w in wanted])
         missing = [w for w in wanted if w.name not in found]
