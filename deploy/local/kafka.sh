@@ -10,8 +10,8 @@
 #   kafka.pid
 #
 # Optional, all off by default (the shared dev broker is PLAINTEXT only):
-#   FOLLOWUP_KAFKA_VERSION      another broker version from Maven Central (4.x: pom-4.xml,
-#                               log4j2); its jars go to lib-<version>/
+#   FOLLOWUP_KAFKA_VERSION      another broker version from Maven Central (default: 4.1.1
+#                               from pom-4.xml; 3.x from pom.xml); its jars go to lib-<version>/
 #   FOLLOWUP_KAFKA_LIB_DIR      jars fetched elsewhere (a second instance reuses them)
 #   FOLLOWUP_KAFKA_TLS_DIR      a dir with ca.pem and server.pem (PKCS#8 key + certificate):
 #                               adds a SASL_SSL listener on FOLLOWUP_KAFKA_SASL_SSL_PORT
@@ -30,14 +30,16 @@ DATA_DIR="$KAFKA_DIR/data"
 LOG_DIR="$KAFKA_DIR/logs"
 CONF_DIR="$KAFKA_DIR/config"
 PID_FILE="$KAFKA_DIR/kafka.pid"
-POM="$SCRIPT_DIR/kafka/pom.xml"
+# The default is the 4.x line (pom-4.xml, log4j2); FOLLOWUP_KAFKA_VERSION=3.9.1 selects the
+# 3.x line (pom.xml, reload4j). Only the default version lives in lib/.
+POM="$SCRIPT_DIR/kafka/pom-4.xml"
 DEFAULT_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM")"
 VERSION="${FOLLOWUP_KAFKA_VERSION:-$DEFAULT_VERSION}"
 if [[ "$VERSION" != "$DEFAULT_VERSION" ]]; then
     LIB_DIR="$KAFKA_DIR/lib-$VERSION"
 fi
-if [[ "$VERSION" == 4.* ]]; then
-    POM="$SCRIPT_DIR/kafka/pom-4.xml"
+if [[ "$VERSION" == 3.* ]]; then
+    POM="$SCRIPT_DIR/kafka/pom.xml"
 fi
 LIB_DIR="${FOLLOWUP_KAFKA_LIB_DIR:-$LIB_DIR}"
 TLS_DIR="${FOLLOWUP_KAFKA_TLS_DIR:-}"
