@@ -32,7 +32,7 @@ from bench.processes import REPO, ServiceProcess, unique_prefix
 from common.codec import encode
 from common.config import PREFIX, Settings
 from common.db import drop_schema
-from common.kafka import delete_topics_with_prefix, ensure_topics
+from common.kafka import delete_topics_with_prefix, ensure_topics, make_producer
 from schemas.topics import TopicNames
 from tests.support.polling import free_port
 from tests.unit.tracker.events import booking
@@ -131,7 +131,7 @@ class EndToEnd:
         await web.TCPSite(runner, "127.0.0.1", self.webhook_port).start()
         policy_dir = tempfile.TemporaryDirectory(prefix="bench-e2e-")
         services = self.processes(bench_policy(Path(policy_dir.name)))
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+        producer = make_producer(self.bootstrap, linger_ms=5)
         stop = asyncio.Event()
         background: asyncio.Task[int] | None = None
         try:

@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
 from common.codec import encode
 from common.config import PREFIX
+from common.kafka import make_admin, make_consumer, make_producer
 from schemas.events import AppointmentEvent, ContactEvent, NotificationCommand
 from tests.support.polling import free_port
 
@@ -119,7 +119,7 @@ class ServiceProcess:
 
 async def end_offsets(bootstrap: str, topic: str) -> int:
     """How many records a topic holds (the sum of its partitions' end offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = make_consumer(bootstrap, group_id=None)
     await consumer.start()
     try:
         ends = await consumer.end_offsets(await partitions(bootstrap, topic))
@@ -129,7 +129,7 @@ async def end_offsets(bootstrap: str, topic: str) -> int:
 
 
 async def partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(bootstrap)
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -139,7 +139,7 @@ async def partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
 
 
 async def committed(bootstrap: str, group_id: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(bootstrap)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group_id)
@@ -174,7 +174,7 @@ async def settled(bootstrap: str, topic: str, quiet: float = 2.0, timeout: float
 async def produce(bootstrap: str, topic: str, events: Sequence[Keyed]) -> None:
     """Produces ``events`` keyed by patient, as the services' own publishers do, and waits
     for the broker's acknowledgement of every one."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
+    producer = make_producer(bootstrap, linger_ms=20, acks="all")
     await producer.start()
     try:
         futures = [await producer.send(topic, encode(e), key=e.patient_id.encode()) for e in events]

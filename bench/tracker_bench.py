@@ -31,14 +31,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.harness import Figure, Reading, compare
 from common.clock import ManualClock
 from common.codec import decode, encode
 from common.config import PREFIX, Settings
-from common.kafka import ensure_topics
+from common.kafka import ensure_topics, make_admin, make_consumer, make_producer
 from schemas import AppointmentEvent
 from schemas.topics import APPOINTMENTS, TopicNames
 from services.tracker.detection import DetectionRules, Detector
@@ -210,7 +210,7 @@ class BrokerBench:
         self.changelog_records = 0
 
     async def _produce(self) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=20, acks="all")
+        producer = make_producer(self.bootstrap, linger_ms=20, acks="all")
         await producer.start()
         try:
             futures = []
@@ -228,9 +228,7 @@ class BrokerBench:
     async def plain_consume(self) -> float:
         """The baseline: records per second of a bare consumer over the same partitions,
         decoding each record with the topic's own model (what the worker decodes it with)."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
-        )
+        consumer = make_consumer(self.bootstrap, group_id=None, enable_auto_commit=False)
         await consumer.start()
         try:
             tps = [
@@ -270,7 +268,7 @@ class BrokerBench:
             clock=ManualClock(BEFORE),
             tick_seconds=60.0,
         )
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = make_admin(self.bootstrap)
         await admin.start()
         await worker.start()
         try:
@@ -286,7 +284,7 @@ class BrokerBench:
         return self.events / elapsed
 
     async def _count_changelog(self) -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
+        consumer = make_consumer(self.bootstrap, group_id=None)
         await consumer.start()
         try:
             topic = changelog_topic(self.names)
@@ -297,7 +295,7 @@ class BrokerBench:
             await consumer.stop()
 
     async def _delete_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = make_admin(self.bootstrap)
         await admin.start()
         try:
             mine = [t for t in await admin.list_topics() if t.startswith(self.names.prefix)]

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import hl7
-from aiokafka import AIOKafkaConsumer
 
 from bench.harness import Figure, Observation, Reading, Result
 from bench.processes import (
@@ -37,7 +36,7 @@ from bench.processes import (
     until_committed,
 )
 from common.config import PREFIX, Settings
-from common.kafka import delete_topics_with_prefix, ensure_topics
+from common.kafka import delete_topics_with_prefix, ensure_topics, make_consumer
 from schemas import AppointmentEvent
 from schemas.topics import TopicNames
 from tests.support.polling import free_port
@@ -112,9 +111,7 @@ def day_feed(count: int, base: datetime) -> list[AppointmentEvent]:
 
 async def bare_read(bootstrap: str, topic: str) -> tuple[int, float]:
     """Records of ``topic`` and the seconds a bare consumer takes to read them all."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-    )
+    consumer = make_consumer(bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = await partitions(bootstrap, topic)

@@ -10,9 +10,18 @@ import os
 import sys
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Literal, NoReturn, TypeVar
 
-from pydantic import AnyUrl, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from common.clock import Clock, ScaledClock, SystemClock
 from common.codec import DEFAULT_MAX_ORIGINAL_BYTES, LIMIT_MAX_ORIGINAL_BYTES
@@ -24,7 +33,64 @@ class ConfigError(Exception):
     """A wrong configuration value; its message is one line fit for an operator."""
 
 
-class Settings(BaseModel):
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class KafkaSecurity(BaseModel):
+    """How every Kafka client (the services' aiokafka ones, the admin tool's kafka-python
+    ones) reaches the broker: TLS with a CA and an optional client certificate, SASL with
+    PLAIN or SCRAM. The password comes from the environment (a Secret) and is never shown."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    # Empty CA file: the system's trust store (a managed Kafka with a public CA).
+    kafka_ssl_cafile: str = ""
+    # mTLS: the client's certificate chain and key (PEM); Strimzi's KafkaUser tls secret.
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_key_password: SecretStr = SecretStr("")
+    kafka_ssl_check_hostname: bool = True
+    kafka_sasl_mechanism: SaslMechanism = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecurity:
+        protocol = f"{PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
+        if self.uses_sasl:
+            for field in ("kafka_sasl_mechanism", "kafka_sasl_username"):
+                if not getattr(self, field):
+                    raise ValueError(f"{protocol} needs {env_name(field)}")
+            if not self.kafka_sasl_password.get_secret_value():
+                raise ValueError(f"{protocol} needs {env_name('kafka_sasl_password')}")
+        if self.kafka_ssl_certfile and not self.kafka_ssl_keyfile:
+            raise ValueError(
+                f"{env_name('kafka_ssl_certfile')} needs {env_name('kafka_ssl_keyfile')}"
+            )
+        if self.uses_tls:
+            for field in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+                path = getattr(self, field)
+                if path and not Path(path).is_file():
+                    raise ValueError(f"{env_name(field)}: no such file {path!r}")
+        return self
+
+
+class StartupError(ConfigError):
+    """A dependency unreachable or a port taken at start-up: one line naming the dependency,
+    its address and the variable to set."""
+
+
+class Settings(KafkaSecurity):
     """What every service needs. Services subclass it and add their own fields."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -61,7 +127,7 @@ class Settings(BaseModel):
             raise ConfigError(f"{PREFIX}CLOCK_ANCHOR_*: {exc}") from exc
 
 
-S = TypeVar("S", bound=Settings)
+S = TypeVar("S", bound=BaseModel)
 
 
 def env_name(field: str) -> str:
@@ -77,6 +143,8 @@ def load(model: type[S], environ: Mapping[str, str] | None = None) -> S:
         return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
+        if not first["loc"]:  # a rule across fields: its message names the variables
+            raise ConfigError(str(first["msg"]).removeprefix("Value error, ")) from None
         field = str(first["loc"][0]) if first["loc"] else "?"
         shown = raw.get(field)
         value = f" (got {shown!r})" if shown is not None and not _is_secret(field) else ""
@@ -87,8 +155,32 @@ def _is_secret(field: str) -> bool:
     return any(word in field for word in ("secret", "token", "password", "url", "key"))
 
 
-def load_or_exit(model: type[S], environ: Mapping[str, str] | None = None) -> S:
-    """For a service's entry point: a wrong value stops it with one line on stderr."""
+def usage(model: type[BaseModel], prog: str) -> str:
+    """A service's --help: it takes no arguments; every FOLLOWUP_* variable, its default."""
+    lines = [
+        f"usage: python -m {prog}",
+        "",
+        "Configured from the environment only (no arguments); each variable at its default",
+        "(README.md and the service's README say what each one does):",
+    ]
+    for name, info in model.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        lines.append(f"  {env_name(name)}={'' if default is None else default}")
+    return "\n".join(lines)
+
+
+def load_or_exit(
+    model: type[S], environ: Mapping[str, str] | None = None, argv: list[str] | None = None
+) -> S:
+    """For a service's entry point: ``--help`` prints the usage and exits 0 without starting
+    anything; a wrong value stops it with one line on stderr."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        prog = model.__module__.removesuffix(".app").removesuffix(".settings")
+        if argv[0] in ("-h", "--help"):
+            print(usage(model, prog))
+            raise SystemExit(0)
+        _exit(f"python -m {prog} takes no arguments (got {argv[0]!r}); see --help")
     try:
         return load(model, environ)
     except ConfigError as exc:

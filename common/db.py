@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
+
+from common.config import StartupError
+
+T = TypeVar("T")
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATION_FILE = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
@@ -53,15 +60,33 @@ def read_migrations(directory: Path) -> list[Migration]:
     return found
 
 
+async def first_contact(connecting: Awaitable[T], dsn: str) -> T:
+    """A connection's first contact: an unreachable server, a refused login or a certificate
+    that does not verify becomes one line naming the address (never the password)."""
+    try:
+        return await connecting
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        where = urlsplit(dsn)
+        raise StartupError(
+            f"PostgreSQL unreachable at {where.hostname}:{where.port or 5432}{where.path} "
+            f"({type(exc).__name__}): set FOLLOWUP_DATABASE_URL "
+            "(add ?sslmode=verify-full&sslrootcert=<CA file> for TLS)"
+        ) from None
+
+
 async def create_pool(
     dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10
 ) -> asyncpg.Pool:
     check_schema_name(schema)
-    pool = await asyncpg.create_pool(
+    # sslmode and sslrootcert in the URL (require, verify-full) are asyncpg's own.
+    pool = await first_contact(
+        asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            server_settings={"search_path": schema, "application_name": schema},
+        ),
         dsn,
-        min_size=min_size,
-        max_size=max_size,
-        server_settings={"search_path": schema, "application_name": schema},
     )
     assert pool is not None
     return pool
@@ -72,7 +97,7 @@ async def migrate(dsn: str, schema: str, directory: Path) -> list[int]:
     check_schema_name(schema)
     migrations = read_migrations(directory)
     applied_now: list[int] = []
-    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    conn = await first_contact(asyncpg.connect(dsn, server_settings={"search_path": schema}), dsn)
     try:
         lock_key = int.from_bytes(hashlib.sha256(schema.encode()).digest()[:8], "big", signed=True)
         await conn.execute("SELECT pg_advisory_lock($1)", lock_key)

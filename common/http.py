@@ -6,12 +6,14 @@ aiohttp application, so one port serves both operators and integrators.
 
 from __future__ import annotations
 
+import errno
 import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from common.config import StartupError
 from common.supervision import Supervisor
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
@@ -22,6 +24,15 @@ def bearer_token_ok(request: web.Request, token: str) -> bool:
     time. An empty configured token accepts nobody (an API left unconfigured stays shut)."""
     given = request.headers.get("Authorization", "")
     return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+def port_taken(exc: OSError, host: str, port: int, variable: str) -> OSError | StartupError:
+    """A bind that failed as one line naming the address and the variable to change."""
+    if exc.errno == errno.EADDRINUSE:
+        return StartupError(f"{host}:{port} is already in use: set {variable} to a free port")
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+        return StartupError(f"cannot listen on {host}:{port} ({exc.strerror}): set {variable}")
+    return exc
 
 
 class OpsServer:
@@ -45,7 +56,11 @@ class OpsServer:
     async def start(self, host: str, port: int) -> int:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        try:
+            await web.TCPSite(self._runner, host, port).start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise port_taken(exc, host, port, "FOLLOWUP_HTTP_PORT") from None
         # The port actually bound: port 0 asks the system for a free one.
         self.port = int(self._runner.addresses[0][1])
         return self.port

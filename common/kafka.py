@@ -15,9 +15,10 @@ import contextlib
 import errno
 import os
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -34,7 +35,7 @@ from aiokafka.errors import (
 
 from common.clock import Clock
 from common.codec import DEFAULT_MAX_ORIGINAL_BYTES, DecodeError, dead_letter, decode, encode
-from common.config import ConfigError
+from common.config import ConfigError, KafkaSecurity, StartupError, env_name, load
 from common.logs import get_logger
 from common.metrics import (
     COMMIT_DURATION,
@@ -181,6 +182,87 @@ async def dead_letter_record(
     )
 
 
+# ---------------------------------------------------------------- client construction
+#
+# Every Kafka client of the project (aiokafka in the services, the harnesses and the
+# benchmarks; kafka-python in followup_admin) is built from client_options(), so one set of
+# FOLLOWUP_KAFKA_* variables secures them all. Both libraries take the same keyword names
+# for these (security_protocol, ssl_context, sasl_*).
+
+
+def kafka_security(environ: Mapping[str, str] | None = None) -> KafkaSecurity:
+    """The FOLLOWUP_KAFKA_* security settings; read at each client's construction (cheap),
+    so a process and a test that sets the variables agree."""
+    return load(KafkaSecurity, environ)
+
+
+def tls_context(security: KafkaSecurity) -> ssl.SSLContext:
+    """The client's TLS context: the CA (or the system's), the client certificate if any."""
+    try:
+        context = ssl.create_default_context(cafile=security.kafka_ssl_cafile or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{env_name('kafka_ssl_cafile')}: not a PEM CA file ({exc})") from None
+    context.check_hostname = security.kafka_ssl_check_hostname
+    if security.kafka_ssl_certfile:
+        try:
+            context.load_cert_chain(
+                security.kafka_ssl_certfile,
+                security.kafka_ssl_keyfile or None,
+                password=security.kafka_ssl_key_password.get_secret_value() or None,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"{env_name('kafka_ssl_certfile')}/{env_name('kafka_ssl_keyfile')}: "
+                f"certificate and key do not load ({type(exc).__name__})"
+            ) from None
+    return context
+
+
+def client_options(
+    bootstrap: str, security: KafkaSecurity | None = None, **options: Any
+) -> dict[str, Any]:
+    """Keyword arguments for any aiokafka or kafka-python client: the address, the security
+    settings, then the client's own ``options``."""
+    security = kafka_security() if security is None else security
+    secured: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "security_protocol": security.kafka_security_protocol,
+    }
+    if security.uses_tls:
+        secured["ssl_context"] = tls_context(security)
+    if security.uses_sasl:
+        secured["sasl_mechanism"] = security.kafka_sasl_mechanism
+        secured["sasl_plain_username"] = security.kafka_sasl_username
+        secured["sasl_plain_password"] = security.kafka_sasl_password.get_secret_value()
+    return {**secured, **options}
+
+
+async def start_or_explain(starting: Awaitable[None], bootstrap: str) -> None:
+    """A client's first contact: an unreachable or refusing broker becomes one line naming
+    the address and the variables, not aiokafka's traceback."""
+    try:
+        await starting
+    except (KafkaError, OSError) as exc:
+        protocol = kafka_security().kafka_security_protocol
+        raise StartupError(
+            f"Kafka unreachable at {bootstrap} over {protocol} ({type(exc).__name__}): set "
+            f"{env_name('kafka_bootstrap')} (and {env_name('kafka_security_protocol')}, "
+            "FOLLOWUP_KAFKA_SASL_*, FOLLOWUP_KAFKA_SSL_* if the broker wants TLS or SASL)"
+        ) from None
+
+
+def make_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
+    return AIOKafkaProducer(**client_options(bootstrap, **options))
+
+
+def make_consumer(bootstrap: str, *topics: str, **options: Any) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(*topics, **client_options(bootstrap, **options))
+
+
+def make_admin(bootstrap: str, **options: Any) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**client_options(bootstrap, **options))
+
+
 # A consumer that joins its group before the broker's metadata lists a just-created topic
 # gets no partitions of it until its next metadata refresh (aiokafka's default: 5 minutes).
 # A refresh every few seconds costs one small request and bounds that gap on a fresh deploy.
@@ -209,8 +291,8 @@ async def ensure_topics(
     stops at start-up instead of running on a topic an operator did not lay out."""
     layout = topic_layout() if layout is None else layout
     wanted = [layout.config(spec, names) for spec in specs]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    admin = make_admin(bootstrap)
+    await start_or_explain(admin.start(), bootstrap)
     try:
         found = await observe_topics(admin, [w.name for w in wanted])
         missing = [w for w in wanted if w.name not in found]
@@ -271,7 +353,7 @@ async def delete_topics_with_prefix(bootstrap: str, prefix: str) -> None:
     """Drop every topic of one tenant, test or demo run (names starting with ``prefix``)."""
     if not prefix:
         raise ValueError("refusing to delete every topic: empty prefix")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(bootstrap)
     await admin.start()
     try:
         mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
@@ -281,20 +363,44 @@ async def delete_topics_with_prefix(bootstrap: str, prefix: str) -> None:
         await admin.close()
 
 
+# /readyz's "kafka" check: one metadata request on the publisher's own connection, bounded
+# by a short timeout and answered from its last result for a few seconds, so a probe every
+# few seconds from each kubelet costs the broker next to nothing.
+BROKER_CHECK_TIMEOUT_SECONDS = 2.0
+BROKER_CHECK_CACHE_SECONDS = 5.0
+
+
 class KafkaPublisher:
     """Publishes contract events keyed by patient; waits for the broker's acknowledgement."""
 
     def __init__(self, bootstrap: str, *, client_id: str = "followup") -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
+        self._producer = make_producer(
+            bootstrap,
             client_id=client_id,
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
         )
+        self._broker_checked_at = -BROKER_CHECK_CACHE_SECONDS
+        self._broker_reachable = False
 
     async def start(self) -> None:
         await self._producer.start()
+
+    async def broker_ready(self) -> bool:
+        """Whether the broker answers a metadata request now (cached for a few seconds)."""
+        now = time.monotonic()
+        if now - self._broker_checked_at < BROKER_CHECK_CACHE_SECONDS:
+            return self._broker_reachable
+        try:
+            updated = await asyncio.wait_for(
+                self._producer.client.force_metadata_update(), BROKER_CHECK_TIMEOUT_SECONDS
+            )
+            self._broker_reachable = bool(updated)
+        except Exception:  # not started, timed out, refused: not ready, whatever the cause
+            self._broker_reachable = False
+        self._broker_checked_at = time.monotonic()
+        return self._broker_reachable
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -387,9 +493,9 @@ class EventConsumer(Generic[M]):
         max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
         on_tombstone: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = make_consumer(
+            bootstrap,
             topic,
-            bootstrap_servers=bootstrap,
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from common.config import ConfigError
+from common.config import ConfigError, StartupError
 from common.logs import get_logger
 from common.supervision import EXIT_TASK_STOPPED, Supervisor, TaskStopped
 
@@ -50,7 +50,8 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         asyncio.run(main())
     except ConfigError as exc:
         # Found at start-up (e.g. a topic not laid out): one line, not a traceback.
-        print(f"configuration error: {exc}", file=sys.stderr)
+        kind = "cannot start" if isinstance(exc, StartupError) else "configuration error"
+        print(f"{kind}: {exc}", file=sys.stderr)
         # Clients built but never started would each log "Unclosed ..." when collected.
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         raise SystemExit(2) from None

@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from common.codec import DecodeError, decode
+from common.kafka import make_consumer
 from schemas.base import Envelope
 
 M = TypeVar("M", bound=Envelope)
@@ -21,7 +22,7 @@ async def read_to_end(
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` (or of its ``partitions``) up to each partition's current
     end, partition by partition in offset order. No consumer group: nothing is committed."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = make_consumer(bootstrap, enable_auto_commit=False)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:

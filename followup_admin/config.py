@@ -10,7 +10,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from pydantic import Field
 
 from common.config import Settings
-from common.kafka import topic_layout
+from common.kafka import client_options, topic_layout
 from schemas.topics import TopicLayout, TopicNames
 
 
@@ -53,8 +53,8 @@ class Deployment:
         )
 
     def _client_options(self) -> dict[str, Any]:
-        return {
-            "bootstrap_servers": self.bootstrap,
-            "client_id": "followup-admin",
-            "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
-        }
+        # The services' FOLLOWUP_KAFKA_* security settings: kafka-python takes the same
+        # keywords (security_protocol, ssl_context, sasl_*) as aiokafka.
+        return client_options(
+            self.bootstrap, client_id="followup-admin", bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS
+        )

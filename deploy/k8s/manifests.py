@@ -63,12 +63,15 @@ class ServiceSpec:
         return f"followup-{self.name}"
 
 
+# Each service's own Kafka credentials (a Strimzi KafkaUser's password, a client key's).
+KAFKA_SECRETS = ("kafka_sasl_password", "kafka_ssl_key_password")
+
 SERVICES = (
     ServiceSpec(
         "tracker",
         8081,
         TrackerSettings,
-        ("database_url", "ingest_token"),
+        ("database_url", *KAFKA_SECRETS, "ingest_token"),
         extra_ports=(Port("mllp", 2575, ("integration",)),),
         http_from=("namespace", "ingress", "integration"),
         env={"FOLLOWUP_MLLP_HOST": "0.0.0.0", "FOLLOWUP_MLLP_PORT": "2575"},
@@ -78,7 +81,7 @@ SERVICES = (
         "scheduler",
         8082,
         SchedulerSettings,
-        ("database_url", "api_token"),
+        ("database_url", *KAFKA_SECRETS, "api_token"),
         env={"FOLLOWUP_POLICY_PATH": "/etc/followup/policy/policy.yaml"},
         policy=True,
         description="Cases, cadence and stage deadlines; notification commands out.",
@@ -89,6 +92,7 @@ SERVICES = (
         NotifierSettings,
         (
             "database_url",
+            *KAFKA_SECRETS,
             "api_token",
             "link_secret",
             "sms_primary_sid",

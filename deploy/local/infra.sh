@@ -6,6 +6,8 @@
 # up:     postgres, then kafka (stops at the first failure)
 # down:   both, always attempting both; non-zero if either failed
 # status: both; 0 only if both are up, 3 otherwise
+#
+# FOLLOWUP_KAFKA_VERSION=3.9.1 picks the 3.x broker (default 4.1.1); see deploy/local/README.md.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -9,6 +9,10 @@
 #   listen: 127.0.0.1:${FOLLOWUP_PG_PORT:-15432} (unix socket in .../postgres/run)
 #   role/db: followup / followup, password followup
 # Debian's own default cluster (5432), if any, is left alone.
+#
+# Optional: FOLLOWUP_PG_SSL_DIR, a dir with server.crt and server.key (PEM), turns TLS on
+# at the first initdb and refuses connections over TCP without it (a test's second cluster;
+# give it its own FOLLOWUP_INFRA_DIR and FOLLOWUP_PG_PORT).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,6 +24,7 @@ LOG_DIR="$PG_DIR/logs"
 LOG_FILE="$LOG_DIR/postgres.log"
 HOST=127.0.0.1
 PORT="${FOLLOWUP_PG_PORT:-15432}"
+SSL_DIR="${FOLLOWUP_PG_SSL_DIR:-}"
 APP_USER=followup
 APP_PASSWORD=followup
 APP_DB=followup
@@ -158,6 +163,17 @@ max_connections = 300
 shared_buffers = 128MB
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF
+    [[ -n "$SSL_DIR" ]] || return 0
+    cp "$SSL_DIR/server.crt" "$SSL_DIR/server.key" "$DATA_DIR/"
+    chmod 600 "$DATA_DIR/server.key"
+    ((IS_ROOT)) && chown postgres:postgres "$DATA_DIR/server.crt" "$DATA_DIR/server.key"
+    as_owner tee -a "$DATA_DIR/postgresql.conf" >/dev/null <<'EOF'
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+EOF
+    # TCP without TLS is refused: a client that does not ask for TLS fails loudly.
+    as_owner sed -i '1i hostnossl all all 0.0.0.0/0 reject' "$DATA_DIR/pg_hba.conf"
 }
 
 lock() {

@@ -105,6 +105,7 @@ class NotifierApp:
             publish_outcome=self.publish_outcome,
         )
         self.ops.add_readiness_check("database", self._db_ready)
+        self.ops.add_readiness_check("kafka", self.publisher.broker_ready)
         group = f"{s.topic_prefix}notifier"
         wiring: list[tuple[str, str, type, object]] = [
             (self.topics.contacts, CONTACTS.name, ContactEvent, self.privacy.record_contact),

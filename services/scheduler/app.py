@@ -133,6 +133,7 @@ class Scheduler:
             else:
                 log.warning("case_api_disabled", reason="FOLLOWUP_API_TOKEN is not set")
             self.ops.add_readiness_check("database", self._database_ready)
+            self.ops.add_readiness_check("kafka", self.publisher.broker_ready)
             await self.ops.start(s.http_host, s.http_port)
             log.info("started", port=self.ops.port)
 

@@ -11,7 +11,7 @@ from pydantic import Field
 from common import logs
 from common.clock import Clock
 from common.config import Settings, load_or_exit
-from common.http import OpsServer
+from common.http import OpsServer, port_taken
 from common.kafka import KafkaPublisher, ensure_topics
 from common.service import run, wait_for_stop_signal
 from schemas.base import TimeZoneName
@@ -125,6 +125,7 @@ class Tracker:
             self.publisher, self.names, clock, settings.ingest_token, settings.service
         ).mount(self.ops.app)
         self.ops.add_readiness_check("detection", self._detection_ready)
+        self.ops.add_readiness_check("kafka", self.publisher.broker_ready)
 
     async def _detection_ready(self) -> bool:
         return self.worker.ready.is_set()
@@ -136,7 +137,10 @@ class Tracker:
         await self.publisher.start()
         await self.worker.start()
         self.ops.supervisor.watch(self.worker.tasks)
-        await self.mllp.start(s.mllp_host, s.mllp_port)
+        try:
+            await self.mllp.start(s.mllp_host, s.mllp_port)
+        except OSError as exc:
+            raise port_taken(exc, s.mllp_host, s.mllp_port, "FOLLOWUP_MLLP_PORT") from None
         await self.ops.start(s.http_host, s.http_port)
         if not s.ingest_token:
             log.warning("no_ingest_token", detail="FHIR ingest refuses every request")

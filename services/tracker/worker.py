@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -48,6 +48,8 @@ from common.kafka import (
     ensure_topics,
     handler_failure,
     is_transient,
+    make_consumer,
+    make_producer,
 )
 from common.logs import get_logger
 from common.metrics import EVENTS_CONSUMED
@@ -154,8 +156,8 @@ class DetectionWorker:
             # Erasures (issue 19): the notes in the held plans go.
             names.patients: route(PATIENTS, "contact", detector.on_patient_status),
         }
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+        self._consumer = make_consumer(
+            bootstrap,
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -166,8 +168,8 @@ class DetectionWorker:
         self._monitor = ConsumerMonitor(
             self._consumer, service, lambda t: self._inputs[t].base_topic
         )
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
+        self._producer = make_producer(
+            bootstrap,
             client_id=f"{service}-detection",
             acks="all",
             enable_idempotence=True,
@@ -248,9 +250,7 @@ class DetectionWorker:
         if not partitions:
             return 0
         topic = changelog_topic(self._names)
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, enable_auto_commit=False, group_id=None
-        )
+        reader = make_consumer(self._bootstrap, enable_auto_commit=False, group_id=None)
         await reader.start()
         states: dict[str, tuple[int, bytes | None]] = {}
         try:

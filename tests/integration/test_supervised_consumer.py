@@ -168,7 +168,11 @@ async def test_the_tracker_turns_unready_when_its_timer_loop_ends(
             await asyncio.wait_for(tracker.ops.supervisor.failed.wait(), 10)
             async with http.get(url) as response:
                 assert response.status == 503
-                assert (await response.json())["checks"] == {"tasks": False, "detection": True}
+                assert (await response.json())["checks"] == {
+                    "tasks": False,
+                    "detection": True,
+                    "kafka": True,
+                }
         assert tracker.ops.supervisor.stopped_task == "tracker:timer"
     finally:
         await tracker.stop()

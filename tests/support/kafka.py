@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from common.clock import SystemClock
 from common.codec import DEFAULT_MAX_ORIGINAL_BYTES, decode
-from common.kafka import EventConsumer, KafkaPublisher
+from common.kafka import EventConsumer, KafkaPublisher, make_consumer
 from schemas import DeadLetter
 from schemas.base import Envelope
 from schemas.topics import APPOINTMENTS, TopicNames, TopicSpec
@@ -24,9 +24,9 @@ M = TypeVar("M", bound=Envelope)
 
 async def _start_reader(bootstrap: str, topic: str) -> AIOKafkaConsumer:
     """A started consumer of ``topic`` from its beginning, in a group of its own."""
-    consumer = AIOKafkaConsumer(
+    consumer = make_consumer(
+        bootstrap,
         topic,
-        bootstrap_servers=bootstrap,
         group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import yaml
 
 from common.config import Settings, env_name
-from deploy.k8s.manifests import POD_ENV, SERVICES, config_env
+from deploy.k8s.manifests import KAFKA_SECRETS, POD_ENV, SERVICES, config_env
 from tests.support import ops
 
 # Identity and the demo's virtual clock: not deployment settings.
@@ -41,7 +41,7 @@ def test_every_setting_of_every_service_is_in_a_config_map_a_secret_or_the_pod()
 def test_the_shared_config_map_holds_the_common_settings_and_the_topic_layout() -> None:
     shared = shared_literals()
     common = {env_name(f) for f in Settings.model_fields} - {
-        env_name(f) for f in NOT_DEPLOYED | POD_ENV | {"database_url"}
+        env_name(f) for f in NOT_DEPLOYED | POD_ENV | {"database_url", *KAFKA_SECRETS}
     }
     assert common <= shared
     assert {f"FOLLOWUP_TOPICS_{k}" for k in ("AUTO_CREATE", "REPLICATION_FACTOR")} <= shared
