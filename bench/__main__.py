@@ -36,7 +36,7 @@ SUITES: dict[str, Callable[[bool], Sequence[Result]]] = {
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("suites", nargs="*", metavar="suite", help=", ".join(SUITES))
+    parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"{', '.join(SUITES)} (all)")
     parser.add_argument("--big", action="store_true", help="the issue's full sizes")
     parser.add_argument("--out", type=Path, default=report.DEFAULT_DIR)
     args = parser.parse_args(argv)
