@@ -124,6 +124,10 @@ class NotifierApp:
         return bool(await self.pool.fetchval("SELECT 1"))
 
     async def stop(self) -> None:
+        # Drain first: no new rows are taken, the send under way finishes and is recorded
+        # (bounded by the grace, below Kubernetes' 30 s terminationGracePeriodSeconds).
+        if self._tasks:
+            await self.dispatcher.drain(self._tasks[0], self.settings.stop_grace_seconds)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
