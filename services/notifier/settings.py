@@ -35,6 +35,9 @@ class NotifierSettings(Settings):
     # A graceful stop (SIGTERM) lets the send under way finish for at most this long; keep
     # it below the platform's termination grace (Kubernetes: 30 s) minus the rest of stop.
     stop_grace_seconds: float = Field(default=20.0, ge=0)
+    # Signed provider callbacks are remembered this long; a repeat has no effect (the
+    # provider's signature carries no timestamp, so this is the replay window's bound).
+    callback_retention_days: float = Field(default=400.0, gt=0)
     # Runaway guard: at most this many SMS+emails per patient per local day, whatever
     # asks for them (the scheduler's caps are lower; this is the last line of defence).
     runaway_cap_per_day: int = Field(default=4, ge=1)
