@@ -263,9 +263,8 @@ class SmsChannel:
         if result is None:
             return web.Response(status=204)  # queued/sent/accepted: nothing to report yet
         signed = self._parts.public_base_url + request.raw_path
-        key = "sms_status:" + hashlib.sha256(
-            (signed + "".join(f"{k}{form[k]}" for k in sorted(form))).encode()
-        ).hexdigest()
+        pairs = "".join(f"{k}{form[k]}" for k in sorted(form))
+        key = "sms_status:" + hashlib.sha256((signed + pairs).encode()).hexdigest()
         if not await self._first_time(key, "sms_status"):
             return web.Response(status=204)
         try:
