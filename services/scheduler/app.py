@@ -57,6 +57,8 @@ class SchedulerSettings(Settings):
     conversation_quiet_hours: float = Field(default=24.0, gt=0)
     # Longer than the topics' retention, so a replay still finds what it already did.
     retention_days: int = Field(default=30, ge=1)
+    # A graceful stop lets the loops finish their round (fire, relay) for at most this long.
+    stop_grace_seconds: float = Field(default=20.0, ge=0)
 
     def contact_rules(self) -> ContactRules:
         return ContactRules(
@@ -80,6 +82,7 @@ class Scheduler:
         self.publisher = KafkaPublisher(settings.kafka_bootstrap, client_id=settings.service)
         self._consumers: list[EventConsumer[Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
     async def start(self, *, consume: bool = True, loops: bool = True, http: bool = True) -> None:
         s = self.settings
@@ -160,7 +163,7 @@ class Scheduler:
         pause = every or self.settings.poll_seconds
 
         async def forever() -> None:
-            while True:
+            while not self._stopping.is_set():
                 try:
                     done = await work()
                 except Exception as exc:  # the loop outlives a database or broker hiccup
@@ -169,7 +172,8 @@ class Scheduler:
                 if done < batch:
                     # A polling rhythm in real seconds, not clinic time: due work is found
                     # by comparing with the injected clock inside the query.
-                    await asyncio.sleep(pause)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), pause)
 
         self._tasks.append(asyncio.create_task(forever(), name=f"scheduler:{name}"))
 
@@ -178,6 +182,13 @@ class Scheduler:
         return bool(await self.pool.fetchval("SELECT true"))
 
     async def stop(self) -> None:
+        # The loops finish the round under way (a firing's publish and its commit, a relay
+        # batch and its marks) instead of being cancelled mid-way, within the grace.
+        self._stopping.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=self.settings.stop_grace_seconds)
+            if late:
+                log.warning("stop_grace_exceeded", loops=len(late))
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
