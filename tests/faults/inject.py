@@ -109,9 +109,10 @@ class Injector:
 
         if self.kind == "kill9":
             moments = sorted(self.rng.uniform(0.08, 0.8) for _ in range(self.kills))
-            for fraction in moments:
+            victims = [SERVICES[i % len(SERVICES)] for i in range(self.kills)]  # each one
+            self.rng.shuffle(victims)
+            for fraction, service in zip(moments, victims, strict=True):
                 await at(fraction)
-                service = self.rng.choice(SERVICES)
                 process = deployment.processes[service]
                 process.kill()
                 note(f"SIGKILL {service}")
