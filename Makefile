@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean \
-	ops-tools ops-check ops-generate
+	ops-tools ops-check ops-generate faults
 
 setup: $(STAMP)
 
@@ -67,6 +67,12 @@ test: setup infra-up ops-tools lint
 
 demo: setup infra-up
 	$(PY) -m demo
+
+# Every fault kind (kill -9, second replicas, broker and PostgreSQL restarts on servers of the
+# suite's own, providers refusing or slow), one run each, with the invariants' figures.
+# FAULTS="kill9 sms_refuse" picks kinds; see tests/faults/inject.py.
+faults: setup infra-up
+	$(PY) -m tests.faults $(FAULTS)
 
 bench: setup infra-up
 	$(PY) -m bench
