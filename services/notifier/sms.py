@@ -107,8 +107,15 @@ class TwilioProvider:
             async with self._session.post(self._url, data=form, auth=self._auth) as response:
                 payload = await response.json(content_type=None)
                 status = response.status
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # Never connected: nothing reached the provider, so trying again is safe.
             raise TransientSendError(self.name, type(exc).__name__) from None
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            # The request went out and its answer was lost (too slow, cut off): the provider
+            # may have the message and cannot deduplicate, so at most once, as after a
+            # crash while 'sending': no retry, no failover, outcome failed/delivery_unknown.
+            log.warning("sms_delivery_unknown", provider=self.name)
+            raise PermanentSendError(self.name, "delivery_unknown") from None
         if 200 <= status < 300 and isinstance(payload, dict) and payload.get("sid"):
             return SendReceipt(self.name, str(payload["sid"]))
         if status == 429 or status >= 500:
