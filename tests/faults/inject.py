@@ -56,6 +56,11 @@ class Injector:
     kills: int = 6  # kill9: how many per run
     infra: OwnInfra | None = None
     retry_real_seconds: float = 90.0  # how long the clinic's feeds retry a failed action
+    speed: float = 3600.0  # the run's clock speed (virtual seconds per real second)
+    # The notifier's sending lease is measured on its (scaled) clock: unscaled, 120 virtual
+    # seconds are 33 real ms at 3600x, and a second replica would take over a send still
+    # under way. Longer than the slowest send (the providers' 10 s client timeout).
+    lease_real_seconds: float = 15.0
     log: list[Injected] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     _proxy: FaultyPort | None = None
@@ -76,8 +81,9 @@ class Injector:
     # --- demo.run.RunHooks ----------------------------------------------------------------
 
     async def prepared(self, standins: StandIns, env: dict[str, str]) -> dict[str, str]:
+        lease = {"FOLLOWUP_SENDING_LEASE_SECONDS": repr(self.lease_real_seconds * self.speed)}
         if self.provider is None:
-            return {}
+            return lease
         target = {
             "smtp": standins.mailbox.port,
             "sms": standins.sms.port,
@@ -87,10 +93,10 @@ class Injector:
         self._proxy = FaultyPort(target)
         port = await self._proxy.start()
         if self.provider == "smtp":
-            return {"FOLLOWUP_SMTP_PORT": str(port)}
+            return lease | {"FOLLOWUP_SMTP_PORT": str(port)}
         if self.provider == "sms":
-            return {"FOLLOWUP_SMS_PRIMARY_URL": f"http://127.0.0.1:{port}"}
-        return {"FOLLOWUP_WEBHOOK_URL": f"http://127.0.0.1:{port}/call-tasks"}
+            return lease | {"FOLLOWUP_SMS_PRIMARY_URL": f"http://127.0.0.1:{port}"}
+        return lease | {"FOLLOWUP_WEBHOOK_URL": f"http://127.0.0.1:{port}/call-tasks"}
 
     async def during(
         self, deployment: Deployment, simulation: Simulation, clock: ScaledClock

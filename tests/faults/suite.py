@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import platform
 import sys
@@ -60,7 +61,9 @@ async def run_fault(config: FaultConfig, output: Path = OUTPUT) -> FaultResult:
         await own.up()
     else:
         shared.ensure_up()
-    injector = Injector(config.kind, seed=config.seed, kills=config.kills, infra=own)
+    injector = Injector(
+        config.kind, seed=config.seed, kills=config.kills, infra=own, speed=config.speed
+    )
     try:
         demo = DemoConfig(
             patients=config.patients,
@@ -140,6 +143,9 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=3600.0)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
+    # The harness's own Kafka clients (the clinic's JSON feed) would print every failed
+    # reconnect while the suite's broker restarts; the services' logs are in the run dir.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     print(f"fault suite on {machine()}: {args.patients} patients, {args.days} days, "
           f"{args.speed:g}x, seed {args.seed}", flush=True)  # fmt: skip
     print(HEADER, flush=True)
