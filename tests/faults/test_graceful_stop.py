@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,9 +14,9 @@ import pytest
 from common.db import create_pool, drop_schema
 from common.kafka import KafkaPublisher, delete_topics_with_prefix, ensure_topics
 from common.launcher import ServiceProcess
-from schemas.events import ContactEvent, NotificationCommand
 from schemas.topics import TopicNames
 from standins.calltasks import CallTaskReceiver, ReceivedTask
+from tests.faults.events import call_task, contact
 from tests.support import infra
 from tests.support.polling import eventually, free_port
 
@@ -61,33 +61,8 @@ async def test_sigterm_during_a_slow_webhook_send_sends_it_exactly_once(tmp_path
     second: ServiceProcess | None = None
     try:
         now = datetime.now(UTC)
-        await publisher.publish(
-            topics.contacts,
-            ContactEvent(
-                event_id="contact:p-drain",
-                occurred_at=now,
-                source="test",
-                patient_id="p-drain",
-                phone="+37060000071",
-                timezone="Europe/Vilnius",
-            ),
-        )
-        command = NotificationCommand(
-            event_id="c-drain:1",
-            occurred_at=now,
-            source="scheduler",
-            idempotency_key="c-drain:1",
-            case_id="c-drain",
-            attempt_number=1,
-            patient_id="p-drain",
-            channel="call_task",
-            template="no_show",
-            reason="no_show",
-            department="dental",
-            timezone="Europe/Vilnius",
-            window_start=now,
-            window_end=now + timedelta(hours=2),
-        )
+        await publisher.publish(topics.contacts, contact("p-drain", "+37060000071", now))
+        command = call_task("c-drain", "p-drain", now, hours=2)
         await publisher.publish(topics.notifications, command)
         await asyncio.wait_for(holding.wait(), 60)
         assert first.process is not None

@@ -4,7 +4,6 @@ timestamp, so only remembering the provider's message ids stops a replay)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -16,11 +15,10 @@ import yarl
 from common.clock import ManualClock
 from common.db import drop_schema
 from common.kafka import delete_topics_with_prefix
-from schemas.events import ContactEvent
-from services.notifier.app import NotifierApp, NotifierSettings
+from services.notifier.app import NotifierApp
 from standins.sms_provider import SmsProviderStandIn, sign
+from tests.faults.events import contact, notifier_settings
 from tests.support import infra
-from tests.support.polling import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -32,25 +30,13 @@ TOKEN = "tok-replay"
 @pytest.fixture
 async def app() -> AsyncIterator[NotifierApp]:
     infra.ensure_up()
-    unique = uuid.uuid4().hex[:10]
-    prefix, schema = f"t{unique}.", f"t_{unique}"
     provider = SmsProviderStandIn("ACreplay", TOKEN)
     await provider.start()
-    port = free_port()
-    settings = NotifierSettings.model_validate(
-        {
-            "kafka_bootstrap": infra.KAFKA_BOOTSTRAP,
-            "database_url": infra.DATABASE_URL,
-            "topic_prefix": prefix,
-            "db_schema": schema,
-            "http_host": "127.0.0.1",
-            "http_port": port,
-            "public_base_url": f"http://127.0.0.1:{port}",
-            "sms_primary_url": provider.base_url,
-            "sms_primary_sid": "ACreplay",
-            "sms_primary_token": TOKEN,
-            "sms_primary_from": "+15005550006",
-        }
+    settings, prefix, schema = notifier_settings(
+        sms_primary_url=provider.base_url,
+        sms_primary_sid="ACreplay",
+        sms_primary_token=TOKEN,
+        sms_primary_from="+15005550006",
     )
     notifier = NotifierApp(settings, ManualClock(START))
     await notifier.start()
@@ -91,16 +77,7 @@ async def opted_out(app: NotifierApp) -> bool | None:
 async def test_a_replayed_signed_start_after_stop_does_not_resubscribe(app: NotifierApp) -> None:
     clock = app.clock
     assert isinstance(clock, ManualClock)
-    await app.directory.record_contact(
-        ContactEvent(
-            event_id="contact:p-replay",
-            occurred_at=START,
-            source="test",
-            patient_id="p-replay",
-            phone=PHONE,
-            timezone="Europe/Vilnius",
-        )
-    )
+    await app.directory.record_contact(contact("p-replay", PHONE, START))
     url = f"http://127.0.0.1:{app.ops.port}/sms/inbound"
     start = reply("SM" + "a" * 32, "START")
     assert await post_signed(url, start) == 200
