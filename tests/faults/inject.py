@@ -114,7 +114,7 @@ class Injector:
             self.log.append(Injected(clock.now(), what))
 
         if self.kind == "kill9":
-            moments = sorted(self.rng.uniform(0.08, 0.8) for _ in range(self.kills))
+            moments = sorted(self.rng.uniform(0.3, 0.85) for _ in range(self.kills))
             victims = [SERVICES[i % len(SERVICES)] for i in range(self.kills)]  # each one
             self.rng.shuffle(victims)
             for fraction, service in zip(moments, victims, strict=True):
@@ -125,7 +125,7 @@ class Injector:
                 await asyncio.sleep(0.5)
                 await self._restart(process)
         elif self.kind == "replica_kill":
-            await at(0.05)
+            await at(0.2)
             for service in SERVICES:
                 env = deployment.service_env(service)
                 if service == "tracker":
@@ -141,7 +141,7 @@ class Injector:
                 await self._restart(replica)
                 note(f"second {service} replica joined")
             for replica, fraction in zip(
-                self._replicas, sorted(self.rng.uniform(0.2, 0.8) for _ in SERVICES), strict=True
+                self._replicas, sorted(self.rng.uniform(0.35, 0.8) for _ in SERVICES), strict=True
             ):
                 await at(fraction)
                 replica.kill()
@@ -158,7 +158,7 @@ class Injector:
                 note(f"{self.kind} done")
         else:
             assert self._proxy is not None and self.provider is not None
-            for begin, end in ((0.1, 0.3), (0.5, 0.65)):
+            for begin, end in ((0.35, 0.5), (0.6, 0.75)):  # the clinic's busy hours
                 await at(begin)
                 if self.kind.endswith("_refuse"):
                     await self._proxy.refuse()
