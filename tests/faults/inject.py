@@ -117,15 +117,22 @@ class Injector:
             moments = sorted(self.rng.uniform(0.3, 0.85) for _ in range(self.kills))
             victims = [SERVICES[i % len(SERVICES)] for i in range(self.kills)]  # each one
             self.rng.shuffle(victims)
+            # Restarts run alongside (a busy machine takes seconds, i.e. virtual hours, to
+            # bring a service back): the next kill keeps its moment unless it hits a
+            # service still coming back.
+            coming_back: dict[str, asyncio.Task[None]] = {}
             for fraction, service in zip(moments, victims, strict=True):
                 await at(fraction)
+                if service in coming_back:
+                    await coming_back.pop(service)
                 process = deployment.processes[service]
                 process.kill()
                 note(f"SIGKILL {service}")
-                await asyncio.sleep(0.5)
-                await self._restart(process)
+                coming_back[service] = asyncio.create_task(self._restart(process, after=0.5))
+            await asyncio.gather(*coming_back.values())
         elif self.kind == "replica_kill":
             await at(0.2)
+            joining = []
             for service in SERVICES:
                 env = deployment.service_env(service)
                 if service == "tracker":
@@ -138,8 +145,9 @@ class Injector:
                     new_session=True,
                 )
                 self._replicas.append(replica)
-                await self._restart(replica)
-                note(f"second {service} replica joined")
+                joining.append(self._restart(replica))
+            await asyncio.gather(*joining)
+            note("a second replica of each service joined")
             for replica, fraction in zip(
                 self._replicas, sorted(self.rng.uniform(0.35, 0.8) for _ in SERVICES), strict=True
             ):
@@ -177,7 +185,8 @@ class Injector:
         if self._proxy is not None:
             await self._proxy.stop()
 
-    async def _restart(self, process: ServiceProcess) -> None:
+    async def _restart(self, process: ServiceProcess, after: float = 0.0) -> None:
+        await asyncio.sleep(after)
         process.start()
         try:
             await process.wait_ready(120)
