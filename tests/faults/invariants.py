@@ -164,5 +164,11 @@ def check(
         elif p.patient_id not in case_pids and not death_known_first(p, triggers):
             lost.append(f"lost_trigger: {p.patient_id} {p.expected_trigger} opened no case")
     verdict.figures["lost_triggers"] = len(lost)
+    # Evidence that a provider fault bit: sends the notifier had to retry (its own counter,
+    # so it restarts with the process: a floor, not a total, under kill -9).
+    notifier = observed.metrics.get("notifier")
+    verdict.figures["notifier_retries"] = (
+        int(notifier.total("followup_notifier_retries_total")) if notifier else 0
+    )
     broken += lost
     return verdict

@@ -110,7 +110,7 @@ def machine() -> str:
 
 HEADER = (
     f"{'fault':<17} {'no-shows':>9} {'false':>5} {'cases':>5} {'cleared':>7} {'per key':>7} "
-    f"{'opt-out':>7} {'quiet':>5} {'deadline':>8} {'lost':>4} {'secs':>5}  held"
+    f"{'opt-out':>7} {'quiet':>5} {'deadline':>8} {'lost':>4} {'retries':>7} {'secs':>5}  held"
 )
 
 
@@ -122,7 +122,8 @@ def row(result: FaultResult) -> str:
         f"{f['cases']:>5} {f['cases_cleared']:>7} {f['max_deliveries_per_key']:>7} "
         f"{f['contacts_after_opt_out']:>7} "
         f"{f['contacts_in_quiet_hours']:>5} {f['contacts_after_stage_deadline']:>8} "
-        f"{f['lost_triggers']:>4} {result.real_seconds:>5.0f}  " + ("yes" if result.held else "NO")
+        f"{f['lost_triggers']:>4} {f['notifier_retries']:>7} {result.real_seconds:>5.0f}  "
+        + ("yes" if result.held else "NO")
     )
 
 
