@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 300
 
 .PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean \
-	ops-tools ops-check ops-generate browser-tools fuzz
+	ops-tools ops-check ops-generate browser-tools fuzz faults
 
 setup: $(STAMP)
 
@@ -78,6 +78,12 @@ fuzz: setup
 
 demo: setup infra-up
 	$(PY) -m demo
+
+# Every fault kind (kill -9, second replicas, broker and PostgreSQL restarts on servers of the
+# suite's own, providers refusing or slow), one run each, with the invariants' figures.
+# FAULTS="kill9 sms_refuse" picks kinds; see tests/faults/inject.py.
+faults: setup infra-up
+	$(PY) -m tests.faults $(FAULTS)
 
 # Figures to .cache/bench/<suite>.json and .png; BENCH_ARGS="--big" for the issue's full
 # sizes, BENCH_ARGS="scheduler notifier" for some suites only.

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -55,6 +55,25 @@ CLINIC_NAMES = {
 CALL_TASK_SINKS = ("webhook", "email", "kafka")
 
 
+class RunHooks(Protocol):
+    """What a harness adds to a run (the fault suite: proxies, kills, restarts); the demo
+    itself has none."""
+
+    async def prepared(self, standins: StandIns, env: dict[str, str]) -> dict[str, str]:
+        """Before the services start: settings to change (e.g. a provider behind a proxy)."""
+        ...
+
+    async def during(
+        self, deployment: Deployment, simulation: Simulation, clock: ScaledClock
+    ) -> None:
+        """Alongside the clinic, until it closes; awaited before the run settles."""
+        ...
+
+    async def finished(self) -> None:
+        """After the run was read back, before the services stop."""
+        ...
+
+
 @dataclass
 class DemoConfig:
     patients: int = 40
@@ -78,6 +97,7 @@ class DemoConfig:
     # checks, which judge by the services' stamps, allow this much times the speed.
     tolerance_real_seconds: float = 0.5
     keep_runs: int = 3  # earlier runs' captures kept under output/
+    hooks: RunHooks | None = None
 
 
 @dataclass
@@ -162,6 +182,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         },
         log_dir=run_dir / "logs",
     )
+    if config.hooks is not None:
+        deployment.env.update(await config.hooks.prepared(standins, dict(deployment.env)))
     topics = TopicNames(prefix=deployment.topic_prefix)
     rig = ClinicRig(
         scenario,
@@ -217,13 +239,20 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         progress = asyncio.create_task(
             show_progress(config, clock, scenario, simulation, sms, mailbox, calltasks)
         )
+        hooked = None
+        if config.hooks is not None:
+            hooked = asyncio.create_task(config.hooks.during(deployment, simulation, clock))
         try:
             await simulation.run(until=scenario.end)
+            if hooked is not None:
+                await hooked
             await settle(config, deployment, session)
         finally:
-            progress.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress
+            for task in (progress, hooked):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         say(config, "\nreading back what happened ...")
         everything = await observe(
             config, run_dir, deployment, topics, session, token, sms, mailbox, calltasks
@@ -259,6 +288,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         )
         return result
     finally:
+        if config.hooks is not None:
+            await config.hooks.finished()
         await deployment.stop()
         await rig.close()
         await session.close()

@@ -194,6 +194,7 @@ class Simulation:
         self.logs: dict[str, PatientLog] = {p.patient_id: PatientLog() for p in scenario.patients}
         self.rebooked: dict[str, Appointment] = {}
         self.progress = Progress()
+        self.retry_real_seconds = 0.0  # how long a failed clinic action is retried
         self._heap: list[_Timed] = []
         self._seq = itertools.count()
         self._changed = asyncio.Event()
@@ -280,12 +281,22 @@ class Simulation:
         lock = self._patient_locks.setdefault(patient_id, asyncio.Lock())
         async with self._limit, lock:
             for item in items:
-                try:
-                    await item.run()
-                    self.progress.actions[item.label] += 1
-                except Exception as exc:  # the clinic goes on; the report shows it
-                    self.progress.errors.append(f"{item.label} {patient_id}: {exc}")
-                    log.warning("clinic_action_failed", action=item.label, patient_id=patient_id)
+                # A harness injecting faults lets an action retry for a while, as an
+                # interface engine's queue does while the tracker restarts.
+                give_up = asyncio.get_running_loop().time() + self.retry_real_seconds
+                while True:
+                    try:
+                        await item.run()
+                        self.progress.actions[item.label] += 1
+                    except Exception as exc:  # the clinic goes on; the report shows it
+                        if asyncio.get_running_loop().time() < give_up:
+                            await asyncio.sleep(0.5)
+                            continue
+                        self.progress.errors.append(f"{item.label} {patient_id}: {exc}")
+                        log.warning(
+                            "clinic_action_failed", action=item.label, patient_id=patient_id
+                        )
+                    break
 
     def spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

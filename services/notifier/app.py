@@ -161,6 +161,10 @@ class NotifierApp:
 
     async def stop(self) -> None:
         self.ops.supervisor.closing()
+        # Drain first: no new rows are taken, the send under way finishes and is recorded
+        # (bounded by the grace, below Kubernetes' 30 s terminationGracePeriodSeconds).
+        if self._tasks:
+            await self.dispatcher.drain(self._tasks[0], self.settings.stop_grace_seconds)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -136,13 +136,31 @@ def retry_delay(tries: int, base: float, cap: float, rnd: random.Random) -> floa
     return float(step * rnd.uniform(0.5, 1.0))
 
 
+def next_retry(
+    now: datetime, tries: int, window_end: datetime, policy: DispatchPolicy, rnd: random.Random
+) -> datetime | None:
+    """When to try again after a transient failure, or None: give up.
+
+    The budget is the command's window: backoff grows to the cap, and a retry that would
+    land past the window is pulled in to one last try shortly before it ends, rather than
+    giving up with hours left. ``max_tries``, when set, is an extra bound.
+    """
+    if policy.max_tries is not None and tries >= policy.max_tries:
+        return None
+    last_chance = window_end - timedelta(seconds=policy.retry_base_seconds)
+    if now >= last_chance:
+        return None
+    delay = retry_delay(tries, policy.retry_base_seconds, policy.retry_cap_seconds, rnd)
+    return min(now + timedelta(seconds=delay), last_chance)
+
+
 # --- the adapter around it ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class DispatchPolicy:
     quiet: QuietHours = field(default_factory=QuietHours)
-    max_tries: int = 8
+    max_tries: int | None = None  # None: retries last the whole window
     daily_hard_cap: int | None = 4
     retry_base_seconds: float = 30.0
     retry_cap_seconds: float = 3600.0
@@ -178,6 +196,8 @@ class Dispatcher:
         self._publish = publish_outcome
         self._rnd = rnd or random.Random()
         self._wake = asyncio.Event()
+        # Set by drain(): no new rows are taken; the send under way finishes and is recorded.
+        self._stopping = asyncio.Event()
         # The runaway guard counts every message the patient reads, whichever channel.
         self._patient_channels = [n for n, c in self.channels.items() if c.rules.reaches_patient]
 
@@ -190,21 +210,42 @@ class Dispatcher:
             log.info("duplicate_dropped", key=command.idempotency_key, purpose=command.purpose)
 
     async def run(self, poll_seconds: float = 0.5) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.work_once()
             except Exception as exc:  # a database blip must not end the worker
                 log.error("dispatch_failed", error=type(exc).__name__)
             self._wake.clear()
+            if self._stopping.is_set():
+                break
             # Real-time polling interval: how often to look, not a business time.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll_seconds)
+
+    async def drain(self, worker: asyncio.Task[None], grace_seconds: float) -> bool:
+        """Stop taking rows and let ``worker`` (the task running ``run``) finish the send
+        under way and record it, for at most ``grace_seconds``; True when it did.
+
+        Cancelling a provider call mid-way would leave its row 'sending', and the next
+        notifier would resend it after the lease: a rolling deploy must not do that. Past
+        the grace the worker is cancelled anyway (the platform would SIGKILL it next).
+        """
+        self._stopping.set()
+        self._wake.set()
+        done, _ = await asyncio.wait({worker}, timeout=grace_seconds)
+        if done:
+            return True
+        log.warning("drain_timed_out", grace_seconds=grace_seconds)
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+        return False
 
     async def work_once(self, most: int = 50) -> int:
         # One row at a time: a row is 'sending' only while its provider call is under way,
         # which is what the runaway guard counts as possibly delivered.
         done = 0
-        while done < most:
+        while done < most and not self._stopping.is_set():
             due = await self.ledger.take_due(self.clock.now(), limit=1)
             if not due:
                 break
@@ -277,10 +318,8 @@ class Dispatcher:
         except TransientSendError as exc:
             metrics.RETRIES.labels(cmd.channel).inc()
             metrics.SENDS.labels(cmd.channel, exc.provider, "transient_error").inc()
-            p = self.policy
-            delay = retry_delay(tries, p.retry_base_seconds, p.retry_cap_seconds, self._rnd)
-            retry_at = now + timedelta(seconds=delay)
-            if tries >= p.max_tries or retry_at >= cmd.window_end:
+            retry_at = next_retry(now, tries, cmd.window_end, self.policy, self._rnd)
+            if retry_at is None:
                 await self.ledger.finish(cmd, now, "failed", detail=f"gave_up_{exc.code}"[:200])
             else:
                 log.info("send_retry", key=cmd.idempotency_key, code=exc.code, tries=tries)

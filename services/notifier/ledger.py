@@ -263,3 +263,22 @@ class Ledger:
             channel,
         )
         return NotificationCommand.model_validate_json(raw) if raw else None
+
+    # --- replay protection of signed callbacks ---------------------------------------
+
+    async def first_callback(self, key: str, now: datetime, retention: timedelta) -> bool:
+        """Remember a signed callback's key; False when it was seen within ``retention``
+        (a replay or the provider's retry of one already acted on)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM seen_callbacks WHERE seen_at < $1", now - retention)
+            fresh = await conn.fetchval(
+                """INSERT INTO seen_callbacks (key, seen_at) VALUES ($1, $2)
+                   ON CONFLICT DO NOTHING RETURNING key""",
+                key,
+                now,
+            )
+        return fresh is not None
+
+    async def forget_callback(self, key: str) -> None:
+        """Acting on the callback failed: let the provider's retry be acted on."""
+        await self._pool.execute("DELETE FROM seen_callbacks WHERE key = $1", key)

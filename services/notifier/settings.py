@@ -39,10 +39,18 @@ class NotifierSettings(Settings):
     default_region: str = "LT"
     quiet_start: time = time(21, 0)
     quiet_end: time = time(8, 0)
-    max_tries: int = Field(default=8, ge=1)
+    # Transient failures are retried until the command's window ends; a number here is an
+    # extra bound on tries (unset: the window is the budget, as documented).
+    max_tries: int | None = Field(default=None, ge=1)
     retry_base_seconds: float = Field(default=30.0, gt=0)
     retry_cap_seconds: float = Field(default=3600.0, gt=0)
     sending_lease_seconds: float = Field(default=120.0, ge=0)
+    # A graceful stop (SIGTERM) lets the send under way finish for at most this long; keep
+    # it below the platform's termination grace (Kubernetes: 30 s) minus the rest of stop.
+    stop_grace_seconds: float = Field(default=20.0, ge=0)
+    # Signed provider callbacks are remembered this long; a repeat has no effect (the
+    # provider's signature carries no timestamp, so this is the replay window's bound).
+    callback_retention_days: float = Field(default=400.0, gt=0)
     # Runaway guard: at most this many SMS+emails per patient per local day, whatever
     # asks for them (the scheduler's caps are lower; this is the last line of defence).
     runaway_cap_per_day: int = Field(default=4, ge=1)

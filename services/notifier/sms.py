@@ -13,6 +13,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal, Protocol
 from urllib.parse import quote
 from xml.sax.saxutils import escape as xml_escape
@@ -109,8 +110,15 @@ class TwilioProvider:
             async with self._session.post(self._url, data=form, auth=self._auth) as response:
                 payload = await response.json(content_type=None)
                 status = response.status
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # Never connected: nothing reached the provider, so trying again is safe.
             raise TransientSendError(self.name, type(exc).__name__) from None
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            # The request went out and its answer was lost (too slow, cut off): the provider
+            # may have the message and cannot deduplicate, so at most once, as after a
+            # crash while 'sending': no retry, no failover, outcome failed/delivery_unknown.
+            log.warning("sms_delivery_unknown", provider=self.name)
+            raise PermanentSendError(self.name, "delivery_unknown") from None
         if 200 <= status < 300 and isinstance(payload, dict) and payload.get("sid"):
             return SendReceipt(self.name, str(payload["sid"]))
         if status == 429 or status >= 500:
@@ -301,26 +309,46 @@ class SmsChannel:
             raise web.HTTPForbidden(text="invalid provider signature")
         return form
 
+    async def _first_time(self, key: str, route: str) -> bool:
+        """Replay protection: the provider's signature has no timestamp, so a captured
+        callback would stay valid forever. Its key is remembered; a repeat (a replay, or
+        the provider retrying one we acted on) is acknowledged with a 2xx and no effect:
+        providers retry on anything else, and the first one was already acted on."""
+        retention = timedelta(days=self._parts.settings.callback_retention_days)
+        fresh = await self._parts.ledger.first_callback(key, self._parts.clock.now(), retention)
+        if not fresh:
+            log.warning("callback_repeated", route=route)
+        return fresh
+
     async def status_callback(self, request: web.Request) -> web.Response:
         """``POST /sms/status?key=``: delivered / failed (undelivered) outcomes."""
         form = await self._signed_form(request)
         result = status_outcome(form.get("MessageStatus", ""), form.get("ErrorCode"))
         if result is None:
             return web.Response(status=204)  # queued/sent/accepted: nothing to report yet
-        command = await self._parts.ledger.sent_command(
-            self.name, provider_id=form.get("MessageSid"), key=request.query.get("key")
-        )
-        if command is None:
-            raise web.HTTPNotFound(text="unknown message")
-        outcome, detail = result
-        if outcome != "delivered":
-            phone = normalise_phone(form.get("To"), self._parts.settings.default_region)
-            found = triage("twilio", form.get("ErrorCode"))
-            verdict = await self._carrier_said(command, phone, found)
-            outcome, detail = verdict.outcome, verdict.detail
-        await self._parts.publish_outcome(
-            command_outcome(command, outcome, self._parts.clock.now(), detail=detail)
-        )
+        signed = self._parts.public_base_url + request.raw_path
+        pairs = "".join(f"{k}{form[k]}" for k in sorted(form))
+        key = "sms_status:" + hashlib.sha256((signed + pairs).encode()).hexdigest()
+        if not await self._first_time(key, "sms_status"):
+            return web.Response(status=204)  # a replayed callback: acknowledged, no effect
+        try:
+            command = await self._parts.ledger.sent_command(
+                self.name, provider_id=form.get("MessageSid"), key=request.query.get("key")
+            )
+            if command is None:
+                raise web.HTTPNotFound(text="unknown message")
+            outcome, detail = result
+            if outcome != "delivered":
+                phone = normalise_phone(form.get("To"), self._parts.settings.default_region)
+                found = triage("twilio", form.get("ErrorCode"))
+                verdict = await self._carrier_said(command, phone, found)
+                outcome, detail = verdict.outcome, verdict.detail
+            await self._parts.publish_outcome(
+                command_outcome(command, outcome, self._parts.clock.now(), detail=detail)
+            )
+        except BaseException:
+            await self._parts.ledger.forget_callback(key)
+            raise
         return web.Response(status=204)
 
     async def inbound(self, request: web.Request) -> web.Response:
@@ -330,6 +358,18 @@ class SmsChannel:
         phone = normalise_phone(form.get("From"), self._parts.settings.default_region)
         if not valid_id(message_id) or phone is None:
             raise web.HTTPBadRequest(text="MessageSid and a valid From are required")
+        key = f"sms_inbound:{message_id}"
+        if not await self._first_time(key, "sms_inbound"):
+            return web.Response(text="<Response/>", content_type="application/xml")
+        try:
+            return await self._act_on_reply(form, message_id, phone)
+        except BaseException:
+            await self._parts.ledger.forget_callback(key)
+            raise
+
+    async def _act_on_reply(
+        self, form: Mapping[str, str], message_id: str, phone: str
+    ) -> web.Response:
         reading = read_reply(form.get("Body", ""))
         meaning = reading.meaning
         now = self._parts.clock.now()

@@ -60,6 +60,8 @@ class SchedulerSettings(Settings):
     # The doctor's notes (and stage names) of cases closed, and of plans last changed with
     # no open case, this long ago (issue 19: free text is not kept for ever).
     retention_case_notes_days: int = Field(default=30, ge=1)
+    # A graceful stop lets the loops finish their round (fire, relay) for at most this long.
+    stop_grace_seconds: float = Field(default=20.0, ge=0)
 
     def contact_rules(self) -> ContactRules:
         return ContactRules(
@@ -83,6 +85,7 @@ class Scheduler:
         self.publisher = KafkaPublisher(settings.kafka_bootstrap, client_id=settings.service)
         self._consumers: list[EventConsumer[Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
     async def start(self, *, consume: bool = True, loops: bool = True, http: bool = True) -> None:
         s = self.settings
@@ -168,7 +171,7 @@ class Scheduler:
         pause = every or self.settings.poll_seconds
 
         async def forever() -> None:
-            while True:
+            while not self._stopping.is_set():
                 try:
                     done = await work()
                 except Exception as exc:  # the loop outlives a database or broker hiccup
@@ -177,7 +180,8 @@ class Scheduler:
                 if done < batch:
                     # A polling rhythm in real seconds, not clinic time: due work is found
                     # by comparing with the injected clock inside the query.
-                    await asyncio.sleep(pause)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), pause)
 
         self._tasks.append(asyncio.create_task(forever(), name=f"scheduler:{name}"))
         self.ops.supervisor.watch({f"scheduler:{name}": self._tasks[-1]})
@@ -188,6 +192,13 @@ class Scheduler:
 
     async def stop(self) -> None:
         self.ops.supervisor.closing()
+        # The loops finish the round under way (a firing's publish and its commit, a relay
+        # batch and its marks) instead of being cancelled mid-way, within the grace.
+        self._stopping.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=self.settings.stop_grace_seconds)
+            if late:
+                log.warning("stop_grace_exceeded", loops=len(late))
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
