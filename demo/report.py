@@ -532,18 +532,34 @@ def check(
     findings.append(Finding("no_message_delivered_twice", not dupes, "; ".join(dupes) or "none"))
 
     # 6. no follow-up scheduled after its stage deadline
-    after = [
+    after = after_deadline(steps)
+    findings.append(Finding("no_follow_up_after_deadline", not after, "; ".join(after) or "none"))
+    return findings
+
+
+def after_deadline(steps: list[NotificationCommand]) -> list[str]:
+    """Follow-ups planned to start after their stage deadline."""
+    return [
         f"{n.idempotency_key}: {n.window_start.isoformat()} > {n.stage_deadline.isoformat()}"
         for n in steps
         if n.stage_deadline is not None and n.window_start > n.stage_deadline
     ]
-    findings.append(Finding("no_follow_up_after_deadline", not after, "; ".join(after) or "none"))
-    return findings
 
 
 def after_death(observed: Observed, scenario: Scenario, allowance: timedelta) -> Finding:
     """No contact decided after the clinic reported the death, once the fact has had
     ``allowance`` (two hops of the pipeline, as measured in the run) to reach the notifier."""
+    dead = {p.patient_id for p in scenario.patients if p.behaviour == "dies"}
+    problems = death_problems(observed, scenario, allowance)
+    return Finding(
+        "no_contact_after_death",
+        not problems,
+        f"{len(dead)} deceased; " + ("; ".join(problems) or "none contacted, cases closed"),
+    )
+
+
+def death_problems(observed: Observed, scenario: Scenario, allowance: timedelta) -> list[str]:
+    """Contacts decided after a known death, and deceased patients' cases left otherwise."""
     dead = {p.patient_id: p for p in scenario.patients if p.behaviour == "dies"}
     problems = [
         f"{c.patient_id}: {c.what} after death"
@@ -555,11 +571,7 @@ def after_death(observed: Observed, scenario: Scenario, allowance: timedelta) ->
             problems.append(f"{case.get('patient_id')}: case {case_state(case)}, not deceased")
     if observed.cases is None:
         problems.append("the scheduler's GET /cases was not available")
-    return Finding(
-        "no_contact_after_death",
-        not problems,
-        f"{len(dead)} deceased; " + ("; ".join(problems) or "none contacted, cases closed"),
-    )
+    return problems
 
 
 def shared_numbers(observed: Observed, scenario: Scenario) -> Finding:

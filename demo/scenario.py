@@ -199,6 +199,11 @@ class ScenarioConfig:
     # so the task window expires and the tracker sees an unanswered call.
     unreported_call_share: float = 0.3
     shared_phone_share: float = 0.05
+    # When the slipping visits fall: from day ``first_visit_day`` over ``visit_days`` days
+    # (None: the first third of the run, at most five days), in these departments.
+    first_visit_day: int = 1
+    visit_days: int | None = None
+    departments: tuple[str, ...] = DEPARTMENTS
 
 
 @dataclass
@@ -302,7 +307,7 @@ def build(
     )
     paths: tuple[IngestPath, ...] = ("hl7", "fhir", "json")
     # No-shows happen in the first part of the run, so their follow-up fits inside it.
-    visit_days = max(1, min(5, config.days // 3))
+    visit_days = config.visit_days or max(1, min(5, config.days // 3))
     # Languages and ingest paths rotate within those who attend and those who slip apart,
     # so even a small clinic has slipping patients in every language and on every path.
     rotation = {True: 0, False: 0}
@@ -312,9 +317,10 @@ def build(
         language = LANGUAGES[turn % len(LANGUAGES)]
         given, family = rng.choice(NAMES[language])
         patient_id = f"pat-{config.seed}-{i:04d}"
-        department = DEPARTMENTS[i % len(DEPARTMENTS)]
+        department = config.departments[i % len(config.departments)]
         practitioner = f"dr-{1 + i % 4}"
-        visit = _working_day(begin + timedelta(days=1 + rng.randrange(visit_days)), zone, rng)
+        first_visit = begin + timedelta(days=config.first_visit_day + rng.randrange(visit_days))
+        visit = _working_day(first_visit, zone, rng)
         if behaviour == "never_answers":
             # A tight deadline: the cadence cannot finish before it, so the case escalates.
             first_done = visit - timedelta(days=rng.randrange(14, 17))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -53,6 +54,8 @@ class Inbox:
             directory.mkdir(parents=True, exist_ok=True)
         self.messages: list[EmailMessage] = []
         self.records: list[MailRecord] = []
+        # Handed each message after it is kept (the demo's patients read their mail).
+        self.on_message: Callable[[MailRecord], Awaitable[None]] | None = None
 
     @property
     def connections(self) -> list[Any]:
@@ -75,19 +78,20 @@ class Inbox:
             path = self.directory / f"{len(self.messages) + 1:05d}.eml"
             path.write_bytes(raw)
         self.messages.append(parsed)
-        self.records.append(
-            MailRecord(
-                mail_from=str(envelope.mail_from),
-                rcpt_to=tuple(str(r) for r in envelope.rcpt_tos),
-                subject=str(parsed.get("Subject", "")),
-                text=_text_of(parsed),
-                headers={k: str(v) for k, v in parsed.items()},
-                at=self.clock.now(),
-                path=path,
-                peer=session.peer,
-                tls=session.ssl is not None,
-            )
+        record = MailRecord(
+            mail_from=str(envelope.mail_from),
+            rcpt_to=tuple(str(r) for r in envelope.rcpt_tos),
+            subject=str(parsed.get("Subject", "")),
+            text=_text_of(parsed),
+            headers={k: str(v) for k, v in parsed.items()},
+            at=self.clock.now(),
+            path=path,
+            peer=session.peer,
+            tls=session.ssl is not None,
         )
+        self.records.append(record)
+        if self.on_message is not None:
+            await self.on_message(record)
         return "250 Message accepted for delivery"
 
 
