@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean \
+.PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo lab bench clean \
 	ops-tools ops-check ops-generate
 
 setup: $(STAMP)
@@ -67,6 +67,12 @@ test: setup infra-up ops-tools lint
 
 demo: setup infra-up
 	$(PY) -m demo
+
+# The outcome lab: one seeded clinic under the status quo, followup's default policy and any
+# LAB_ARGS (e.g. --policy FILE), compared; report in .cache/lab/. See demo/lab/.
+LAB_ARGS ?=
+lab: setup infra-up
+	$(PY) -m demo.lab $(LAB_ARGS)
 
 bench: setup infra-up
 	$(PY) -m bench
