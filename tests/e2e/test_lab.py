@@ -12,7 +12,7 @@ import pytest
 from demo.lab import render
 from demo.lab.lab import LabConfig, LabResult, run_lab
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +20,11 @@ def lab(
     tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, database_url: str
 ) -> LabResult:
     config = LabConfig(
+        # 120 patients, every slip on one day, two weeks at four virtual hours a second.
         patients=120,
-        weeks=4,
+        weeks=2,
         seeds=(3,),
-        speed=43200.0,
+        speed=14400.0,
         output=Path(tmp_path_factory.mktemp("lab")),
         show_progress=False,
         kafka=kafka_bootstrap,
