@@ -550,7 +550,12 @@ def after_death(observed: Observed, scenario: Scenario, allowance: timedelta) ->
     """No contact decided after the clinic reported the death, once the fact has had
     ``allowance`` (two hops of the pipeline, as measured in the run) to reach the notifier."""
     dead = {p.patient_id for p in scenario.patients if p.behaviour == "dies"}
-    problems = death_problems(observed, scenario, allowance)
+    problems = contacts_after_death(observed, scenario, allowance)
+    for case in observed.cases or []:
+        if case.get("patient_id") in dead and case_state(case) != "deceased":
+            problems.append(f"{case.get('patient_id')}: case {case_state(case)}, not deceased")
+    if observed.cases is None:
+        problems.append("the scheduler's GET /cases was not available")
     return Finding(
         "no_contact_after_death",
         not problems,
@@ -558,20 +563,14 @@ def after_death(observed: Observed, scenario: Scenario, allowance: timedelta) ->
     )
 
 
-def death_problems(observed: Observed, scenario: Scenario, allowance: timedelta) -> list[str]:
-    """Contacts decided after a known death, and deceased patients' cases left otherwise."""
+def contacts_after_death(observed: Observed, scenario: Scenario, allowance: timedelta) -> list[str]:
+    """Contacts decided after a death was known (``allowance`` after the clinic reported it)."""
     dead = {p.patient_id: p for p in scenario.patients if p.behaviour == "dies"}
-    problems = [
+    return [
         f"{c.patient_id}: {c.what} after death"
         for c in contacts(observed, scenario)
         if c.patient_id in dead and c.latest_decision() > dead[c.patient_id].death_at + allowance
     ]
-    for case in observed.cases or []:
-        if case.get("patient_id") in dead and case_state(case) != "deceased":
-            problems.append(f"{case.get('patient_id')}: case {case_state(case)}, not deceased")
-    if observed.cases is None:
-        problems.append("the scheduler's GET /cases was not available")
-    return problems
 
 
 def shared_numbers(observed: Observed, scenario: Scenario) -> Finding:

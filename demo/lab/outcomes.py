@@ -105,7 +105,7 @@ def measure(
     safety = {
         "after_opt_out": len(report.opt_out_violations(observed, scenario, tolerance)),
         "in_quiet_hours": len(report.quiet_hour_violations(observed, scenario, policy, tolerance)),
-        "after_death": len(report.death_problems(observed, scenario, allowance)),
+        "after_death": len(report.contacts_after_death(observed, scenario, allowance)),
         "after_deadline": len(report.after_deadline(report.follow_ups(observed))),
     }
     weeks = max(1, -(-scenario.days // 7))

@@ -135,12 +135,12 @@ def charts(result: LabResult, directory: Path) -> dict[str, Path]:
     )
     for i, m in enumerate([*means, maximum]):
         ax.text(i, m, f"{m:.0f}", ha="center", va="bottom")
-    ax.set_ylabel("patients rebooked before their deadline")
-    ax.set_title("Recovery before the stage deadline (mean over seeds, lowest-highest)")
-    fig.tight_layout()
-    paths["recovery"] = directory / "recovery.png"
-    fig.savefig(paths["recovery"], dpi=110)
-    plt.close(fig)
+    paths["recovery"] = _save(
+        fig,
+        "patients rebooked before their deadline",
+        "Recovery before the stage deadline (mean over seeds, lowest-highest)",
+        directory / "recovery.png",
+    )
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for colour, name in zip(colours, names, strict=False):
@@ -151,13 +151,13 @@ def charts(result: LabResult, directory: Path) -> dict[str, Path]:
         ax.plot(range(1, weeks + 1), curve, marker="o", color=colour, label=name)
     ax.axhline(maximum, color="#999999", linestyle="--", label=MAXIMUM)
     ax.set_xlabel("week")
-    ax.set_ylabel("patients recovered (cumulative)")
-    ax.set_title("Cumulative recoveries over the weeks")
     ax.legend()
-    fig.tight_layout()
-    paths["cumulative"] = directory / "cumulative.png"
-    fig.savefig(paths["cumulative"], dpi=110)
-    plt.close(fig)
+    paths["cumulative"] = _save(
+        fig,
+        "patients recovered (cumulative)",
+        "Cumulative recoveries over the weeks",
+        directory / "cumulative.png",
+    )
 
     fig, ax = plt.subplots(figsize=(7, 4))
     per = [
@@ -167,13 +167,25 @@ def charts(result: LabResult, directory: Path) -> dict[str, Path]:
     ax.bar(names, per, color=colours[: len(names)])
     for i, m in enumerate(per):
         ax.text(i, m, f"{m:.1f}", ha="center", va="bottom")
-    ax.set_ylabel("front-desk minutes per recovered patient")
-    ax.set_title("Staff time per recovered patient")
-    fig.tight_layout()
-    paths["staff"] = directory / "staff-minutes.png"
-    fig.savefig(paths["staff"], dpi=110)
-    plt.close(fig)
+    paths["staff"] = _save(
+        fig,
+        "front-desk minutes per recovered patient",
+        "Staff time per recovered patient",
+        directory / "staff-minutes.png",
+    )
     return paths
+
+
+def _save(fig: Any, ylabel: str, title: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax = fig.axes[0]
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def page(result: LabResult, images: dict[str, Path]) -> str:

@@ -37,7 +37,8 @@ from demo.scenario import (
 )
 from demo.simulator import canonical
 from demo.simulator.feeds import ClinicFeed
-from demo.simulator.patients import PatientLog, Reactions, ScriptedReactions
+from demo.simulator.patients import MessageReaction, PatientLog, Reactions, ScriptedReactions
+from schemas.base import Channel
 from schemas.topics import TopicNames
 from standins.calltasks import ReceivedTask
 from standins.mailbox import MailRecord
@@ -366,10 +367,7 @@ class Simulation:
             return
         patient_log = self.logs[patient.patient_id]
         patient_log.sms += 1
-        reaction = self.reactions.message(patient, "sms", patient_log.sms, record.at)
-        if reaction.rebook_after is not None:
-            self.spawn(self._book_by_phone(patient, reaction.rebook_after))
-        reply = reaction.reply
+        reply = self._read(patient, "sms", patient_log.sms, record.at).reply
         if reply is None or self.sms is None:
             return
         await self.clock.sleep(REPLY_TIME.total_seconds())
@@ -386,9 +384,15 @@ class Simulation:
             return
         patient_log = self.logs[patient.patient_id]
         patient_log.emails += 1
-        reaction = self.reactions.message(patient, "email", patient_log.emails, record.at)
+        self._read(patient, "email", patient_log.emails, record.at)
+
+    def _read(
+        self, patient: Patient, channel: Channel, number: int, at: datetime
+    ) -> MessageReaction:
+        reaction = self.reactions.message(patient, channel, number, at)
         if reaction.rebook_after is not None:
             self.spawn(self._book_by_phone(patient, reaction.rebook_after))
+        return reaction
 
     async def _book_by_phone(self, patient: Patient, after: timedelta) -> None:
         """A patient who read a message calls the clinic later and books the next visit."""
