@@ -204,6 +204,9 @@ class ScenarioConfig:
     first_visit_day: int = 1
     visit_days: int | None = None
     departments: tuple[str, ...] = DEPARTMENTS
+    # The clinic registers and books each patient this long before the first visit (None:
+    # everyone on the first morning). A large clinic spreads its load over the run.
+    book_ahead: timedelta | None = None
 
 
 @dataclass
@@ -213,6 +216,13 @@ class Scenario:
     patients: list[Patient] = field(default_factory=list)
     seed: int = 7
     unreported_call_share: float = 0.3
+    book_ahead: timedelta | None = None
+
+    def booked_at(self, patient: Patient) -> datetime:
+        first = patient.first_appointment
+        if self.book_ahead is None or first is None:
+            return self.start
+        return max(self.start, first.start - self.book_ahead)
 
     @property
     def end(self) -> datetime:
@@ -225,9 +235,10 @@ class Scenario:
         """What the clinic does by itself, in time order (reactions come at run time)."""
         out: list[ClinicAction] = []
         for p in self.patients:
-            out += [ClinicAction(self.start, "register", p), ClinicAction(self.start, "plan", p)]
+            booked = self.booked_at(p)
+            out += [ClinicAction(booked, "register", p), ClinicAction(booked, "plan", p)]
             for appt in p.appointments:
-                out.append(ClinicAction(self.start, "book", p, appt))
+                out.append(ClinicAction(booked, "book", p, appt))
             for i, appt in enumerate(p.appointments):
                 if i == 0 and p.misses_visit:
                     continue  # a no-show: the clinic records nothing
@@ -304,6 +315,7 @@ def build(
         days=config.days,
         seed=config.seed,
         unreported_call_share=config.unreported_call_share,
+        book_ahead=config.book_ahead,
     )
     paths: tuple[IngestPath, ...] = ("hl7", "fhir", "json")
     # No-shows happen in the first part of the run, so their follow-up fits inside it.

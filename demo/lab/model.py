@@ -121,8 +121,8 @@ class PatientModel:
         )
 
     def population(self, patients: int, days: int, seed: int) -> Scenario:
-        """The clinic: slipping visits spread over all but the last three weeks (at least
-        from day 3, so the first morning's registrations have landed), in six departments."""
+        """The clinic: visits spread over all but the last three weeks (from day 3), each
+        patient registered and booked a week before, in six departments."""
         return build(
             config=ScenarioConfig(
                 patients=patients,
@@ -131,6 +131,7 @@ class PatientModel:
                 shares=self.shares(),
                 unreported_call_share=self.unreported,
                 first_visit_day=3,
+                book_ahead=timedelta(days=7),
                 visit_days=max(1, days - 21),
                 departments=(
                     "dental",

@@ -80,7 +80,13 @@ def measure(
     tolerance: timedelta,
 ) -> PolicyOutcome:
     cases = observed.cases or []
-    slipped = {str(c["patient_id"]) for c in cases if c.get("patient_id")}
+    # A case the clinic's own later input contradicted (an arrival reported late) or a
+    # booking made before anyone reached out is not a patient who slipped.
+    slipped = {
+        str(c["patient_id"])
+        for c in cases
+        if c.get("patient_id") and report.case_state(c) not in ("cleared", "superseded")
+    }
     recovered: dict[str, datetime] = {}  # patient -> when the case closed as recovered
     days_to_rebook: dict[str, float] = {}
     for case in cases:
