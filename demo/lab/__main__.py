@@ -14,6 +14,7 @@ from pathlib import Path
 
 from demo.lab import render
 from demo.lab.lab import LabConfig, run_lab
+from services.scheduler.policy import CadencePolicy, PolicyError
 
 
 def parse_args(argv: list[str]) -> LabConfig:
@@ -32,6 +33,10 @@ def parse_args(argv: list[str]) -> LabConfig:
     for path in a.policy:
         if not path.is_file():
             p.error(f"--policy {path}: no such file")
+        try:  # the scheduler's own parser: a wrong file stops here, not in a service
+            CadencePolicy.load(path)
+        except PolicyError as exc:
+            p.error(f"--policy {exc}")
     try:
         seeds = tuple(int(s) for s in a.seeds.split(",") if s.strip())
     except ValueError:
