@@ -35,6 +35,11 @@ class PolicyOutcome:
     contacts_per_recovered: float | None
     safety: dict[str, int]
     recoveries_by_week: list[int] = field(default_factory=list)  # cumulative, per week
+    # How much the machine's load bent the run: call tasks the notifier dropped because their
+    # window had passed before it got them, and cases the clinic's own input cleared (an
+    # arrival that reached the tracker after its no-show timer).
+    calls_window_passed: int = 0
+    cases_cleared: int = 0
     real_seconds: float = 0.0
     pipeline_hop_virtual_minutes: float = 0.0
 
@@ -140,5 +145,11 @@ def measure(
         contacts_per_recovered=round(contacts / n, 1) if n else None,
         safety=safety,
         recoveries_by_week=by_week,
+        calls_window_passed=sum(
+            1
+            for o in report.unique_by_id(observed.outcomes)
+            if o.channel == "call_task" and o.outcome == "failed" and o.detail == "window_passed"
+        ),
+        cases_cleared=sum(1 for c in cases if report.case_state(c) == "cleared"),
         pipeline_hop_virtual_minutes=round(report.hop_delay(observed).total_seconds() / 60, 1),
     )

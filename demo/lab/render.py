@@ -67,6 +67,13 @@ def rows(result: LabResult) -> list[tuple[str, list[str]]]:
         line("escalations", lambda o: o.escalations),
         line("contacts per recovered patient", lambda o: o.contacts_per_recovered, 1),
     ]
+    out += [
+        line("load: call tasks past their window", lambda o: o.calls_window_passed),
+        line("load: cases cleared by late input", lambda o: o.cases_cleared),
+        line(
+            "load: longest trigger-to-case (virtual min)", lambda o: o.pipeline_hop_virtual_minutes
+        ),
+    ]
     for check in ("after_opt_out", "in_quiet_hours", "after_death", "after_deadline"):
         out.append(
             line(f"contacts {check.replace('_', ' ')} (must be 0)", lambda o, c=check: o.safety[c])
