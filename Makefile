@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 300
 
-.PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo bench clean \
+.PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo lab bench clean \
 	ops-tools ops-check ops-generate browser-tools fuzz faults
 
 setup: $(STAMP)
@@ -88,6 +88,13 @@ faults: setup infra-up
 # Figures to .cache/bench/<suite>.json and .png; BENCH_ARGS="--big" for the issue's full
 # sizes, BENCH_ARGS="scheduler notifier" for some suites only.
 BENCH_ARGS ?=
+
+# The outcome lab: one seeded clinic under the status quo, followup's default policy and any
+# LAB_ARGS (e.g. --policy FILE), compared; report in .cache/lab/. See demo/lab/.
+LAB_ARGS ?=
+lab: setup infra-up
+	$(PY) -m demo.lab $(LAB_ARGS)
+
 bench: setup infra-up
 	$(PY) -m bench $(BENCH_ARGS)
 

@@ -665,11 +665,7 @@ def check(
     findings.append(Finding("no_message_delivered_twice", not dupes, "; ".join(dupes) or "none"))
 
     # 6. no follow-up scheduled after its stage deadline
-    after = [
-        f"{n.idempotency_key}: {n.window_start.isoformat()} > {n.stage_deadline.isoformat()}"
-        for n in steps
-        if n.stage_deadline is not None and n.window_start > n.stage_deadline
-    ]
+    after = after_deadline(steps)
     findings.append(Finding("no_follow_up_after_deadline", not after, "; ".join(after) or "none"))
 
     # 7. every withdrawal of a task that went out reaches every sink the task went to
@@ -691,6 +687,15 @@ def check(
         Finding("no_english_in_other_languages", not english, "; ".join(english) or "none")
     )
     return findings
+
+
+def after_deadline(steps: list[NotificationCommand]) -> list[str]:
+    """Follow-ups planned to start after their stage deadline."""
+    return [
+        f"{n.idempotency_key}: {n.window_start.isoformat()} > {n.stage_deadline.isoformat()}"
+        for n in steps
+        if n.stage_deadline is not None and n.window_start > n.stage_deadline
+    ]
 
 
 # Words only the English templates use (services/notifier/templates/en.yaml), and the
@@ -737,12 +742,8 @@ def english_in_other_languages(observed: Observed, scenario: Scenario) -> list[s
 def after_death(observed: Observed, scenario: Scenario, allowance: timedelta) -> Finding:
     """No contact decided after the clinic reported the death, once the fact has had
     ``allowance`` (two hops of the pipeline, as measured in the run) to reach the notifier."""
-    dead = {p.patient_id: p for p in scenario.patients if p.behaviour == "dies"}
-    problems = [
-        f"{c.patient_id}: {c.what} after death"
-        for c in contacts(observed, scenario)
-        if c.patient_id in dead and c.latest_decision() > dead[c.patient_id].death_at + allowance
-    ]
+    dead = {p.patient_id for p in scenario.patients if p.behaviour == "dies"}
+    problems = contacts_after_death(observed, scenario, allowance)
     for case in observed.cases or []:
         if case.get("patient_id") in dead and case_state(case) != "deceased":
             problems.append(f"{case.get('patient_id')}: case {case_state(case)}, not deceased")
@@ -753,6 +754,16 @@ def after_death(observed: Observed, scenario: Scenario, allowance: timedelta) ->
         not problems,
         f"{len(dead)} deceased; " + ("; ".join(problems) or "none contacted, cases closed"),
     )
+
+
+def contacts_after_death(observed: Observed, scenario: Scenario, allowance: timedelta) -> list[str]:
+    """Contacts decided after a death was known (``allowance`` after the clinic reported it)."""
+    dead = {p.patient_id: p for p in scenario.patients if p.behaviour == "dies"}
+    return [
+        f"{c.patient_id}: {c.what} after death"
+        for c in contacts(observed, scenario)
+        if c.patient_id in dead and c.latest_decision() > dead[c.patient_id].death_at + allowance
+    ]
 
 
 def shared_numbers(observed: Observed, scenario: Scenario) -> Finding:

@@ -28,6 +28,7 @@ from demo.observe import Metrics, fetch_case_details, fetch_cases, fetch_text
 from demo.report import Finding, Observed
 from demo.scenario import Scenario, ScenarioConfig, build
 from demo.simulator.clinic import Simulation
+from demo.simulator.patients import Reactions
 from demo.simulator.rig import ClinicRig, Endpoints, StandIns, StandInSecrets
 from schemas.events import (
     AppointmentEvent,
@@ -98,6 +99,12 @@ class DemoConfig:
     tolerance_real_seconds: float = 0.5
     keep_runs: int = 3  # earlier runs' captures kept under output/
     hooks: RunHooks | None = None
+    # The cadence policy file the scheduler runs with (FOLLOWUP_POLICY_PATH; None: its own).
+    policy: Path | None = None
+    # A population built beforehand (the lab's); None: built from patients, days and seed.
+    scenario: Scenario | None = None
+    # How patients react to followup; None: as the scenario's behaviours script it.
+    reactions: Reactions | None = None
 
 
 @dataclass
@@ -123,7 +130,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     run_id = uuid.uuid4().hex[:8]
     run_dir = config.output / f"run-{run_id}"
     prune_runs(config.output, keep=config.keep_runs)
-    scenario = build(
+    scenario = config.scenario or build(
         config=ScenarioConfig(
             patients=config.patients,
             days=config.days,
@@ -179,6 +186,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             # second they decide how late a due step fires, so the demo polls often.
             "FOLLOWUP_POLL_SECONDS": "0.1",
             "FOLLOWUP_DETECTION_TICK_SECONDS": "0.1",
+            **({"FOLLOWUP_POLICY_PATH": str(config.policy)} if config.policy else {}),
         },
         log_dir=run_dir / "logs",
     )
@@ -200,6 +208,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         ),
         standins,
         run_id,
+        reactions=config.reactions,
     )
     where = {
         "report (JSON)": str(config.output / "report.json"),
@@ -220,7 +229,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         await ensure_topics(config.kafka, topics)
         say(
             config,
-            f"run {run_id}: {len(scenario.patients)} patients over {config.days} days "
+            f"run {run_id}: {len(scenario.patients)} patients over {scenario.days} days "
             f"at {config.speed:g}x; topics {deployment.topic_prefix}*",
         )
         deployment.start()
@@ -260,7 +269,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         dump_events(run_dir / "events", everything)
         observed = report.within(everything, scenario.end)
         tolerance = timedelta(seconds=config.tolerance_real_seconds * config.speed)
-        findings = report.check(observed, scenario, load_policy(), tolerance)
+        findings = report.check(observed, scenario, load_policy(config.policy), tolerance)
         computed = report.compute(observed, scenario)
         computed["run"] = {
             "run_id": run_id,

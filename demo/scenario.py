@@ -206,6 +206,14 @@ class ScenarioConfig:
     # so the task window expires and the tracker sees an unanswered call.
     unreported_call_share: float = 0.3
     shared_phone_share: float = 0.05
+    # When the slipping visits fall: from day ``first_visit_day`` over ``visit_days`` days
+    # (None: the first third of the run, at most five days), in these departments.
+    first_visit_day: int = 1
+    visit_days: int | None = None
+    departments: tuple[str, ...] = DEPARTMENTS
+    # The clinic registers and books each patient this long before the first visit (None:
+    # everyone on the first morning). A large clinic spreads its load over the run.
+    book_ahead: timedelta | None = None
 
 
 @dataclass
@@ -215,6 +223,13 @@ class Scenario:
     patients: list[Patient] = field(default_factory=list)
     seed: int = 7
     unreported_call_share: float = 0.3
+    book_ahead: timedelta | None = None
+
+    def booked_at(self, patient: Patient) -> datetime:
+        first = patient.first_appointment
+        if self.book_ahead is None or first is None:
+            return self.start
+        return max(self.start, first.start - self.book_ahead)
 
     @property
     def end(self) -> datetime:
@@ -227,9 +242,10 @@ class Scenario:
         """What the clinic does by itself, in time order (reactions come at run time)."""
         out: list[ClinicAction] = []
         for p in self.patients:
-            out += [ClinicAction(self.start, "register", p), ClinicAction(self.start, "plan", p)]
+            booked = self.booked_at(p)
+            out += [ClinicAction(booked, "register", p), ClinicAction(booked, "plan", p)]
             for appt in p.appointments:
-                out.append(ClinicAction(self.start, "book", p, appt))
+                out.append(ClinicAction(booked, "book", p, appt))
             for i, appt in enumerate(p.appointments):
                 if i == 0 and p.misses_visit:
                     continue  # a no-show: the clinic records nothing
@@ -306,10 +322,11 @@ def build(
         days=config.days,
         seed=config.seed,
         unreported_call_share=config.unreported_call_share,
+        book_ahead=config.book_ahead,
     )
     paths: tuple[IngestPath, ...] = ("hl7", "fhir", "json")
     # No-shows happen in the first part of the run, so their follow-up fits inside it.
-    visit_days = max(1, min(5, config.days // 3))
+    visit_days = config.visit_days or max(1, min(5, config.days // 3))
     # Languages and ingest paths rotate within those who attend and those who slip apart,
     # so even a small clinic has slipping patients in every language and on every path.
     rotation = {True: 0, False: 0}
@@ -319,9 +336,10 @@ def build(
         language = LANGUAGES[turn % len(LANGUAGES)]
         given, family = rng.choice(NAMES[language])
         patient_id = f"pat-{config.seed}-{i:04d}"
-        department = DEPARTMENTS[i % len(DEPARTMENTS)]
+        department = config.departments[i % len(config.departments)]
         practitioner = f"dr-{1 + i % 4}"
-        visit = _working_day(begin + timedelta(days=1 + rng.randrange(visit_days)), zone, rng)
+        first_visit = begin + timedelta(days=config.first_visit_day + rng.randrange(visit_days))
+        visit = _working_day(first_visit, zone, rng)
         if behaviour == "never_answers":
             # A tight deadline: the cadence cannot finish before it, so the case escalates.
             first_done = visit - timedelta(days=rng.randrange(14, 17))

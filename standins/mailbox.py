@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -70,6 +71,8 @@ class Inbox:
         self.messages: list[EmailMessage] = []
         self.records: list[MailRecord] = []
         self.raw: list[bytes] = []
+        # Handed each message after it is kept (the demo's patients read their mail).
+        self.on_message: Callable[[MailRecord], Awaitable[None]] | None = None
 
     @property
     def connections(self) -> list[Any]:
@@ -93,20 +96,21 @@ class Inbox:
             path.write_bytes(raw)
         self.messages.append(parsed)
         self.raw.append(raw)  # as it crossed the wire (header folding, encoded-words)
-        self.records.append(
-            MailRecord(
-                mail_from=str(envelope.mail_from),
-                rcpt_to=tuple(str(r) for r in envelope.rcpt_tos),
-                subject=str(parsed.get("Subject", "")),
-                text=_text_of(parsed),
-                headers={k: str(v) for k, v in parsed.items()},
-                at=self.clock.now(),
-                path=path,
-                peer=session.peer,
-                tls=session.ssl is not None,
-                calendar_method=_calendar_method(parsed),
-            )
+        record = MailRecord(
+            mail_from=str(envelope.mail_from),
+            rcpt_to=tuple(str(r) for r in envelope.rcpt_tos),
+            subject=str(parsed.get("Subject", "")),
+            text=_text_of(parsed),
+            headers={k: str(v) for k, v in parsed.items()},
+            at=self.clock.now(),
+            path=path,
+            peer=session.peer,
+            tls=session.ssl is not None,
+            calendar_method=_calendar_method(parsed),
         )
+        self.records.append(record)
+        if self.on_message is not None:
+            await self.on_message(record)
         return "250 Message accepted for delivery"
 
 

@@ -37,9 +37,11 @@ from demo.scenario import (
 )
 from demo.simulator import canonical
 from demo.simulator.feeds import ClinicFeed
-from demo.simulator.patients import PatientLog, decide_call, decide_sms_reply
+from demo.simulator.patients import MessageReaction, PatientLog, Reactions, ScriptedReactions
+from schemas.base import Channel
 from schemas.topics import TopicNames
 from standins.calltasks import ReceivedTask
+from standins.mailbox import MailRecord
 from standins.twilio import SmsRecord, TwilioStandIn
 
 log = get_logger(__name__)
@@ -179,6 +181,7 @@ class Simulation:
         desk: NotifierDesk,
         sms: TwilioStandIn | None = None,
         concurrency: int = 8,
+        reactions: Reactions | None = None,
     ) -> None:
         self.scenario = scenario
         self.clock = clock
@@ -187,10 +190,12 @@ class Simulation:
         self.topics = topics
         self.desk = desk
         self.sms = sms
+        self.reactions = reactions or ScriptedReactions(scenario.unreported_call_share)
         self.rng = random.Random(scenario.seed * 7919)
         self.by_id = {p.patient_id: p for p in scenario.patients}
         # A shared phone belongs, for the replies, to the family member who slipped.
         self.by_phone = {e164(p.phone): p for p in sorted(scenario.patients, key=lambda p: p.slips)}
+        self.by_email = {p.email.lower(): p for p in scenario.patients}
         self.logs: dict[str, PatientLog] = {p.patient_id: PatientLog() for p in scenario.patients}
         self.rebooked: dict[str, Appointment] = {}
         self.progress = Progress()
@@ -322,9 +327,9 @@ class Simulation:
             return
         patient_log = self.logs[patient.patient_id]
         patient_log.calls += 1
-        decision = decide_call(
-            patient, patient_log.calls, self.rng, self.scenario.unreported_call_share
-        )
+        # The front desk calls when the task's window opens (the notifier's own stamp).
+        called_at = _moment(task.task.get("window_start")) or task.at
+        decision = self.reactions.call(patient, patient_log.calls, called_at, self.rng)
         await self.clock.sleep(DIAL_TIME.total_seconds())
         if decision.result is None and decision.rebook and not patient_log.rebooked:
             # The patient phoned in and booked: the task stays open at the desk, for
@@ -380,7 +385,7 @@ class Simulation:
             return
         patient_log = self.logs[patient.patient_id]
         patient_log.sms += 1
-        reply = decide_sms_reply(patient, patient_log.sms)
+        reply = self._read(patient, "sms", patient_log.sms, record.at).reply
         if reply is None or self.sms is None:
             return
         await self.clock.sleep(REPLY_TIME.total_seconds())
@@ -388,3 +393,36 @@ class Simulation:
         self.progress.replies += 1
         if reply.upper() == "STOP":
             patient_log.opted_out = True
+
+    async def on_mail(self, record: MailRecord) -> None:
+        patient = next(
+            (self.by_email[r.lower()] for r in record.rcpt_to if r.lower() in self.by_email), None
+        )
+        if patient is None:
+            return
+        patient_log = self.logs[patient.patient_id]
+        patient_log.emails += 1
+        self._read(patient, "email", patient_log.emails, record.at)
+
+    def _read(
+        self, patient: Patient, channel: Channel, number: int, at: datetime
+    ) -> MessageReaction:
+        reaction = self.reactions.message(patient, channel, number, at)
+        if reaction.rebook_after is not None:
+            self.spawn(self._book_by_phone(patient, reaction.rebook_after))
+        return reaction
+
+    async def _book_by_phone(self, patient: Patient, after: timedelta) -> None:
+        """A patient who read a message calls the clinic later and books the next visit."""
+        await self.clock.sleep(after.total_seconds())
+        patient_log = self.logs[patient.patient_id]
+        if not patient_log.rebooked:
+            patient_log.rebooked = True
+            self._rebook(patient)
+
+
+def _moment(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None

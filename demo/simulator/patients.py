@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
 
 from demo.scenario import Patient
+from schemas.base import Channel
 
 CallResult = Literal[
     "answered_rebooked",
@@ -72,3 +74,40 @@ def decide_sms_reply(patient: Patient, sms_number: int) -> str | None:
     if patient.behaviour == "opts_out" and sms_number == 1:
         return "STOP"
     return None
+
+
+@dataclass(frozen=True)
+class MessageReaction:
+    """What a patient does on reading a text or an email."""
+
+    reply: str | None = None  # a text sent back (e.g. STOP)
+    rebook_after: timedelta | None = None  # calls the clinic and books, this long after
+
+
+class Reactions(Protocol):
+    """How patients react to followup; the demo's are scripted, the lab's drawn from a model."""
+
+    def call(
+        self, patient: Patient, call_number: int, at: datetime, rng: random.Random
+    ) -> CallDecision: ...
+
+    def message(
+        self, patient: Patient, channel: Channel, number: int, at: datetime
+    ) -> MessageReaction: ...
+
+
+@dataclass(frozen=True)
+class ScriptedReactions:
+    """The demo's scripted patients (``decide_call``, ``decide_sms_reply``)."""
+
+    unreported_call_share: float = 0.3
+
+    def call(
+        self, patient: Patient, call_number: int, at: datetime, rng: random.Random
+    ) -> CallDecision:
+        return decide_call(patient, call_number, rng, self.unreported_call_share)
+
+    def message(
+        self, patient: Patient, channel: Channel, number: int, at: datetime
+    ) -> MessageReaction:
+        return MessageReaction(decide_sms_reply(patient, number) if channel == "sms" else None)

@@ -17,6 +17,7 @@ from demo.scenario import IngestPath, Scenario, carrier_errors
 from demo.simulator.clinic import NotifierDesk, Simulation
 from demo.simulator.feeds import ClinicFeed, FhirFeed, Hl7Feed, JsonFeed
 from demo.simulator.hl7v2 import MllpSender
+from demo.simulator.patients import Reactions
 from schemas.topics import TopicNames
 from standins.calltasks import CallTaskReceiver
 from standins.mailbox import Mailbox
@@ -80,8 +81,10 @@ class ClinicRig:
         endpoints: Endpoints,
         standins: StandIns,
         run_id: str,
+        reactions: Reactions | None = None,
     ) -> None:
         self.scenario = scenario
+        self.reactions = reactions
         self.clock = clock
         self.endpoints = endpoints
         self.standins = standins
@@ -115,9 +118,11 @@ class ClinicRig:
             topics=e.topics,
             desk=NotifierDesk(self.session, e.notifier_url, e.token),
             sms=self.standins.sms,
+            reactions=self.reactions,
         )
         self.standins.calltasks.on_task = simulation.on_call_task
         self.standins.sms.on_message = simulation.on_sms
+        self.standins.mailbox.handler.on_message = simulation.on_mail
         simulation.plan_scenario()
         return simulation
 

@@ -1,0 +1,1 @@
+"""The outcome lab: one seeded clinic population under several cadence policies, compared."""

@@ -1,0 +1,104 @@
+"""Run the lab: for each seed one population, played through the real services once per
+cadence policy (the scheduler's FOLLOWUP_POLICY_PATH), one run after another."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from demo.bounds import load_policy
+from demo.deployment import REPO
+from demo.lab.model import PATIENTS_FILE, ModelReactions, PatientModel
+from demo.lab.outcomes import PolicyOutcome, measure
+from demo.run import DemoConfig, run_demo
+from services.scheduler.policy import DEFAULT_POLICY_PATH
+
+STATUS_QUO = Path(__file__).parent / "policies" / "status_quo.yaml"
+OUTPUT = REPO / ".cache" / "lab"
+
+
+@dataclass
+class LabConfig:
+    policies: list[tuple[str, Path]] = field(
+        default_factory=lambda: [
+            ("status quo", STATUS_QUO),
+            ("followup default", DEFAULT_POLICY_PATH),
+        ]
+    )
+    # About 35 minutes here: four runs of eight virtual weeks.
+    patients: int = 500
+    weeks: int = 8
+    seeds: tuple[int, ...] = (1, 2)
+    # The demo's 3 virtual hours per real second: eight weeks in about eight minutes per
+    # policy. Faster, the services' own polling and Kafka hops (tenths of a real second)
+    # outlast a call task's three-hour window and the run measures the machine, not the
+    # policy. Within that, verdicts go by the services' own stamps, never by arrival.
+    speed: float = 10800.0
+    model_file: Path = PATIENTS_FILE
+    minutes_per_call: float | None = None  # None: the model file's
+    output: Path = OUTPUT
+    show_progress: bool = True
+    kafka: str = "127.0.0.1:19092"
+    database_url: str = "postgresql://followup:followup@127.0.0.1:15432/followup"
+
+
+@dataclass
+class LabResult:
+    config: LabConfig
+    model: PatientModel
+    outcomes: list[PolicyOutcome]
+    failed_actions: int = 0
+    real_seconds: float = 0.0
+
+
+def run_lab(config: LabConfig, say: Callable[[str], None] = print) -> LabResult:
+    import asyncio
+
+    began = time.monotonic()
+    model = PatientModel.load(config.model_file)
+    minutes = (
+        config.minutes_per_call if config.minutes_per_call is not None else model.minutes_per_call
+    )
+    outcomes: list[PolicyOutcome] = []
+    failed = 0
+    for seed in config.seeds:
+        scenario = model.population(config.patients, config.weeks * 7, seed)
+        for name, path in config.policies:
+            say(f"seed {seed}, policy {name} ({path.name}) ...")
+            demo = DemoConfig(
+                patients=config.patients,
+                days=config.weeks * 7,
+                seed=seed,
+                speed=config.speed,
+                kafka=config.kafka,
+                database_url=config.database_url,
+                output=config.output / "runs",
+                demo_ports=False,
+                show_progress=config.show_progress,
+                keep_runs=1,
+                policy=path,
+                scenario=scenario,
+                reactions=ModelReactions(model, seed),
+            )
+            result = asyncio.run(run_demo(demo))
+            tolerance = timedelta(seconds=demo.tolerance_real_seconds * demo.speed)
+            outcome = measure(
+                name,
+                result.observed,
+                scenario,
+                load_policy(path),
+                minutes_per_call=minutes,
+                tolerance=tolerance,
+            )
+            outcome.real_seconds = round(result.real_seconds, 1)
+            failed += len(result.simulation_errors)
+            outcomes.append(outcome)
+            say(
+                f"  {outcome.recovered_before_deadline} of {outcome.reachable_maximum} reachable "
+                f"recovered before their deadline; {outcome.call_tasks} call tasks; "
+                f"safety {outcome.safety}; {outcome.real_seconds:.0f} s"
+            )
+    return LabResult(config, model, outcomes, failed, round(time.monotonic() - began, 1))
