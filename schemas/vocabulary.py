@@ -6,7 +6,9 @@ notifier import them from here instead of spelling them again.
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, Literal, TypeVar
 
 from schemas.events import AppointmentStatus, OutcomeKind
 
@@ -41,6 +43,19 @@ HoldReason = Literal[
 ]
 FiringHold = Literal["frequency_cap", "conversation_open", "desk_capacity"]
 PlanningMove = Literal["quiet_hours", "business_hours"]
+# Why the notifier held a command it was handed (metric label ``rule``).
+DeliveryHold = Literal["awaiting_contact", "window", "quiet_hours"]
+
+R = TypeVar("R", bound=str)
+
+
+@dataclass(frozen=True)
+class Hold(Generic[R]):
+    """A contact held back by a rule until a moment: the scheduler's at firing, the
+    notifier's at delivery. One shape for both, rule first."""
+
+    rule: R
+    until: datetime
 
 
 def went_out(outcome: OutcomeKind, detail: str | None) -> bool:

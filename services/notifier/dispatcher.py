@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 from common.clock import Clock
 from common.logs import get_logger
 from schemas.events import NotificationCommand, OutcomeEvent
+from schemas.vocabulary import DeliveryHold, Hold
 from services.notifier import metrics
 from services.notifier.channels import (
     ChannelRules,
@@ -58,19 +59,13 @@ class Proceed:
 
 
 @dataclass(frozen=True)
-class Hold:
-    until: datetime
-    rule: str
-
-
-@dataclass(frozen=True)
 class Refuse:
     outcome: str  # channel_impossible | failed
     detail: str
     rule: str | None = None  # the held_total rule it counts under, if any
 
 
-Decision = Proceed | Hold | Refuse
+Decision = Proceed | Hold[DeliveryHold] | Refuse
 
 CONTACT_GRACE = timedelta(minutes=10)
 CONTACT_RETRY = timedelta(seconds=30)
@@ -101,7 +96,7 @@ def decide(
     ):
         # After a fresh start the compacted contacts topic is still being read while
         # commands arrive: wait a little for the contact before calling it missing.
-        return Hold(now + CONTACT_RETRY, "awaiting_contact")
+        return Hold("awaiting_contact", now + CONTACT_RETRY)
     impossible = why_impossible(contact, command.channel, rules, patient_status)
     if impossible is not None:
         return Refuse("channel_impossible", impossible, _RULE_OF_DETAIL.get(impossible))
@@ -111,7 +106,7 @@ def decide(
         # Administrators call within the window the scheduler chose: no quiet hours, and
         # the runaway guard counts only what the patient reads.
         if now < command.window_start:
-            return Hold(command.window_start, "window")
+            return Hold("window", command.window_start)
         return Proceed()
     assert contact is not None
     if daily_hard_cap is not None and sent_today >= daily_hard_cap:
@@ -126,7 +121,7 @@ def decide(
     if at > now:
         # Held until the window opens (and not past it) is waiting, not quiet hours.
         waiting = now < command.window_start and at == command.window_start
-        return Hold(at, "window" if waiting else "quiet_hours")
+        return Hold("window" if waiting else "quiet_hours", at)
     return Proceed()
 
 

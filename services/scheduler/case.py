@@ -53,7 +53,7 @@ from services.scheduler.cases import (
     task_still_out,
     withdrawal_key,
 )
-from services.scheduler.guards import Hold
+from services.scheduler.guards import FiringHeld
 from services.scheduler.policy import CadencePolicy, parse_time_range
 
 
@@ -583,7 +583,9 @@ class Case:
 
     # --- firing ---------------------------------------------------------------------------
 
-    def fire(self, number: int, ctx: Context, hold: Hold | None = None) -> AttemptRecord | None:
+    def fire(
+        self, number: int, ctx: Context, hold: FiringHeld | None = None
+    ) -> AttemptRecord | None:
         """Attempt ``number`` is due: held (planned afresh from ``hold.until``), expired
         (planned afresh) or fired (its command for the outbox). Returns the fired attempt."""
         attempt = self.attempt(number)

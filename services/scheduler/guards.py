@@ -19,8 +19,11 @@ from typing import Literal
 
 from schemas.base import Channel
 from schemas.vocabulary import FiringHold
+from schemas.vocabulary import Hold as Hold  # one shape for both services
 
 HoldRule = FiringHold
+# A hold at firing (the shape is the one in schemas.vocabulary, shared with the notifier).
+FiringHeld = Hold[FiringHold]
 ChannelClass = Literal["message", "call"]
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
@@ -44,12 +47,6 @@ class ContactRules:
 
     def cap(self, kind: ChannelClass) -> Cap:
         return self.calls if kind == "call" else self.messages
-
-
-@dataclass(frozen=True)
-class Hold:
-    rule: HoldRule
-    until: datetime
 
 
 def cap_free_at(sent: Sequence[datetime], cap: Cap, now: datetime) -> datetime:
@@ -93,7 +90,7 @@ def hold_for(
     conversation_ends: datetime | None,
     rules: ContactRules,
     now: datetime,
-) -> Hold | None:
+) -> FiringHeld | None:
     """Why and until when a contact on ``channel`` must wait; None when it may go now.
 
     ``sent``: the patient's contacts of the same class (messages or calls) in the last
@@ -108,7 +105,9 @@ def hold_for(
     return None
 
 
-def desk_hold(calls_today: int, calls_per_day: int | None, next_open: datetime) -> Hold | None:
+def desk_hold(
+    calls_today: int, calls_per_day: int | None, next_open: datetime
+) -> FiringHeld | None:
     """A front desk at its calls for the clinic day: the call task waits for the next open
     day (``next_open``); the ones nearest their deadline and with the highest risk are
     fired first (the ledger's order), and one that cannot wait escalates."""

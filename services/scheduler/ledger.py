@@ -54,7 +54,7 @@ from services.scheduler.cases import parse_idempotency_key
 from services.scheduler.guards import (
     WEEK,
     ContactRules,
-    Hold,
+    FiringHeld,
     channel_class,
     conversation_until,
     desk_hold,
@@ -934,7 +934,7 @@ class _Contacts:
 
     def hold(
         self, patient: str, channel: Channel, rules: ContactRules, now: datetime
-    ) -> Hold | None:
+    ) -> FiringHeld | None:
         ends = conversation_until(self.tasks[patient], self.replies.get(patient), rules, now)
         return hold_for(channel, self.sent[(patient, channel_class(channel))], ends, rules, now)
 
@@ -1006,7 +1006,7 @@ class _Desks:
     calls: dict[tuple[str, date], int] = field(default_factory=dict)
     changed: set[tuple[str, date]] = field(default_factory=set)
 
-    def hold(self, case: Case, policy: CadencePolicy, now: datetime) -> Hold | None:
+    def hold(self, case: Case, policy: CadencePolicy, now: datetime) -> FiringHeld | None:
         limit = self.limits.get(case.department)
         if limit is None:
             return None

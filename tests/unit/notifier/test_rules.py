@@ -8,10 +8,11 @@ import pytest
 
 from schemas.base import Channel
 from schemas.events import NotificationCommand
+from schemas.vocabulary import Hold
 from services.notifier import call_task_channel, email_channel
 from services.notifier.channels import ChannelRules
 from services.notifier.contacts import Contact, normalise_phone, why_impossible
-from services.notifier.dispatcher import Decision, Hold, Proceed, Refuse, decide, retry_delay
+from services.notifier.dispatcher import Decision, Proceed, Refuse, decide, retry_delay
 from services.notifier.quiet_hours import QuietHours, next_allowed_moment
 from services.notifier.sms import RULES as SMS_RULES
 from services.notifier.sms import twilio_signature, valid_twilio_signature
@@ -101,12 +102,12 @@ def test_decide_holds_refuses_or_proceeds() -> None:
     assert judge(cmd, contact(), None, cmd.window_end, quiet) == Refuse("failed", "window_passed")
     # No contact yet: wait a little (the contacts topic may still be replaying), then give up.
     assert judge(cmd, None, None, cmd.occurred_at, quiet) == Hold(
-        cmd.occurred_at + timedelta(seconds=30), "awaiting_contact"
+        "awaiting_contact", cmd.occurred_at + timedelta(seconds=30)
     )
     late = cmd.occurred_at + timedelta(minutes=11)
     assert judge(cmd, None, None, late, quiet) == Refuse("channel_impossible", "no_contact")
     early = cmd.window_start - timedelta(hours=1)
-    assert judge(cmd, contact(), None, early, quiet) == Hold(cmd.window_start, "window")
+    assert judge(cmd, contact(), None, early, quiet) == Hold("window", cmd.window_start)
     # A window from 20:00 to 23:00 local: at 21:30 no moment is left -> failed quiet_hours.
     evening = command(
         window_start=datetime(2026, 3, 2, 20, 0, tzinfo=VILNIUS),
@@ -121,7 +122,7 @@ def test_decide_holds_refuses_or_proceeds() -> None:
         window_end=datetime(2026, 3, 3, 20, 0, tzinfo=VILNIUS),
     )
     assert judge(long_window, contact(), None, late, quiet) == Hold(
-        datetime(2026, 3, 3, 8, 0, tzinfo=VILNIUS), "quiet_hours"
+        "quiet_hours", datetime(2026, 3, 3, 8, 0, tzinfo=VILNIUS)
     )
     # A window that opens at night: held until the morning after, which is quiet hours.
     night_window = command(
@@ -130,7 +131,7 @@ def test_decide_holds_refuses_or_proceeds() -> None:
     )
     before = datetime(2026, 3, 2, 20, 0, tzinfo=VILNIUS)
     assert judge(night_window, contact(), None, before, quiet) == Hold(
-        datetime(2026, 3, 3, 8, 0, tzinfo=VILNIUS), "quiet_hours"
+        "quiet_hours", datetime(2026, 3, 3, 8, 0, tzinfo=VILNIUS)
     )
     # Call tasks ignore the patient's quiet hours (an administrator calls in business hours).
     task = command("call_task")
