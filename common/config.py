@@ -6,12 +6,13 @@ for every field and turns the first problem into one readable line naming the va
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, NoReturn, TypeVar
+from typing import Literal, NoReturn, TypeVar, get_origin
 
 from pydantic import (
     AnyUrl,
@@ -136,9 +137,16 @@ def env_name(field: str) -> str:
 
 def load(model: type[S], environ: Mapping[str, str] | None = None) -> S:
     environ = os.environ if environ is None else environ
-    raw = {
+    raw: dict[str, object] = {
         name: environ[env_name(name)] for name in model.model_fields if env_name(name) in environ
     }
+    for name, value in list(raw.items()):
+        # A mapping or a list (e.g. FOLLOWUP_CLINIC_NAMES) is given as JSON.
+        if get_origin(model.model_fields[name].annotation) in (dict, list):
+            try:
+                raw[name] = json.loads(str(value))
+            except ValueError:
+                raise ConfigError(f"{env_name(name)}: not valid JSON") from None
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

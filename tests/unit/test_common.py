@@ -150,3 +150,17 @@ def test_bearer_token_must_match_and_an_empty_token_admits_nobody() -> None:
     assert not bearer_token_ok(request("Bearer wrong"), "s3cret")
     assert not bearer_token_ok(request(None), "s3cret")
     assert not bearer_token_ok(request("Bearer "), "")
+
+
+def test_a_mapping_setting_is_read_as_json_and_bad_json_is_named() -> None:
+    from pydantic import BaseModel, Field
+
+    from common.config import ConfigError, load
+
+    class Names(BaseModel):
+        clinic_names: dict[str, str] = Field(default_factory=dict)
+
+    names = load(Names, {"FOLLOWUP_CLINIC_NAMES": '{"lt": "Vilniaus klinika"}'})
+    assert names.clinic_names == {"lt": "Vilniaus klinika"}
+    with pytest.raises(ConfigError, match="FOLLOWUP_CLINIC_NAMES: not valid JSON"):
+        load(Names, {"FOLLOWUP_CLINIC_NAMES": "{lt"})
