@@ -48,7 +48,7 @@ class Bounce:
 def _checked(message_id: Any, action: Any, status: Any) -> Bounce:
     if not isinstance(message_id, str) or not _MESSAGE_ID.match(message_id.strip()):
         raise BounceError("message_id: the original Message-ID, <...>")
-    if action not in ACTIONS:
+    if not isinstance(action, str) or action not in ACTIONS:  # [] or {}: not hashable
         raise BounceError(f"action: one of {', '.join(sorted(ACTIONS))}")
     if not isinstance(status, str) or not _STATUS.match(status.strip()):
         raise BounceError("status: an RFC 3463 status code such as 5.1.1")

@@ -65,7 +65,7 @@ def parse_call_report(body: Any) -> CallReport:
     reported_by, detail = body.get("reported_by"), body.get("detail")
     if not valid_id(report_id):
         raise ReportError("report_id: an id is required (it makes retries safe)")
-    if outcome not in CALL_RESULTS:
+    if not isinstance(outcome, str) or outcome not in CALL_RESULTS:  # [] or {}: not hashable
         raise ReportError(f"outcome: one of {', '.join(sorted(CALL_RESULTS))}")
     if reported_by is not None and not valid_id(reported_by):
         raise ReportError("reported_by: must be an id")
@@ -80,7 +80,7 @@ def parse_call_report(body: Any) -> CallReport:
         raise ReportError("note: at most 4000 characters")
     return CallReport(
         report_id=cast(str, report_id),
-        outcome=cast(OutcomeKind, outcome),
+        outcome=outcome,
         reported_by=reported_by,
         detail=detail,
         reported_at=_moment(body, "reported_at"),

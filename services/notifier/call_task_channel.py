@@ -192,13 +192,17 @@ class CallTaskChannel:
         require_bearer(request, self._parts.settings.api_token)
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
             raise web.HTTPBadRequest(text="body is not JSON") from None
         try:
             report = parse_call_report(body)
         except ReportError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
-        command = await self._parts.ledger.call_task(self.name, task_of(body))
+        task_id = task_of(body)
+        if not isinstance(task_id, str) or not 0 < len(task_id) <= 256 or not task_id.isprintable():
+            # a NUL byte cannot even reach PostgreSQL as text: the caller's mistake, not a 500
+            raise web.HTTPBadRequest(text="the call task's id is missing or not printable")
+        command = await self._parts.ledger.call_task(self.name, task_id)
         if command is None:
             raise web.HTTPNotFound(text="unknown call task")
         event = report_outcome(report, command, self._parts.clock.now())

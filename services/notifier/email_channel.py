@@ -279,7 +279,7 @@ class EmailChannel:
             if request.content_type == "application/json":
                 try:
                     body = json.loads(raw)
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: nested thousands deep
                     raise BounceError("body is not JSON") from None
                 bounce = parse_bounce_json(body)
             else:
@@ -426,7 +426,7 @@ def parse_inbound_email(raw: bytes, content_type: str) -> InboundEmail:
     if content_type == "application/json":
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
             raise InboundEmailError("body is not JSON") from None
         if not isinstance(body, dict):
             raise InboundEmailError("body must be a JSON object")

@@ -98,6 +98,10 @@ class CaseApi:
                     "a valid bearer token is required",
                     {"WWW-Authenticate": "Bearer"},
                 )
+            # A NUL or another control character cannot be stored as PostgreSQL text: it
+            # would fail in the query (500); it is the caller's mistake (400).
+            if any(ord(c) < 32 for c in request.path + "".join(request.query.values())):
+                raise _bad("control characters are not allowed in the path or the query")
             return await route(request)
 
         return guarded

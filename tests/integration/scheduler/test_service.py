@@ -159,6 +159,11 @@ async def _check_api(scheduler: Scheduler) -> None:
             assert "state" in (await r.json())["error"]
         async with http.get("/cases?deadline_before=yesterday", headers=auth) as r:
             assert r.status == 400
+        # Issue 19: a NUL byte in a query or a path id answered 500 (PostgreSQL refuses it).
+        for hostile in ("/cases?patient_id=p%00", "/cases/case-1%00"):
+            async with http.get(hostile, headers=auth) as r:
+                assert r.status == 400, hostile
+                assert "control characters" in (await r.json())["error"]
         async with http.get(f"/cases/{CASE}", headers=auth) as r:
             detail = await r.json()
             assert next(a["outcome"] for a in detail["attempts"]) == "no_answer"

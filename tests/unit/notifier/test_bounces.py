@@ -67,3 +67,10 @@ def test_a_wrong_json_bounce_is_refused_naming_the_field(body: Any, field: str) 
         parse_bounce_json(body)
     assert str(refused.value).startswith(field)
     assert "ona@" not in str(refused.value)
+
+
+@pytest.mark.parametrize("action", [[], {}, ["failed"]])
+def test_an_action_that_is_not_a_word_is_a_refusal_not_a_crash(action: Any) -> None:
+    # Issue 19: `action: []` raised TypeError (a list is not hashable) and answered 500.
+    with pytest.raises(BounceError, match=r"^action: one of"):
+        parse_bounce_json({"message_id": "<k@followup>", "action": action, "status": "5.1.1"})

@@ -98,3 +98,10 @@ def test_a_wrong_report_is_refused_naming_the_field_not_the_value(body: Any, fie
         parse_call_report(body)
     assert str(refused.value).startswith(field)
     assert "Ona" not in str(refused.value) and "she said" not in str(refused.value)
+
+
+@pytest.mark.parametrize("outcome", [[], {}, ["no_answer"], 3])
+def test_an_outcome_that_is_not_a_word_is_a_refusal_not_a_crash(outcome: Any) -> None:
+    # Issue 19: `outcome: []` raised TypeError (a list is not hashable) and answered 500.
+    with pytest.raises(ReportError, match=r"^outcome: one of"):
+        parse_call_report({"report_id": "r-1", "outcome": outcome})
