@@ -111,7 +111,9 @@ def measure(
     segments = sum(segment_count(m.body)[1] for m in observed.sms)
     notes = report.unique_by_id(observed.notifications)
     escalations = sum(1 for n in notes if n.purpose == "escalation")
-    contacts = len(tasks) + len(observed.sms) + len(observed.mail)
+    # Mail to patients only: the front desk's call-task mails are a sink, not a message.
+    mails = report.patient_mail(observed, scenario)
+    contacts = len(tasks) + len(observed.sms) + len(mails)
     allowance = tolerance + 2 * report.hop_delay(observed)
     safety = {
         "after_opt_out": len(report.opt_out_violations(observed, scenario, tolerance)),
@@ -137,10 +139,10 @@ def measure(
         else None,
         call_tasks=len(tasks),
         staff_minutes=len(tasks) * minutes_per_call,
-        messages=len(observed.sms) + len(observed.mail),
+        messages=len(observed.sms) + len(mails),
         sms=len(observed.sms),
         sms_segments=segments,
-        emails=len(observed.mail),
+        emails=len(mails),
         escalations=escalations,
         contacts_per_recovered=round(contacts / n, 1) if n else None,
         safety=safety,
