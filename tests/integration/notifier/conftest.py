@@ -8,8 +8,6 @@ from aiosmtpd.controller import Controller
 
 from common.clock import ManualClock
 from common.db import drop_schema
-from common.kafka import KafkaPublisher
-from schemas.events import CallTaskEvent, OutcomeEvent
 from services.notifier.app import NotifierApp, NotifierSettings
 from standins.sms_provider import SmsProviderStandIn
 from tests.integration.notifier.world import (
@@ -17,9 +15,9 @@ from tests.integration.notifier.world import (
     START,
     WEBHOOK_SECRET,
     Inbox,
-    TopicReader,
     WebhookReceiver,
     World,
+    running_world,
 )
 from tests.support import infra
 from tests.support.polling import free_port
@@ -90,31 +88,19 @@ async def world() -> AsyncIterator[World]:
     )
     clock = ManualClock(START)
     app = NotifierApp(settings, clock)
-    await app.start()
-    publisher = KafkaPublisher(infra.KAFKA_BOOTSTRAP, client_id="tests")
-    await publisher.start()
-    outcomes = TopicReader(infra.KAFKA_BOOTSTRAP, app.topics.outcomes, OutcomeEvent)
-    calltasks = TopicReader(infra.KAFKA_BOOTSTRAP, app.topics.calltasks, CallTaskEvent)
-    await outcomes.start()
-    await calltasks.start()
+    running = running_world(
+        app,
+        clock,
+        primary=primary,
+        secondary=secondary,
+        inbox=inbox,
+        webhook=webhook,
+        base_url=base_url,
+    )
     try:
-        yield World(
-            app=app,
-            clock=clock,
-            publisher=publisher,
-            primary=primary,
-            secondary=secondary,
-            inbox=inbox,
-            webhook=webhook,
-            outcomes=outcomes,
-            calltasks=calltasks,
-            base_url=base_url,
-        )
+        async with running as world:
+            yield world
     finally:
-        await outcomes.stop()
-        await calltasks.stop()
-        await publisher.stop()
-        await app.stop()
         await webhook.stop()
         smtp.stop()
         await primary.stop()

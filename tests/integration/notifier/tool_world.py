@@ -10,12 +10,11 @@ from contextlib import asynccontextmanager
 
 from common.clock import ManualClock
 from common.db import drop_schema
-from common.kafka import KafkaPublisher
-from schemas.events import CallTaskEvent, OutcomeEvent
+from schemas.events import OutcomeEvent
 from services.notifier.app import NotifierApp
 from standins.sms_provider import SmsProviderStandIn
 from tests.integration.notifier.conftest import world_settings
-from tests.integration.notifier.world import START, Inbox, TopicReader, WebhookReceiver, World
+from tests.integration.notifier.world import START, Inbox, WebhookReceiver, World, running_world
 from tests.support import infra
 from tests.support.polling import eventually, free_port
 
@@ -33,31 +32,19 @@ async def tool_world(**settings: object) -> AsyncIterator[World]:
     )
     clock = app.clock
     assert isinstance(clock, ManualClock)
-    await app.start()
-    publisher = KafkaPublisher(infra.KAFKA_BOOTSTRAP, client_id="tests")
-    await publisher.start()
-    outcomes = TopicReader(infra.KAFKA_BOOTSTRAP, app.topics.outcomes, OutcomeEvent)
-    calltasks = TopicReader(infra.KAFKA_BOOTSTRAP, app.topics.calltasks, CallTaskEvent)
-    await outcomes.start()
-    await calltasks.start()
+    running = running_world(
+        app,
+        clock,
+        primary=SmsProviderStandIn("ACidle", "idle"),  # never started: no SMS here
+        secondary=SmsProviderStandIn("ACidle2", "idle"),
+        inbox=Inbox(),
+        webhook=WebhookReceiver(),
+        base_url=base_url,
+    )
     try:
-        yield World(
-            app=app,
-            clock=clock,
-            publisher=publisher,
-            primary=SmsProviderStandIn("ACidle", "idle"),  # never started: no SMS here
-            secondary=SmsProviderStandIn("ACidle2", "idle"),
-            inbox=Inbox(),
-            webhook=WebhookReceiver(),
-            outcomes=outcomes,
-            calltasks=calltasks,
-            base_url=base_url,
-        )
+        async with running as world:
+            yield world
     finally:
-        await outcomes.stop()
-        await calltasks.stop()
-        await publisher.stop()
-        await app.stop()
         await drop_schema(infra.DATABASE_URL, schema)
 
 

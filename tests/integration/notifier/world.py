@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time as wall
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -24,6 +26,7 @@ from services.notifier.app import NotifierApp
 from standins.calltasks import CallTaskReceiver
 from standins.mailbox import Inbox as Inbox  # the tests' SMTP handler, re-exported
 from standins.sms_provider import SmsProviderStandIn
+from tests.support import infra
 from tests.support.kafka import TopicTail
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
@@ -130,3 +133,43 @@ class World:
     async def advance(self, seconds: float) -> None:
         self.clock.advance(timedelta(seconds=seconds))
         await self.app.dispatcher.work_once()
+
+
+@asynccontextmanager
+async def running_world(
+    app: NotifierApp,
+    clock: ManualClock,
+    *,
+    primary: SmsProviderStandIn,
+    secondary: SmsProviderStandIn,
+    inbox: Inbox,
+    webhook: WebhookReceiver,
+    base_url: str,
+) -> AsyncIterator[World]:
+    """``app`` started, with a publisher and readers of its outcomes and call tasks, as a
+    ``World``; all stopped again after (the stand-ins are the caller's to start and stop)."""
+    await app.start()
+    publisher = KafkaPublisher(infra.KAFKA_BOOTSTRAP, client_id="tests")
+    await publisher.start()
+    outcomes = TopicReader(infra.KAFKA_BOOTSTRAP, app.topics.outcomes, OutcomeEvent)
+    calltasks = TopicReader(infra.KAFKA_BOOTSTRAP, app.topics.calltasks, CallTaskEvent)
+    await outcomes.start()
+    await calltasks.start()
+    try:
+        yield World(
+            app=app,
+            clock=clock,
+            publisher=publisher,
+            primary=primary,
+            secondary=secondary,
+            inbox=inbox,
+            webhook=webhook,
+            outcomes=outcomes,
+            calltasks=calltasks,
+            base_url=base_url,
+        )
+    finally:
+        await outcomes.stop()
+        await calltasks.stop()
+        await publisher.stop()
+        await app.stop()
