@@ -7,6 +7,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from schemas.events import AppointmentEvent, TriggerEvent
+from schemas.topics import TopicNames
+from services.scheduler.app import SchedulerSettings
 from services.scheduler.ledger import Conn
 
 # A Monday morning at the clinic: the visit at 09:30 was missed.
@@ -122,3 +124,19 @@ async def seed_planned_sms(
         window_end,
         count,
     )
+
+
+def scheduler_settings(
+    bootstrap: str, database_url: str, topics: TopicNames, db_schema: str, **overrides: Any
+) -> SchedulerSettings:
+    """The whole scheduler on this test's topics and schema, its HTTP port chosen by the
+    system; ``overrides`` add or replace settings (``api_token``, ``poll_seconds``, ...)."""
+    fields: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "database_url": database_url,
+        "topic_prefix": topics.prefix,
+        "db_schema": db_schema,
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+    }
+    return SchedulerSettings(**{**fields, **overrides})

@@ -28,13 +28,13 @@ from followup_admin.deadletters import REPLAY_HEADER
 from schemas import AppointmentEvent
 from schemas.events import PatientStatusEvent
 from schemas.topics import APPOINTMENTS, OPERATED, TopicNames
-from services.scheduler.app import Scheduler, SchedulerSettings
+from services.scheduler.app import Scheduler
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
 from tests.support import infra
 from tests.support.kafka import appointments_consumer, read_records
 from tests.support.polling import eventually
 from tests.support.samples import sample_events
-from tests.support.scheduler import seed_open_cases
+from tests.support.scheduler import scheduler_settings, seed_open_cases
 
 pytestmark = pytest.mark.integration
 TOKEN = "admin-test-token-not-secret"
@@ -261,15 +261,7 @@ def test_lag_by_group_counts_from_the_committed_offset(
 async def scheduler(
     kafka_bootstrap: str, database_url: str, topics: TopicNames, pg_schema: str
 ) -> AsyncIterator[Scheduler]:
-    settings = SchedulerSettings(
-        kafka_bootstrap=kafka_bootstrap,
-        database_url=database_url,
-        topic_prefix=topics.prefix,
-        db_schema=pg_schema,
-        http_host="127.0.0.1",
-        http_port=0,
-        api_token=TOKEN,
-    )
+    settings = scheduler_settings(kafka_bootstrap, database_url, topics, pg_schema, api_token=TOKEN)
     clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
     service = Scheduler(settings, clock, CadencePolicy.load(DEFAULT_POLICY_PATH))
     await service.start()

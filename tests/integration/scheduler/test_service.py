@@ -16,7 +16,7 @@ from common.kafka import KafkaPublisher
 from schemas.base import Envelope
 from schemas.events import NotificationCommand
 from schemas.topics import TopicNames
-from services.scheduler.app import Scheduler, SchedulerSettings
+from services.scheduler.app import Scheduler
 from services.scheduler.cases import case_id_for
 from services.scheduler.ledger import CaseLedger
 from services.scheduler.policy import CadencePolicy
@@ -24,6 +24,7 @@ from services.scheduler.relay import OutboxRelay
 from tests.integration.scheduler.conftest import MISSED, booking, deceased, no_show, outcome
 from tests.support.kafka import read_all, read_events
 from tests.support.polling import eventually
+from tests.support.scheduler import scheduler_settings
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-not-secret"
@@ -39,15 +40,8 @@ async def scheduler(
     clock: ManualClock,
     policy: CadencePolicy,
 ) -> AsyncIterator[Scheduler]:
-    settings = SchedulerSettings(
-        kafka_bootstrap=kafka_bootstrap,
-        database_url=database_url,
-        topic_prefix=topics.prefix,
-        db_schema=pg_schema,
-        http_host="127.0.0.1",
-        http_port=0,
-        api_token=TOKEN,
-        poll_seconds=0.05,
+    settings = scheduler_settings(
+        kafka_bootstrap, database_url, topics, pg_schema, api_token=TOKEN, poll_seconds=0.05
     )
     service = Scheduler(settings, clock, policy)
     await service.start()
