@@ -58,7 +58,10 @@ TimeZoneName = Annotated[
     Field(description="IANA time zone name, e.g. Europe/Vilnius"),
 ]
 
-Channel = Literal["sms", "email", "call_task"]
+# whatsapp, telegram, viber: the patient's chat messengers (issue 21), each a notifier plug-in.
+Channel = Literal["sms", "email", "call_task", "whatsapp", "telegram", "viber"]
+# The chat messengers among the channels: one home for the set the parts read.
+MESSENGERS: tuple[Channel, ...] = ("whatsapp", "telegram", "viber")
 TriggerKind = Literal[
     "no_show",
     "unanswered_call",

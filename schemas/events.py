@@ -132,6 +132,23 @@ class ChannelConsent(Contract):
     sms: bool = True
     email: bool = True
     call: bool = True
+    # A messenger is used only when the patient agreed to it: off unless given.
+    whatsapp: bool = Field(default=False, description="May be written to on WhatsApp.")
+    telegram: bool = Field(default=False, description="May be written to on Telegram.")
+    viber: bool = Field(default=False, description="May be written to on Viber.")
+
+
+class MessengerIds(Contract):
+    """The patient's own ids on the messengers that have no phone-number address (WhatsApp
+    writes to the phone number). Learnt when the patient opened the clinic's bot (the
+    patient portal's enrolment); contact details, so on ``followup.contacts`` alone."""
+
+    telegram_chat_id: Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,20}$")] | None = (
+        Field(default=None, description="Telegram Bot API chat id of the private chat.")
+    )
+    viber_user_id: Id | None = Field(
+        default=None, description="Viber user id the clinic's bot account was given."
+    )
 
 
 ContactField = Literal[
@@ -144,6 +161,7 @@ ContactField = Literal[
     "consent",
     "status",
     "proxy",
+    "messengers",
 ]
 
 LocalTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
@@ -190,9 +208,12 @@ class ContactEvent(Envelope):
     proxy: ProxyContact | None = Field(
         default=None, description="Contact the proxy instead of the patient (minor, named)."
     )
+    messengers: MessengerIds | None = Field(
+        default=None, description="The patient's Telegram and Viber ids, when enrolled."
+    )
     fields_sent: list[ContactField] | None = Field(
         default=None,
-        max_length=9,
+        max_length=10,
         description="null: a full snapshot (every field as given). A list: only these fields "
         "carry news (a null among them clears the stored value); the others keep what is "
         "stored, as HL7 v2 leaves out what it does not send.",
@@ -275,6 +296,8 @@ OutcomeKind = Literal[
     "task_created",
     "sent",
     "delivered",
+    # a messenger's read receipt (WhatsApp read, Viber seen): a receipt, not a result
+    "read",
     "failed",
     "channel_impossible",
     "bounced",

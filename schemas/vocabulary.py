@@ -15,7 +15,7 @@ from schemas.events import AppointmentStatus, OutcomeKind
 # Call results that mean "nobody picked up".
 UNANSWERED: frozenset[OutcomeKind] = frozenset({"no_answer", "busy", "voicemail"})
 # Receipts: the message or task arrived, nobody has acted on it yet (not a result).
-NOT_A_RESULT: frozenset[OutcomeKind] = frozenset({"task_created", "sent", "delivered"})
+NOT_A_RESULT: frozenset[OutcomeKind] = frozenset({"task_created", "sent", "delivered", "read"})
 # The patient came: a no-show or late cancellation of this visit is not true.
 ATTENDED: frozenset[AppointmentStatus] = frozenset({"arrived", "checked-in", "fulfilled"})
 # ``failed`` details after which the message may still have reached the patient.

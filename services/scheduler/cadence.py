@@ -52,7 +52,7 @@ from typing import Literal, TypeGuard, cast
 from zoneinfo import ZoneInfo
 
 from common.treatment import last_open_moment
-from schemas.base import Channel, TriggerKind
+from schemas.base import MESSENGERS, Channel, TriggerKind
 from schemas.events import OutcomeKind
 from schemas.vocabulary import (
     NOT_A_RESULT,
@@ -292,8 +292,9 @@ def outcome_effect(outcome: OutcomeKind, detail: str | None = None) -> OutcomeEf
 def lost_channels(outcome: OutcomeKind, channel: Channel, detail: str | None) -> frozenset[Channel]:
     """The channels an outcome shows to be impossible for this case."""
     if detail == "no_contact":
-        return frozenset({"call_task", "sms", "email"})
+        return frozenset({"call_task", "sms", "email", *MESSENGERS})
     if outcome == "wrong_number" or detail in ("no_phone", "invalid_phone"):
+        # (WhatsApp too writes to the number; its own refusal, if tried, says so.)
         return frozenset({"call_task", "sms"})
     if detail in (NUMBER_LANDLINE, NUMBER_WRONG):
         # The carrier said the number takes no SMS: a call task (to confirm a mobile number,

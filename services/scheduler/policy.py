@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.base import Channel, Id, TriggerKind
+from schemas.base import MESSENGERS, Channel, Id, TriggerKind
 
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
 REASONS: tuple[TriggerKind, ...] = get_args(TriggerKind)
@@ -126,7 +126,8 @@ class Step(_Rules):
 
 class QuietHours(_Rules):
     hours: LocalTimes = TimeRange(time(21, 0), time(8, 0))
-    channels: frozenset[Channel] = frozenset({"sms", "email"})
+    # Every message the patient reads on their phone: texts, mails and the messengers.
+    channels: frozenset[Channel] = frozenset({"sms", "email", *MESSENGERS})
 
 
 class EscalationRules(_Rules):
@@ -211,7 +212,9 @@ class CadenceRules(_Rules):
 
     @model_validator(mode="after")
     def _consistent(self) -> CadenceRules:
-        missing = [c for c in CHANNELS if c not in self.templates]
+        # A messenger is optional: a template is needed for it only when the rules use it.
+        needed = [c for c in CHANNELS if c not in MESSENGERS or c in self.channels()]
+        missing = [c for c in needed if c not in self.templates]
         if missing:
             raise ValueError(f"templates: a template is needed for every channel: {missing}")
         if len(set(self.fallback)) != len(self.fallback):

@@ -584,15 +584,22 @@ def test_outcome_effects(outcome: OutcomeKind, detail: str | None, effect: str) 
 
 
 def test_lost_channels() -> None:
-    assert lost_channels("wrong_number", "call_task", None) == {"call_task", "sms"}
-    assert lost_channels("channel_impossible", "sms", "no_phone") == {"call_task", "sms"}
+    phone = {"call_task", "sms"}
+    assert lost_channels("wrong_number", "call_task", None) == phone
+    assert lost_channels("channel_impossible", "sms", "no_phone") == phone
     assert lost_channels("bounced", "email", None) == {"email"}
     assert lost_channels("channel_impossible", "email", "no_contact") == {
         "call_task",
         "sms",
         "email",
+        "whatsapp",
+        "telegram",
+        "viber",
     }
     assert lost_channels("channel_impossible", "sms", "no_consent") == {"sms"}
+    # No consent to one messenger (or no id on it) loses that messenger alone.
+    assert lost_channels("channel_impossible", "telegram", "no_consent") == {"telegram"}
+    assert lost_channels("channel_impossible", "viber", "no_chat_id") == {"viber"}
 
 
 # --- held steps (issue 8) ----------------------------------------------------------------
