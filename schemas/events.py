@@ -143,8 +143,8 @@ class MessengerIds(Contract):
     writes to the phone number). Learnt when the patient opened the clinic's bot (the
     patient portal's enrolment); contact details, so on ``followup.contacts`` alone."""
 
-    telegram_chat_id: Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,20}$")] | None = (
-        Field(default=None, description="Telegram Bot API chat id of the private chat.")
+    telegram_chat_id: Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,20}$")] | None = Field(
+        default=None, description="Telegram Bot API chat id of the private chat."
     )
     viber_user_id: Id | None = Field(
         default=None, description="Viber user id the clinic's bot account was given."

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import phonenumbers
 
-from schemas.base import Channel
-from schemas.events import ContactEvent
+from schemas.base import MESSENGERS, Channel
+from schemas.events import ChannelConsent, ContactEvent
 
 if TYPE_CHECKING:
     from services.notifier.channels import ChannelRules
@@ -51,6 +51,9 @@ class Contact:
     # front desk only: messages to a proxy name no one).
     proxy: str | None = None
     proxy_name: str | None = None
+    # The patient's ids on Telegram and Viber (channel -> id); WhatsApp uses ``phone``.
+    # None of them while a proxy is written to: the ids are the patient's own.
+    chat_ids: dict[str, str] = field(default_factory=dict)
 
     @property
     def display_name(self) -> str | None:
@@ -71,17 +74,26 @@ class Contact:
             email=email,
             language=event.language,
             timezone=event.timezone,
-            consent={
-                "sms": event.consent.sms,
-                "email": event.consent.email,
-                "call": event.consent.call,
-            },
+            consent=consents(event.consent),
             status=event.status,
             proxy=proxy.relationship if proxy else None,
             proxy_name=" ".join(p for p in (proxy.given_name, proxy.family_name) if p) or None
             if proxy
             else None,
+            chat_ids={} if proxy else chat_ids(event),
         )
+
+
+def consents(consent: ChannelConsent) -> dict[str, bool]:
+    """The consent flags by name (``ChannelRules.consent``): sms, email, call, messengers."""
+    flags = {"sms": consent.sms, "email": consent.email, "call": consent.call}
+    return flags | {m: bool(getattr(consent, m)) for m in MESSENGERS}
+
+
+def chat_ids(event: ContactEvent) -> dict[str, str]:
+    ids = event.messengers
+    found = {"telegram": ids.telegram_chat_id, "viber": ids.viber_user_id} if ids else {}
+    return {channel: value for channel, value in found.items() if value}
 
 
 def why_impossible(

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import asyncpg
 
+from schemas.base import MESSENGERS
 from schemas.events import ContactEvent, PatientStatusEvent, ProxyContact
 from schemas.vocabulary import NUMBER_WRONG
 from services.notifier.contacts import Contact, normalise_phone
@@ -17,14 +18,17 @@ class Directory:
         self._region = default_region
 
     async def record_contact(self, event: ContactEvent) -> None:
-        proxy = event.proxy
+        proxy, messengers = event.proxy, event.messengers
         # Compacted topic, possibly replayed: an older snapshot never overwrites a newer one.
         # A partial event (fields_sent, as HL7 sends) changes only the fields it names.
         await self._pool.execute(
             f"""INSERT INTO contacts (patient_id, given_name, family_name, phone_raw, phone_e164,
                    email, language, timezone, consent_sms, consent_email, consent_call, status,
-                   occurred_at, event_id, proxy, proxy_phone_e164, proxy_email)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$16,$17,$18)
+                   occurred_at, event_id, proxy, proxy_phone_e164, proxy_email,
+                   consent_whatsapp, consent_telegram, consent_viber, telegram_chat_id,
+                   viber_user_id)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$16,$17,$18,
+                   $19,$20,$21,$22,$23)
                ON CONFLICT (patient_id) DO UPDATE SET
                    {_merge("given_name", "given_name")}, {_merge("family_name", "family_name")},
                    {_merge("phone", "phone_raw")}, {_merge("phone", "phone_e164")},
@@ -35,6 +39,10 @@ class Directory:
                    {_clear_mark("phone_mark")}, {_clear_mark("phone_marked_at")},
                    {_merge("proxy", "proxy")}, {_merge("proxy", "proxy_phone_e164")},
                    {_merge("proxy", "proxy_email")},
+                   {_merge("consent", "consent_whatsapp")},
+                   {_merge("consent", "consent_telegram")}, {_merge("consent", "consent_viber")},
+                   {_merge("messengers", "telegram_chat_id")},
+                   {_merge("messengers", "viber_user_id")},
                    occurred_at=EXCLUDED.occurred_at,
                    event_id=EXCLUDED.event_id
                WHERE contacts.occurred_at <= EXCLUDED.occurred_at""",
@@ -56,6 +64,11 @@ class Directory:
             proxy.model_dump_json() if proxy else None,
             normalise_phone(proxy.phone, self._region) if proxy else None,
             proxy.email.strip().lower() if proxy and proxy.email else None,
+            event.consent.whatsapp,
+            event.consent.telegram,
+            event.consent.viber,
+            messengers.telegram_chat_id if messengers else None,
+            messengers.viber_user_id if messengers else None,
         )
 
     async def record_patient_status(self, event: PatientStatusEvent) -> None:
@@ -89,6 +102,9 @@ class Directory:
                    ARRAY(SELECT channel FROM opt_outs WHERE opted_out AND
                          ((channel = 'sms' AND address = c.to_phone) OR
                           (channel = 'email' AND address = c.to_email) OR
+                          (channel = 'whatsapp' AND address = c.to_phone) OR
+                          (channel = 'telegram' AND address = c.to_telegram) OR
+                          (channel = 'viber' AND address = c.to_viber) OR
                           (channel IN ('call_task', 'all') AND address = c.patient_id)))
                      AS opted_out
                FROM (SELECT $1::text AS id) p
@@ -97,7 +113,9 @@ class Directory:
                      CASE WHEN proxy IS NULL THEN phone_raw ELSE proxy->>'phone' END AS to_raw,
                      CASE WHEN proxy IS NULL THEN phone_e164 ELSE proxy_phone_e164 END
                        AS to_phone,
-                     CASE WHEN proxy IS NULL THEN email ELSE proxy_email END AS to_email
+                     CASE WHEN proxy IS NULL THEN email ELSE proxy_email END AS to_email,
+                     CASE WHEN proxy IS NULL THEN telegram_chat_id END AS to_telegram,
+                     CASE WHEN proxy IS NULL THEN viber_user_id END AS to_viber
                    FROM contacts) c ON c.patient_id = p.id
                LEFT JOIN patient_status s ON s.patient_id = p.id""",
             patient_id,
@@ -119,13 +137,19 @@ class Directory:
                 "sms": row["consent_sms"],
                 "email": row["consent_email"],
                 "call": row["consent_call"],
-            },
+            }
+            | {m: row[f"consent_{m}"] for m in MESSENGERS},
             status=row["status"],
             opted_out=frozenset(row["opted_out"]),
             phone_shared_by=max(1, int(row["shared"] or 1)),
             phone_mark=None if proxy else row["phone_mark"],
             proxy=proxy.relationship if proxy else None,
             proxy_name=_name(proxy.given_name, proxy.family_name) if proxy else None,
+            chat_ids={
+                channel: row[column]
+                for channel, column in (("telegram", "to_telegram"), ("viber", "to_viber"))
+                if row[column]
+            },
         )
         return contact, row["patient_status"]
 
@@ -167,6 +191,35 @@ class Directory:
             phone_e164,
         )
         return [r["patient_id"] for r in rows]
+
+    async def patients_with_chat_id(self, channel: str, address: str) -> list[str]:
+        """Whose Telegram chat or Viber user ``address`` is (a proxy's contact has none)."""
+        column = {"telegram": "telegram_chat_id", "viber": "viber_user_id"}[channel]
+        rows = await self._pool.fetch(
+            f"""SELECT patient_id FROM contacts WHERE {column} = $1 AND proxy IS NULL
+                ORDER BY patient_id""",
+            address,
+        )
+        return [r["patient_id"] for r in rows]
+
+    async def patient_wrote(self, channel: str, address: str, at: datetime) -> None:
+        """The patient wrote on a messenger: WhatsApp's 24-hour window opens again."""
+        await self._pool.execute(
+            """INSERT INTO chat_sessions (channel, address, last_inbound_at) VALUES ($1,$2,$3)
+               ON CONFLICT (channel, address) DO UPDATE SET last_inbound_at =
+                   GREATEST(chat_sessions.last_inbound_at, EXCLUDED.last_inbound_at)""",
+            channel,
+            address,
+            at,
+        )
+
+    async def last_written(self, channel: str, address: str) -> datetime | None:
+        at: datetime | None = await self._pool.fetchval(
+            "SELECT last_inbound_at FROM chat_sessions WHERE channel = $1 AND address = $2",
+            channel,
+            address,
+        )
+        return at
 
     async def patients_with_email(self, email: str) -> list[str]:
         rows = await self._pool.fetch(

@@ -103,17 +103,28 @@ class Privacy:
                 event.event_id,
             )
             contact = await conn.fetchrow(
-                "DELETE FROM contacts WHERE patient_id = $1 RETURNING phone_e164, email",
+                """DELETE FROM contacts WHERE patient_id = $1
+                   RETURNING phone_e164, email, telegram_chat_id, viber_user_id""",
                 event.patient_id,
             )
             if contact is not None:
+                ids = [contact["phone_e164"], contact["telegram_chat_id"], contact["viber_user_id"]]
+                # When the patient last wrote on a messenger is about them too.
+                await conn.execute(
+                    """DELETE FROM chat_sessions s WHERE s.address = ANY($1::text[])
+                       AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.phone_e164 = s.address
+                           OR c.telegram_chat_id = s.address OR c.viber_user_id = s.address)""",
+                    [a for a in ids if a],
+                )
                 # An address another patient's contact still holds keeps its opt-out: it
                 # protects that patient too.
                 await conn.execute(
                     """DELETE FROM opt_outs o WHERE o.address = ANY($1::text[])
                        AND NOT EXISTS (SELECT 1 FROM contacts c
-                                       WHERE c.phone_e164 = o.address OR c.email = o.address)""",
-                    [a for a in (contact["phone_e164"], contact["email"]) if a],
+                                       WHERE c.phone_e164 = o.address OR c.email = o.address
+                                       OR c.telegram_chat_id = o.address
+                                       OR c.viber_user_id = o.address)""",
+                    [a for a in (*ids, contact["email"]) if a],
                 )
             await conn.execute(
                 f"UPDATE deliveries SET command = {_STRIP} WHERE patient_id = $1 AND {_HAS_TEXT}",

@@ -22,6 +22,9 @@ from services.notifier import (
     sink_zendesk,
     sinks,
     sms,
+    telegram,
+    viber,
+    whatsapp,
 )
 from services.notifier.channels import CallTaskSink, MessageChannel, Parts
 from services.notifier.settings import NotifierSettings
@@ -40,6 +43,10 @@ CHANNELS: Mapping[str, Registration[MessageChannel]] = {
     sms.SmsChannel.name: Registration(sms.build),
     email_channel.EmailChannel.name: Registration(email_channel.EmailChannel),
     call_task_channel.CallTaskChannel.name: Registration(call_task_channel.CallTaskChannel),
+    # The patient's chat messengers (issue 21); each unconfigured until its token is set.
+    whatsapp.WhatsAppChannel.name: Registration(whatsapp.build),
+    telegram.TelegramChannel.name: Registration(telegram.build),
+    viber.ViberChannel.name: Registration(viber.build),
 }
 SINKS: Mapping[str, Registration[CallTaskSink]] = {
     sinks.WebhookSink.name: Registration(sinks.build_webhook, sinks.check_webhook),

@@ -113,6 +113,27 @@ class NotifierSettings(Settings):
     teams_webhook_url: str | None = None
     mattermost_webhook_url: str | None = None
     chat_fields: str = "patient_id,reason,window,report_links"
+    # The patient's chat messengers (issue 21); a messenger without its token is not
+    # configured and its commands end failed/channel_not_configured.
+    # WhatsApp Business Cloud API (Meta Graph API): POST {url}/{phone_number_id}/messages.
+    whatsapp_url: str | None = None  # https://graph.facebook.com/v21.0
+    whatsapp_phone_number_id: str = ""
+    whatsapp_access_token: str = ""
+    whatsapp_app_secret: str = ""  # checks X-Hub-Signature-256 of the webhooks
+    whatsapp_verify_token: str = ""  # the webhook's GET verification (hub.verify_token)
+    # Outside the 24-hour window only approved templates: reason -> template name (JSON),
+    # and the one used for any other reason. Their body takes {{1}} the clinic's name and
+    # {{2}} its phone: nothing about the patient or the visit.
+    whatsapp_templates: dict[str, str] = Field(default_factory=dict)
+    whatsapp_template_default: str = "care_follow_up"
+    # Telegram Bot API: POST {url}/bot{token}/sendMessage; the webhook's secret_token.
+    telegram_url: str | None = None  # https://api.telegram.org
+    telegram_bot_token: str = ""
+    telegram_webhook_secret: str = ""
+    # Viber REST bot API: POST {url}/pa/send_message, X-Viber-Auth-Token.
+    viber_url: str | None = None  # https://chatapi.viber.com
+    viber_auth_token: str = ""
+    viber_sender_name: str = "Clinic"  # the bot's name shown with each message (28 chars)
     # Escalations go to the doctor or supervisor: their sinks (unset: the call-task sinks)
     # and addresses (unset: the front desk's, with a warning at start-up).
     escalation_sinks: str | None = None

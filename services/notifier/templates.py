@@ -144,6 +144,10 @@ PHRASES: Mapping[str, str] = {
     "sms_started": "You will get our texts again. Reply STOP to stop them.",
     "sms_help": "Texts about your treatment. Call us to rebook. Reply STOP to stop them.",
     "proxy_call": "Call the patient's contact person: {name}.",
+    # The same on a chat messenger (WhatsApp, Telegram, Viber): "messages", not "texts".
+    "chat_stopped": "You will get no more messages from us here. Write START to get them again.",
+    "chat_started": "You will get our messages here again. Write STOP to stop them.",
+    "chat_help": "Messages about your treatment. Call us to rebook. Write STOP to stop them.",
 }
 
 

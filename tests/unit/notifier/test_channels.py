@@ -39,6 +39,10 @@ ROUTES = {
     ("POST", "/call-tasks/report"),
     ("POST", "/jira/webhook"),
     ("POST", "/zendesk/webhook"),
+    ("GET", "/whatsapp/webhook"),
+    ("POST", "/whatsapp/webhook"),
+    ("POST", "/telegram/webhook"),
+    ("POST", "/viber/webhook"),
 }
 
 
@@ -91,6 +95,8 @@ def test_each_inbound_route_has_one_owner_and_no_url_was_lost(parts: Parts) -> N
     owner = {r.path: p.name for p in plugins for r in p.routes()}
     assert owner["/sms/inbound"] == "sms" and owner["/email/bounces"] == "email"
     assert owner["/call-tasks/outcomes"] == "call_task"
+    assert owner["/whatsapp/webhook"] == "whatsapp" and owner["/viber/webhook"] == "viber"
+    assert owner["/telegram/webhook"] == "telegram"
 
 
 def test_configuration_picks_sinks_and_refuses_what_it_cannot_build() -> None:
