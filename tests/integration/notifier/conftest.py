@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -47,8 +48,10 @@ def world_settings(prefix: str, schema: str, **extra: object) -> NotifierSetting
     return NotifierSettings.model_validate(values)
 
 
-@pytest.fixture(scope="module")
-async def world() -> AsyncIterator[World]:
+@asynccontextmanager
+async def started_world(**extra: object) -> AsyncIterator[World]:
+    """A notifier with its SMS, SMTP and webhook stand-ins; ``extra`` settings on top
+    (a test module's own plug-ins: the chat messengers' stand-ins, say)."""
     infra.ensure_up()
     unique = uuid.uuid4().hex[:10]
     prefix, schema = f"t{unique}.", f"t_{unique}"
@@ -64,7 +67,7 @@ async def world() -> AsyncIterator[World]:
     smtp.start()
     webhook = WebhookReceiver()
     await webhook.start()
-    http_port = free_port()
+    http_port = int(str(extra.pop("http_port", free_port())))
     base_url = f"http://127.0.0.1:{http_port}"
     settings = world_settings(
         prefix,
@@ -85,6 +88,7 @@ async def world() -> AsyncIterator[World]:
         # Escalations: the doctor's mailbox and the tool's escalation queue.
         escalation_email="doctor@clinic.example",
         escalation_webhook_url=f"http://127.0.0.1:{webhook.port}/escalations",
+        **extra,
     )
     clock = ManualClock(START)
     app = NotifierApp(settings, clock)
@@ -106,3 +110,9 @@ async def world() -> AsyncIterator[World]:
         await primary.stop()
         await secondary.stop()
         await drop_schema(infra.DATABASE_URL, schema)
+
+
+@pytest.fixture(scope="module")
+async def world() -> AsyncIterator[World]:
+    async with started_world() as world:
+        yield world
