@@ -64,7 +64,16 @@ TIMEZONE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/timezone"
 # valueString "HH:MM-HH:MM" (when, in their own zone).
 PREFERRED_CHANNEL_EXTENSION = BASE + "preferred-channel"
 CONTACT_WINDOW_EXTENSION = BASE + "contact-window"
-CHANNEL_CODES = {"sms": "sms", "email": "email", "call": "call_task", "phone": "call_task"}
+CHANNEL_CODES = {
+    "sms": "sms",
+    "email": "email",
+    "call": "call_task",
+    "phone": "call_task",
+    # The patient's chat messengers (issue 21).
+    "whatsapp": "whatsapp",
+    "telegram": "telegram",
+    "viber": "viber",
+}
 _WINDOW = re.compile(r"^(\d{2}:\d{2})-(\d{2}:\d{2})$")
 
 STATUSES = frozenset(
@@ -319,7 +328,10 @@ def _preferences(
     if code is not None:
         channel = CHANNEL_CODES.get(str(code).lower())
         if channel is None:
-            raise Invalid("Patient.extension(preferred-channel)", "not one of sms, email, call")
+            raise Invalid(
+                "Patient.extension(preferred-channel)",
+                "not one of sms, email, call, whatsapp, telegram, viber",
+            )
     window = None
     text = _extension(resource, CONTACT_WINDOW_EXTENSION)
     if text is not None:
