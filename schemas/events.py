@@ -306,6 +306,8 @@ OutcomeKind = Literal[
     "opt_out",
     "opt_in",
     "help",
+    # the patient's answer to the feedback question (rating 1-5, optional comment)
+    "feedback",
     # corrections and withdrawals
     "withdrawn",
     "corrected",
@@ -328,7 +330,8 @@ CALL_RESULTS: frozenset[OutcomeKind] = frozenset(
 
 # Why a notification or call task exists: the case's own follow-up, an escalation to the
 # doctor/supervisor, or the withdrawal of an earlier call task.
-Purpose = Literal["follow_up", "escalation", "withdrawal"]
+# ``feedback``: the one short question after a recovered visit was attended (issue 21).
+Purpose = Literal["follow_up", "escalation", "withdrawal", "feedback"]
 
 
 class AttemptSummary(Contract):
@@ -412,14 +415,20 @@ class OutcomeEvent(Envelope):
     reported_by: Id | None = None
     note: LongText | None = Field(
         default=None,
-        description="clinical_concern only: what the administrator wrote (the symptom or danger"
-        " sign). Kept on the scheduler's case for the clinician on call; never logged.",
+        description="clinical_concern: what the administrator wrote (the symptom or danger"
+        " sign), kept on the scheduler's case for the clinician on call; feedback: the"
+        " patient's optional comment, for the clinic through the case API. Never logged.",
+    )
+    rating: int | None = Field(
+        default=None, ge=1, le=5, description="feedback only: the patient's answer, 1 to 5."
     )
 
     @model_validator(mode="after")
     def _note_for_a_concern(self) -> OutcomeEvent:
-        if self.note is not None and self.outcome != "clinical_concern":
-            raise ValueError("note is only for the outcome clinical_concern")
+        if self.note is not None and self.outcome not in ("clinical_concern", "feedback"):
+            raise ValueError("note is only for the outcomes clinical_concern and feedback")
+        if (self.rating is not None) != (self.outcome == "feedback"):
+            raise ValueError("rating is needed for the outcome feedback, and only there")
         return self
 
 

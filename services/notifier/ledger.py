@@ -264,6 +264,20 @@ class Ledger:
         )
         return NotificationCommand.model_validate_json(raw) if raw else None
 
+    async def open_feedback(
+        self, patient_id: str, channel: str, since: datetime
+    ) -> NotificationCommand | None:
+        """The latest feedback question sent to the patient on ``channel`` since ``since``."""
+        raw = await self._pool.fetchval(
+            """SELECT command FROM deliveries WHERE patient_id = $1 AND purpose = 'feedback'
+                   AND channel = $2 AND outcome = 'sent' AND finished_at >= $3
+               ORDER BY finished_at DESC LIMIT 1""",
+            patient_id,
+            channel,
+            since,
+        )
+        return NotificationCommand.model_validate_json(raw) if raw else None
+
     # --- replay protection of signed callbacks ---------------------------------------
 
     async def first_callback(self, key: str, now: datetime, retention: timedelta) -> bool:

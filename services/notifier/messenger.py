@@ -27,7 +27,7 @@ from aiohttp import web
 from common.logs import get_logger
 from schemas.base import Channel
 from schemas.events import NotificationCommand, OutcomeEvent, OutcomeKind
-from services.notifier import metrics
+from services.notifier import feedback, metrics
 from services.notifier.channels import (
     ChannelRules,
     Job,
@@ -124,6 +124,8 @@ class Messenger:
     def render(self, command: NotificationCommand, contact: Contact) -> ChatMessage:
         address = self.address(contact)
         assert address is not None
+        if feedback.is_feedback(command):
+            return ChatMessage(address, feedback.question(self._parts, contact))
         context = self._parts.voice.context(command, contact, redacted=self.redacted(contact))
         return ChatMessage(address, self._parts.book.render("sms", contact.language, context))
 
@@ -185,9 +187,13 @@ class Messenger:
             if meaning == "opt_out":
                 metrics.OPT_OUTS.labels(self.name).inc()
         patients = await self.patients_at(address)
-        await self._tell(patients, f"{self.name}:{message_id}", meaning)
+        answered: list[str] = []
+        if meaning == "reply":  # "4, thank you": the answer to an open feedback question
+            answered = await feedback.take_answer(self._parts, patients, self.name, text)
+        others = [p for p in patients if p not in answered]
+        await self._tell(others, f"{self.name}:{message_id}", meaning)
         log.info("chat_reply", channel=self.name, meaning=meaning, patients=len(patients))
-        phrase = CONFIRMATIONS.get(meaning)
+        phrase = CONFIRMATIONS.get(meaning) or ("feedback_thanks" if answered else None)
         if phrase is None:
             return None
         contacts = [await self._parts.directory.contact(p) for p in patients]

@@ -17,6 +17,7 @@ def command_outcome(
     respond_by: datetime | None = None,
     reported_by: str | None = None,
     note: str | None = None,
+    rating: int | None = None,
 ) -> OutcomeEvent:
     """Ids from the command; the event id is ``<key>:<outcome>`` (one per outcome and key,
     so a repeat is dropped downstream) unless the report brings its own."""
@@ -34,4 +35,5 @@ def command_outcome(
         detail=detail,
         reported_by=reported_by,
         note=note,
+        rating=rating,
     )

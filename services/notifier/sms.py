@@ -25,7 +25,7 @@ from common.clock import Clock
 from common.logs import get_logger
 from schemas.events import NotificationCommand, OutcomeEvent, OutcomeKind
 from schemas.vocabulary import NUMBER_LANDLINE, NUMBER_WRONG
-from services.notifier import metrics
+from services.notifier import feedback, metrics
 from services.notifier.call_reports import valid_id
 from services.notifier.carrier_errors import ErrorClass, Triage, triage, triage_detail
 from services.notifier.channels import (
@@ -239,7 +239,10 @@ class SmsChannel:
         # that names no one, never more than needed.
         shared = contact.phone_shared_by > 1 or contact.proxy is not None
         context = self._parts.voice.context(command, contact, redacted=shared)
-        body = self._parts.book.render("sms", contact.language, context)
+        if feedback.is_feedback(command):
+            body = feedback.question(self._parts, contact)
+        else:
+            body = self._parts.book.render("sms", contact.language, context)
         key = quote(command.idempotency_key, safe="")
         return SmsMessage(
             contact.phone, body, f"{self._parts.public_base_url}/sms/status?key={key}"
@@ -381,7 +384,14 @@ class SmsChannel:
             if meaning == "opt_out":
                 metrics.OPT_OUTS.labels(self.name).inc()
         patients = await self._parts.directory.patients_with_phone(phone)
+        answered: list[str] = []
+        if meaning == "reply":  # "4, thank you": the answer to an open feedback question
+            answered = await feedback.take_answer(
+                self._parts, patients, self.name, form.get("Body", "")
+            )
         for patient_id in patients:
+            if patient_id in answered:
+                continue
             event_id = message_id if len(patients) == 1 else f"{message_id}:{patient_id}"
             await self._parts.publish_outcome(
                 OutcomeEvent(
@@ -394,7 +404,7 @@ class SmsChannel:
                 )
             )
         log.info("sms_reply", meaning=meaning, message_id=message_id, patients=len(patients))
-        phrase = CONFIRMATIONS.get(meaning)
+        phrase = CONFIRMATIONS.get(meaning) or ("feedback_thanks" if answered else None)
         if phrase is None:
             return web.Response(text="<Response/>", content_type="application/xml")
         # STOP, START and HELP are answered at once, in the patient's language (that of

@@ -148,6 +148,10 @@ PHRASES: Mapping[str, str] = {
     "chat_stopped": "You will get no more messages from us here. Write START to get them again.",
     "chat_started": "You will get our messages here again. Write STOP to stop them.",
     "chat_help": "Messages about your treatment. Call us to rebook. Write STOP to stop them.",
+    # The one question after a recovered visit was attended (feedback.py), and the thanks.
+    "feedback_question": "{name}: how was your visit? Reply with a number from 1 (poor) to 5 "
+    "(very good), and a few words if you like. Reply STOP to opt out.",
+    "feedback_thanks": "Thank you for your answer. It helps us care for you better.",
 }
 
 

@@ -160,8 +160,9 @@ class WhatsAppChannel(Messenger):
     def template(self, command: NotificationCommand, contact: Contact) -> ChatTemplate:
         language = contact.language
         name = self._parts.voice.name_for(language) or self._parts.book.phrase(language, "clinic")
+        wanted = "feedback" if command.purpose == "feedback" else command.reason
         return ChatTemplate(
-            self._templates.get(command.reason, self._default_template),
+            self._templates.get(wanted, self._default_template),
             language,
             (name, self._parts.voice.clinic_phone),
         )
