@@ -174,7 +174,15 @@ class CaseApi:
                 "SELECT count(*) FROM cases WHERE patient_id = $1 AND reason = 'no_show'",
                 case["patient_id"],
             )
+            # The question after the recovered visit and the patient's answer (the comment
+            # is for the clinic here alone: never in logs or metrics).
+            feedback = await conn.fetchrow(
+                """SELECT appointment_id, channel, asked_at, rating, comment, answered_at
+                   FROM feedback WHERE case_id = $1""",
+                case_id,
+            )
         body = _row(case)
+        body["feedback"] = _row(feedback) if feedback is not None else None
         body["risk"] = _risk(case, attempts, no_shows, self._ledger.now()).model_dump()
         body["attempts"] = [_row(a) for a in attempts]
         body["history"] = [{**_row(h), "detail": json.loads(h["detail"])} for h in history]

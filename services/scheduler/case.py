@@ -105,6 +105,8 @@ Metric = Literal[
     "deadline_miss",
     "held",
     "correction",
+    "feedback_asked",
+    "feedback_rating",
 ]
 
 

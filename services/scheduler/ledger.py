@@ -36,6 +36,7 @@ from schemas.events import (
     TreatmentPlanEvent,
     TriggerEvent,
 )
+from schemas.vocabulary import ATTENDED
 from services.scheduler import metrics
 from services.scheduler.cadence import AttemptRecord, next_open_day
 from services.scheduler.case import (
@@ -51,6 +52,7 @@ from services.scheduler.case import (
     why_not_open,
 )
 from services.scheduler.cases import parse_idempotency_key
+from services.scheduler.feedback import feedback_channel, feedback_command
 from services.scheduler.guards import (
     WEEK,
     ContactRules,
@@ -347,6 +349,8 @@ _HISTOGRAMS: dict[str, Any] = {
 _BY_DEPARTMENT: dict[str, Any] = {
     "opened": metrics.DEPARTMENT_OPENED,
     "closed": metrics.DEPARTMENT_CLOSED,
+    "feedback_asked": metrics.FEEDBACK_ASKED,
+    "feedback_rating": metrics.FEEDBACK_RATINGS,
 }
 
 
@@ -362,7 +366,7 @@ def _count(tally: Tally, policy: CadencePolicy) -> None:
         _COUNTERS[m].labels(tally.label).inc()
     elif m in _HISTOGRAMS:
         _HISTOGRAMS[m].observe(tally.value)
-    else:
+    elif m in _PLAIN:
         _PLAIN[m].inc()
 
 
@@ -511,6 +515,9 @@ class CaseLedger:
             assert known is not None
             if not known["first"]:
                 return
+            if kind == "feedback":
+                await _feedback_answered(tx, outcome)
+                return
             opted = set(known["opted"] or ())
             touched: dict[str, Case] = {}
             if kind in ("opt_out", "opt_in"):
@@ -645,7 +652,11 @@ class CaseLedger:
             ctx = self._ctx(tx.now, known["opted"] or ())
             for case in await _load(tx, OPEN_OF_PATIENT, a.patient_id):
                 case.appointment(appointment, ctx)
+                if case.closed and case.resolution == "recovered":
+                    await _await_feedback(tx, case, a, ctx.opted_out)
                 tx.batch.add(case)
+            if a.status in ATTENDED:
+                await _ask_feedback(tx, a)
 
     async def handle_plan(self, plan: TreatmentPlanEvent) -> None:
         async with self._tx() as tx:
@@ -793,7 +804,8 @@ class CaseLedger:
 
     async def prune_free_text(self, keep: timedelta, limit: int = 1_000) -> int:
         """Retention: the doctor's notes of cases closed longer than ``keep`` ago, and of
-        plans unchanged that long with no case open or closed since (ids and history stay)."""
+        plans unchanged that long with no case open or closed since, and the patients'
+        feedback comments answered that long ago (ids, ratings and history stay)."""
         before = self._clock.now() - keep
         async with self._pool.acquire() as conn:
             cases = await conn.fetchval(
@@ -818,11 +830,22 @@ class CaseLedger:
                 before,
                 limit,
             )
+            comments = await conn.fetchval(
+                """WITH old AS (SELECT case_id FROM feedback WHERE answered_at < $1
+                                AND comment IS NOT NULL LIMIT $2)
+                   , done AS (UPDATE feedback f SET comment = NULL FROM old
+                              WHERE f.case_id = old.case_id RETURNING 1)
+                   SELECT count(*) FROM done""",
+                before,
+                limit,
+            )
+        if comments:
+            RETENTION_PURGED.labels("scheduler", "feedback.comment").inc(comments)
         if cases:
             RETENTION_PURGED.labels("scheduler", "cases.notes").inc(cases)
         if plans:
             RETENTION_PURGED.labels("scheduler", "plans.notes").inc(plans)
-        return int(cases) + int(plans)
+        return int(cases) + int(plans) + int(comments)
 
     async def prune(self, keep: timedelta, limit: int = 10_000) -> int:
         """Forget consumed-event notes, published commands and visits older than ``keep``."""
@@ -1086,6 +1109,7 @@ async def _erase(tx: Tx, event: PatientStatusEvent) -> None:
     await tx.conn.execute(
         "UPDATE cases SET doctor_notes = NULL, stage_name = NULL WHERE patient_id = $1", patient
     )
+    await tx.conn.execute("UPDATE feedback SET comment = NULL WHERE patient_id = $1", patient)
     await tx.conn.execute(
         f"UPDATE plans SET payload = {_PLAN_WITHOUT_NOTES} WHERE patient_id = $1", patient
     )
@@ -1103,6 +1127,75 @@ async def _erase(tx: Tx, event: PatientStatusEvent) -> None:
         tx.now,
     )
     ERASURES.labels("scheduler", "request").inc()
+
+
+async def _await_feedback(
+    tx: Tx, case: Case, booking: AppointmentEvent, opted_out: frozenset[Channel]
+) -> None:
+    """The patient rebooked after we reached out: ask them once the visit is attended."""
+    channel = feedback_channel(case.preferred_channel, case.attempts, case.impossible, opted_out)
+    if channel is None:
+        return  # no SMS or messenger left to ask on
+    await tx.conn.execute(
+        """INSERT INTO feedback (case_id, patient_id, department, timezone, appointment_id,
+               channel, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT (case_id) DO NOTHING""",
+        case.case_id,
+        case.patient_id,
+        case.department,
+        case.patient_timezone or case.timezone,
+        booking.appointment_id,
+        channel,
+        tx.now,
+    )
+
+
+async def _ask_feedback(tx: Tx, visit: AppointmentEvent) -> None:
+    """The rebooked visit was attended: the question, once, through the outbox."""
+    rows = await tx.conn.fetch(
+        """UPDATE feedback f SET asked_at = $3 FROM cases c
+           WHERE f.appointment_id = $1 AND f.patient_id = $2 AND f.asked_at IS NULL
+             AND c.case_id = f.case_id
+           RETURNING f.case_id, f.department, f.timezone, f.channel, c.reason""",
+        visit.appointment_id,
+        visit.patient_id,
+        tx.now,
+    )
+    for row in rows:
+        command = feedback_command(
+            case_id=row["case_id"],
+            patient_id=visit.patient_id,
+            reason=row["reason"],
+            department=row["department"],
+            timezone=row["timezone"],
+            channel=row["channel"],
+            appointment_id=visit.appointment_id,
+            now=tx.now,
+        )
+        payload = encode(command).decode()
+        tx.batch.rows[INSERT_OUTBOX].append(
+            (command.idempotency_key, visit.patient_id, payload, tx.now)
+        )
+        tx.batch.tallies.append(
+            Tally("feedback_asked", row["channel"], department=row["department"])
+        )
+
+
+async def _feedback_answered(tx: Tx, outcome: OutcomeEvent) -> None:
+    """The patient's answer: kept once with the question (the comment for the case API)."""
+    department = await tx.conn.fetchval(
+        """UPDATE feedback SET rating = $2, comment = $3, answered_at = $4
+           WHERE case_id = $1 AND asked_at IS NOT NULL AND answered_at IS NULL
+           RETURNING department""",
+        outcome.case_id,
+        outcome.rating,
+        outcome.note,
+        outcome.occurred_at,
+    )
+    if department is not None:
+        tx.batch.tallies.append(
+            Tally("feedback_rating", str(outcome.rating), department=department)
+        )
 
 
 async def _first_time(tx: Tx, topic: str, event_id: str) -> bool:

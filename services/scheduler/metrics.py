@@ -63,6 +63,18 @@ DEPARTMENT_CLOSED = Counter(
     "Cases closed, by department and resolution.",
     ["department", "resolution"],
 )
+# Feedback after a recovered visit (issue 21): questions asked, answers by rating. The
+# mean rating of a department is sum(rating * count) / sum(count) over the rating label.
+FEEDBACK_ASKED = Counter(
+    "followup_scheduler_feedback_asked_total",
+    "Feedback questions asked after a recovered visit, by department and channel.",
+    ["department", "channel"],
+)
+FEEDBACK_RATINGS = Counter(
+    "followup_scheduler_feedback_ratings_total",
+    "Feedback answers, by department and rating (1-5).",
+    ["department", "rating"],
+)
 DEPARTMENT_ESCALATIONS = Counter(
     "followup_scheduler_department_escalations_total",
     "Escalation call tasks planned, by department.",
