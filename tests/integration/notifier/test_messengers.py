@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 import pytest
@@ -296,3 +297,63 @@ async def test_viber_unsubscribed_is_the_patients_stop(chats: Chats) -> None:
     failed = await eventually(lambda: world.outcome("c-vb3:1:failed"))
     assert failed.detail == "opted_out"
     await eventually(lambda: chats.of("p-vb3", "opt_out") or None)
+
+
+# --- feedback after a recovered visit (the question, the answer) ----------------------
+
+
+def feedback_command(world: World, case_id: str, patient_id: str, channel: str) -> Any:
+    return world.command(
+        case_id,
+        patient_id,
+        channel,
+        event_id=f"{case_id}:feedback",
+        idempotency_key=f"{case_id}:feedback",
+        attempt_number=900,
+        purpose="feedback",
+        template="visit_feedback",
+        doctor_notes=None,
+    )
+
+
+async def test_feedback_question_and_answer_on_sms_once(chats: Chats) -> None:
+    world = chats.world
+    await world.contact("p-fb1", phone="+37060000201", language="lt")
+    await world.send(feedback_command(world, "c-fb1", "p-fb1", "sms"))
+    await eventually(lambda: world.outcome("c-fb1:feedback:sent"))
+    [question] = [m for m in world.primary.messages if m.to == "+37060000201"]
+    assert question.body.startswith("Sample Clinic: kaip vertinate savo vizitą?")
+    url = f"{world.base_url}/sms/inbound"
+    assert await world.primary.send_reply(url, "+37060000201", "4 - gydytoja labai maloni") == 200
+    answer = await eventually(lambda: world.outcome("c-fb1:feedback:feedback"))
+    assert answer.rating == 4 and answer.note == "gydytoja labai maloni"
+    assert answer.case_id == "c-fb1" and answer.attempt_number == 900
+    assert chats.of("p-fb1", "reply") == []  # an answer, not a conversation for the desk
+    assert world.primary.answers[-1] == (
+        "+37060000201",
+        "Ačiū už atsakymą. Jis padeda mums geriau Jumis rūpintis.",
+    )
+    # Once: a second number is a plain reply.
+    assert await world.primary.send_reply(url, "+37060000201", "5") == 200
+    await eventually(lambda: chats.of("p-fb1", "reply") or None)
+    assert len(chats.of("p-fb1", "feedback")) == 1
+
+
+async def test_feedback_on_telegram_and_a_reply_that_is_no_rating(chats: Chats) -> None:
+    world, tg = chats.world, chats.telegram
+    tg.chats.add(555010)
+    await world.contact(
+        "p-fb2",
+        consent=ChannelConsent(telegram=True),
+        messengers=MessengerIds(telegram_chat_id="555010"),
+    )
+    await world.send(feedback_command(world, "c-fb2", "p-fb2", "telegram"))
+    await eventually(lambda: world.outcome("c-fb2:feedback:sent"))
+    [question] = [m for m in tg.sent if m["chat"]["id"] == 555010]
+    assert question["text"].startswith("Sample Clinic: how was your visit?")
+    assert await tg.patient_writes(555010, "can I come at 3:30?") == 200
+    await eventually(lambda: chats.of("p-fb2", "reply") or None)
+    assert chats.of("p-fb2", "feedback") == []
+    assert await tg.patient_writes(555010, "5") == 200
+    answer = await eventually(lambda: world.outcome("c-fb2:feedback:feedback"))
+    assert answer.rating == 5 and answer.note is None and answer.channel == "telegram"
