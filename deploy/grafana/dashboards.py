@@ -110,6 +110,9 @@ def by_department(metric: str, matchers: str = "") -> str:
 DEPT_OPENED = "followup_scheduler_department_cases_opened_total"
 DEPT_CLOSED = "followup_scheduler_department_cases_closed_total"
 DEPT_ESCALATIONS = "followup_scheduler_department_escalations_total"
+FEEDBACK_POINTS = "followup_scheduler_feedback_rating_points_total"
+FEEDBACK_ANSWERS = "followup_scheduler_feedback_ratings_total"
+FEEDBACK_ASKED = "followup_scheduler_feedback_asked_total"
 
 DEPARTMENTS = Row(
     "By department",
@@ -141,6 +144,21 @@ DEPARTMENTS = Row(
             ),
             "Escalation tasks per case opened, per department.",
             unit="percentunit",
+        ),
+        Panel(
+            "Feedback after a recovered visit by department",
+            (
+                q(
+                    f"{by_department(FEEDBACK_POINTS)} / {by_department(FEEDBACK_ANSWERS)}",
+                    "mean rating {{department}}",
+                ),
+                q(
+                    f"{by_department(FEEDBACK_ANSWERS)} / {by_department(FEEDBACK_ASKED)}",
+                    "answered {{department}}",
+                ),
+            ),
+            "The patients' mean rating (1-5) of their rebooked visit, and the share of "
+            "questions answered, per department. Comments: the case API only.",
         ),
     ),
 )

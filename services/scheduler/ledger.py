@@ -350,7 +350,6 @@ _BY_DEPARTMENT: dict[str, Any] = {
     "opened": metrics.DEPARTMENT_OPENED,
     "closed": metrics.DEPARTMENT_CLOSED,
     "feedback_asked": metrics.FEEDBACK_ASKED,
-    "feedback_rating": metrics.FEEDBACK_RATINGS,
 }
 
 
@@ -360,6 +359,9 @@ def _count(tally: Tally, policy: CadencePolicy) -> None:
         department = policy.department_label(tally.department)
         if m == "escalation":
             metrics.DEPARTMENT_ESCALATIONS.labels(department).inc()
+        elif m == "feedback_rating":
+            metrics.FEEDBACK_RATINGS.labels(department, tally.label).inc()
+            metrics.FEEDBACK_POINTS.labels(department).inc(tally.value)
         else:
             _BY_DEPARTMENT[m].labels(department, tally.label).inc()
     if m in _COUNTERS:
@@ -1193,9 +1195,9 @@ async def _feedback_answered(tx: Tx, outcome: OutcomeEvent) -> None:
         outcome.occurred_at,
     )
     if department is not None:
-        tx.batch.tallies.append(
-            Tally("feedback_rating", str(outcome.rating), department=department)
-        )
+        rating = outcome.rating or 0
+        tally = Tally("feedback_rating", str(rating), float(rating), department=department)
+        tx.batch.tallies.append(tally)
 
 
 async def _first_time(tx: Tx, topic: str, event_id: str) -> bool:

@@ -63,8 +63,8 @@ DEPARTMENT_CLOSED = Counter(
     "Cases closed, by department and resolution.",
     ["department", "resolution"],
 )
-# Feedback after a recovered visit (issue 21): questions asked, answers by rating. The
-# mean rating of a department is sum(rating * count) / sum(count) over the rating label.
+# Feedback after a recovered visit (issue 21): questions asked, answers by rating, and the
+# ratings' sum, so a department's mean rating is points / answers (the dashboard's).
 FEEDBACK_ASKED = Counter(
     "followup_scheduler_feedback_asked_total",
     "Feedback questions asked after a recovered visit, by department and channel.",
@@ -74,6 +74,11 @@ FEEDBACK_RATINGS = Counter(
     "followup_scheduler_feedback_ratings_total",
     "Feedback answers, by department and rating (1-5).",
     ["department", "rating"],
+)
+FEEDBACK_POINTS = Counter(
+    "followup_scheduler_feedback_rating_points_total",
+    "The sum of the feedback ratings given, by department (mean = points / answers).",
+    ["department"],
 )
 DEPARTMENT_ESCALATIONS = Counter(
     "followup_scheduler_department_escalations_total",
