@@ -91,6 +91,20 @@ class AppointmentEvent(Envelope):
 # --- followup.plans ----------------------------------------------------------------------
 
 
+class StageEducation(Contract):
+    """What the patient is told about a stage, in one language: why it matters and what a
+    delay means, in a sentence or two, and where to read more. Clinical content, not
+    personal data; messages in ``language`` carry it (issue 21)."""
+
+    language: Language
+    text: Annotated[str, StringConstraints(min_length=1, max_length=300)] = Field(
+        description="Why this stage matters, what happens if it is delayed (plain words)."
+    )
+    url: Annotated[str, StringConstraints(max_length=500, pattern=r"^https://\S+$")] | None = (
+        Field(default=None, description="An https link to read more (the clinic's page).")
+    )
+
+
 class TreatmentStage(Contract):
     stage_id: Id
     sequence: PositiveInt = Field(description="Order of the stage in the plan, from 1.")
@@ -101,6 +115,11 @@ class TreatmentStage(Contract):
     )
     notes: LongText | None = Field(default=None, description="The doctor's notes.")
     completed_at: AwareDatetime | None = None
+    education: list[StageEducation] = Field(
+        default_factory=list,
+        max_length=10,
+        description="For the patient: the stage explained, one entry per language.",
+    )
 
 
 class TreatmentPlanEvent(Envelope):
@@ -384,6 +403,12 @@ class NotificationCommand(Envelope):
     window_start: AwareDatetime = Field(description="Not before this moment.")
     window_end: AwareDatetime = Field(description="Useless after this moment.")
     previous_attempts: list[AttemptSummary] = Field(default_factory=list, max_length=100)
+    education: list[StageEducation] = Field(
+        default_factory=list,
+        max_length=10,
+        description="The stage explained for the patient (from the plan), one per language;"
+        " the notifier writes the patient's language's, else the department's own.",
+    )
     note: LongText | None = Field(
         default=None,
         description="An escalation of a clinical concern: what the administrator wrote on the"

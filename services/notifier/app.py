@@ -76,6 +76,7 @@ class NotifierApp:
                 s.default_language,
                 names=s.clinic_names,
                 signatures=s.clinic_signatures,
+                education=s.education,
             ),
             ledger=self.ledger,
             directory=self.directory,

@@ -21,7 +21,13 @@ from aiohttp import web
 from common.clock import Clock
 from common.http import bearer_token_ok
 from schemas.base import Channel
-from schemas.events import CallTaskEvent, NotificationCommand, OutcomeEvent, OutcomeKind
+from schemas.events import (
+    CallTaskEvent,
+    NotificationCommand,
+    OutcomeEvent,
+    OutcomeKind,
+    StageEducation,
+)
 from services.notifier.call_reports import CallReport
 from services.notifier.contacts import Contact
 from services.notifier.settings import by_language
@@ -193,6 +199,18 @@ class ClinicVoice:
     default_language: str
     names: Mapping[str, str] = field(default_factory=dict)
     signatures: Mapping[str, str] = field(default_factory=dict)
+    # The department's own explanation of its stages (FOLLOWUP_EDUCATION), by department.
+    education: Mapping[str, Sequence[StageEducation]] = field(default_factory=dict)
+
+    def education_for(self, command: NotificationCommand, language: str) -> StageEducation | None:
+        """The stage explained in ``language`` (or its base language): the plan's own, else
+        the department's; None rather than another language's text."""
+        for given in (command.education, self.education.get(command.department, ())):
+            found = {e.language: e for e in given}
+            chosen = found.get(language) or found.get(language.split("-", 1)[0])
+            if chosen is not None:
+                return chosen
+        return None
 
     def name_for(self, language: str) -> str:
         return by_language(self.names, language) or self.clinic_name
@@ -212,6 +230,7 @@ class ClinicVoice:
             rebook_url=self.rebook_url,
             redacted=redacted,
             signature=self.signature_for(contact.language),
+            education=self.education_for(command, contact.language),
         )
 
 

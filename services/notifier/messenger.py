@@ -127,7 +127,12 @@ class Messenger:
         if feedback.is_feedback(command):
             return ChatMessage(address, feedback.question(self._parts, contact))
         context = self._parts.voice.context(command, contact, redacted=self.redacted(contact))
-        return ChatMessage(address, self._parts.book.render("sms", contact.language, context))
+        text = self._parts.book.render("sms", contact.language, context)
+        if context.education and not context.redacted:
+            # A chat costs no segments: the stage explained follows the message.
+            link = f" {context.education_url}" if context.education_url else ""
+            text = f"{text}\n\n{context.education}{link}"
+        return ChatMessage(address, text)
 
     async def prepare(self, command: NotificationCommand, contact: Contact) -> ChatMessage:
         """What goes out now (WhatsApp picks a template outside its window)."""

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from common.config import Settings
+from schemas.events import StageEducation
 
 SCHEMA = "notifier"
 
@@ -134,6 +135,9 @@ class NotifierSettings(Settings):
     viber_url: str | None = None  # https://chatapi.viber.com
     viber_auth_token: str = ""
     viber_sender_name: str = "Clinic"  # the bot's name shown with each message (28 chars)
+    # The stages explained per department (issue 21), for plans that carry no explanation
+    # of their own: JSON {department: [{language, text, url}]} (schemas StageEducation).
+    education: dict[str, list[StageEducation]] = Field(default_factory=dict)
     # Escalations go to the doctor or supervisor: their sinks (unset: the call-task sinks)
     # and addresses (unset: the front desk's, with a warning at start-up).
     escalation_sinks: str | None = None

@@ -27,7 +27,7 @@ from services.notifier.localise import format_visit_date, format_visit_time
 from services.notifier.sms_text import Encoding, segment_count
 
 if TYPE_CHECKING:
-    from schemas.events import NotificationCommand
+    from schemas.events import NotificationCommand, StageEducation
     from services.notifier.contacts import Contact
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -76,6 +76,10 @@ class MessageContext:
     unsubscribe_url: str | None = None  # email only: the link the body may name
     # The clinic's sign-off in the message's language; None: its name.
     signature: str | None = None
+    # The stage explained in the message's language (schemas StageEducation): a health
+    # detail, so hidden like the others when ``redacted``.
+    education: str | None = None
+    education_url: str | None = None
 
     @classmethod
     def for_command(
@@ -89,10 +93,13 @@ class MessageContext:
         rebook_url: str | None,
         redacted: bool = False,
         signature: str | None = None,
+        education: StageEducation | None = None,
     ) -> MessageContext:
         """What the command and the contact (if known yet) let a template say."""
         return cls(
             signature=signature,
+            education=education.text if education else None,
+            education_url=education.url if education else None,
             reason=reason,
             clinic_name=clinic_name,
             clinic_phone=clinic_phone,
@@ -127,6 +134,8 @@ class MessageContext:
             and format_visit_date(deadline, self.timezone, language, short=True),
             "redacted": self.redacted,
             "unsubscribe_url": self.unsubscribe_url,
+            "education": self.education if detail else None,
+            "education_url": self.education_url if detail else None,
         }
 
 

@@ -26,6 +26,7 @@ from schemas.events import (
     OutcomeKind,
     PatientStatusEvent,
     RiskScore,
+    StageEducation,
     TreatmentPlanEvent,
     TriggerEvent,
 )
@@ -211,6 +212,8 @@ class Case:
     stage_id: str | None = None
     stage_name: str | None = None
     doctor_notes: str | None = None
+    # The stage explained for the patient (from the plan), one per language.
+    education: tuple[StageEducation, ...] = ()
     stage_deadline: datetime | None = None
     patient_timezone: str | None = None
     preferred_channel: Channel | None = None
@@ -294,6 +297,7 @@ class Case:
             stage_name=self.stage_name,
             stage_deadline=self.stage_deadline,
             doctor_notes=self.doctor_notes,
+            education=self.education,
             opened_at=self.opened_at,
             contacted=self.first_contact_at is not None,
             concern_note=self.concern_note,
@@ -330,6 +334,7 @@ class Case:
     ) -> Case:
         """A new case for ``trigger`` (not yet planned: call ``plan_next``)."""
         stage_name = doctor_notes = supervisor = None
+        education: tuple[StageEducation, ...] = ()
         deadline = trigger.stage_deadline
         practitioner = trigger.practitioner_id
         if plan is not None:
@@ -341,6 +346,7 @@ class Case:
             stage = stage or (found.stage if found is not None else None)
             if stage is not None:
                 stage_name, doctor_notes = stage.name, stage.notes
+                education = tuple(stage.education)
                 if deadline is None and found is not None and found.stage == stage:
                     deadline = found.deadline
         fact_at = trigger.detected_at
@@ -365,6 +371,7 @@ class Case:
             stage_id=trigger.stage_id,
             stage_name=stage_name,
             doctor_notes=doctor_notes,
+            education=education,
             stage_deadline=deadline,
             patient_timezone=trigger.patient_timezone,
         )

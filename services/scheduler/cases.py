@@ -19,6 +19,7 @@ from schemas.events import (
     OutcomeKind,
     Purpose,
     RiskScore,
+    StageEducation,
 )
 from schemas.vocabulary import UNANSWERED
 from services.scheduler.cadence import AttemptRecord, Resolution
@@ -66,6 +67,7 @@ class CaseFacts:
     stage_name: str | None = None
     stage_deadline: datetime | None = None
     doctor_notes: str | None = None
+    education: tuple[StageEducation, ...] = ()
     opened_at: datetime | None = None
     contacted: bool = False
     concern_note: str | None = None  # only ever on an escalation command
@@ -134,6 +136,7 @@ def build_command(
         stage_name=case.stage_name,
         stage_deadline=case.stage_deadline,
         doctor_notes=case.doctor_notes,
+        education=list(case.education),
         window_start=attempt.planned_at,
         window_end=attempt.window_end,
         note=case.concern_note if attempt.purpose == "escalation" else None,

@@ -33,6 +33,7 @@ from schemas.events import (
     AppointmentEvent,
     OutcomeEvent,
     PatientStatusEvent,
+    StageEducation,
     TreatmentPlanEvent,
     TriggerEvent,
 )
@@ -94,9 +95,10 @@ INSERT_CASE = """
     INSERT INTO cases (case_id, patient_id, reason, department, timezone, state,
         trigger_event_id, fact_at, opened_at, appointment_id, appointment_start,
         practitioner_id, supervisor_id, plan_id, stage_id, stage_name, doctor_notes,
-        stage_deadline, patient_timezone, updated_at, preferred_channel, contact_window)
+        stage_deadline, patient_timezone, updated_at, preferred_channel, contact_window,
+        education)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-        $19, $20, $21, $22)
+        $19, $20, $21, $22, $23)
     ON CONFLICT DO NOTHING RETURNING case_id"""
 
 
@@ -244,6 +246,7 @@ def to_case(row: Record, attempts: Iterable[AttemptRecord] | None = None) -> Cas
         stage_id=row["stage_id"],
         stage_name=row["stage_name"],
         doctor_notes=row["doctor_notes"],
+        education=_education(row["education"]),
         stage_deadline=row["stage_deadline"],
         patient_timezone=row["patient_timezone"],
         preferred_channel=row["preferred_channel"],
@@ -937,6 +940,7 @@ async def _insert(tx: Tx, case: Case) -> bool:
         case.updated_at,
         case.preferred_channel,
         case.contact_window,
+        _education_json(case.education),
     )
     if inserted is None:
         return False
@@ -1129,6 +1133,14 @@ async def _erase(tx: Tx, event: PatientStatusEvent) -> None:
         tx.now,
     )
     ERASURES.labels("scheduler", "request").inc()
+
+
+def _education_json(education: tuple[StageEducation, ...]) -> str | None:
+    return json.dumps([e.model_dump() for e in education]) if education else None
+
+
+def _education(raw: str | None) -> tuple[StageEducation, ...]:
+    return tuple(StageEducation.model_validate(e) for e in json.loads(raw)) if raw else ()
 
 
 async def _await_feedback(

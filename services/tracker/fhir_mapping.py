@@ -12,7 +12,8 @@ profile (the status code set, a patient participant, a start time) are checked h
   deceasedBoolean true / deceasedDateTime -> PatientStatusEvent deceased; active false
   together with a transfer marker (TRANSFER_EXTENSION, or a link "replaced-by" to a record
   of another organisation) -> PatientStatusEvent transferred_out.
-- CarePlan: subject Patient/<id>, activities in order are the stages. A stage's name is
+- CarePlan: subject Patient/<id>, activities in order are the stages (EDUCATION_EXTENSION
+  on an activity's detail: the stage explained for the patient, per language). A stage's name is
   detail.code.text, else the first coding's display, else its code, else detail.description
   (cut to 200 characters), else (an activity that only references its step)
   activity.reference.display; detail.description is also the doctor's
@@ -46,6 +47,7 @@ from schemas.events import (
     ContactEvent,
     PatientStatusEvent,
     ProxyContact,
+    StageEducation,
     TreatmentPlanEvent,
     TreatmentStage,
 )
@@ -56,6 +58,9 @@ SOURCE = "tracker.fhir"
 BASE = "https://followup.example/fhir/StructureDefinition/"
 STAGE_EXTENSION = BASE + "treatment-stage"
 MAX_INTERVAL_EXTENSION = BASE + "max-interval-days"
+# On CarePlan.activity.detail, repeatable (one per language): the stage explained for the
+# patient, as sub-extensions language (valueCode), text (valueString), url (valueUri).
+EDUCATION_EXTENSION = BASE + "patient-education"
 DEPARTMENT_EXTENSION = BASE + "department"
 # On Patient: valueDateTime (when the patient left our care) or valueBoolean true.
 TRANSFER_EXTENSION = BASE + "transferred-out"
@@ -497,8 +502,27 @@ def _stage(activity: Any, number: int, zone: str) -> TreatmentStage:
         max_interval_days=_extension(activity, MAX_INTERVAL_EXTENSION),
         notes=detail.description if detail is not None else None,
         completed_at=completed_at,
+        education=_education(detail, number) if detail is not None else [],
     )
     return stage
+
+
+def _education(detail: Any, number: int) -> list[StageEducation]:
+    """The patient-education extensions of one activity's detail."""
+    found = []
+    where = f"CarePlan.activity[{number - 1}].detail.extension(patient-education)"
+    for extension in getattr(detail, "extension", None) or []:
+        if extension.url != EDUCATION_EXTENSION:
+            continue
+        parts: dict[str, Any] = {}
+        for part in extension.extension or []:
+            value = part.valueCode or part.valueString or part.valueUri
+            if part.url in ("language", "text", "url") and value is not None:
+                parts[part.url] = str(value)
+        if "language" not in parts or "text" not in parts:
+            raise Invalid(where, "language and text are required")
+        found.append(_build(where, StageEducation, **parts))
+    return found
 
 
 def _stage_name(activity: Any) -> str | None:

@@ -16,6 +16,7 @@ from schemas.base import Channel
 from schemas.events import (
     AppointmentEvent,
     OutcomeKind,
+    StageEducation,
     TreatmentPlanEvent,
     TriggerEvent,
 )
@@ -382,6 +383,19 @@ def test_a_case_of_a_plan_stage_takes_the_stage_and_its_deadline_from_the_plan()
     completed = plan.stages[0].completed_at
     assert completed is not None and case.stage_deadline is not None
     assert case.stage_deadline.date() >= (completed + timedelta(days=90)).date()
+
+
+def test_the_stage_explained_for_the_patient_rides_on_every_command_of_the_case() -> None:
+    plan = sample_events()[PLANS]
+    assert isinstance(plan, TreatmentPlanEvent)
+    education = [StageEducation(language="lt", text="Implantas turi sugyti.")]
+    stages = [s.model_copy(update={"education": education}) for s in plan.stages]
+    plan = plan.model_copy(update={"stages": stages})
+    case = Case.open(trigger(plan_id="plan-1", stage_id="stage-2"), ctx(DETECTED), plan)
+    case.plan_next(ctx(DETECTED))
+    fire_next(case)
+    [command] = case.changes.commands
+    assert command.education == education
 
 
 @pytest.mark.parametrize("status", ["deceased", "transferred_out"])

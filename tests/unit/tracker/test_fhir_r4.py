@@ -252,3 +252,35 @@ def test_a_value_the_canonical_contract_refuses_is_named_by_its_field() -> None:
         map_any(fhir_appointment(participant=participants), "apt-1")
     assert refused.value.expression == "Appointment"
     assert refused.value.reason.startswith("practitioner_id:")
+
+
+def _education(*parts: tuple[str, str, object]) -> dict[str, Any]:
+    return {
+        "url": "https://followup.example/fhir/StructureDefinition/patient-education",
+        "extension": [{"url": name, kind: value} for name, kind, value in parts],
+    }
+
+
+def test_a_stage_carries_its_patient_education_per_language() -> None:
+    body = fhir_care_plan()
+    body["activity"][1]["detail"]["extension"] = [
+        _education(
+            ("language", "valueCode", "lt"),
+            ("text", "valueString", "Implantas turi sugyti, kitaip gydymas užtruks."),
+            ("url", "valueUri", "https://clinic.example/implant"),
+        ),
+        _education(("language", "valueCode", "en"), ("text", "valueString", "It must heal.")),
+    ]
+    plan = care_plan_event(body, path_id=None, zone=ZONE, department="dental", now=NOW)
+    [lt, en] = plan.stages[1].education
+    assert (lt.language, lt.url) == ("lt", "https://clinic.example/implant")
+    assert lt.text.startswith("Implantas") and en.url is None
+    assert plan.stages[0].education == []
+
+
+def test_patient_education_without_a_text_is_refused_with_the_element() -> None:
+    body = fhir_care_plan()
+    body["activity"][1]["detail"]["extension"] = [_education(("language", "valueCode", "lt"))]
+    with pytest.raises(Invalid) as refused:
+        care_plan_event(body, path_id=None, zone=ZONE, department="dental", now=NOW)
+    assert refused.value.expression.endswith("activity[1].detail.extension(patient-education)")
