@@ -91,6 +91,9 @@ class AppointmentEvent(Envelope):
 # --- followup.plans ----------------------------------------------------------------------
 
 
+HttpsUrl = Annotated[str, StringConstraints(max_length=500, pattern=r"^https://\S+$")]
+
+
 class StageEducation(Contract):
     """What the patient is told about a stage, in one language: why it matters and what a
     delay means, in a sentence or two, and where to read more. Clinical content, not
@@ -100,8 +103,8 @@ class StageEducation(Contract):
     text: Annotated[str, StringConstraints(min_length=1, max_length=300)] = Field(
         description="Why this stage matters, what happens if it is delayed (plain words)."
     )
-    url: Annotated[str, StringConstraints(max_length=500, pattern=r"^https://\S+$")] | None = (
-        Field(default=None, description="An https link to read more (the clinic's page).")
+    url: HttpsUrl | None = Field(
+        default=None, description="An https link to read more (the clinic's page)."
     )
 
 
