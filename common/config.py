@@ -108,6 +108,8 @@ class Settings(KafkaSecurity):
     clock_anchor_real: datetime | None = None
     clock_anchor_virtual: datetime | None = None
     clock_speed: float = Field(default=1.0, gt=0)
+    # The audit log of reads of personal data (common/audit.py), one schema for all.
+    audit_schema: str = "audit"
     # How much of a refused record a dead letter keeps (bytes); the letter must fit the
     # producer's 1 MiB limit after base64, so 700 000 is the ceiling.
     deadletter_max_original_bytes: int = Field(

@@ -12,12 +12,13 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from pydantic import ValidationError
 
 from common.config import ConfigError, load
-from followup_admin import cases, deadletters, erasure, lag, topics
+from followup_admin import audit, cases, deadletters, erasure, lag, topics
 from followup_admin.config import AdminSettings, Deployment
 
 EPILOG = """Configuration comes from the services' own variables: FOLLOWUP_KAFKA_BOOTSTRAP,
 FOLLOWUP_TOPIC_PREFIX, FOLLOWUP_TOPICS_* (the topic layout), FOLLOWUP_SCHEDULER_URL and
-FOLLOWUP_API_TOKEN (cases). See docs/runbook.md."""
+FOLLOWUP_API_TOKEN (cases), FOLLOWUP_DATABASE_URL and FOLLOWUP_AUDIT_SCHEMA (audit). See
+docs/runbook.md."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -111,6 +112,29 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("patient_id", help="the hospital's patient id")
     e.add_argument("--requested-by", default="followup-admin", help="who asked (an id)")
     e.add_argument("--dry-run", action="store_true", help="print what would be sent, send nothing")
+
+    a = sub.add_parser(
+        "audit",
+        help="what could a credential have seen since a moment (the breach protocol)",
+        description="Reads the audit log of reads of personal data (PostgreSQL, "
+        "FOLLOWUP_AUDIT_SCHEMA): per patient id the fields shown, the reads, first and last, "
+        "and the routes. Ids only. Name the credential by its id (--credential, as the log "
+        "writes it), or give the leaked secret on standard input (--secret-stdin) and its "
+        "kind: the tool computes the fingerprint and never prints the secret.",
+    )
+    who = a.add_mutually_exclusive_group(required=True)
+    who.add_argument("--credential", help="a credential id, e.g. api_token:1a2b3c4d5e6f")
+    who.add_argument(
+        "--secret-stdin", action="store_true", help="read the leaked token or link on stdin"
+    )
+    a.add_argument(
+        "--kind",
+        default="api_token",
+        choices=("api_token", "report_link"),
+        help="what the secret on stdin is (a service's API token, a report link's token)",
+    )
+    a.add_argument("--since", required=True, help="ISO 8601 with an offset, e.g. 2026-12-01T00:00Z")
+    a.add_argument("--json", action="store_true", help="JSON instead of a table")
     return top
 
 
@@ -154,6 +178,8 @@ def _run(args: argparse.Namespace, settings: AdminSettings, deployment: Deployme
         return _deadletters(args, deployment)
     if args.command == "erase":
         return _erase(args, deployment)
+    if args.command == "audit":
+        return _audit(args, settings)
     if args.command == "lag":
         rows = lag.lag(deployment, lag.groups_of(deployment, args.group))
         if args.json:
@@ -175,6 +201,39 @@ def _run(args: argparse.Namespace, settings: AdminSettings, deployment: Deployme
         print(json.dumps(summary.as_json(), indent=2))
     else:
         _print_cases(summary)
+    return 0
+
+
+def _audit(args: argparse.Namespace, settings: AdminSettings) -> int:
+    try:
+        since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+    except ValueError:
+        print("error: --since is not an ISO 8601 moment", file=sys.stderr)
+        return 2
+    if since.tzinfo is None:
+        print("error: --since needs an offset (Z or +02:00)", file=sys.stderr)
+        return 2
+    if args.secret_stdin:
+        secret = sys.stdin.readline().strip()
+        if not secret:
+            print("error: no secret on standard input", file=sys.stderr)
+            return 2
+        # A report link is given whole: its token is the last part of the path.
+        if args.kind == "report_link":
+            secret = secret.rstrip("/").rsplit("/", 1)[-1]
+        credential = audit.credential_of(args.kind, secret)
+    else:
+        credential = args.credential
+    found = audit.seen(str(settings.database_url), settings.audit_schema, credential, since)
+    if args.json:
+        print(json.dumps(audit.as_json(found, credential, since), indent=2))
+        return 0
+    print(f"{credential} since {since.isoformat()}: {len(found)} patient(s)")
+    for s in found:
+        print(
+            f"  {s.patient_id:<24} {s.reads:>5} read(s) {s.first_at.isoformat()} .. "
+            f"{s.last_at.isoformat()}  fields: {', '.join(s.fields)}  via: {', '.join(s.routes)}"
+        )
     return 0
 
 

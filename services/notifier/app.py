@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from common import logs
+from common.audit import AuditLog
 from common.clock import Clock
 from common.config import ConfigError, load_or_exit
 from common.db import create_pool, migrate
@@ -85,6 +86,7 @@ class NotifierApp:
             publish_outcome=self.publish_outcome,
             public_base_url=s.public_base_url.rstrip("/"),
             mailer=self.mailer,
+            audit=await AuditLog.ready(self.pool, dsn, s.audit_schema, s.service),
         )
         channels = registry.build_all(parts, self.sinks_wanted)
         self._plugins = [*channels.values(), *parts.sinks]

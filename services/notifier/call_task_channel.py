@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from common.audit import credential_id
 from common.logs import get_logger
 from schemas.events import CallTaskEvent, NotificationCommand
 from schemas.vocabulary import NUMBER_WRONG
@@ -259,6 +260,14 @@ class CallTaskChannel:
             label = localise.result_label(language, already)
             return self._page(request, report_links.message_page(language, "already", result=label))
         contact = await self._parts.directory.contact(command.patient_id)
+        if contact is not None and contact.given_name and self._parts.audit is not None:
+            # The page names the patient: the link (its fingerprint) read their first name.
+            credential = credential_id("report_link", request.match_info["token"])
+            route = f"GET {report_links.PATH}/{{token}}"
+            now = self._parts.clock.now()
+            await self._parts.audit.read(
+                credential, route, [command.patient_id], ["given_name"], now
+            )
         html = report_links.form_page(
             language,
             link,

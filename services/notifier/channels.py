@@ -34,6 +34,7 @@ from services.notifier.settings import by_language
 from services.notifier.templates import REASONS, MessageContext
 
 if TYPE_CHECKING:
+    from common.audit import AuditLog
     from common.kafka import KafkaPublisher
     from schemas.topics import TopicNames
     from services.notifier.directory import Directory
@@ -250,6 +251,8 @@ class Parts:
     public_base_url: str
     mailer: Mailer | None  # one SMTP connection, shared by the email channel and sink
     sinks: Sequence[CallTaskSink] = ()  # set before the call-task channel is built
+    # Reads of personal data through the pages (common/audit.py); None in unit tests only.
+    audit: AuditLog | None = None
 
 
 class RateLimiter:

@@ -16,6 +16,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from common.audit import AuditLog, credential_id
 from common.codec import describe
 from common.http import bearer_token_ok
 from schemas.base import Id, TriggerKind
@@ -38,6 +39,8 @@ ATTEMPT_COLUMNS = (
     "window_end, fired_at, outcome, outcome_detail, outcome_at, withdrawn_at"
 )
 MAX_LIMIT = 500
+# What a read of a case shows of the patient, as the audit log names it.
+LIST_FIELDS = tuple(c.strip() for c in CASE_COLUMNS.split(","))
 
 
 def _json(value: Any) -> Any:
@@ -75,12 +78,16 @@ class CorrectionRequest(BaseModel):
 
 
 class CaseApi:
-    def __init__(self, pool: asyncpg.Pool, token: str, ledger: CaseLedger) -> None:
+    def __init__(self, pool: asyncpg.Pool, token: str, ledger: CaseLedger, audit: AuditLog) -> None:
         if not token:
             raise ValueError("the case API needs a bearer token")
         self._pool = pool
         self._token = token
         self._ledger = ledger
+        # Every read of a case is a read of a patient's health data: it is recorded
+        # (common/audit.py) before it is answered, by the token's fingerprint.
+        self._audit = audit
+        self._credential = credential_id("api_token", token)
 
     def mount(self, app: web.Application) -> None:
         app.router.add_get("/cases", self._guard(self.list_cases))
@@ -150,6 +157,10 @@ class CaseApi:
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(sql, *args)
         cases = [_row(r) for r in rows]
+        patients = [r["patient_id"] for r in rows]
+        await self._audit.read(
+            self._credential, "GET /cases", patients, LIST_FIELDS, self._ledger.now()
+        )
         page = {"cases": cases, "next": cases[-1]["case_id"] if len(cases) == limit else None}
         return web.json_response(page)
 
@@ -181,6 +192,11 @@ class CaseApi:
                    FROM feedback WHERE case_id = $1""",
                 case_id,
             )
+        fields = [*LIST_FIELDS, "attempts", "history", *(["feedback"] if feedback else [])]
+        now = self._ledger.now()
+        await self._audit.read(
+            self._credential, "GET /cases/{case_id}", [case["patient_id"]], fields, now
+        )
         body = _row(case)
         body["feedback"] = _row(feedback) if feedback is not None else None
         body["risk"] = _risk(case, attempts, no_shows, self._ledger.now()).model_dump()

@@ -14,6 +14,7 @@ import asyncpg
 from pydantic import Field
 
 from common import logs
+from common.audit import AuditLog
 from common.clock import Clock
 from common.config import ConfigError, Settings, load_or_exit
 from common.db import create_pool, migrate
@@ -132,7 +133,8 @@ class Scheduler:
                 self.ops.supervisor.watch(consumer.tasks)
         if http:
             if s.api_token:
-                CaseApi(self.pool, s.api_token, ledger).mount(self.ops.app)
+                audit = await AuditLog.ready(self.pool, dsn, s.audit_schema, s.service)
+                CaseApi(self.pool, s.api_token, ledger, audit).mount(self.ops.app)
             else:
                 log.warning("case_api_disabled", reason="FOLLOWUP_API_TOKEN is not set")
             self.ops.add_readiness_check("database", self._database_ready)

@@ -5,6 +5,9 @@ database: the rebooked visit attended -> one question on the patient's channel; 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 
@@ -12,8 +15,10 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
+from common.audit import credential_id, seen_since
 from common.clock import ManualClock
 from common.kafka import KafkaPublisher
+from followup_admin import cli
 from schemas.events import AppointmentEvent, NotificationCommand, OutcomeEvent
 from schemas.topics import TopicNames
 from services.scheduler.app import Scheduler
@@ -26,7 +31,14 @@ from tests.support.polling import eventually
 from tests.support.scheduler import scheduler_settings
 
 pytestmark = pytest.mark.integration
-TOKEN = "test-token-not-secret"
+
+
+@pytest.fixture
+def token() -> str:
+    """A token of each test alone: the audit log (one schema for all) is asked about it."""
+    return f"feedback-token-{uuid.uuid4().hex}"
+
+
 CASE = case_id_for("no_show:appt-1")
 
 
@@ -38,9 +50,10 @@ async def scheduler(
     pg_schema: str,
     clock: ManualClock,
     policy: CadencePolicy,
+    token: str,
 ) -> AsyncIterator[Scheduler]:
     settings = scheduler_settings(
-        kafka_bootstrap, database_url, topics, pg_schema, api_token=TOKEN, poll_seconds=0.05
+        kafka_bootstrap, database_url, topics, pg_schema, api_token=token, poll_seconds=0.05
     )
     service = Scheduler(settings, clock, policy)
     await service.start()
@@ -99,6 +112,7 @@ async def test_an_attended_rebooked_visit_gets_one_question_and_its_answer_is_ke
     topics: TopicNames,
     kafka_bootstrap: str,
     clock: ManualClock,
+    token: str,
 ) -> None:
     pool = scheduler.pool
     assert pool is not None
@@ -148,7 +162,7 @@ async def test_an_attended_rebooked_visit_gets_one_question_and_its_answer_is_ke
     assert ratings("1") == ones and ratings("4") == before + 1
 
     # The comment is the clinic's to read through the case API.
-    auth = {"Authorization": f"Bearer {TOKEN}"}
+    auth = {"Authorization": f"Bearer {token}"}
     async with (
         aiohttp.ClientSession(f"http://127.0.0.1:{scheduler.ops.port}") as http,
         http.get(f"/cases/{CASE}", headers=auth) as r,
@@ -156,3 +170,50 @@ async def test_an_attended_rebooked_visit_gets_one_question_and_its_answer_is_ke
         body = await r.json()
     assert body["feedback"]["rating"] == 4 and body["feedback"]["channel"] == "sms"
     assert body["feedback"]["comment"] == "The doctor was kind"
+
+
+async def test_every_read_of_a_case_is_in_the_audit_log_and_the_admin_tool_answers_for_it(
+    scheduler: Scheduler,
+    publisher: KafkaPublisher,
+    topics: TopicNames,
+    clock: ManualClock,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    token: str,
+) -> None:
+    pool = scheduler.pool
+    assert pool is not None
+    since = clock.now()
+    await publisher.publish(topics.triggers, no_show())
+    await publisher.publish(topics.triggers, no_show(patient="pat-2", appointment="appt-2"))
+    await eventually(lambda: _is(pool.fetchval("SELECT count(*) FROM cases"), 2))
+    auth = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{scheduler.ops.port}") as http:
+        async with http.get("/cases", headers=auth) as r:
+            assert r.status == 200
+        async with http.get(f"/cases/{CASE}", headers=auth) as r:
+            assert r.status == 200
+        async with http.get("/cases", headers={"Authorization": "Bearer wrong"}) as r:
+            assert r.status == 401  # refused: nothing was read, nothing recorded
+
+    credential = credential_id("api_token", token)
+    found = {s.patient_id: s for s in await seen_since(pool, "audit", credential, since)}
+    assert set(found) == {"pat-1", "pat-2"}
+    assert found["pat-1"].reads == 2 and found["pat-2"].reads == 1
+    assert set(found["pat-1"].routes) == {"GET /cases", "GET /cases/{case_id}"}
+    assert "history" in found["pat-1"].fields and "history" not in found["pat-2"].fields
+    raw = await pool.fetchval(
+        'SELECT count(*) FROM "audit".reads WHERE credential_id LIKE $1', "%" + token + "%"
+    )
+    assert raw == 0  # the token itself is never written, only its fingerprint
+
+    # The breach protocol's question, through the admin tool, with the leaked token given.
+    monkeypatch.setenv("FOLLOWUP_DATABASE_URL", database_url)
+    monkeypatch.setattr("sys.stdin", io.StringIO(token + "\n"))
+    argv = ["audit", "--secret-stdin", "--since", since.isoformat(), "--json"]
+    assert await asyncio.to_thread(cli.main, argv) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["credential_id"] == credential and answer["patients"] == 2
+    assert [p["patient_id"] for p in answer["reads"]] == ["pat-1", "pat-2"]
+    assert token not in json.dumps(answer)
