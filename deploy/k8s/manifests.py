@@ -102,11 +102,18 @@ SERVICES = (
             "smtp_username",
             "smtp_password",
             "webhook_secret",
+            # The patient's chat messengers (issue 21).
+            "whatsapp_access_token",
+            "whatsapp_app_secret",
+            "whatsapp_verify_token",
+            "telegram_bot_token",
+            "telegram_webhook_secret",
+            "viber_auth_token",
         ),
         http_from=("namespace", "ingress"),
         # HTTPS to SMS providers and webhooks, SMTP submission to the mail relay.
         egress_ports=(KAFKA_PORT, POSTGRES_PORT, 443, 587, 465),
-        description="SMS, email and call tasks out; receipts and replies in.",
+        description="SMS, email, chat messages and call tasks out; receipts and replies in.",
     ),
 )
 
