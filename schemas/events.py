@@ -154,10 +154,18 @@ class ChannelConsent(Contract):
     sms: bool = True
     email: bool = True
     call: bool = True
-    # A messenger is used only when the patient agreed to it: off unless given.
-    whatsapp: bool = Field(default=False, description="May be written to on WhatsApp.")
-    telegram: bool = Field(default=False, description="May be written to on Telegram.")
-    viber: bool = Field(default=False, description="May be written to on Viber.")
+    # A messenger is used only when the patient agreed to it: off until given. null: the
+    # source does not say (a scheduling system that knows nothing of messengers), and the
+    # answer the notifier holds stays.
+    whatsapp: bool | None = Field(
+        default=None, description="May be written to on WhatsApp; null: not said here."
+    )
+    telegram: bool | None = Field(
+        default=None, description="May be written to on Telegram; null: not said here."
+    )
+    viber: bool | None = Field(
+        default=None, description="May be written to on Viber; null: not said here."
+    )
 
 
 class MessengerIds(Contract):
@@ -231,7 +239,9 @@ class ContactEvent(Envelope):
         default=None, description="Contact the proxy instead of the patient (minor, named)."
     )
     messengers: MessengerIds | None = Field(
-        default=None, description="The patient's Telegram and Viber ids, when enrolled."
+        default=None,
+        description="The patient's Telegram and Viber ids, when enrolled; null: not said here"
+        " (the ids the notifier holds stay, also in a full snapshot).",
     )
     fields_sent: list[ContactField] | None = Field(
         default=None,

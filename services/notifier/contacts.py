@@ -87,7 +87,7 @@ class Contact:
 def consents(consent: ChannelConsent) -> dict[str, bool]:
     """The consent flags by name (``ChannelRules.consent``): sms, email, call, messengers."""
     flags = {"sms": consent.sms, "email": consent.email, "call": consent.call}
-    return flags | {m: bool(getattr(consent, m)) for m in MESSENGERS}
+    return flags | {m: bool(getattr(consent, m)) for m in MESSENGERS}  # None: not given
 
 
 def chat_ids(event: ContactEvent) -> dict[str, str]:

@@ -28,7 +28,7 @@ class Directory:
                    consent_whatsapp, consent_telegram, consent_viber, telegram_chat_id,
                    viber_user_id)
                VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$16,$17,$18,
-                   $19,$20,$21,$22,$23)
+                   COALESCE($19, false), COALESCE($20, false), COALESCE($21, false), $22, $23)
                ON CONFLICT (patient_id) DO UPDATE SET
                    {_merge("given_name", "given_name")}, {_merge("family_name", "family_name")},
                    {_merge("phone", "phone_raw")}, {_merge("phone", "phone_e164")},
@@ -39,10 +39,9 @@ class Directory:
                    {_clear_mark("phone_mark")}, {_clear_mark("phone_marked_at")},
                    {_merge("proxy", "proxy")}, {_merge("proxy", "proxy_phone_e164")},
                    {_merge("proxy", "proxy_email")},
-                   {_merge("consent", "consent_whatsapp")},
-                   {_merge("consent", "consent_telegram")}, {_merge("consent", "consent_viber")},
-                   {_merge("messengers", "telegram_chat_id")},
-                   {_merge("messengers", "viber_user_id")},
+                   {_said("consent_whatsapp", "$19")}, {_said("consent_telegram", "$20")},
+                   {_said("consent_viber", "$21")},
+                   {_given("telegram_chat_id")}, {_given("viber_user_id")},
                    occurred_at=EXCLUDED.occurred_at,
                    event_id=EXCLUDED.event_id
                WHERE contacts.occurred_at <= EXCLUDED.occurred_at""",
@@ -69,6 +68,7 @@ class Directory:
             event.consent.viber,
             messengers.telegram_chat_id if messengers else None,
             messengers.viber_user_id if messengers else None,
+            messengers is not None,
         )
 
     async def record_patient_status(self, event: PatientStatusEvent) -> None:
@@ -244,6 +244,25 @@ def _clear_mark(column: str) -> str:
     return (
         f"{column} = CASE WHEN ({new_phone}) IS DISTINCT FROM contacts.phone_e164 "
         f"THEN NULL ELSE contacts.{column} END"
+    )
+
+
+def _said(column: str, value: str) -> str:
+    """SET clause of a messenger consent: changed only when the event says it (not null),
+    in a full snapshot or with ``consent`` among the fields sent."""
+    return (
+        f"{column} = CASE WHEN ($15::text[] IS NULL OR 'consent' = ANY($15::text[])) "
+        f"AND {value}::boolean IS NOT NULL THEN {value}::boolean ELSE contacts.{column} END"
+    )
+
+
+def _given(column: str) -> str:
+    """SET clause of a messenger id: changed when the event carries ``messengers`` or
+    names it among the fields sent (a snapshot from a source that knows nothing of the
+    messengers leaves the enrolled ids alone)."""
+    return (
+        f"{column} = CASE WHEN $24::boolean OR 'messengers' = ANY(COALESCE($15::text[], '{{}}'))"
+        f" THEN EXCLUDED.{column} ELSE contacts.{column} END"
     )
 
 

@@ -357,3 +357,27 @@ async def test_feedback_on_telegram_and_a_reply_that_is_no_rating(chats: Chats) 
     assert await tg.patient_writes(555010, "5") == 200
     answer = await eventually(lambda: world.outcome("c-fb2:feedback:feedback"))
     assert answer.rating == 5 and answer.note is None and answer.channel == "telegram"
+
+
+async def test_a_snapshot_that_says_nothing_of_messengers_keeps_the_enrolment(
+    chats: Chats,
+) -> None:
+    world, tg = chats.world, chats.telegram
+    tg.chats.add(555020)
+    await world.contact(
+        "p-tg5",
+        consent=ChannelConsent(telegram=True),
+        messengers=MessengerIds(telegram_chat_id="555020"),
+    )
+    # The hospital's next full snapshot (FHIR, HL7) knows nothing of messengers.
+    world.clock.advance(timedelta(minutes=1))
+    await world.contact("p-tg5", event_id="contact:p-tg5:2", phone="+37060000205")
+    await world.send(world.command("c-tg5", "p-tg5", "telegram"))
+    await eventually(lambda: world.outcome("c-tg5:1:sent"))
+    assert [m for m in tg.sent if m["chat"]["id"] == 555020]
+    # Saying it does change it: consent withdrawn, the next message is refused.
+    world.clock.advance(timedelta(minutes=1))
+    await world.contact("p-tg5", event_id="contact:p-tg5:3", consent=ChannelConsent(telegram=False))
+    await world.send(world.command("c-tg6", "p-tg5", "telegram"))
+    refused = await eventually(lambda: world.outcome("c-tg6:1:channel_impossible"))
+    assert refused.detail == "no_consent"
