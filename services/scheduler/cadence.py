@@ -52,7 +52,7 @@ from typing import Literal, TypeGuard, cast
 from zoneinfo import ZoneInfo
 
 from common.treatment import last_open_moment
-from schemas.base import MESSENGERS, Channel, TriggerKind
+from schemas.base import Channel, TriggerKind
 from schemas.events import OutcomeKind
 from schemas.vocabulary import (
     NOT_A_RESULT,
@@ -292,7 +292,8 @@ def outcome_effect(outcome: OutcomeKind, detail: str | None = None) -> OutcomeEf
 def lost_channels(outcome: OutcomeKind, channel: Channel, detail: str | None) -> frozenset[Channel]:
     """The channels an outcome shows to be impossible for this case."""
     if detail == "no_contact":
-        return frozenset({"call_task", "sms", "email", *MESSENGERS})
+        # (and the messenger tried, if it was one: the others fail on their own if tried)
+        return frozenset({"call_task", "sms", "email", channel})
     if outcome == "wrong_number" or detail in ("no_phone", "invalid_phone"):
         # (WhatsApp too writes to the number; its own refusal, if tried, says so.)
         return frozenset({"call_task", "sms"})

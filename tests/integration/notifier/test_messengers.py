@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from schemas.events import ChannelConsent, MessengerIds, OutcomeEvent
+from schemas.events import ChannelConsent, MessengerIds, OutcomeEvent, StageEducation
 from standins.telegram import TelegramStandIn
 from standins.viber import ViberStandIn
 from standins.whatsapp import WhatsAppStandIn
@@ -381,3 +381,27 @@ async def test_a_snapshot_that_says_nothing_of_messengers_keeps_the_enrolment(
     await world.send(world.command("c-tg6", "p-tg5", "telegram"))
     refused = await eventually(lambda: world.outcome("c-tg6:1:channel_impossible"))
     assert refused.detail == "no_consent"
+
+
+async def test_a_chat_message_explains_the_stage_in_the_patients_language(
+    chats: Chats,
+) -> None:
+    world, vb = chats.world, chats.viber
+    vb.subscribed.add("user-vb-edu=")
+    await world.contact(
+        "p-vb-edu",
+        language="lt",
+        consent=ChannelConsent(viber=True),
+        messengers=MessengerIds(viber_user_id="user-vb-edu="),
+    )
+    education = [
+        StageEducation(language="en", text="The implant must heal in time."),
+        StageEducation(
+            language="lt", text="Implantas turi sugyti laiku.", url="https://x.example/lt"
+        ),
+    ]
+    await world.send(world.command("c-vb-edu", "p-vb-edu", "viber", education=education))
+    await eventually(lambda: world.outcome("c-vb-edu:1:sent"))
+    [message] = [m for m in vb.sent if m["receiver"] == "user-vb-edu="]
+    assert message["text"].endswith("\n\nImplantas turi sugyti laiku. https://x.example/lt")
+    assert "The implant" not in message["text"]

@@ -592,8 +592,11 @@ def test_lost_channels() -> None:
         "call_task",
         "sms",
         "email",
-        "whatsapp",
-        "telegram",
+    }
+    assert lost_channels("channel_impossible", "viber", "no_contact") == {
+        "call_task",
+        "sms",
+        "email",
         "viber",
     }
     assert lost_channels("channel_impossible", "sms", "no_consent") == {"sms"}
