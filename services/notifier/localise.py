@@ -36,6 +36,8 @@ RESULTS: dict[str, dict[str, str]] = {
         "wrong_number": "wrong number",
         "sent": "sent",
         "delivered": "delivered",
+        "read": "read",
+        "feedback": "feedback given",
         "failed": "not delivered",
         "bounced": "email bounced",
         "task_created": "call task given to the front desk",
@@ -54,6 +56,8 @@ RESULTS: dict[str, dict[str, str]] = {
         "wrong_number": "neteisingas numeris",
         "sent": "išsiųsta",
         "delivered": "pristatyta",
+        "read": "perskaityta",
+        "feedback": "įvertino",
         "failed": "nepristatyta",
         "bounced": "el. laiškas grįžo",
         "task_created": "skambučio užduotis registratūrai",
@@ -72,6 +76,8 @@ RESULTS: dict[str, dict[str, str]] = {
         "wrong_number": "неверный номер",
         "sent": "отправлено",
         "delivered": "доставлено",
+        "read": "прочитано",
+        "feedback": "оценил(а)",
         "failed": "не доставлено",
         "bounced": "письмо вернулось",
         "task_created": "задача на звонок регистратуре",
@@ -90,6 +96,8 @@ RESULTS: dict[str, dict[str, str]] = {
         "wrong_number": "грешен номер",
         "sent": "изпратено",
         "delivered": "доставено",
+        "read": "прочетено",
+        "feedback": "оцени",
         "failed": "недоставено",
         "bounced": "имейлът се върна",
         "task_created": "задача за обаждане към регистратурата",
@@ -134,11 +142,13 @@ REASONS: dict[str, dict[str, str]] = {
     },
 }
 
+MESSENGER_NAMES = {"whatsapp": "WhatsApp", "telegram": "Telegram", "viber": "Viber"}
 CHANNELS: dict[str, dict[str, str]] = {
-    "en": {"sms": "SMS", "email": "email", "call_task": "call"},
-    "lt": {"sms": "SMS", "email": "el. paštas", "call_task": "skambutis"},
-    "ru": {"sms": "SMS", "email": "эл. почта", "call_task": "звонок"},
-    "bg": {"sms": "SMS", "email": "имейл", "call_task": "обаждане"},
+    # The messengers are proper names: the same in every language.
+    "en": {"sms": "SMS", "email": "email", "call_task": "call"} | MESSENGER_NAMES,
+    "lt": {"sms": "SMS", "email": "el. paštas", "call_task": "skambutis"} | MESSENGER_NAMES,
+    "ru": {"sms": "SMS", "email": "эл. почта", "call_task": "звонок"} | MESSENGER_NAMES,
+    "bg": {"sms": "SMS", "email": "имейл", "call_task": "обаждане"} | MESSENGER_NAMES,
 }
 
 # The report page (report_links.py) and the task's own words.
