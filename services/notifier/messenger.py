@@ -18,6 +18,7 @@ have in common lives here:
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -167,7 +168,7 @@ class Messenger:
             log.warning("callback_repeated", route=self.name)
         return fresh
 
-    async def once(self, key: str, act: Any) -> None:
+    async def once(self, key: str, act: Callable[[], Awaitable[None]]) -> None:
         """``act()`` for a webhook seen the first time; forgotten again if it fails."""
         if not await self.first_time(key):
             return
