@@ -243,6 +243,13 @@ class PatientStatusEvent(Envelope):
         " who were not brought (its policy's safeguarding age). Kept by the scheduler beside"
         " the patient's status alone: never on a command, a call task, a log or a metric.",
     )
+    fields_sent: list[Literal["birth_date"]] | None = Field(
+        default=None,
+        max_length=1,
+        description='null: the status and every planning fact as given. ["birth_date"]: only'
+        " the birth date is news (HL7 PID-7 of a message that says nothing of the status);"
+        " the stored status, zone and preferences stay as they are.",
+    )
 
 
 # --- followup.triggers -------------------------------------------------------------------

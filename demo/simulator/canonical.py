@@ -119,6 +119,7 @@ def child_status(patient: Patient, now: datetime) -> PatientStatusEvent | None:
         status="active",
         effective_at=now,
         birth_date=patient.birth_date,
+        fields_sent=["birth_date"],  # no news of the status
     )
 
 

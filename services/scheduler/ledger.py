@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import astuple, dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, TypeAlias, cast
 from zoneinfo import ZoneInfo
 
@@ -696,6 +696,19 @@ class CaseLedger:
         async with self._tx() as tx:
             if not await _first_time(tx, "patients", event.event_id):
                 return
+            if event.fields_sent is not None:
+                # A birth date alone (HL7): the status, its moment and the preferences stay
+                # as stored; a new row is active since ever (no death is overridden by it).
+                await tx.conn.execute(
+                    """INSERT INTO patient_status (patient_id, status, effective_at, birth_date)
+                       VALUES ($1, 'active', $2, $3)
+                       ON CONFLICT (patient_id) DO UPDATE
+                       SET birth_date = coalesce(EXCLUDED.birth_date, patient_status.birth_date)""",
+                    event.patient_id,
+                    EVER,
+                    event.birth_date,
+                )
+                return
             # A birth date is only ever a child's; an event without one leaves it stored.
             await tx.conn.execute(
                 """INSERT INTO patient_status (patient_id, status, effective_at, timezone,
@@ -1124,6 +1137,10 @@ async def _erase(tx: Tx, event: PatientStatusEvent) -> None:
         tx.now,
     )
     ERASURES.labels("scheduler", "request").inc()
+
+
+# The moment a status row that carries no news of the status is in force from.
+EVER = datetime(1900, 1, 1, tzinfo=UTC)
 
 
 async def _missed_visits(tx: Tx, patient_id: str) -> int:

@@ -527,6 +527,9 @@ def map_message(message: Message, reading: Reading) -> SiuResult:
                 status="active",
                 effective_at=occurred_at,
                 birth_date=born,
+                # HL7 leaves out what it does not send: no news of the status (a deceased
+                # patient's later SIU must not make them contactable again).
+                fields_sent=["birth_date"],
             )
         contact = _contact(
             message,

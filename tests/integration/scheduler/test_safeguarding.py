@@ -78,6 +78,28 @@ async def test_a_cleared_no_show_is_no_missed_visit(
     assert await safeguarding(pool) == [("appt-1", True, False), ("appt-2", True, False)]
 
 
+async def test_a_birth_date_alone_never_makes_a_deceased_child_contactable(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    died = MISSED - timedelta(days=3)
+    await ledger.handle_patient_status(child_status(died, None, status="deceased"))
+    # The hospital's later SIU (a cancellation after the death, no PID-30): PID-7 alone.
+    alone = child_status(MISSED - timedelta(days=1)).model_copy(
+        update={"event_id": "patient-status:hl7:C:1", "fields_sent": ["birth_date"]}
+    )
+    await ledger.handle_patient_status(alone)
+    row = await pool.fetchrow("SELECT status, birth_date FROM patient_status")
+    assert row is not None and (row["status"], row["birth_date"]) == ("deceased", CHILD)
+    await ledger.handle_trigger(no_show("pat-1", "appt-1"))
+    assert await pool.fetchval("SELECT count(*) FROM cases") == 0
+    # Known first by its birth date alone, the child is active, and a death still counts.
+    await pool.execute("DELETE FROM patient_status")
+    await ledger.handle_patient_status(alone.model_copy(update={"event_id": "p:2"}))
+    death = child_status(died, None, status="deceased").model_copy(update={"event_id": "p:3"})
+    await ledger.handle_patient_status(death)
+    assert await pool.fetchval("SELECT status FROM patient_status") == "deceased"
+
+
 async def test_the_birth_date_stays_through_an_event_without_it_and_goes_with_an_erasure(
     ledger: CaseLedger, pool: asyncpg.Pool
 ) -> None:

@@ -41,6 +41,7 @@ def test_hl7_pid7_is_the_contacts_birth_date(pid7: str, born: date) -> None:
     # A child: the scheduler learns the birth date, and nothing else of the contact.
     status = result.patient_status
     assert status is not None and (status.status, status.birth_date) == ("active", born)
+    assert status.fields_sent == ["birth_date"]  # HL7 says nothing of the status here
     dumped = status.model_dump_json()
     assert "SMITH" not in dumped and "555-0101" not in dumped
 
@@ -65,6 +66,7 @@ def test_fhir_birth_date_of_the_specifications_infant_twin() -> None:
     contact, status = patient_events(body, path_id=None, zone="Europe/Vilnius", now=NOW)
     assert contact.birth_date == date(2017, 5, 15)
     assert status is not None and status.birth_date == date(2017, 5, 15)
+    assert status.fields_sent is None  # a FHIR Patient is a whole snapshot (alive)
     assert "Jaina" not in status.model_dump_json()
 
 
