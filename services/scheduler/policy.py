@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from common.ages import age_on
 from schemas.base import Channel, Id, TriggerKind
 
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
@@ -193,8 +194,7 @@ class Safeguarding(_Rules):
     def is_child(self, birth_date: date | None, on: date) -> bool:
         if self.under_age is None or birth_date is None:
             return False
-        age = on.year - birth_date.year - ((on.month, on.day) < (birth_date.month, birth_date.day))
-        return age < self.under_age
+        return age_on(birth_date, on) < self.under_age
 
 
 @cache
