@@ -472,7 +472,11 @@ def workflow_population(scenario: Scenario, rng: random.Random) -> None:
     index = {p.patient_id: i for i, p in enumerate(scenario.patients)}
 
     def first(
-        behaviour: Behaviour, *, path_not: str | None = None, path: str | None = None
+        behaviour: Behaviour,
+        *,
+        path_not: str | None = None,
+        path: str | None = None,
+        any_line: bool = False,
     ) -> Patient | None:
         return next(
             (
@@ -480,7 +484,7 @@ def workflow_population(scenario: Scenario, rng: random.Random) -> None:
                 for p in scenario.patients
                 if p.behaviour == behaviour
                 and not p.shares_phone
-                and p.phone_line == "mobile"
+                and (any_line or p.phone_line == "mobile")
                 and not p.books_first
                 and p.path != path_not
                 and (path is None or p.path == path)
@@ -510,7 +514,10 @@ def workflow_population(scenario: Scenario, rng: random.Random) -> None:
         )
     if (p := first("recovers")) is not None:
         put(replace(p, reports_concern=True, answers_on=1))
-    if (p := first("never_answers")) is not None:
+    # A small clinic's never-answering patients may all have carrier troubles; one who
+    # declines on the first call misses the second visit all the same (a new case then).
+    child = first("never_answers") or first("never_answers", any_line=True) or first("declines")
+    if (p := child) is not None:
         missed = p.appointments[0]
         zone = ZoneInfo(CLINIC_ZONE)
         second = replace(

@@ -74,15 +74,23 @@ def closure_days(scenario: Scenario, policy: CadencePolicy) -> list[date]:
     return [d for d in days if rules.closed_on(d)]
 
 
+# After the visit that makes a safeguarding case, room for its escalation to be planned in
+# business hours (a weekend between) before the run ends.
+LEAD_TIME = timedelta(days=3)
+
+
 def children(scenario: Scenario, policy: CadencePolicy) -> list[Patient]:
-    """The scenario's children whose missed visits reach the policy's safeguarding count."""
+    """The scenario's children whose missed visits reach the policy's safeguarding count
+    early enough in the run for the lead's escalation to be planned inside it."""
     found = []
     for p in scenario.patients:
         if p.birth_date is None or not p.misses_visit or not p.appointments:
             continue
         rule = policy.rules_for(p.department, "no_show").safeguarding
         day = p.appointments[0].start.date()
-        if rule.is_child(p.birth_date, day) and len(p.appointments) >= rule.missed_visits:
+        if not rule.is_child(p.birth_date, day) or len(p.appointments) < rule.missed_visits:
+            continue
+        if p.appointments[rule.missed_visits - 1].start + LEAD_TIME <= scenario.end:
             found.append(p)
     return found
 
@@ -208,8 +216,9 @@ def check(observed: Observed, scenario: Scenario, policy: CadencePolicy) -> list
     findings.append(
         Finding(
             "children_not_brought_reach_the_lead",
-            bool(expected) and not missing,
-            f"{expected - len(missing)}/{expected} children; " + ("; ".join(missing) or "all"),
+            not missing,
+            f"{expected - len(missing)}/{expected} children; "
+            + ("; ".join(missing) or ("all" if expected else "no child in this population")),
         )
     )
     young = {p.patient_id for p in scenario.patients if p.birth_date is not None}

@@ -77,6 +77,15 @@ def test_a_child_not_brought_twice() -> None:
     assert workflow.children(SCENARIO, POLICY) == [CHILD]
 
 
+def test_a_small_clinic_has_its_child_too_and_a_short_run_expects_no_lead() -> None:
+    small = build(config=ScenarioConfig(patients=14, days=7, seed=11, workflow=True))
+    (child,) = [p for p in small.patients if p.birth_date is not None]
+    assert child.misses_visit and len(child.appointments) == 2
+    assert workflow.children(small, POLICY) == [child]
+    short = build(config=ScenarioConfig(patients=14, days=2, seed=11, workflow=True))
+    assert workflow.children(short, POLICY) == []  # the second visit is after the run
+
+
 def test_a_clinic_cancellation_the_day_before_on_a_path_that_names_the_clinic() -> None:
     assert (
         CANCELLED.path in ("fhir", "json") and CANCELLED.expected_trigger == "clinic_cancellation"
