@@ -216,6 +216,19 @@ CLINIC = View(
                     "{{resolution}}",
                 ),
                 Panel(
+                    "Oldest open case",
+                    (
+                        q(
+                            f"max(followup_scheduler_oldest_open_case_age_seconds{{{NS}}})",
+                            "age",
+                        ),
+                    ),
+                    "How long ago the oldest case not closed yet was opened (the scheduler's "
+                    "ledger, refreshed every minute). A cadence ends in about 8 days; "
+                    "alert FollowupCaseOpenTooLong past 21.",
+                    unit="s",
+                ),
+                Panel(
                     "Time to first contact",
                     quantiles("followup_scheduler_time_to_first_contact_seconds"),
                     "From detection to the case's first fired attempt.",
@@ -241,17 +254,16 @@ CLINIC = View(
             "Front desk",
             (
                 Panel(
-                    "Call tasks past their window (per hour)",
+                    "Call tasks past their window",
                     (
                         q(
-                            "sum(increase(followup_tracker_triggers_total"
-                            f'{{{NS}, kind="unanswered_call"}}[1h]))',
-                            "unanswered",
+                            f"max(followup_scheduler_call_tasks_past_window{{{NS}}})",
+                            "past their window",
                         ),
                     ),
-                    "Call tasks that passed their window without a call report, with the "
-                    "clinic's own invitation calls the patient did not answer (one trigger "
-                    "kind today). Alert: FollowupCallTasksUnanswered.",
+                    "Call tasks handed to the desk whose window has passed without a call "
+                    "result, on cases still open (now; the scheduler's ledger, refreshed "
+                    "every minute). Alert: FollowupCallTasksUnanswered.",
                 ),
                 hourly(
                     "Call tasks handed to the desk (per hour)",

@@ -38,6 +38,16 @@ DEADLINE_MISSES = Counter(
     "followup_scheduler_deadline_misses_total",
     "Cases whose stage deadline could no longer be met by the cadence.",
 )
+# From the ledger on a slow interval (FOLLOWUP_SLOW_GAUGE_SECONDS); no labels, no ids.
+OLDEST_OPEN_CASE_AGE = Gauge(
+    "followup_scheduler_oldest_open_case_age_seconds",
+    "Seconds since the oldest case not closed yet was opened (0 when none is open).",
+)
+CALL_TASKS_PAST_WINDOW = Gauge(
+    "followup_scheduler_call_tasks_past_window",
+    "Call tasks handed to the desk whose window has passed without a call result, "
+    "on cases still open.",
+)
 OUTBOX_BACKLOG = Gauge("followup_scheduler_outbox_backlog", "Outbox commands not yet published.")
 OUTBOX_PUBLISHED = Counter(
     "followup_scheduler_outbox_published_total", "Outbox commands published to Kafka."
