@@ -139,7 +139,7 @@ DEPARTMENTS = Row(
                     "{{department}}",
                 ),
             ),
-            "Escalation tasks per case opened, per department.",
+            "Escalation tasks planned per case opened, per department.",
             unit="percentunit",
         ),
     ),
@@ -177,9 +177,11 @@ CLINIC = View(
                 ),
                 range_stat(
                     "Escalations",
-                    "followup_scheduler_escalations_total",
-                    "Escalations the scheduler planned (to a doctor or supervisor). A planned "
-                    "escalation that is withdrawn (the patient rebooked first) counts too.",
+                    "followup_scheduler_escalations_sent_total",
+                    "Escalation call tasks sent to a doctor or supervisor (published to the "
+                    "notifier). A planned escalation withdrawn before it went out (the "
+                    "patient rebooked first) does not count; the demo report's escalations "
+                    "are the same commands.",
                 ),
                 range_stat(
                     "Deadline misses",
@@ -242,10 +244,12 @@ CLINIC = View(
                     "{{channel}}",
                 ),
                 hourly(
-                    "Escalations by reason (per hour)",
+                    "Escalations planned by reason (per hour)",
                     "followup_scheduler_escalations_total",
                     "reason",
-                    "Why cases went to a doctor or supervisor.",
+                    "Why cases were to go to a doctor or supervisor: escalations planned, "
+                    "withdrawn and replanned ones included (the Escalations stat counts "
+                    "those sent).",
                     "{{reason}}",
                 ),
             ),

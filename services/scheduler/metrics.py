@@ -34,6 +34,12 @@ ESCALATIONS = Counter(
     "Escalation call tasks planned for a doctor or supervisor, by reason.",
     ["reason"],
 )
+# What the clinic's Escalations stat counts: a planned escalation may be withdrawn (the
+# patient rebooked first) or replanned, and only the ones that went out reach a doctor.
+ESCALATIONS_SENT = Counter(
+    "followup_scheduler_escalations_sent_total",
+    "Escalation call tasks sent to the notifier (published to followup.notifications).",
+)
 DEADLINE_MISSES = Counter(
     "followup_scheduler_deadline_misses_total",
     "Cases whose stage deadline could no longer be met by the cadence.",
