@@ -24,6 +24,8 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableOption,
 )
 
+from common.recovery import recovery_rate_promql
+
 NS = 'namespace=~"$namespace"'
 JOBS = f'job=~"followup-(tracker|scheduler|notifier)", {NS}'
 RATE = "$__rate_interval"
@@ -97,9 +99,6 @@ def range_stat(title: str, metric: str, description: str, matchers: str = "") ->
     return Panel(title, (q(in_range(metric, matchers)),), description, kind="stat", width=4)
 
 
-RECOVERED = in_range("followup_scheduler_cases_closed_total", 'resolution="recovered"')
-
-
 def by_department(metric: str, matchers: str = "") -> str:
     """How many in the selected range, per department (the policy's departments, else
     ``other``: a bounded label)."""
@@ -123,12 +122,13 @@ DEPARTMENTS = Row(
             "Recovery rate by department",
             (
                 q(
-                    by_department(DEPT_CLOSED, 'resolution="recovered"')
-                    + f" / {by_department(DEPT_CLOSED)}",
+                    recovery_rate_promql(NS, "$__range", metric=DEPT_CLOSED, by="department"),
                     "{{department}}",
                 ),
             ),
-            "Closed cases that ended with the patient rebooked, per department.",
+            "Recovery rate per department (common/recovery.py): of the cases closed in the "
+            "selected range, the share closed recovered; cleared cases (no real no-show) "
+            "do not count.",
             unit="percentunit",
         ),
         Panel(
@@ -169,8 +169,11 @@ CLINIC = View(
                 ),
                 Panel(
                     "Recovery rate",
-                    (q(f"{RECOVERED} / {in_range('followup_scheduler_cases_closed_total')}"),),
-                    "Closed cases that ended with the patient rebooked.",
+                    (q(recovery_rate_promql(NS, "$__range")),),
+                    "Of the cases closed in the selected range, the share closed recovered "
+                    "(the patient rebooked after followup reached them); cleared cases (no "
+                    "real no-show) do not count. Cases, not patients: the demo report's "
+                    "recovery rate is the same (common/recovery.py).",
                     unit="percentunit",
                     kind="stat",
                     width=4,

@@ -29,6 +29,7 @@ from schemas.events import (
     TriggerEvent,
 )
 from schemas.topics import TopicNames
+from services.scheduler import metrics
 from services.scheduler.api import CaseApi
 from services.scheduler.guards import Cap, ContactRules
 from services.scheduler.ledger import CaseLedger
@@ -81,6 +82,7 @@ class Scheduler:
         self.settings = settings
         self.clock = clock
         self.policy = policy
+        metrics.start_at_zero(policy.departments)
         self.topics = TopicNames(prefix=settings.topic_prefix)
         self.ops = OpsServer(settings.service)
         self.pool: asyncpg.Pool | None = None

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import get_args
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from services.scheduler.cadence import Resolution
 
 CASES_OPENED = Counter(
     "followup_scheduler_cases_opened_total", "Cases opened, by trigger kind.", ["reason"]
@@ -84,3 +89,13 @@ DEPARTMENT_ESCALATIONS = Counter(
     "Escalation call tasks planned, by department.",
     ["department"],
 )
+
+
+def start_at_zero(departments: Iterable[str]) -> None:
+    """Every resolution's closing counters exist from the start, at 0: increase() over a
+    range misses the first closing of a series born at 1, and the dashboard's recovery rate
+    (common/recovery.py) must count every case the ledger closed."""
+    for resolution in get_args(Resolution):
+        CASES_CLOSED.labels(resolution)
+        for department in (*departments, "other"):
+            DEPARTMENT_CLOSED.labels(department, resolution)
