@@ -41,8 +41,9 @@ def kafka_user(spec: ServiceSpec) -> str:
 
 
 def database_url() -> str:
-    # The operator's URI names followup-db-rw.<namespace>, a name its server certificate
-    # carries, and URL-encodes the password; Kubernetes expands $(VAR) of an earlier entry.
+    # The operator's URI names the read-write Service (followup-db-rw), a name on its
+    # server certificate, and URL-encodes the password; Kubernetes expands $(VAR) of an
+    # earlier entry of env.
     return f"$({POSTGRES_URI_VAR})?sslmode=verify-full&sslrootcert={POSTGRES_CA_DIR}/ca.crt"
 
 
