@@ -1,6 +1,7 @@
 """A running notifier whose call tasks go to the administrators' own tools (a FHIR server, a
 CalDAV list, Jira, Zendesk, chat): the same ``World`` as the other notifier tests, with only
-the sinks under test configured and the SMS/SMTP/webhook parts left idle."""
+the sinks under test configured and the SMS/SMTP parts left idle (the webhook receiver too,
+unless the caller passes one it started)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from tests.support.polling import eventually, free_port
 
 
 @asynccontextmanager
-async def tool_world(**settings: object) -> AsyncIterator[World]:
+async def tool_world(
+    *, webhook: WebhookReceiver | None = None, **settings: object
+) -> AsyncIterator[World]:
     infra.ensure_up()
     unique = uuid.uuid4().hex[:10]
     prefix, schema = f"t{unique}.", f"t_{unique}"
@@ -38,7 +41,7 @@ async def tool_world(**settings: object) -> AsyncIterator[World]:
         primary=SmsProviderStandIn("ACidle", "idle"),  # never started: no SMS here
         secondary=SmsProviderStandIn("ACidle2", "idle"),
         inbox=Inbox(),
-        webhook=WebhookReceiver(),
+        webhook=webhook or WebhookReceiver(),
         base_url=base_url,
     )
     try:
