@@ -11,9 +11,11 @@ Back: a poll every ``FOLLOWUP_FHIR_POLL_SECONDS`` of
 ``urn:followup:task-output|call-outcome`` whose value codes one of the call results
 (``urn:followup:call-outcome|no_answer``, ...) becomes that call report; ``callback-at``
 (valueDateTime) gives ``callback_at``; ``owner`` (a Practitioner reference) is
-``reported_by``. The cursor starts ``FOLLOWUP_FHIR_POLL_LOOKBACK_HOURS`` back at start-up and
-then follows the server's own clock (``Bundle.meta.lastUpdated``) with an overlap, so a
-result is read at least once; repeats publish the same event id (``tool_results``).
+``reported_by``. The cursor starts ``FOLLOWUP_FHIR_POLL_LOOKBACK_HOURS`` back on the first
+start and then follows the server's own clock (``Bundle.meta.lastUpdated``) with an overlap,
+so a result is read at least once; it is kept in ``tool_poll_positions``, so a restarted
+notifier goes on from where it stopped (however long it was down). Results read again are
+not published twice (``tool_results.Seen``).
 """
 
 from __future__ import annotations
@@ -44,11 +46,26 @@ from services.notifier.channels import (
     TransientSendError,
 )
 from services.notifier.settings import NotifierSettings
-from services.notifier.tool_results import Poller, Seen, ToolClient, report_from_tool
+from services.notifier.tool_results import (
+    Poller,
+    PollPosition,
+    Seen,
+    ToolClient,
+    report_from_tool,
+)
 
 log = get_logger(__name__)
 FHIR_JSON = "application/fhir+json"
 OVERLAP = timedelta(seconds=5)  # server clocks and commit order: read a little twice
+
+
+def _moment(stamp: str | None) -> datetime | None:
+    """A saved cursor, or None when there is none (or it is not an aware moment)."""
+    try:
+        moment = datetime.fromisoformat(stamp) if stamp else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
 
 
 def _coded(concept: Any, system: str) -> str | None:
@@ -122,6 +139,8 @@ class FhirTaskSink:
         self._client = ToolClient(timeout=timeout, headers=headers)
         self._poll_seconds = poll_seconds
         self._cursor = parts.clock.now() - lookback
+        self._position = PollPosition(parts, self.name, self._base)  # the cursor, kept
+        self._loaded = False
         self._poller = Poller(self.name, self.poll_once, poll_seconds)
         self._seen = Seen()  # the cursor's overlap reads results again
 
@@ -166,6 +185,9 @@ class FhirTaskSink:
     async def poll_once(self) -> int:
         """Read the Tasks changed since the cursor; publish each completed one's result.
         Returns how many results were published."""
+        if not self._loaded:  # a restarted notifier goes on from the cursor it last saved
+            self._cursor = _moment(await self._position.load()) or self._cursor
+            self._loaded = True
         query = urlencode(
             {"_lastUpdated": f"ge{self._cursor.isoformat()}", "identifier": f"{FHIR_TASK_SYSTEM}|"}
         )
@@ -181,6 +203,7 @@ class FhirTaskSink:
                     published += 1
         if server_now is not None:
             self._cursor = server_now - OVERLAP
+            await self._position.save(self._cursor.isoformat())
         return published
 
     async def _read_back(self, resource: dict[str, Any]) -> bool:

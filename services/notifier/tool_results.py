@@ -16,7 +16,7 @@ import contextlib
 import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -33,7 +33,14 @@ from services.notifier.call_reports import (
 from services.notifier.call_task_channel import CallTaskChannel
 from services.notifier.channels import Parts, PermanentSendError, TransientSendError
 
-__all__ = ["CALL_RESULTS", "Poller", "Seen", "publish_tool_result", "report_from_tool"]
+__all__ = [
+    "CALL_RESULTS",
+    "PollPosition",
+    "Poller",
+    "Seen",
+    "publish_tool_result",
+    "report_from_tool",
+]
 log = get_logger(__name__)
 
 
@@ -63,8 +70,11 @@ async def publish_tool_result(
 
 
 class Seen:
-    """Report ids this process already published (bounded): a poll that reads the same
-    result again (a cursor's overlap, a full resync) does not publish it twice."""
+    """Report ids already published: by this process (bounded, in memory) or, through the
+    ledger's ``tool_reports``, by any process before it. A poll that reads the same result
+    again (a cursor's overlap, a full resync, the first poll after a restart) does not
+    publish it twice. Noted after the publish, so a crash in between repeats the same event
+    id (dropped downstream) and never loses the result."""
 
     def __init__(self, limit: int = 10_000) -> None:
         self._ids: OrderedDict[str, None] = OrderedDict()
@@ -79,12 +89,38 @@ class Seen:
             self._ids.popitem(last=False)
 
     async def publish(self, parts: Parts, task_id: str, report: CallReport) -> bool:
-        """Publish a polled result unless this process already did; True when published."""
+        """Publish a polled result unless it already was; True when published now."""
         if report.report_id in self:
             return False
+        if await parts.ledger.tool_report_published(report.report_id):
+            self.add(report.report_id)
+            return False
         published = await publish_tool_result(parts, task_id, report) is not None
+        if published:
+            retention = timedelta(days=parts.settings.callback_retention_days)
+            await parts.ledger.note_tool_report(report.report_id, parts.clock.now(), retention)
         self.add(report.report_id)
         return published
+
+
+class PollPosition:
+    """Where a connector's read-back of one tool stopped, kept in the notifier's database
+    (``tool_poll_positions``) so a restarted notifier goes on from there. ``load`` once
+    before the first poll; ``save`` after a poll whose results were all published."""
+
+    def __init__(self, parts: Parts, sink: str, source: str) -> None:
+        self._parts, self._sink, self._source = parts, sink, source
+        self._saved: str | None = None
+
+    async def load(self) -> str | None:
+        self._saved = await self._parts.ledger.poll_position(self._sink, self._source)
+        return self._saved
+
+    async def save(self, position: str) -> None:
+        if position != self._saved:
+            now = self._parts.clock.now()
+            await self._parts.ledger.save_poll_position(self._sink, self._source, position, now)
+            self._saved = position
 
 
 class Poller:
