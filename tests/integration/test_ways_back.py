@@ -28,6 +28,7 @@ from selenium.webdriver.common.by import By
 
 from common.db import drop_schema
 from common.kafka import delete_topics_with_prefix
+from schemas.events import AppointmentEvent
 from schemas.topics import TopicNames
 from services.notifier.calltasks import FHIR_OUTCOME_SYSTEM, FHIR_OUTPUT_SYSTEM, fhir_task_id
 from services.notifier.sink_jira import task_label
@@ -312,3 +313,44 @@ async def test_the_webhooks_reply_is_the_result_and_the_call_back_is_planned(loo
     [following] = [a for a in case["attempts"] if a["state"] == "planned"]
     assert following["channel"] == "call_task"
     assert datetime.fromisoformat(following["planned_at"]) == asked
+
+
+async def test_a_booking_closes_the_case_and_withdraws_the_task_from_every_tool(
+    loop: Loop,
+) -> None:
+    world = loop.world
+    task_id = await loop.open_case("p-back-booked")
+    # The patient booked a new visit at the hospital before anyone called: the case closes
+    # recovered and the scheduler withdraws the call task that is still out.
+    now = world.clock.now()
+    booked = AppointmentEvent(
+        event_id="appt-new-p-back-booked:booked",
+        occurred_at=now,
+        source="tracker",
+        change="booked",
+        appointment_id="appt-new-p-back-booked",
+        patient_id="p-back-booked",
+        start=now + timedelta(days=2),
+        timezone="Europe/Vilnius",
+        department="dental",
+        status="booked",
+    )
+    await world.publisher.publish(world.topics.appointments, booked)
+    withdrawn = await eventually(
+        lambda: world.outcome(f"{task_id}:withdrawal:withdrawn"), timeout=60
+    )
+    assert withdrawn.detail is None  # it reached the sinks: not no_task, not never_sent
+    _closed(await loop.case(task_id.rsplit(":", 1)[0]), "recovered")
+
+    assert [h["task"]["action"] for h in world.webhook.tasks(task_id)] == ["create", "withdraw"]
+    todos = await asyncio.to_thread(loop.front_desk.todos, include_completed=True)
+    assert not [t for t in todos if str(t.icalendar_component["uid"]).startswith(f"{task_id}@")]
+    async with (
+        aiohttp.ClientSession(headers=FHIR_JSON) as http,
+        http.get(f"{loop.fhir.base_url}/Task/{fhir_task_id(task_id)}") as reply,
+    ):
+        assert (await reply.json(content_type=None))["status"] == "cancelled"
+    [issue] = [i for i in loop.jira.issues.values() if task_label(task_id) in i["fields"]["labels"]]
+    assert issue["fields"]["status"] == {"name": "Cancelled"}
+    [ticket] = [t for t in loop.zendesk.tickets.values() if t["external_id"] == task_id]
+    assert ticket["status"] == "solved" and "followup_withdrawn" in ticket["tags"]
