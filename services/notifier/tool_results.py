@@ -126,13 +126,18 @@ class PollPosition:
 class Poller:
     """Runs a connector's ``poll_once`` every ``seconds`` on the service's loop (started by
     the sink's build inside the service's start, or its first delivery); a failed poll is
-    logged by its error's type and tried again at the next turn."""
+    logged by its error's type and tried again at the next turn. ``nudge`` (a tool's own
+    notification that something changed) makes the next turn come at once; nudges that
+    arrive together make one poll."""
+
+    NUDGE_GAP = 0.2  # seconds: a burst of notifications is one poll, not one each
 
     def __init__(self, name: str, poll_once: Callable[[], Awaitable[int]], seconds: float) -> None:
         self._name = name
         self._poll_once = poll_once
         self._seconds = seconds
         self._task: asyncio.Task[None] | None = None
+        self._nudged = asyncio.Event()
 
     def start(self) -> None:
         if self._seconds <= 0 or self._task is not None:
@@ -143,13 +148,19 @@ class Poller:
             return
         self._task = loop.create_task(self._forever(), name=f"{self._name}_poll")
 
+    def nudge(self) -> None:
+        self._nudged.set()
+
     async def _forever(self) -> None:
         while True:
+            self._nudged.clear()
             try:
                 await self._poll_once()
             except Exception as exc:  # a tool that is down or answers nonsense: next turn
                 log.warning("tool_poll_failed", sink=self._name, error=type(exc).__name__)
-            await asyncio.sleep(self._seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudged.wait(), self._seconds)
+                await asyncio.sleep(self.NUDGE_GAP)
 
     async def stop(self) -> None:
         if self._task is not None:

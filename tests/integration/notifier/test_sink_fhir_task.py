@@ -20,7 +20,13 @@ from services.notifier.calltasks import (
     FHIR_OUTPUT_SYSTEM,
     fhir_task_id,
 )
-from services.notifier.sink_fhir_task import OVERLAP
+from services.notifier.sink_fhir_task import (
+    OVERLAP,
+    SUBSCRIPTION_CRITERIA,
+    SUBSCRIPTION_PATH,
+    notification_token,
+    subscription,
+)
 from tests.integration.notifier.tool_world import fresh_names, notifier_world, tool_world, withdraw
 from tests.integration.notifier.world import World
 from tests.support.fhir_server import FhirR4Server
@@ -179,3 +185,41 @@ async def test_a_restart_in_between_loses_no_completion_and_repeats_none(
             published = [o.event_id for o in second.outcomes.events]
     assert published.count("c-fhir-r1:1:fhir:no_answer") == 1
     assert published.count("c-fhir-r2:1:fhir:answered_declined") == 1
+
+
+async def test_a_rest_hook_subscription_brings_the_result_without_waiting_for_a_poll(
+    fhir: FhirR4Server,
+) -> None:
+    # Polling once an hour: only the server's notification can bring the result in time.
+    async with tool_world(
+        call_task_sinks="fhir_task",
+        fhir_base_url=fhir.base_url,
+        fhir_poll_seconds=3600,
+        fhir_subscription=True,
+    ) as world:
+        endpoint = f"{world.base_url}{SUBSCRIPTION_PATH}"
+        token = notification_token("link-secret")
+        wanted = subscription(endpoint, token)
+
+        async def registered() -> dict[str, Any] | None:
+            status, body = await _get(fhir, f"Subscription/{wanted['id']}")
+            return body if status == 200 else None
+
+        stored = await eventually(registered)
+        assert stored["status"] == "active" and stored["criteria"] == SUBSCRIPTION_CRITERIA
+        assert stored["channel"]["type"] == "rest-hook" and "payload" not in stored["channel"]
+
+        await world.contact("p-fhir-hook", phone="+37060000044")
+        await world.send(world.command("c-fhir-hook", "p-fhir-hook", "call_task"))
+        await eventually(lambda: world.outcome("c-fhir-hook:1:task_created"))
+        await _complete(fhir, "c-fhir-hook:1", "voicemail")
+        result = await eventually(lambda: world.outcome("c-fhir-hook:1:fhir:voicemail"))
+        assert result.case_id == "c-fhir-hook" and result.idempotency_key == "c-fhir-hook:1"
+
+        # Only the server, with the token it was given, may ask for an early poll.
+        async with aiohttp.ClientSession() as http:
+            for headers in ({}, {"Authorization": "Bearer guessed"}):
+                async with http.post(endpoint, headers=headers) as reply:
+                    assert reply.status == 401
+            async with http.post(endpoint, headers={"Authorization": f"Bearer {token}"}) as reply:
+                assert reply.status == 200
