@@ -6,7 +6,9 @@ reads its tool's vocabulary as a ``CallReport`` and hands it here, to the same p
 
 The report id is ``<task id>:<tool>:<outcome>``: one outcome per task, tool and result, so a
 connector that reads the same result twice (a poll after a restart, a webhook redelivered)
-publishes the same event id and the scheduler drops the repeat.
+publishes the same event id and the scheduler drops the repeat. The polled connectors keep
+where they stopped (``PollPosition``) and what they published (``Seen``) in the notifier's
+database, so a restart neither misses a result nor publishes one again.
 """
 
 from __future__ import annotations
