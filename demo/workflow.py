@@ -138,7 +138,12 @@ def counts(observed: Observed, scenario: Scenario, policy: CadencePolicy) -> dic
         "children_not_brought": {
             "children": len(children(scenario, policy)),
             "safeguarding_cases": sum(1 for c in cases if c.get("safeguarding_at")),
-            "to_the_lead": sum(1 for n in escalations if n.safeguarding),
+            "to_the_lead": sum(
+                1
+                for n in escalations
+                if n.safeguarding
+                and n.escalate_to == policy.rules_for(n.department, n.reason).safeguarding.lead_id
+            ),
         },
     }
 
