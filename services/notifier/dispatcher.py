@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -199,6 +199,7 @@ class Dispatcher:
         self.concurrency = concurrency  # provider calls under way at once, per channel
         self._rnd = rnd or random.Random()
         self._wake = asyncio.Event()
+        self._publishing = asyncio.Lock()
         # Set by drain(): no new rows are taken; the sends under way finish and are recorded.
         self._stopping = asyncio.Event()
         # The runaway guard counts every message the patient reads, whichever channel.
@@ -253,7 +254,7 @@ class Dispatcher:
         channel has room, so none waits for a slot once marked.
         """
         done = 0
-        running: dict[asyncio.Task[None], tuple[str, str]] = {}  # task -> (patient, channel)
+        running: dict[asyncio.Task[None], str] = {}  # task -> its channel
         failures: list[BaseException] = []
 
         def reap(finished: set[asyncio.Task[None]]) -> None:
@@ -264,7 +265,8 @@ class Dispatcher:
 
         try:
             while done < most and not self._stopping.is_set() and not failures:
-                room = self._room(running.values())
+                busy = Counter(running.values())
+                room = {name: self.concurrency - busy[name] for name in self.channels}
                 # (+1: a command for a channel not configured is finished at once.)
                 wanted = min(sum(room.values()) + 1, most - done)
                 due = []
@@ -272,16 +274,11 @@ class Dispatcher:
                     due = await self.ledger.take_due(
                         self.clock.now(),
                         limit=wanted,
-                        skip_patients=[patient for patient, _ in running.values()],
                         channel_room=room,
                         one_per_patient=True,
                     )
                 for delivery in due:
-                    cmd = delivery.command
-                    running[asyncio.create_task(self.process(delivery))] = (
-                        cmd.patient_id,
-                        cmd.channel,
-                    )
+                    running[asyncio.create_task(self.process(delivery))] = delivery.command.channel
                 done += len(due)
                 if not running:
                     break
@@ -304,11 +301,13 @@ class Dispatcher:
         await self.publish_outcomes()
         return done
 
-    def _room(self, running: Iterable[tuple[str, str]]) -> dict[str, int]:
-        busy = Counter(channel for _, channel in running)
-        return {name: self.concurrency - busy[name] for name in self.channels}
-
     async def publish_outcomes(self) -> None:
+        # One publisher at a time in this process (the run loop and a caller of work_once
+        # would otherwise both read the same unpublished rows and publish them twice).
+        async with self._publishing:
+            await self._publish_outcomes()
+
+    async def _publish_outcomes(self) -> None:
         while finished := await self.ledger.unpublished():
             events = [outcome_event(done) for done in finished]
             if self._publish_many is not None:

@@ -66,18 +66,17 @@ class Ledger:
         now: datetime,
         limit: int = 20,
         *,
-        skip_patients: Sequence[str] = (),
         channel_room: Mapping[str, int] | None = None,
         one_per_patient: bool = False,
     ) -> list[Delivery]:
         """Due rows (and rows abandoned while 'sending'), marked 'sending' and committed.
 
-        None of ``skip_patients`` is taken (those whose row this worker is still sending)
-        and, with ``one_per_patient``, at most one row per patient: the dispatcher sends a
-        patient's deliveries one after the other, in due order, so the runaway guard sees
-        each one finished before the next.
-        ``channel_room`` caps how many rows each channel named in it may take now (a
-        channel not named is not capped). Rows not taken stay pending for the next look.
+        With ``one_per_patient``, at most one row per patient, the earliest, and none of a
+        patient who has a row 'sending' within the lease: the dispatcher sends a patient's
+        deliveries one after the other, in due order, so the runaway guard sees each one
+        finished before the next (whichever replica took it). ``channel_room`` caps how
+        many rows each channel named in it may take now (a channel not named is not
+        capped). Rows not taken stay pending for the next look.
         """
         room = dict(channel_room or {})
         full = [channel for channel, n in room.items() if n <= 0]
@@ -85,16 +84,19 @@ class Ledger:
             rows = await conn.fetch(
                 """SELECT idempotency_key, purpose, patient_id, channel, command, state, tries,
                           sinks_done
-                   FROM deliveries
+                   FROM deliveries d
                    WHERE ((state = 'pending' AND due_at <= $1)
                           OR (state = 'sending' AND sending_since <= $2))
-                     AND patient_id <> ALL($4::text[]) AND channel <> ALL($5::text[])
+                     AND channel <> ALL($4::text[])
+                     AND NOT ($5 AND EXISTS (
+                         SELECT 1 FROM deliveries s WHERE s.patient_id = d.patient_id
+                            AND s.state = 'sending' AND s.sending_since > $2))
                    ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED""",
                 now,
                 now - self._lease,
                 limit,
-                list(skip_patients),
                 full,
+                one_per_patient,
             )
             patients: set[str] = set()
             taken: list[Record] = []
