@@ -13,7 +13,8 @@ The notifier sends up to ``FOLLOWUP_DISPATCH_CONCURRENCY`` rows at once per chan
 a time per patient), so on a channel whose server answers in parallel (HTTP) it may pass
 its baseline; email goes over one SMTP connection, as the baseline does. Each figure:
 ``N`` commands for ``N`` patients (contacts stored first), timed from the first command
-produced to the last delivery received. ``FOLLOWUP_BENCH_NOTIFICATIONS`` (default 1,000 per channel).
+produced to the last delivery received. ``FOLLOWUP_BENCH_NOTIFICATIONS`` (default 1,000
+per channel).
 """
 
 from __future__ import annotations
