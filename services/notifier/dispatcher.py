@@ -213,15 +213,18 @@ class Dispatcher:
             metrics.DUPLICATES_DROPPED.labels(command.channel).inc()
             log.info("duplicate_dropped", key=command.idempotency_key, purpose=command.purpose)
 
-    async def run(self, poll_seconds: float = 0.5) -> None:
+    async def run(self, poll_seconds: float = 0.5, most: int = 200) -> None:
         while not self._stopping.is_set():
+            done = 0
             try:
-                await self.work_once()
+                done = await self.work_once(most)
             except Exception as exc:  # a database blip must not end the worker
                 log.error("dispatch_failed", error=type(exc).__name__)
             self._wake.clear()
             if self._stopping.is_set():
                 break
+            if done >= most:
+                continue  # a backlog: look again at once rather than after the poll
             # Real-time polling interval: how often to look, not a business time.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll_seconds)
