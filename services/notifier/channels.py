@@ -267,7 +267,9 @@ class RateLimiter:
         if self._interval == 0.0:
             return
         now = self._clock.now()
-        if self._next is not None and now < self._next:
-            await self._clock.sleep((self._next - now).total_seconds())
-            now = self._next
-        self._next = now + timedelta(seconds=self._interval)
+        # The slot is taken before sleeping: concurrent sends on one channel (the
+        # dispatcher's) each get their own, rather than all waking at the same moment.
+        slot = now if self._next is None or now >= self._next else self._next
+        self._next = slot + timedelta(seconds=self._interval)
+        if slot > now:
+            await self._clock.sleep((slot - now).total_seconds())

@@ -225,6 +225,22 @@ async def test_rate_limiter_spaces_sends_to_the_providers_limit() -> None:
     assert len(clock.slept) == 4
 
 
+async def test_rate_limiter_gives_concurrent_sends_each_their_own_slot() -> None:
+    import asyncio
+
+    from services.notifier.channels import RateLimiter
+
+    class StillClock(RecordingClock):
+        async def sleep(self, seconds: float) -> None:
+            self.slept.append(seconds)
+            await asyncio.sleep(0)  # time moves for nobody: the waits must differ anyway
+
+    clock = StillClock(datetime(2026, 3, 2, tzinfo=UTC))
+    limiter = RateLimiter(4.0, clock)
+    await asyncio.gather(*(limiter.wait() for _ in range(4)))
+    assert sorted(clock.slept) == [0.25, 0.5, 0.75]
+
+
 def test_runaway_guard_refuses_beyond_the_hard_cap() -> None:
     cmd = command()
     inside = cmd.window_start + timedelta(hours=1)
