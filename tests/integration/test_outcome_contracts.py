@@ -160,6 +160,30 @@ async def test_a_clinical_concern_goes_at_once_to_the_clinician_with_what_was_wr
     assert all(note not in str(h["detail"]) for h in case["history"])  # ids and codes only
 
 
+@pytest.mark.parametrize(
+    ("outcome", "lost", "next_channel"),
+    [
+        ("busy", [], "sms"),  # unanswered: the cadence's next step, a text
+        ("wrong_number", ["call_task", "sms"], "email"),  # the number is no use at all
+    ],
+)
+async def test_a_call_result_from_the_desk_plans_the_next_step(
+    both: Both, outcome: str, lost: list[str], next_channel: Channel
+) -> None:
+    world = both.world
+    case_id = await both.open_case(f"p-k-{outcome}", phone="+37060000711")
+    task_id = f"{case_id}:1"
+    await eventually(lambda: world.outcome(f"{task_id}:task_created"), timeout=60)
+    await both.recorded(case_id, 1, "task_created")
+    await both.report(task_id, outcome)
+    await both.recorded(case_id, 1, outcome)
+    following = await both.attempt(case_id, 2, lambda a: a["state"] == "planned")
+    assert following["channel"] == next_channel
+    assert following["planned_at"] > world.clock.now().isoformat()  # on the cadence
+    case = await both.case(case_id)
+    assert sorted(case["impossible_channels"] or []) == lost
+
+
 # --- carrier triage: what the SMS provider said about the number ---------------------------
 
 
@@ -289,6 +313,80 @@ async def test_a_plain_reply_holds_the_automated_messages(both: Both) -> None:
     assert (first["channel"], first["state"]) == ("sms", "planned")
     assert first["planned_at"] > world.clock.now().isoformat()
     assert phone not in [m.to for m in world.primary.messages + world.secondary.messages]
+
+
+async def test_a_delivery_receipt_is_recorded_on_the_attempt(both: Both) -> None:
+    world = both.world
+    phone = "+37060000733"
+    case_id = await both.open_case("p-k-delivered", prefers="sms", phone=phone)
+    await eventually(lambda: world.outcome(f"{case_id}:1:sent"), timeout=60)
+    await both.recorded(case_id, 1, "sent")
+    [message] = [m for m in world.primary.messages if m.to == phone]
+    assert await world.primary.send_status(message, "delivered") == 204
+    await eventually(lambda: world.outcome(f"{case_id}:1:delivered"), timeout=60)
+    await both.recorded(case_id, 1, "delivered")
+    case = await both.case(case_id)
+    assert case["state"] == "contacting" and not case["impossible_channels"]
+
+
+async def test_start_after_stop_lets_the_scheduler_text_again_and_help_changes_nothing(
+    both: Both,
+) -> None:
+    world = both.world
+    phone = "+37060000734"
+    await world.contact("p-k-start", phone=phone)
+    url = f"{world.base_url}/sms/inbound"
+    pool = both.scheduler.pool
+    assert pool is not None
+
+    async def opted_out() -> bool:
+        found = await pool.fetchval(
+            "SELECT count(*) FROM channel_opt_outs WHERE patient_id = 'p-k-start'"
+        )
+        return bool(found)
+
+    assert await world.primary.send_reply(url, phone, "STOP") == 200
+    await eventually(opted_out, timeout=60)
+    assert await world.primary.send_reply(url, phone, "HELP") == 200
+    help_ = await eventually(
+        lambda: next(
+            (
+                o
+                for o in world.outcomes.events
+                if o.patient_id == "p-k-start" and o.outcome == "help"
+            ),
+            None,
+        )
+    )
+
+    async def consumed() -> bool:
+        found = await pool.fetchval(
+            "SELECT count(*) FROM processed_events WHERE topic = 'outcomes' AND event_id = $1",
+            help_.event_id,
+        )
+        return bool(found)
+
+    await eventually(consumed, timeout=60)
+    assert await opted_out()  # HELP is answered by the notifier; it is not START
+    assert await world.primary.send_reply(url, phone, "START") == 200
+    await eventually(
+        lambda: next(
+            (
+                o
+                for o in world.outcomes.events
+                if o.patient_id == "p-k-start" and o.outcome == "opt_in"
+            ),
+            None,
+        )
+    )
+    await eventually(lambda: _not(opted_out()), timeout=60)
+    case_id = await both.open_case("p-k-start", prefers="sms", phone=phone)
+    await eventually(lambda: world.outcome(f"{case_id}:1:sent"), timeout=60)
+    assert phone in [m.to for m in world.primary.messages + world.secondary.messages]
+
+
+async def _not(check: Awaitable[bool]) -> bool:
+    return not await check
 
 
 # --- email bounces --------------------------------------------------------------------------
