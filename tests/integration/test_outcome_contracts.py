@@ -24,6 +24,7 @@ import pytest
 from schemas.base import Channel
 from schemas.events import PatientStatusEvent
 from schemas.topics import TopicNames
+from services.notifier.dispatcher import CONTACT_GRACE
 from services.scheduler.app import Scheduler
 from services.scheduler.cases import case_id_for
 from tests.integration.notifier.conftest import world as world  # the notifier's fixture
@@ -50,7 +51,8 @@ class Both:
         scheduler, as the tracker sends them); then the tracker's no-show of their visit an
         hour ago opens a case whose first attempt is due now. Returns the case id."""
         world = self.world
-        await world.contact(patient, **contact)
+        if contact.pop("known", True):
+            await world.contact(patient, **contact)
         if prefers is not None:
             await self.prefer(patient, prefers)
         trigger = no_show_trigger(
@@ -182,6 +184,34 @@ async def test_a_call_result_from_the_desk_plans_the_next_step(
     assert following["planned_at"] > world.clock.now().isoformat()  # on the cadence
     case = await both.case(case_id)
     assert sorted(case["impossible_channels"] or []) == lost
+
+
+async def test_a_patient_the_notifier_cannot_reach_at_all_escalates_to_the_doctor(
+    both: Both,
+) -> None:
+    """No contact details reached the notifier: the call task is refused (no_contact), every
+    channel is lost, and the scheduler's no_channel escalation reaches the doctor at once."""
+    world = both.world
+    case_id = await both.open_case("p-k-nobody", known=False)
+    await both.attempt(case_id, 1, lambda a: a["state"] == "fired")
+    await eventually(lambda: world.calltask_events(f"{case_id}:1") == [])  # nothing yet
+    # The notifier waits a little for a contact still on its way, then calls it missing.
+    await world.advance((CONTACT_GRACE + timedelta(seconds=1)).total_seconds())
+    refused = await eventually(lambda: world.outcome(f"{case_id}:1:channel_impossible"), timeout=60)
+    assert refused.detail == "no_contact"
+    await both.recorded(case_id, 1, "channel_impossible")
+    escalation = await both.attempt(
+        case_id, 2, lambda a: a["purpose"] == "escalation" and a["state"] == "fired"
+    )
+    assert escalation["escalate_to"] == "dr-7"
+    key = f"calltask:{case_id}:2:create"
+    # No wait this time: the escalation is for the doctor, who needs no patient's contact.
+    [mail] = await eventually(lambda: world.inbox.for_key(key) or None, timeout=60)
+    assert mail["To"] == "doctor@clinic.example"
+    [hook] = await eventually(lambda: world.webhook.tasks(f"{case_id}:2") or None)
+    assert hook["task"]["purpose"] == "escalation"
+    case = await both.case(case_id)
+    assert sorted(case["impossible_channels"]) == ["call_task", "email", "sms"]
 
 
 # --- carrier triage: what the SMS provider said about the number ---------------------------
