@@ -33,7 +33,8 @@ from tests.support import infra
 from tests.support.polling import eventually
 from tests.support.scheduler import case_from_api, scheduler_beside
 from tests.support.tracker import tracker_settings
-from tests.unit.tracker.hl7_samples import siu
+from tests.unit.tracker.fhir_samples import fhir_care_plan
+from tests.unit.tracker.hl7_samples import adt_a03, siu
 
 pytestmark = pytest.mark.integration
 CASE_TOKEN = "case-api-token"
@@ -293,3 +294,33 @@ async def test_a_death_over_fhir_closes_the_case_and_withdraws_what_was_planned(
     closed = await both.case_of(patient, lambda c: c["state"] == "closed")
     assert (closed["case_id"], closed["resolution"]) == (case["case_id"], "deceased")
     assert all(a["state"] != "planned" for a in closed["attempts"])
+
+
+async def test_a_discharge_to_another_hospital_over_hl7_closes_the_case(both: Both) -> None:
+    patient = "PAT-MOVED"
+    case = await _missed_visit(both, "hl7", patient)
+    discharged = _hl7_time(both.clock.now() - timedelta(minutes=5))
+    message = adt_a03("MOVED-1", patient_id=patient, discharged_at=discharged)
+    await both.hl7(message.replace("20260301120000+0200", _hl7_time(START)))
+    closed = await both.case_of(patient, lambda c: c["state"] == "closed")
+    assert (closed["case_id"], closed["resolution"]) == (case["case_id"], "transferred_out")
+
+
+async def test_a_treatment_plan_over_fhir_whose_next_stage_is_at_risk_opens_its_case(
+    both: Both,
+) -> None:
+    patient, plan_id = "PAT-PLAN", "plan-contract"
+    plan = fhir_care_plan()
+    plan["id"] = plan_id
+    plan["subject"] = {"reference": f"Patient/{patient}"}
+    # The extraction ended 85 days ago; the implant is due within 90: five days are left,
+    # inside the seven-day lead, so the stage is at risk at once.
+    ended = both.clock.now() - timedelta(days=85)
+    plan["activity"][0]["detail"]["scheduledPeriod"] = {"end": ended.isoformat()}
+    await both.fhir(f"CarePlan/{plan_id}", plan)
+    case = await both.case_of(patient)
+    assert case["reason"] == "stage_window_at_risk"
+    assert (case["plan_id"], case["stage_id"]) == (plan_id, "s2")
+    deadline = datetime.fromisoformat(case["stage_deadline"])
+    assert timedelta(days=4) < deadline - both.clock.now() <= timedelta(days=6)
+    assert case["attempts"], case
