@@ -29,6 +29,7 @@ from schemas.events import AppointmentEvent
 from schemas.topics import TopicNames
 from services.scheduler.app import Scheduler
 from services.tracker.app import Tracker
+from services.tracker.fhir_mapping import PREFERRED_CHANNEL_EXTENSION
 from tests.support import infra
 from tests.support.polling import eventually
 from tests.support.scheduler import case_from_api, scheduler_beside
@@ -324,3 +325,27 @@ async def test_a_treatment_plan_over_fhir_whose_next_stage_is_at_risk_opens_its_
     deadline = datetime.fromisoformat(case["stage_deadline"])
     assert timedelta(days=4) < deadline - both.clock.now() <= timedelta(days=6)
     assert case["attempts"], case
+
+
+async def test_a_patients_preferred_channel_over_fhir_opens_the_cadence(both: Both) -> None:
+    patient = "PAT-PREFERS"
+    body = {
+        "resourceType": "Patient",
+        "id": patient,
+        "telecom": [{"system": "email", "value": "ona@example.org"}],
+        "extension": [{"url": PREFERRED_CHANNEL_EXTENSION, "valueCode": "email"}],
+    }
+    await both.fhir(f"Patient/{patient}", body)
+    pool = both.scheduler.pool
+    assert pool is not None
+
+    async def stored() -> bool:
+        found = await pool.fetchval(
+            "SELECT preferred_channel FROM patient_status WHERE patient_id = $1", patient
+        )
+        return bool(found == "email")
+
+    await eventually(stored, timeout=60)
+    case = await _missed_visit(both, "json", patient)
+    [first] = case["attempts"]
+    assert first["channel"] == "email"
