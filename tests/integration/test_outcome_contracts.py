@@ -27,6 +27,7 @@ from schemas.topics import TopicNames
 from services.notifier.dispatcher import CONTACT_GRACE
 from services.scheduler.app import Scheduler
 from services.scheduler.cases import case_id_for
+from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
 from tests.integration.notifier.conftest import world as world  # the notifier's fixture
 from tests.integration.notifier.world import API_TOKEN, World
 from tests.support.dsn import dsn_report
@@ -35,6 +36,7 @@ from tests.support.scheduler import case_from_api, case_if_open, no_show_trigger
 
 pytestmark = pytest.mark.integration
 CASE_TOKEN = "case-api-token"
+SUPERVISOR = "sup-1"
 
 
 @dataclass
@@ -122,7 +124,13 @@ class Both:
 @pytest.fixture(scope="module")
 async def both(world: World) -> AsyncIterator[Both]:
     topics = TopicNames(prefix=world.app.topics.prefix)
-    async with scheduler_beside(topics, world.clock, api_token=CASE_TOKEN) as scheduler:
+    # The default policy, with a clinic-wide supervisor for escalations nobody handled.
+    text = DEFAULT_POLICY_PATH.read_text(encoding="utf-8")
+    text = text.replace("  escalation:\n", f"  escalation:\n    supervisor_id: {SUPERVISOR}\n", 1)
+    policy = CadencePolicy.from_text(text, "<with a supervisor>")
+    async with scheduler_beside(
+        topics, world.clock, api_token=CASE_TOKEN, policy=policy
+    ) as scheduler:
         yield Both(world, scheduler)
 
 
@@ -212,6 +220,29 @@ async def test_a_patient_the_notifier_cannot_reach_at_all_escalates_to_the_docto
     assert hook["task"]["purpose"] == "escalation"
     case = await both.case(case_id)
     assert sorted(case["impossible_channels"]) == ["call_task", "email", "sms"]
+
+
+async def test_an_escalation_nobody_answered_goes_to_the_supervisor(both: Both) -> None:
+    world = both.world
+    case_id = await both.open_case("p-k-unheard", phone="+37060000702")
+    task_id = f"{case_id}:1"
+    await eventually(lambda: world.outcome(f"{task_id}:task_created"), timeout=60)
+    await both.recorded(case_id, 1, "task_created")
+    await both.report(task_id, "clinical_concern", note="Bleeding that does not stop")
+    await both.attempt(case_id, 2, lambda a: a["purpose"] == "escalation" and a["state"] == "fired")
+    await eventually(lambda: world.outcome(f"{case_id}:2:task_created"), timeout=60)
+    await both.recorded(case_id, 2, "task_created")
+    # The clinician on call did not answer the escalation call: the supervisor, at once.
+    await both.report(f"{case_id}:2", "no_answer")
+    third = await both.attempt(
+        case_id, 3, lambda a: a["purpose"] == "escalation" and a["state"] == "fired"
+    )
+    assert third["escalate_to"] == SUPERVISOR
+    [hook] = await eventually(lambda: world.webhook.tasks(f"{case_id}:3") or None, timeout=60)
+    assert hook["task"]["purpose"] == "escalation"
+    key = f"calltask:{case_id}:3:create"
+    [mail] = await eventually(lambda: world.inbox.for_key(key) or None, timeout=60)
+    assert mail["To"] == "doctor@clinic.example"
 
 
 # --- carrier triage: what the SMS provider said about the number ---------------------------

@@ -154,11 +154,11 @@ def scheduler_settings(
 
 @asynccontextmanager
 async def scheduler_beside(
-    topics: TopicNames, clock: Clock, *, api_token: str
+    topics: TopicNames, clock: Clock, *, api_token: str, policy: CadencePolicy | None = None
 ) -> AsyncIterator[Scheduler]:
     """The real scheduler on another service's topics (``topics``) and clock, in a schema of
     its own (dropped after): the two services talk through the real topics, as in a clinic.
-    Its case API answers ``api_token``."""
+    Its case API answers ``api_token``; ``policy``: the default cadence policy unless given."""
     schema = f"t_{uuid.uuid4().hex[:10]}"
     settings = scheduler_settings(
         infra.KAFKA_BOOTSTRAP,
@@ -168,7 +168,7 @@ async def scheduler_beside(
         api_token=api_token,
         poll_seconds=0.05,
     )
-    scheduler = Scheduler(settings, clock, CadencePolicy.load(DEFAULT_POLICY_PATH))
+    scheduler = Scheduler(settings, clock, policy or CadencePolicy.load(DEFAULT_POLICY_PATH))
     await scheduler.start()
     try:
         await asyncio.wait_for(scheduler.consumers_assigned(), 30)
