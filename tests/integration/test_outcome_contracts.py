@@ -32,7 +32,13 @@ from tests.integration.notifier.conftest import world as world  # the notifier's
 from tests.integration.notifier.world import API_TOKEN, World
 from tests.support.dsn import dsn_report
 from tests.support.polling import eventually
-from tests.support.scheduler import case_from_api, case_if_open, no_show_trigger, scheduler_beside
+from tests.support.scheduler import (
+    case_from_api,
+    case_if_open,
+    no_show_trigger,
+    scheduler_beside,
+    stage_at_risk_trigger,
+)
 
 pytestmark = pytest.mark.integration
 CASE_TOKEN = "case-api-token"
@@ -243,6 +249,31 @@ async def test_an_escalation_nobody_answered_goes_to_the_supervisor(both: Both) 
     key = f"calltask:{case_id}:3:create"
     [mail] = await eventually(lambda: world.inbox.for_key(key) or None, timeout=60)
     assert mail["To"] == "doctor@clinic.example"
+
+
+async def test_a_stage_deadline_too_close_for_the_cadence_escalates_to_the_doctor(
+    both: Both,
+) -> None:
+    world = both.world
+    await world.contact("p-k-deadline", phone="+37060000703")
+    now = world.clock.now()
+    trigger = stage_at_risk_trigger(
+        "plan-k-deadline",
+        "s2",
+        missed=now - timedelta(minutes=20),
+        patient_id="p-k-deadline",
+        stage_deadline=now + timedelta(days=1),  # inside the rebooking lead: no step fits
+    )
+    await world.publisher.publish(world.topics.triggers, trigger)
+    case_id = case_id_for(trigger.event_id)
+    escalation = await both.attempt(
+        case_id, 1, lambda a: a["purpose"] == "escalation" and a["state"] == "fired"
+    )
+    assert escalation["escalate_to"] == "dr-7"
+    key = f"calltask:{case_id}:1:create"
+    [mail] = await eventually(lambda: world.inbox.for_key(key) or None, timeout=60)
+    assert mail["To"] == "doctor@clinic.example"
+    assert "Deadline at risk" in _text(mail)
 
 
 # --- carrier triage: what the SMS provider said about the number ---------------------------
