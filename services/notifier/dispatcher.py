@@ -91,8 +91,12 @@ def decide(
 ) -> Decision:
     if command.purpose == "withdrawal":
         return Proceed()  # withdrawing never reaches the patient; always allowed
+    # An escalation is a task for the doctor, not a message to the patient: it needs no
+    # contact details of the patient (it often exists because none reach them: no_channel).
+    for_staff = command.purpose == "escalation" and not rules.reaches_patient
     if (
         contact is None
+        and not for_staff
         and patient_status not in NOT_CONTACTABLE
         and now < command.occurred_at + CONTACT_GRACE
         and now + CONTACT_RETRY < command.window_end
@@ -101,6 +105,8 @@ def decide(
         # commands arrive: wait a little for the contact before calling it missing.
         return Hold("awaiting_contact", now + CONTACT_RETRY)
     impossible = why_impossible(contact, command.channel, rules, patient_status)
+    if impossible == "no_contact" and for_staff:
+        impossible = None
     if impossible is not None:
         return Refuse("channel_impossible", impossible, _RULE_OF_DETAIL.get(impossible))
     if now >= command.window_end:
