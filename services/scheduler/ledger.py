@@ -82,10 +82,12 @@ def _noted(topic: str) -> str:
 
 
 # A case row with its attempts as one JSON array: one statement loads and locks both.
-CASES_WITH_ATTEMPTS = """
-    SELECT c.*, (SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.attempt_number), '[]')
-                   FROM attempts a WHERE a.case_id = c.case_id) AS attempts_json
-      FROM cases c WHERE {where} ORDER BY c.case_id FOR UPDATE OF c"""
+# The attempts are read by a statement of their own, after the lock: a statement that
+# waited for the lock sees the case row as the other transaction left it, but everything
+# else (a subquery on attempts too) as of its own start, so a join that waited for a firing
+# would plan on the attempt as it was before it fired and overwrite it.
+CASES_LOCKED = "SELECT c.* FROM cases c WHERE {where} ORDER BY c.case_id FOR UPDATE OF c"
+ATTEMPTS_OF = "SELECT * FROM attempts WHERE case_id = ANY($1) ORDER BY case_id, attempt_number"
 # The patient's open cases ($1: the patient); the literal matches the partial indexes.
 OPEN_OF_PATIENT = "c.patient_id = $1 AND c.state <> 'closed'"
 INSERT_CASE = """
@@ -222,9 +224,7 @@ def to_attempt(row: Mapping[str, Any]) -> AttemptRecord:
     )
 
 
-def to_case(row: Record, attempts: Iterable[AttemptRecord] | None = None) -> Case:
-    if attempts is None:
-        attempts = [to_attempt(a) for a in json.loads(row["attempts_json"])]
+def to_case(row: Record, attempts: Iterable[AttemptRecord]) -> Case:
     return Case(
         case_id=row["case_id"],
         patient_id=row["patient_id"],
@@ -758,10 +758,7 @@ class CaseLedger:
             if not due:
                 return 0
             by_case: dict[str, list[AttemptRecord]] = defaultdict(list)
-            for r in await tx.conn.fetch(
-                "SELECT * FROM attempts WHERE case_id = ANY($1) ORDER BY case_id, attempt_number",
-                list({r["case_id"] for r in due}),
-            ):
+            for r in await tx.conn.fetch(ATTEMPTS_OF, list({r["case_id"] for r in due})):
                 by_case[r["case_id"]].append(to_attempt(r))
             cases: dict[str, Case] = {}
             for r in due:
@@ -932,8 +929,13 @@ HANDED_OUT = ("task_created", "sent", "delivered")
 async def _load(tx: Tx, where: str, *args: Any) -> list[Case]:
     """The cases ``where`` says, locked in case-id order (as every handler: no deadlock),
     with their attempts."""
-    rows = await tx.conn.fetch(CASES_WITH_ATTEMPTS.format(where=where), *args)
-    return [to_case(r) for r in rows]
+    rows = await tx.conn.fetch(CASES_LOCKED.format(where=where), *args)
+    if not rows:
+        return []
+    attempts: dict[str, list[AttemptRecord]] = defaultdict(list)
+    for a in await tx.conn.fetch(ATTEMPTS_OF, [r["case_id"] for r in rows]):
+        attempts[a["case_id"]].append(to_attempt(a))
+    return [to_case(r, attempts[r["case_id"]]) for r in rows]
 
 
 async def _insert(tx: Tx, case: Case) -> bool:
