@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -53,6 +53,9 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Channel = Literal["call_task", "sms", "email"]
 # Names a credential may not carry inline: the profile names the variable that holds it.
 _SECRET_WORDS = re.compile(r"secret|token|password|api_key|credential", re.IGNORECASE)
+
+
+E = TypeVar("E", bound=BaseModel)
 
 
 class SiteError(Exception):
@@ -277,6 +280,21 @@ class Sites:
         if self.default_site is not None:
             return self.profiles[self.default_site]
         raise UnknownSite(pairs[0][0] if pairs else "site")
+
+    def check_event(self, event: E) -> E:
+        """A canonical event's ``site`` checked against the file (the JSON contract's way
+        in): a site no profile names, or none where the file has no default, raises
+        ``UnknownSite("site")``; none takes the default. Events without the field pass."""
+        if not self.explicit or "site" not in type(event).model_fields:
+            return event
+        site = getattr(event, "site", None)
+        if site is None:
+            if self.default_site is None:
+                raise UnknownSite("site")
+            return event.model_copy(update={"site": self.default_site})
+        if site not in self.profiles:
+            raise UnknownSite("site")
+        return event
 
     @property
     def _by_name(self) -> Mapping[str, SiteProfile]:

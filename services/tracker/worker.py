@@ -53,6 +53,7 @@ from common.kafka import (
 )
 from common.logs import get_logger
 from common.metrics import EVENTS_CONSUMED
+from common.sites import SiteRegistry, UnknownSite
 from schemas.base import Envelope
 from schemas.topics import APPOINTMENTS, OUTCOMES, PATIENTS, PLANS, TopicNames, TopicSpec
 from services.tracker.detection import Detection, Detector, PatientState
@@ -130,7 +131,9 @@ class DetectionWorker:
         service: str = "tracker",
         tick_seconds: float = 1.0,
         max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
+        sites: SiteRegistry | None = None,
     ) -> None:
+        self._sites = sites
         self._bootstrap = bootstrap
         self._names = names
         self._group_id = group_id
@@ -375,6 +378,13 @@ class DetectionWorker:
         except DecodeError as error:
             await self._dead_letter(record, error, source.base_topic)
             return []
+        if self._sites is not None:
+            try:
+                event = self._sites.current().check_event(event)
+            except UnknownSite as exc:
+                refused = DecodeError(f"{exc.field}: names no configured site", "unknown_site")
+                await self._dead_letter(record, refused, source.base_topic)
+                return []
         try:
             found = source.handle(event, now)
         except Exception as exc:  # one bad event must not stop detection
