@@ -123,10 +123,10 @@ def test_fhir_takes_the_site_of_the_location_organization_or_extension() -> None
     explicit = fhir_appointment(id="apt-2", extension=[{"url": SITE_EXTENSION, "valueId": "sofia"}])
     answers, events = asyncio.run(_fhir([fhir_appointment(), plan, explicit]))
     assert [status for status, _ in answers] == [200, 200, 200]
-    assert [(e.type, getattr(e, "site", None)) for e in events] == [
-        ("appointment", "vilnius"),
-        ("treatment_plan", "sofia"),
-        ("appointment", "sofia"),
+    assert [(type(e).__name__, getattr(e, "site", None)) for e in events] == [
+        ("AppointmentEvent", "vilnius"),
+        ("TreatmentPlanEvent", "sofia"),
+        ("AppointmentEvent", "sofia"),
     ]
     assert getattr(events[1], "timezone", None) == "Europe/Sofia"
 
