@@ -68,6 +68,7 @@ class CaseFacts:
     doctor_notes: str | None = None
     opened_at: datetime | None = None
     contacted: bool = False
+    site: str | None = None  # the clinic of a chain (common/sites.py)
     concern_note: str | None = None  # only ever on an escalation command
 
 
@@ -139,6 +140,7 @@ def build_command(
         note=case.concern_note if attempt.purpose == "escalation" else None,
         owner=owner,
         risk=risk,
+        site=case.site,
         previous_attempts=[
             AttemptSummary(
                 attempt_number=p.number,

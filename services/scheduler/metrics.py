@@ -68,3 +68,11 @@ DEPARTMENT_ESCALATIONS = Counter(
     "Escalation call tasks planned, by department.",
     ["department"],
 )
+
+# Per site of a chain (a bounded label: the ids of the sites file, else "other"; "none" in
+# a deployment without one), for each clinic's no-show and recovery figures.
+SITE_CASES_OPENED = Counter(
+    "followup_scheduler_site_cases_opened_total",
+    "Cases opened, by site and trigger kind.",
+    ["site", "reason"],
+)
