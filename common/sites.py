@@ -111,7 +111,19 @@ class Escalation(_Profile):
     on_call_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
 
-SinkKind = Literal["webhook", "email", "topic", "caldav", "fhir_task", "jira", "zendesk", "chat"]
+# The names of the notifier's sink registry (services/notifier/registry.py).
+SinkKind = Literal[
+    "webhook",
+    "email",
+    "kafka",
+    "caldav",
+    "fhir_task",
+    "jira",
+    "zendesk",
+    "slack",
+    "teams",
+    "mattermost",
+]
 
 
 class Sink(_Profile):

@@ -79,13 +79,14 @@ class CallTaskChannel:
         action: Literal["create", "withdraw"] = "create",
     ) -> CallTaskEvent:
         """The task ``command`` created (its key is the task id), as ``action``."""
-        v = self._parts.voice
+        v = self._parts.voice.for_site(command.site)
         settings = self._parts.settings
         script = call_script(
             self._parts.book,
             command,
             contact,
-            clinic_name=settings.clinic_name_in,
+            # A site's profile names its clinic; else the deployment's names, as before.
+            clinic_name=v.name_for if v is not self._parts.voice else settings.clinic_name_in,
             clinic_phone=v.clinic_phone,
             rebook_url=v.rebook_url,
             default_language=v.default_language,
@@ -136,6 +137,10 @@ class CallTaskChannel:
         # Escalations go to the doctor's or supervisor's sinks (FOLLOWUP_ESCALATION_SINKS).
         wanted = self._parts.settings.sinks_for(task.purpose)
         sinks = [sink for sink in self.sinks if sink.name in wanted]
+        own = self._parts.site_sinks.get(task.site or "")
+        if own and task.purpose != "escalation":
+            # A clinic of a chain has its own desk's tools (escalations: the doctors').
+            sinks = list(own)
         if not sinks:
             raise PermanentSendError("none", "no_call_task_sink")
         for sink in sinks:
