@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -182,7 +182,10 @@ class Dispatcher:
         clock: Clock,
         publish_outcome: Publish,
         rnd: random.Random | None = None,
+        site_label: Callable[[str | None], str] | None = None,
     ) -> None:
+        # The bounded site label of the per-site counter (None: not counted, one clinic).
+        self._site_label = site_label
         self.ledger = ledger
         self.directory = directory
         self.channels = dict(channels)
@@ -330,6 +333,8 @@ class Dispatcher:
             )
         if sent.provider is not None:
             metrics.SENDS.labels(cmd.channel, sent.provider, "sent").inc()
+        if self._site_label is not None:
+            metrics.SITE_SENDS.labels(self._site_label(cmd.site), cmd.channel, sent.outcome).inc()
         await self.ledger.finish(
             cmd,
             now,

@@ -102,7 +102,7 @@ class Tracker:
             service=settings.service,
             tick_seconds=settings.detection_tick_seconds,
             max_original_bytes=settings.deadletter_max_original_bytes,
-            sites=self.sites,
+            sites=self.sites if self.sites.current().explicit else None,
         )
         self.mllp = MllpListener(
             sink=sink,

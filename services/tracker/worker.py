@@ -61,6 +61,8 @@ from services.tracker.metrics import (
     DETECTION_LAG,
     EVENTS,
     INGEST_REJECTED,
+    SITE_EVENTS,
+    SITE_TRIGGERS,
     TRACKED_APPOINTMENTS,
     TRIGGERS,
     WATERMARK_LAG,
@@ -394,6 +396,10 @@ class DetectionWorker:
             await self._dead_letter(record, handler_failure(exc), source.base_topic)
             return []
         patient_id: str = event.patient_id
+        if self._sites is not None and "site" in type(event).model_fields:
+            # Only for a chain: a deployment of one clinic pays no extra labels() per event.
+            kind = source.base_topic.removeprefix("followup.")
+            SITE_EVENTS.labels(self._site_label(getattr(event, "site", None)), kind).inc()
         self._partition_of[patient_id] = record.partition
         dirty.add(patient_id)
         if event.source not in OWN_SOURCES:
@@ -433,6 +439,9 @@ class DetectionWorker:
         await self._write_states(dirty)
         for detection in found:
             TRIGGERS.labels(detection.trigger.kind).inc()
+            if self._sites is not None:
+                site = self._site_label(detection.trigger.site)
+                SITE_TRIGGERS.labels(site, detection.trigger.kind).inc()
             lag = (now - detection.detectable_at).total_seconds()
             DETECTION_LAG.observe(max(0.0, lag))
             log.info(
@@ -474,6 +483,9 @@ class DetectionWorker:
             futures.append(await self._producer.send_batch(batch, changelog, partition=partition))
         if futures:
             await asyncio.gather(*futures)
+
+    def _site_label(self, site: str | None) -> str:
+        return self._sites.current().label(site) if self._sites is not None else "none"
 
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], error: DecodeError, base_topic: str

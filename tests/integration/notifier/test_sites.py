@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from prometheus_client import REGISTRY
 
 from common.clock import ManualClock
 from common.db import drop_schema
@@ -139,3 +140,12 @@ async def test_call_tasks_reach_their_sites_own_tool_or_the_deployments(
     assert vilnius["task"]["site"] == "vilnius"
     assert "Vilniaus dantų klinika" in vilnius["task"]["script"]
     await eventually(lambda: world.calltask_events("c-vln:1"))
+    # The per-site counter carries the configured ids only.
+    sent = {"channel": "call_task", "outcome": "task_created"}
+    assert REGISTRY.get_sample_value(
+        "followup_notifier_site_sends_total", {"site": "sofia", **sent}
+    )
+    assert (
+        REGISTRY.get_sample_value("followup_notifier_site_sends_total", {"site": "none", **sent})
+        is None
+    )

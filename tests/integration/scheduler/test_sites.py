@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import REGISTRY
 
 from common.clock import ManualClock
 from common.kafka import KafkaPublisher
@@ -113,6 +114,10 @@ async def test_each_case_is_planned_in_its_sites_zone_hours_and_quiet_hours(
     assert found["lisbon"] == ("Europe/Lisbon", "call_task", MISSED + timedelta(hours=1))
     # Faro: its cadence texts first, and 16:30 is inside its quiet hours (to 09:00).
     assert found["faro"] == ("Europe/Lisbon", "sms", datetime(2026, 3, 3, 9, tzinfo=UTC))
+    opened = REGISTRY.get_sample_value(
+        "followup_scheduler_site_cases_opened_total", {"site": "faro", "reason": "no_show"}
+    )
+    assert opened is not None and opened >= 1
 
 
 async def _has_three(found: Any) -> bool:
