@@ -38,7 +38,7 @@ from services.notifier.channels import (
     Route,
     Sent,
     TransientSendError,
-    require_bearer,
+    bearer_scope,
 )
 from services.notifier.contacts import Contact
 
@@ -194,7 +194,8 @@ class CallTaskChannel:
     async def _report(
         self, request: web.Request, task_of: Callable[[dict[str, Any]], str]
     ) -> web.Response:
-        require_bearer(request, self._parts.settings.api_token)
+        # A site's desk token reports its own site's call tasks only (issue 22).
+        scope = bearer_scope(request, self._parts.settings.api_token, self._parts.voice.sites)
         try:
             body = await request.json()
         except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
@@ -208,8 +209,8 @@ class CallTaskChannel:
             # a NUL byte cannot even reach PostgreSQL as text: the caller's mistake, not a 500
             raise web.HTTPBadRequest(text="the call task's id is missing or not printable")
         command = await self._parts.ledger.call_task(self.name, task_id)
-        if command is None:
-            raise web.HTTPNotFound(text="unknown call task")
+        if command is None or (scope is not None and command.site not in scope):
+            raise web.HTTPNotFound(text="unknown call task")  # another site's: as if absent
         event = report_outcome(report, command, self._parts.clock.now())
         await self._parts.publish_outcome(event)
         return web.json_response({"event_id": event.event_id, "outcome": event.outcome}, status=202)

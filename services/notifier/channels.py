@@ -125,6 +125,19 @@ def require_bearer(request: web.Request, token: str) -> None:
         raise web.HTTPUnauthorized(text="a valid bearer token is required")
 
 
+def bearer_scope(
+    request: web.Request, token: str, sites: SiteRegistry | None
+) -> frozenset[str] | None:
+    """The sites a caller may act for: None for the API's own token (every site), a site
+    token's sites (its profile's ``api_token_env``), else 401."""
+    if bearer_token_ok(request, token):
+        return None
+    for site_token, scope in (sites.current().tokens() if sites is not None else {}).items():
+        if bearer_token_ok(request, site_token):
+            return scope
+    raise web.HTTPUnauthorized(text="a valid bearer token is required")
+
+
 # --- the plug-in interfaces --------------------------------------------------------------
 
 

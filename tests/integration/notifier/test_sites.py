@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiosmtpd.controller import Controller
 from prometheus_client import REGISTRY
@@ -24,6 +25,7 @@ from tests.support.polling import eventually, free_port
 
 pytestmark = pytest.mark.integration
 SOFIA_SECRET = "sofia-webhook-secret"
+SOFIA_DESK = "sofia-desk-token-not-secret"
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +62,12 @@ sites:
     phone: "+35920000000"
     call_task_sinks:
       - {{kind: webhook, url: "{sofia_tool.url}", secret_env: TEST_SOFIA_WEBHOOK_SECRET}}
+    api_token_env: TEST_SOFIA_DESK_TOKEN
 """
     )
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("TEST_SOFIA_WEBHOOK_SECRET", SOFIA_SECRET)
+    monkeypatch.setenv("TEST_SOFIA_DESK_TOKEN", SOFIA_DESK)
     http_port = free_port()
     base_url = f"http://127.0.0.1:{http_port}"
     settings = world_settings(
@@ -149,3 +153,33 @@ async def test_call_tasks_reach_their_sites_own_tool_or_the_deployments(
         REGISTRY.get_sample_value("followup_notifier_site_sends_total", {"site": "none", **sent})
         is None
     )
+
+
+async def test_a_sites_desk_token_reports_its_own_call_tasks_only(
+    chain: tuple[World, CallTaskReceiver],
+) -> None:
+    world, _ = chain
+    await world.contact("p-sof3", phone="+359881234568", language="bg", timezone="Europe/Sofia")
+    await world.contact("p-vln3", phone="+37060000003", language="lt")
+    await world.send(world.command("c-sof3", "p-sof3", "call_task", site="sofia"))
+    await world.send(world.command("c-vln3", "p-vln3", "call_task", site="vilnius"))
+    await eventually(lambda: world.outcome("c-sof3:1:task_created"))
+    await eventually(lambda: world.outcome("c-vln3:1:task_created"))
+    report = {"outcome": "no_answer", "reported_by": "desk-sofia-1"}
+    sofia = {"Authorization": f"Bearer {SOFIA_DESK}"}
+    async with aiohttp.ClientSession() as http:
+        # Vilnius's call task is none of the Sofia desk's business: as if absent.
+        async with http.post(
+            f"{world.base_url}/calltasks/c-vln3:1/result",
+            json={**report, "report_id": "r-vln3"},
+            headers=sofia,
+        ) as answer:
+            assert answer.status == 404
+        async with http.post(
+            f"{world.base_url}/calltasks/c-sof3:1/result",
+            json={**report, "report_id": "r-sof3"},
+            headers=sofia,
+        ) as answer:
+            assert answer.status == 202
+    assert (await eventually(lambda: world.outcome("r-sof3"))).case_id == "c-sof3"
+    assert world.outcome("r-vln3") is None
