@@ -24,6 +24,7 @@ import time as _time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -78,10 +79,15 @@ def _zone(value: str) -> str:
     return value
 
 
-def _country(value: str | None) -> str | None:
-    import holidays  # imported late: the tracker and notifier rarely need it
+@cache
+def _countries() -> frozenset[str]:
+    import holidays  # imported late and once: the list is slow to build
 
-    if value is not None and value not in holidays.list_supported_countries():
+    return frozenset(holidays.list_supported_countries())
+
+
+def _country(value: str | None) -> str | None:
+    if value is not None and value not in _countries():
         raise ValueError("expected a country code the holidays package knows (LT, BG, RU, ...)")
     return value
 
