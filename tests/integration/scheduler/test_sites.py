@@ -73,6 +73,7 @@ async def scheduler(
         api_token=ADMIN,
         poll_seconds=0.05,
         sites_path=str(path),
+        sites_recheck_seconds=0.1,
     )
     policy = CadencePolicy.load(settings.policy_path)
     service = Scheduler(settings, ManualClock(MISSED + timedelta(minutes=20)), policy)
@@ -171,3 +172,32 @@ async def test_a_token_scoped_to_one_site_is_refused_the_other_sites_cases_and_c
 
 async def _count(value: Any, wanted: int) -> bool:
     return bool(await value == wanted)
+
+
+async def test_a_changed_sites_file_is_taken_without_a_restart(
+    scheduler: Scheduler, publisher: KafkaPublisher, topics: TopicNames
+) -> None:
+    pool = scheduler.pool
+    assert pool is not None and scheduler.sites.path is not None
+    # A fourth clinic joins the chain: Porto, in Lisbon's zone, calling from 17:00 only.
+    scheduler.sites.path.write_text(
+        SITES
+        + """  porto:
+    timezone: Europe/Lisbon
+    business_hours: {mon: "17:00-20:00", tue: "17:00-20:00", wed: "17:00-20:00",
+                     thu: "17:00-20:00", fri: "17:00-20:00", sat: null, sun: null}
+    call_slots: {evening: "17:00-20:00"}
+"""
+    )
+    await eventually(lambda: "porto" in scheduler.sites.current().profiles)
+    await publisher.publish(topics.triggers, missed_at("porto"))
+
+    async def planned() -> tuple[str, datetime] | None:
+        row = await pool.fetchrow(
+            "SELECT c.timezone, a.planned_at FROM cases c JOIN attempts a USING (case_id) "
+            "WHERE c.site = 'porto'"
+        )
+        return None if row is None else (row["timezone"], row["planned_at"])
+
+    # 16:30 in Porto is before its desk opens: the call is at 17:00 local (17:00 UTC).
+    assert await eventually(planned) == ("Europe/Lisbon", datetime(2026, 3, 2, 17, tzinfo=UTC))
