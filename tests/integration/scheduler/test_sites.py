@@ -17,10 +17,12 @@ from prometheus_client import REGISTRY
 from common.clock import ManualClock
 from common.kafka import KafkaPublisher
 from common.sites import SiteRegistry
+from schemas.events import NotificationCommand
 from schemas.topics import TopicNames
 from services.scheduler.app import Scheduler
 from services.scheduler.cases import case_id_for
 from services.scheduler.policy import CadencePolicy
+from tests.support.kafka import read_events
 from tests.support.polling import eventually
 from tests.support.scheduler import no_show_trigger, scheduler_settings
 
@@ -115,6 +117,13 @@ async def test_each_case_is_planned_in_its_sites_zone_hours_and_quiet_hours(
     assert found["lisbon"] == ("Europe/Lisbon", "call_task", MISSED + timedelta(hours=1))
     # Faro: its cadence texts first, and 16:30 is inside its quiet hours (to 09:00).
     assert found["faro"] == ("Europe/Lisbon", "sms", datetime(2026, 3, 3, 9, tzinfo=UTC))
+    # The command carries the site across the real topic, for the notifier.
+    assert isinstance(scheduler.clock, ManualClock)
+    scheduler.clock.set(MISSED + timedelta(hours=1))
+    [command] = await read_events(
+        scheduler.settings.kafka_bootstrap, topics.notifications, NotificationCommand, 1
+    )
+    assert (command.site, command.channel) == ("lisbon", "call_task")
     opened = REGISTRY.get_sample_value(
         "followup_scheduler_site_cases_opened_total", {"site": "faro", "reason": "no_show"}
     )
