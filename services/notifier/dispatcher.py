@@ -184,7 +184,7 @@ class Dispatcher:
         rnd: random.Random | None = None,
         site_label: Callable[[str | None], str] | None = None,
     ) -> None:
-        # The bounded site label of the per-site counter (None: not counted, one clinic).
+        # The bounded site label of the per-site counter (None: not counted).
         self._site_label = site_label
         self.ledger = ledger
         self.directory = directory

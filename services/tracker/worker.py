@@ -439,9 +439,9 @@ class DetectionWorker:
         await self._write_states(dirty)
         for detection in found:
             TRIGGERS.labels(detection.trigger.kind).inc()
-            if self._sites is not None:
-                site = self._site_label(detection.trigger.site)
-                SITE_TRIGGERS.labels(site, detection.trigger.kind).inc()
+            # Per trigger, not per event: cheap enough to count for one clinic too ("none").
+            site = self._site_label(detection.trigger.site)
+            SITE_TRIGGERS.labels(site, detection.trigger.kind).inc()
             lag = (now - detection.detectable_at).total_seconds()
             DETECTION_LAG.observe(max(0.0, lag))
             log.info(
