@@ -23,7 +23,7 @@ import re
 import time as _time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, time
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -99,6 +99,14 @@ class _Profile(BaseModel):
 class QuietHours(_Profile):
     hours: HourRange = "21:00-08:00"
     channels: list[Channel] = ["sms", "email"]
+
+    @model_validator(mode="after")
+    def _real_times(self) -> QuietHours:
+        for part in self.hours.split("-"):
+            hours, minutes = (int(p) for p in part.strip().split(":"))
+            if not (hours < 24 and minutes < 60) and (hours, minutes) != (24, 0):
+                raise ValueError("hours: hours are 00-23 and minutes 00-59")
+        return self
 
 
 class Caps(_Profile):
@@ -224,6 +232,18 @@ class SiteProfile(_Profile):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def quiet_times(self) -> tuple[time, time] | None:
+        """The profile's quiet hours as (start, end) local times; "-24:00" ends at 23:59."""
+        if self.quiet_hours is None:
+            return None
+        start, end = (part.strip() for part in self.quiet_hours.hours.split("-"))
+
+        def at(text: str) -> time:
+            hours, minutes = (int(p) for p in text.split(":"))
+            return time(23, 59) if (hours, minutes) == (24, 0) else time(hours, minutes)
+
+        return at(start), at(end)
 
     def policy_overlay(self) -> dict[str, Any]:
         """The profile's hours, closures, quiet hours and escalation contacts as a layer of
@@ -447,8 +467,8 @@ class _Lines:
         loc = tuple(p for p in error["loc"] if isinstance(p, str | int))
         message = str(error["msg"]).removeprefix("Value error, ")
         named = re.match(r"^([a-z_]+(?:\.[a-z_0-9]+)*): ", message)
-        if not loc and named:
-            loc = tuple(named[1].split("."))
+        if named:  # a rule across fields names the field it is about
+            loc = (*loc, *named[1].split("."))
             message = message[named.end() :]
         where = ".".join(str(p) for p in (*prefix, *loc)) or "sites"
         return self.at((*prefix, *loc), f"{where}: {message}")

@@ -108,7 +108,7 @@ class NotifierApp:
             ),
             clock=self.clock,
             publish_outcome=self.publish_outcome,
-            site_label=lambda site: self.sites.current().label(site),
+            sites=self.sites,
         )
         self.ops.add_readiness_check("database", self._db_ready)
         self.ops.add_readiness_check("kafka", self.publisher.broker_ready)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,11 @@ def test_settings_without_a_file_give_the_implicit_site(tmp_path: Path) -> None:
     wrong.write_text("sites: {}\n")
     with pytest.raises(ConfigError, match=r"sites.yaml:1: sites: "):
         Settings(sites_path=str(wrong)).site_registry()
+
+
+def test_quiet_hours_read_as_local_times() -> None:
+    sites = Sites.from_text(TWO + '    quiet_hours: {hours: "20:30-24:00"}\n')
+    assert sites.profiles["sofia"].quiet_times() == (time(20, 30), time(23, 59))
+    assert sites.profiles["vilnius"].quiet_times() is None
+    with pytest.raises(SiteError, match=r"sites.yaml:8: sites.sofia.quiet_hours.hours: hours are"):
+        Sites.from_text(TWO + '    quiet_hours: {hours: "25:00-08:00"}\n', "sites.yaml")

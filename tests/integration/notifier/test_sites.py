@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -63,6 +64,9 @@ sites:
     call_task_sinks:
       - {{kind: webhook, url: "{sofia_tool.url}", secret_env: TEST_SOFIA_WEBHOOK_SECRET}}
     api_token_env: TEST_SOFIA_DESK_TOKEN
+  burgas:
+    timezone: Europe/Sofia
+    quiet_hours: {{hours: "09:00-12:00", channels: [sms, email]}}
 """
     )
     monkeypatch = pytest.MonkeyPatch()
@@ -179,3 +183,25 @@ async def test_a_sites_desk_token_reports_its_own_call_tasks_only(
             assert answer.status == 202
     assert (await eventually(lambda: world.outcome("r-sof3"))).case_id == "c-sof3"
     assert world.outcome("r-vln3") is None
+
+
+async def test_a_sites_own_quiet_hours_hold_its_messages(
+    chain: tuple[World, CallTaskReceiver],
+) -> None:
+    world, _ = chain
+    # 10:00 in Vilnius is 10:00 in Burgas: inside Burgas's own quiet hours (09:00-12:00),
+    # outside the deployment's (21:00-08:00). A window that ends before noon cannot be used.
+    for site in ("burgas", "vilnius"):
+        await world.contact(f"p-q-{site}", phone=f"+35988{len(site)}000001", language="bg")
+        await world.send(
+            world.command(
+                f"c-q-{site}",
+                f"p-q-{site}",
+                "sms",
+                site=site,
+                window_end=world.clock.now() + timedelta(hours=1),
+            )
+        )
+    failed = await eventually(lambda: world.outcome("c-q-burgas:1:failed"))
+    assert failed.detail == "quiet_hours"
+    await eventually(lambda: world.outcome("c-q-vilnius:1:sent"))
