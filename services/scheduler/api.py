@@ -33,7 +33,7 @@ CASE_COLUMNS = (
     "case_id, patient_id, reason, department, timezone, state, resolution, trigger_event_id, "
     "opened_at, closed_at, appointment_id, appointment_start, practitioner_id, supervisor_id, "
     "plan_id, stage_id, stage_deadline, impossible_channels, first_contact_at, concern_at, "
-    "updated_at, site"
+    "child, safeguarding_at, updated_at, site"
 )
 
 ATTEMPT_COLUMNS = (
@@ -152,6 +152,11 @@ class CaseApi:
             if q["open"] not in ("true", "false"):
                 raise _bad("open must be true or false")
             add("(state <> 'closed') = {}", q["open"] == "true")
+        if "safeguarding" in q:
+            # Children not brought to repeated visits: the safeguarding lead's worklist.
+            if q["safeguarding"] not in ("true", "false"):
+                raise _bad("safeguarding must be true or false")
+            add("(safeguarding_at IS NOT NULL) = {}", q["safeguarding"] == "true")
         if "reason" in q:
             if q["reason"] not in get_args(TriggerKind):
                 raise _bad(f"reason must be one of {list(get_args(TriggerKind))}")
@@ -189,7 +194,12 @@ class CaseApi:
     async def get_case(self, request: web.Request) -> web.Response:
         case_id = request.match_info["case_id"]
         await self._case_in_scope(request, case_id)
-        async with self._pool.acquire() as conn:
+        # One snapshot for the four reads: a case never shows a closing outcome on its
+        # attempt while its own row still says contacting (the ledger commits both at once).
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
             case = await conn.fetchrow(
                 f"SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1", case_id
             )

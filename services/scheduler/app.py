@@ -30,6 +30,7 @@ from schemas.events import (
     TriggerEvent,
 )
 from schemas.topics import TopicNames
+from services.scheduler import metrics
 from services.scheduler.api import CaseApi
 from services.scheduler.guards import Cap, ContactRules
 from services.scheduler.ledger import CaseLedger
@@ -50,6 +51,9 @@ class SchedulerSettings(Settings):
     fire_batch: int = Field(default=200, ge=1, le=10_000)
     relay_batch: int = Field(default=500, ge=1, le=10_000)
     poll_seconds: float = Field(default=0.5, gt=0)
+    # The gauges that scan the ledger (oldest open case, call tasks past their window):
+    # they watch hours and days, so a minute's staleness costs nothing.
+    slow_gauge_seconds: float = Field(default=60.0, gt=0)
     # Frequency caps per patient over all cases (rolling 24 h / 7 days); calls apart.
     cap_messages_per_day: int = Field(default=1, ge=1)
     cap_messages_per_week: int = Field(default=3, ge=1)
@@ -89,6 +93,7 @@ class Scheduler:
         self.sites = sites if sites is not None else settings.site_registry()
         if self.sites.current().explicit:
             self.sites.on_change(policy.adopt_sites)
+        metrics.start_at_zero(policy.departments)
         self.topics = TopicNames(prefix=settings.topic_prefix)
         self.ops = OpsServer(settings.service)
         self.pool: asyncpg.Pool | None = None
@@ -117,6 +122,9 @@ class Scheduler:
             if self.sites.path is not None:
                 # A changed sites file is taken within the recheck interval, no restart.
                 self._loop("sites", _counting(self._recheck_sites), 1, every=1.0)
+            self._loop(
+                "slow_gauges", _counting(ledger.refresh_slow_gauges), 1, every=s.slow_gauge_seconds
+            )
             keep = timedelta(days=s.retention_days)
             self._loop("prune", lambda: ledger.prune(keep), 10_000, every=60.0)
             notes = timedelta(days=s.retention_case_notes_days)

@@ -70,6 +70,8 @@ class CaseFacts:
     contacted: bool = False
     site: str | None = None  # the clinic of a chain (common/sites.py)
     concern_note: str | None = None  # only ever on an escalation command
+    child: bool = False  # messages address the parent or guardian
+    safeguarding: bool = False
 
 
 def booking_resolution(case: CaseFacts, booking: AppointmentEvent) -> Resolution | None:
@@ -141,6 +143,8 @@ def build_command(
         owner=owner,
         risk=risk,
         site=case.site,
+        audience="guardian" if case.child else "patient",
+        safeguarding=case.safeguarding,
         previous_attempts=[
             AttemptSummary(
                 attempt_number=p.number,

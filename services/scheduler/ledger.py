@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import astuple, dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, TypeAlias, cast
 from zoneinfo import ZoneInfo
 
@@ -94,9 +94,10 @@ INSERT_CASE = """
     INSERT INTO cases (case_id, patient_id, reason, department, timezone, state,
         trigger_event_id, fact_at, opened_at, appointment_id, appointment_start,
         practitioner_id, supervisor_id, plan_id, stage_id, stage_name, doctor_notes,
-        stage_deadline, patient_timezone, updated_at, preferred_channel, contact_window)
+        stage_deadline, patient_timezone, updated_at, preferred_channel, contact_window, child,
+        safeguarding_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-        $19, $20, $21, $22)
+        $19, $20, $21, $22, $23, $24)
     ON CONFLICT DO NOTHING RETURNING case_id"""
 
 
@@ -114,7 +115,8 @@ UPDATE_CASE = f"""
         first_contact_at = v.first_contact_at, review_at = v.review_at,
         concern_at = v.concern_at, concern_note = v.concern_note,
         preferred_channel = v.preferred_channel, contact_window = v.contact_window,
-        patient_timezone = v.patient_timezone, updated_at = v.updated_at
+        patient_timezone = v.patient_timezone, child = v.child,
+        safeguarding_at = v.safeguarding_at, updated_at = v.updated_at
       FROM {
     _unnest(
         "text",
@@ -131,12 +133,14 @@ UPDATE_CASE = f"""
         "text",
         "text",
         "text",
+        "bool",
+        "timestamptz",
         "timestamptz",
     )
 }
         AS v(case_id, state, resolution, closed_at, supervisor_id, stage_deadline, impossible,
              first_contact_at, review_at, concern_at, concern_note, preferred_channel,
-             contact_window, patient_timezone, updated_at)
+             contact_window, patient_timezone, child, safeguarding_at, updated_at)
      WHERE c.case_id = v.case_id"""
 _ATTEMPT_COLUMNS = (
     "purpose, channel, template, escalate_to, state, step_index, tightened, planned_at, "
@@ -254,6 +258,8 @@ def to_case(row: Record, attempts: Iterable[AttemptRecord] | None = None) -> Cas
         concern_at=row["concern_at"],
         concern_note=row["concern_note"],
         site=row.get("site"),
+        child=row["child"],
+        safeguarding_at=row["safeguarding_at"],
         attempts=list(attempts),
     ).loaded()
 
@@ -435,7 +441,7 @@ class CaseLedger:
                 + """
                    SELECT EXISTS (SELECT 1 FROM noted) AS first,
                        s.status, s.timezone AS patient_zone, s.preferred_channel,
-                       s.contact_window,
+                       s.contact_window, s.birth_date,
                        (SELECT array_agg(channel) FROM channel_opt_outs
                          WHERE patient_id = $3) AS opted,
                        k.start AS visit_start, k.status AS visit_status,
@@ -466,6 +472,13 @@ class CaseLedger:
                 log.info("trigger_ignored", reason=refused, event_id=trigger.event_id)
                 return
             ctx = self._ctx(tx.now, known["opted"] or ())
+            if known["birth_date"] is not None:
+                # A child (followup.patients sends no adult's birth date): the safeguarding
+                # rule needs the missed visits too (children are few: a statement for them).
+                missed = 0
+                if trigger.kind == "no_show":
+                    missed = 1 + await _missed_visits(tx, trigger.patient_id)
+                ctx = replace(ctx, birth_date=known["birth_date"], missed_visits=missed)
             cases = await _load(
                 tx, "c.patient_id = $1 AND (c.state <> 'closed' OR c.case_id = $2)",
                 trigger.patient_id, trigger.case_id or "",
@@ -711,19 +724,35 @@ class CaseLedger:
         async with self._tx() as tx:
             if not await _first_time(tx, "patients", event.event_id):
                 return
+            if event.fields_sent is not None:
+                # A birth date alone (HL7): the status, its moment and the preferences stay
+                # as stored; a new row is active since ever (no death is overridden by it).
+                await tx.conn.execute(
+                    """INSERT INTO patient_status (patient_id, status, effective_at, birth_date)
+                       VALUES ($1, 'active', $2, $3)
+                       ON CONFLICT (patient_id) DO UPDATE
+                       SET birth_date = coalesce(EXCLUDED.birth_date, patient_status.birth_date)""",
+                    event.patient_id,
+                    EVER,
+                    event.birth_date,
+                )
+                return
+            # A birth date is only ever a child's; an event without one leaves it stored.
             await tx.conn.execute(
                 """INSERT INTO patient_status (patient_id, status, effective_at, timezone,
-                       preferred_channel, contact_window)
-                   VALUES ($1, $2, $3, $4, $5, $6)
+                       preferred_channel, contact_window, birth_date)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)
                    ON CONFLICT (patient_id) DO UPDATE SET status = EXCLUDED.status,
                        effective_at = EXCLUDED.effective_at, timezone = EXCLUDED.timezone,
                        preferred_channel = EXCLUDED.preferred_channel,
-                       contact_window = EXCLUDED.contact_window
+                       contact_window = EXCLUDED.contact_window,
+                       birth_date = coalesce(EXCLUDED.birth_date, patient_status.birth_date)
                    WHERE patient_status.effective_at <= EXCLUDED.effective_at""",
                 event.patient_id,
                 event.status,
                 event.effective_at,
                 *astuple(preferences := Preferences.of(event)),
+                event.birth_date,
             )
             if event.status == "active":
                 cases = await _load(tx, OPEN_OF_PATIENT, event.patient_id)
@@ -903,8 +932,29 @@ class CaseLedger:
                 metrics.OPEN_CASES.labels(state.value).set(counts.get(state.value, 0))
         metrics.OUTBOX_BACKLOG.set(backlog)
 
+    async def refresh_slow_gauges(self) -> None:
+        """The age of the oldest open case and the call tasks past their window, against the
+        injected clock. Slow on purpose: each is a scan of the open cases."""
+        now = self._clock.now()
+        async with self._pool.acquire() as conn:
+            oldest = await conn.fetchval("SELECT min(opened_at) FROM cases WHERE state <> 'closed'")
+            overdue = await conn.fetchval(CALL_TASKS_PAST_WINDOW, now, list(HANDED_OUT))
+        age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+        metrics.OLDEST_OPEN_CASE_AGE.set(age)
+        metrics.CALL_TASKS_PAST_WINDOW.set(overdue)
+
 
 # --- SQL pieces ------------------------------------------------------------------------
+
+# A call task the desk still owes a result for: handed out (fired; the notifier may have
+# reported it created or delivered), not withdrawn, its window over, its case open.
+CALL_TASKS_PAST_WINDOW = """
+    SELECT count(*) FROM attempts a JOIN cases c ON c.case_id = a.case_id
+    WHERE a.channel = 'call_task' AND a.state = 'fired' AND a.withdrawn_at IS NULL
+      AND a.window_end < $1 AND c.state <> 'closed'
+      AND (a.outcome IS NULL OR a.outcome = ANY($2::text[]))"""
+# The notifier's reports that a task reached the desk; anything else is a result or a failure.
+HANDED_OUT = ("task_created", "sent", "delivered")
 
 
 async def _load(tx: Tx, where: str, *args: Any) -> list[Case]:
@@ -940,6 +990,8 @@ async def _insert(tx: Tx, case: Case) -> bool:
         case.updated_at,
         case.preferred_channel,
         case.contact_window,
+        case.child,
+        case.safeguarding_at,
     )
     if inserted is None:
         return False
@@ -1125,6 +1177,9 @@ async def _erase(tx: Tx, event: PatientStatusEvent) -> None:
         "UPDATE cases SET doctor_notes = NULL, stage_name = NULL WHERE patient_id = $1", patient
     )
     await tx.conn.execute(
+        "UPDATE patient_status SET birth_date = NULL WHERE patient_id = $1", patient
+    )
+    await tx.conn.execute(
         f"UPDATE plans SET payload = {_PLAN_WITHOUT_NOTES} WHERE patient_id = $1", patient
     )
     await tx.conn.execute(
@@ -1141,6 +1196,23 @@ async def _erase(tx: Tx, event: PatientStatusEvent) -> None:
         tx.now,
     )
     ERASURES.labels("scheduler", "request").inc()
+
+
+# The moment a status row that carries no news of the status is in force from.
+EVER = datetime(1900, 1, 1, tzinfo=UTC)
+
+
+async def _missed_visits(tx: Tx, patient_id: str) -> int:
+    """The patient's missed visits the scheduler knows of: no-show triggers that opened or
+    joined a case (a no-show later cleared by the visit's arrival is not one)."""
+    found = await tx.conn.fetchval(
+        """SELECT count(*) FROM case_history h JOIN cases c ON c.case_id = h.case_id
+            WHERE c.patient_id = $1 AND c.resolution IS DISTINCT FROM 'cleared'
+              AND ((h.event = 'opened' AND c.reason = 'no_show')
+                OR (h.event = 'joined' AND h.detail->>'reason' = 'no_show'))""",
+        patient_id,
+    )
+    return int(found or 0)
 
 
 async def _first_time(tx: Tx, topic: str, event_id: str) -> bool:
