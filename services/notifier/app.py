@@ -26,6 +26,7 @@ from services.notifier.ledger import Ledger
 from services.notifier.privacy import Privacy, RetentionPeriods
 from services.notifier.quiet_hours import QuietHours
 from services.notifier.settings import SCHEMA, NotifierSettings
+from services.notifier.site_sinks import build_site_sinks
 from services.notifier.templates import TemplateBook, TemplateError
 
 __all__ = ["SCHEMA", "NotifierApp", "NotifierSettings", "main", "serve"]
@@ -46,6 +47,8 @@ class NotifierApp:
         except TemplateError as exc:
             raise ConfigError(f"templates: {exc}") from None
         self.sinks_wanted = registry.wanted_sinks(settings)
+        # The clinics of a chain: names, phones and signatures per site, their own sinks.
+        self.sites = settings.site_registry()
         self.ops = OpsServer(settings.service)
         self.publisher = KafkaPublisher(settings.kafka_bootstrap, client_id="notifier")
         self._tasks: list[asyncio.Task[None]] = []
@@ -80,6 +83,7 @@ class NotifierApp:
                 s.default_language,
                 names=s.clinic_names,
                 signatures=s.clinic_signatures,
+                sites=self.sites if self.sites.current().explicit else None,
             ),
             ledger=self.ledger,
             directory=self.directory,
@@ -90,6 +94,7 @@ class NotifierApp:
             mailer=self.mailer,
         )
         channels = registry.build_all(parts, self.sinks_wanted)
+        parts.site_sinks = build_site_sinks(parts, self.sites.current())
         self._plugins = [*channels.values(), *parts.sinks]
         for plugin in self._plugins:
             for route in plugin.routes():
@@ -107,6 +112,7 @@ class NotifierApp:
             ),
             clock=self.clock,
             publish_outcome=self.publish_outcome,
+            sites=self.sites,
             publish_outcomes=self.publish_outcomes,
             concurrency=s.dispatch_concurrency,
         )

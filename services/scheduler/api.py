@@ -2,13 +2,15 @@
 and the correction of a wrong outcome.
 
 Mounted on the ops server's aiohttp app. Every route needs ``Authorization: Bearer <token>``
-(FOLLOWUP_API_TOKEN); a wrong request answers 4xx with the reason.
+(FOLLOWUP_API_TOKEN: every case); a wrong request answers 4xx with the reason. With a sites
+file, a site's token (its profile's ``api_token_env``) sees that site's cases only: the list
+leaves the others out, and a case of another site is "no such case" (404), as if absent.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, get_args
 
@@ -31,13 +33,16 @@ CASE_COLUMNS = (
     "case_id, patient_id, reason, department, timezone, state, resolution, trigger_event_id, "
     "opened_at, closed_at, appointment_id, appointment_start, practitioner_id, supervisor_id, "
     "plan_id, stage_id, stage_deadline, impossible_channels, first_contact_at, concern_at, "
-    "child, safeguarding_at, updated_at"
+    "child, safeguarding_at, updated_at, site"
 )
+
 ATTEMPT_COLUMNS = (
     "attempt_number, purpose, channel, template, escalate_to, state, tightened, planned_at, "
     "window_end, fired_at, outcome, outcome_detail, outcome_at, withdrawn_at"
 )
 MAX_LIMIT = 500
+# The sites the caller may see, left by the guard (None: every site).
+SCOPE: web.RequestKey[frozenset[str] | None] = web.RequestKey("case_api_sites")
 
 
 def _json(value: Any) -> Any:
@@ -75,12 +80,40 @@ class CorrectionRequest(BaseModel):
 
 
 class CaseApi:
-    def __init__(self, pool: asyncpg.Pool, token: str, ledger: CaseLedger) -> None:
-        if not token:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        token: str,
+        ledger: CaseLedger,
+        site_tokens: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
+        if not token and not site_tokens:
             raise ValueError("the case API needs a bearer token")
         self._pool = pool
         self._token = token
         self._ledger = ledger
+        self._site_tokens = dict(site_tokens or {})
+
+    def _scope(self, request: web.Request) -> frozenset[str] | None:
+        """The sites the caller may see (None: all of them); not authorised: 401."""
+        if self._token and bearer_token_ok(request, self._token):
+            return None
+        for token, sites in self._site_tokens.items():
+            if bearer_token_ok(request, token):
+                return sites
+        raise _error(
+            web.HTTPUnauthorized, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
+        )
+
+    async def _case_in_scope(self, request: web.Request, case_id: str) -> None:
+        """A case of a site the token does not cover is answered as absent."""
+        scope = request.get(SCOPE)
+        if scope is None:
+            return
+        async with self._pool.acquire() as conn:
+            site = await conn.fetchval("SELECT site FROM cases WHERE case_id = $1", case_id)
+        if site not in scope:
+            raise _error(web.HTTPNotFound, "no such case")
 
     def mount(self, app: web.Application) -> None:
         app.router.add_get("/cases", self._guard(self.list_cases))
@@ -92,12 +125,7 @@ class CaseApi:
 
     def _guard(self, route: Route) -> Route:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            if not bearer_token_ok(request, self._token):
-                raise _error(
-                    web.HTTPUnauthorized,
-                    "a valid bearer token is required",
-                    {"WWW-Authenticate": "Bearer"},
-                )
+            request[SCOPE] = self._scope(request)
             # A NUL or another control character cannot be stored as PostgreSQL text: it
             # would fail in the query (500); it is the caller's mistake (400).
             if any(ord(c) < 32 for c in request.path + "".join(request.query.values())):
@@ -137,6 +165,11 @@ class CaseApi:
             add("department = {}", q["department"])
         if "patient_id" in q:
             add("patient_id = {}", q["patient_id"])
+        if "site" in q:
+            add("site = {}", q["site"])
+        scope = request.get(SCOPE)
+        if scope is not None:
+            add("site = ANY({})", sorted(scope))
         for name, op in (("deadline_before", "<="), ("deadline_after", ">=")):
             if name in q:
                 add(f"stage_deadline {op} {{}}", _moment(name, q[name]))
@@ -160,6 +193,7 @@ class CaseApi:
 
     async def get_case(self, request: web.Request) -> web.Response:
         case_id = request.match_info["case_id"]
+        await self._case_in_scope(request, case_id)
         # One snapshot for the four reads: a case never shows a closing outcome on its
         # attempt while its own row still says contacting (the ledger commits both at once).
         async with (
@@ -200,6 +234,7 @@ class CaseApi:
             raise _bad(describe(exc)[0]) from None
         if correction.outcome not in RESULTS:
             raise _bad(f"outcome must be one of {sorted(RESULTS)}")
+        await self._case_in_scope(request, request.match_info["case_id"])
         try:
             result = await self._ledger.correct_outcome(
                 request.match_info["case_id"],

@@ -26,6 +26,7 @@ from common.clock import Clock
 from common.codec import encode
 from common.logs import get_logger
 from common.metrics import ERASURES, RETENTION_PURGED
+from common.sites import SiteRegistry, Sites
 from common.treatment import next_stage_deadline
 from schemas.base import Channel
 from schemas.events import (
@@ -53,6 +54,7 @@ from services.scheduler.case import (
 from services.scheduler.cases import parse_idempotency_key
 from services.scheduler.guards import (
     WEEK,
+    Cap,
     ContactRules,
     FiringHeld,
     channel_class,
@@ -255,6 +257,7 @@ def to_case(row: Record, attempts: Iterable[AttemptRecord]) -> Case:
         review_at=row["review_at"],
         concern_at=row["concern_at"],
         concern_note=row["concern_note"],
+        site=row.get("site"),
         child=row["child"],
         safeguarding_at=row["safeguarding_at"],
         attempts=list(attempts),
@@ -386,11 +389,26 @@ class CaseLedger:
         policy: CadencePolicy,
         clock: Clock,
         contact_rules: ContactRules | None = None,
+        sites: SiteRegistry | None = None,
     ) -> None:
         self._pool = pool
         self._policy = policy
         self._clock = clock
         self._contact_rules = contact_rules or ContactRules()
+        # The clinics of a chain: their zones and caps (their cadence is in the policy).
+        self._sites = sites or SiteRegistry.fixed(Sites.implicit())
+
+    def _caps(self, site: str | None) -> ContactRules:
+        """The site's frequency caps, else the deployment's."""
+        profile = self._sites.current().get(site)
+        if profile is None or profile.caps is None:
+            return self._contact_rules
+        caps = profile.caps
+        return replace(
+            self._contact_rules,
+            messages=Cap(caps.messages_per_day, caps.messages_per_week),
+            calls=Cap(caps.calls_per_day, caps.calls_per_week),
+        )
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Tx]:
@@ -412,6 +430,10 @@ class CaseLedger:
     # --- consumed events ------------------------------------------------------------
 
     async def handle_trigger(self, trigger: TriggerEvent) -> None:
+        profile = self._sites.current().get(trigger.site)
+        if profile is not None and profile.timezone != trigger.timezone:
+            # The site's profile is the clinic's zone: hours, slots and closures are its.
+            trigger = trigger.model_copy(update={"timezone": profile.timezone})
         async with self._tx() as tx:
             # One statement: the event noted, and all a new case needs to know.
             known = await tx.conn.fetchrow(
@@ -496,6 +518,10 @@ class CaseLedger:
                 return
             case.plan_next(ctx)
             tx.batch.add(case)
+        # Only the path that opened a case gets here (every other one returned).
+        metrics.SITE_CASES_OPENED.labels(
+            self._sites.current().label(trigger.site), trigger.kind
+        ).inc()
 
     async def handle_outcome(self, outcome: OutcomeEvent) -> None:
         async with self._tx() as tx:
@@ -680,7 +706,9 @@ class CaseLedger:
                 "SELECT stage_id, completed_at FROM stage_completions WHERE plan_id = $1",
                 plan.plan_id,
             )
-            closed = self._policy.rules_for(plan.department, "stage_window_at_risk").closed_on
+            closed = self._policy.rules_for(
+                plan.department, "stage_window_at_risk", plan.site
+            ).closed_on
             done = {r["stage_id"]: r["completed_at"] for r in rows}
             found = next_stage_deadline(plan, done, closed)
             if found is None:
@@ -781,7 +809,7 @@ class CaseLedger:
                 hold = None
                 if attempt.purpose == "follow_up":
                     hold = contacts.hold(
-                        case.patient_id, attempt.channel, self._contact_rules, tx.now
+                        case.patient_id, attempt.channel, self._caps(case.site), tx.now
                     )
                     if hold is None and attempt.channel == "call_task":
                         hold = desks.hold(case, self._policy, tx.now)
@@ -969,6 +997,11 @@ async def _insert(tx: Tx, case: Case) -> bool:
     )
     if inserted is None:
         return False
+    if case.site is not None:
+        # Its own statement: the INSERT above stays as it is for a deployment of one site.
+        await tx.conn.execute(
+            "UPDATE cases SET site = $2 WHERE case_id = $1", case.case_id, case.site
+        )
     case.loaded()
     return True
 
@@ -1061,20 +1094,20 @@ class _Desks:
     changed: set[tuple[str, date]] = field(default_factory=set)
 
     def hold(self, case: Case, policy: CadencePolicy, now: datetime) -> FiringHeld | None:
-        limit = self.limits.get(case.department)
+        limit = self.limits.get(_desk(case))
         if limit is None:
             return None
         zone = ZoneInfo(case.timezone)
         day = now.astimezone(zone).date()
-        rules = policy.rules_for(case.department, case.reason)
+        rules = policy.rules_for(case.department, case.reason, case.site)
         return desk_hold(
-            self.calls.get((case.department, day), 0), limit, next_open_day(rules, zone, now)
+            self.calls.get((_desk(case), day), 0), limit, next_open_day(rules, zone, now)
         )
 
     def record(self, case: Case, now: datetime) -> None:
-        if case.department not in self.limits:
+        if _desk(case) not in self.limits:
             return
-        key = (case.department, now.astimezone(ZoneInfo(case.timezone)).date())
+        key = (_desk(case), now.astimezone(ZoneInfo(case.timezone)).date())
         self.calls[key] = self.calls.get(key, 0) + 1
         self.changed.add(key)
 
@@ -1091,6 +1124,11 @@ class _Desks:
             )
 
 
+def _desk(case: Case) -> str:
+    """A front desk: a department of a site (two clinics' "dental" are two desks)."""
+    return case.department if case.site is None else f"{case.site}:{case.department}"
+
+
 async def _lock_desks(
     tx: Tx, policy: CadencePolicy, cases: list[Case], due: list[Record]
 ) -> _Desks:
@@ -1100,10 +1138,10 @@ async def _lock_desks(
         attempt = case.attempt(r["due_number"])
         if attempt is None or attempt.channel != "call_task" or attempt.purpose != "follow_up":
             continue
-        limit = policy.rules_for(case.department, case.reason).capacity.calls_per_day
+        limit = policy.rules_for(case.department, case.reason, case.site).capacity.calls_per_day
         if limit is not None:
-            desks.limits[case.department] = limit
-            keys.add((case.department, tx.now.astimezone(ZoneInfo(case.timezone)).date()))
+            desks.limits[_desk(case)] = limit
+            keys.add((_desk(case), tx.now.astimezone(ZoneInfo(case.timezone)).date()))
     if not keys:
         return desks
     ordered = sorted(keys)  # one order for every replica: no deadlock

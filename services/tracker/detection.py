@@ -96,6 +96,7 @@ class TrackedAppointment:
     # Whether the timer may make it a no-show: not a backfill, nor from a source that
     # never reports arrivals.
     chased: bool = True
+    site: str | None = None  # the clinic of a chain (common/sites.py); none: the only one
 
 
 @dataclass(slots=True, kw_only=True)
@@ -109,6 +110,7 @@ class DueVisit:
     practitioner_id: str | None = None
     attended_start: datetime
     due: datetime
+    site: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -140,6 +142,7 @@ class PatientState:
     aliases: dict[str, str] = field(default_factory=dict)
     # Attended visit id -> when the department expects the next visit (next_visit_days).
     due_visits: dict[str, DueVisit] = field(default_factory=dict)
+    site: str | None = None  # of the latest appointment: for facts without one (a call)
 
     def held_id(self, ids: list[str]) -> str | None:
         """The id under which one of ``ids`` is held, if any."""
@@ -235,6 +238,7 @@ class Detector:
         if start is None:
             return []  # by id alone, of a visit never seen: nothing to act on
         state.department, state.timezone = event.department, event.timezone
+        state.site = event.site
         if event.status == "entered-in-error" or event.change == "deleted":
             # Never happened: forget it, pending no-show included.
             if state.appointments.pop(appointment_id, None) is not None:
@@ -267,6 +271,7 @@ class Detector:
             arrived_at=arrived_at,
             backfill=backfill,
             chased=chased,
+            site=event.site,
         )
         if known is None:
             self._tracked += 1
@@ -287,6 +292,7 @@ class Detector:
                 practitioner_id=event.practitioner_id,
                 attended_start=start,
                 due=end_of_local_day(start, ZoneInfo(event.timezone), days),
+                site=event.site,
             )
         found: list[Detection] = []
         if event.status == "noshow":
@@ -450,6 +456,7 @@ class Detector:
                     plan_id=plan.plan_id,
                     stage_id=deadline.stage.stage_id,
                     stage_deadline=deadline.deadline,
+                    site=plan.site or state.site,
                 )
         for visit_id, visit in list(state.due_visits.items()):
             if self._next_visit_booked(state, visit) or visit.due <= now:
@@ -467,6 +474,7 @@ class Detector:
                     department=visit.department,
                     timezone=visit.timezone,
                     practitioner_id=visit.practitioner_id,
+                    site=visit.site,
                 )
         for appointment in list(state.appointments.values()):
             if appointment.start + self.rules.retention <= now:
@@ -534,6 +542,7 @@ class Detector:
             plan_id=appointment.plan_id,
             stage_id=appointment.stage_id,
             stage_deadline=stage_deadline,
+            site=appointment.site,
         )
 
     def _emit_raw(
@@ -553,6 +562,7 @@ class Detector:
         stage_id: str | None = None,
         stage_deadline: datetime | None = None,
         case_id: str | None = None,
+        site: str | None = None,
     ) -> list[Detection]:
         if state.has_emitted(trigger_id):
             return []
@@ -573,6 +583,8 @@ class Detector:
             stage_deadline=stage_deadline,
             case_id=case_id,
             detected_at=now,
+            # A fact without a visit of its own (a call) is the patient's latest site's.
+            site=site or state.site,
         )
         return [Detection(trigger, detectable_at)]
 
