@@ -7,7 +7,10 @@
 - replay: a day's feed of canonical bookings (past appointments, so each is a no-show)
   sent a second time: the drain time of both passes and the new triggers of the second;
 - restore: kill -9 with the feed's patients tracked, then restart to ready, against the
-  time a bare consumer takes to read the same changelog.
+  time a bare consumer takes to read the same changelog: once restarted under the same
+  ``FOLLOWUP_GROUP_INSTANCE_ID`` (static membership, as the k8s base deploys it), then
+  killed again and restarted without one (dynamic membership: the broker first waits out
+  the killed member's session).
 
 Sizes from the environment: ``FOLLOWUP_BENCH_SIU`` (messages per MLLP figure, default
 5,000) and ``FOLLOWUP_BENCH_FEED`` (the day's feed, default 20,000; ``--big`` 100,000).
@@ -137,13 +140,14 @@ class TrackerOps:
         self.group_id = f"{self.names.prefix}tracker"
         self.mllp_port = free_port()
 
-    def process(self) -> ServiceProcess:
+    def process(self, static: bool = True) -> ServiceProcess:
         return ServiceProcess(
             "services.tracker",
             {
                 "FOLLOWUP_KAFKA_BOOTSTRAP": self.bootstrap,
                 "FOLLOWUP_TOPIC_PREFIX": self.names.prefix,
                 "FOLLOWUP_MLLP_PORT": str(self.mllp_port),
+                "FOLLOWUP_GROUP_INSTANCE_ID": f"{self.names.prefix}tracker-0" if static else "",
             },
         )
 
@@ -206,6 +210,9 @@ class TrackerOps:
             tracker = self.process()
             restore = await tracker.start()
             after = await settled(self.bootstrap, self.names.triggers, quiet=3.0)
+            await tracker.kill()
+            tracker = self.process(static=False)
+            dynamic_restore = await tracker.start()
             tracked = self.sizes.feed + self.sizes.siu
             results += [
                 Reading(
@@ -214,6 +221,13 @@ class TrackerOps:
                     "s",
                     "bare read of the changelog",
                     bare_seconds,
+                ),
+                Reading(
+                    "tracker: the same, restarted without group.instance.id",
+                    dynamic_restore,
+                    "s",
+                    "restarted with it",
+                    restore,
                 ),
                 Observation(
                     "tracker: triggers re-emitted after the restore", after - triggers, "triggers"

@@ -130,6 +130,7 @@ class DetectionWorker:
         service: str = "tracker",
         tick_seconds: float = 1.0,
         max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
+        group_instance_id: str | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._names = names
@@ -159,6 +160,9 @@ class DetectionWorker:
         self._consumer = make_consumer(
             bootstrap,
             group_id=group_id,
+            # Static membership (see TrackerSettings.group_instance_id): such a member never
+            # sends LeaveGroup, and its restart under the same id rejoins without waiting.
+            group_instance_id=group_instance_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),

@@ -59,9 +59,13 @@ async def test_service_process_serves_mllp_and_ops_and_stops_cleanly(
     assert code == 0
 
 
+@pytest.mark.parametrize("membership", ["dynamic", "static"])
 async def test_killed_between_booking_and_grace_the_no_show_comes_exactly_once(
-    kafka_bootstrap: str, topics: TopicNames, publisher: KafkaPublisher
+    kafka_bootstrap: str, topics: TopicNames, publisher: KafkaPublisher, membership: str
 ) -> None:
+    # Static: the restarted process rejoins under the killed one's group.instance.id (as a
+    # container restarted in its pod does) and takes its partitions back from the broker.
+    instance = f"{topics.prefix}tracker-0" if membership == "static" else ""
     # One accelerated clock shared by both processes: 30 virtual seconds per real second.
     anchor_real = datetime.now(UTC)
     anchor_virtual = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
@@ -71,6 +75,7 @@ async def test_killed_between_booking_and_grace_the_no_show_comes_exactly_once(
         "FOLLOWUP_CLOCK_ANCHOR_VIRTUAL": anchor_virtual.isoformat(),
         "FOLLOWUP_CLOCK_SPEED": "30",
         "FOLLOWUP_NO_SHOW_GRACE_MINUTES": "1",
+        "FOLLOWUP_GROUP_INSTANCE_ID": instance,
     }
     start = anchor_virtual + timedelta(minutes=5)  # grace ends 12 real seconds after the anchor
     first, _, _ = await start_tracker(kafka_bootstrap, topics, **clock)
