@@ -122,7 +122,7 @@ def _shared_zone(moment: datetime) -> datetime:
     zone = moment.tzinfo
     if type(zone) is not TzInfo:  # a ZoneInfo does wall-clock arithmetic: kept as it is
         return moment
-    offset = moment.utcoffset()
+    offset = zone.utcoffset(None)  # fixed: the same for every moment
     assert offset is not None
     fixed = _FIXED_ZONES.get(offset)
     if fixed is None:
