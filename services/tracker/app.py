@@ -58,6 +58,11 @@ class TrackerSettings(Settings):
     # "dental=180,physio=14": after an attended visit there, the next is due within N days.
     next_visit_days: str = Field(default="", pattern=r"^([A-Za-z0-9_.-]+=[0-9]{1,4}(,|$))*$")
     detection_tick_seconds: float = Field(default=1.0, gt=0)
+    # Static membership of the detection consumer group (Kafka's group.instance.id), one per
+    # replica and kept across its restarts (k8s: the pod's name): a replica restarted after
+    # a crash takes its partitions back at once instead of after the broker's session
+    # timeout. Empty: dynamic membership. Two live replicas with one id fence each other.
+    group_instance_id: str = Field(default="", max_length=249, pattern=r"^[A-Za-z0-9._-]*$")
 
     def rules(self) -> DetectionRules:
         return DetectionRules(
@@ -103,6 +108,7 @@ class Tracker:
             tick_seconds=settings.detection_tick_seconds,
             max_original_bytes=settings.deadletter_max_original_bytes,
             sites=self.sites if self.sites.current().explicit else None,
+            group_instance_id=settings.group_instance_id or None,
         )
         self.mllp = MllpListener(
             sink=sink,

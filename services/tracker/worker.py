@@ -83,6 +83,12 @@ CHANGELOG = TopicSpec(
 # How long a fetch waits for new records before it answers empty: it bounds how far the
 # detection watermark trails the clock when input is idle (aiokafka's default is 500 ms).
 FETCH_MAX_WAIT_MS = 100
+# A static member's session (see TrackerSettings.group_instance_id): a restart under the
+# same id rejoins at once whatever this is, so it can be Kafka's own default rather than
+# aiokafka's 10 s. It also bounds the restore: aiokafka sends no heartbeat while the
+# assignment callback runs (the restore reads the changelog inside it), and a callback
+# longer than the session has the broker drop the member and the restore start again.
+STATIC_SESSION_TIMEOUT_MS = 45_000
 # Poll starts remembered to map a fetch's wall time back to the injected clock.
 _POLL_STARTS_KEPT = 1000
 # Events our own ingest adapters produced were counted where they came in.
@@ -134,6 +140,7 @@ class DetectionWorker:
         tick_seconds: float = 1.0,
         max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
         sites: SiteRegistry | None = None,
+        group_instance_id: str | None = None,
     ) -> None:
         self._sites = sites
         self._bootstrap = bootstrap
@@ -164,6 +171,10 @@ class DetectionWorker:
         self._consumer = make_consumer(
             bootstrap,
             group_id=group_id,
+            # Static membership (see TrackerSettings.group_instance_id): such a member never
+            # sends LeaveGroup, and its restart under the same id rejoins without waiting.
+            group_instance_id=group_instance_id,
+            **({"session_timeout_ms": STATIC_SESSION_TIMEOUT_MS} if group_instance_id else {}),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
