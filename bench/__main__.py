@@ -19,6 +19,7 @@ from bench import (
     notifier_bench,
     report,
     scheduler_bench,
+    sites_bench,
     tracker_bench,
     tracker_ops_bench,
 )
@@ -31,6 +32,7 @@ SUITES: dict[str, Callable[[bool], Sequence[Result]]] = {
     "scheduler": lambda big: scheduler_bench.run(big=big),
     "notifier": lambda big: notifier_bench.run(),
     "e2e": lambda big: e2e_bench.run(),
+    "sites": lambda big: sites_bench.run(big=big),
 }
 
 

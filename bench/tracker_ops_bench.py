@@ -8,7 +8,11 @@
 - replay: a day's feed of canonical bookings (past appointments, so each is a no-show)
   sent a second time: the drain time of both passes and the new triggers of the second;
 - restore: kill -9 with the feed's patients tracked, then restart to ready, against the
-  time a bare consumer takes to read the same changelog.
+  time a bare consumer takes to read the same changelog: restarted with dynamic group
+  membership (the broker first waits out the killed member's session), and restarted under
+  the killed process's ``FOLLOWUP_GROUP_INSTANCE_ID`` (static membership, as the k8s base
+  deploys it; a static member is started and killed once in between, unmeasured, so that
+  there is one to take over from).
 
 Sizes from the environment: ``FOLLOWUP_BENCH_SIU`` (messages per MLLP figure, default
 5,000) and ``FOLLOWUP_BENCH_FEED`` (the day's feed, default 20,000; ``--big`` 100,000).
@@ -154,13 +158,14 @@ class TrackerOps:
         self.group_id = f"{self.names.prefix}tracker"
         self.mllp_port = free_port()
 
-    def process(self) -> ServiceProcess:
+    def process(self, static: bool = False) -> ServiceProcess:
         return ServiceProcess(
             "services.tracker",
             {
                 "FOLLOWUP_KAFKA_BOOTSTRAP": self.bootstrap,
                 "FOLLOWUP_TOPIC_PREFIX": self.names.prefix,
                 "FOLLOWUP_MLLP_PORT": str(self.mllp_port),
+                "FOLLOWUP_GROUP_INSTANCE_ID": f"{self.names.prefix}tracker-0" if static else "",
             },
         )
 
@@ -232,6 +237,12 @@ class TrackerOps:
             tracker = self.process()
             restore = await tracker.start()
             after = await settled(self.bootstrap, self.names.triggers, quiet=3.0)
+            await tracker.kill()
+            tracker = self.process(static=True)
+            await tracker.start()
+            await tracker.kill()
+            tracker = self.process(static=True)
+            static_restore = await tracker.start()
             tracked = self.sizes.feed + self.sizes.siu
             results += [
                 Reading(
@@ -240,6 +251,13 @@ class TrackerOps:
                     "s",
                     "bare read of the changelog",
                     bare_seconds,
+                ),
+                Reading(
+                    "tracker: the same under the killed group.instance.id",
+                    static_restore,
+                    "s",
+                    "restarted without one",
+                    restore,
                 ),
                 Observation(
                     "tracker: triggers re-emitted after the restore", after - triggers, "triggers"

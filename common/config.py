@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, NoReturn, TypeVar, get_origin
+from typing import TYPE_CHECKING, Literal, NoReturn, TypeVar, get_origin
 
 from pydantic import (
     AnyUrl,
@@ -26,6 +26,9 @@ from pydantic import (
 
 from common.clock import Clock, ScaledClock, SystemClock
 from common.codec import DEFAULT_MAX_ORIGINAL_BYTES, LIMIT_MAX_ORIGINAL_BYTES
+
+if TYPE_CHECKING:
+    from common.sites import SiteRegistry
 
 PREFIX = "FOLLOWUP_"
 
@@ -115,6 +118,19 @@ class Settings(KafkaSecurity):
     deadletter_max_original_bytes: int = Field(
         default=DEFAULT_MAX_ORIGINAL_BYTES, ge=1024, le=LIMIT_MAX_ORIGINAL_BYTES
     )
+    # The clinics this deployment serves (common/sites.py, docs/sites.md); empty: one
+    # implicit site with the settings below, as before.
+    sites_path: str = ""
+    sites_recheck_seconds: float = Field(default=5.0, gt=0)
+
+    def site_registry(self) -> SiteRegistry:
+        """The sites file validated now (a wrong one: ConfigError naming file and line)."""
+        from common.sites import SiteError, SiteRegistry
+
+        try:
+            return SiteRegistry(self.sites_path or None, recheck_seconds=self.sites_recheck_seconds)
+        except SiteError as exc:
+            raise ConfigError(str(exc)) from None
 
     def make_clock(self) -> Clock:
         if self.clock == "system":

@@ -77,6 +77,11 @@ class AppointmentEvent(Envelope):
     cancelled_by: Literal["patient", "clinic"] | None = None
     plan_id: Id | None = None
     stage_id: Id | None = None
+    site: Id | None = Field(
+        default=None,
+        description="The clinic of a chain this visit belongs to (an id of the deployment's"
+        " sites file); none in a deployment of one clinic. An unknown site is refused.",
+    )
 
     @model_validator(mode="after")
     def _end_after_start(self) -> AppointmentEvent:
@@ -139,6 +144,7 @@ class TreatmentPlanEvent(Envelope):
     )
     supervisor_id: Id | None = None
     stages: list[TreatmentStage] = Field(min_length=1, max_length=50)
+    site: Id | None = Field(default=None, description="The clinic of a chain the plan is kept at.")
 
     @model_validator(mode="after")
     def _ordered_stages(self) -> TreatmentPlanEvent:
@@ -328,6 +334,10 @@ class TriggerEvent(Envelope):
         default=None,
         description="The patient's own zone (quiet hours), when known; `timezone` is the clinic's.",
     )
+    site: Id | None = Field(
+        default=None,
+        description="The clinic of a chain the fact happened at (its profile's rules).",
+    )
 
 
 # --- followup.notifications --------------------------------------------------------------
@@ -453,6 +463,11 @@ class NotificationCommand(Envelope):
         " team, else the clinic-wide pool); escalations: escalate_to.",
     )
     risk: RiskScore | None = Field(default=None, description="Call tasks: the case's risk.")
+    site: Id | None = Field(
+        default=None,
+        description="The case's clinic of a chain: its name, phone, signature and call-task"
+        " sinks; none in a deployment of one clinic.",
+    )
     audience: Literal["patient", "guardian"] = Field(
         default="patient",
         description="guardian: the patient is a child (under the policy's safeguarding age);"
@@ -541,6 +556,7 @@ class CallTaskEvent(Envelope):
     )
     owner: Id | None = Field(default=None, description="The team or pool that works the task.")
     risk: RiskScore | None = Field(default=None, description="The case's risk score and inputs.")
+    site: Id | None = Field(default=None, description="The clinic of a chain whose desk calls.")
     safeguarding: bool = Field(
         default=False,
         description="A child not brought to repeated visits: the safeguarding lead's task.",

@@ -163,6 +163,54 @@ DEPARTMENTS = Row(
     ),
 )
 
+# Per site of a chain (issue 22): the `$site` selector filters these panels; the label is
+# bounded by the sites file ("other" for a name none of its sites has, "none" without one).
+SITE = 'site=~"$site"'
+
+
+def by_site(metric: str, by: str = "site", matchers: str = "") -> str:
+    sel = ", ".join(m for m in (NS, SITE, matchers) if m)
+    return f"sum by ({by}) (increase({metric}{{{sel}}}[$__range]))"
+
+
+SITES = Row(
+    "By site",
+    (
+        Panel(
+            "No-shows by site",
+            (
+                q(
+                    by_site(
+                        "followup_scheduler_site_cases_opened_total", matchers='reason="no_show"'
+                    ),
+                    "{{site}}",
+                ),
+            ),
+            "No-show cases opened in the selected range, per clinic of the chain.",
+        ),
+        Panel(
+            "Triggers by site",
+            (
+                q(
+                    by_site("followup_tracker_site_triggers_total", "site, kind"),
+                    "{{site}} {{kind}}",
+                ),
+            ),
+            "What the tracker detected in the selected range, per clinic and kind.",
+        ),
+        Panel(
+            "Sends by site",
+            (
+                q(
+                    by_site("followup_notifier_site_sends_total", "site, channel"),
+                    "{{site}} {{channel}}",
+                ),
+            ),
+            "SMS, emails and call tasks that went out in the selected range, per clinic.",
+        ),
+    ),
+)
+
 CLINIC = View(
     uid="followup-clinic",
     title="followup / clinic",
@@ -348,6 +396,7 @@ CLINIC = View(
             ),
         ),
         DEPARTMENTS,
+        SITES,
     ),
 )
 
@@ -606,6 +655,16 @@ def _variables(board: d.Dashboard) -> None:
         d.QueryVariable("namespace")
         .label("Namespace")
         .query('label_values(up{job=~"followup-.*"}, namespace)')
+        .datasource(DATASOURCE)
+        .include_all(True)
+        .multi(True)
+        .all_value(".*")
+        .current(VariableOption(text="All", value="$__all"))
+    )
+    board.with_variable(
+        d.QueryVariable("site")
+        .label("Site")
+        .query("label_values(followup_scheduler_site_cases_opened_total, site)")
         .datasource(DATASOURCE)
         .include_all(True)
         .multi(True)

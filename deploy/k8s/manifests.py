@@ -52,6 +52,8 @@ class ServiceSpec:
     http_from: tuple[str, ...] = ("namespace",)
     egress_ports: tuple[int, ...] = (KAFKA_PORT, KAFKA_TLS_PORT, POSTGRES_PORT)
     env: dict[str, str] = field(default_factory=dict)
+    # Env set from the pod's own fields (downward API): name -> fieldPath.
+    pod_field_env: dict[str, str] = field(default_factory=dict)
     policy: bool = False  # mounts the cadence policy ConfigMap
     description: str = ""
 
@@ -76,6 +78,9 @@ SERVICES = (
         extra_ports=(Port("mllp", 2575, ("integration",)),),
         http_from=("namespace", "ingress", "integration"),
         env={"FOLLOWUP_MLLP_HOST": "0.0.0.0", "FOLLOWUP_MLLP_PORT": "2575"},
+        # Static group membership: a container restarted in its pod (a crash, an OOM kill)
+        # takes its partitions back at once instead of after the session timeout.
+        pod_field_env={"FOLLOWUP_GROUP_INSTANCE_ID": "metadata.name"},
         description="HL7 v2 over MLLP, FHIR over HTTP and Kafka in; triggers out.",
     ),
     ServiceSpec(
@@ -122,7 +127,9 @@ SERVICES = (
 # Read by every service: the shared followup-config ConfigMap (base/kustomization.yaml).
 SHARED = frozenset(Settings.model_fields)
 # Set per pod by the Deployment itself (ports the probes and Service refer to).
-POD_ENV = frozenset({"http_host", "http_port", "mllp_host", "mllp_port", "policy_path"})
+POD_ENV = frozenset(
+    {"http_host", "http_port", "mllp_host", "mllp_port", "policy_path", "group_instance_id"}
+)
 
 
 def _env_value(value: object) -> str:
@@ -190,6 +197,10 @@ def deployment(spec: ServiceSpec) -> dict[str, Any]:
         {"name": "FOLLOWUP_HTTP_HOST", "value": "0.0.0.0"},
         {"name": "FOLLOWUP_HTTP_PORT", "value": str(spec.http_port)},
         *({"name": k, "value": v} for k, v in sorted(spec.env.items())),
+        *(
+            {"name": k, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+            for k, path in sorted(spec.pod_field_env.items())
+        ),
     ]
     ports = [
         {"name": "http", "containerPort": spec.http_port, "protocol": "TCP"},

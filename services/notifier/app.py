@@ -27,6 +27,7 @@ from services.notifier.ledger import Ledger
 from services.notifier.privacy import Privacy, RetentionPeriods
 from services.notifier.quiet_hours import QuietHours
 from services.notifier.settings import SCHEMA, NotifierSettings
+from services.notifier.site_sinks import build_site_sinks
 from services.notifier.templates import TemplateBook, TemplateError
 
 __all__ = ["SCHEMA", "NotifierApp", "NotifierSettings", "main", "serve"]
@@ -47,6 +48,8 @@ class NotifierApp:
         except TemplateError as exc:
             raise ConfigError(f"templates: {exc}") from None
         self.sinks_wanted = registry.wanted_sinks(settings)
+        # The clinics of a chain: names, phones and signatures per site, their own sinks.
+        self.sites = settings.site_registry()
         self.ops = OpsServer(settings.service)
         self.publisher = KafkaPublisher(settings.kafka_bootstrap, client_id="notifier")
         self._tasks: list[asyncio.Task[None]] = []
@@ -82,6 +85,7 @@ class NotifierApp:
                 names=s.clinic_names,
                 signatures=s.clinic_signatures,
                 education=s.education,
+                sites=self.sites if self.sites.current().explicit else None,
             ),
             ledger=self.ledger,
             directory=self.directory,
@@ -93,6 +97,7 @@ class NotifierApp:
             audit=await AuditLog.ready(self.pool, dsn, s.audit_schema, s.service),
         )
         channels = registry.build_all(parts, self.sinks_wanted)
+        parts.site_sinks = build_site_sinks(parts, self.sites.current())
         self._plugins = [*channels.values(), *parts.sinks]
         for plugin in self._plugins:
             for route in plugin.routes():
@@ -110,6 +115,7 @@ class NotifierApp:
             ),
             clock=self.clock,
             publish_outcome=self.publish_outcome,
+            sites=self.sites,
             publish_outcomes=self.publish_outcomes,
             concurrency=s.dispatch_concurrency,
         )

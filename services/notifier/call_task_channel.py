@@ -39,7 +39,7 @@ from services.notifier.channels import (
     Route,
     Sent,
     TransientSendError,
-    require_bearer,
+    bearer_scope,
 )
 from services.notifier.contacts import Contact
 
@@ -80,13 +80,14 @@ class CallTaskChannel:
         action: Literal["create", "withdraw"] = "create",
     ) -> CallTaskEvent:
         """The task ``command`` created (its key is the task id), as ``action``."""
-        v = self._parts.voice
+        v = self._parts.voice.for_site(command.site)
         settings = self._parts.settings
         script = call_script(
             self._parts.book,
             command,
             contact,
-            clinic_name=settings.clinic_name_in,
+            # A site's profile names its clinic; else the deployment's names, as before.
+            clinic_name=v.name_for if v is not self._parts.voice else settings.clinic_name_in,
             clinic_phone=v.clinic_phone,
             rebook_url=v.rebook_url,
             default_language=v.default_language,
@@ -137,6 +138,10 @@ class CallTaskChannel:
         # Escalations go to the doctor's or supervisor's sinks (FOLLOWUP_ESCALATION_SINKS).
         wanted = self._parts.settings.sinks_for(task.purpose)
         sinks = [sink for sink in self.sinks if sink.name in wanted]
+        own = self._parts.site_sinks.get(task.site or "")
+        if own and task.purpose != "escalation":
+            # A clinic of a chain has its own desk's tools (escalations: the doctors').
+            sinks = list(own)
         if not sinks:
             raise PermanentSendError("none", "no_call_task_sink")
         for sink in sinks:
@@ -190,7 +195,8 @@ class CallTaskChannel:
     async def _report(
         self, request: web.Request, task_of: Callable[[dict[str, Any]], str]
     ) -> web.Response:
-        require_bearer(request, self._parts.settings.api_token)
+        # A site's desk token reports its own site's call tasks only (issue 22).
+        scope = bearer_scope(request, self._parts.settings.api_token, self._parts.voice.sites)
         try:
             body = await request.json()
         except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
@@ -204,8 +210,8 @@ class CallTaskChannel:
             # a NUL byte cannot even reach PostgreSQL as text: the caller's mistake, not a 500
             raise web.HTTPBadRequest(text="the call task's id is missing or not printable")
         command = await self._parts.ledger.call_task(self.name, task_id)
-        if command is None:
-            raise web.HTTPNotFound(text="unknown call task")
+        if command is None or (scope is not None and command.site not in scope):
+            raise web.HTTPNotFound(text="unknown call task")  # another site's: as if absent
         event = report_outcome(report, command, self._parts.clock.now())
         await self._parts.publish_outcome(event)
         return web.json_response({"event_id": event.event_id, "outcome": event.outcome}, status=202)

@@ -69,6 +69,7 @@ def build_call_task(
         note=command.note,
         owner=command.owner,
         risk=command.risk,
+        site=command.site,
         safeguarding=command.safeguarding,
     )
 

@@ -36,6 +36,7 @@ from services.notifier.templates import REASONS, MessageContext
 if TYPE_CHECKING:
     from common.audit import AuditLog
     from common.kafka import KafkaPublisher
+    from common.sites import SiteRegistry
     from schemas.topics import TopicNames
     from services.notifier.directory import Directory
     from services.notifier.email_channel import Mailer
@@ -131,6 +132,19 @@ def require_bearer(request: web.Request, token: str) -> None:
         raise web.HTTPUnauthorized(text="a valid bearer token is required")
 
 
+def bearer_scope(
+    request: web.Request, token: str, sites: SiteRegistry | None
+) -> frozenset[str] | None:
+    """The sites a caller may act for: None for the API's own token (every site), a site
+    token's sites (its profile's ``api_token_env``), else 401."""
+    if bearer_token_ok(request, token):
+        return None
+    for site_token, scope in (sites.current().tokens() if sites is not None else {}).items():
+        if bearer_token_ok(request, site_token):
+            return scope
+    raise web.HTTPUnauthorized(text="a valid bearer token is required")
+
+
 # --- the plug-in interfaces --------------------------------------------------------------
 
 
@@ -202,6 +216,8 @@ class ClinicVoice:
     signatures: Mapping[str, str] = field(default_factory=dict)
     # The department's own explanation of its stages (FOLLOWUP_EDUCATION), by department.
     education: Mapping[str, Sequence[StageEducation]] = field(default_factory=dict)
+    # The clinics of a chain (common/sites.py): a command naming a site speaks as it.
+    sites: SiteRegistry | None = None
 
     def education_for(self, command: NotificationCommand, language: str) -> StageEducation | None:
         """The stage explained in ``language`` (or its base language): the plan's own, else
@@ -213,6 +229,22 @@ class ClinicVoice:
                 return chosen
         return None
 
+    def for_site(self, site: str | None) -> ClinicVoice:
+        """The voice of ``site``'s profile (its names, signatures, phone, rebooking page and
+        language; what it leaves out, the deployment's); no profile: this one."""
+        profile = self.sites.current().get(site) if self.sites is not None else None
+        if profile is None:
+            return self
+        return ClinicVoice(
+            clinic_name=by_language(profile.names, profile.default_language) or self.clinic_name,
+            clinic_phone=profile.phone or self.clinic_phone,
+            rebook_url=profile.rebook_url or self.rebook_url,
+            default_language=profile.default_language,
+            names=profile.names,
+            signatures=profile.signatures,
+            education=self.education,  # by department, whichever clinic of the chain
+        )
+
     def name_for(self, language: str) -> str:
         return by_language(self.names, language) or self.clinic_name
 
@@ -221,6 +253,13 @@ class ClinicVoice:
 
     def context(
         self, command: NotificationCommand, contact: Contact, *, redacted: bool = False
+    ) -> MessageContext:
+        if command.site is not None and self.sites is not None:
+            return self.for_site(command.site)._context(command, contact, redacted=redacted)
+        return self._context(command, contact, redacted=redacted)
+
+    def _context(
+        self, command: NotificationCommand, contact: Contact, *, redacted: bool
     ) -> MessageContext:
         return MessageContext.for_command(
             command,
@@ -253,6 +292,8 @@ class Parts:
     sinks: Sequence[CallTaskSink] = ()  # set before the call-task channel is built
     # Reads of personal data through the pages (common/audit.py); None in unit tests only.
     audit: AuditLog | None = None
+    # Each site's own call-task sinks (its profile's call_task_sinks), built at start-up.
+    site_sinks: Mapping[str, Sequence[CallTaskSink]] = field(default_factory=dict)
 
 
 class RateLimiter:

@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 from common.clock import Clock
 from common.logs import get_logger
+from common.sites import SiteRegistry
 from schemas.events import NotificationCommand, OutcomeEvent
 from schemas.vocabulary import DeliveryHold, Hold
 from services.notifier import metrics
@@ -91,8 +92,12 @@ def decide(
 ) -> Decision:
     if command.purpose == "withdrawal":
         return Proceed()  # withdrawing never reaches the patient; always allowed
+    # An escalation is a task for the doctor, not a message to the patient: it needs no
+    # contact details of the patient (it often exists because none reach them: no_channel).
+    for_staff = command.purpose == "escalation" and not rules.reaches_patient
     if (
         contact is None
+        and not for_staff
         and patient_status not in NOT_CONTACTABLE
         and now < command.occurred_at + CONTACT_GRACE
         and now + CONTACT_RETRY < command.window_end
@@ -101,6 +106,8 @@ def decide(
         # commands arrive: wait a little for the contact before calling it missing.
         return Hold("awaiting_contact", now + CONTACT_RETRY)
     impossible = why_impossible(contact, command.channel, rules, patient_status)
+    if impossible == "no_contact" and for_staff:
+        impossible = None
     if impossible is not None:
         return Refuse("channel_impossible", impossible, _RULE_OF_DETAIL.get(impossible))
     if now >= command.window_end:
@@ -187,7 +194,10 @@ class Dispatcher:
         publish_outcomes: PublishMany | None = None,
         concurrency: int = 8,
         rnd: random.Random | None = None,
+        sites: SiteRegistry | None = None,
     ) -> None:
+        # The clinics of a chain: a site's own quiet hours, the per-site counter's label.
+        self._sites = sites
         self.ledger = ledger
         self.directory = directory
         self.channels = dict(channels)
@@ -348,7 +358,7 @@ class Dispatcher:
             contact,
             status,
             now,
-            self.policy.quiet,
+            self._quiet(cmd.site),
             rules=rules,
             sent_today=sent_today,
             daily_hard_cap=self.policy.daily_hard_cap,
@@ -372,6 +382,13 @@ class Dispatcher:
             await self.ledger.finish(cmd, now, decision.outcome, detail=decision.detail)
             return
         await self._send(channel, Job(cmd, contact, delivery.sinks_done), delivery.tries, now)
+
+    def _quiet(self, site: str | None) -> QuietHours:
+        """The site's own quiet hours (its profile's, the patient's zone), else the
+        deployment's last line of defence."""
+        profile = self._sites.current().get(site) if self._sites is not None else None
+        times = profile.quiet_times() if profile is not None else None
+        return QuietHours(*times) if times is not None else self.policy.quiet
 
     async def _send(self, channel: MessageChannel, job: Job, tries: int, now: datetime) -> None:
         cmd = job.command
@@ -398,6 +415,8 @@ class Dispatcher:
             )
         if sent.provider is not None:
             metrics.SENDS.labels(cmd.channel, sent.provider, "sent").inc()
+        label = self._sites.current().label(cmd.site) if self._sites is not None else "none"
+        metrics.SITE_SENDS.labels(label, cmd.channel, sent.outcome).inc()
         await self.ledger.finish(
             cmd,
             now,

@@ -47,9 +47,10 @@ def read_answer(text: str) -> Answer | None:
     return Answer(int(found.group(1)), comment or None)
 
 
-def question(parts: Parts, contact: Contact) -> str:
+def question(parts: Parts, contact: Contact, command: NotificationCommand) -> str:
     language = contact.language
-    clinic = parts.voice.name_for(language) or parts.book.phrase(language, "clinic")
+    voice = parts.voice.for_site(command.site)  # a chain's clinic asks in its own name
+    clinic = voice.name_for(language) or parts.book.phrase(language, "clinic")
     return parts.book.phrase(language, "feedback_question", name=clinic)  # {name}: the clinic
 
 

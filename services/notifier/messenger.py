@@ -126,7 +126,7 @@ class Messenger:
         address = self.address(contact)
         assert address is not None
         if feedback.is_feedback(command):
-            return ChatMessage(address, feedback.question(self._parts, contact))
+            return ChatMessage(address, feedback.question(self._parts, contact, command))
         context = self._parts.voice.context(command, contact, redacted=self.redacted(contact))
         text = self._parts.book.render("sms", contact.language, context)
         if context.education and not context.redacted:

@@ -47,3 +47,11 @@ RUNAWAY_GUARD_TRIPS = Counter(
     "followup_notifier_runaway_guard_trips_total",
     "Sends refused because a patient reached the daily hard cap.",
 )
+
+# Per site of a chain (a bounded label: the ids of the sites file, "other" for none of
+# them, "none" in a deployment without one).
+SITE_SENDS = Counter(
+    "followup_notifier_site_sends_total",
+    "Commands sent (SMS, email, call task), by site, channel and outcome.",
+    ["site", "channel", "outcome"],
+)

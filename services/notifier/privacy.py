@@ -11,7 +11,12 @@ audit trail and the exactly-once ledger still hold after an erasure or a sweep.
   ``erasures`` row records who asked and when (ids only).
 - A contact older than the erasure (a replay of followup.contacts before compaction) is not
   stored again. A newer one is the hospital sending the patient again: contactable anew.
-- A tombstone on followup.contacts (the compacted topic's own erasure) removes the contact.
+- A tombstone on followup.contacts (the compacted topic's own erasure) removes the contact
+  (and the messenger sessions of its addresses no other contact holds).
+  It keeps the opt-outs of the contact's addresses (they protect whoever holds the address)
+  but writes the patient's id on them (``left_by``): the two topics are read by two
+  consumers in no order, and an erasure read after the tombstone finds no contact, so it
+  deletes the opt-outs by that id. Either order, each message twice, leaves the same.
 - The retention sweep strips notes from commands finished longer ago than their period,
   deletes contacts with no activity for their period, and opt-outs of addresses no contact
   holds any more, in batches.
@@ -79,14 +84,25 @@ class Privacy:
 
     async def forget_contact(self, patient_id: str) -> None:
         """A tombstone on followup.contacts: the contact is gone from the source."""
-        deleted = await self._pool.fetchval(
-            "WITH gone AS (DELETE FROM contacts WHERE patient_id = $1 RETURNING 1) "
-            "SELECT count(*) FROM gone",
-            patient_id,
-        )
-        if deleted:
+        async with self._pool.acquire() as conn, conn.transaction():
+            contact = await conn.fetchrow(
+                f"DELETE FROM contacts WHERE patient_id = $1 RETURNING {_ADDRESS_COLUMNS}",
+                patient_id,
+            )
+            if contact is not None:
+                # Sessions only matter for sending to a contact holding the address.
+                await _forget_chat_sessions(conn, _addresses(contact))
+                # The erasure may be read after this (another topic): the opt-outs stay, but
+                # remember whose they were, so that it still finds them (privacy.erase).
+                await conn.execute(
+                    """UPDATE opt_outs SET left_by = array_append(left_by, $1)
+                       WHERE address = ANY($2::text[]) AND NOT left_by @> ARRAY[$1::text]""",
+                    patient_id,
+                    _addresses(contact),
+                )
+        if contact is not None:
             ERASURES.labels(self._service, "tombstone").inc()
-        log.info("contact_tombstone", patient_id=patient_id, removed=bool(deleted))
+        log.info("contact_tombstone", patient_id=patient_id, removed=contact is not None)
 
     async def erase(self, event: PatientStatusEvent) -> None:
         """Remove the patient's personal fields; keep ids; record the erasure. Idempotent."""
@@ -103,29 +119,22 @@ class Privacy:
                 event.event_id,
             )
             contact = await conn.fetchrow(
-                """DELETE FROM contacts WHERE patient_id = $1
-                   RETURNING phone_e164, email, telegram_chat_id, viber_user_id""",
+                f"DELETE FROM contacts WHERE patient_id = $1 RETURNING {_ADDRESS_COLUMNS}",
                 event.patient_id,
             )
-            if contact is not None:
-                ids = [contact["phone_e164"], contact["telegram_chat_id"], contact["viber_user_id"]]
-                # When the patient last wrote on a messenger is about them too.
-                await conn.execute(
-                    """DELETE FROM chat_sessions s WHERE s.address = ANY($1::text[])
-                       AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.phone_e164 = s.address
-                           OR c.telegram_chat_id = s.address OR c.viber_user_id = s.address)""",
-                    [a for a in ids if a],
-                )
-                # An address another patient's contact still holds keeps its opt-out: it
-                # protects that patient too.
-                await conn.execute(
-                    """DELETE FROM opt_outs o WHERE o.address = ANY($1::text[])
-                       AND NOT EXISTS (SELECT 1 FROM contacts c
-                                       WHERE c.phone_e164 = o.address OR c.email = o.address
-                                       OR c.telegram_chat_id = o.address
-                                       OR c.viber_user_id = o.address)""",
-                    [a for a in (*ids, contact["email"]) if a],
-                )
+            addresses = _addresses(contact) if contact is not None else []
+            # When the patient last wrote on a messenger is about them too.
+            await _forget_chat_sessions(conn, addresses)
+            # The contact's addresses, or those a tombstone read first left behind. An
+            # address another patient's contact still holds keeps its opt-out: it protects
+            # that patient too.
+            await conn.execute(
+                f"""DELETE FROM opt_outs o
+                   WHERE (o.address = ANY($1::text[]) OR o.left_by @> ARRAY[$2::text])
+                   AND NOT EXISTS (SELECT 1 FROM contacts c WHERE {_HOLDS.format(a="o")})""",
+                addresses,
+                event.patient_id,
+            )
             await conn.execute(
                 f"UPDATE deliveries SET command = {_STRIP} WHERE patient_id = $1 AND {_HAS_TEXT}",
                 event.patient_id,
@@ -203,3 +212,25 @@ class Privacy:
             if n:
                 RETENTION_PURGED.labels(self._service, table).inc(n)
         return int(bodies) + int(contacts) + int(opt_outs)
+
+
+# Every address of a contact (SMS and WhatsApp share the phone), and "a contact holds
+# address {a}.address" for a NOT EXISTS over contacts c.
+_ADDRESS_COLUMNS = "phone_e164, email, telegram_chat_id, viber_user_id"
+_HOLDS = (
+    "c.phone_e164 = {a}.address OR c.email = {a}.address"
+    " OR c.telegram_chat_id = {a}.address OR c.viber_user_id = {a}.address"
+)
+
+
+def _addresses(contact: asyncpg.Record) -> list[str]:
+    return [a for a in (contact[c] for c in _ADDRESS_COLUMNS.split(", ")) if a]
+
+
+async def _forget_chat_sessions(conn: asyncpg.Connection, addresses: list[str]) -> None:
+    """The messenger sessions of addresses no contact holds any more."""
+    await conn.execute(
+        f"""DELETE FROM chat_sessions s WHERE s.address = ANY($1::text[])
+           AND NOT EXISTS (SELECT 1 FROM contacts c WHERE {_HOLDS.format(a="s")})""",
+        addresses,
+    )

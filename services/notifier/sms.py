@@ -240,7 +240,7 @@ class SmsChannel:
         shared = contact.phone_shared_by > 1 or contact.proxy is not None
         context = self._parts.voice.context(command, contact, redacted=shared)
         if feedback.is_feedback(command):
-            body = feedback.question(self._parts, contact)
+            body = feedback.question(self._parts, contact, command)
         else:
             body = self._parts.book.render("sms", contact.language, context)
         key = quote(command.idempotency_key, safe="")

@@ -159,12 +159,13 @@ class WhatsAppChannel(Messenger):
 
     def template(self, command: NotificationCommand, contact: Contact) -> ChatTemplate:
         language = contact.language
-        name = self._parts.voice.name_for(language) or self._parts.book.phrase(language, "clinic")
+        voice = self._parts.voice.for_site(command.site)  # a chain's clinic: its name, phone
+        name = voice.name_for(language) or self._parts.book.phrase(language, "clinic")
         wanted = "feedback" if command.purpose == "feedback" else command.reason
         return ChatTemplate(
             self._templates.get(wanted, self._default_template),
             language,
-            (name, self._parts.voice.clinic_phone),
+            (name, voice.clinic_phone),
         )
 
     async def prepare(self, command: NotificationCommand, contact: Contact) -> ChatMessage:

@@ -2,13 +2,15 @@
 and the correction of a wrong outcome.
 
 Mounted on the ops server's aiohttp app. Every route needs ``Authorization: Bearer <token>``
-(FOLLOWUP_API_TOKEN); a wrong request answers 4xx with the reason.
+(FOLLOWUP_API_TOKEN: every case); a wrong request answers 4xx with the reason. With a sites
+file, a site's token (its profile's ``api_token_env``) sees that site's cases only: the list
+leaves the others out, and a case of another site is "no such case" (404), as if absent.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, get_args
 
@@ -32,8 +34,9 @@ CASE_COLUMNS = (
     "case_id, patient_id, reason, department, timezone, state, resolution, trigger_event_id, "
     "opened_at, closed_at, appointment_id, appointment_start, practitioner_id, supervisor_id, "
     "plan_id, stage_id, stage_deadline, impossible_channels, first_contact_at, concern_at, "
-    "child, safeguarding_at, updated_at"
+    "child, safeguarding_at, updated_at, site"
 )
+
 ATTEMPT_COLUMNS = (
     "attempt_number, purpose, channel, template, escalate_to, state, tightened, planned_at, "
     "window_end, fired_at, outcome, outcome_detail, outcome_at, withdrawn_at"
@@ -41,6 +44,10 @@ ATTEMPT_COLUMNS = (
 MAX_LIMIT = 500
 # What a read of a case shows of the patient, as the audit log names it.
 LIST_FIELDS = tuple(c.strip() for c in CASE_COLUMNS.split(","))
+# The sites the caller may see, left by the guard (None: every site).
+SCOPE: web.RequestKey[frozenset[str] | None] = web.RequestKey("case_api_sites")
+# The caller's credential as the audit log names it (its token's fingerprint).
+CREDENTIAL: web.RequestKey[str] = web.RequestKey("case_api_credential")
 
 
 def _json(value: Any) -> Any:
@@ -78,8 +85,15 @@ class CorrectionRequest(BaseModel):
 
 
 class CaseApi:
-    def __init__(self, pool: asyncpg.Pool, token: str, ledger: CaseLedger, audit: AuditLog) -> None:
-        if not token:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        token: str,
+        ledger: CaseLedger,
+        audit: AuditLog,
+        site_tokens: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
+        if not token and not site_tokens:
             raise ValueError("the case API needs a bearer token")
         self._pool = pool
         self._token = token
@@ -87,7 +101,29 @@ class CaseApi:
         # Every read of a case is a read of a patient's health data: it is recorded
         # (common/audit.py) before it is answered, by the token's fingerprint.
         self._audit = audit
-        self._credential = credential_id("api_token", token)
+        self._site_tokens = dict(site_tokens or {})
+
+    def _scope(self, request: web.Request) -> tuple[frozenset[str] | None, str]:
+        """The sites the caller may see (None: all of them) and the caller's credential id
+        (a site's token is an API token too); not authorised: 401."""
+        if self._token and bearer_token_ok(request, self._token):
+            return None, credential_id("api_token", self._token)
+        for token, sites in self._site_tokens.items():
+            if bearer_token_ok(request, token):
+                return sites, credential_id("api_token", token)
+        raise _error(
+            web.HTTPUnauthorized, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
+        )
+
+    async def _case_in_scope(self, request: web.Request, case_id: str) -> None:
+        """A case of a site the token does not cover is answered as absent."""
+        scope = request.get(SCOPE)
+        if scope is None:
+            return
+        async with self._pool.acquire() as conn:
+            site = await conn.fetchval("SELECT site FROM cases WHERE case_id = $1", case_id)
+        if site not in scope:
+            raise _error(web.HTTPNotFound, "no such case")
 
     def mount(self, app: web.Application) -> None:
         app.router.add_get("/cases", self._guard(self.list_cases))
@@ -99,12 +135,7 @@ class CaseApi:
 
     def _guard(self, route: Route) -> Route:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            if not bearer_token_ok(request, self._token):
-                raise _error(
-                    web.HTTPUnauthorized,
-                    "a valid bearer token is required",
-                    {"WWW-Authenticate": "Bearer"},
-                )
+            request[SCOPE], request[CREDENTIAL] = self._scope(request)
             # A NUL or another control character cannot be stored as PostgreSQL text: it
             # would fail in the query (500); it is the caller's mistake (400).
             if any(ord(c) < 32 for c in request.path + "".join(request.query.values())):
@@ -144,6 +175,11 @@ class CaseApi:
             add("department = {}", q["department"])
         if "patient_id" in q:
             add("patient_id = {}", q["patient_id"])
+        if "site" in q:
+            add("site = {}", q["site"])
+        scope = request.get(SCOPE)
+        if scope is not None:
+            add("site = ANY({})", sorted(scope))
         for name, op in (("deadline_before", "<="), ("deadline_after", ">=")):
             if name in q:
                 add(f"stage_deadline {op} {{}}", _moment(name, q[name]))
@@ -164,13 +200,14 @@ class CaseApi:
         cases = [_row(r) for r in rows]
         patients = [r["patient_id"] for r in rows]
         await self._audit.read(
-            self._credential, "GET /cases", patients, LIST_FIELDS, self._ledger.now()
+            request[CREDENTIAL], "GET /cases", patients, LIST_FIELDS, self._ledger.now()
         )
         page = {"cases": cases, "next": cases[-1]["case_id"] if len(cases) == limit else None}
         return web.json_response(page)
 
     async def get_case(self, request: web.Request) -> web.Response:
         case_id = request.match_info["case_id"]
+        await self._case_in_scope(request, case_id)
         # One snapshot for the four reads: a case never shows a closing outcome on its
         # attempt while its own row still says contacting (the ledger commits both at once).
         async with (
@@ -205,7 +242,7 @@ class CaseApi:
         fields = [*LIST_FIELDS, "attempts", "history", *(["feedback"] if feedback else [])]
         now = self._ledger.now()
         await self._audit.read(
-            self._credential, "GET /cases/{case_id}", [case["patient_id"]], fields, now
+            request[CREDENTIAL], "GET /cases/{case_id}", [case["patient_id"]], fields, now
         )
         body = _row(case)
         body["feedback"] = _row(feedback) if feedback is not None else None
@@ -224,6 +261,7 @@ class CaseApi:
             raise _bad(describe(exc)[0]) from None
         if correction.outcome not in RESULTS:
             raise _bad(f"outcome must be one of {sorted(RESULTS)}")
+        await self._case_in_scope(request, request.match_info["case_id"])
         try:
             result = await self._ledger.correct_outcome(
                 request.match_info["case_id"],

@@ -21,6 +21,7 @@ from common.db import create_pool, migrate
 from common.http import OpsServer
 from common.kafka import EventConsumer, KafkaPublisher, ensure_topics
 from common.service import run, wait_for_stop_signal
+from common.sites import SiteError, SiteRegistry
 from schemas.base import Envelope
 from schemas.events import (
     AppointmentEvent,
@@ -79,10 +80,20 @@ class SchedulerSettings(Settings):
 class Scheduler:
     """The running service: consumers, the firing, review and relay loops, the HTTP API."""
 
-    def __init__(self, settings: SchedulerSettings, clock: Clock, policy: CadencePolicy) -> None:
+    def __init__(
+        self,
+        settings: SchedulerSettings,
+        clock: Clock,
+        policy: CadencePolicy,
+        sites: SiteRegistry | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.policy = policy
+        # The clinics of a chain: each version of the sites file resolves its rules once.
+        self.sites = sites if sites is not None else settings.site_registry()
+        if self.sites.current().explicit:
+            self.sites.on_change(policy.adopt_sites)
         metrics.start_at_zero(policy.departments)
         self.topics = TopicNames(prefix=settings.topic_prefix)
         self.ops = OpsServer(settings.service)
@@ -98,7 +109,9 @@ class Scheduler:
         dsn = str(s.database_url)
         await migrate(dsn, s.db_schema, MIGRATIONS)
         self.pool = await create_pool(dsn, s.db_schema)
-        self.ledger = ledger = CaseLedger(self.pool, self.policy, self.clock, s.contact_rules())
+        self.ledger = ledger = CaseLedger(
+            self.pool, self.policy, self.clock, s.contact_rules(), sites=self.sites
+        )
         await ensure_topics(s.kafka_bootstrap, self.topics)
         await self.publisher.start()
         if loops:
@@ -107,6 +120,9 @@ class Scheduler:
             self._loop("review", lambda: ledger.review_due(s.fire_batch), s.fire_batch)
             self._loop("relay", lambda: relay.publish_pending(s.relay_batch), s.relay_batch)
             self._loop("gauges", _counting(ledger.refresh_gauges), 1, every=5.0)
+            if self.sites.path is not None:
+                # A changed sites file is taken within the recheck interval, no restart.
+                self._loop("sites", _counting(self._recheck_sites), 1, every=1.0)
             self._loop(
                 "slow_gauges", _counting(ledger.refresh_slow_gauges), 1, every=s.slow_gauge_seconds
             )
@@ -140,9 +156,12 @@ class Scheduler:
                 await consumer.start()
                 self.ops.supervisor.watch(consumer.tasks)
         if http:
-            if s.api_token:
+            scoped = self.sites.current().tokens()
+            if s.api_token or scoped:
                 audit = await AuditLog.ready(self.pool, dsn, s.audit_schema, s.service)
-                CaseApi(self.pool, s.api_token, ledger, audit).mount(self.ops.app)
+                CaseApi(self.pool, s.api_token, ledger, audit, site_tokens=scoped).mount(
+                    self.ops.app
+                )
             else:
                 log.warning("case_api_disabled", reason="FOLLOWUP_API_TOKEN is not set")
             self.ops.add_readiness_check("database", self._database_ready)
@@ -196,6 +215,9 @@ class Scheduler:
         self._tasks.append(asyncio.create_task(forever(), name=f"scheduler:{name}"))
         self.ops.supervisor.watch({f"scheduler:{name}": self._tasks[-1]})
 
+    async def _recheck_sites(self) -> None:
+        self.sites.current()
+
     async def _database_ready(self) -> bool:
         assert self.pool is not None
         return bool(await self.pool.fetchval("SELECT true"))
@@ -232,8 +254,10 @@ def _counting(work: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[int
     return counted
 
 
-async def serve(settings: SchedulerSettings, policy: CadencePolicy, clock: Clock) -> None:
-    scheduler = Scheduler(settings, clock, policy)
+async def serve(
+    settings: SchedulerSettings, policy: CadencePolicy, clock: Clock, sites: SiteRegistry
+) -> None:
+    scheduler = Scheduler(settings, clock, policy, sites)
     stop = asyncio.create_task(wait_for_stop_signal(scheduler.ops.supervisor))
     await asyncio.sleep(0)  # the signal handlers are in place before the slower start
     try:
@@ -250,7 +274,11 @@ def main() -> None:
         # A wrong policy file stops the scheduler here, naming the file and the line.
         policy = CadencePolicy.load(settings.policy_path)
         clock = settings.make_clock()
-    except (PolicyError, ConfigError) as exc:
+        # So does a wrong sites file, or a site's cadence override the policy refuses.
+        sites = settings.site_registry()
+        if sites.current().explicit:
+            policy.adopt_sites(sites.current())
+    except (PolicyError, ConfigError, SiteError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    run(lambda: serve(settings, policy, clock))
+    run(lambda: serve(settings, policy, clock, sites))

@@ -231,6 +231,7 @@ class Case:
     # here alone: never in history, logs or metrics, only on the escalation command.
     concern_at: datetime | None = None
     concern_note: str | None = field(default=None, repr=False)
+    site: str | None = None  # the clinic of a chain whose profile's rules apply
     # A child's case (under the policy's safeguarding age when it opened): messages address
     # the parent or guardian. The birth date itself is never on the case.
     child: bool = False
@@ -314,6 +315,7 @@ class Case:
             opened_at=self.opened_at,
             contacted=self.first_contact_at is not None,
             concern_note=self.concern_note,
+            site=self.site,
             child=self.child,
             safeguarding=self.safeguarding_at is not None,
         )
@@ -355,7 +357,7 @@ class Case:
         if plan is not None:
             supervisor = plan.supervisor_id
             practitioner = practitioner or plan.responsible_practitioner_id
-            closed = ctx.policy.rules_for(trigger.department, trigger.kind).closed_on
+            closed = ctx.policy.rules_for(trigger.department, trigger.kind, trigger.site).closed_on
             found = next_stage_deadline(plan, dict(completions or {}), closed)
             stage = next((s for s in plan.stages if s.stage_id == trigger.stage_id), None)
             stage = stage or (found.stage if found is not None else None)
@@ -389,6 +391,7 @@ class Case:
             education=education,
             stage_deadline=deadline,
             patient_timezone=trigger.patient_timezone,
+            site=trigger.site,
         )
         if preferences is not None:
             case._prefer(preferences)
@@ -660,7 +663,7 @@ class Case:
         if fired.purpose == "escalation":
             owner = fired.escalate_to
         elif fired.channel == "call_task":
-            rules = ctx.policy.rules_for(self.department, self.reason)
+            rules = ctx.policy.rules_for(self.department, self.reason, self.site)
             owner = rules.routing.owner_for(self.practitioner_id)  # never without an owner
             risk = self.risk(ctx.no_shows, ctx.now, previous)
         self.changes.commands.append(
@@ -711,7 +714,7 @@ class Case:
             self.attempts = [a for a in self.attempts if a.state != "planned"]
         if any(a.state == "planned" for a in self.attempts):
             return
-        rules = ctx.policy.rules_for(self.department, self.reason)
+        rules = ctx.policy.rules_for(self.department, self.reason, self.site)
         view = CaseView(
             reason=self.reason,
             timezone=self.timezone,

@@ -70,6 +70,7 @@ class CaseFacts:
     education: tuple[StageEducation, ...] = ()
     opened_at: datetime | None = None
     contacted: bool = False
+    site: str | None = None  # the clinic of a chain (common/sites.py)
     concern_note: str | None = None  # only ever on an escalation command
     child: bool = False  # messages address the parent or guardian
     safeguarding: bool = False
@@ -144,6 +145,7 @@ def build_command(
         note=case.concern_note if attempt.purpose == "escalation" else None,
         owner=owner,
         risk=risk,
+        site=case.site,
         audience="guardian" if case.child else "patient",
         safeguarding=case.safeguarding,
         previous_attempts=[

@@ -59,6 +59,7 @@ def feedback_command(
     channel: Channel,
     appointment_id: str,
     now: datetime,
+    site: str | None = None,
 ) -> NotificationCommand:
     key = feedback_key(case_id)
     return NotificationCommand(
@@ -78,4 +79,5 @@ def feedback_command(
         appointment_id=appointment_id,
         window_start=now,
         window_end=now + ASK_WITHIN,
+        site=site,  # the clinic of a chain asks in its own name
     )

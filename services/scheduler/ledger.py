@@ -26,6 +26,7 @@ from common.clock import Clock
 from common.codec import encode
 from common.logs import get_logger
 from common.metrics import ERASURES, RETENTION_PURGED
+from common.sites import SiteRegistry, Sites
 from common.treatment import next_stage_deadline
 from schemas.base import Channel
 from schemas.events import (
@@ -56,6 +57,7 @@ from services.scheduler.cases import parse_idempotency_key
 from services.scheduler.feedback import feedback_channel, feedback_command
 from services.scheduler.guards import (
     WEEK,
+    Cap,
     ContactRules,
     FiringHeld,
     channel_class,
@@ -85,10 +87,12 @@ def _noted(topic: str) -> str:
 
 
 # A case row with its attempts as one JSON array: one statement loads and locks both.
-CASES_WITH_ATTEMPTS = """
-    SELECT c.*, (SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.attempt_number), '[]')
-                   FROM attempts a WHERE a.case_id = c.case_id) AS attempts_json
-      FROM cases c WHERE {where} ORDER BY c.case_id FOR UPDATE OF c"""
+# The attempts are read by a statement of their own, after the lock: a statement that
+# waited for the lock sees the case row as the other transaction left it, but everything
+# else (a subquery on attempts too) as of its own start, so a join that waited for a firing
+# would plan on the attempt as it was before it fired and overwrite it.
+CASES_LOCKED = "SELECT c.* FROM cases c WHERE {where} ORDER BY c.case_id FOR UPDATE OF c"
+ATTEMPTS_OF = "SELECT * FROM attempts WHERE case_id = ANY($1) ORDER BY case_id, attempt_number"
 # The patient's open cases ($1: the patient); the literal matches the partial indexes.
 OPEN_OF_PATIENT = "c.patient_id = $1 AND c.state <> 'closed'"
 INSERT_CASE = """
@@ -225,9 +229,7 @@ def to_attempt(row: Mapping[str, Any]) -> AttemptRecord:
     )
 
 
-def to_case(row: Record, attempts: Iterable[AttemptRecord] | None = None) -> Case:
-    if attempts is None:
-        attempts = [to_attempt(a) for a in json.loads(row["attempts_json"])]
+def to_case(row: Record, attempts: Iterable[AttemptRecord]) -> Case:
     return Case(
         case_id=row["case_id"],
         patient_id=row["patient_id"],
@@ -259,6 +261,7 @@ def to_case(row: Record, attempts: Iterable[AttemptRecord] | None = None) -> Cas
         review_at=row["review_at"],
         concern_at=row["concern_at"],
         concern_note=row["concern_note"],
+        site=row.get("site"),
         child=row["child"],
         safeguarding_at=row["safeguarding_at"],
         attempts=list(attempts),
@@ -394,11 +397,26 @@ class CaseLedger:
         policy: CadencePolicy,
         clock: Clock,
         contact_rules: ContactRules | None = None,
+        sites: SiteRegistry | None = None,
     ) -> None:
         self._pool = pool
         self._policy = policy
         self._clock = clock
         self._contact_rules = contact_rules or ContactRules()
+        # The clinics of a chain: their zones and caps (their cadence is in the policy).
+        self._sites = sites or SiteRegistry.fixed(Sites.implicit())
+
+    def _caps(self, site: str | None) -> ContactRules:
+        """The site's frequency caps, else the deployment's."""
+        profile = self._sites.current().get(site)
+        if profile is None or profile.caps is None:
+            return self._contact_rules
+        caps = profile.caps
+        return replace(
+            self._contact_rules,
+            messages=Cap(caps.messages_per_day, caps.messages_per_week),
+            calls=Cap(caps.calls_per_day, caps.calls_per_week),
+        )
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Tx]:
@@ -420,6 +438,10 @@ class CaseLedger:
     # --- consumed events ------------------------------------------------------------
 
     async def handle_trigger(self, trigger: TriggerEvent) -> None:
+        profile = self._sites.current().get(trigger.site)
+        if profile is not None and profile.timezone != trigger.timezone:
+            # The site's profile is the clinic's zone: hours, slots and closures are its.
+            trigger = trigger.model_copy(update={"timezone": profile.timezone})
         async with self._tx() as tx:
             # One statement: the event noted, and all a new case needs to know.
             known = await tx.conn.fetchrow(
@@ -504,6 +526,10 @@ class CaseLedger:
                 return
             case.plan_next(ctx)
             tx.batch.add(case)
+        # Only the path that opened a case gets here (every other one returned).
+        metrics.SITE_CASES_OPENED.labels(
+            self._sites.current().label(trigger.site), trigger.kind
+        ).inc()
 
     async def handle_outcome(self, outcome: OutcomeEvent) -> None:
         async with self._tx() as tx:
@@ -695,7 +721,9 @@ class CaseLedger:
                 "SELECT stage_id, completed_at FROM stage_completions WHERE plan_id = $1",
                 plan.plan_id,
             )
-            closed = self._policy.rules_for(plan.department, "stage_window_at_risk").closed_on
+            closed = self._policy.rules_for(
+                plan.department, "stage_window_at_risk", plan.site
+            ).closed_on
             done = {r["stage_id"]: r["completed_at"] for r in rows}
             found = next_stage_deadline(plan, done, closed)
             if found is None:
@@ -773,10 +801,7 @@ class CaseLedger:
             if not due:
                 return 0
             by_case: dict[str, list[AttemptRecord]] = defaultdict(list)
-            for r in await tx.conn.fetch(
-                "SELECT * FROM attempts WHERE case_id = ANY($1) ORDER BY case_id, attempt_number",
-                list({r["case_id"] for r in due}),
-            ):
+            for r in await tx.conn.fetch(ATTEMPTS_OF, list({r["case_id"] for r in due})):
                 by_case[r["case_id"]].append(to_attempt(r))
             cases: dict[str, Case] = {}
             for r in due:
@@ -799,7 +824,7 @@ class CaseLedger:
                 hold = None
                 if attempt.purpose == "follow_up":
                     hold = contacts.hold(
-                        case.patient_id, attempt.channel, self._contact_rules, tx.now
+                        case.patient_id, attempt.channel, self._caps(case.site), tx.now
                     )
                     if hold is None and attempt.channel == "call_task":
                         hold = desks.hold(case, self._policy, tx.now)
@@ -959,8 +984,13 @@ HANDED_OUT = ("task_created", "sent", "delivered")
 async def _load(tx: Tx, where: str, *args: Any) -> list[Case]:
     """The cases ``where`` says, locked in case-id order (as every handler: no deadlock),
     with their attempts."""
-    rows = await tx.conn.fetch(CASES_WITH_ATTEMPTS.format(where=where), *args)
-    return [to_case(r) for r in rows]
+    rows = await tx.conn.fetch(CASES_LOCKED.format(where=where), *args)
+    if not rows:
+        return []
+    attempts: dict[str, list[AttemptRecord]] = defaultdict(list)
+    for a in await tx.conn.fetch(ATTEMPTS_OF, [r["case_id"] for r in rows]):
+        attempts[a["case_id"]].append(to_attempt(a))
+    return [to_case(r, attempts[r["case_id"]]) for r in rows]
 
 
 async def _insert(tx: Tx, case: Case) -> bool:
@@ -995,6 +1025,11 @@ async def _insert(tx: Tx, case: Case) -> bool:
     )
     if inserted is None:
         return False
+    if case.site is not None:
+        # Its own statement: the INSERT above stays as it is for a deployment of one site.
+        await tx.conn.execute(
+            "UPDATE cases SET site = $2 WHERE case_id = $1", case.case_id, case.site
+        )
     case.loaded()
     return True
 
@@ -1087,20 +1122,20 @@ class _Desks:
     changed: set[tuple[str, date]] = field(default_factory=set)
 
     def hold(self, case: Case, policy: CadencePolicy, now: datetime) -> FiringHeld | None:
-        limit = self.limits.get(case.department)
+        limit = self.limits.get(_desk(case))
         if limit is None:
             return None
         zone = ZoneInfo(case.timezone)
         day = now.astimezone(zone).date()
-        rules = policy.rules_for(case.department, case.reason)
+        rules = policy.rules_for(case.department, case.reason, case.site)
         return desk_hold(
-            self.calls.get((case.department, day), 0), limit, next_open_day(rules, zone, now)
+            self.calls.get((_desk(case), day), 0), limit, next_open_day(rules, zone, now)
         )
 
     def record(self, case: Case, now: datetime) -> None:
-        if case.department not in self.limits:
+        if _desk(case) not in self.limits:
             return
-        key = (case.department, now.astimezone(ZoneInfo(case.timezone)).date())
+        key = (_desk(case), now.astimezone(ZoneInfo(case.timezone)).date())
         self.calls[key] = self.calls.get(key, 0) + 1
         self.changed.add(key)
 
@@ -1117,6 +1152,11 @@ class _Desks:
             )
 
 
+def _desk(case: Case) -> str:
+    """A front desk: a department of a site (two clinics' "dental" are two desks)."""
+    return case.department if case.site is None else f"{case.site}:{case.department}"
+
+
 async def _lock_desks(
     tx: Tx, policy: CadencePolicy, cases: list[Case], due: list[Record]
 ) -> _Desks:
@@ -1126,10 +1166,10 @@ async def _lock_desks(
         attempt = case.attempt(r["due_number"])
         if attempt is None or attempt.channel != "call_task" or attempt.purpose != "follow_up":
             continue
-        limit = policy.rules_for(case.department, case.reason).capacity.calls_per_day
+        limit = policy.rules_for(case.department, case.reason, case.site).capacity.calls_per_day
         if limit is not None:
-            desks.limits[case.department] = limit
-            keys.add((case.department, tx.now.astimezone(ZoneInfo(case.timezone)).date()))
+            desks.limits[_desk(case)] = limit
+            keys.add((_desk(case), tx.now.astimezone(ZoneInfo(case.timezone)).date()))
     if not keys:
         return desks
     ordered = sorted(keys)  # one order for every replica: no deadlock
@@ -1224,7 +1264,7 @@ async def _ask_feedback(tx: Tx, visit: AppointmentEvent) -> None:
         """UPDATE feedback f SET asked_at = $3 FROM cases c
            WHERE f.appointment_id = $1 AND f.patient_id = $2 AND f.asked_at IS NULL
              AND c.case_id = f.case_id
-           RETURNING f.case_id, f.department, f.timezone, f.channel, c.reason""",
+           RETURNING f.case_id, f.department, f.timezone, f.channel, c.reason, c.site""",
         visit.appointment_id,
         visit.patient_id,
         tx.now,
@@ -1239,6 +1279,7 @@ async def _ask_feedback(tx: Tx, visit: AppointmentEvent) -> None:
             channel=row["channel"],
             appointment_id=visit.appointment_id,
             now=tx.now,
+            site=row["site"],
         )
         payload = encode(command).decode()
         tx.batch.rows[INSERT_OUTBOX].append(

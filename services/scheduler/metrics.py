@@ -108,6 +108,14 @@ DEPARTMENT_ESCALATIONS = Counter(
     ["department"],
 )
 
+# Per site of a chain (a bounded label: the ids of the sites file, else "other"; "none" in
+# a deployment without one), for each clinic's no-show and recovery figures.
+SITE_CASES_OPENED = Counter(
+    "followup_scheduler_site_cases_opened_total",
+    "Cases opened, by site and trigger kind.",
+    ["site", "reason"],
+)
+
 
 def start_at_zero(departments: Iterable[str]) -> None:
     """Every resolution's closing counters exist from the start, at 0: increase() over a

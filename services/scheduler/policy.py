@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from common.ages import age_on
+from common.sites import SiteError, Sites
 from schemas.base import MESSENGERS, Channel, Id, TriggerKind
 
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
@@ -300,19 +301,48 @@ def _minutes(t: time) -> int:
 
 
 class CadencePolicy:
-    """Rules resolved per (department, reason); unknown departments get the general rules."""
+    """Rules resolved per (department, reason); unknown departments get the general rules.
+
+    With a sites file (common/sites.py) each site has its own resolution: the file's layers,
+    then the site profile's hours, slots, closures, quiet hours and escalation contacts,
+    then the site's own ``cadence`` overrides (defaults, reasons, departments)."""
 
     def __init__(self, rules: Mapping[tuple[str | None, TriggerKind], CadenceRules], source: str):
         self._rules = dict(rules)
         self.source = source
         # The departments the file names: the only values of the metrics' department label.
         self.departments = frozenset(d for d, _ in self._rules if d is not None)
+        self._document: _Document | None = None
+        self._by_site: dict[str, CadencePolicy] = {}
+
+    def adopt_sites(self, sites: Sites) -> None:
+        """Resolve every site's rules now (a wrong override: ``SiteError`` naming the sites
+        file, the site and the rule; the rules in force stay as they were)."""
+        if self._document is None:
+            raise PolicyError(f"{self.source}: site rules need a policy read from its text")
+        by_site: dict[str, CadencePolicy] = {}
+        for site_id, profile in sites.profiles.items():
+            try:
+                rules = _resolve(self._document, site=(profile.policy_overlay(), profile.cadence))
+            except PolicyError as exc:
+                where = str(exc).split(": ", 1)[1] if ": " in str(exc) else str(exc)
+                raise SiteError(f"{sites.source}: sites.{site_id}.cadence: {where}") from None
+            by_site[site_id] = CadencePolicy(rules, f"{self.source} + site {site_id}")
+        self._by_site = by_site
+
+    def for_site(self, site: str | None) -> CadencePolicy:
+        """The site's rules (the file's own for no site or a site without a profile)."""
+        return self._by_site.get(site, self) if site is not None else self
 
     def department_label(self, department: str) -> str:
         """A bounded metric label: a department the policy names, else ``other``."""
         return department if department in self.departments else "other"
 
-    def rules_for(self, department: str, reason: TriggerKind) -> CadenceRules:
+    def rules_for(
+        self, department: str, reason: TriggerKind, site: str | None = None
+    ) -> CadenceRules:
+        if site is not None and site in self._by_site:
+            return self._by_site[site].rules_for(department, reason)
         return self._rules.get((department, reason)) or self._rules[(None, reason)]
 
     @classmethod
@@ -326,7 +356,10 @@ class CadencePolicy:
 
     @classmethod
     def from_text(cls, text: str, source: str = "<policy>") -> CadencePolicy:
-        return cls(_resolve(_Document.parse(text, source)), source)
+        document = _Document.parse(text, source)
+        policy = cls(_resolve(document), source)
+        policy._document = document
+        return policy
 
 
 class _PolicyLoader(yaml.SafeLoader):
@@ -453,8 +486,16 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
-def _resolve(doc: _Document) -> dict[tuple[str | None, TriggerKind], CadenceRules]:
+def _resolve(
+    doc: _Document, site: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None
+) -> dict[tuple[str | None, TriggerKind], CadenceRules]:
+    """Every (department, reason) resolved; ``site``: (the profile's layer, its cadence
+    overrides laid out as this file) laid over the file's layers."""
     departments: list[str | None] = [None, *doc.data.get("departments", {})]
+    overrides: Mapping[str, Any] = site[1] if site is not None else {}
+    for department in overrides.get("departments") or {}:
+        if department not in departments:
+            departments.append(department)
     resolved: dict[tuple[str | None, TriggerKind], CadenceRules] = {}
     for department in departments:
         for reason in REASONS:
@@ -471,11 +512,40 @@ def _resolve(doc: _Document) -> dict[tuple[str | None, TriggerKind], CadenceRule
                 if len(layer) == 2 and layer[0] == "departments":
                     section.pop("reasons", None)  # a department's own reasons are a later layer
                 merged = _merge(merged, section)
+            if site is not None:
+                merged = _merge(merged, _site_layers(site, department, reason))
             try:
                 resolved[(department, reason)] = CadenceRules.model_validate(merged)
             except ValidationError as exc:
+                if site is not None:
+                    raise _located_in_site(exc) from None
                 raise _locate(doc, present, exc) from None
     return resolved
+
+
+def _site_layers(
+    site: tuple[Mapping[str, Any], Mapping[str, Any]], department: str | None, reason: str
+) -> dict[str, Any]:
+    profile, overrides = site
+    merged = _merge({}, profile)
+    layers: list[Any] = [overrides.get("defaults"), (overrides.get("reasons") or {}).get(reason)]
+    if department is not None:
+        own = (overrides.get("departments") or {}).get(department)
+        if isinstance(own, Mapping):
+            layers += [{k: v for k, v in own.items() if k != "reasons"}]
+            layers += [(own.get("reasons") or {}).get(reason)]
+    for layer in layers:
+        if layer is not None:
+            if not isinstance(layer, Mapping):
+                raise PolicyError("<site>: expected a mapping of cadence rules")
+            merged = _merge(merged, layer)
+    return merged
+
+
+def _located_in_site(exc: ValidationError) -> PolicyError:
+    error = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(p) for p in error["loc"] if isinstance(p, str | int)) or "rules"
+    return PolicyError(f"<site>: {loc}: {str(error['msg']).removeprefix('Value error, ')}")
 
 
 _NAMED_FIELD = re.compile(r"^([a-z_]+(?:\.[a-z_]+)?): ")

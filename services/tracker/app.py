@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import sys
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -10,10 +11,11 @@ from pydantic import Field
 
 from common import logs
 from common.clock import Clock
-from common.config import Settings, load_or_exit
+from common.config import ConfigError, Settings, load_or_exit
 from common.http import OpsServer, port_taken
 from common.kafka import KafkaPublisher, ensure_topics
 from common.service import run, wait_for_stop_signal
+from common.sites import SiteRegistry
 from schemas.base import TimeZoneName
 from schemas.topics import CATALOGUE, TopicNames
 from services.tracker.detection import DetectionRules, Detector
@@ -56,6 +58,11 @@ class TrackerSettings(Settings):
     # "dental=180,physio=14": after an attended visit there, the next is due within N days.
     next_visit_days: str = Field(default="", pattern=r"^([A-Za-z0-9_.-]+=[0-9]{1,4}(,|$))*$")
     detection_tick_seconds: float = Field(default=1.0, gt=0)
+    # Static membership of the detection consumer group (Kafka's group.instance.id), one per
+    # replica and kept across its restarts (k8s: the pod's name): a replica restarted after
+    # a crash takes its partitions back at once instead of after the broker's session
+    # timeout. Empty: dynamic membership. Two live replicas with one id fence each other.
+    group_instance_id: str = Field(default="", max_length=249, pattern=r"^[A-Za-z0-9._-]*$")
 
     def rules(self) -> DetectionRules:
         return DetectionRules(
@@ -82,8 +89,12 @@ class TrackerSettings(Settings):
 class Tracker:
     """The running service: ingest (MLLP, FHIR over HTTP), detection worker, ops endpoint."""
 
-    def __init__(self, settings: TrackerSettings, clock: Clock) -> None:
+    def __init__(
+        self, settings: TrackerSettings, clock: Clock, sites: SiteRegistry | None = None
+    ) -> None:
         self.settings = settings
+        # Which clinic of a chain each message is about (none without a sites file).
+        self.sites = sites if sites is not None else settings.site_registry()
         self.names = TopicNames(prefix=settings.topic_prefix)
         self.publisher = KafkaPublisher(settings.kafka_bootstrap, client_id=settings.service)
         sink = CanonicalSink(self.publisher, self.names)
@@ -96,6 +107,8 @@ class Tracker:
             service=settings.service,
             tick_seconds=settings.detection_tick_seconds,
             max_original_bytes=settings.deadletter_max_original_bytes,
+            sites=self.sites if self.sites.current().explicit else None,
+            group_instance_id=settings.group_instance_id or None,
         )
         self.mllp = MllpListener(
             sink=sink,
@@ -111,6 +124,7 @@ class Tracker:
             ),
             tls=settings.mllp_tls(),
             patient_id_type=settings.hl7_patient_id_type,
+            sites=self.sites,
         )
         self.ops = OpsServer(settings.service)
         FhirApi(
@@ -120,6 +134,7 @@ class Tracker:
             zone=settings.clinic_timezone,
             department=settings.default_department,
             max_bytes=settings.fhir_max_bytes,
+            sites=self.sites,
         ).mount(self.ops.app)
         ErasureApi(
             self.publisher, self.names, clock, settings.ingest_token, settings.service
@@ -155,8 +170,8 @@ class Tracker:
         await self.publisher.stop()
 
 
-async def serve(settings: TrackerSettings) -> None:
-    tracker = Tracker(settings, settings.make_clock())
+async def serve(settings: TrackerSettings, sites: SiteRegistry) -> None:
+    tracker = Tracker(settings, settings.make_clock(), sites)
     await tracker.start()
     try:
         await wait_for_stop_signal(tracker.ops.supervisor)
@@ -167,4 +182,10 @@ async def serve(settings: TrackerSettings) -> None:
 def main() -> None:
     settings = load_or_exit(TrackerSettings)
     logs.configure(settings.service, settings.log_level, settings.log_format)
-    run(lambda: serve(settings))
+    try:
+        # A wrong sites file stops the tracker here, naming the file and the line.
+        sites = settings.site_registry()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run(lambda: serve(settings, sites))

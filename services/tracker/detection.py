@@ -14,12 +14,15 @@ state, which the worker persists to a changelog together with the rest of the st
 from __future__ import annotations
 
 import heapq
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from pydantic import ConfigDict, TypeAdapter
+from pydantic_core import TzInfo
 
 from common.treatment import StageDeadline, end_of_local_day, next_stage_deadline
 from schemas.base import TriggerKind
@@ -76,6 +79,66 @@ class Detection:
 _FORBID_EXTRA = ConfigDict(extra="forbid")
 
 
+def _refuse(*_args: Any, **_kwargs: Any) -> NoReturn:
+    raise TypeError("a patient's empty collection is shared: add to it through PatientState")
+
+
+class _SharedEmptyDict(dict[Any, Any]):
+    """The one empty dict every patient without plans, call tasks, aliases... points at.
+
+    Most patients hold one appointment and nothing else; five empty dicts and a list each
+    were 376 of their ~1,700 resident bytes (bench/tracker_bench.py). Reads see an ordinary
+    empty dict (equal to ``{}``, serialised as ``{}``); a write raises instead of reaching
+    every patient at once, and PatientState's writers give the patient its own dict first.
+    """
+
+    __slots__ = ()
+    __setitem__ = setdefault = update = __ior__ = _refuse
+
+
+class _SharedEmptyList(list[Any]):
+    __slots__ = ()
+    append = extend = insert = __setitem__ = __iadd__ = _refuse
+
+
+_NO_DICT: Any = _SharedEmptyDict()
+_NO_LIST: Any = _SharedEmptyList()
+
+
+def _empty_dict() -> Any:
+    return _NO_DICT
+
+
+def _empty_list() -> Any:
+    return _NO_LIST
+
+
+# One tzinfo object per UTC offset instead of one per parsed datetime (pydantic gives each
+# its own fixed-offset TzInfo, 40 bytes): the same instant, offset and JSON.
+_FIXED_ZONES: dict[timedelta, timezone] = {timedelta(0): UTC}
+
+
+def _shared_zone(moment: datetime) -> datetime:
+    zone = moment.tzinfo
+    if type(zone) is not TzInfo:  # a ZoneInfo does wall-clock arithmetic: kept as it is
+        return moment
+    offset = zone.utcoffset(None)  # fixed: the same for every moment
+    assert offset is not None
+    fixed = _FIXED_ZONES.get(offset)
+    if fixed is None:
+        fixed = _FIXED_ZONES.setdefault(offset, timezone(offset))
+    return moment.replace(tzinfo=fixed)
+
+
+def _shared_zone_or_none(moment: datetime | None) -> datetime | None:
+    return None if moment is None else _shared_zone(moment)
+
+
+def _intern(text: str | None) -> str | None:
+    # Zones, departments, statuses and practitioners repeat across a million appointments.
+    return None if text is None else sys.intern(text)
+
+
 @dataclass(slots=True, kw_only=True)
 class TrackedAppointment:
     __pydantic_config__ = _FORBID_EXTRA
@@ -96,6 +159,16 @@ class TrackedAppointment:
     # Whether the timer may make it a no-show: not a backfill, nor from a source that
     # never reports arrivals.
     chased: bool = True
+    site: str | None = None  # the clinic of a chain (common/sites.py); none: the only one
+
+    def compact(self) -> None:
+        self.timezone = sys.intern(self.timezone)
+        self.department = sys.intern(self.department)
+        self.status = sys.intern(self.status)
+        self.practitioner_id = _intern(self.practitioner_id)
+        self.start = _shared_zone(self.start)
+        self.last_occurred_at = _shared_zone(self.last_occurred_at)
+        self.arrived_at = _shared_zone_or_none(self.arrived_at)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -109,6 +182,7 @@ class DueVisit:
     practitioner_id: str | None = None
     attended_start: datetime
     due: datetime
+    site: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -127,19 +201,70 @@ class PatientState:
 
     __pydantic_config__ = _FORBID_EXTRA
 
+    # The collections start as one shared read-only empty (see _SharedEmptyDict): add to
+    # them through the methods below; reading, popping and deleting are as for any dict.
     patient_id: str
-    appointments: dict[str, TrackedAppointment] = field(default_factory=dict)
-    plans: dict[str, TreatmentPlanEvent] = field(default_factory=dict)
+    appointments: dict[str, TrackedAppointment] = field(default_factory=_empty_dict)
+    plans: dict[str, TreatmentPlanEvent] = field(default_factory=_empty_dict)
     # plan_id -> stage_id -> when a fulfilled visit completed that stage
-    completed: dict[str, dict[str, datetime]] = field(default_factory=dict)
-    call_tasks: dict[str, CallTask] = field(default_factory=dict)
-    emitted: list[str] = field(default_factory=list)
+    completed: dict[str, dict[str, datetime]] = field(default_factory=_empty_dict)
+    call_tasks: dict[str, CallTask] = field(default_factory=_empty_dict)
+    emitted: list[str] = field(default_factory=_empty_list)
     department: str | None = None
     timezone: str | None = None
     # Another id of a held visit (HL7 placer beside filler) -> the id it is held under.
-    aliases: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=_empty_dict)
     # Attended visit id -> when the department expects the next visit (next_visit_days).
-    due_visits: dict[str, DueVisit] = field(default_factory=dict)
+    due_visits: dict[str, DueVisit] = field(default_factory=_empty_dict)
+    site: str | None = None  # of the latest appointment: for facts without one (a call)
+
+    def hold_appointment(self, appointment: TrackedAppointment) -> None:
+        if self.appointments is _NO_DICT:
+            self.appointments = {}
+        self.appointments[appointment.appointment_id] = appointment
+
+    def hold_plan(self, plan: TreatmentPlanEvent) -> None:
+        if self.plans is _NO_DICT:
+            self.plans = {}
+        self.plans[plan.plan_id] = plan
+
+    def complete_stage(self, plan_id: str, stage_id: str, at: datetime) -> None:
+        """The first completion of a stage counts."""
+        if self.completed is _NO_DICT:
+            self.completed = {}
+        self.completed.setdefault(plan_id, {}).setdefault(stage_id, at)
+
+    def hold_call_task(self, key: str, task: CallTask) -> None:
+        if self.call_tasks is _NO_DICT:
+            self.call_tasks = {}
+        self.call_tasks[key] = task
+
+    def add_alias(self, other_id: str, held_id: str) -> None:
+        if self.aliases is _NO_DICT:
+            self.aliases = {}
+        self.aliases[other_id] = held_id
+
+    def expect_visit(self, visit_id: str, visit: DueVisit) -> None:
+        if self.due_visits is _NO_DICT:
+            self.due_visits = {}
+        self.due_visits[visit_id] = visit
+
+    def record_emitted(self, trigger_id: str) -> None:
+        if self.emitted is _NO_LIST:
+            self.emitted = []
+        self.emitted.append(trigger_id)
+
+    def compact(self) -> None:
+        """After a restore: empties shared, repeated strings and offsets shared (what the
+        detector's writers do as they go)."""
+        for name in ("appointments", "plans", "completed", "call_tasks", "aliases", "due_visits"):
+            if not getattr(self, name):
+                setattr(self, name, _NO_DICT)
+        if not self.emitted:
+            self.emitted = _NO_LIST
+        self.department, self.timezone = _intern(self.department), _intern(self.timezone)
+        for appointment in self.appointments.values():
+            appointment.compact()
 
     def held_id(self, ids: list[str]) -> str | None:
         """The id under which one of ``ids`` is held, if any."""
@@ -170,8 +295,11 @@ def _task_key(case_id: str, attempt_number: int) -> str:
     return f"{case_id}:{attempt_number}"
 
 
-# (POSIX seconds, sequence, patient id): plain tuples keep the heap cheap to compare.
-_WakeUp = tuple[float, int, str]
+# (POSIX seconds, patient id): plain tuples keep the heap cheap to compare, and the same
+# tuple is the heap entry and its key in the pending set (one object, not two, per wake-up:
+# two wake-ups per tracked appointment were ~400 of its resident bytes with a sequence number
+# and a separate key). Patients due at the same instant are evaluated in id order.
+_WakeUp = tuple[float, str]
 
 
 class Detector:
@@ -179,9 +307,8 @@ class Detector:
         self.rules = rules
         self.patients: dict[str, PatientState] = {}
         self._wakeups: list[_WakeUp] = []
-        # (patient, moment) already in the heap: a busy patient does not grow it.
-        self._pending: set[tuple[str, float]] = set()
-        self._seq = 0
+        # Wake-ups already in the heap: a busy patient does not grow it.
+        self._pending: set[_WakeUp] = set()
         self._tracked = 0
 
     # --- what the worker needs ----------------------------------------------------------
@@ -196,6 +323,7 @@ class Detector:
     def load(self, state: PatientState) -> None:
         """Adopt a patient's state restored from the changelog."""
         self.drop(state.patient_id)
+        state.compact()
         self.patients[state.patient_id] = state
         self._tracked += len(state.appointments)
         self._schedule(state)
@@ -212,9 +340,9 @@ class Detector:
         patients: dict[str, None] = {}
         limit = now.timestamp()
         while self._wakeups and self._wakeups[0][0] <= limit:
-            at, _seq, patient_id = heapq.heappop(self._wakeups)
-            self._pending.discard((patient_id, at))
-            patients[patient_id] = None
+            wakeup = heapq.heappop(self._wakeups)
+            self._pending.discard(wakeup)
+            patients[wakeup[1]] = None
         found: list[Detection] = []
         for patient_id in patients:
             state = self.patients.get(patient_id)
@@ -234,7 +362,9 @@ class Detector:
         start = event.start or (known.start if known is not None else None)
         if start is None:
             return []  # by id alone, of a visit never seen: nothing to act on
-        state.department, state.timezone = event.department, event.timezone
+        department, timezone = sys.intern(event.department), sys.intern(event.timezone)
+        state.department, state.timezone = department, timezone
+        state.site = event.site
         if event.status == "entered-in-error" or event.change == "deleted":
             # Never happened: forget it, pending no-show included.
             if state.appointments.pop(appointment_id, None) is not None:
@@ -242,7 +372,7 @@ class Detector:
             return []
         for one in ids:
             if one != appointment_id:
-                state.aliases[one] = appointment_id
+                state.add_alias(one, appointment_id)
         effective = event.status_at or event.occurred_at
         # An arrival belongs to a slot: a new start time is a new chance to miss it.
         same_slot = known is not None and known.start == start
@@ -256,24 +386,24 @@ class Detector:
             chased = not backfill and event.source not in self.rules.explicit_no_shows_only
         appointment = TrackedAppointment(
             appointment_id=appointment_id,
-            start=start,
-            timezone=event.timezone,
-            department=event.department,
-            practitioner_id=event.practitioner_id,
-            status=event.status,
+            start=_shared_zone(start),
+            timezone=timezone,
+            department=department,
+            practitioner_id=_intern(event.practitioner_id),
+            status=sys.intern(event.status),
             plan_id=event.plan_id,
             stage_id=event.stage_id,
-            last_occurred_at=event.occurred_at,
-            arrived_at=arrived_at,
+            last_occurred_at=_shared_zone(event.occurred_at),
+            arrived_at=_shared_zone_or_none(arrived_at),
             backfill=backfill,
             chased=chased,
+            site=event.site,
         )
         if known is None:
             self._tracked += 1
-        state.appointments[appointment_id] = appointment
+        state.hold_appointment(appointment)
         if event.status == "fulfilled" and event.plan_id and event.stage_id:
-            stages = state.completed.setdefault(event.plan_id, {})
-            stages.setdefault(event.stage_id, effective)
+            state.complete_stage(event.plan_id, event.stage_id, effective)
         days = self.rules.next_visit_days.get(event.department)
         if (
             days is not None
@@ -281,12 +411,16 @@ class Detector:
             and event.plan_id is None  # a plan's stages have their own rule
             and not state.has_emitted(f"next_visit_due:{appointment_id}")
         ):
-            state.due_visits[appointment_id] = DueVisit(
-                department=event.department,
-                timezone=event.timezone,
-                practitioner_id=event.practitioner_id,
-                attended_start=start,
-                due=end_of_local_day(start, ZoneInfo(event.timezone), days),
+            state.expect_visit(
+                appointment_id,
+                DueVisit(
+                    department=department,
+                    timezone=timezone,
+                    practitioner_id=event.practitioner_id,
+                    attended_start=start,
+                    due=end_of_local_day(start, ZoneInfo(event.timezone), days),
+                    site=event.site,
+                ),
             )
         found: list[Detection] = []
         if event.status == "noshow":
@@ -323,7 +457,7 @@ class Detector:
         known = state.plans.get(event.plan_id)
         if known is not None and event.occurred_at < known.occurred_at:
             return []
-        state.plans[event.plan_id] = event
+        state.hold_plan(event)
         state.department = state.department or event.department
         state.timezone = state.timezone or event.timezone
         self._schedule(state)
@@ -336,9 +470,9 @@ class Detector:
         state = self.patients.get(event.patient_id)
         if event.status != "erased" or state is None:
             return []
-        for plan_id, plan in state.plans.items():
+        for plan in list(state.plans.values()):
             stages = [s.model_copy(update={"notes": None}) for s in plan.stages]
-            state.plans[plan_id] = plan.model_copy(update={"stages": stages})
+            state.hold_plan(plan.model_copy(update={"stages": stages}))
         return []
 
     def on_outcome(self, event: OutcomeEvent, now: datetime) -> list[Detection]:
@@ -367,7 +501,7 @@ class Detector:
             task.respond_by = event.respond_by
         elif event.outcome not in NOT_A_RESULT:
             task.answered = True  # any result, even before task_created arrives
-        state.call_tasks[key] = task
+        state.hold_call_task(key, task)
         self._schedule(state)
         return []
 
@@ -450,6 +584,7 @@ class Detector:
                     plan_id=plan.plan_id,
                     stage_id=deadline.stage.stage_id,
                     stage_deadline=deadline.deadline,
+                    site=plan.site or state.site,
                 )
         for visit_id, visit in list(state.due_visits.items()):
             if self._next_visit_booked(state, visit) or visit.due <= now:
@@ -467,6 +602,7 @@ class Detector:
                     department=visit.department,
                     timezone=visit.timezone,
                     practitioner_id=visit.practitioner_id,
+                    site=visit.site,
                 )
         for appointment in list(state.appointments.values()):
             if appointment.start + self.rules.retention <= now:
@@ -497,12 +633,11 @@ class Detector:
             if deadline is not None:
                 moments.add(self._warn_at(deadline, plan.timezone))
         for moment in moments:
-            at = moment.timestamp()
-            if (state.patient_id, at) in self._pending:
+            wakeup = (moment.timestamp(), state.patient_id)
+            if wakeup in self._pending:
                 continue
-            self._pending.add((state.patient_id, at))
-            self._seq += 1
-            heapq.heappush(self._wakeups, (at, self._seq, state.patient_id))
+            self._pending.add(wakeup)
+            heapq.heappush(self._wakeups, wakeup)
 
     # --- emitting -----------------------------------------------------------------------
 
@@ -534,6 +669,7 @@ class Detector:
             plan_id=appointment.plan_id,
             stage_id=appointment.stage_id,
             stage_deadline=stage_deadline,
+            site=appointment.site,
         )
 
     def _emit_raw(
@@ -553,10 +689,11 @@ class Detector:
         stage_id: str | None = None,
         stage_deadline: datetime | None = None,
         case_id: str | None = None,
+        site: str | None = None,
     ) -> list[Detection]:
         if state.has_emitted(trigger_id):
             return []
-        state.emitted.append(trigger_id)
+        state.record_emitted(trigger_id)
         trigger = TriggerEvent(
             event_id=trigger_id,
             occurred_at=detectable_at,
@@ -573,6 +710,8 @@ class Detector:
             stage_deadline=stage_deadline,
             case_id=case_id,
             detected_at=now,
+            # A fact without a visit of its own (a call) is the patient's latest site's.
+            site=site or state.site,
         )
         return [Detection(trigger, detectable_at)]
 

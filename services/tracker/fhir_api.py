@@ -28,12 +28,14 @@ from aiohttp import web
 from common.clock import Clock
 from common.http import bearer_token_ok
 from common.logs import get_logger
+from common.sites import SiteProfile, SiteRegistry, UnknownSite
 from schemas.base import Envelope
 from services.tracker.fhir_mapping import (
     Invalid,
     appointment_event,
     care_plan_event,
     patient_events,
+    site_names,
 )
 from services.tracker.ingest import CanonicalSink
 from services.tracker.metrics import INGEST_REJECTED
@@ -162,7 +164,9 @@ class FhirApi:
         zone: str,
         department: str,
         max_bytes: int = 256 * 1024,
+        sites: SiteRegistry | None = None,
     ) -> None:
+        self._sites = sites
         self._sink = sink
         self._clock = clock
         self._token = token
@@ -478,16 +482,26 @@ class FhirApi:
 
     # --- resource kinds -----------------------------------------------------------------
 
+    def _site(self, kind: str, body: dict[str, Any]) -> SiteProfile | None:
+        """The resource's site (None without a sites file); an unknown one is an Invalid
+        naming where it was looked for (422)."""
+        if self._sites is None:
+            return None
+        try:
+            return self._sites.current().attribute(site_names(kind, body))
+        except UnknownSite as exc:
+            raise Invalid(exc.field, "names no configured site") from None
+
     def _appointment(self, body: dict[str, Any], path_id: str | None) -> list[Envelope]:
-        return [
-            appointment_event(
-                body,
-                path_id=path_id,
-                zone=self._zone,
-                department=self._department,
-                now=self._clock.now(),
-            )
-        ]
+        site = self._site("Appointment", body)
+        event = appointment_event(
+            body,
+            path_id=path_id,
+            zone=site.timezone if site is not None else self._zone,
+            department=(site.default_department if site is not None else None) or self._department,
+            now=self._clock.now(),
+        )
+        return [event if site is None else event.model_copy(update={"site": site.id})]
 
     def _patient(self, body: dict[str, Any], path_id: str | None) -> list[Envelope]:
         contact, status = patient_events(
@@ -496,15 +510,15 @@ class FhirApi:
         return [contact] if status is None else [contact, status]
 
     def _care_plan(self, body: dict[str, Any], path_id: str | None) -> list[Envelope]:
-        return [
-            care_plan_event(
-                body,
-                path_id=path_id,
-                zone=self._zone,
-                department=self._department,
-                now=self._clock.now(),
-            )
-        ]
+        site = self._site("CarePlan", body)
+        plan = care_plan_event(
+            body,
+            path_id=path_id,
+            zone=site.timezone if site is not None else self._zone,
+            department=(site.default_department if site is not None else None) or self._department,
+            now=self._clock.now(),
+        )
+        return [plan if site is None else plan.model_copy(update={"site": site.id})]
 
 
 def capability_statement(kinds: list[str], now: datetime) -> dict[str, Any]:

@@ -62,6 +62,8 @@ MAX_INTERVAL_EXTENSION = BASE + "max-interval-days"
 # patient, as sub-extensions language (valueCode), text (valueString), url (valueUri).
 EDUCATION_EXTENSION = BASE + "patient-education"
 DEPARTMENT_EXTENSION = BASE + "department"
+# The clinic of a chain (a site's id or facility name), when Location/Organization do not say.
+SITE_EXTENSION = BASE + "site"
 # On Patient: valueDateTime (when the patient left our care) or valueBoolean true.
 TRANSFER_EXTENSION = BASE + "transferred-out"
 TIMEZONE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/timezone"
@@ -562,3 +564,44 @@ def _moment(value: Any, zone: str) -> datetime | None:
     if isinstance(value, date):
         return datetime.combine(value, time(), ZoneInfo(zone))
     return None
+
+
+def site_names(kind: str, body: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """Where a resource may name its site, most explicit first, as (FHIRPath, name): the
+    SITE_EXTENSION; an Appointment's participant Location/<id>; a CarePlan's author
+    Organization/<id>. Read from the raw JSON (before validation) so the site's zone can be
+    used to read the resource; a malformed element names nothing."""
+    names: list[tuple[str, str | None]] = [(f"{kind}.extension(site)", _raw_site(body))]
+    if kind == "Appointment":
+        location = None
+        for participant in _list(body.get("participant")):
+            actor = participant.get("actor") if isinstance(participant, dict) else None
+            reference = actor.get("reference") if isinstance(actor, dict) else None
+            location = location or _ref_id(_text_or_none(reference), "Location")
+        names.append(
+            ("Appointment.participant.actor", f"Location/{location}" if location else None)
+        )
+    elif kind == "CarePlan":
+        author = body.get("author")
+        reference = author.get("reference") if isinstance(author, dict) else None
+        organization = _ref_id(_text_or_none(reference), "Organization")
+        names.append(("CarePlan.author", f"Organization/{organization}" if organization else None))
+    return names
+
+
+def _raw_site(body: dict[str, Any]) -> str | None:
+    for extension in _list(body.get("extension")):
+        if isinstance(extension, dict) and extension.get("url") == SITE_EXTENSION:
+            for name in ("valueId", "valueString", "valueCode"):
+                value = _text_or_none(extension.get(name))
+                if value:
+                    return value
+    return None
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -21,13 +21,14 @@ overlap) takes its first occurrence (fold=0) and is counted.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
+from common.sites import SiteProfile, Sites, UnknownSite
 from schemas.base import EARLIEST_YEAR, LATEST_YEAR, Envelope
 from schemas.events import (
     AppointmentEvent,
@@ -464,15 +465,42 @@ class SiuResult:
 
 
 def read(
-    raw: bytes, *, zone: ZoneInfo, now: datetime, department: str, patient_id_type: str = ""
+    raw: bytes,
+    *,
+    zone: ZoneInfo,
+    now: datetime,
+    department: str,
+    patient_id_type: str = "",
+    sites: Sites | None = None,
 ) -> SiuResult:
-    """Bytes of one message -> its canonical events. Raises Rejected."""
+    """Bytes of one message -> its canonical events. Raises Rejected.
+
+    With a sites file the message is read in its site's zone and default department, and
+    its appointment names the site (MSH-4 sending facility, else PV1-3.4 facility)."""
     header = read_header(raw)
     if header is None:
         raise Rejected("AE", "100", "message does not start with an MSH segment", "MSH")
     message = Message(decode(raw, header))
+    site = site_of(message, sites) if sites is not None else None
+    if site is not None:
+        zone, department = site.zone, site.default_department or department
     reading = Reading(zone=zone, now=now, department=department, patient_id_type=patient_id_type)
-    return map_message(message, reading)
+    result = map_message(message, reading)
+    if site is not None and result.appointment is not None:
+        appointment = result.appointment.model_copy(update={"site": site.id})
+        result = replace(result, appointment=appointment)
+    return result
+
+
+def site_of(message: Message, sites: Sites) -> SiteProfile | None:
+    """The site the message is about: MSH-4.1 sending facility, else PV1-3.4 (the point of
+    care's facility); a name no site claims is an AE naming the field."""
+    try:
+        return sites.attribute(
+            [("MSH-4", message.get("MSH", 4, 1)), ("PV1-3.4", message.get("PV1", 3, 4))]
+        )
+    except UnknownSite as exc:
+        raise Rejected("AE", "204", f"{exc.field} names no configured site", exc.field) from None
 
 
 def patient_identifier(message: Message, wanted_type: str) -> str:
@@ -910,6 +938,7 @@ _ERROR_NAMES = {
     "201": "Unsupported event code",
     "202": "Unsupported processing id",
     "203": "Unsupported version id",
+    "204": "Unknown key identifier",
     "207": "Application internal error",
 }
 

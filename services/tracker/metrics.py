@@ -41,3 +41,14 @@ MLLP_STRAY_BYTES = Counter(
     "followup_tracker_mllp_stray_bytes_total",
     "Bytes skipped between MLLP frames (CR/LF after the end block, noise, abandoned frames).",
 )
+
+# Per site of a chain (a bounded label: the ids of the sites file, "other" for none of
+# them, "none" in a deployment without one).
+SITE_EVENTS = Counter(
+    "followup_tracker_site_events_total",
+    "Canonical appointments and plans taken in, by site and type.",
+    ["site", "type"],
+)
+SITE_TRIGGERS = Counter(
+    "followup_tracker_site_triggers_total", "Triggers emitted, by site and kind.", ["site", "kind"]
+)

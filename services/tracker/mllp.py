@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from common.clock import Clock
 from common.logs import get_logger
+from common.sites import SiteRegistry
 from services.tracker.hl7_siu import Header, Rejected, ack, read, read_header
 from services.tracker.ingest import CanonicalSink
 from services.tracker.metrics import (
@@ -44,6 +45,7 @@ REASONS = {
     "200": "unsupported_type",
     "201": "unsupported_trigger",
     "203": "unsupported_version",
+    "204": "unknown_site",
     "207": "unavailable",
 }
 
@@ -127,8 +129,10 @@ class MllpListener:
         limits: MllpLimits | None = None,
         tls: ssl.SSLContext | None = None,
         patient_id_type: str = "",
+        sites: SiteRegistry | None = None,
     ) -> None:
         self._patient_id_type = patient_id_type
+        self._sites = sites
         self._sink = sink
         self._clock = clock
         self._zone = zone
@@ -202,6 +206,7 @@ class MllpListener:
                 now=now,
                 department=self._department,
                 patient_id_type=self._patient_id_type,
+                sites=self._sites.current() if self._sites is not None else None,
             )
         except Rejected as rejected:
             return self._refuse(header, rejected)

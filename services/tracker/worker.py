@@ -53,6 +53,7 @@ from common.kafka import (
 )
 from common.logs import get_logger
 from common.metrics import EVENTS_CONSUMED
+from common.sites import SiteRegistry, UnknownSite
 from schemas.base import Envelope
 from schemas.topics import APPOINTMENTS, OUTCOMES, PATIENTS, PLANS, TopicNames, TopicSpec
 from services.tracker.detection import Detection, Detector, PatientState
@@ -60,6 +61,8 @@ from services.tracker.metrics import (
     DETECTION_LAG,
     EVENTS,
     INGEST_REJECTED,
+    SITE_EVENTS,
+    SITE_TRIGGERS,
     TRACKED_APPOINTMENTS,
     TRIGGERS,
     WATERMARK_LAG,
@@ -80,6 +83,12 @@ CHANGELOG = TopicSpec(
 # How long a fetch waits for new records before it answers empty: it bounds how far the
 # detection watermark trails the clock when input is idle (aiokafka's default is 500 ms).
 FETCH_MAX_WAIT_MS = 100
+# A static member's session (see TrackerSettings.group_instance_id): a restart under the
+# same id rejoins at once whatever this is, so it can be Kafka's own default rather than
+# aiokafka's 10 s. It also bounds the restore: aiokafka sends no heartbeat while the
+# assignment callback runs (the restore reads the changelog inside it), and a callback
+# longer than the session has the broker drop the member and the restore start again.
+STATIC_SESSION_TIMEOUT_MS = 45_000
 # Poll starts remembered to map a fetch's wall time back to the injected clock.
 _POLL_STARTS_KEPT = 1000
 # Events our own ingest adapters produced were counted where they came in.
@@ -130,7 +139,10 @@ class DetectionWorker:
         service: str = "tracker",
         tick_seconds: float = 1.0,
         max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
+        sites: SiteRegistry | None = None,
+        group_instance_id: str | None = None,
     ) -> None:
+        self._sites = sites
         self._bootstrap = bootstrap
         self._names = names
         self._group_id = group_id
@@ -159,6 +171,10 @@ class DetectionWorker:
         self._consumer = make_consumer(
             bootstrap,
             group_id=group_id,
+            # Static membership (see TrackerSettings.group_instance_id): such a member never
+            # sends LeaveGroup, and its restart under the same id rejoins without waiting.
+            group_instance_id=group_instance_id,
+            **({"session_timeout_ms": STATIC_SESSION_TIMEOUT_MS} if group_instance_id else {}),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
@@ -387,6 +403,13 @@ class DetectionWorker:
         except DecodeError as error:
             await self._dead_letter(record, error, source.base_topic)
             return []
+        if self._sites is not None:
+            try:
+                event = self._sites.current().check_event(event)
+            except UnknownSite as exc:
+                refused = DecodeError(f"{exc.field}: names no configured site", "unknown_site")
+                await self._dead_letter(record, refused, source.base_topic)
+                return []
         try:
             found = source.handle(event, now)
         except Exception as exc:  # one bad event must not stop detection
@@ -396,6 +419,10 @@ class DetectionWorker:
             await self._dead_letter(record, handler_failure(exc), source.base_topic)
             return []
         patient_id: str = event.patient_id
+        if self._sites is not None and "site" in type(event).model_fields:
+            # Only for a chain: a deployment of one clinic pays no extra labels() per event.
+            kind = source.base_topic.removeprefix("followup.")
+            SITE_EVENTS.labels(self._site_label(getattr(event, "site", None)), kind).inc()
         self._partition_of[patient_id] = record.partition
         dirty.add(patient_id)
         counts = tally.setdefault(record.topic, [0, 0])
@@ -436,6 +463,9 @@ class DetectionWorker:
         await self._write_states(dirty)
         for detection in found:
             TRIGGERS.labels(detection.trigger.kind).inc()
+            # Per trigger, not per event: cheap enough to count for one clinic too ("none").
+            site = self._site_label(detection.trigger.site)
+            SITE_TRIGGERS.labels(site, detection.trigger.kind).inc()
             lag = (now - detection.detectable_at).total_seconds()
             DETECTION_LAG.observe(max(0.0, lag))
             log.info(
@@ -477,6 +507,9 @@ class DetectionWorker:
             futures.append(await self._producer.send_batch(batch, changelog, partition=partition))
         if futures:
             await asyncio.gather(*futures)
+
+    def _site_label(self, site: str | None) -> str:
+        return self._sites.current().label(site) if self._sites is not None else "none"
 
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], error: DecodeError, base_topic: str

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,7 +25,6 @@ import pytest
 from caldav.davclient import DAVClient
 from selenium.webdriver.common.by import By
 
-from common.db import drop_schema
 from common.kafka import delete_topics_with_prefix
 from schemas.events import AppointmentEvent
 from schemas.topics import TopicNames
@@ -34,7 +32,6 @@ from services.notifier.calltasks import FHIR_OUTCOME_SYSTEM, FHIR_OUTPUT_SYSTEM,
 from services.notifier.sink_jira import task_label
 from services.scheduler.app import Scheduler
 from services.scheduler.cases import case_id_for
-from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
 from standins.jira import JiraStandIn
 from standins.zendesk import ZendeskStandIn
 from tests.integration.notifier.tool_world import tool_world
@@ -44,7 +41,7 @@ from tests.support.browser import chromium
 from tests.support.caldav_server import RadicaleServer
 from tests.support.fhir_server import FhirR4Server
 from tests.support.polling import eventually
-from tests.support.scheduler import no_show_trigger, scheduler_settings
+from tests.support.scheduler import case_from_api, no_show_trigger, scheduler_beside
 
 pytestmark = pytest.mark.integration
 CASE_TOKEN = "case-api-token"
@@ -84,12 +81,7 @@ class Loop:
 
     async def case(self, case_id: str) -> dict[str, Any]:
         """The case as the scheduler's case API shows it."""
-        url = f"http://127.0.0.1:{self.scheduler.ops.port}/cases/{case_id}"
-        headers = {"Authorization": f"Bearer {CASE_TOKEN}"}
-        async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as reply:
-            assert reply.status == 200
-            body: dict[str, Any] = await reply.json()
-            return body
+        return await case_from_api(self.scheduler, case_id, CASE_TOKEN)
 
     async def _recorded(self, task_id: str, outcome: str) -> dict[str, Any] | None:
         case = await self.case(task_id.rsplit(":", 1)[0])
@@ -133,7 +125,6 @@ async def loop(radicale: RadicaleServer, fhir: FhirR4Server) -> AsyncIterator[Lo
     webhook = WebhookReceiver()
     for standin in (jira, zendesk, webhook):
         await standin.start()
-    scheduler_schema = f"t_{uuid.uuid4().hex[:10]}"
     topics: TopicNames | None = None
     try:
         async with tool_world(
@@ -160,25 +151,11 @@ async def loop(radicale: RadicaleServer, fhir: FhirR4Server) -> AsyncIterator[Lo
             zendesk.webhook_url = f"{world.base_url}/zendesk/webhook"
             zendesk.clock = world.clock
             topics = TopicNames(prefix=world.app.topics.prefix)
-            settings = scheduler_settings(
-                infra.KAFKA_BOOTSTRAP,
-                infra.DATABASE_URL,
-                topics,
-                scheduler_schema,
-                api_token=CASE_TOKEN,
-                poll_seconds=0.05,
-            )
-            scheduler = Scheduler(settings, world.clock, CadencePolicy.load(DEFAULT_POLICY_PATH))
-            await scheduler.start()
-            try:
-                await asyncio.wait_for(scheduler.consumers_assigned(), 30)
+            async with scheduler_beside(topics, world.clock, api_token=CASE_TOKEN) as scheduler:
                 yield Loop(world, scheduler, fhir, front_desk, jira, zendesk)
-            finally:
-                await scheduler.stop()
     finally:
         for standin in (webhook, zendesk, jira):
             await standin.stop()
-        await drop_schema(infra.DATABASE_URL, scheduler_schema)
         if topics is not None:  # both services stopped: nobody is reading them any more
             await delete_topics_with_prefix(infra.KAFKA_BOOTSTRAP, topics.prefix)
 

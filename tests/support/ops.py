@@ -162,6 +162,7 @@ def concrete(expr: str, range_: str = "10m") -> str:
     """A dashboard query with Grafana's variables replaced, as Grafana would send it."""
     return (
         expr.replace("$namespace", ".*")
+        .replace("$site", ".*")
         .replace("$__rate_interval", "1m")
         .replace("$__range", range_)
     )

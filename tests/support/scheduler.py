@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
+
+from common.clock import Clock
+from common.db import drop_schema
 from schemas.events import AppointmentEvent, TriggerEvent
 from schemas.topics import TopicNames
-from services.scheduler.app import SchedulerSettings
+from services.scheduler.app import Scheduler, SchedulerSettings
 from services.scheduler.ledger import Conn
+from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
+from tests.support import infra
 
 # A Monday morning at the clinic: the visit at 09:30 was missed.
 MISSED = datetime(2026, 3, 2, 9, 30, tzinfo=ZoneInfo("Europe/Vilnius"))
@@ -140,3 +150,48 @@ def scheduler_settings(
         "http_port": 0,
     }
     return SchedulerSettings(**{**fields, **overrides})
+
+
+@asynccontextmanager
+async def scheduler_beside(
+    topics: TopicNames, clock: Clock, *, api_token: str, policy: CadencePolicy | None = None
+) -> AsyncIterator[Scheduler]:
+    """The real scheduler on another service's topics (``topics``) and clock, in a schema of
+    its own (dropped after): the two services talk through the real topics, as in a clinic.
+    Its case API answers ``api_token``; ``policy``: the default cadence policy unless given."""
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    settings = scheduler_settings(
+        infra.KAFKA_BOOTSTRAP,
+        infra.DATABASE_URL,
+        topics,
+        schema,
+        api_token=api_token,
+        poll_seconds=0.05,
+    )
+    scheduler = Scheduler(settings, clock, policy or CadencePolicy.load(DEFAULT_POLICY_PATH))
+    await scheduler.start()
+    try:
+        await asyncio.wait_for(scheduler.consumers_assigned(), 30)
+        yield scheduler
+    finally:
+        await scheduler.stop()
+        await drop_schema(infra.DATABASE_URL, schema)
+
+
+async def case_from_api(scheduler: Scheduler, case_id: str, api_token: str) -> dict[str, Any]:
+    """The case as the scheduler's case API shows it (attempts and history included)."""
+    body = await case_if_open(scheduler, case_id, api_token)
+    assert body is not None, "no such case"
+    return body
+
+
+async def case_if_open(scheduler: Scheduler, case_id: str, api_token: str) -> dict[str, Any] | None:
+    """The case from the case API, or None while the scheduler has not opened it yet."""
+    url = f"http://127.0.0.1:{scheduler.ops.port}/cases/{case_id}"
+    headers = {"Authorization": f"Bearer {api_token}"}
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as reply:
+        if reply.status == 404:
+            return None
+        assert reply.status == 200
+        body: dict[str, Any] = await reply.json()
+        return body

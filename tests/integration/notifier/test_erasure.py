@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from common.codec import decode
+from common.erasure import erasure_request
 from common.topic_reader import read_to_end
 from schemas.events import DeadLetter
 from services.notifier.privacy import RetentionPeriods
@@ -113,6 +114,74 @@ async def test_an_erasure_removes_the_patient_everywhere_and_keeps_ids(
     await world.contact(patient, event_id="contact:p-erase:2", phone=PHONE)
     status_now = await world.app.directory.patient_status(patient)
     assert status_now == "active"
+
+
+async def test_an_erasure_read_after_the_contacts_tombstone_still_removes_the_opt_outs(
+    world: World,
+) -> None:
+    """The erasure and the tombstone travel on two topics, read by two consumers in no
+    order. Here the tombstone is read first: the erasure then finds no contact, and must
+    still delete the opt-outs of the patient's addresses (once flaky under load)."""
+    patient, phone, email = "p-late", "+37060000093", "late.erased@example.org"
+    await world.contact(patient, family_name="Vėlyvaitė", phone=phone, email=email)
+    now = world.clock.now()
+    await world.app.directory.set_opt_out(email, "email", True, now, "stop-late-1")
+    await world.app.directory.set_opt_out(phone, "sms", True, now, "stop-late-2")
+
+    await world.publisher.publish_raw(world.topics.contacts, None, patient.encode())
+    await eventually(
+        lambda: world.app.pool.fetchval(
+            "SELECT count(*) = 0 FROM contacts WHERE patient_id = $1", patient
+        )
+    )
+    # A tombstone alone keeps the opt-outs: they protect whoever holds the address.
+    assert email in await every_row_as_text(world.app.pool)
+
+    event = erasure_request(patient, requested_by="dpo", source="test", now=world.clock.now())
+    await world.publisher.publish(world.topics.patients, event)
+    await eventually(
+        lambda: world.app.pool.fetchval(
+            "SELECT 1 FROM erasures WHERE event_id = $1", event.event_id
+        )
+    )
+    after = await every_row_as_text(world.app.pool)
+    for text in ("Vėlyvaitė", phone, email):
+        assert text not in after, "personal data left in the notifier's tables"
+
+
+@pytest.mark.parametrize("tombstone_first", [True, False], ids=["tombstone-first", "erasure-first"])
+async def test_either_order_twice_over_leaves_the_same_and_keeps_a_shared_opt_out(
+    world: World, tombstone_first: bool
+) -> None:
+    """Each message delivered twice (at least once), in either order: the erased patient's
+    own opt-out goes, the one of an address another patient still holds stays."""
+    n = 5 if tombstone_first else 6
+    patient, sibling = f"p-twice-{n}", f"p-sibling-{n}"
+    shared, own = f"+3706000009{n}", f"twice{n}.erased@example.org"
+    await world.contact(patient, phone=shared, email=own)
+    await world.contact(sibling, phone=shared)
+    now = world.clock.now()
+    await world.app.directory.set_opt_out(own, "email", True, now, f"stop-twice-{n}-1")
+    await world.app.directory.set_opt_out(shared, "sms", True, now, f"stop-twice-{n}-2")
+    event = erasure_request(patient, requested_by="dpo", source="test", now=now)
+    privacy = world.app.privacy
+    for _ in range(2):
+        if tombstone_first:
+            await privacy.forget_contact(patient)
+            await privacy.erase(event)
+        else:
+            await privacy.erase(event)
+            await privacy.forget_contact(patient)
+    kept = await world.app.pool.fetch(
+        "SELECT address, channel FROM opt_outs WHERE address = ANY($1::text[])", [shared, own]
+    )
+    assert [(r["address"], r["channel"]) for r in kept] == [(shared, "sms")]
+    assert await world.app.directory.contact(patient) is None
+    assert await world.app.directory.contact(sibling) is not None
+    audits = await world.app.pool.fetchval(
+        "SELECT count(*) FROM erasures WHERE patient_id = $1", patient
+    )
+    assert audits == 1
 
 
 async def test_retention_strips_notes_and_old_contacts_only_past_their_period(

@@ -5,6 +5,7 @@ without one and gone with an erasure."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, datetime, timedelta
 
 import asyncpg
@@ -110,3 +111,47 @@ async def test_the_birth_date_stays_through_an_event_without_it_and_goes_with_an
     erased = child_status(MISSED - timedelta(days=10), None, status="erased")
     await ledger.handle_patient_status(erased)
     assert await pool.fetchval(born) is None
+
+
+async def test_a_join_that_waited_for_a_firing_sees_the_attempt_it_fired(
+    ledger: CaseLedger, pool: asyncpg.Pool, clock: ManualClock
+) -> None:
+    # The demo's lost lead (pat-7-0037): the second missed visit's join waited for the
+    # case's lock while a firing held it; the join must plan on the attempts as the firing
+    # left them, not overwrite the fired attempt with the lead's escalation under its
+    # number (the outbox then kept the message and dropped the lead's task as a replay).
+    await ledger.handle_patient_status(child_status(MISSED - timedelta(days=30)))
+    await ledger.handle_trigger(no_show("pat-1", "appt-1"))
+    case_id = await pool.fetchval("SELECT case_id FROM cases")
+    fired_at = clock.now()
+    async with pool.acquire() as firing, firing.transaction():
+        # A concurrent transaction firing attempt 1 holds the case's row lock.
+        await firing.execute("SELECT 1 FROM cases WHERE case_id = $1 FOR UPDATE", case_id)
+        await firing.execute(
+            "UPDATE attempts SET state = 'fired', fired_at = $2"
+            " WHERE case_id = $1 AND attempt_number = 1",
+            case_id,
+            fired_at,
+        )
+        firing_pid = await firing.fetchval("SELECT pg_backend_pid()")
+        later = MISSED + timedelta(hours=1)
+        clock.set(later + timedelta(minutes=20))
+        join = asyncio.create_task(
+            ledger.handle_trigger(no_show("pat-1", "appt-2", appointment_start=later))
+        )
+        async with asyncio.timeout(30):
+            while not await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                firing_pid,
+            ):
+                await asyncio.sleep(0.01)
+    await join
+    rows = await pool.fetch(
+        "SELECT attempt_number, purpose, state, escalate_to FROM attempts"
+        " WHERE case_id = $1 ORDER BY attempt_number",
+        case_id,
+    )
+    assert [tuple(r) for r in rows] == [
+        (1, "follow_up", "fired", None),
+        (2, "escalation", "planned", "safeguarding_lead"),
+    ]

@@ -76,3 +76,5 @@ async def test_tracker_process_bench_replays_without_new_triggers(kafka_bootstra
     assert restored.value == 0
     restart = next(r for r in results.values() if r.name.startswith("tracker: kill -9"))
     assert isinstance(restart, Reading) and restart.value > 0
+    static = results["tracker: the same under the killed group.instance.id"]
+    assert isinstance(static, Reading) and static.value > 0

@@ -8,7 +8,15 @@ from bench.__main__ import SUITES, main
 
 
 def test_every_issue_suite_is_registered() -> None:
-    assert list(SUITES) == ["codec", "tracker", "tracker-ops", "scheduler", "notifier", "e2e"]
+    assert list(SUITES) == [
+        "codec",
+        "tracker",
+        "tracker-ops",
+        "scheduler",
+        "notifier",
+        "e2e",
+        "sites",
+    ]
 
 
 def test_an_unknown_suite_is_refused_before_anything_runs(

@@ -11,7 +11,13 @@ from demo.bounds import allowed, earliest_allowed, load_policy
 from demo.observe import Metrics
 from demo.report import Finding, Observed, check, compute, detect_language, table, within
 from demo.scenario import Patient, Scenario, build, carrier_errors, e164
-from schemas.events import CallTaskEvent, NotificationCommand, OutcomeEvent, TriggerEvent
+from schemas.events import (
+    AppointmentEvent,
+    CallTaskEvent,
+    NotificationCommand,
+    OutcomeEvent,
+    TriggerEvent,
+)
 from schemas.topics import CALLTASKS
 from services.scheduler.policy import DEFAULT_POLICY_PATH
 from standins.calltasks import ReceivedTask
@@ -503,3 +509,48 @@ def test_the_demo_clinic_has_a_landline_a_wrong_number_and_a_phone_switched_off(
         e164(lines["invalid"].phone): 21211,
         e164(lines["switched_off"].phone): 30003,
     }
+
+
+def arrival(p: Patient, stamped: datetime) -> AppointmentEvent:
+    appt = p.appointments[0]
+    return AppointmentEvent(
+        event_id=f"fhir:Appointment/{appt.appointment_id}/arrived",
+        occurred_at=stamped,
+        source="tracker.fhir",
+        change="status_changed",
+        appointment_id=appt.appointment_id,
+        patient_id=p.patient_id,
+        start=appt.start,
+        timezone="Europe/Vilnius",
+        department=p.department,
+        status="arrived",
+        status_at=stamped,
+    )
+
+
+def test_an_attendee_whose_arrival_the_clinic_stamped_late_is_no_broken_promise() -> None:
+    # The demo's pat-7-0005: the simulator, starved of CPU, posted the check-in 3.5 virtual
+    # hours late (stamped when sent); the tracker judged by the stamp and fired. The
+    # verdict must not depend on the machine's load.
+    attendee = patient("attends")
+    start = attendee.appointments[0].start
+    no_show_moment = start + timedelta(minutes=15)
+    observed = a_clean_week()
+    observed.triggers.append(trigger(attendee, no_show_moment))
+    observed.notifications.append(command(attendee, 1, no_show_moment + timedelta(hours=1)))
+    observed.appointments.append(arrival(attendee, no_show_moment + timedelta(hours=3)))
+    finding = next(
+        f
+        for f in check(observed, SCENARIO, POLICY, TOLERANCE)
+        if f.check == "no_case_for_attendees"
+    )
+    assert finding.ok and attendee.patient_id in finding.detail
+    # Stamped before the no-show moment (in time for the tracker): a case is a failure.
+    observed.appointments = [arrival(attendee, start - timedelta(minutes=5))]
+    assert not by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["no_case_for_attendees"]
+    # No arrival at all, or a case without any trigger: a failure too.
+    observed.appointments = []
+    assert not by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["no_case_for_attendees"]
+    observed.triggers = [t for t in observed.triggers if t.patient_id != attendee.patient_id]
+    observed.appointments = [arrival(attendee, no_show_moment + timedelta(hours=3))]
+    assert not by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["no_case_for_attendees"]

@@ -89,6 +89,20 @@ def test_quiet_hours_follow_a_dst_change() -> None:
     assert at.utcoffset() == timedelta(hours=3)
 
 
+def test_an_escalation_to_the_doctor_needs_no_contact_of_the_patient() -> None:
+    # The no_channel escalation exists because nothing reaches the patient: it must still
+    # reach the doctor (it was once refused no_contact, like a task for the patient).
+    quiet = QuietHours()
+    cmd = command(channel="call_task", purpose="escalation", escalate_to="dr-7")
+    inside = cmd.window_start + timedelta(minutes=1)
+    assert judge(cmd, None, None, inside, quiet) == Proceed()
+    refused = judge(cmd, None, "deceased", inside, quiet)
+    assert refused == Refuse("channel_impossible", "not_contactable", "not_contactable")
+    follow_up = command(channel="call_task")
+    late = follow_up.occurred_at + timedelta(minutes=11)
+    assert judge(follow_up, None, None, late, quiet) == Refuse("channel_impossible", "no_contact")
+
+
 def test_decide_holds_refuses_or_proceeds() -> None:
     quiet = QuietHours()
     cmd = command()

@@ -480,3 +480,62 @@ def test_a_next_visit_booked_or_a_department_without_the_rule_opens_nothing() ->
     other = Detector(DetectionRules(stage_lead_days=3, next_visit_days={"surgery": 14}))
     other.on_appointment(appointment("fulfilled", at=done, change="status_changed"), done)
     assert other.due(START + timedelta(days=12)) == []
+
+
+# --- the compact state (issue 16: resident bytes per tracked appointment) ----------------
+
+
+def _decoded(appointment_id: str, patient_id: str) -> AppointmentEvent:
+    """As the worker holds it: decoded from JSON, each datetime with its own parsed offset."""
+    event = appointment(at=START - timedelta(days=1), appointment_id=appointment_id)
+    raw = event.model_copy(update={"patient_id": patient_id}).model_dump_json()
+    return AppointmentEvent.model_validate_json(raw)
+
+
+def test_patients_share_only_empty_collections_and_a_write_gives_one_its_own() -> None:
+    detector = Detector(RULES)
+    for n in (1, 2):
+        detector.on_appointment(_decoded(f"a{n}", f"pat-{n}"), START - timedelta(days=1))
+    first, second = detector.patients["pat-1"], detector.patients["pat-2"]
+    first.add_alias("placer-1", "a1")
+    first.hold_plan(plan(START - timedelta(days=1)))
+    first.record_emitted("no_show:a1")
+    assert second.aliases == {} and second.plans == {} and second.emitted == []
+    assert first.aliases == {"placer-1": "a1"} and first.emitted == ["no_show:a1"]
+    with pytest.raises(TypeError, match="shared"):
+        second.call_tasks["case:1"] = first.call_tasks.get("case:1")  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="shared"):
+        second.emitted.append("no_show:a2")
+    assert second.emitted == [] and first.call_tasks == {}
+
+
+def test_held_appointments_share_zones_and_strings_and_serialise_as_they_came() -> None:
+    detector = Detector(RULES)
+    events = [_decoded(f"a{n}", f"pat-{n}") for n in (1, 2)]
+    for event in events:
+        detector.on_appointment(event, START - timedelta(days=1))
+    one, two = (detector.patients[f"pat-{n}"].appointments[f"a{n}"] for n in (1, 2))
+    starts = [event.start for event in events]
+    assert starts[0] is not None and starts[1] is not None
+    assert starts[0].tzinfo is not starts[1].tzinfo  # pydantic: one per value
+    assert one.start.tzinfo is two.start.tzinfo and one.start == events[0].start
+    assert one.timezone is two.timezone and one.department is two.department
+    record = json.loads(detector.patients["pat-1"].to_json())
+    assert record["appointments"]["a1"]["start"] == "2026-03-02T09:30:00+02:00"
+    found, _second = detector.due(START + timedelta(minutes=15))
+    assert found.trigger.appointment_id == "a1"
+    assert found.trigger.appointment_start == events[0].start
+    assert '"appointment_start":"2026-03-02T09:30:00+02:00"' in found.trigger.model_dump_json()
+
+
+def test_a_restored_state_writes_the_same_record_and_takes_new_facts() -> None:
+    detector = Detector(RULES)
+    detector.on_appointment(_decoded("appt-1", "pat-1"), START - timedelta(days=1))
+    raw = detector.patients["pat-1"].to_json()
+    restored = Detector(RULES)
+    restored.load(PatientState.from_json(raw))
+    assert restored.patients["pat-1"].to_json() == raw
+    restored.on_plan(plan(START - timedelta(days=1)), START)
+    assert ids(restored.due(START + timedelta(minutes=15))) == ["no_show:appt-1"]
+    assert list(restored.patients["pat-1"].plans) == ["plan-1"]
+    assert restored.patients["pat-1"].emitted == ["no_show:appt-1"]

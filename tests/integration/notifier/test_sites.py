@@ -1,0 +1,207 @@
+"""Many clinics, one notifier (issue 22): a command's site speaks as its clinic (name,
+signature, phone) and its call tasks reach that site's own tool, signed with its own secret;
+a site without sinks of its own uses the deployment's."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiosmtpd.controller import Controller
+from prometheus_client import REGISTRY
+
+from common.clock import ManualClock
+from common.db import drop_schema
+from services.notifier.app import NotifierApp
+from standins.calltasks import CallTaskReceiver
+from standins.sms_provider import SmsProviderStandIn
+from tests.integration.notifier.conftest import world_settings
+from tests.integration.notifier.world import START, Inbox, WebhookReceiver, World, running_world
+from tests.support import infra
+from tests.support.polling import eventually, free_port
+
+pytestmark = pytest.mark.integration
+SOFIA_SECRET = "sofia-webhook-secret"
+SOFIA_DESK = "sofia-desk-token-not-secret"
+
+
+@pytest.fixture(scope="module")
+async def chain(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[World, CallTaskReceiver]]:
+    infra.ensure_up()
+    unique = uuid.uuid4().hex[:10]
+    prefix, schema = f"t{unique}.", f"t_{unique}"
+    sms = SmsProviderStandIn("ACprimary", "tok-1")
+    spare = SmsProviderStandIn("ACsecondary", "tok-2")
+    await sms.start()
+    await spare.start()
+    inbox = Inbox()
+    smtp_port = free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    webhook = WebhookReceiver()  # the deployment's tool
+    await webhook.start()
+    sofia_tool = CallTaskReceiver(secret=SOFIA_SECRET)  # the Sofia clinic's own
+    await sofia_tool.start()
+    sites = Path(tmp_path_factory.mktemp("sites")) / "sites.yaml"
+    sites.write_text(
+        f"""\
+sites:
+  vilnius:
+    timezone: Europe/Vilnius
+    names: {{lt: "Vilniaus dantų klinika"}}
+  sofia:
+    timezone: Europe/Sofia
+    default_language: bg
+    names: {{bg: "Дентална клиника София", en: "Sofia Dental Clinic"}}
+    signatures: {{en: "Your Sofia Dental Clinic team"}}
+    phone: "+35920000000"
+    call_task_sinks:
+      - {{kind: webhook, url: "{sofia_tool.url}", secret_env: TEST_SOFIA_WEBHOOK_SECRET}}
+    api_token_env: TEST_SOFIA_DESK_TOKEN
+  burgas:
+    timezone: Europe/Sofia
+    quiet_hours: {{hours: "09:00-12:00", channels: [sms, email]}}
+"""
+    )
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("TEST_SOFIA_WEBHOOK_SECRET", SOFIA_SECRET)
+    monkeypatch.setenv("TEST_SOFIA_DESK_TOKEN", SOFIA_DESK)
+    http_port = free_port()
+    base_url = f"http://127.0.0.1:{http_port}"
+    settings = world_settings(
+        prefix,
+        schema,
+        http_port=http_port,
+        public_base_url=base_url,
+        sms_primary_url=sms.base_url,
+        sms_primary_sid="ACprimary",
+        sms_primary_token="tok-1",
+        sms_primary_from="+15005550006",
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
+        webhook_url=f"http://127.0.0.1:{webhook.port}/tasks",
+        sites_path=str(sites),
+    )
+    clock = ManualClock(START)
+    running = running_world(
+        NotifierApp(settings, clock),
+        clock,
+        primary=sms,
+        secondary=spare,
+        inbox=inbox,
+        webhook=webhook,
+        base_url=base_url,
+    )
+    try:
+        async with running as world:
+            yield world, sofia_tool
+    finally:
+        monkeypatch.undo()
+        await sofia_tool.stop()
+        await webhook.stop()
+        smtp.stop()
+        await sms.stop()
+        await spare.stop()
+        await drop_schema(infra.DATABASE_URL, schema)
+
+
+async def test_a_message_speaks_as_its_sites_clinic(
+    chain: tuple[World, CallTaskReceiver],
+) -> None:
+    world, _ = chain
+    await world.contact("p-sof", email="ivan@example.org", language="en")
+    await world.send(world.command("c-sof", "p-sof", "email", site="sofia"))
+    await eventually(lambda: world.outcome("c-sof:1:sent"))
+    [mail] = world.inbox.for_key("c-sof:1")
+    text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Sofia Dental Clinic" in text and "Your Sofia Dental Clinic team" in text
+    assert "Sample Clinic" not in text  # the deployment's own name is not Sofia's
+
+
+async def test_call_tasks_reach_their_sites_own_tool_or_the_deployments(
+    chain: tuple[World, CallTaskReceiver],
+) -> None:
+    world, sofia_tool = chain
+    await world.contact("p-sof2", phone="+359881234567", language="bg", timezone="Europe/Sofia")
+    await world.contact("p-vln", phone="+37060000002", language="lt")
+    await world.send(world.command("c-sof2", "p-sof2", "call_task", site="sofia"))
+    await world.send(world.command("c-vln", "p-vln", "call_task", site="vilnius"))
+    await eventually(lambda: world.outcome("c-sof2:1:task_created"))
+    await eventually(lambda: world.outcome("c-vln:1:task_created"))
+
+    # Sofia's task: at Sofia's tool (signed with Sofia's secret), nowhere else.
+    [hook] = sofia_tool.tasks("c-sof2:1")
+    assert hook["task"]["site"] == "sofia"
+    assert "Дентална клиника София" in hook["task"]["script"]
+    assert world.webhook.tasks("c-sof2:1") == []
+    assert world.calltask_events("c-sof2:1") == []
+    assert world.inbox.for_key("c-sof2:1") == []
+    # Vilnius has no sinks of its own: the deployment's tool, topic and desk mailbox.
+    assert sofia_tool.tasks("c-vln:1") == []
+    [vilnius] = world.webhook.tasks("c-vln:1")
+    assert vilnius["task"]["site"] == "vilnius"
+    assert "Vilniaus dantų klinika" in vilnius["task"]["script"]
+    await eventually(lambda: world.calltask_events("c-vln:1"))
+    # The per-site counter carries the configured ids (anything else would be "other").
+    sent = {"channel": "call_task", "outcome": "task_created"}
+    metric = "followup_notifier_site_sends_total"
+    assert REGISTRY.get_sample_value(metric, {"site": "sofia", **sent})
+    assert REGISTRY.get_sample_value(metric, {"site": "other", **sent}) is None
+
+
+async def test_a_sites_desk_token_reports_its_own_call_tasks_only(
+    chain: tuple[World, CallTaskReceiver],
+) -> None:
+    world, _ = chain
+    await world.contact("p-sof3", phone="+359881234568", language="bg", timezone="Europe/Sofia")
+    await world.contact("p-vln3", phone="+37060000003", language="lt")
+    await world.send(world.command("c-sof3", "p-sof3", "call_task", site="sofia"))
+    await world.send(world.command("c-vln3", "p-vln3", "call_task", site="vilnius"))
+    await eventually(lambda: world.outcome("c-sof3:1:task_created"))
+    await eventually(lambda: world.outcome("c-vln3:1:task_created"))
+    report = {"outcome": "no_answer", "reported_by": "desk-sofia-1"}
+    sofia = {"Authorization": f"Bearer {SOFIA_DESK}"}
+    async with aiohttp.ClientSession() as http:
+        # Vilnius's call task is none of the Sofia desk's business: as if absent.
+        async with http.post(
+            f"{world.base_url}/calltasks/c-vln3:1/result",
+            json={**report, "report_id": "r-vln3"},
+            headers=sofia,
+        ) as answer:
+            assert answer.status == 404
+        async with http.post(
+            f"{world.base_url}/calltasks/c-sof3:1/result",
+            json={**report, "report_id": "r-sof3"},
+            headers=sofia,
+        ) as answer:
+            assert answer.status == 202
+    assert (await eventually(lambda: world.outcome("r-sof3"))).case_id == "c-sof3"
+    assert world.outcome("r-vln3") is None
+
+
+async def test_a_sites_own_quiet_hours_hold_its_messages(
+    chain: tuple[World, CallTaskReceiver],
+) -> None:
+    world, _ = chain
+    # 10:00 in Vilnius is 10:00 in Burgas: inside Burgas's own quiet hours (09:00-12:00),
+    # outside the deployment's (21:00-08:00). A window that ends before noon cannot be used.
+    for site in ("burgas", "vilnius"):
+        await world.contact(f"p-q-{site}", phone=f"+35988{len(site)}000001", language="bg")
+        await world.send(
+            world.command(
+                f"c-q-{site}",
+                f"p-q-{site}",
+                "sms",
+                site=site,
+                window_end=world.clock.now() + timedelta(hours=1),
+            )
+        )
+    failed = await eventually(lambda: world.outcome("c-q-burgas:1:failed"))
+    assert failed.detail == "quiet_hours"
+    await eventually(lambda: world.outcome("c-q-vilnius:1:sent"))
