@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,9 +15,15 @@ from common.db import create_pool, migrate
 from common.http import OpsServer
 from common.kafka import EventConsumer, KafkaPublisher, ensure_topics, is_transient
 from common.service import run, wait_for_stop_signal
-from schemas.events import ContactEvent, NotificationCommand, OutcomeEvent, PatientStatusEvent
-from schemas.topics import CONTACTS, NOTIFICATIONS, PATIENTS, TopicNames
-from services.notifier import registry
+from schemas.events import (
+    AppointmentEvent,
+    ContactEvent,
+    NotificationCommand,
+    OutcomeEvent,
+    PatientStatusEvent,
+)
+from schemas.topics import APPOINTMENTS, CONTACTS, NOTIFICATIONS, PATIENTS, TopicNames
+from services.notifier import rebooking, registry
 from services.notifier.channels import ClinicVoice, Parts, Plugin
 from services.notifier.directory import Directory
 from services.notifier.dispatcher import Dispatcher, DispatchPolicy
@@ -29,7 +36,7 @@ from services.notifier.templates import TemplateBook, TemplateError
 
 __all__ = ["SCHEMA", "NotifierApp", "NotifierSettings", "main", "serve"]
 
-Consumed = ContactEvent | PatientStatusEvent | NotificationCommand
+Consumed = ContactEvent | PatientStatusEvent | NotificationCommand | AppointmentEvent
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -45,6 +52,7 @@ class NotifierApp:
         except TemplateError as exc:
             raise ConfigError(f"templates: {exc}") from None
         self.sinks_wanted = registry.wanted_sinks(settings)
+        self.slot_source = rebooking.build_source(settings, clock)
         self.ops = OpsServer(settings.service)
         self.publisher = KafkaPublisher(settings.kafka_bootstrap, client_id="notifier")
         self._tasks: list[asyncio.Task[None]] = []
@@ -85,8 +93,16 @@ class NotifierApp:
             public_base_url=s.public_base_url.rstrip("/"),
             mailer=self.mailer,
         )
+        self.rebooking: rebooking.Rebooking | None = None
+        if self.slot_source is not None:
+            self.rebooking = rebooking.Rebooking(
+                parts, self.slot_source, rebooking.RebookStore(self.pool)
+            )
+            parts.voice = replace(parts.voice, link_for=self.rebooking.link_for)
         channels = registry.build_all(parts, self.sinks_wanted)
         self._plugins = [*channels.values(), *parts.sinks]
+        if self.rebooking is not None:
+            self._plugins.append(self.rebooking)
         for plugin in self._plugins:
             for route in plugin.routes():
                 self.ops.app.router.add_route(route.method, route.path, route.handler)
@@ -112,6 +128,16 @@ class NotifierApp:
             (self.topics.patients, PATIENTS.name, PatientStatusEvent, self.privacy.record_patient_status),  # noqa: E501
             (self.topics.notifications, NOTIFICATIONS.name, NotificationCommand, self.dispatcher.accept),  # noqa: E501
         ]  # fmt: skip
+        if self.rebooking is not None:
+            # The hospital's booking confirms what a patient asked for by link.
+            wiring.append(
+                (
+                    self.topics.appointments,
+                    APPOINTMENTS.name,
+                    AppointmentEvent,
+                    self.rebooking.record_appointment,
+                )
+            )
         for topic, base, model, handler in wiring:
             consumer: EventConsumer[Consumed] = EventConsumer(
                 bootstrap=s.kafka_bootstrap,

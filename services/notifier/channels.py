@@ -193,6 +193,9 @@ class ClinicVoice:
     default_language: str
     names: Mapping[str, str] = field(default_factory=dict)
     signatures: Mapping[str, str] = field(default_factory=dict)
+    # The message's own rebooking link (rebooking.py), when rebooking by link is on; a
+    # redacted message (shared number, proxy) names no one, so it gets the general URL.
+    link_for: Callable[[NotificationCommand], str | None] | None = None
 
     def name_for(self, language: str) -> str:
         return by_language(self.names, language) or self.clinic_name
@@ -209,7 +212,8 @@ class ClinicVoice:
             reason=command.template if command.template in REASONS else command.reason,
             clinic_name=self.name_for(contact.language),
             clinic_phone=self.clinic_phone,
-            rebook_url=self.rebook_url,
+            rebook_url=(self.link_for(command) if self.link_for and not redacted else None)
+            or self.rebook_url,
             redacted=redacted,
             signature=self.signature_for(contact.language),
         )
