@@ -237,6 +237,9 @@ class Rebooking:
         language = localise.pick_language(
             request.headers.get("Accept-Language"), self._parts.settings.default_language
         )
+        # A phone's linkifier may take the sentence's full stop into the link; the mac
+        # (base64url, unpadded) never ends in one.
+        token = token.rstrip(".,;:!?)")
         try:
             link = rebook_links.verify(
                 self._parts.settings.link_secret, token, self._parts.clock.now()
