@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from schemas.events import (
     PatientStatusEvent,
 )
 from schemas.topics import APPOINTMENTS, CONTACTS, NOTIFICATIONS, PATIENTS, TopicNames
-from services.notifier import rebooking, registry
+from services.notifier import rebook_links, rebooking, registry
 from services.notifier.channels import ClinicVoice, Parts, Plugin
 from services.notifier.directory import Directory
 from services.notifier.dispatcher import Dispatcher, DispatchPolicy
@@ -32,12 +33,23 @@ from services.notifier.ledger import Ledger
 from services.notifier.privacy import Privacy, RetentionPeriods
 from services.notifier.quiet_hours import QuietHours
 from services.notifier.settings import SCHEMA, NotifierSettings
-from services.notifier.templates import TemplateBook, TemplateError
+from services.notifier.templates import SmsSample, TemplateBook, TemplateError
 
 __all__ = ["SCHEMA", "NotifierApp", "NotifierSettings", "main", "serve"]
 
 Consumed = ContactEvent | PatientStatusEvent | NotificationCommand | AppointmentEvent
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sms_sample(settings: NotifierSettings) -> SmsSample | None:
+    """With rebooking on, the SMS budgets are checked with the links as long as they are
+    (or the general booking URL's planned length, if longer)."""
+    if not settings.slots_source:
+        return None
+    base = (settings.rebook_base_url or settings.public_base_url).rstrip("/")
+    link = f"{base}{rebook_links.PATH}/{'x' * rebook_links.ID_LENGTH}"
+    planned = SmsSample().rebook_url or ""
+    return SmsSample(rebook_url=link if len(link) > len(planned) else planned)
 
 
 class NotifierApp:
@@ -48,7 +60,9 @@ class NotifierApp:
         self.clock = clock
         self.topics = TopicNames(settings.topic_prefix)
         try:
-            self.book = TemplateBook.load(settings.default_language)
+            self.book = TemplateBook.load(
+                settings.default_language, sms_sample=_sms_sample(settings)
+            )
         except TemplateError as exc:
             raise ConfigError(f"templates: {exc}") from None
         self.sinks_wanted = registry.wanted_sinks(settings)
@@ -123,10 +137,13 @@ class NotifierApp:
         self.ops.add_readiness_check("database", self._db_ready)
         self.ops.add_readiness_check("kafka", self.publisher.broker_ready)
         group = f"{s.topic_prefix}notifier"
+        accept: Callable[[NotificationCommand], Awaitable[None]] = self.dispatcher.accept
+        if self.rebooking is not None:
+            accept = self.rebooking.accepting(accept)  # the message's link is stored first
         wiring: list[tuple[str, str, type, object]] = [
             (self.topics.contacts, CONTACTS.name, ContactEvent, self.privacy.record_contact),
             (self.topics.patients, PATIENTS.name, PatientStatusEvent, self.privacy.record_patient_status),  # noqa: E501
-            (self.topics.notifications, NOTIFICATIONS.name, NotificationCommand, self.dispatcher.accept),  # noqa: E501
+            (self.topics.notifications, NOTIFICATIONS.name, NotificationCommand, accept),
         ]  # fmt: skip
         if self.rebooking is not None:
             # The hospital's booking confirms what a patient asked for by link.

@@ -1,11 +1,14 @@
 """The patient's rebooking link and its page (pure: the HTTP handlers are in rebooking.py).
 
-Every SMS and email of a case carries its own link ``<base>/r/<token>``: the token seals
-the message's idempotency key (``<case>:<attempt>``, so one patient and one case) and an
-expiry, signed with ``report_links.seal`` (HMAC-SHA256 under ``FOLLOWUP_LINK_SECRET``, its
-own purpose prefix; the mac cut to 16 bytes so the link fits an SMS). The link is valid
-``FOLLOWUP_REBOOK_LINK_DAYS`` after the message's window, never past the stage deadline
-(but at least as long as the window). Nothing personal is in the link.
+Every SMS and email of a case carries its own link ``<base>/r/<id>``. The id is an HMAC of
+the message's idempotency key (``<case>:<attempt>``: one patient, one case), 9 bytes
+base64url (12 characters: an SMS has room for little more than a short URL; 2^72 ids
+cannot be guessed online), signed with ``report_links.signature`` (HMAC-SHA256 under
+``FOLLOWUP_LINK_SECRET``, its own purpose prefix). The notifier stores the id with the key
+and the expiry when it accepts the message (``rebook_links`` table), so the id alone finds
+it; on use the id is derived again from the stored key and compared. A tampered id finds
+nothing. The link is valid ``FOLLOWUP_REBOOK_LINK_DAYS`` after the message's window, never
+past the stage deadline (but at least as long as the window). Nothing personal is in it.
 
 The page says why we write (the templates' care-first opening), the stage and its deadline
 in plain words, free slots before the deadline in the patient's zone and language, and
@@ -17,43 +20,41 @@ checked, no framing).
 
 from __future__ import annotations
 
+import hmac
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from schemas.events import NotificationCommand
 from services.notifier import localise
-from services.notifier.report_links import LinkError, seal, unseal
+from services.notifier.report_links import LinkError, signature
 from services.notifier.slots import FreeSlot
 
 PATH = "/r"
 _PURPOSE = b"followup rebook link v1\n"
-_MAC_BYTES = 16
+_ID_BYTES = 9
+ID_LENGTH = 12  # base64url of 9 bytes, no padding
+_ID_SHAPE = re.compile(r"^[A-Za-z0-9_-]{12}$")
 
 
-@dataclass(frozen=True)
-class RebookLink:
-    key: str  # the idempotency key of the message that carried the link
-    expires_at: int  # unix seconds
+def link_id(secret: str, key: str) -> str:
+    """The link id of the message ``key`` (deterministic: rendering twice gives one link)."""
+    return signature(secret, _PURPOSE, key, size=_ID_BYTES)
 
 
-def sign(secret: str, link: RebookLink) -> str:
-    return seal(secret, _PURPOSE, f"{link.expires_at:x}|{link.key}", mac_bytes=_MAC_BYTES)
+def well_formed(token: str) -> bool:
+    return bool(_ID_SHAPE.match(token))
 
 
-def verify(secret: str, token: str, now: datetime) -> RebookLink:
-    """The link ``token`` stands for, or LinkError (tampered, foreign, or expired)."""
-    expiry, sep, key = unseal(secret, _PURPOSE, token, mac_bytes=_MAC_BYTES).partition("|")
-    try:
-        link = RebookLink(key, int(expiry, 16))
-    except ValueError:
-        raise LinkError("invalid") from None
-    if not sep or not key:
+def check(secret: str, token: str, key: str, expires_at: datetime, now: datetime) -> None:
+    """LinkError unless ``token`` is the id of ``key`` (the stored row) and still valid."""
+    if not secret or not hmac.compare_digest(token, link_id(secret, key)):
         raise LinkError("invalid")
-    if now.timestamp() >= link.expires_at:
+    if now >= expires_at:
         raise LinkError("expired")
-    return link
 
 
 def link_expiry(command: NotificationCommand, valid: timedelta) -> datetime:
@@ -63,10 +64,9 @@ def link_expiry(command: NotificationCommand, valid: timedelta) -> datetime:
     return max(expiry, command.window_end)
 
 
-def link_for(secret: str, base_url: str, command: NotificationCommand, valid: timedelta) -> str:
-    """The message's own rebooking URL (deterministic: rendering twice gives one link)."""
-    expiry = int(link_expiry(command, valid).timestamp())
-    return f"{base_url}{PATH}/{sign(secret, RebookLink(command.idempotency_key, expiry))}"
+def link_for(secret: str, base_url: str, command: NotificationCommand) -> str:
+    """The message's own rebooking URL."""
+    return f"{base_url}{PATH}/{link_id(secret, command.idempotency_key)}"
 
 
 # --- the page ----------------------------------------------------------------------------
@@ -117,8 +117,6 @@ def slot_label(slot: FreeSlot, zone: str, language: str) -> str:
 def callback_choices(now: datetime, zone: str, days: int = 3) -> list[datetime]:
     """Morning and afternoon of the next ``days`` weekdays, in the patient's zone (the
     scheduler places the call inside the desk's hours from there)."""
-    from zoneinfo import ZoneInfo
-
     local = now.astimezone(ZoneInfo(zone))
     found: list[datetime] = []
     day = local.date()

@@ -19,7 +19,7 @@ booking that answers it (the pure parts are in rebook_links.py and slots.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -66,6 +66,21 @@ class RebookStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+
+    async def record_link(self, link_id: str, key: str, expires_at: datetime) -> None:
+        await self._pool.execute(
+            """INSERT INTO rebook_links (link_id, idempotency_key, expires_at)
+               VALUES ($1, $2, $3) ON CONFLICT (link_id) DO NOTHING""",
+            link_id,
+            key,
+            expires_at,
+        )
+
+    async def link(self, link_id: str) -> tuple[str, datetime] | None:
+        row = await self._pool.fetchrow(
+            "SELECT idempotency_key, expires_at FROM rebook_links WHERE link_id = $1", link_id
+        )
+        return (str(row["idempotency_key"]), row["expires_at"]) if row else None
 
     async def request_of(self, case_id: str) -> RebookRequest | None:
         row = await self._pool.fetchrow(
@@ -182,17 +197,37 @@ class Rebooking:
         self._lead = timedelta(hours=s.slots_lead_hours)
         self._horizon = timedelta(days=s.slots_horizon_days)
         self._offered = s.slots_offered
+        # A short host for the link keeps an SMS within its segments (docs/rebooking.md).
+        self._base = (s.rebook_base_url or parts.public_base_url).rstrip("/")
 
     # --- the link in the messages ----------------------------------------------------------
 
+    def _carries_link(self, command: NotificationCommand) -> bool:
+        return command.channel in CHANNELS_WITH_LINK and command.purpose == "follow_up"
+
     def link_for(self, command: NotificationCommand) -> str | None:
-        """The message's own link (SMS, email, chat of a follow-up); None otherwise."""
-        if command.channel not in CHANNELS_WITH_LINK or command.purpose != "follow_up":
+        """The message's own link (SMS, email, chat of a follow-up); None otherwise. Pure:
+        the id was stored when the command was accepted (``accepting``)."""
+        if not self._carries_link(command):
             return None
         metrics.REBOOK_LINKS.labels(command.channel).inc()
-        return rebook_links.link_for(
-            self._parts.settings.link_secret, self._parts.public_base_url, command, self._valid
-        )
+        return rebook_links.link_for(self._parts.settings.link_secret, self._base, command)
+
+    def accepting(
+        self, accept: Callable[[NotificationCommand], Awaitable[None]]
+    ) -> Callable[[NotificationCommand], Awaitable[None]]:
+        """``accept`` (the dispatcher's) after the command's link is stored (idempotent)."""
+
+        async def accepted(command: NotificationCommand) -> None:
+            if self._carries_link(command):
+                await self._store.record_link(
+                    rebook_links.link_id(self._parts.settings.link_secret, command.idempotency_key),
+                    command.idempotency_key,
+                    rebook_links.link_expiry(command, self._valid),
+                )
+            await accept(command)
+
+        return accepted
 
     def routes(self) -> Sequence[Route]:
         return (
@@ -237,16 +272,20 @@ class Rebooking:
         language = localise.pick_language(
             request.headers.get("Accept-Language"), self._parts.settings.default_language
         )
-        # A phone's linkifier may take the sentence's full stop into the link; the mac
-        # (base64url, unpadded) never ends in one.
+        # A phone's linkifier may take the sentence's full stop into the link.
         token = token.rstrip(".,;:!?)")
+        secret = self._parts.settings.link_secret
         try:
-            link = rebook_links.verify(
-                self._parts.settings.link_secret, token, self._parts.clock.now()
-            )
+            if not rebook_links.well_formed(token):
+                raise LinkError("invalid")
+            stored = await self._store.link(token)
+            if stored is None:
+                raise LinkError("invalid")
+            key, expires_at = stored
+            rebook_links.check(secret, token, key, expires_at, self._parts.clock.now())
         except LinkError as exc:
             raise self._refuse(language, exc.why, 410 if exc.why == "expired" else 400) from None
-        command = await self._parts.ledger.follow_up(link.key)
+        command = await self._parts.ledger.follow_up(key)
         if command is None:
             raise self._refuse(language, "invalid", 404)
         contact, status = await self._parts.directory.recipient(command.patient_id)

@@ -85,6 +85,14 @@ def _mac(secret: str, purpose: bytes, payload: str, size: int) -> str:
 # --- signing: the one home of the notifier's signed links (report links, rebooking links) ---
 
 
+def signature(secret: str, purpose: bytes, text: str, *, size: int = 32) -> str:
+    """HMAC-SHA256 of ``text`` under ``secret`` with a ``purpose`` prefix, base64url, cut
+    to ``size`` bytes: an id nobody can derive without the secret (rebooking link ids)."""
+    if not secret:
+        raise ValueError("FOLLOWUP_LINK_SECRET is required to sign links")
+    return _mac(secret, purpose, text, size)
+
+
 def seal(secret: str, purpose: bytes, body: str, *, mac_bytes: int = 32) -> str:
     """``body`` as ``<payload>.<mac>`` (both base64url), HMAC-SHA256 under ``secret`` with a
     ``purpose`` prefix, so a token of one kind never passes as another. ``mac_bytes`` may

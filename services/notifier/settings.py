@@ -54,6 +54,10 @@ class NotifierSettings(Settings):
     slots_lead_hours: float = Field(default=2.0, ge=0)
     slots_horizon_days: float = Field(default=28.0, gt=0)
     rebook_link_days: float = Field(default=7.0, gt=0)
+    # The links' host: a short one keeps the SMS within its segment budget (the link is
+    # <base>/r/<12 characters>; SMS budgets are checked with it at start-up). Empty:
+    # FOLLOWUP_PUBLIC_BASE_URL.
+    rebook_base_url: str = ""
     default_language: str = "en"
     default_region: str = "LT"
     quiet_start: time = time(21, 0)
