@@ -172,6 +172,7 @@ def build_source(settings: NotifierSettings, clock: Clock) -> SlotSource | None:
         source = Hl7Slots(
             s.slots_hl7_host,
             s.slots_hl7_port,
+            clock,
             facility=s.slots_hl7_facility,
             booking_state=s.slots_booking_status,
         )
