@@ -41,6 +41,8 @@ RESULTS: dict[str, dict[str, str]] = {
         "task_created": "call task given to the front desk",
         "opt_out": "opted out",
         "reply": "patient replied",
+        "link_opened": "opened the rebooking link",
+        "booking_requested": "picked a new time by link (awaiting the hospital)",
         "channel_impossible": "could not be sent",
     },
     "lt": {
@@ -59,6 +61,8 @@ RESULTS: dict[str, dict[str, str]] = {
         "task_created": "skambučio užduotis registratūrai",
         "opt_out": "atsisakė pranešimų",
         "reply": "pacientas atsakė",
+        "link_opened": "atidarė registracijos nuorodą",
+        "booking_requested": "pasirinko naują laiką per nuorodą (laukiama ligoninės)",
         "channel_impossible": "nepavyko išsiųsti",
     },
     "ru": {
@@ -77,6 +81,8 @@ RESULTS: dict[str, dict[str, str]] = {
         "task_created": "задача на звонок регистратуре",
         "opt_out": "отписался",
         "reply": "пациент ответил",
+        "link_opened": "открыл ссылку для записи",
+        "booking_requested": "выбрал новое время по ссылке (ждём больницу)",
         "channel_impossible": "не удалось отправить",
     },
     "bg": {
@@ -95,6 +101,8 @@ RESULTS: dict[str, dict[str, str]] = {
         "task_created": "задача за обаждане към регистратурата",
         "opt_out": "отказа съобщения",
         "reply": "пациентът отговори",
+        "link_opened": "отвори връзката за записване",
+        "booking_requested": "избра нов час по връзката (чака се болницата)",
         "channel_impossible": "не можа да се изпрати",
     },
 }

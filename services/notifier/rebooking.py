@@ -82,6 +82,16 @@ class RebookStore:
         )
         return (str(row["idempotency_key"]), row["expires_at"]) if row else None
 
+    async def first_open(self, link_id: str, now: datetime) -> bool:
+        """True the first time the link is opened."""
+        opened = await self._pool.fetchval(
+            """UPDATE rebook_links SET opened_at = $2
+               WHERE link_id = $1 AND opened_at IS NULL RETURNING 1""",
+            link_id,
+            now,
+        )
+        return opened is not None
+
     async def request_of(self, case_id: str) -> RebookRequest | None:
         row = await self._pool.fetchrow(
             "SELECT kind, state, slot_start, callback_at FROM rebook_requests WHERE case_id = $1",
@@ -384,6 +394,12 @@ class Rebooking:
         if used is not None:
             return used
         metrics.REBOOK_PAGES.labels("opened").inc()
+        now = self._parts.clock.now()
+        if await self._store.first_open(token.rstrip(".,;:!?)"), now):
+            # The front desk sees it on the case and in the next call task's history.
+            await self._parts.publish_outcome(
+                command_outcome(command, "link_opened", now, reported_by="rebook_link")
+            )
         return await self._choices(command, contact, language, token)
 
     async def ask(self, request: web.Request) -> web.Response:
@@ -454,6 +470,16 @@ class Rebooking:
             )
         await self._store.requested(command.case_id, slot, receipt.reference)
         metrics.REBOOK_REQUESTS.labels("booking", "requested").inc()
+        await self._parts.publish_outcome(
+            command_outcome(
+                command,
+                "booking_requested",
+                now,
+                event_id=f"rebook:{command.case_id}:booking_requested",
+                detail=receipt.state,
+                reported_by="rebook_link",
+            )
+        )
         log.info("rebook_requested", case_id=command.case_id, source=self._source.name)
         time = localise.format_visit_time(slot.start, self._zone(command, contact), language)
         html = rebook_links.message_page(language, "requested", time=time)

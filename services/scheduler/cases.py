@@ -153,7 +153,12 @@ def build_command(
 
 
 # A result an administrator or the patient gave: later receipts do not overwrite it.
-RESULTS: frozenset[OutcomeKind] = CALL_RESULTS | {"failed", "bounced", "channel_impossible"}
+RESULTS: frozenset[OutcomeKind] = CALL_RESULTS | {
+    "failed",
+    "bounced",
+    "channel_impossible",
+    "booking_requested",  # the patient picked a slot by link: later receipts keep it
+}
 
 
 def should_record(current: str | None, new: OutcomeKind) -> bool:

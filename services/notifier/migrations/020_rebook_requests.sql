@@ -4,7 +4,8 @@
 CREATE TABLE rebook_links (
     link_id         text PRIMARY KEY,
     idempotency_key text NOT NULL,
-    expires_at      timestamptz NOT NULL
+    expires_at      timestamptz NOT NULL,
+    opened_at       timestamptz  -- first opened (the link_opened outcome goes out once)
 );
 CREATE INDEX rebook_links_expiry ON rebook_links (expires_at);
 

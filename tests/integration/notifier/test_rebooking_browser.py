@@ -196,6 +196,12 @@ async def test_the_patient_picks_a_slot_and_the_request_reaches_the_fhir_server(
     )
     assert requested - requested_before == 1
 
+    # What the patient did reaches the case (and the front desk) as outcomes.
+    asked = await eventually(lambda: world.outcome("rebook:c-rb:booking_requested"))
+    assert (asked.case_id, asked.attempt_number, asked.detail) == ("c-rb", 1, "proposed")
+    opened = await eventually(lambda: world.outcome("c-rb:1:link_opened"))
+    assert opened.channel == "sms"
+
     # The link again: used; the request is "requested" until the hospital books it.
     key, _text, state = await asyncio.to_thread(_open, url, "lt")
     assert (key, state) == ("used", "requested")
@@ -223,6 +229,8 @@ async def test_the_patient_picks_a_slot_and_the_request_reaches_the_fhir_server(
         return status == "confirmed"
 
     await eventually(confirmed, timeout=40)
+    opens = [o for o in world.outcomes_of("c-rb") if o.outcome == "link_opened"]
+    assert len(opens) == 1  # opened four times, told once
 
 
 async def test_a_slot_taken_meanwhile_offers_the_next_ones(
