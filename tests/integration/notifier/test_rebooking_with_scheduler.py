@@ -111,7 +111,7 @@ async def test_a_patient_rebooks_by_link_and_the_hospitals_booking_closes_the_ca
     )
     second = await eventually(lambda: attempt(2))
     assert second["channel"] == "sms"
-    world.clock.set(second["planned_at"])  # type: ignore[arg-type]
+    world.clock.set(second["planned_at"])
     [sms] = await eventually(
         lambda: [m for m in world.primary.messages if m.to == "+37060000071"], timeout=40
     )
