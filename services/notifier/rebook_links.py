@@ -201,3 +201,21 @@ def message_page(language: str, key: str, **values: object) -> str:
     """A page of one sentence; ``data-key`` lets tests and monitors read which one."""
     text = html.escape(localise.patient_word(language, key, **values))
     return page(language, f'<p id="message" data-key="{key}">{text}</p>')
+
+
+def used_page(language: str, kind: str, state: str, time: str | None) -> str:
+    """A link of a case that already asked: what was asked and how it stands (``status``'s
+    ``data-key``: ``callback``, ``requested`` until the hospital's booking, ``confirmed``)."""
+    word = localise.patient_word
+    if kind == "callback":
+        key, status = "callback", word(language, "callback_asked")
+    elif time is not None:
+        key = "confirmed" if state == "confirmed" else "requested"
+        status = word(language, key, time=time)
+    else:
+        key, status = state, ""
+    body = (
+        f'<p id="message" data-key="used">{html.escape(word(language, "used"))}</p>'
+        f'<p id="status" data-key="{key}">{html.escape(status)}</p>'
+    )
+    return page(language, body)

@@ -154,7 +154,7 @@ class RebookStore:
         return int(done or 0)
 
 
-def build_source(settings: NotifierSettings, clock: Clock) -> SlotSource | None:
+def build_source(settings: NotifierSettings, clock: Clock) -> CachedSlots | None:
     """The configured slot source behind its short cache, None when rebooking is off;
     ConfigError for a setting it lacks (the service does not start)."""
     s = settings
@@ -199,7 +199,7 @@ class Rebooking:
 
     name = "rebooking"
 
-    def __init__(self, parts: Parts, source: SlotSource, store: RebookStore) -> None:
+    def __init__(self, parts: Parts, source: CachedSlots, store: RebookStore) -> None:
         self._parts = parts
         self._source = source
         self._store = store
@@ -306,28 +306,18 @@ class Rebooking:
             language = localise.language_of(contact.language)
         return command, contact, language
 
-    async def _used(self, command: NotificationCommand, language: str) -> web.Response | None:
+    async def _used(
+        self, command: NotificationCommand, contact: Contact | None, language: str
+    ) -> web.Response | None:
         """The page of a link whose case already asked (409), saying what and how it stands."""
         asked = await self._store.request_of(command.case_id)
         if asked is None or asked.state == "claimed":
             return None
-        zone = self._zone(command, None)
         metrics.REBOOK_PAGES.labels("used").inc()
-        word = localise.patient_word
-        said = word(language, "used")
-        if asked.kind == "callback":
-            status = word(language, "callback_asked")
-        elif asked.slot_start is not None:
-            time = localise.format_visit_time(asked.slot_start, zone, language)
-            key = "confirmed" if asked.state == "confirmed" else "requested"
-            status = word(language, key, time=time)
-        else:
-            status = ""
-        body = (
-            f'<p id="message" data-key="used">{_esc(said)}</p>'
-            f'<p id="status" data-key="{asked.state}">{_esc(status)}</p>'
-        )
-        return self._page(rebook_links.page(language, body), 409)
+        zone = self._zone(command, contact)
+        start = asked.slot_start
+        time = localise.format_visit_time(start, zone, language) if start else None
+        return self._page(rebook_links.used_page(language, asked.kind, asked.state, time), 409)
 
     def _zone(self, command: NotificationCommand, contact: Contact | None) -> str:
         return contact.timezone if contact is not None else command.timezone
@@ -390,7 +380,7 @@ class Rebooking:
             command, contact, language = await self._open(request, token)
         except _Refused as refused:
             return refused.response
-        used = await self._used(command, language)
+        used = await self._used(command, contact, language)
         if used is not None:
             return used
         metrics.REBOOK_PAGES.labels("opened").inc()
@@ -419,7 +409,7 @@ class Rebooking:
             command, contact, language = await self._open(request, token)
         except _Refused as refused:
             return refused.response
-        used = await self._used(command, language)
+        used = await self._used(command, contact, language)
         if used is not None:
             return used
         if form.get("action") == "callback":
@@ -446,7 +436,8 @@ class Rebooking:
             return await self._taken(command, contact, language, token)
         if not await self._store.claim(command, "booking", now, None):
             return (
-                await self._used(command, language) or self._refuse(language, "used", 409).response
+                await self._used(command, contact, language)
+                or self._refuse(language, "used", 409).response
             )
         booking = BookingRequest(
             request_id=f"rebook:{command.case_id}",
@@ -489,9 +480,7 @@ class Rebooking:
         self, command: NotificationCommand, contact: Contact | None, language: str, token: str
     ) -> web.Response:
         metrics.REBOOK_REQUESTS.labels("booking", "taken").inc()
-        forget = getattr(self._source, "forget", None)
-        if callable(forget):
-            forget()
+        self._source.forget()  # what we offered was stale: ask the hospital again
         return await self._choices(command, contact, language, token, notice="taken", status=409)
 
     async def _callback(
@@ -532,9 +521,3 @@ class Rebooking:
             time = localise.format_visit_time(when, self._zone(command, contact), language)
             html = rebook_links.message_page(language, "callback_asked_at", time=time)
         return self._page(html)
-
-
-def _esc(text: str) -> str:
-    import html
-
-    return html.escape(text)

@@ -23,6 +23,8 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from schemas.events import AppointmentEvent
 from tests.integration.notifier.conftest import messaging_world
@@ -131,6 +133,13 @@ async def _appointment(fhir: FhirR4Server, case_id: str) -> dict[str, Any] | Non
     return entries[0]["resource"] if entries else None
 
 
+def _after_submit(browser: Any) -> Any:
+    """The answer page's message, once loaded (a click does not wait for the next page)."""
+    return WebDriverWait(browser, 30).until(
+        expected_conditions.presence_of_element_located((By.ID, "message"))
+    )
+
+
 def _pick_second_slot(url: str) -> dict[str, Any]:
     """The patient opens the link on their phone, reads the page, picks the second time."""
     with chromium("lt") as browser:
@@ -149,7 +158,7 @@ def _pick_second_slot(url: str) -> dict[str, Any]:
         ]
         radios[1].click()
         browser.find_element(By.ID, "book").click()
-        seen["after"] = browser.find_element(By.ID, "message").text
+        seen["after"] = _after_submit(browser).text
         return seen
 
 
@@ -317,6 +326,28 @@ async def test_tampered_foreign_and_expired_links_are_refused(world: World) -> N
         # A call-report link's token (another purpose, another shape) is no rebooking link.
         async with http.get(f"{world.base_url}/r/{token}.{token}") as response:
             assert response.status == 400
+        # Hostile input is refused with a 4xx, never a 500.
+        async with http.get(f"{world.base_url}/r/%00{token[1:]}") as response:
+            assert response.status == 400
+        async with http.post(
+            f"{world.base_url}/r",
+            json={"token": [token]},
+            headers={"Origin": world.base_url},
+        ) as response:
+            assert response.status == 400
+        async with http.post(
+            f"{world.base_url}/r",
+            data={"token": token, "action": "book", "slot": "x" * 5000},
+            headers={"Origin": world.base_url},
+        ) as response:
+            assert response.status == 409  # not a slot we offer: the free ones again
+        async with http.post(
+            f"{world.base_url}/r",
+            data={"token": token, "action": "callback", "call_at": "2026-03-03T15:00"},
+            headers={"Origin": world.base_url},
+        ) as response:
+            assert response.status == 400  # a moment without its zone
+        assert world.outcome("rebook:c-bad:callback") is None
         # The full stop a phone's linkifier may take into the link does not break it.
         async with http.get(url + ".") as response:
             assert response.status == 200

@@ -13,6 +13,8 @@ from datetime import timedelta
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from schemas.events import AppointmentEvent
 from services.scheduler.app import Scheduler
@@ -70,7 +72,11 @@ def _book_first(url: str) -> str:
     with chromium("en") as browser:
         browser.get(url)
         browser.find_element(By.ID, "book").click()  # the first slot is preselected
-        return str(browser.find_element(By.ID, "message").text)
+        # The answer page, once loaded (a click does not wait for the next page).
+        found = WebDriverWait(browser, 30).until(
+            expected_conditions.presence_of_element_located((By.ID, "message"))
+        )
+        return str(found.text)
 
 
 def _status_of(url: str) -> str | None:

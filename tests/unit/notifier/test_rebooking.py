@@ -282,3 +282,13 @@ async def test_the_cache_answers_for_a_few_minutes_and_forgets_on_a_conflict() -
         await cached.request_booking(BookingRequest("r", "c1", "p1", SLOTS[0], "dental"))
     await cached.free_slots(WANTED, 6)  # forgotten: asked again at once
     assert source.asked == 3
+
+
+def test_a_used_link_says_what_was_asked_and_how_it_stands() -> None:
+    waiting = rebook_links.used_page("en", "booking", "requested", "March 3, 2026, 10:00")
+    assert 'data-key="used"' in waiting and 'id="status" data-key="requested"' in waiting
+    assert "We asked the clinic to book March 3, 2026, 10:00 for you." in waiting
+    booked = rebook_links.used_page("lt", "booking", "confirmed", "kovo 3 d. 10:00")
+    assert 'data-key="confirmed"' in booked and "užregistruotas" in booked
+    called = rebook_links.used_page("ru", "callback", "requested", None)
+    assert 'data-key="callback"' in called and "Клиника вам позвонит." in called
