@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from common.recovery import CLOSED_METRIC, NOT_COUNTED, RECOVERED, recovery_rate
 from demo.bounds import allowed, earliest_allowed, wall_add
 from demo.observe import Metrics
 from demo.scenario import Patient, Scenario, e164
@@ -142,6 +143,15 @@ def case_patients(observed: Observed) -> dict[str, str]:
         if isinstance(cid, str) and isinstance(pid, str):
             out.setdefault(cid, pid)
     return out
+
+
+def closed_by_resolution(observed: Observed) -> dict[str, float]:
+    """How many cases closed with each resolution: from the scheduler's database (GET
+    /cases), else from its counter (which restarts with it), as the dashboard reads it."""
+    if observed.cases is None:
+        metrics = observed.metrics.get("scheduler", Metrics())
+        return metrics.by_label(CLOSED_METRIC, "resolution")
+    return dict(Counter(str(c["resolution"]) for c in observed.cases if c.get("resolution")))
 
 
 def case_state(case: dict[str, Any]) -> str:
@@ -301,17 +311,11 @@ def compute(observed: Observed, scenario: Scenario) -> dict[str, Any]:
     if observed.cases is not None:  # the scheduler's database is the record of cases
         cases = {str(c.get("case_id")): str(c.get("patient_id")) for c in observed.cases}
     patients_with_case = set(cases.values())
-    recovered: set[str] = set()
     case_states: Counter[str] = Counter()
     if observed.cases is not None:
-        for case in observed.cases:
-            state = case_state(case)
-            case_states[state] += 1
-            if state == "recovered" and isinstance(case.get("patient_id"), str):
-                recovered.add(case["patient_id"])
-    else:
-        rebooked = {o.patient_id for o in outcomes if o.outcome == "answered_rebooked"}
-        recovered = rebooked & patients_with_case
+        case_states.update(case_state(case) for case in observed.cases)
+    closed = closed_by_resolution(observed)
+    rate = recovery_rate(closed)
 
     opt_out_patients = {o.patient_id for o in outcomes if o.outcome == "opt_out"}
     violations = opt_out_violations(observed, scenario, timedelta(0))
@@ -349,10 +353,12 @@ def compute(observed: Observed, scenario: Scenario) -> dict[str, Any]:
             "call_task": sum(1 for t in observed.call_tasks if t.action == "create"),
         },
         "patients_with_case": len(patients_with_case),
-        "patients_recovered": len(recovered),
-        "recovery_rate": round(len(recovered) / len(patients_with_case), 3)
-        if patients_with_case
-        else 0.0,
+        # common/recovery.py: cases, as the clinic dashboard counts them.
+        "cases_recovered": int(closed.get(RECOVERED, 0)),
+        "cases_closed_counted": int(
+            sum(n for resolution, n in closed.items() if resolution not in NOT_COUNTED)
+        ),
+        "recovery_rate": None if rate is None else round(rate, 3),
         "escalations_before_deadline": sum(
             1 for n in escalations if n.stage_deadline is None or n.window_start <= n.stage_deadline
         ),
@@ -847,9 +853,9 @@ def table(report: dict[str, Any], findings: list[Finding], where: dict[str, str]
         ("attempts by channel", _kv(report["attempts_by_channel"])),
         ("delivered", _kv(report["deliveries"])),
         (
-            "patients recovered",
-            f"{report['patients_recovered']} of {report['patients_with_case']}"
-            f" ({report['recovery_rate']:.0%})",
+            "recovery rate (cases)",
+            f"{report['cases_recovered']} recovered of {report['cases_closed_counted']} closed"
+            + (f" ({report['recovery_rate']:.0%})" if report["recovery_rate"] is not None else ""),
         ),
         (
             "escalations before deadline",

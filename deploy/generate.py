@@ -6,6 +6,9 @@
 - deploy/k8s/base/<service>.yaml from deploy/k8s/manifests.py
 - deploy/k8s/base/config/<service>.env: every non-secret setting of the service at its
   default (the service's ConfigMap), from its settings class
+- deploy/k8s/overlays/prod/clients.yaml: each service's Deployment patched to reach Kafka
+  (Strimzi's TLS + SCRAM listener, as its KafkaUser) and PostgreSQL (verify-full) in prod,
+  from deploy/k8s/prod_clients.py
 - deploy/k8s/overlays/prod/kafka/topics.yaml: a Strimzi KafkaTopic per topic of the
   catalogue (schemas/topics.py), laid out as the prod overlay's FOLLOWUP_TOPICS_* say
 - deploy/k8s/base/cadence-policy.yaml: a copy of services/scheduler/policy.yaml (kustomize
@@ -24,6 +27,7 @@ import yaml
 
 from deploy.grafana.dashboards import VIEWS, render
 from deploy.k8s.manifests import SERVICES, config_env, objects
+from deploy.k8s.prod_clients import PROD_CLIENTS, client_patches
 from deploy.k8s.strimzi import PROD_TOPICS, kafka_topics
 
 DEPLOY = Path(__file__).resolve().parent
@@ -60,6 +64,7 @@ def generated() -> dict[Path, str]:
     for spec in SERVICES:
         files[K8S_BASE / f"{spec.name}.yaml"] = dump_all(objects(spec), "deploy/k8s/manifests.py")
         files[K8S_BASE / "config" / f"{spec.name}.env"] = config_env(spec)
+    files[PROD_CLIENTS] = dump_all(client_patches(), "deploy/k8s/prod_clients.py")
     files[PROD_TOPICS] = dump_all(kafka_topics(), "schemas/topics.py (deploy/k8s/strimzi.py)")
     if SCHEDULER_POLICY.exists():
         files[CADENCE_POLICY] = SCHEDULER_POLICY.read_text()

@@ -24,6 +24,8 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableOption,
 )
 
+from common.recovery import recovery_rate_promql
+
 NS = 'namespace=~"$namespace"'
 JOBS = f'job=~"followup-(tracker|scheduler|notifier)", {NS}'
 RATE = "$__rate_interval"
@@ -97,9 +99,6 @@ def range_stat(title: str, metric: str, description: str, matchers: str = "") ->
     return Panel(title, (q(in_range(metric, matchers)),), description, kind="stat", width=4)
 
 
-RECOVERED = in_range("followup_scheduler_cases_closed_total", 'resolution="recovered"')
-
-
 def by_department(metric: str, matchers: str = "") -> str:
     """How many in the selected range, per department (the policy's departments, else
     ``other``: a bounded label)."""
@@ -123,12 +122,13 @@ DEPARTMENTS = Row(
             "Recovery rate by department",
             (
                 q(
-                    by_department(DEPT_CLOSED, 'resolution="recovered"')
-                    + f" / {by_department(DEPT_CLOSED)}",
+                    recovery_rate_promql(NS, "$__range", metric=DEPT_CLOSED, by="department"),
                     "{{department}}",
                 ),
             ),
-            "Closed cases that ended with the patient rebooked, per department.",
+            "Recovery rate per department (common/recovery.py): of the cases closed in the "
+            "selected range, the share closed recovered; cleared cases (no real no-show) "
+            "do not count.",
             unit="percentunit",
         ),
         Panel(
@@ -139,7 +139,7 @@ DEPARTMENTS = Row(
                     "{{department}}",
                 ),
             ),
-            "Escalation tasks per case opened, per department.",
+            "Escalation tasks planned per case opened, per department.",
             unit="percentunit",
         ),
     ),
@@ -169,17 +169,22 @@ CLINIC = View(
                 ),
                 Panel(
                     "Recovery rate",
-                    (q(f"{RECOVERED} / {in_range('followup_scheduler_cases_closed_total')}"),),
-                    "Closed cases that ended with the patient rebooked.",
+                    (q(recovery_rate_promql(NS, "$__range")),),
+                    "Of the cases closed in the selected range, the share closed recovered "
+                    "(the patient rebooked after followup reached them); cleared cases (no "
+                    "real no-show) do not count. Cases, not patients: the demo report's "
+                    "recovery rate is the same (common/recovery.py).",
                     unit="percentunit",
                     kind="stat",
                     width=4,
                 ),
                 range_stat(
                     "Escalations",
-                    "followup_scheduler_escalations_total",
-                    "Escalations the scheduler planned (to a doctor or supervisor). A planned "
-                    "escalation that is withdrawn (the patient rebooked first) counts too.",
+                    "followup_scheduler_escalations_sent_total",
+                    "Escalation call tasks sent to a doctor or supervisor (published to the "
+                    "notifier). A planned escalation withdrawn before it went out (the "
+                    "patient rebooked first) does not count; the demo report's escalations "
+                    "are the same commands.",
                 ),
                 range_stat(
                     "Deadline misses",
@@ -216,6 +221,19 @@ CLINIC = View(
                     "{{resolution}}",
                 ),
                 Panel(
+                    "Oldest open case",
+                    (
+                        q(
+                            f"max(followup_scheduler_oldest_open_case_age_seconds{{{NS}}})",
+                            "age",
+                        ),
+                    ),
+                    "How long ago the oldest case not closed yet was opened (the scheduler's "
+                    "ledger, refreshed every minute). A cadence ends in about 8 days; "
+                    "alert FollowupCaseOpenTooLong past 21.",
+                    unit="s",
+                ),
+                Panel(
                     "Time to first contact",
                     quantiles("followup_scheduler_time_to_first_contact_seconds"),
                     "From detection to the case's first fired attempt.",
@@ -229,10 +247,12 @@ CLINIC = View(
                     "{{channel}}",
                 ),
                 hourly(
-                    "Escalations by reason (per hour)",
+                    "Escalations planned by reason (per hour)",
                     "followup_scheduler_escalations_total",
                     "reason",
-                    "Why cases went to a doctor or supervisor.",
+                    "Why cases were to go to a doctor or supervisor: escalations planned, "
+                    "withdrawn and replanned ones included (the Escalations stat counts "
+                    "those sent).",
                     "{{reason}}",
                 ),
             ),
@@ -241,17 +261,16 @@ CLINIC = View(
             "Front desk",
             (
                 Panel(
-                    "Call tasks past their window (per hour)",
+                    "Call tasks past their window",
                     (
                         q(
-                            "sum(increase(followup_tracker_triggers_total"
-                            f'{{{NS}, kind="unanswered_call"}}[1h]))',
-                            "unanswered",
+                            f"max(followup_scheduler_call_tasks_past_window{{{NS}}})",
+                            "past their window",
                         ),
                     ),
-                    "Call tasks that passed their window without a call report, with the "
-                    "clinic's own invitation calls the patient did not answer (one trigger "
-                    "kind today). Alert: FollowupCallTasksUnanswered.",
+                    "Call tasks handed to the desk whose window has passed without a call "
+                    "result, on cases still open (now; the scheduler's ledger, refreshed "
+                    "every minute). Alert: FollowupCallTasksUnanswered.",
                 ),
                 hourly(
                     "Call tasks handed to the desk (per hour)",

@@ -25,7 +25,8 @@ PART_OF = "followup"
 IMAGE = "followup"  # overlays pin newName/newTag
 MONITORING_NAMESPACE = "monitoring"  # where Prometheus runs; overlays may change it
 INGRESS_NAMESPACE = "ingress-nginx"  # where the ingress controller runs
-KAFKA_PORT = 9092
+KAFKA_PORT = 9092  # plain (dev, compose)
+KAFKA_TLS_PORT = 9093  # Strimzi's tls listener, TLS + SCRAM (prod)
 POSTGRES_PORT = 5432
 
 
@@ -49,7 +50,7 @@ class ServiceSpec:
     secret_keys: tuple[str, ...]
     extra_ports: tuple[Port, ...] = ()
     http_from: tuple[str, ...] = ("namespace",)
-    egress_ports: tuple[int, ...] = (KAFKA_PORT, POSTGRES_PORT)
+    egress_ports: tuple[int, ...] = (KAFKA_PORT, KAFKA_TLS_PORT, POSTGRES_PORT)
     env: dict[str, str] = field(default_factory=dict)
     policy: bool = False  # mounts the cadence policy ConfigMap
     description: str = ""
@@ -107,7 +108,7 @@ SERVICES = (
         http_from=("namespace", "ingress"),
         # HTTPS to SMS providers, webhooks and the hospital's FHIR server, SMTP submission to
         # the mail relay, MLLP to the hospital's HL7 scheduling interface (rebooking).
-        egress_ports=(KAFKA_PORT, POSTGRES_PORT, 443, 587, 465, 2576),
+        egress_ports=(KAFKA_PORT, KAFKA_TLS_PORT, POSTGRES_PORT, 443, 587, 465, 2576),
         description="SMS, email and call tasks out; receipts and replies in.",
     ),
 )

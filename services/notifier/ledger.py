@@ -291,3 +291,46 @@ class Ledger:
     async def forget_callback(self, key: str) -> None:
         """Acting on the callback failed: let the provider's retry be acted on."""
         await self._pool.execute("DELETE FROM seen_callbacks WHERE key = $1", key)
+
+    # --- the connectors' read-back of the administrators' tools -----------------------
+
+    async def poll_position(self, sink: str, source: str) -> str | None:
+        """Where ``sink``'s read-back of the tool at ``source`` stopped; None: never read."""
+        position: str | None = await self._pool.fetchval(
+            "SELECT position FROM tool_poll_positions WHERE sink = $1 AND source = $2",
+            sink,
+            source,
+        )
+        return position
+
+    async def save_poll_position(
+        self, sink: str, source: str, position: str, now: datetime
+    ) -> None:
+        await self._pool.execute(
+            """INSERT INTO tool_poll_positions (sink, source, position, updated_at)
+               VALUES ($1, $2, $3, $4)
+               ON CONFLICT (sink, source)
+               DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at""",
+            sink,
+            source,
+            position,
+            now,
+        )
+
+    async def tool_report_published(self, report_id: str) -> bool:
+        found = await self._pool.fetchval(
+            "SELECT 1 FROM tool_reports WHERE report_id = $1", report_id
+        )
+        return found is not None
+
+    async def note_tool_report(self, report_id: str, now: datetime, retention: timedelta) -> None:
+        """Remember a published tool result (for ``retention``: longer than any tool keeps
+        a completed task in what a poll reads)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM tool_reports WHERE published_at < $1", now - retention)
+            await conn.execute(
+                "INSERT INTO tool_reports (report_id, published_at) VALUES ($1, $2) "
+                "ON CONFLICT DO NOTHING",
+                report_id,
+                now,
+            )

@@ -112,6 +112,9 @@ class NotifierSettings(Settings):
     fhir_token: str = ""  # bearer token, if the server asks for one
     fhir_poll_seconds: float = Field(default=30.0, ge=0)  # 0: do not read results back
     fhir_poll_lookback_hours: float = Field(default=24.0, ge=0)
+    # Register an R4 rest-hook Subscription on Tasks: the server's notification makes the
+    # next poll happen at once (polling stays the fallback and the truth).
+    fhir_subscription: bool = False
     # caldav sink: the front desk's task list (a CalDAV calendar collection holding VTODOs).
     caldav_list_url: str | None = None
     caldav_username: str = ""

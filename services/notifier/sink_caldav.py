@@ -8,7 +8,8 @@ never overwrites what the front desk already did: 412 means it is there). Withdr
 ``METHOD`` (RFC 4791 4.1), unlike the mailed invitation.
 
 Back: a poll every ``FOLLOWUP_CALDAV_POLL_SECONDS`` with the collection's sync token
-(RFC 6578 ``sync-collection`` REPORT with ``calendar-data``; the first sync reads all). A
+(RFC 6578 ``sync-collection`` REPORT with ``calendar-data``; the first sync reads all; the
+token is kept in ``tool_poll_positions``, so a restart goes on from it). A
 VTODO with ``STATUS:COMPLETED`` whose result is a **category** equal to a result code
 (``no_answer``, ``answered_rebooked``, ... ; "No answer" and "no-answer" also match) or a
 line ``Result: <code>`` in its notes (DESCRIPTION: Apple Reminders has no categories) is
@@ -47,6 +48,7 @@ from services.notifier.channels import (
 from services.notifier.settings import NotifierSettings
 from services.notifier.tool_results import (
     Poller,
+    PollPosition,
     Seen,
     ToolClient,
     report_from_tool,
@@ -206,6 +208,8 @@ class CalDavSink:
         self._include_notes = include_notes
         self._zone = zone
         self._token: str | None = None
+        self._position = PollPosition(parts, self.name, self._list)  # the token, kept
+        self._loaded = False
         self._seen = Seen()
         self._poller = Poller(self.name, self.poll_once, poll_seconds)
 
@@ -236,12 +240,16 @@ class CalDavSink:
 
     async def poll_once(self) -> int:
         """One sync of the list: every changed completed task's result is published."""
+        if not self._loaded:  # a restarted notifier goes on from the token it last saved
+            self._token = await self._position.load() or None
+            self._loaded = True
         headers = {"Content-Type": "application/xml; charset=utf-8", "Depth": "1"}
         async with self._client.session().request(
             "REPORT", self._list, data=_sync_body(self._token), headers=headers
         ) as response:
             if response.status in (403, 409) and self._token is not None:
                 self._token = None  # the server forgot our token: read everything again
+                await self._position.save("")
                 return 0
             response.raise_for_status()
             body = await response.read()
@@ -256,6 +264,8 @@ class CalDavSink:
             if found is not None and await self._seen.publish(self._parts, *found):
                 published += 1
         self._token = token or self._token
+        if self._token:  # every result of this sync is published: never read again
+            await self._position.save(self._token)
         return published
 
     def routes(self) -> tuple[Route, ...]:

@@ -11,13 +11,24 @@ Back: a poll every ``FOLLOWUP_FHIR_POLL_SECONDS`` of
 ``urn:followup:task-output|call-outcome`` whose value codes one of the call results
 (``urn:followup:call-outcome|no_answer``, ...) becomes that call report; ``callback-at``
 (valueDateTime) gives ``callback_at``; ``owner`` (a Practitioner reference) is
-``reported_by``. The cursor starts ``FOLLOWUP_FHIR_POLL_LOOKBACK_HOURS`` back at start-up and
-then follows the server's own clock (``Bundle.meta.lastUpdated``) with an overlap, so a
-result is read at least once; repeats publish the same event id (``tool_results``).
+``reported_by``. The cursor starts ``FOLLOWUP_FHIR_POLL_LOOKBACK_HOURS`` back on the first
+start and then follows the server's own clock (``Bundle.meta.lastUpdated``) with an overlap,
+so a result is read at least once; it is kept in ``tool_poll_positions``, so a restarted
+notifier goes on from where it stopped (however long it was down). Results read again are
+not published twice (``tool_results.Seen``).
+
+Sooner (``FOLLOWUP_FHIR_SUBSCRIPTION=true``): at its first poll the sink PUTs an R4
+``Subscription`` (rest-hook, criteria ``Task?identifier=urn:followup:calltask|``, no payload,
+endpoint ``<public base>/fhir/subscription`` with a bearer token derived from the link
+secret); each notification the server POSTs there makes the next poll come at once. The
+notification's body is never read: the poll reads the Tasks themselves, so a lost or forged
+notification changes nothing but the timing, and polling stays the fallback.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -25,6 +36,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+from aiohttp import web
 
 from common.logs import get_logger
 from schemas.events import CallTaskEvent
@@ -44,11 +56,51 @@ from services.notifier.channels import (
     TransientSendError,
 )
 from services.notifier.settings import NotifierSettings
-from services.notifier.tool_results import Poller, Seen, ToolClient, report_from_tool
+from services.notifier.tool_results import (
+    Poller,
+    PollPosition,
+    Seen,
+    ToolClient,
+    report_from_tool,
+)
 
 log = get_logger(__name__)
 FHIR_JSON = "application/fhir+json"
 OVERLAP = timedelta(seconds=5)  # server clocks and commit order: read a little twice
+SUBSCRIPTION_PATH = "/fhir/subscription"
+SUBSCRIPTION_CRITERIA = f"Task?identifier={FHIR_TASK_SYSTEM}|"
+
+
+def notification_token(link_secret: str) -> str:
+    """The bearer token the FHIR server sends back with each notification: derived from the
+    link secret, so it needs no setting of its own (and opens nothing but an early poll)."""
+    return hmac.new(link_secret.encode(), b"fhir-subscription", hashlib.sha256).hexdigest()
+
+
+def subscription(endpoint: str, token: str) -> dict[str, Any]:
+    """The R4 rest-hook Subscription on our Tasks, with no payload (an empty notification:
+    the poll reads what changed). Its id comes from the endpoint: one per notifier address."""
+    return {
+        "resourceType": "Subscription",
+        "id": "followup-" + hashlib.sha256(endpoint.encode()).hexdigest()[:40],
+        "status": "requested",
+        "reason": "followup: call results reported on call-task Tasks",
+        "criteria": SUBSCRIPTION_CRITERIA,
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "header": [f"Authorization: Bearer {token}"],
+        },
+    }
+
+
+def _moment(stamp: str | None) -> datetime | None:
+    """A saved cursor, or None when there is none (or it is not an aware moment)."""
+    try:
+        moment = datetime.fromisoformat(stamp) if stamp else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
 
 
 def _coded(concept: Any, system: str) -> str | None:
@@ -113,6 +165,8 @@ class FhirTaskSink:
         poll_seconds: float = 30.0,
         lookback: timedelta = timedelta(hours=24),
         timeout: float = 15.0,
+        subscribe_to: str | None = None,
+        subscription_token: str = "",
     ) -> None:
         self._parts = parts
         self._base = base_url.rstrip("/")
@@ -122,8 +176,13 @@ class FhirTaskSink:
         self._client = ToolClient(timeout=timeout, headers=headers)
         self._poll_seconds = poll_seconds
         self._cursor = parts.clock.now() - lookback
+        self._position = PollPosition(parts, self.name, self._base)  # the cursor, kept
+        self._loaded = False
         self._poller = Poller(self.name, self.poll_once, poll_seconds)
         self._seen = Seen()  # the cursor's overlap reads results again
+        # The rest-hook endpoint to register (None: poll only); done once it is accepted.
+        self._subscribe_to = subscribe_to
+        self._subscription_token = subscription_token
 
     def start_polling(self) -> None:
         self._poller.start()
@@ -166,6 +225,11 @@ class FhirTaskSink:
     async def poll_once(self) -> int:
         """Read the Tasks changed since the cursor; publish each completed one's result.
         Returns how many results were published."""
+        if not self._loaded:  # a restarted notifier goes on from the cursor it last saved
+            self._cursor = _moment(await self._position.load()) or self._cursor
+            self._loaded = True
+        if self._subscribe_to is not None:
+            await self._subscribe(self._subscribe_to)
         query = urlencode(
             {"_lastUpdated": f"ge{self._cursor.isoformat()}", "identifier": f"{FHIR_TASK_SYSTEM}|"}
         )
@@ -181,6 +245,7 @@ class FhirTaskSink:
                     published += 1
         if server_now is not None:
             self._cursor = server_now - OVERLAP
+            await self._position.save(self._cursor.isoformat())
         return published
 
     async def _read_back(self, resource: dict[str, Any]) -> bool:
@@ -196,8 +261,43 @@ class FhirTaskSink:
             return False  # an identifier copied onto another Task: not one we created
         return await self._seen.publish(self._parts, task_id, report)
 
+    # --- the rest-hook: the server says something changed, the next poll comes at once ----
+
+    async def _subscribe(self, endpoint: str) -> None:
+        """PUT our Subscription (idempotent by its id). Accepted (2xx) or refused (4xx: the
+        server has no subscriptions, say) it is not tried again; 5xx and connection errors
+        are tried at the next poll."""
+        resource = subscription(endpoint, self._subscription_token)
+        url = f"{self._base}/Subscription/{resource['id']}"
+        try:
+            async with self._client.session().put(
+                url, data=json.dumps(resource).encode()
+            ) as response:
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("fhir_subscription_failed", error=type(exc).__name__)
+            return
+        if status >= 500:
+            log.warning("fhir_subscription_failed", error=f"http_{status}")
+            return
+        self._subscribe_to = None
+        if status >= 400:
+            log.warning("fhir_subscription_refused", status=status)  # polling goes on
+        else:
+            log.info("fhir_subscription_registered", fhir_id=resource["id"])
+
+    async def notified(self, request: web.Request) -> web.Response:
+        """A notification of the rest-hook Subscription: its bearer token or 401; then a poll
+        at once. Its body (if any) is not read: the poll reads the Tasks from the server."""
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {self._subscription_token}"
+        if not self._subscription_token or not hmac.compare_digest(given, expected):
+            raise web.HTTPUnauthorized(text="a valid bearer token is required")
+        self._poller.nudge()
+        return web.Response(status=200)
+
     def routes(self) -> tuple[Route, ...]:
-        return ()
+        return (Route("POST", SUBSCRIPTION_PATH, self.notified),)
 
     async def close(self) -> None:
         await self._poller.stop()
@@ -212,6 +312,10 @@ def build(parts: Parts) -> FhirTaskSink:
         token=s.fhir_token,
         poll_seconds=s.fhir_poll_seconds,
         lookback=timedelta(hours=s.fhir_poll_lookback_hours),
+        subscribe_to=parts.public_base_url.rstrip("/") + SUBSCRIPTION_PATH
+        if s.fhir_subscription
+        else None,
+        subscription_token=notification_token(s.link_secret) if s.link_secret else "",
     )
     sink.start_polling()  # built inside the service's start: the loop is running
     return sink
@@ -220,4 +324,8 @@ def build(parts: Parts) -> FhirTaskSink:
 def check(settings: NotifierSettings) -> str | None:
     if not settings.fhir_base_url:
         return "FOLLOWUP_FHIR_BASE_URL is required for the fhir_task sink"
+    if settings.fhir_subscription and not settings.link_secret:
+        return "FOLLOWUP_LINK_SECRET is required for FOLLOWUP_FHIR_SUBSCRIPTION"
+    if settings.fhir_subscription and settings.fhir_poll_seconds <= 0:
+        return "FOLLOWUP_FHIR_SUBSCRIPTION needs FOLLOWUP_FHIR_POLL_SECONDS above 0"
     return None

@@ -6,7 +6,9 @@ reads its tool's vocabulary as a ``CallReport`` and hands it here, to the same p
 
 The report id is ``<task id>:<tool>:<outcome>``: one outcome per task, tool and result, so a
 connector that reads the same result twice (a poll after a restart, a webhook redelivered)
-publishes the same event id and the scheduler drops the repeat.
+publishes the same event id and the scheduler drops the repeat. The polled connectors keep
+where they stopped (``PollPosition``) and what they published (``Seen``) in the notifier's
+database, so a restart neither misses a result nor publishes one again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import contextlib
 import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -33,7 +35,14 @@ from services.notifier.call_reports import (
 from services.notifier.call_task_channel import CallTaskChannel
 from services.notifier.channels import Parts, PermanentSendError, TransientSendError
 
-__all__ = ["CALL_RESULTS", "Poller", "Seen", "publish_tool_result", "report_from_tool"]
+__all__ = [
+    "CALL_RESULTS",
+    "PollPosition",
+    "Poller",
+    "Seen",
+    "publish_tool_result",
+    "report_from_tool",
+]
 log = get_logger(__name__)
 
 
@@ -63,8 +72,11 @@ async def publish_tool_result(
 
 
 class Seen:
-    """Report ids this process already published (bounded): a poll that reads the same
-    result again (a cursor's overlap, a full resync) does not publish it twice."""
+    """Report ids already published: by this process (bounded, in memory) or, through the
+    ledger's ``tool_reports``, by any process before it. A poll that reads the same result
+    again (a cursor's overlap, a full resync, the first poll after a restart) does not
+    publish it twice. Noted after the publish, so a crash in between repeats the same event
+    id (dropped downstream) and never loses the result."""
 
     def __init__(self, limit: int = 10_000) -> None:
         self._ids: OrderedDict[str, None] = OrderedDict()
@@ -79,24 +91,55 @@ class Seen:
             self._ids.popitem(last=False)
 
     async def publish(self, parts: Parts, task_id: str, report: CallReport) -> bool:
-        """Publish a polled result unless this process already did; True when published."""
+        """Publish a polled result unless it already was; True when published now."""
         if report.report_id in self:
             return False
+        if await parts.ledger.tool_report_published(report.report_id):
+            self.add(report.report_id)
+            return False
         published = await publish_tool_result(parts, task_id, report) is not None
+        if published:
+            retention = timedelta(days=parts.settings.callback_retention_days)
+            await parts.ledger.note_tool_report(report.report_id, parts.clock.now(), retention)
         self.add(report.report_id)
         return published
+
+
+class PollPosition:
+    """Where a connector's read-back of one tool stopped, kept in the notifier's database
+    (``tool_poll_positions``) so a restarted notifier goes on from there. ``load`` once
+    before the first poll; ``save`` after a poll whose results were all published."""
+
+    def __init__(self, parts: Parts, sink: str, source: str) -> None:
+        self._parts, self._sink, self._source = parts, sink, source
+        self._saved: str | None = None
+
+    async def load(self) -> str | None:
+        self._saved = await self._parts.ledger.poll_position(self._sink, self._source)
+        return self._saved
+
+    async def save(self, position: str) -> None:
+        if position != self._saved:
+            now = self._parts.clock.now()
+            await self._parts.ledger.save_poll_position(self._sink, self._source, position, now)
+            self._saved = position
 
 
 class Poller:
     """Runs a connector's ``poll_once`` every ``seconds`` on the service's loop (started by
     the sink's build inside the service's start, or its first delivery); a failed poll is
-    logged by its error's type and tried again at the next turn."""
+    logged by its error's type and tried again at the next turn. ``nudge`` (a tool's own
+    notification that something changed) makes the next turn come at once; nudges that
+    arrive together make one poll."""
+
+    NUDGE_GAP = 0.2  # seconds: a burst of notifications is one poll, not one each
 
     def __init__(self, name: str, poll_once: Callable[[], Awaitable[int]], seconds: float) -> None:
         self._name = name
         self._poll_once = poll_once
         self._seconds = seconds
         self._task: asyncio.Task[None] | None = None
+        self._nudged = asyncio.Event()
 
     def start(self) -> None:
         if self._seconds <= 0 or self._task is not None:
@@ -107,13 +150,19 @@ class Poller:
             return
         self._task = loop.create_task(self._forever(), name=f"{self._name}_poll")
 
+    def nudge(self) -> None:
+        self._nudged.set()
+
     async def _forever(self) -> None:
         while True:
+            self._nudged.clear()
             try:
                 await self._poll_once()
             except Exception as exc:  # a tool that is down or answers nonsense: next turn
                 log.warning("tool_poll_failed", sink=self._name, error=type(exc).__name__)
-            await asyncio.sleep(self._seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudged.wait(), self._seconds)
+                await asyncio.sleep(self.NUDGE_GAP)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -155,7 +155,12 @@ class CaseApi:
 
     async def get_case(self, request: web.Request) -> web.Response:
         case_id = request.match_info["case_id"]
-        async with self._pool.acquire() as conn:
+        # One snapshot for the four reads: a case never shows a closing outcome on its
+        # attempt while its own row still says contacting (the ledger commits both at once).
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
             case = await conn.fetchrow(
                 f"SELECT {CASE_COLUMNS} FROM cases WHERE case_id = $1", case_id
             )

@@ -29,6 +29,7 @@ from schemas.events import (
     TriggerEvent,
 )
 from schemas.topics import TopicNames
+from services.scheduler import metrics
 from services.scheduler.api import CaseApi
 from services.scheduler.guards import Cap, ContactRules
 from services.scheduler.ledger import CaseLedger
@@ -49,6 +50,9 @@ class SchedulerSettings(Settings):
     fire_batch: int = Field(default=200, ge=1, le=10_000)
     relay_batch: int = Field(default=500, ge=1, le=10_000)
     poll_seconds: float = Field(default=0.5, gt=0)
+    # The gauges that scan the ledger (oldest open case, call tasks past their window):
+    # they watch hours and days, so a minute's staleness costs nothing.
+    slow_gauge_seconds: float = Field(default=60.0, gt=0)
     # Frequency caps per patient over all cases (rolling 24 h / 7 days); calls apart.
     cap_messages_per_day: int = Field(default=1, ge=1)
     cap_messages_per_week: int = Field(default=3, ge=1)
@@ -78,6 +82,7 @@ class Scheduler:
         self.settings = settings
         self.clock = clock
         self.policy = policy
+        metrics.start_at_zero(policy.departments)
         self.topics = TopicNames(prefix=settings.topic_prefix)
         self.ops = OpsServer(settings.service)
         self.pool: asyncpg.Pool | None = None
@@ -101,6 +106,9 @@ class Scheduler:
             self._loop("review", lambda: ledger.review_due(s.fire_batch), s.fire_batch)
             self._loop("relay", lambda: relay.publish_pending(s.relay_batch), s.relay_batch)
             self._loop("gauges", _counting(ledger.refresh_gauges), 1, every=5.0)
+            self._loop(
+                "slow_gauges", _counting(ledger.refresh_slow_gauges), 1, every=s.slow_gauge_seconds
+            )
             keep = timedelta(days=s.retention_days)
             self._loop("prune", lambda: ledger.prune(keep), 10_000, every=60.0)
             notes = timedelta(days=s.retention_case_notes_days)

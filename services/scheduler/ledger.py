@@ -875,8 +875,29 @@ class CaseLedger:
                 metrics.OPEN_CASES.labels(state.value).set(counts.get(state.value, 0))
         metrics.OUTBOX_BACKLOG.set(backlog)
 
+    async def refresh_slow_gauges(self) -> None:
+        """The age of the oldest open case and the call tasks past their window, against the
+        injected clock. Slow on purpose: each is a scan of the open cases."""
+        now = self._clock.now()
+        async with self._pool.acquire() as conn:
+            oldest = await conn.fetchval("SELECT min(opened_at) FROM cases WHERE state <> 'closed'")
+            overdue = await conn.fetchval(CALL_TASKS_PAST_WINDOW, now, list(HANDED_OUT))
+        age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+        metrics.OLDEST_OPEN_CASE_AGE.set(age)
+        metrics.CALL_TASKS_PAST_WINDOW.set(overdue)
+
 
 # --- SQL pieces ------------------------------------------------------------------------
+
+# A call task the desk still owes a result for: handed out (fired; the notifier may have
+# reported it created or delivered), not withdrawn, its window over, its case open.
+CALL_TASKS_PAST_WINDOW = """
+    SELECT count(*) FROM attempts a JOIN cases c ON c.case_id = a.case_id
+    WHERE a.channel = 'call_task' AND a.state = 'fired' AND a.withdrawn_at IS NULL
+      AND a.window_end < $1 AND c.state <> 'closed'
+      AND (a.outcome IS NULL OR a.outcome = ANY($2::text[]))"""
+# The notifier's reports that a task reached the desk; anything else is a result or a failure.
+HANDED_OUT = ("task_created", "sent", "delivered")
 
 
 async def _load(tx: Tx, where: str, *args: Any) -> list[Case]:

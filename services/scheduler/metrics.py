@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import get_args
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from services.scheduler.cadence import Resolution
 
 CASES_OPENED = Counter(
     "followup_scheduler_cases_opened_total", "Cases opened, by trigger kind.", ["reason"]
@@ -34,9 +39,25 @@ ESCALATIONS = Counter(
     "Escalation call tasks planned for a doctor or supervisor, by reason.",
     ["reason"],
 )
+# What the clinic's Escalations stat counts: a planned escalation may be withdrawn (the
+# patient rebooked first) or replanned, and only the ones that went out reach a doctor.
+ESCALATIONS_SENT = Counter(
+    "followup_scheduler_escalations_sent_total",
+    "Escalation call tasks sent to the notifier (published to followup.notifications).",
+)
 DEADLINE_MISSES = Counter(
     "followup_scheduler_deadline_misses_total",
     "Cases whose stage deadline could no longer be met by the cadence.",
+)
+# From the ledger on a slow interval (FOLLOWUP_SLOW_GAUGE_SECONDS); no labels, no ids.
+OLDEST_OPEN_CASE_AGE = Gauge(
+    "followup_scheduler_oldest_open_case_age_seconds",
+    "Seconds since the oldest case not closed yet was opened (0 when none is open).",
+)
+CALL_TASKS_PAST_WINDOW = Gauge(
+    "followup_scheduler_call_tasks_past_window",
+    "Call tasks handed to the desk whose window has passed without a call result, "
+    "on cases still open.",
 )
 OUTBOX_BACKLOG = Gauge("followup_scheduler_outbox_backlog", "Outbox commands not yet published.")
 OUTBOX_PUBLISHED = Counter(
@@ -68,3 +89,13 @@ DEPARTMENT_ESCALATIONS = Counter(
     "Escalation call tasks planned, by department.",
     ["department"],
 )
+
+
+def start_at_zero(departments: Iterable[str]) -> None:
+    """Every resolution's closing counters exist from the start, at 0: increase() over a
+    range misses the first closing of a series born at 1, and the dashboard's recovery rate
+    (common/recovery.py) must count every case the ledger closed."""
+    for resolution in get_args(Resolution):
+        CASES_CLOSED.labels(resolution)
+        for department in (*departments, "other"):
+            DEPARTMENT_CLOSED.labels(department, resolution)

@@ -42,5 +42,8 @@ class OutboxRelay:
                 [r["id"] for r in rows],
                 self._clock.now(),
             )
+        # Counted once the marks are committed: a relay that dies before resends the batch
+        # (the notifier drops the repeats by key) and counts it then.
         metrics.OUTBOX_PUBLISHED.inc(len(rows))
+        metrics.ESCALATIONS_SENT.inc(sum(1 for c in commands if c.purpose == "escalation"))
         return len(rows)

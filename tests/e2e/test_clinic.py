@@ -130,7 +130,7 @@ def test_report_matches_the_scenario(clinic: DemoResult) -> None:
     assert report["opt_outs_honoured"] == report["opt_outs"]
     # Every path of ingest and every channel was really used.
     assert all(report["deliveries"][channel] > 0 for channel in ("sms", "email", "call_task"))
-    assert report["patients_recovered"] >= 1
+    assert report["cases_recovered"] >= 1
     languages = set(report["messages_per_language"])
     assert {"lt", "en", "ru", "bg"} <= languages
 

@@ -1,5 +1,6 @@
 """A real FHIR R4 server for tests: HAPI FHIR's plain-server libraries (R4 structures, strict
-parser) with in-memory Task/Slot/Appointment/Schedule providers, on Jetty.
+parser) with in-memory Task/Slot/Appointment/Schedule/Subscription providers, on Jetty; Task
+changes notify active rest-hook Subscriptions (see the Java source's header).
 
 ``fhir_server/pom.xml`` lists the jars; Maven fetches them from Maven Central and ``javac``
 compiles ``fhir_server/src/FhirR4Server.java`` against them, once, into

@@ -10,7 +10,7 @@ const root = process.env.OPS_NODE_MODULES;
 const packages = {
   "monitoring.coreos.com/v1": ["prometheus-operator", ["ServiceMonitor", "PrometheusRule", "PodMonitor"]],
   "monitoring.coreos.com/v1alpha1": ["prometheus-operator", ["AlertmanagerConfig"]],
-  "keda.sh/v1alpha1": ["keda", ["ScaledObject"]],
+  "keda.sh/v1alpha1": ["keda", ["ScaledObject", "TriggerAuthentication"]],
 };
 const models = {};
 for (const [apiVersion, [pkg, kinds]] of Object.entries(packages)) {

@@ -11,11 +11,12 @@ from typing import Any, cast
 import pytest
 from caldav.davclient import DAVClient
 
+from common.clock import ManualClock
 from services.notifier.call_task_channel import CallTaskChannel
 from services.notifier.channels import Parts
 from services.notifier.sink_caldav import CalDavSink
-from tests.integration.notifier.tool_world import tool_world, withdraw
-from tests.integration.notifier.world import World
+from tests.integration.notifier.tool_world import fresh_names, notifier_world, tool_world, withdraw
+from tests.integration.notifier.world import START, World
 from tests.support.caldav_server import RadicaleServer
 from tests.support.polling import eventually
 
@@ -149,3 +150,36 @@ async def test_a_redelivered_task_never_overwrites_what_the_front_desk_did(
     assert receipt.provider_id is not None  # 412 from If-None-Match: taken as delivered
     again = await asyncio.to_thread(_todo, front_desk, "c-dav-again:1")
     assert str(again.icalendar_component["status"]) == "COMPLETED"
+
+
+async def test_a_restart_in_between_loses_no_completion_and_repeats_none(
+    radicale: RadicaleServer, front_desk: Any
+) -> None:
+    settings: dict[str, Any] = {
+        "call_task_sinks": "caldav",
+        "caldav_list_url": f"{radicale.base_url}/frontdesk/calls/",
+        "caldav_username": "frontdesk",
+        "caldav_password": "pw",
+        "caldav_poll_seconds": 0.3,
+    }
+    clock = ManualClock(START)
+    async with fresh_names() as (prefix, schema):
+        async with notifier_world(prefix, schema, clock, **settings) as first:
+            first_todo = await _created(first, front_desk, "c-dav-r1", "p-dav-r1")
+            other_todo = await _created(first, front_desk, "c-dav-r2", "p-dav-r2")
+            await asyncio.to_thread(_complete, first_todo, "no_answer")
+            await eventually(lambda: first.outcome("c-dav-r1:1:caldav:no_answer"))
+        # Down (a deployment): the other task is completed in the list meanwhile.
+        await asyncio.to_thread(_complete, other_todo, "answered_declined")
+        async with notifier_world(prefix, schema, clock, **settings) as second:
+            await eventually(lambda: second.outcome("c-dav-r2:1:caldav:answered_declined"))
+            await asyncio.sleep(1.5)  # further syncs
+            published = [o.event_id for o in second.outcomes.events]
+    # Not read again from the start of the list: the first result is not published twice.
+    assert published.count("c-dav-r1:1:caldav:no_answer") == 1
+    assert published.count("c-dav-r2:1:caldav:answered_declined") == 1
+
+
+def _complete(todo: Any, outcome: str) -> None:
+    todo.icalendar_component.add("categories", [outcome])
+    todo.complete()

@@ -7,10 +7,14 @@ the rules the issue asks for."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
+import posixpath
+import re
 import subprocess
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import kubernetes_validate
 import pytest
@@ -24,7 +28,13 @@ from tests.support import ops
 OVERLAYS = sorted(p.name for p in (ops.DEPLOY / "k8s" / "overlays").iterdir() if p.is_dir())
 # The oldest Kubernetes we support and the newest the schemas know.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
-NPM_KINDS = {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig", "ScaledObject"}  # node
+NPM_KINDS = {
+    "ServiceMonitor",
+    "PrometheusRule",
+    "AlertmanagerConfig",
+    "ScaledObject",
+    "TriggerAuthentication",
+}  # node
 VENDORED_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "Cluster"}
 CUSTOM_KINDS = NPM_KINDS | VENDORED_KINDS
 SERVICES = ("tracker", "scheduler", "notifier")
@@ -224,6 +234,7 @@ def test_prod_runs_kafka_and_postgresql_through_their_operators_with_topics_as_c
     shared = next(c for n, c in config.items() if n.startswith("followup-config"))["data"]
     assert shared["FOLLOWUP_TOPICS_AUTO_CREATE"] == "false"
     assert shared["FOLLOWUP_KAFKA_BOOTSTRAP"].startswith("followup-kafka-kafka-bootstrap:")
+    assert not insecure_clients(render("prod"))
     layout = TopicLayout.from_env(shared)
     assert layout.replication_factor == 3 and layout.min_insync_replicas == 2
     assert prod_environment().items() >= {"FOLLOWUP_TOPICS_AUTO_CREATE": "false"}.items()
@@ -329,3 +340,173 @@ def test_clinic_alerts_go_to_the_clinic_and_never_page(overlay: str) -> None:
         )
         == "clinic"
     )
+
+
+PROD_OVERLAYS = [o for o in OVERLAYS if o.startswith("prod")]
+
+
+def pod_env(objects: tuple[dict[str, Any], ...], deployment: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as the kubelet makes it: ConfigMaps and Secrets of envFrom
+    in order, then env (which wins), `$(VAR)` of an earlier entry expanded. A value from a
+    Secret reads `secret:<name>/<key>` (Secrets are never committed)."""
+    config = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(config[source["configMapRef"]["name"]])
+    for entry in container.get("env", []):
+        if "valueFrom" in entry:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[entry["name"]] = f"secret:{ref['name']}/{ref['key']}"
+        else:
+            env[entry["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                lambda m: env.get(m.group(1), m.group(0)),
+                entry["value"],
+            )
+    return env
+
+
+def mounted_secret_file(deployment: dict[str, Any], path: str) -> str | None:
+    """`<secret>/<key>` when path is a file of a Secret volume holding nothing else."""
+    pod = deployment["spec"]["template"]["spec"]
+    directory, file = posixpath.split(path)
+    for mount in pod["containers"][0]["volumeMounts"]:
+        if mount["mountPath"] != directory:
+            continue
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        secret = volume.get("secret", {})
+        items = secret.get("items", [])
+        if len(items) == 1 and items[0]["path"] == file:  # only the CA, never the CA's key
+            return f"{secret['secretName']}/{items[0]['key']}"
+    return None
+
+
+def insecure_clients(objects: tuple[dict[str, Any], ...]) -> list[str]:
+    """Everything in a prod rendering that would reach Kafka or PostgreSQL other than over
+    verified TLS as its own user: a plain listener, a service or a KEDA trigger on one, a
+    password not from its KafkaUser's Secret, a database URL without verify-full."""
+    found: list[str] = []
+    (kafka,) = [o for o in objects if o["kind"] == "Kafka"]
+    cluster = kafka["metadata"]["name"]
+    listeners = kafka["spec"]["kafka"]["listeners"]
+    found += [f"listener {x['name']} without TLS" for x in listeners if not x["tls"]]
+    found += [
+        f"listener {x['name']} without users" for x in listeners if not x.get("authentication")
+    ]
+    scram = {
+        x["port"]
+        for x in listeners
+        if x["tls"] and x.get("authentication", {}).get("type") == "scram-sha-512"
+    }
+    prefix = kafka["spec"]["entityOperator"]["userOperator"].get("secretPrefix", "")
+    users = {
+        o["metadata"]["name"]
+        for o in objects
+        if o["kind"] == "KafkaUser" and o["spec"]["authentication"]["type"] == "scram-sha-512"
+    }
+    (db,) = [o for o in objects if o["kind"] == "Cluster"]
+    own_secrets = {o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"}
+    assert not own_secrets & {prefix + u for u in users}, (
+        "a user's Secret would overwrite a service's"
+    )
+
+    def bootstrap_problem(who: str, bootstrap: str) -> list[str]:
+        host, _, port = bootstrap.rpartition(":")
+        if host != f"{cluster}-kafka-bootstrap" or int(port) not in scram:
+            return [f"{who}: {bootstrap} is not the TLS + SCRAM listener"]
+        return []
+
+    for name, deployment in (
+        (o["metadata"]["name"], o) for o in objects if o["kind"] == "Deployment"
+    ):
+        env = pod_env(objects, deployment)
+        found += bootstrap_problem(name, env["FOLLOWUP_KAFKA_BOOTSTRAP"])
+        if env.get("FOLLOWUP_KAFKA_SECURITY_PROTOCOL") != "SASL_SSL":
+            found.append(f"{name}: not SASL_SSL")
+        if env.get("FOLLOWUP_KAFKA_SASL_MECHANISM") != "SCRAM-SHA-512":
+            found.append(f"{name}: not SCRAM-SHA-512")
+        user = env.get("FOLLOWUP_KAFKA_SASL_USERNAME", "")
+        if user not in users:
+            found.append(f"{name}: {user!r} is no KafkaUser")
+        if env.get("FOLLOWUP_KAFKA_SASL_PASSWORD") != f"secret:{prefix}{user}/password":
+            found.append(f"{name}: the password is not its KafkaUser's")
+        ca = mounted_secret_file(deployment, env.get("FOLLOWUP_KAFKA_SSL_CAFILE", ""))
+        if (
+            ca != f"{cluster}-cluster-ca-cert/ca.crt"
+            or env.get("FOLLOWUP_KAFKA_SSL_CHECK_HOSTNAME") != "true"
+        ):
+            found.append(f"{name}: the broker is not checked against the cluster CA")
+        url = env.get("FOLLOWUP_DATABASE_URL", "")
+        if not url.startswith(f"secret:{db['metadata']['name']}-app/uri?"):
+            found.append(f"{name}: the database URL is not the operator's")
+        query = parse_qs(urlsplit(url.replace("secret:", "x://", 1)).query)
+        if (
+            query.get("sslmode") != ["verify-full"]
+            or mounted_secret_file(deployment, query.get("sslrootcert", [""])[0])
+            != f"{db['metadata']['name']}-ca/ca.crt"
+        ):
+            found.append(f"{name}: PostgreSQL is not verify-full against the cluster's CA")
+
+    auths = {
+        o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "TriggerAuthentication"
+    }
+    for scaled in (o for o in objects if o["kind"] == "ScaledObject"):
+        target = scaled["spec"]["scaleTargetRef"]["name"]
+        for trigger in (t for t in scaled["spec"]["triggers"] if t["type"] == "kafka"):
+            meta = trigger["metadata"]
+            found += bootstrap_problem(f"ScaledObject/{target}", meta["bootstrapServers"])
+            if (meta.get("sasl"), meta.get("tls")) != ("scram_sha512", "enable"):
+                found.append(f"ScaledObject/{target}: not TLS + SCRAM-SHA-512")
+            auth = auths.get(trigger.get("authenticationRef", {}).get("name", ""), {})
+            secrets = {
+                r["parameter"]: f"{r['name']}/{r['key']}" for r in auth.get("secretTargetRef", [])
+            }
+            username = {e["parameter"]: e["name"] for e in auth.get("env", [])}.get("username")
+            if (
+                secrets
+                != {
+                    "password": f"{prefix}{target}/password",
+                    "ca": f"{cluster}-cluster-ca-cert/ca.crt",
+                }
+                or username != "FOLLOWUP_KAFKA_SASL_USERNAME"
+            ):
+                found.append(f"ScaledObject/{target}: not its service's KafkaUser and CA")
+    return found
+
+
+@pytest.mark.parametrize("overlay", PROD_OVERLAYS)
+def test_prod_reaches_kafka_and_postgresql_over_verified_tls_as_each_services_user(
+    overlay: str,
+) -> None:
+    objects = render(overlay)
+    assert insecure_clients(objects) == []
+    # Each service is its own KafkaUser.
+    users = {
+        pod_env(objects, d)["FOLLOWUP_KAFKA_SASL_USERNAME"]
+        for d in by_kind(overlay, "Deployment").values()
+    }
+    assert users == {f"followup-{s}" for s in SERVICES}
+
+
+def test_the_secure_client_check_finds_a_plain_listener_and_its_users() -> None:
+    objects = copy.deepcopy(list(render("prod-keda")))
+    (kafka,) = [o for o in objects if o["kind"] == "Kafka"]
+    kafka["spec"]["kafka"]["listeners"].append(
+        {"name": "plain", "port": 9092, "type": "internal", "tls": False}
+    )
+    assert insecure_clients(tuple(objects)) == [
+        "listener plain without TLS",
+        "listener plain without users",
+    ]
+    for o in objects:
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("followup-config"):
+            o["data"]["FOLLOWUP_KAFKA_BOOTSTRAP"] = "followup-kafka-kafka-bootstrap:9092"
+        if o["kind"] == "ScaledObject" and o["metadata"]["name"] == "followup-notifier":
+            o["spec"]["triggers"][0]["metadata"]["tls"] = "disable"
+    found = insecure_clients(tuple(objects))
+    for service in SERVICES:
+        plain = "followup-kafka-kafka-bootstrap:9092"
+        assert f"followup-{service}: {plain} is not the TLS + SCRAM listener" in found
+    assert "ScaledObject/followup-notifier: not TLS + SCRAM-SHA-512" in found

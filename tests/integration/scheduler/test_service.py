@@ -16,6 +16,7 @@ from common.kafka import KafkaPublisher
 from schemas.base import Envelope
 from schemas.events import NotificationCommand
 from schemas.topics import TopicNames
+from services.scheduler import metrics
 from services.scheduler.app import Scheduler
 from services.scheduler.cases import case_id_for
 from services.scheduler.ledger import CaseLedger
@@ -246,3 +247,41 @@ async def test_a_relay_dying_after_publish_resends_and_loses_nothing(
     # Sent twice, never lost; the repeat carries the same key, so the notifier drops it.
     assert len(keys) == 10 and len(set(keys)) == 5
     assert all(r.key == c.patient_id.encode() for r, c in zip(records, commands, strict=True))
+
+
+async def test_the_relay_counts_the_escalation_tasks_it_sent_and_nothing_else(
+    kafka_bootstrap: str,
+    topics: TopicNames,
+    pool: asyncpg.Pool,
+    ledger: CaseLedger,
+    clock: ManualClock,
+) -> None:
+    for n in range(5):
+        await ledger.handle_trigger(no_show(patient=f"pat-{n}", appointment=f"appt-{n}"))
+    clock.set(MISSED + timedelta(hours=1))
+    assert await ledger.fire_due() == 5
+    # Two of the five commands are escalations, one a withdrawal of an earlier call task.
+    await pool.execute(
+        """UPDATE outbox SET payload = jsonb_set(payload, '{purpose}',
+               CASE WHEN patient_id IN ('pat-0', 'pat-1') THEN '"escalation"'::jsonb
+                    WHEN patient_id = 'pat-2' THEN '"withdrawal"'::jsonb
+                    ELSE payload -> 'purpose' END)"""
+    )
+    sent = metrics.ESCALATIONS_SENT._value.get()
+    crashing = CrashingPublisher(kafka_bootstrap)
+    await crashing.start()
+    try:
+        with pytest.raises(RelayDied):
+            await OutboxRelay(pool, crashing, topics.notifications, clock).publish_pending()
+    finally:
+        await crashing.stop()
+    assert metrics.ESCALATIONS_SENT._value.get() == sent  # not marked sent: not counted
+
+    relay = KafkaPublisher(kafka_bootstrap)
+    await relay.start()
+    try:
+        assert await OutboxRelay(pool, relay, topics.notifications, clock).publish_pending() == 5
+        assert await OutboxRelay(pool, relay, topics.notifications, clock).publish_pending() == 0
+    finally:
+        await relay.stop()
+    assert metrics.ESCALATIONS_SENT._value.get() == sent + 2

@@ -38,6 +38,7 @@ ROUTES = {
     ("GET", "/call-tasks/report/{token}"),
     ("POST", "/call-tasks/report"),
     ("POST", "/jira/webhook"),
+    ("POST", "/fhir/subscription"),
     ("POST", "/zendesk/webhook"),
 }
 

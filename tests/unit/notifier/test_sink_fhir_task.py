@@ -98,3 +98,58 @@ def test_open_or_unrelated_tasks_are_no_result() -> None:
 def test_an_unknown_result_code_is_refused_by_field() -> None:
     with pytest.raises(ReportError, match=r"^outcome"):
         task_result(_completed("patient_sang"))
+
+
+def test_the_subscription_is_r4_rest_hook_with_no_payload() -> None:
+    from fhir.resources.R4B.subscription import Subscription as R4Subscription
+
+    from services.notifier.sink_fhir_task import notification_token, subscription
+
+    token = notification_token("link-secret")
+    resource = subscription("https://notifier.clinic.lt/fhir/subscription", token)
+    R4Subscription.model_validate(resource)
+    assert resource["criteria"] == "Task?identifier=urn:followup:calltask|"
+    assert resource["channel"]["type"] == "rest-hook" and "payload" not in resource["channel"]
+    assert resource["channel"]["header"] == [f"Authorization: Bearer {token}"]
+    assert resource["id"] == subscription("https://notifier.clinic.lt/fhir/subscription", "")["id"]
+    assert len(resource["id"]) <= 64
+    assert notification_token("other") != token and "link-secret" not in token
+
+
+def test_a_subscription_needs_the_link_secret_and_polling() -> None:
+    from common.config import ConfigError
+    from services.notifier import registry
+    from services.notifier.settings import NotifierSettings
+
+    base = {"call_task_sinks": "fhir_task", "fhir_base_url": "http://f", "fhir_subscription": True}
+    with pytest.raises(ConfigError, match="FOLLOWUP_LINK_SECRET"):
+        registry.wanted_sinks(NotifierSettings.model_validate(base))
+    with pytest.raises(ConfigError, match="FOLLOWUP_FHIR_POLL_SECONDS"):
+        registry.wanted_sinks(
+            NotifierSettings.model_validate({**base, "link_secret": "s", "fhir_poll_seconds": 0})
+        )
+
+
+async def test_a_nudge_brings_the_next_poll_forward_and_a_burst_is_one_poll() -> None:
+    import asyncio
+
+    from services.notifier.tool_results import Poller
+    from tests.support.polling import eventually
+
+    polls: list[int] = []
+
+    async def poll_once() -> int:
+        polls.append(len(polls))
+        return 0
+
+    poller = Poller("fhir_task", poll_once, seconds=3600)
+    poller.start()
+    try:
+        await eventually(lambda: len(polls) == 1)  # the first turn, at start
+        for _ in range(5):
+            poller.nudge()
+        await eventually(lambda: len(polls) >= 2)  # not in an hour: now
+        await asyncio.sleep(Poller.NUDGE_GAP * 2)
+        assert len(polls) == 2  # five notifications at once: one poll
+    finally:
+        await poller.stop()

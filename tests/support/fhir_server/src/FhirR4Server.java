@@ -10,6 +10,14 @@
 // GET /Slot?status=free[&start=ge..&start=lt..][&schedule.actor=<type>/<id>[,..]]
 // [&service-type=<system>|<code>][&_include=Slot:schedule] answers the free slots of the
 // schedules of those actors, as a hospital's scheduling server does (rebooking).
+//
+// R4 Subscriptions with a rest-hook channel: HAPI's plain server has no subscription support
+// (that lives in HAPI's JPA server), so this server carries the small part the notifier
+// uses, as the R4 spec (subscription.html) describes it: a Subscription created "requested"
+// becomes "active"; after each Task create or update that matches an active rest-hook
+// Subscription's criteria ("Task", optionally ?identifier=<system>|), the server POSTs to the
+// channel's endpoint with the channel's headers and, with no channel.payload, an empty body
+// (R4's "empty notification": the client reads what changed itself).
 
 import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.parser.StrictErrorHandler;
@@ -26,10 +34,18 @@ import ca.uhn.fhir.rest.param.ReferenceParam;
 import ca.uhn.fhir.rest.param.TokenParam;
 import ca.uhn.fhir.rest.server.RestfulServer;
 import ca.uhn.fhir.rest.server.provider.HashMapResourceProvider;
+import java.net.URI;
+import java.net.URLDecoder;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Date;
 import java.util.List;
 import java.util.Set;
+import java.util.function.Consumer;
 import org.eclipse.jetty.ee10.servlet.ServletContextHandler;
 import org.eclipse.jetty.ee10.servlet.ServletHolder;
 import org.eclipse.jetty.server.Server;
@@ -43,14 +59,25 @@ import org.hl7.fhir.r4.model.Identifier;
 import org.hl7.fhir.r4.model.Reference;
 import org.hl7.fhir.r4.model.Schedule;
 import org.hl7.fhir.r4.model.Slot;
+import org.hl7.fhir.r4.model.StringType;
+import org.hl7.fhir.r4.model.Subscription;
 import org.hl7.fhir.r4.model.Task;
 
 public final class FhirR4Server {
 
   /** HashMapResourceProvider plus the one search a poller needs: by _lastUpdated. */
   public static class Provider<T extends IBaseResource> extends HashMapResourceProvider<T> {
+    private final Consumer<T> prepare; // before it is stored
+    private final Consumer<T> onChange; // once it is stored
+
     public Provider(FhirContext ctx, Class<T> type) {
+      this(ctx, type, null, null);
+    }
+
+    public Provider(FhirContext ctx, Class<T> type, Consumer<T> prepare, Consumer<T> onChange) {
       super(ctx, type);
+      this.prepare = prepare;
+      this.onChange = onChange;
     }
 
     // HashMapResourceProvider keeps versionId only; a poller needs meta.lastUpdated too.
@@ -58,13 +85,29 @@ public final class FhirR4Server {
     @Override
     public synchronized MethodOutcome create(T resource, RequestDetails request) {
       resource.getMeta().setLastUpdated(new Date());
-      return super.create(resource, request);
+      if (prepare != null) {
+        prepare.accept(resource);
+      }
+      MethodOutcome outcome = super.create(resource, request);
+      changed(resource);
+      return outcome;
     }
 
     @Override
     public synchronized MethodOutcome update(T resource, String conditional, RequestDetails request) {
       resource.getMeta().setLastUpdated(new Date());
-      return super.update(resource, conditional, request);
+      if (prepare != null) {
+        prepare.accept(resource);
+      }
+      MethodOutcome outcome = super.update(resource, conditional, request);
+      changed(resource);
+      return outcome;
+    }
+
+    private void changed(T resource) {
+      if (onChange != null) {
+        onChange.accept(resource);
+      }
     }
 
     public synchronized List<T> stored() {
@@ -192,14 +235,86 @@ public final class FhirR4Server {
     }
   }
 
+  /** The active rest-hook Subscriptions, told of every Task change they match. */
+  public static final class Subscriptions {
+    private final HttpClient http =
+        HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
+    private Provider<Subscription> store;
+
+    // A new or updated Subscription that is "requested" is accepted at once: "active".
+    void accept(Subscription subscription) {
+      if (subscription.getStatus() == Subscription.SubscriptionStatus.REQUESTED) {
+        subscription.setStatus(Subscription.SubscriptionStatus.ACTIVE);
+      }
+    }
+
+    void taskChanged(Task task) {
+      for (Subscription s : store.stored()) {
+        Subscription.SubscriptionChannelComponent channel = s.getChannel();
+        if (s.getStatus() == Subscription.SubscriptionStatus.ACTIVE
+            && channel.getType() == Subscription.SubscriptionChannelType.RESTHOOK
+            && matches(s.getCriteria(), task)) {
+          notify(channel);
+        }
+      }
+    }
+
+    private static boolean matches(String criteria, Task task) {
+      if (criteria == null || !(criteria.equals("Task") || criteria.startsWith("Task?"))) {
+        return false;
+      }
+      int query = criteria.indexOf('?');
+      if (query < 0) {
+        return true;
+      }
+      for (String pair : criteria.substring(query + 1).split("&")) {
+        String[] kv = pair.split("=", 2);
+        if (kv.length == 2 && kv[0].equals("identifier")) {
+          String token = URLDecoder.decode(kv[1], StandardCharsets.UTF_8);
+          String system = token.contains("|") ? token.substring(0, token.indexOf('|')) : null;
+          String value = token.contains("|") ? token.substring(token.indexOf('|') + 1) : token;
+          boolean found = false;
+          for (Identifier id : task.getIdentifier()) {
+            found |= (system == null || system.equals(id.getSystem()))
+                && (value.isEmpty() || value.equals(id.getValue()));
+          }
+          if (!found) {
+            return false;
+          }
+        }
+      }
+      return true;
+    }
+
+    private void notify(Subscription.SubscriptionChannelComponent channel) {
+      HttpRequest.Builder request = HttpRequest.newBuilder(URI.create(channel.getEndpoint()))
+          .timeout(Duration.ofSeconds(10));
+      for (StringType header : channel.getHeader()) {
+        String[] nv = header.getValue().split(":", 2);
+        if (nv.length == 2) {
+          request.header(nv[0].trim(), nv[1].trim());
+        }
+      }
+      if (channel.hasPayload()) {
+        request.header("Content-Type", channel.getPayload());
+      }
+      // The notifier's subscription asks for no payload: an empty POST.
+      http.sendAsync(request.POST(HttpRequest.BodyPublishers.noBody()).build(),
+          HttpResponse.BodyHandlers.discarding());
+    }
+  }
+
   public static void main(String[] args) throws Exception {
     int port = Integer.parseInt(args[0]);
     FhirContext ctx = FhirContext.forR4();
     ctx.setParserErrorHandler(new StrictErrorHandler());
     RestfulServer fhir = new RestfulServer(ctx);
+    Subscriptions subscriptions = new Subscriptions();
+    subscriptions.store = new Provider<>(ctx, Subscription.class, subscriptions::accept, null);
     Provider<Schedule> schedules = new Provider<>(ctx, Schedule.class);
     fhir.setResourceProviders(
-        new Provider<>(ctx, Task.class),
+        new Provider<>(ctx, Task.class, null, subscriptions::taskChanged),
+        subscriptions.store,
         new SlotProvider(ctx, schedules),
         new Provider<>(ctx, Appointment.class),
         schedules);
