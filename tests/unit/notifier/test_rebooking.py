@@ -292,3 +292,22 @@ def test_a_used_link_says_what_was_asked_and_how_it_stands() -> None:
     assert 'data-key="confirmed"' in booked and "užregistruotas" in booked
     called = rebook_links.used_page("ru", "callback", "requested", None)
     assert 'data-key="callback"' in called and "Клиника вам позвонит." in called
+
+
+def test_a_message_naming_no_one_gets_the_general_url_not_the_patients_link() -> None:
+    from services.notifier.channels import ClinicVoice
+    from services.notifier.contacts import Contact
+
+    voice = ClinicVoice(
+        "Clinic", "+37052000000", "https://clinic.example/book", "en",
+        link_for=lambda command: f"https://fu.example/r/{command.case_id}",
+    )  # fmt: skip
+    contact = Contact(
+        patient_id="p1", given_name="Ona", family_name=None, phone_raw=None, phone=None,
+        email=None, language="en", timezone="Europe/Vilnius", consent={},
+    )  # fmt: skip
+    assert voice.context(_command(), contact).rebook_url == "https://fu.example/r/c1"
+    # A shared number or a proxy: whoever reads it may not be the patient.
+    assert voice.context(_command(), contact, redacted=True).rebook_url == (
+        "https://clinic.example/book"
+    )
