@@ -113,7 +113,9 @@ def _metric(name: str, **labels: str) -> float:
 async def _sms_link(world: World, case_id: str, patient_id: str, phone: str, **contact: Any) -> str:
     await world.contact(patient_id, phone=phone, **contact)
     await world.send(world.command(case_id, patient_id, "sms"))
-    [message] = await eventually(lambda: [m for m in world.primary.messages if m.to == phone])
+    [message] = await eventually(
+        lambda: [m for m in world.primary.messages if m.to == phone], timeout=90
+    )
     found = LINK.search(message.body)
     assert found, "the SMS carries no rebooking link"
     return found.group(0)
@@ -194,7 +196,7 @@ async def test_the_patient_picks_a_slot_and_the_request_reaches_the_fhir_server(
         "Ačiū. Paprašėme klinikos užregistruoti jus 2026 m. kovo 3 d. 11:00."
     )
 
-    appointment = await eventually(lambda: _appointment(fhir, "c-rb"))
+    appointment = await eventually(lambda: _appointment(fhir, "c-rb"), timeout=90)
     assert appointment["status"] == "proposed"
     assert appointment["slot"] == [{"reference": "Slot/d-tue-11"}]
     assert appointment["participant"][0]["actor"] == {"reference": "Patient/p-rb"}
@@ -206,9 +208,9 @@ async def test_the_patient_picks_a_slot_and_the_request_reaches_the_fhir_server(
     assert requested - requested_before == 1
 
     # What the patient did reaches the case (and the front desk) as outcomes.
-    asked = await eventually(lambda: world.outcome("rebook:c-rb:booking_requested"))
+    asked = await eventually(lambda: world.outcome("rebook:c-rb:booking_requested"), timeout=90)
     assert (asked.case_id, asked.attempt_number, asked.detail) == ("c-rb", 1, "proposed")
-    opened = await eventually(lambda: world.outcome("c-rb:1:link_opened"))
+    opened = await eventually(lambda: world.outcome("c-rb:1:link_opened"), timeout=90)
     assert opened.channel == "sms"
 
     # The link again: used; the request is "requested" until the hospital books it.
@@ -237,7 +239,7 @@ async def test_the_patient_picks_a_slot_and_the_request_reaches_the_fhir_server(
         _key, _text, status = await asyncio.to_thread(_open, url, "lt")
         return status == "confirmed"
 
-    await eventually(confirmed, timeout=40)
+    await eventually(confirmed, timeout=90)
     opens = [o for o in world.outcomes_of("c-rb") if o.outcome == "link_opened"]
     assert len(opens) == 1  # opened four times, told once
 
@@ -269,7 +271,7 @@ async def test_a_slot_taken_meanwhile_offers_the_next_ones(
         ) as response:
             assert response.status == 200
             assert "We asked the clinic to book" in await response.text()
-    appointment = await eventually(lambda: _appointment(fhir, "c-taken"))
+    appointment = await eventually(lambda: _appointment(fhir, "c-taken"), timeout=90)
     assert appointment["slot"] == [{"reference": "Slot/d-wed-10"}]
 
 
@@ -290,7 +292,7 @@ async def test_none_fit_call_me_back_becomes_a_callback_request(world: World) ->
         ) as response:
             assert response.status == 200
             assert "Клиника позвонит вам около" in await response.text()
-    reported = await eventually(lambda: world.outcome("rebook:c-call:callback"))
+    reported = await eventually(lambda: world.outcome("rebook:c-call:callback"), timeout=90)
     assert (reported.outcome, reported.channel, reported.attempt_number) == (
         "callback_requested",
         "sms",
@@ -305,7 +307,7 @@ async def test_none_fit_call_me_back_becomes_a_callback_request(world: World) ->
 async def test_the_email_carries_the_link_too(world: World) -> None:
     await world.contact("p-mail", email="ona@example.test")
     await world.send(world.command("c-mail", "p-mail", "email"))
-    [mail] = await eventually(lambda: world.inbox.for_key("c-mail:1"))
+    [mail] = await eventually(lambda: world.inbox.for_key("c-mail:1"), timeout=90)
     text = mail.get_body(("plain",)).get_content()
     found = LINK.search(text)
     assert found

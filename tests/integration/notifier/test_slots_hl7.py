@@ -123,7 +123,7 @@ async def test_the_rebooking_page_books_through_hl7(
     await world.contact("p-hl7", phone="+37060000061")
     await world.send(world.command("c-hl7", "p-hl7", "sms"))
     [message] = await eventually(
-        lambda: [m for m in world.primary.messages if m.to == "+37060000061"]
+        lambda: [m for m in world.primary.messages if m.to == "+37060000061"], timeout=90
     )
     found = re.search(r"http://127\.0\.0\.1:\d+/r/[A-Za-z0-9_-]{12}", message.body)
     assert found
