@@ -8,10 +8,13 @@ servers from this process.
   against a bare aiohttp loop posting the same form;
 - call tasks/s to a webhook (aiohttp), against a bare aiohttp loop posting the same JSON.
 
-The notifier delivers one row at a time (its ledger's ``sending`` state is what the
-runaway guard counts), so the bare loops are sequential too. Each figure: ``N`` commands
-for ``N`` patients (contacts stored first), timed from the first command produced to the
-last delivery received. ``FOLLOWUP_BENCH_NOTIFICATIONS`` (default 1,000 per channel).
+The bare loops are sequential: they are the cost of the channel itself on one connection.
+The notifier sends up to ``FOLLOWUP_DISPATCH_CONCURRENCY`` rows at once per channel (one at
+a time per patient), so on a channel whose server answers in parallel (HTTP) it may pass
+its baseline; email goes over one SMTP connection, as the baseline does. Each figure:
+``N`` commands for ``N`` patients (contacts stored first), timed from the first command
+produced to the last delivery received. ``FOLLOWUP_BENCH_NOTIFICATIONS`` (default 1,000
+per channel).
 """
 
 from __future__ import annotations

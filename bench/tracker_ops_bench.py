@@ -3,7 +3,8 @@
 - HL7 over MLLP: SIU^S12 messages per second, each acknowledged only after its canonical
   event is stored on the broker, on 1 connection and on ``MLLP_CONNECTIONS``, against
   parsing and ACK building alone in this process (the ``hl7`` library; the floor of any
-  listener written with it);
+  listener written with it) and against the listener's own reading, encoding and ACK
+  without the network and the broker (``services.tracker.hl7_siu``);
 - replay: a day's feed of canonical bookings (past appointments, so each is a no-show)
   sent a second time: the drain time of both passes and the new triggers of the second;
 - restore: kill -9 with the feed's patients tracked, then restart to ready, against the
@@ -22,6 +23,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import hl7
 
@@ -35,10 +37,12 @@ from bench.processes import (
     unique_prefix,
     until_committed,
 )
+from common.codec import encode
 from common.config import PREFIX, Settings
 from common.kafka import delete_topics_with_prefix, ensure_topics, make_consumer
 from schemas import AppointmentEvent
 from schemas.topics import TopicNames
+from services.tracker import hl7_siu
 from tests.support.polling import free_port
 from tests.unit.tracker.events import booking
 
@@ -73,6 +77,19 @@ def parse_and_ack(messages: list[str]) -> int:
     for text in messages:
         ack = hl7.parse(text).create_ack()
         str(ack).encode()
+    return len(messages)
+
+
+def read_and_ack(messages: list[str]) -> int:
+    """The second baseline: the listener's own work per message without the network or the
+    broker (its narrow SIU reader, the canonical events encoded, the ACK)."""
+    zone, now = ZoneInfo("UTC"), datetime.now(UTC)
+    for text in messages:
+        raw = text.encode()
+        result = hl7_siu.read(raw, zone=zone, now=now, department="bench")
+        for event in result.events():
+            encode(event)
+        hl7_siu.ack(hl7_siu.read_header(raw), code="AA", now=now).encode()
     return len(messages)
 
 
@@ -153,11 +170,20 @@ class TrackerOps:
         started = time.perf_counter()
         parse_and_ack(messages)
         floor = len(messages) / (time.perf_counter() - started)
+        started = time.perf_counter()
+        read_and_ack(messages)
+        own = len(messages) / (time.perf_counter() - started)
         one = await mllp_rate(self.mllp_port, messages[: max(1, len(messages) // 5)], 1)
         many = await mllp_rate(self.mllp_port, messages, MLLP_CONNECTIONS)
         return [
             Figure("tracker: SIU over MLLP, ACK after durable, 1 conn", one, "parse+ACK", floor),
             Figure(f"tracker: SIU over MLLP, {MLLP_CONNECTIONS} conns", many, "parse+ACK", floor),
+            Figure(
+                f"tracker: SIU over MLLP, {MLLP_CONNECTIONS} conns, vs own reader",
+                many,
+                "the listener's own read+ACK",
+                own,
+            ),
         ]
 
     async def replay(self) -> list[Result]:

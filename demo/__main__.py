@@ -46,6 +46,7 @@ def parse_args(argv: list[str]) -> DemoConfig:
         demo_ports=not args.any_ports,
         kafka=args.kafka,
         database_url=args.database_url,
+        workflow=True,  # issue 18's clinic: cancellations, a holiday, a full desk, a child...
     )
 
 

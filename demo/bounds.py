@@ -5,7 +5,8 @@ The checks never parse ``policy.yaml`` themselves: ``load_policy`` is the schedu
 default), so whatever the scheduler accepts the checks accept, with the same rules per
 department and reason. From those rules two questions are answered:
 
-- ``allowed``: may a contact on this channel start at this moment? A call task needs the
+- ``allowed``: may a contact on this channel start at this moment? A call task needs an
+  open day (no public holiday of the policy's ``country``, none of its ``closures``), the
   day's business hours and a call slot with at least ``min_call_window`` left of both; an
   SMS or email must be outside the quiet hours (for the channels they cover).
 - ``earliest_allowed``: the first such moment at or after a given one. Only the moments
@@ -63,6 +64,8 @@ def _quiet(hours: TimeRange, local: datetime) -> bool:
 def allowed(rules: CadenceRules, channel: Channel, moment: datetime, zone: str) -> bool:
     local = moment.astimezone(ZoneInfo(zone))
     if channel == "call_task":
+        if rules.closed_on(local.date()):
+            return False  # a public holiday or one of the clinic's own closure dates
         left = _call_time_left(rules, local)
         return left is not None and left >= rules.min_call_window
     quiet = rules.quiet_hours

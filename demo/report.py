@@ -538,6 +538,8 @@ def first_contact_problems(
         if trigger.kind == "no_show" and trigger.appointment_start is not None:
             fact = trigger.appointment_start
         earliest = wall_add(fact, rules.steps[0].delay, n.timezone)
+        # Schedule churn: the first contact waits the reason's settle window after the fact.
+        earliest = max(earliest, fact + rules.settle_window)
         for known in (_moment(case.get("opened_at")), held_until(observed, n.case_id)):
             if known is not None:
                 earliest = max(earliest, known)
@@ -886,6 +888,7 @@ def table(report: dict[str, Any], findings: list[Finding], where: dict[str, str]
         ),
         ("held by scheduler rule", _kv(report["held_by_rule"]["scheduler"]) or "0"),
         ("held by notifier rule", _kv(report["held_by_rule"]["notifier"]) or "0"),
+        *_workflow_rows(report),
         ("dead letters", str(report["dead_letters"])),
         ("clinic actions failed", str(report.get("run", {}).get("clinic_actions_failed", "-"))),
         ("services alive at the end", _kv(report.get("run", {}).get("services_alive", {})) or "-"),
@@ -901,6 +904,13 @@ def table(report: dict[str, Any], findings: list[Finding], where: dict[str, str]
     lines += ["", "where to look", "-" * 60]
     lines += [f"{k:<{width}}  {v}" for k, v in where.items()]
     return "\n".join(lines)
+
+
+def _workflow_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    # Imported here: demo.workflow builds on this module's views.
+    from demo.workflow import summary
+
+    return summary(report.get("workflow") or {})
 
 
 def _kv(values: dict[str, Any]) -> str:

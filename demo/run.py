@@ -21,7 +21,7 @@ import aiohttp
 from common.clock import ScaledClock
 from common.kafka import ensure_topics
 from common.topic_reader import read_events_to_end
-from demo import report
+from demo import report, workflow
 from demo.bounds import load_policy
 from demo.deployment import REPO, SERVICES, Deployment, Ports, ensure_infra, scaled_clock_env
 from demo.observe import Metrics, fetch_case_details, fetch_cases, fetch_text
@@ -101,6 +101,9 @@ class DemoConfig:
     hooks: RunHooks | None = None
     # The cadence policy file the scheduler runs with (FOLLOWUP_POLICY_PATH; None: its own).
     policy: Path | None = None
+    # Issue 18's clinic workflow in the population and the deployment (``demo.workflow``):
+    # on for ``python -m demo``, off for the harnesses that reuse this runner.
+    workflow: bool = False
     # A population built beforehand (the lab's); None: built from patients, days and seed.
     scenario: Scenario | None = None
     # How patients react to followup; None: as the scenario's behaviours script it.
@@ -136,8 +139,12 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             days=config.days,
             seed=config.seed,
             unreported_call_share=config.unreported_call_share,
+            workflow=config.workflow,
         )
     )
+    policy_path = config.policy
+    if policy_path is None and config.workflow:
+        policy_path = workflow.demo_policy(run_dir)  # a desk at capacity
     token = secrets.token_urlsafe(24)
     webhook_secret = secrets.token_urlsafe(24)
     twilio_sid = "AC" + uuid.uuid4().hex
@@ -186,7 +193,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             # second they decide how late a due step fires, so the demo polls often.
             "FOLLOWUP_POLL_SECONDS": "0.1",
             "FOLLOWUP_DETECTION_TICK_SECONDS": "0.1",
-            **({"FOLLOWUP_POLICY_PATH": str(config.policy)} if config.policy else {}),
+            **({"FOLLOWUP_POLICY_PATH": str(policy_path)} if policy_path else {}),
+            **(workflow.deployment_env() if config.workflow else {}),
         },
         log_dir=run_dir / "logs",
     )
@@ -269,8 +277,12 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         dump_events(run_dir / "events", everything)
         observed = report.within(everything, scenario.end)
         tolerance = timedelta(seconds=config.tolerance_real_seconds * config.speed)
-        findings = report.check(observed, scenario, load_policy(config.policy), tolerance)
+        policy = load_policy(policy_path)
+        findings = report.check(observed, scenario, policy, tolerance)
         computed = report.compute(observed, scenario)
+        if config.workflow:
+            findings += workflow.check(observed, scenario, policy)
+            computed["workflow"] = workflow.counts(observed, scenario, policy)
         computed["run"] = {
             "run_id": run_id,
             "speed": config.speed,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -30,6 +30,9 @@ Behaviour = Literal[
     "misses_invitation",  # does not answer the clinic's own invitation call; then answers
     "drifts",  # finished a stage, never booked the next; answers when followup calls
     "dies",  # misses a visit and dies the next day: no contact after that, case closed
+    # The clinic's own workflow (issue 18, ``workflow_population``; no share by default):
+    "clinic_cancelled",  # the clinic cancels the visit the day before; answers, rebooks
+    "attends_no_booking",  # attends a visit without a plan, books nothing; answers, rebooks
 ]
 IngestPath = Literal["hl7", "fhir", "json"]
 # What the carrier knows of a patient's number: the SMS stand-in answers with Twilio's code.
@@ -71,10 +74,25 @@ EXPECTED_TRIGGER: dict[Behaviour, TriggerKind | None] = {
     "misses_invitation": "unanswered_call",
     "drifts": "stage_window_at_risk",
     "dies": "no_show",
+    "clinic_cancelled": "clinic_cancellation",
+    "attends_no_booking": "next_visit_due",
 }
 REBOOKS: frozenset[Behaviour] = frozenset(
-    {"recovers", "late_cancels", "misses_invitation", "drifts"}
+    {
+        "recovers",
+        "late_cancels",
+        "misses_invitation",
+        "drifts",
+        "clinic_cancelled",
+        "attends_no_booking",
+    }
 )
+# The department whose visits the tracker expects to be followed by another within
+# NEXT_VISIT_DAYS (FOLLOWUP_NEXT_VISIT_DAYS in the demo), and a desk at its capacity.
+NEXT_VISIT_DEPARTMENT, NEXT_VISIT_DAYS = "physio", 10
+CAPACITY_DEPARTMENT, CALLS_PER_DAY = "dental", 2
+# A child (issue 18): born this day, seven or eight on the scenario's visits.
+CHILD_BIRTH_DATE = date(2018, 9, 14)
 
 
 def e164(raw: str) -> str:
@@ -135,6 +153,10 @@ class Patient:
     # Of those who recover: phones the clinic and books by themselves while followup's call
     # task is still out, so the scheduler withdraws it (the front desk never reports it).
     books_first: bool = False
+    # Issue 18: a child's birth date (sent by every feed; None for adults, whose feeds send
+    # none); a patient who reports a symptom on the answered call (a clinical concern).
+    birth_date: date | None = None
+    reports_concern: bool = False
 
     @property
     def slips(self) -> bool:
@@ -183,7 +205,15 @@ class Patient:
 # --- what the clinic does on its own, at planned moments ---------------------------------
 
 ActionKind = Literal[
-    "register", "plan", "book", "check_in", "fulfil", "cancel", "invite_call", "death"
+    "register",
+    "plan",
+    "book",
+    "check_in",
+    "fulfil",
+    "cancel",
+    "clinic_cancel",
+    "invite_call",
+    "death",
 ]
 
 
@@ -214,6 +244,8 @@ class ScenarioConfig:
     # The clinic registers and books each patient this long before the first visit (None:
     # everyone on the first morning). A large clinic spreads its load over the run.
     book_ahead: timedelta | None = None
+    # The clinic's own workflow of issue 18 in the population (``workflow_population``).
+    workflow: bool = False
 
 
 @dataclass
@@ -243,7 +275,9 @@ class Scenario:
         out: list[ClinicAction] = []
         for p in self.patients:
             booked = self.booked_at(p)
-            out += [ClinicAction(booked, "register", p), ClinicAction(booked, "plan", p)]
+            out.append(ClinicAction(booked, "register", p))
+            if p.behaviour != "attends_no_booking":  # a visit without a treatment plan
+                out.append(ClinicAction(booked, "plan", p))
             for appt in p.appointments:
                 out.append(ClinicAction(booked, "book", p, appt))
             for i, appt in enumerate(p.appointments):
@@ -251,6 +285,10 @@ class Scenario:
                     continue  # a no-show: the clinic records nothing
                 if i == 0 and p.behaviour == "late_cancels":
                     out.append(ClinicAction(appt.start - timedelta(hours=3), "cancel", p, appt))
+                    continue
+                if i == 0 and p.behaviour == "clinic_cancelled":
+                    moment = appt.start - timedelta(days=1)
+                    out.append(ClinicAction(moment, "clinic_cancel", p, appt))
                     continue
                 if i > 0 and p.slips:
                     continue  # later visits of a patient who slipped are moved at run time
@@ -418,7 +456,76 @@ def build(
     share_phones(scenario, max(1, round(config.patients * config.shared_phone_share)))
     carrier_troubles(scenario)
     book_first(scenario, pairs=2)
+    if config.workflow:
+        workflow_population(scenario, rng)
     return scenario
+
+
+def workflow_population(scenario: Scenario, rng: random.Random) -> None:
+    """Issue 18's clinic in the population, each from a patient the build already made:
+    a clinic cancellation (an attendee on the FHIR or JSON path, whose feeds say the
+    clinic cancelled), a patient on the JSON path who attends a visit without a plan in
+    NEXT_VISIT_DEPARTMENT and books nothing, a clinical concern (a recovering patient
+    reports a symptom on the answered call), and a child not brought (a never-answering
+    patient, with the birth date, misses a second visit the next working day). The holiday
+    (LT's 11 March in the shipped policy) and the desk at capacity are the deployment's."""
+    index = {p.patient_id: i for i, p in enumerate(scenario.patients)}
+
+    def first(
+        behaviour: Behaviour,
+        *,
+        path_not: str | None = None,
+        path: str | None = None,
+        any_line: bool = False,
+    ) -> Patient | None:
+        return next(
+            (
+                p
+                for p in scenario.patients
+                if p.behaviour == behaviour
+                and not p.shares_phone
+                and (any_line or p.phone_line == "mobile")
+                and not p.books_first
+                and p.path != path_not
+                and (path is None or p.path == path)
+                and p.first_appointment is not None
+            ),
+            None,
+        )
+
+    def put(patient: Patient) -> None:
+        scenario.patients[index[patient.patient_id]] = patient
+
+    if (p := first("attends", path_not="hl7")) is not None:
+        # The tracker reads a clinic cancellation from FHIR's reason code and JSON's
+        # cancelled_by; the simulator's HL7 S15 names no reason for the clinic.
+        put(replace(p, behaviour="clinic_cancelled", answers_on=1, appointments=p.appointments[:1]))
+    if (p := first("attends", path="json")) is not None:
+        # JSON: its appointments may leave the plan out (HL7 SCH-26, FHIR basedOn name it).
+        visit = replace(p.appointments[0], department=NEXT_VISIT_DEPARTMENT)
+        put(
+            replace(
+                p,
+                behaviour="attends_no_booking",
+                answers_on=1,
+                department=NEXT_VISIT_DEPARTMENT,
+                appointments=(visit,),
+            )
+        )
+    if (p := first("recovers")) is not None:
+        put(replace(p, reports_concern=True, answers_on=1))
+    # A small clinic's never-answering patients may all have carrier troubles; one who
+    # declines on the first call misses the second visit all the same (a new case then).
+    child = first("never_answers") or first("never_answers", any_line=True) or first("declines")
+    if (p := child) is not None:
+        missed = p.appointments[0]
+        zone = ZoneInfo(CLINIC_ZONE)
+        second = replace(
+            missed,
+            appointment_id=f"appt-{p.patient_id}-2",
+            start=_working_day(missed.start + timedelta(days=1), zone, rng),
+        )
+        put(replace(p, birth_date=CHILD_BIRTH_DATE, appointments=(missed, second)))
 
 
 def book_first(scenario: Scenario, pairs: int) -> None:

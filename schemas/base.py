@@ -100,10 +100,17 @@ def _date_fields(model: type[BaseModel]) -> tuple[str, ...]:
     return names
 
 
+# A tuple, not ``list | tuple | ...``: that expression builds a union object on every call,
+# which made this check a fifth of the tracker's decoding time (issue 16's profile).
+_COLLECTIONS = (list, tuple, frozenset, set)
+
+
 def _implausible(value: Any) -> bool:
+    if value is None:
+        return False
     if isinstance(value, date):
         return not EARLIEST_YEAR <= value.year <= LATEST_YEAR
-    if isinstance(value, list | tuple | frozenset | set):
+    if isinstance(value, _COLLECTIONS):
         return any(_implausible(item) for item in value)
     return False
 

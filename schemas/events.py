@@ -7,6 +7,7 @@ The JSON Schemas under ``schemas/json`` are generated from these models
 from __future__ import annotations
 
 import base64
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, PositiveInt, StringConstraints, model_validator
@@ -144,6 +145,7 @@ ContactField = Literal[
     "consent",
     "status",
     "proxy",
+    "birth_date",
 ]
 
 LocalTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
@@ -190,9 +192,14 @@ class ContactEvent(Envelope):
     proxy: ProxyContact | None = Field(
         default=None, description="Contact the proxy instead of the patient (minor, named)."
     )
+    birth_date: date | None = Field(
+        default=None,
+        description="HL7 PID-7 / FHIR Patient.birthDate. The tracker derives from it whether"
+        " a proxy is a minor's guardian; the notifier keeps none of it (minimum data).",
+    )
     fields_sent: list[ContactField] | None = Field(
         default=None,
-        max_length=9,
+        max_length=10,
         description="null: a full snapshot (every field as given). A list: only these fields "
         "carry news (a null among them clears the stored value); the others keep what is "
         "stored, as HL7 v2 leaves out what it does not send.",
@@ -229,6 +236,19 @@ class PatientStatusEvent(Envelope):
     )
     contact_window: ContactWindow | None = Field(
         default=None, description="Messages and calls only inside it, within the clinic's rules."
+    )
+    birth_date: date | None = Field(
+        default=None,
+        description="HL7 PID-7 / FHIR Patient.birthDate, for the scheduler's rule on children"
+        " who were not brought (its policy's safeguarding age). Kept by the scheduler beside"
+        " the patient's status alone: never on a command, a call task, a log or a metric.",
+    )
+    fields_sent: list[Literal["birth_date"]] | None = Field(
+        default=None,
+        max_length=1,
+        description='null: the status and every planning fact as given. ["birth_date"]: only'
+        " the birth date is news (HL7 PID-7 of a message that says nothing of the status);"
+        " the stored status, zone and preferences stay as they are.",
     )
 
 
@@ -373,6 +393,16 @@ class NotificationCommand(Envelope):
         " team, else the clinic-wide pool); escalations: escalate_to.",
     )
     risk: RiskScore | None = Field(default=None, description="Call tasks: the case's risk.")
+    audience: Literal["patient", "guardian"] = Field(
+        default="patient",
+        description="guardian: the patient is a child (under the policy's safeguarding age);"
+        " what the patient would read or hear addresses their parent or guardian.",
+    )
+    safeguarding: bool = Field(
+        default=False,
+        description="The case is a safeguarding case (a child not brought to repeated visits):"
+        " its escalation goes to the safeguarding lead.",
+    )
 
 
 # --- followup.outcomes -------------------------------------------------------------------
@@ -445,6 +475,10 @@ class CallTaskEvent(Envelope):
     )
     owner: Id | None = Field(default=None, description="The team or pool that works the task.")
     risk: RiskScore | None = Field(default=None, description="The case's risk score and inputs.")
+    safeguarding: bool = Field(
+        default=False,
+        description="A child not brought to repeated visits: the safeguarding lead's task.",
+    )
 
 
 # --- followup.deadletter -----------------------------------------------------------------

@@ -35,6 +35,7 @@ def contact(patient: Patient, now: datetime, *, deceased: bool = False) -> Conta
         timezone=patient.timezone,
         consent=ChannelConsent(),
         status="deceased" if deceased else "active",
+        birth_date=patient.birth_date,
     )
 
 
@@ -83,6 +84,7 @@ def appointment(
     now: datetime,
     by_patient: bool = False,
 ) -> AppointmentEvent:
+    planless = patient.behaviour == "attends_no_booking"
     return AppointmentEvent(
         event_id=f"{appt.appointment_id}:{status}",
         occurred_at=now,
@@ -98,8 +100,26 @@ def appointment(
         status=status,
         status_at=now if status not in ("booked",) else None,
         cancelled_by=("patient" if by_patient else "clinic") if status == "cancelled" else None,
-        plan_id=patient.plan_id,
-        stage_id=appt.stage_id,
+        # A visit outside any treatment plan (the next-visit rule is for those).
+        plan_id=None if planless else patient.plan_id,
+        stage_id=None if planless else appt.stage_id,
+    )
+
+
+def child_status(patient: Patient, now: datetime) -> PatientStatusEvent | None:
+    """A child's birth date for the scheduler (followup.patients), as the tracker sends it
+    from HL7 PID-7 or FHIR birthDate; None for an adult (no birth date leaves the contact)."""
+    if patient.birth_date is None:
+        return None
+    return PatientStatusEvent(
+        event_id=f"patient-status:{patient.patient_id}:child",
+        occurred_at=now,
+        source=SOURCE,
+        patient_id=patient.patient_id,
+        status="active",
+        effective_at=now,
+        birth_date=patient.birth_date,
+        fields_sent=["birth_date"],  # no news of the status
     )
 
 

@@ -37,7 +37,13 @@ from demo.scenario import (
 )
 from demo.simulator import canonical
 from demo.simulator.feeds import ClinicFeed
-from demo.simulator.patients import MessageReaction, PatientLog, Reactions, ScriptedReactions
+from demo.simulator.patients import (
+    CONCERN_NOTE,
+    MessageReaction,
+    PatientLog,
+    Reactions,
+    ScriptedReactions,
+)
 from schemas.base import Channel
 from schemas.topics import TopicNames
 from standins.calltasks import ReceivedTask
@@ -111,6 +117,7 @@ class NotifierDesk:
         outcome: str,
         reported_at: datetime,
         task_id: str | None = None,
+        note: str | None = None,
     ) -> int:
         body = {
             "report_id": report_id,
@@ -119,6 +126,8 @@ class NotifierDesk:
             "reported_at": reported_at.isoformat(),
             "reported_by": "front-desk",
         }
+        if note is not None:  # a clinical concern: what the patient reported
+            body["note"] = note
         routes = ["/call-tasks/outcomes", f"/calltasks/{task_id or idempotency_key}/result"]
         if self._route is not None:
             routes = [self._route.format(task=task_id or idempotency_key)]
@@ -242,6 +251,10 @@ class Simulation:
             elif action.kind == "cancel":
                 assert appt is not None
                 await feed.appointment(patient, appt, "cancelled", now, by_patient=True)
+            elif action.kind == "clinic_cancel":
+                # The doctor is ill: the clinic cancels (FHIR reason prov, JSON clinic).
+                assert appt is not None
+                await feed.appointment(patient, appt, "cancelled", now, by_patient=False)
             elif action.kind == "death":
                 await feed.death(patient, patient.death_at, now)
             elif action.kind == "invite_call":
@@ -348,6 +361,7 @@ class Simulation:
             decision.result,
             self.clock.now(),
             task_id,
+            note=CONCERN_NOTE if decision.result == "clinical_concern" else None,
         )
         self.progress.call_reports[decision.result if status < 300 else f"refused_{status}"] += 1
         if decision.rebook and not patient_log.rebooked:

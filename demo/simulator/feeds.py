@@ -67,6 +67,8 @@ class JsonFeed:
 
     async def register(self, patient: Patient, now: datetime) -> None:
         await self.publisher.publish(self.topics.contacts, canonical.contact(patient, now))
+        if (child := canonical.child_status(patient, now)) is not None:
+            await self.publisher.publish(self.topics.patients, child)
 
     async def death(self, patient: Patient, died_at: datetime, now: datetime) -> None:
         contact = canonical.contact(patient, now, deceased=True)

@@ -48,6 +48,8 @@ def patient_resource(patient: Patient, died_at: datetime | None = None) -> Json:
         ],
         "extension": [{"url": TIMEZONE_EXTENSION, "valueCode": patient.timezone}],
     }
+    if patient.birth_date is not None:
+        resource["birthDate"] = patient.birth_date.isoformat()  # a child's (adults: none sent)
     if died_at is not None:
         resource["deceasedDateTime"] = iso(died_at)
     return resource

@@ -83,6 +83,8 @@ def _pid(patient: Patient, died_at: datetime | None = None) -> str:
         13: f"{e(patient.phone)}^PRN^CP~^NET^Internet^{e(patient.email)}",
         15: e(patient.language),
     }
+    if patient.birth_date is not None:
+        fields[7] = patient.birth_date.strftime("%Y%m%d")  # a child's (adults: none sent)
     if died_at is not None:
         fields |= {29: ts(died_at), 30: "Y"}  # death date and time, death indicator
     return segment("PID", fields)

@@ -24,8 +24,11 @@ CallResult = Literal[
     "busy",
     "voicemail",
     "wrong_number",
+    "clinical_concern",
 ]
 NOT_REACHED: tuple[CallResult, ...] = ("no_answer", "busy", "voicemail")
+# What a patient with a clinical concern tells the front desk (made up; the desk's note).
+CONCERN_NOTE = "Swelling and fever since the missed visit."
 
 
 @dataclass
@@ -51,7 +54,17 @@ def decide_call(
 ) -> CallDecision:
     """The front desk's call number ``call_number`` (1-based) to this patient."""
     b = patient.behaviour
-    if b in ("recovers", "late_cancels", "misses_invitation", "drifts"):
+    if patient.reports_concern and call_number >= patient.answers_on:
+        # A symptom or danger sign on the call: for the clinician on call, not a booking.
+        return CallDecision("clinical_concern")
+    if b in (
+        "recovers",
+        "late_cancels",
+        "misses_invitation",
+        "drifts",
+        "clinic_cancelled",
+        "attends_no_booking",
+    ):
         if call_number >= patient.answers_on and patient.books_first:
             return CallDecision(None, rebook=True)  # booked by phone before the desk called
         if call_number >= patient.answers_on:

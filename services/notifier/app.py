@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -76,6 +76,9 @@ class NotifierApp:
     async def publish_outcome(self, outcome: OutcomeEvent) -> None:
         await self.publisher.publish(self.topics.outcomes, outcome)
 
+    async def publish_outcomes(self, outcomes: Sequence[OutcomeEvent]) -> None:
+        await self.publisher.publish_many(self.topics.outcomes, outcomes)
+
     async def start(self) -> None:
         s = self.settings
         dsn = str(s.database_url)
@@ -133,6 +136,8 @@ class NotifierApp:
             ),
             clock=self.clock,
             publish_outcome=self.publish_outcome,
+            publish_outcomes=self.publish_outcomes,
+            concurrency=s.dispatch_concurrency,
         )
         self.ops.add_readiness_check("database", self._db_ready)
         self.ops.add_readiness_check("kafka", self.publisher.broker_ready)

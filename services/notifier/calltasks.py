@@ -69,6 +69,7 @@ def build_call_task(
         note=command.note,
         owner=command.owner,
         risk=command.risk,
+        safeguarding=command.safeguarding,
     )
 
 
@@ -127,6 +128,8 @@ def call_script(
     script = book.render("call_script", language, context)
     if shared_by > 1:
         script = localise.word(language, "shared_number", count=shared_by) + "\n" + script
+    if command.audience == "guardian":
+        script = f"{book.phrase(language, 'guardian_call')}\n{script}"
     if contact is not None and contact.proxy is not None:
         # The number is the proxy's (a guardian, a carer): say whom the call is for.
         whom = contact.proxy_name or "-"
@@ -140,6 +143,8 @@ def call_script(
 def escalation_brief(command: NotificationCommand, view: DeskView) -> list[str]:
     """For the doctor or supervisor: which deadline is at risk, what was tried, what to decide."""
     lines = [view.word("escalation")]
+    if command.safeguarding:
+        lines.append(view.word("safeguarding"))
     if command.stage_deadline is not None:
         stage = command.stage_name or localise.reason_label(view.language, command.reason)
         at_risk = view.word("at_risk", stage=stage, date=view.day(command.stage_deadline))
@@ -195,6 +200,8 @@ def summary_lines(task: CallTaskEvent, view: DeskView | None = None) -> list[str
         lines.append(f"{v.word('notes')}: {task.doctor_notes}")
     if task.note and v.notes:  # a clinical concern: what the administrator wrote
         lines.append(f"{v.word('concern')}: {task.note}")
+    if task.safeguarding:
+        lines.append(v.word("safeguarding"))
     if task.owner:
         lines.append(f"{v.word('owner')}: {task.owner}")
     if task.risk is not None:

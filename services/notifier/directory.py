@@ -59,6 +59,8 @@ class Directory:
         )
 
     async def record_patient_status(self, event: PatientStatusEvent) -> None:
+        if event.fields_sent is not None:
+            return  # a birth date alone: no news of the status, and none is kept here
         await self._pool.execute(
             """INSERT INTO patient_status (patient_id, status, effective_at, event_id)
                VALUES ($1, $2, $3, $4)

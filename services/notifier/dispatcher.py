@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -48,6 +49,8 @@ from services.notifier.outcomes import command_outcome
 from services.notifier.quiet_hours import QuietHours, next_allowed_moment
 
 log = get_logger(__name__)
+
+PublishMany = Callable[[Sequence[OutcomeEvent]], Awaitable[None]]
 
 
 # --- the rule ----------------------------------------------------------------------------
@@ -181,6 +184,8 @@ class Dispatcher:
         policy: DispatchPolicy,
         clock: Clock,
         publish_outcome: Publish,
+        publish_outcomes: PublishMany | None = None,
+        concurrency: int = 8,
         rnd: random.Random | None = None,
     ) -> None:
         self.ledger = ledger
@@ -189,9 +194,13 @@ class Dispatcher:
         self.policy = policy
         self.clock = clock
         self._publish = publish_outcome
+        # Outcomes published in one batch (sent in order, acknowledged together).
+        self._publish_many = publish_outcomes
+        self.concurrency = concurrency  # provider calls under way at once, per channel
         self._rnd = rnd or random.Random()
         self._wake = asyncio.Event()
-        # Set by drain(): no new rows are taken; the send under way finishes and is recorded.
+        self._publishing = asyncio.Lock()
+        # Set by drain(): no new rows are taken; the sends under way finish and are recorded.
         self._stopping = asyncio.Event()
         # The runaway guard counts every message the patient reads, whichever channel.
         self._patient_channels = [n for n, c in self.channels.items() if c.rules.reaches_patient]
@@ -204,22 +213,25 @@ class Dispatcher:
             metrics.DUPLICATES_DROPPED.labels(command.channel).inc()
             log.info("duplicate_dropped", key=command.idempotency_key, purpose=command.purpose)
 
-    async def run(self, poll_seconds: float = 0.5) -> None:
+    async def run(self, poll_seconds: float = 0.5, most: int = 200) -> None:
         while not self._stopping.is_set():
+            done = 0
             try:
-                await self.work_once()
+                done = await self.work_once(most)
             except Exception as exc:  # a database blip must not end the worker
                 log.error("dispatch_failed", error=type(exc).__name__)
             self._wake.clear()
             if self._stopping.is_set():
                 break
+            if done >= most:
+                continue  # a backlog: look again at once rather than after the poll
             # Real-time polling interval: how often to look, not a business time.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll_seconds)
 
     async def drain(self, worker: asyncio.Task[None], grace_seconds: float) -> bool:
-        """Stop taking rows and let ``worker`` (the task running ``run``) finish the send
-        under way and record it, for at most ``grace_seconds``; True when it did.
+        """Stop taking rows and let ``worker`` (the task running ``run``) finish the sends
+        under way and record them, for at most ``grace_seconds``; True when it did.
 
         Cancelling a provider call mid-way would leave its row 'sending', and the next
         notifier would resend it after the lease: a rolling deploy must not do that. Past
@@ -236,23 +248,79 @@ class Dispatcher:
             await worker
         return False
 
-    async def work_once(self, most: int = 50) -> int:
-        # One row at a time: a row is 'sending' only while its provider call is under way,
-        # which is what the runaway guard counts as possibly delivered.
+    async def work_once(self, most: int = 200) -> int:
+        """Sends up to ``most`` due rows, up to ``concurrency`` at once per channel and one at
+        a time per patient; returns when they are all recorded (and outcomes published).
+
+        A row is 'sending' only while its provider call is under way (which is what the
+        runaway guard counts as possibly delivered): rows are taken only when their
+        channel has room, so none waits for a slot once marked.
+        """
         done = 0
-        while done < most and not self._stopping.is_set():
-            due = await self.ledger.take_due(self.clock.now(), limit=1)
-            if not due:
-                break
-            await self.process(due[0])
-            done += 1
+        running: dict[asyncio.Task[None], str] = {}  # task -> its channel
+        failures: list[BaseException] = []
+
+        def reap(finished: set[asyncio.Task[None]]) -> None:
+            for task in finished:
+                running.pop(task)
+                if not task.cancelled() and task.exception() is not None:
+                    failures.append(task.exception())  # type: ignore[arg-type]
+
+        try:
+            while done < most and not self._stopping.is_set() and not failures:
+                busy = Counter(running.values())
+                room = {name: self.concurrency - busy[name] for name in self.channels}
+                # (+1: a command for a channel not configured is finished at once.)
+                wanted = min(sum(room.values()) + 1, most - done)
+                due = []
+                if wanted > 0:
+                    due = await self.ledger.take_due(
+                        self.clock.now(),
+                        limit=wanted,
+                        channel_room=room,
+                        one_per_patient=True,
+                    )
+                for delivery in due:
+                    running[asyncio.create_task(self.process(delivery))] = delivery.command.channel
+                done += len(due)
+                if not running:
+                    break
+                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                reap(finished)
+        except asyncio.CancelledError:
+            # drain() past its grace: the provider calls are cut short too.
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(running)
+            raise
+        finally:
+            # Whatever happens, what was taken is sent and recorded before returning.
+            if running:
+                finished, _ = await asyncio.wait(running)
+                reap(finished)
+        if failures:
+            raise failures[0]
         await self.publish_outcomes()
         return done
 
     async def publish_outcomes(self) -> None:
-        for done in await self.ledger.unpublished():
-            await self._publish(outcome_event(done))
-            await self.ledger.mark_published(done.command)
+        # One publisher at a time in this process (the run loop and a caller of work_once
+        # would otherwise both read the same unpublished rows and publish them twice).
+        async with self._publishing:
+            await self._publish_outcomes()
+
+    async def _publish_outcomes(self) -> None:
+        while finished := await self.ledger.unpublished():
+            events = [outcome_event(done) for done in finished]
+            if self._publish_many is not None:
+                await self._publish_many(events)
+            else:
+                for event in events:
+                    await self._publish(event)
+            await self.ledger.mark_all_published([done.command for done in finished])
+            if len(finished) < 100:
+                break
 
     async def process(self, delivery: Delivery) -> None:
         cmd = delivery.command

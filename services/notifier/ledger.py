@@ -9,11 +9,12 @@ the provider call; the dispatcher decides per channel what that means (see dispa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
+from asyncpg import Record
 
 from schemas.events import NotificationCommand
 
@@ -60,26 +61,62 @@ class Ledger:
         )
         return key is not None
 
-    async def take_due(self, now: datetime, limit: int = 20) -> list[Delivery]:
-        """Due rows (and rows abandoned while 'sending'), marked 'sending' and committed."""
+    async def take_due(
+        self,
+        now: datetime,
+        limit: int = 20,
+        *,
+        channel_room: Mapping[str, int] | None = None,
+        one_per_patient: bool = False,
+    ) -> list[Delivery]:
+        """Due rows (and rows abandoned while 'sending'), marked 'sending' and committed.
+
+        With ``one_per_patient``, at most one row per patient, the earliest, and none of a
+        patient who has a row 'sending' within the lease: the dispatcher sends a patient's
+        deliveries one after the other, in due order, so the runaway guard sees each one
+        finished before the next (whichever replica took it). ``channel_room`` caps how
+        many rows each channel named in it may take now (a channel not named is not
+        capped). Rows not taken stay pending for the next look.
+        """
+        room = dict(channel_room or {})
+        full = [channel for channel, n in room.items() if n <= 0]
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                """SELECT idempotency_key, purpose, command, state, tries, sinks_done
-                   FROM deliveries
-                   WHERE (state = 'pending' AND due_at <= $1)
-                      OR (state = 'sending' AND sending_since <= $2)
+                """SELECT idempotency_key, purpose, patient_id, channel, command, state, tries,
+                          sinks_done
+                   FROM deliveries d
+                   WHERE ((state = 'pending' AND due_at <= $1)
+                          OR (state = 'sending' AND sending_since <= $2))
+                     AND channel <> ALL($4::text[])
+                     AND NOT ($5 AND EXISTS (
+                         SELECT 1 FROM deliveries s WHERE s.patient_id = d.patient_id
+                            AND s.state = 'sending' AND s.sending_since > $2))
                    ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED""",
                 now,
                 now - self._lease,
                 limit,
+                full,
+                one_per_patient,
             )
+            patients: set[str] = set()
+            taken: list[Record] = []
             for row in rows:
+                if one_per_patient and row["patient_id"] in patients:
+                    continue
+                if row["channel"] in room:
+                    if room[row["channel"]] <= 0:
+                        continue
+                    room[row["channel"]] -= 1
+                patients.add(row["patient_id"])
+                taken.append(row)
+            if taken:
                 await conn.execute(
-                    """UPDATE deliveries SET state = 'sending', sending_since = $3,
-                           tries = tries + 1
-                       WHERE idempotency_key = $1 AND purpose = $2""",
-                    row["idempotency_key"],
-                    row["purpose"],
+                    """UPDATE deliveries d SET state = 'sending', sending_since = $3,
+                           tries = d.tries + 1
+                       FROM unnest($1::text[], $2::text[]) AS t(idempotency_key, purpose)
+                       WHERE d.idempotency_key = t.idempotency_key AND d.purpose = t.purpose""",
+                    [row["idempotency_key"] for row in taken],
+                    [row["purpose"] for row in taken],
                     now,
                 )
         return [
@@ -89,7 +126,7 @@ class Ledger:
                 sinks_done=tuple(row["sinks_done"]),
                 recovered=row["state"] == "sending",
             )
-            for row in rows
+            for row in taken
         ]
 
     async def hold(self, command: NotificationCommand, until: datetime) -> None:
@@ -160,6 +197,16 @@ class Ledger:
                WHERE idempotency_key = $1 AND purpose = $2""",
             command.idempotency_key,
             command.purpose,
+        )
+
+    async def mark_all_published(self, commands: Sequence[NotificationCommand]) -> None:
+        """``mark_published`` for many, in one statement."""
+        await self._pool.execute(
+            """UPDATE deliveries d SET outcome_published = true
+               FROM unnest($1::text[], $2::text[]) AS t(idempotency_key, purpose)
+               WHERE d.idempotency_key = t.idempotency_key AND d.purpose = t.purpose""",
+            [c.idempotency_key for c in commands],
+            [c.purpose for c in commands],
         )
 
     async def call_task(self, channel: str, task_id: str) -> NotificationCommand | None:

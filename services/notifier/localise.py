@@ -175,6 +175,8 @@ WORDS: dict[str, dict[str, str]] = {
         "escalation_subject": "Escalation, decision needed: {reason} ({patient})",
         "withdrawn": "Withdrawn: {subject}",
         "escalation": "ESCALATION: the follow-up needs a decision.",
+        "safeguarding": "SAFEGUARDING: a child was not brought to repeated visits; the "
+        "safeguarding lead decides what follows.",
         "at_risk": "Deadline at risk: {stage}, by {date}.",
         "at_risk_none": "No stage deadline is known; the follow-up could not reach the patient.",
         "tried": "Tried so far:",
@@ -220,6 +222,8 @@ WORDS: dict[str, dict[str, str]] = {
         "escalation_subject": "Eskalavimas, reikia sprendimo: {reason} ({patient})",
         "withdrawn": "Atšaukta: {subject}",
         "escalation": "ESKALAVIMAS: reikia jūsų sprendimo.",
+        "safeguarding": "VAIKO APSAUGA: vaikas pakartotinai nebuvo atvestas į vizitus; "
+        "sprendžia už vaiko apsaugą atsakingas asmuo.",
         "at_risk": "Gresia praleisti terminą: {stage}, iki {date}.",
         "at_risk_none": "Etapo terminas nežinomas; pacientui nepavyko prisiskambinti.",
         "tried": "Kas jau bandyta:",
@@ -266,6 +270,8 @@ WORDS: dict[str, dict[str, str]] = {
         "escalation_subject": "Эскалация, нужно решение: {reason} ({patient})",
         "withdrawn": "Отменено: {subject}",
         "escalation": "ЭСКАЛАЦИЯ: нужно ваше решение.",
+        "safeguarding": "ЗАЩИТА РЕБЁНКА: ребёнка неоднократно не привели на приём; решение "
+        "принимает ответственный за защиту детей.",
         "at_risk": "Под угрозой срок: {stage}, до {date}.",
         "at_risk_none": "Срок этапа неизвестен; до пациента не удалось дозвониться.",
         "tried": "Что уже пробовали:",
@@ -312,6 +318,8 @@ WORDS: dict[str, dict[str, str]] = {
         "escalation_subject": "Ескалация, нужно е решение: {reason} ({patient})",
         "withdrawn": "Оттеглено: {subject}",
         "escalation": "ЕСКАЛАЦИЯ: нужно е вашето решение.",
+        "safeguarding": "ЗАКРИЛА НА ДЕТЕТО: детето многократно не е доведено на посещение; "
+        "решението е на отговорника за закрила на детето.",
         "at_risk": "Застрашен срок: {stage}, до {date}.",
         "at_risk_none": "Срокът на етапа не е известен; пациентът не беше открит.",
         "tried": "Какво е опитано:",

@@ -68,7 +68,9 @@ class NotifierSettings(Settings):
     retry_base_seconds: float = Field(default=30.0, gt=0)
     retry_cap_seconds: float = Field(default=3600.0, gt=0)
     sending_lease_seconds: float = Field(default=120.0, ge=0)
-    # A graceful stop (SIGTERM) lets the send under way finish for at most this long; keep
+    # Provider calls under way at once per channel (each patient's still one at a time).
+    dispatch_concurrency: int = Field(default=8, ge=1)
+    # A graceful stop (SIGTERM) lets the sends under way finish for at most this long; keep
     # it below the platform's termination grace (Kubernetes: 30 s) minus the rest of stop.
     stop_grace_seconds: float = Field(default=20.0, ge=0)
     # Signed provider callbacks are remembered this long; a repeat has no effect (the

@@ -76,6 +76,9 @@ class MessageContext:
     unsubscribe_url: str | None = None  # email only: the link the body may name
     # The clinic's sign-off in the message's language; None: its name.
     signature: str | None = None
+    # A child's case (NotificationCommand.audience): the text addresses the parent or
+    # guardian (the ``guardian`` opening) and greets nobody by the child's name.
+    guardian: bool = False
 
     @classmethod
     def for_command(
@@ -103,6 +106,7 @@ class MessageContext:
             stage_name=command.stage_name,
             stage_deadline=command.stage_deadline,
             redacted=redacted,
+            guardian=command.audience == "guardian",
         )
 
     def variables(self, language: str = "en") -> dict[str, Any]:
@@ -116,7 +120,7 @@ class MessageContext:
             "signature": self.signature,
             "clinic_phone": self.clinic_phone,
             "rebook_url": self.rebook_url,
-            "name": self.name if detail else None,
+            "name": self.name if detail and not self.guardian else None,
             "appointment_date": visit and format_visit_time(visit, self.timezone, language),
             "stage_name": self.stage_name if detail else None,
             "deadline_date": deadline and format_visit_date(deadline, self.timezone, language),
@@ -144,6 +148,7 @@ PHRASES: Mapping[str, str] = {
     "sms_started": "You will get our texts again. Reply STOP to stop them.",
     "sms_help": "Texts about your treatment. Call us to rebook. Reply STOP to stop them.",
     "proxy_call": "Call the patient's contact person: {name}.",
+    "guardian_call": "The patient is a child: speak with a parent or guardian.",
 }
 
 
@@ -241,7 +246,9 @@ class TemplateBook:
         values = context.variables(language)
         values["clinic_name"] = values["clinic_name"] or self.phrase(language, "clinic")
         values["signature"] = values["signature"] or values["clinic_name"]
-        reason = "generic" if context.redacted else context.reason
+        reason = (
+            "guardian" if context.guardian else "generic" if context.redacted else context.reason
+        )
         try:
             opening = self._opening(language, reason, part).render(values)
             return self._template(language, part).render(values, opening=opening).strip()
@@ -303,7 +310,14 @@ def sample_contexts(reason: str) -> list[MessageContext]:
         timezone="UTC",
     )
     redacted = MessageContext(**{**full.__dict__, "redacted": True})
-    return [full, bare, redacted]
+    guardian = MessageContext(**{**full.__dict__, "guardian": True})
+    return [
+        full,
+        bare,
+        redacted,
+        guardian,
+        MessageContext(**{**redacted.__dict__, "guardian": True}),
+    ]
 
 
 def sms_budget_contexts(reason: str, sample: SmsSample) -> list[MessageContext]:
@@ -315,4 +329,8 @@ def sms_budget_contexts(reason: str, sample: SmsSample) -> list[MessageContext]:
         "rebook_url": sample.rebook_url,
     }
     longest = MessageContext(**{**full.__dict__, **site})
-    return [longest, MessageContext(**{**longest.__dict__, "redacted": True})]
+    return [
+        longest,
+        MessageContext(**{**longest.__dict__, "redacted": True}),
+        MessageContext(**{**longest.__dict__, "guardian": True}),
+    ]

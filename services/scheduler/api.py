@@ -31,7 +31,7 @@ CASE_COLUMNS = (
     "case_id, patient_id, reason, department, timezone, state, resolution, trigger_event_id, "
     "opened_at, closed_at, appointment_id, appointment_start, practitioner_id, supervisor_id, "
     "plan_id, stage_id, stage_deadline, impossible_channels, first_contact_at, concern_at, "
-    "updated_at"
+    "child, safeguarding_at, updated_at"
 )
 ATTEMPT_COLUMNS = (
     "attempt_number, purpose, channel, template, escalate_to, state, tightened, planned_at, "
@@ -124,6 +124,11 @@ class CaseApi:
             if q["open"] not in ("true", "false"):
                 raise _bad("open must be true or false")
             add("(state <> 'closed') = {}", q["open"] == "true")
+        if "safeguarding" in q:
+            # Children not brought to repeated visits: the safeguarding lead's worklist.
+            if q["safeguarding"] not in ("true", "false"):
+                raise _bad("safeguarding must be true or false")
+            add("(safeguarding_at IS NOT NULL) = {}", q["safeguarding"] == "true")
         if "reason" in q:
             if q["reason"] not in get_args(TriggerKind):
                 raise _bad(f"reason must be one of {list(get_args(TriggerKind))}")

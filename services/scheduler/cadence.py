@@ -10,6 +10,9 @@ outcomes, the channels that are impossible or opted out) and the moment ``now``,
 
 The rules, in order:
 
+0. A clinical concern goes to the clinician on call at once; a safeguarding case (a child
+   not brought to repeated visits, ``Case.safeguard``) to the named safeguarding lead in
+   business hours; no ordinary step follows either.
 1. Once an escalation was made, the case only waits for it: a handled escalation closes
    the case as escalated; an unanswered one goes to the supervisor once; then it closes.
 2. No usable channel left: opted out of everything usable -> closed as opted out; else the
@@ -80,7 +83,7 @@ Resolution = Literal[
 ]
 MoveReason = PlanningMove
 EscalationReason = Literal[
-    "deadline", "attempts_exhausted", "no_channel", "unanswered", "clinical_concern"
+    "deadline", "attempts_exhausted", "no_channel", "unanswered", "clinical_concern", "safeguarding"
 ]
 
 # An escalation that failed this way goes on to the supervisor.
@@ -138,6 +141,8 @@ class CaseView:
     patient_timezone: str | None = None
     # When a call result reported a clinical concern: the ordinary cadence stops.
     concern_at: datetime | None = None
+    # When the case became a safeguarding case (a child not brought to repeated visits).
+    safeguarding_at: datetime | None = None
     # The patient's preferences (followup.patients): the channel tried first, and the
     # hours (their zone) inside which messages and calls go, within the clinic's rules.
     preferred_channel: Channel | None = None
@@ -184,6 +189,8 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
     made = [a for a in case.attempts if a.state == "fired" and not refused(a)]
     if case.concern_at is not None:
         return _after_concern(rules, case, made, zone, now)
+    if case.safeguarding_at is not None:
+        return _after_safeguarding(rules, case, made, zone, now)
     escalations = [a for a in made if a.purpose == "escalation"]
     if escalations:
         return _after_escalation(rules, case, escalations, zone, now)
@@ -361,6 +368,30 @@ def _after_concern(
         template=esc.concern_template,
         planned_at=now,
         window_end=now + esc.concern_respond_within,
+    )
+
+
+def _after_safeguarding(
+    rules: CadenceRules,
+    case: CaseView,
+    made: list[AttemptRecord],
+    zone: ZoneInfo,
+    now: datetime,
+) -> Decision:
+    """A child not brought again: no more ordinary steps; the named safeguarding lead in
+    business hours, then the supervisor if it went unanswered."""
+    since = cast(datetime, case.safeguarding_at)
+    after = [a for a in made if a.purpose == "escalation" and (a.fired_at or a.planned_at) >= since]
+    if after:
+        return _after_escalation(rules, case, after, zone, now)
+    rule = rules.safeguarding
+    start = _next_business_moment(rules, zone, now) or now
+    return Escalate(
+        to=rule.lead_id or rules.routing.pool_id,  # the policy names a lead; never dropped
+        reason="safeguarding",
+        template=rule.template,
+        planned_at=start,
+        window_end=start + rule.respond_within,
     )
 
 

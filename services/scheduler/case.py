@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Literal, NamedTuple, cast
+from zoneinfo import ZoneInfo
 
 from common.treatment import next_stage_deadline
 from schemas.base import Channel, TriggerKind
@@ -91,6 +92,7 @@ HistoryEvent = Literal[
     "opt_in",
     "withdrawn",
     "concern",
+    "safeguarding",
     "closed",
     "preferences",
 ]
@@ -151,6 +153,10 @@ class Context:
     opted_out: frozenset[Channel] = frozenset()
     # The patient's no-show cases (this one included), for the risk score at firing.
     no_shows: int = 0
+    # For a trigger: a child's birth date (followup.patients sends no adult's) and the
+    # patient's missed visits with the trigger's own, for the safeguarding rule.
+    birth_date: date | None = None
+    missed_visits: int = 0
 
 
 @dataclass(frozen=True)
@@ -220,6 +226,11 @@ class Case:
     # here alone: never in history, logs or metrics, only on the escalation command.
     concern_at: datetime | None = None
     concern_note: str | None = field(default=None, repr=False)
+    # A child's case (under the policy's safeguarding age when it opened): messages address
+    # the parent or guardian. The birth date itself is never on the case.
+    child: bool = False
+    # When repeated missed visits of a child made it a safeguarding case.
+    safeguarding_at: datetime | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
     changes: Changes = field(default_factory=Changes)
     # As loaded (or as first inserted): the saver writes only the difference.
@@ -250,6 +261,8 @@ class Case:
             self.preferred_channel,
             self.contact_window,
             self.patient_timezone,
+            self.child,
+            self.safeguarding_at,
         )
 
     def changed_row(self) -> tuple[Any, ...] | None:
@@ -295,6 +308,8 @@ class Case:
             opened_at=self.opened_at,
             contacted=self.first_contact_at is not None,
             concern_note=self.concern_note,
+            child=self.child,
+            safeguarding=self.safeguarding_at is not None,
         )
 
     def attempt(self, number: int) -> AttemptRecord | None:
@@ -370,17 +385,43 @@ class Case:
             case._prefer(preferences)
         case._note("opened", trigger=trigger.event_id)
         case._tally("opened", trigger.kind, department=True)
+        case.safeguard(trigger, ctx)
         return case
 
     def join(self, trigger: TriggerEvent, ctx: Context) -> None:
         """A second trigger about the same follow-up: recorded; a stage deadline it brings
         and the case lacked (or an earlier one) now bounds the cadence."""
         self._note("joined", trigger=trigger.event_id, reason=trigger.kind)
+        if self.safeguard(trigger, ctx):
+            self.withdraw_tasks(ctx.now)  # the ordinary call tasks still out are moot
+            self.plan_next(ctx, replace_planned=True)
         deadline = trigger.stage_deadline
         if deadline is not None and (self.stage_deadline is None or deadline < self.stage_deadline):
             self.stage_deadline = deadline
             self._note("deadline_changed", stage_deadline=deadline.isoformat())
             self.plan_next(ctx, replace_planned=True)
+
+    def safeguard(self, trigger: TriggerEvent, ctx: Context) -> bool:
+        """Children who were not brought: a patient under the policy's safeguarding age on
+        the day of the visit makes a child's case (messages address the parent or
+        guardian); their ``missed_visits``-th missed visit (``ctx.missed_visits``, this one
+        included) makes it a safeguarding case for the named lead. True when it became one
+        now. Neither the birth date nor the age goes into the history."""
+        rule = ctx.policy.rules_for(self.department, self.reason).safeguarding
+        moment = trigger.appointment_start or trigger.detected_at
+        if not rule.is_child(ctx.birth_date, moment.astimezone(ZoneInfo(self.timezone)).date()):
+            return False
+        self.child = True
+        if (
+            trigger.kind != "no_show"
+            or self.safeguarding_at is not None
+            or self.closed
+            or ctx.missed_visits < rule.missed_visits
+        ):
+            return False
+        self.safeguarding_at = ctx.now
+        self._note("safeguarding", missed_visits=ctx.missed_visits, to=rule.lead_id)
+        return True
 
     def task_expired(self, ctx: Context) -> None:
         """Our own call task's window ended without a result: as unanswered."""
@@ -675,6 +716,7 @@ class Case:
             not_before=not_before,
             patient_timezone=self.patient_timezone,
             concern_at=self.concern_at,
+            safeguarding_at=self.safeguarding_at,
             preferred_channel=self.preferred_channel,
             contact_window=parse_time_range(self.contact_window) if self.contact_window else None,
         )

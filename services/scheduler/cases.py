@@ -69,6 +69,8 @@ class CaseFacts:
     opened_at: datetime | None = None
     contacted: bool = False
     concern_note: str | None = None  # only ever on an escalation command
+    child: bool = False  # messages address the parent or guardian
+    safeguarding: bool = False
 
 
 def booking_resolution(case: CaseFacts, booking: AppointmentEvent) -> Resolution | None:
@@ -139,6 +141,8 @@ def build_command(
         note=case.concern_note if attempt.purpose == "escalation" else None,
         owner=owner,
         risk=risk,
+        audience="guardian" if case.child else "patient",
+        safeguarding=case.safeguarding,
         previous_attempts=[
             AttemptSummary(
                 attempt_number=p.number,

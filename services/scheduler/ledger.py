@@ -15,8 +15,8 @@ import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import astuple, dataclass, field
-from datetime import date, datetime, timedelta
+from dataclasses import astuple, dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, TypeAlias, cast
 from zoneinfo import ZoneInfo
 
@@ -92,9 +92,10 @@ INSERT_CASE = """
     INSERT INTO cases (case_id, patient_id, reason, department, timezone, state,
         trigger_event_id, fact_at, opened_at, appointment_id, appointment_start,
         practitioner_id, supervisor_id, plan_id, stage_id, stage_name, doctor_notes,
-        stage_deadline, patient_timezone, updated_at, preferred_channel, contact_window)
+        stage_deadline, patient_timezone, updated_at, preferred_channel, contact_window, child,
+        safeguarding_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-        $19, $20, $21, $22)
+        $19, $20, $21, $22, $23, $24)
     ON CONFLICT DO NOTHING RETURNING case_id"""
 
 
@@ -112,7 +113,8 @@ UPDATE_CASE = f"""
         first_contact_at = v.first_contact_at, review_at = v.review_at,
         concern_at = v.concern_at, concern_note = v.concern_note,
         preferred_channel = v.preferred_channel, contact_window = v.contact_window,
-        patient_timezone = v.patient_timezone, updated_at = v.updated_at
+        patient_timezone = v.patient_timezone, child = v.child,
+        safeguarding_at = v.safeguarding_at, updated_at = v.updated_at
       FROM {
     _unnest(
         "text",
@@ -129,12 +131,14 @@ UPDATE_CASE = f"""
         "text",
         "text",
         "text",
+        "bool",
+        "timestamptz",
         "timestamptz",
     )
 }
         AS v(case_id, state, resolution, closed_at, supervisor_id, stage_deadline, impossible,
              first_contact_at, review_at, concern_at, concern_note, preferred_channel,
-             contact_window, patient_timezone, updated_at)
+             contact_window, patient_timezone, child, safeguarding_at, updated_at)
      WHERE c.case_id = v.case_id"""
 _ATTEMPT_COLUMNS = (
     "purpose, channel, template, escalate_to, state, step_index, tightened, planned_at, "
@@ -251,6 +255,8 @@ def to_case(row: Record, attempts: Iterable[AttemptRecord] | None = None) -> Cas
         review_at=row["review_at"],
         concern_at=row["concern_at"],
         concern_note=row["concern_note"],
+        child=row["child"],
+        safeguarding_at=row["safeguarding_at"],
         attempts=list(attempts),
     ).loaded()
 
@@ -413,7 +419,7 @@ class CaseLedger:
                 + """
                    SELECT EXISTS (SELECT 1 FROM noted) AS first,
                        s.status, s.timezone AS patient_zone, s.preferred_channel,
-                       s.contact_window,
+                       s.contact_window, s.birth_date,
                        (SELECT array_agg(channel) FROM channel_opt_outs
                          WHERE patient_id = $3) AS opted,
                        k.start AS visit_start, k.status AS visit_status,
@@ -444,6 +450,13 @@ class CaseLedger:
                 log.info("trigger_ignored", reason=refused, event_id=trigger.event_id)
                 return
             ctx = self._ctx(tx.now, known["opted"] or ())
+            if known["birth_date"] is not None:
+                # A child (followup.patients sends no adult's birth date): the safeguarding
+                # rule needs the missed visits too (children are few: a statement for them).
+                missed = 0
+                if trigger.kind == "no_show":
+                    missed = 1 + await _missed_visits(tx, trigger.patient_id)
+                ctx = replace(ctx, birth_date=known["birth_date"], missed_visits=missed)
             cases = await _load(
                 tx, "c.patient_id = $1 AND (c.state <> 'closed' OR c.case_id = $2)",
                 trigger.patient_id, trigger.case_id or "",
@@ -683,19 +696,35 @@ class CaseLedger:
         async with self._tx() as tx:
             if not await _first_time(tx, "patients", event.event_id):
                 return
+            if event.fields_sent is not None:
+                # A birth date alone (HL7): the status, its moment and the preferences stay
+                # as stored; a new row is active since ever (no death is overridden by it).
+                await tx.conn.execute(
+                    """INSERT INTO patient_status (patient_id, status, effective_at, birth_date)
+                       VALUES ($1, 'active', $2, $3)
+                       ON CONFLICT (patient_id) DO UPDATE
+                       SET birth_date = coalesce(EXCLUDED.birth_date, patient_status.birth_date)""",
+                    event.patient_id,
+                    EVER,
+                    event.birth_date,
+                )
+                return
+            # A birth date is only ever a child's; an event without one leaves it stored.
             await tx.conn.execute(
                 """INSERT INTO patient_status (patient_id, status, effective_at, timezone,
-                       preferred_channel, contact_window)
-                   VALUES ($1, $2, $3, $4, $5, $6)
+                       preferred_channel, contact_window, birth_date)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)
                    ON CONFLICT (patient_id) DO UPDATE SET status = EXCLUDED.status,
                        effective_at = EXCLUDED.effective_at, timezone = EXCLUDED.timezone,
                        preferred_channel = EXCLUDED.preferred_channel,
-                       contact_window = EXCLUDED.contact_window
+                       contact_window = EXCLUDED.contact_window,
+                       birth_date = coalesce(EXCLUDED.birth_date, patient_status.birth_date)
                    WHERE patient_status.effective_at <= EXCLUDED.effective_at""",
                 event.patient_id,
                 event.status,
                 event.effective_at,
                 *astuple(preferences := Preferences.of(event)),
+                event.birth_date,
             )
             if event.status == "active":
                 cases = await _load(tx, OPEN_OF_PATIENT, event.patient_id)
@@ -933,6 +962,8 @@ async def _insert(tx: Tx, case: Case) -> bool:
         case.updated_at,
         case.preferred_channel,
         case.contact_window,
+        case.child,
+        case.safeguarding_at,
     )
     if inserted is None:
         return False
@@ -1108,6 +1139,9 @@ async def _erase(tx: Tx, event: PatientStatusEvent) -> None:
         "UPDATE cases SET doctor_notes = NULL, stage_name = NULL WHERE patient_id = $1", patient
     )
     await tx.conn.execute(
+        "UPDATE patient_status SET birth_date = NULL WHERE patient_id = $1", patient
+    )
+    await tx.conn.execute(
         f"UPDATE plans SET payload = {_PLAN_WITHOUT_NOTES} WHERE patient_id = $1", patient
     )
     await tx.conn.execute(
@@ -1124,6 +1158,23 @@ async def _erase(tx: Tx, event: PatientStatusEvent) -> None:
         tx.now,
     )
     ERASURES.labels("scheduler", "request").inc()
+
+
+# The moment a status row that carries no news of the status is in force from.
+EVER = datetime(1900, 1, 1, tzinfo=UTC)
+
+
+async def _missed_visits(tx: Tx, patient_id: str) -> int:
+    """The patient's missed visits the scheduler knows of: no-show triggers that opened or
+    joined a case (a no-show later cleared by the visit's arrival is not one)."""
+    found = await tx.conn.fetchval(
+        """SELECT count(*) FROM case_history h JOIN cases c ON c.case_id = h.case_id
+            WHERE c.patient_id = $1 AND c.resolution IS DISTINCT FROM 'cleared'
+              AND ((h.event = 'opened' AND c.reason = 'no_show')
+                OR (h.event = 'joined' AND h.detail->>'reason' = 'no_show'))""",
+        patient_id,
+    )
+    return int(found or 0)
 
 
 async def _first_time(tx: Tx, topic: str, event_id: str) -> bool:

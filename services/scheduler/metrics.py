@@ -36,7 +36,8 @@ TIME_TO_FIRST_CONTACT = Histogram(
 )
 ESCALATIONS = Counter(
     "followup_scheduler_escalations_total",
-    "Escalation call tasks planned for a doctor or supervisor, by reason.",
+    "Escalation call tasks planned for a doctor, supervisor, clinician on call or the"
+    " safeguarding lead, by reason.",
     ["reason"],
 )
 # What the clinic's Escalations stat counts: a planned escalation may be withdrawn (the

@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from common.ages import age_on
 from schemas.base import Channel, Id, TriggerKind
 
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
@@ -170,6 +171,32 @@ class Capacity(_Rules):
     )
 
 
+class Safeguarding(_Rules):
+    """Children who were not brought: for a patient under ``under_age`` (years, on the day of
+    the missed visit), the ``missed_visits``-th missed visit makes the case a safeguarding
+    case for the named lead; every message of a child's case addresses the parent or
+    guardian. ``under_age`` null: the rule is off."""
+
+    under_age: int | None = Field(
+        default=None, ge=1, le=18, description="Younger than this (years) is a child."
+    )
+    missed_visits: int = Field(default=2, ge=1, le=20, description="Missed visits, this one too.")
+    lead_id: Id | None = Field(default=None, description="The named safeguarding lead.")
+    template: Template = "safeguarding_escalation"
+    respond_within: Duration = timedelta(hours=4)
+
+    @model_validator(mode="after")
+    def _named_lead(self) -> Safeguarding:
+        if self.under_age is not None and self.lead_id is None:
+            raise ValueError("lead_id: a safeguarding rule needs its named lead")
+        return self
+
+    def is_child(self, birth_date: date | None, on: date) -> bool:
+        if self.under_age is None or birth_date is None:
+            return False
+        return age_on(birth_date, on) < self.under_age
+
+
 @cache
 def _public_holidays(country: str, year: int) -> frozenset[date]:
     return frozenset(holidays.country_holidays(country, years=year))
@@ -208,6 +235,7 @@ class CadenceRules(_Rules):
     closures: frozenset[date] = frozenset()
     capacity: Capacity = Capacity()
     routing: Routing = Routing()
+    safeguarding: Safeguarding = Safeguarding()
 
     @model_validator(mode="after")
     def _consistent(self) -> CadenceRules:

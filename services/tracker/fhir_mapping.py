@@ -282,6 +282,7 @@ def patient_events(
         if died
         else ("transferred_out" if transferred_at is not None else "active"),
         proxy=_proxy(resource, now),
+        birth_date=_birth_date(resource),
     )
     status = None
     if not died and transferred_at is None:
@@ -327,7 +328,10 @@ def _preferences(
         if match is None:
             raise Invalid("Patient.extension(contact-window)", "expected HH:MM-HH:MM")
         window = {"start": match.group(1), "end": match.group(2)}
-    if not (zone or channel or window):
+    born = _birth_date(resource)
+    if born is not None and not is_minor(born, occurred_at.date()):
+        born = None  # only a child's goes to the scheduler (the safeguarding rule)
+    if not (zone or channel or window or born):
         return None
     event: PatientStatusEvent = _build(
         "Patient",
@@ -342,6 +346,7 @@ def _preferences(
             "timezone": zone or None,
             "preferred_channel": channel,
             "contact_window": window,
+            "birth_date": born,
         },
     )
     return event
@@ -370,8 +375,14 @@ def _proxy(resource: Patient, now: datetime) -> ProxyContact | None:
                 email,
             )
         )
-    birth = resource.birthDate if isinstance(resource.birthDate, date) else None
-    return choose_proxy(candidates, minor=is_minor(birth, now.date()))
+    return choose_proxy(candidates, minor=is_minor(_birth_date(resource), now.date()))
+
+
+def _birth_date(resource: Patient) -> date | None:
+    """Patient.birthDate when it is a whole date; a year or year-month alone (FHIR allows
+    them) says too little for an age and is left out."""
+    birth = resource.birthDate
+    return birth if isinstance(birth, date) else None
 
 
 def _patient_zone(resource: Patient, clinic_zone: str) -> str:

@@ -262,14 +262,18 @@ class Message:
         self.component, self.repetition = encoding[0], encoding[1]
         self.escape, self.subcomponent = encoding[2], encoding[3]
         self.segments: list[list[str]] = []
+        # The first segment of each name: the mapping asks for fields by segment name dozens
+        # of times a message, and a scan per lookup was a tenth of the MLLP listener's time.
+        self._first: dict[str, list[str]] = {}
         for line in lines:
             parts = line.split(self.field_separator)
             if parts[0] == "MSH":
                 parts = ["MSH", self.field_separator, *parts[1:]]
             self.segments.append(parts)
+            self._first.setdefault(parts[0], parts)
 
     def segment(self, name: str) -> list[str] | None:
-        return next((s for s in self.segments if s[0] == name), None)
+        return self._first.get(name)
 
     def raw(self, name: str, number: int) -> str | None:
         """The field as sent (None: absent), all repetitions."""
@@ -515,6 +519,22 @@ def map_message(message: Message, reading: Reading) -> SiuResult:
         elif trigger in ADT_ARRIVALS:
             appointment = _adt_arrival(message, reading, patient_id, event_key, occurred_at)
         status = _patient_status(message, reading, message_code, trigger, patient_id, occurred_at)
+        born = birth_date(message)
+        if status is None and born is not None and is_minor(born, occurred_at.date()):
+            # For the scheduler's rule on children who were not brought; an adult's birth
+            # date never leaves followup.contacts (minimum data).
+            status = PatientStatusEvent(
+                event_id=f"patient-status:{event_key}",
+                occurred_at=occurred_at,
+                source=SOURCE,
+                patient_id=patient_id,
+                status="active",
+                effective_at=occurred_at,
+                birth_date=born,
+                # HL7 leaves out what it does not send: no news of the status (a deceased
+                # patient's later SIU must not make them contactable again).
+                fields_sent=["birth_date"],
+            )
         contact = _contact(
             message,
             reading,
@@ -778,6 +798,8 @@ def _contact(
     if status is not None or message.get("PID", 30).upper() == "N":
         sent.append("status")
     proxy = None
+    if message.raw("PID", 7) is not None:
+        sent.append("birth_date")
     if any(segment[0] == "NK1" for segment in message.segments):
         sent.append("proxy")  # NK1 sent: its proxy (or none) is news
         proxy = _proxy(message, occurred_at)
@@ -794,6 +816,7 @@ def _contact(
         timezone=reading.zone.key,
         status=status or "active",
         proxy=proxy,
+        birth_date=birth_date(message),
         fields_sent=sent,
     )
 
@@ -821,14 +844,20 @@ def _proxy(message: Message, occurred_at: datetime) -> ProxyContact | None:
                 email,
             )
         )
+    return choose_proxy(candidates, minor=is_minor(birth_date(message), occurred_at.date()))
+
+
+def birth_date(message: Message) -> date | None:
+    """PID-7 (DTM: YYYYMMDD, often with a time after it); None when absent or no date.
+    A birth date that is not one is left out, not refused: the visit matters more."""
     birth = message.get("PID", 7)
-    born = None
-    if len(birth) >= 8 and birth[:8].isdigit():
-        try:
-            born = date(int(birth[:4]), int(birth[4:6]), int(birth[6:8]))
-        except ValueError:
-            born = None
-    return choose_proxy(candidates, minor=is_minor(born, occurred_at.date()))
+    if len(birth) < 8 or not birth[:8].isdigit():
+        return None
+    try:
+        born = date(int(birth[:4]), int(birth[4:6]), int(birth[6:8]))
+    except ValueError:
+        return None
+    return born if EARLIEST_YEAR <= born.year <= LATEST_YEAR else None
 
 
 def _text(value: str) -> str | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
+from common.ages import age_on
 from schemas.events import ProxyContact
 
 Relationship = Literal["guardian", "parent", "caregiver", "attorney", "other"]
@@ -58,10 +59,7 @@ class Candidate:
 
 
 def is_minor(birth: date | None, today: date) -> bool:
-    if birth is None:
-        return False
-    age = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
-    return age < ADULT_AGE
+    return birth is not None and age_on(birth, today) < ADULT_AGE
 
 
 def choose_proxy(candidates: Iterable[Candidate], *, minor: bool) -> ProxyContact | None:

@@ -4,13 +4,14 @@ import base64
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 import structlog
 from aiohttp.test_utils import make_mocked_request
 
+from common.ages import age_on
 from common.clock import ManualClock, ScaledClock
 from common.codec import DecodeError, dead_letter, decode, encode
 from common.config import ConfigError, Settings, load
@@ -164,3 +165,10 @@ def test_a_mapping_setting_is_read_as_json_and_bad_json_is_named() -> None:
     assert names.clinic_names == {"lt": "Vilniaus klinika"}
     with pytest.raises(ConfigError, match="FOLLOWUP_CLINIC_NAMES: not valid JSON"):
         load(Names, {"FOLLOWUP_CLINIC_NAMES": "{lt"})
+
+
+def test_age_on_counts_whole_years_and_a_leap_day_birthday() -> None:
+    assert age_on(date(2008, 3, 2), date(2026, 3, 1)) == 17
+    assert age_on(date(2008, 3, 2), date(2026, 3, 2)) == 18
+    assert age_on(date(2016, 2, 29), date(2026, 2, 28)) == 9  # the birthday is on 1 March
+    assert age_on(date(2016, 2, 29), date(2026, 3, 1)) == 10

@@ -100,3 +100,62 @@ async def test_killed_while_sending_email_resends_same_id_sms_reports_unknown(
     assert unknown.detail == "delivery_unknown"
     assert sms_to(world, "+37060000033") == 0  # at most once for SMS
     assert len(world.inbox.for_key("c-mid-e:1")) == 1
+
+
+async def test_the_dispatcher_takes_one_row_per_patient_in_due_order(world: World) -> None:
+    """Deliveries go concurrently across patients but one after the other per patient: a
+    take holds at most one row of a patient, the earliest, none of a patient with a row
+    still 'sending', and no more of a channel than it has room for."""
+    opens = world.clock.now() + timedelta(hours=1)
+    pool = await create_pool(infra.DATABASE_URL, world.app.settings.db_schema)
+    ledger = Ledger(pool, sending_lease=timedelta(seconds=60))
+    try:
+        for n, (patient, channel) in enumerate(
+            [("p-a", "sms"), ("p-a", "sms"), ("p-b", "email"), ("p-c", "sms"), ("p-d", "sms")]
+        ):
+            command = world.command(f"c-take{n}", patient, channel, window_start=opens)
+            assert await ledger.claim(command, opens + timedelta(seconds=n))
+        later = opens + timedelta(minutes=1)
+        taken = await ledger.take_due(
+            later, limit=10, channel_room={"sms": 1, "email": 5}, one_per_patient=True
+        )
+        assert [d.command.case_id for d in taken] == ["c-take0", "c-take2"]
+        # p-a's second row waits while its first is 'sending'.
+        again = await ledger.take_due(later, limit=10, one_per_patient=True)
+        assert [d.command.case_id for d in again] == ["c-take3", "c-take4"]
+        assert await ledger.take_due(later, limit=10, one_per_patient=True) == []
+        await ledger.finish(taken[0].command, later, "sent")
+        last = await ledger.take_due(later, limit=10, one_per_patient=True)
+        assert [d.command.case_id for d in last] == ["c-take1"]
+    finally:
+        await pool.close()
+
+
+async def test_a_patients_deliveries_go_out_in_due_order(world: World) -> None:
+    await world.contact("p-order", phone="+37060000034")
+    for n in range(5):
+        await world.contact(f"p-other{n}", phone=f"+3706000004{n}")
+    opens = world.clock.now() + timedelta(hours=1)
+    for n in range(3):
+        due = opens + timedelta(seconds=n)
+        command = world.command(f"c-order{n}", "p-order", "sms", window_start=due)
+        await world.send(command)
+    for n in range(5):
+        await world.send(world.command(f"c-other{n}", f"p-other{n}", "sms", window_start=opens))
+
+    async def all_waiting() -> bool:
+        waiting = await world.app.pool.fetchval(
+            "SELECT count(*) FROM deliveries WHERE case_id LIKE 'c-o%' AND state = 'pending' "
+            "AND due_at >= $1",
+            opens,
+        )
+        return bool(waiting == 8)
+
+    while not await all_waiting():
+        await asyncio.sleep(0.05)
+    await world.advance(3600 + 10)
+    for n in range(3):
+        await eventually(functools.partial(world.outcome, f"c-order{n}:1:sent"))
+    # The provider got them in due order (each status callback carries its key).
+    sent = [m.status_callback or "" for m in world.primary.messages if m.to == "+37060000034"]
+    assert [url.rpartition("key=")[2] for url in sent] == [f"c-order{n}%3A1" for n in range(3)]

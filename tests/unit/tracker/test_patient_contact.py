@@ -3,7 +3,7 @@ the patient's zone from FHIR Patient extensions (ids-only PatientStatusEvent).""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -77,7 +77,9 @@ def test_fhir_contact_guardian_of_a_child_and_the_preferred_language() -> None:
     assert contact.language == "ru"
     assert contact.proxy is not None and contact.proxy.email == "rasa@example.org"
     assert (contact.proxy.relationship, contact.proxy.reason) == ("guardian", "minor")
-    assert status is None  # no preference, no own zone: nothing for the scheduler
+    # No preference, no own zone: for the scheduler only the child's birth date.
+    assert status is not None and status.birth_date == date(2016, 2, 29)
+    assert (status.timezone, status.preferred_channel, status.contact_window) == (None,) * 3
 
 
 def test_fhir_preferences_and_zone_travel_without_contact_details() -> None:
