@@ -108,10 +108,12 @@ SERVICES = (
             "smtp_username",
             "smtp_password",
             "webhook_secret",
+            "slots_fhir_token",
         ),
         http_from=("namespace", "ingress"),
-        # HTTPS to SMS providers and webhooks, SMTP submission to the mail relay.
-        egress_ports=(KAFKA_PORT, KAFKA_TLS_PORT, POSTGRES_PORT, 443, 587, 465),
+        # HTTPS to SMS providers, webhooks and the hospital's FHIR server, SMTP submission to
+        # the mail relay, MLLP to the hospital's HL7 scheduling interface (rebooking).
+        egress_ports=(KAFKA_PORT, KAFKA_TLS_PORT, POSTGRES_PORT, 443, 587, 465, 2576),
         description="SMS, email and call tasks out; receipts and replies in.",
     ),
 )

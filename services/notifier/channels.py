@@ -207,6 +207,9 @@ class ClinicVoice:
     default_language: str
     names: Mapping[str, str] = field(default_factory=dict)
     signatures: Mapping[str, str] = field(default_factory=dict)
+    # The message's own rebooking link (rebooking.py), when rebooking by link is on; a
+    # redacted message (shared number, proxy) names no one, so it gets the general URL.
+    link_for: Callable[[NotificationCommand], str | None] | None = None
     # The clinics of a chain (common/sites.py): a command naming a site speaks as it.
     sites: SiteRegistry | None = None
 
@@ -223,6 +226,8 @@ class ClinicVoice:
             default_language=profile.default_language,
             names=profile.names,
             signatures=profile.signatures,
+            sites=self.sites,
+            link_for=self.link_for,
         )
 
     def name_for(self, language: str) -> str:
@@ -247,7 +252,8 @@ class ClinicVoice:
             reason=command.template if command.template in REASONS else command.reason,
             clinic_name=self.name_for(contact.language),
             clinic_phone=self.clinic_phone,
-            rebook_url=self.rebook_url,
+            rebook_url=(self.link_for(command) if self.link_for and not redacted else None)
+            or self.rebook_url,
             redacted=redacted,
             signature=self.signature_for(contact.language),
         )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -49,6 +50,14 @@ def world_settings(prefix: str, schema: str, **extra: object) -> NotifierSetting
 
 @pytest.fixture(scope="module")
 async def world() -> AsyncIterator[World]:
+    async with messaging_world() as running:
+        yield running
+
+
+@asynccontextmanager
+async def messaging_world(**extra: object) -> AsyncIterator[World]:
+    """The notifier with SMS providers, SMTP and the webhook receiver (``extra``: more
+    settings, e.g. a slot source for the rebooking tests)."""
     infra.ensure_up()
     unique = uuid.uuid4().hex[:10]
     prefix, schema = f"t{unique}.", f"t_{unique}"
@@ -85,6 +94,7 @@ async def world() -> AsyncIterator[World]:
         # Escalations: the doctor's mailbox and the tool's escalation queue.
         escalation_email="doctor@clinic.example",
         escalation_webhook_url=f"http://127.0.0.1:{webhook.port}/escalations",
+        **extra,
     )
     clock = ManualClock(START)
     app = NotifierApp(settings, clock)
