@@ -42,6 +42,8 @@ class PolicyOutcome:
     cases_cleared: int = 0
     real_seconds: float = 0.0
     pipeline_hop_virtual_minutes: float = 0.0
+    # How the pacer held the clock back (pacer.PacerStats.as_dict()).
+    pacer: dict[str, Any] = field(default_factory=dict)
 
     @property
     def share_of_maximum(self) -> float:
