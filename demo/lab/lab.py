@@ -8,13 +8,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+from common.clock import ScaledClock, SharedClock
 from demo.bounds import load_policy
-from demo.deployment import REPO
+from demo.deployment import REPO, Deployment
 from demo.lab.model import PATIENTS_FILE, ModelReactions, PatientModel
 from demo.lab.outcomes import PolicyOutcome, measure
 from demo.lab.pacer import Pacer
+from demo.lab.transfers import TransferFeed
 from demo.run import DemoConfig, run_demo
+from demo.simulator.clinic import Simulation
 from services.scheduler.policy import DEFAULT_POLICY_PATH
 
 STATUS_QUO = Path(__file__).parent / "policies" / "status_quo.yaml"
@@ -47,6 +51,27 @@ class LabConfig:
 
 
 @dataclass
+class LabHooks:
+    """``demo.run.RunHooks`` of a lab run: the pacer, and the transfers played in."""
+
+    pacer: Pacer
+    transfers: TransferFeed
+    reactions: ModelReactions
+
+    async def prepared(self, standins: Any, env: dict[str, str]) -> dict[str, str]:
+        return {}
+
+    async def during(
+        self, deployment: Deployment, simulation: Simulation, clock: ScaledClock | SharedClock
+    ) -> None:
+        self.transfers.attach(simulation, self.reactions)
+        await self.pacer.during(deployment, simulation, clock)
+
+    async def finished(self) -> None:
+        return None
+
+
+@dataclass
 class LabResult:
     config: LabConfig
     model: PatientModel
@@ -67,9 +92,12 @@ def run_lab(config: LabConfig, say: Callable[[str], None] = print) -> LabResult:
     failed = 0
     for seed in config.seeds:
         scenario = model.population(config.patients, config.weeks * 7, seed)
+        transfers = model.transfers_in(scenario)
         for name, path in config.policies:
             say(f"seed {seed}, policy {name} ({path.name}) ...")
             pacer = Pacer(config.kafka, config.database_url, leash=config.leash)
+            reactions = ModelReactions(model, seed, transfers)
+            feed = TransferFeed(transfers)
             demo = DemoConfig(
                 patients=config.patients,
                 days=config.weeks * 7,
@@ -83,9 +111,9 @@ def run_lab(config: LabConfig, say: Callable[[str], None] = print) -> LabResult:
                 keep_runs=1,
                 policy=path,
                 scenario=scenario,
-                reactions=ModelReactions(model, seed),
+                reactions=reactions,
                 shared_clock=True,
-                hooks=pacer,
+                hooks=LabHooks(pacer, feed, reactions),
                 # Held back by the pacer, the services act within a leash of their moment:
                 # the checks allow that much, not the scaled clock's load allowance.
                 tolerance_real_seconds=config.leash.total_seconds() / config.speed,
@@ -99,6 +127,7 @@ def run_lab(config: LabConfig, say: Callable[[str], None] = print) -> LabResult:
                 load_policy(path),
                 minutes_per_call=minutes,
                 tolerance=tolerance,
+                transfers=feed.reported,
             )
             outcome.real_seconds = round(result.real_seconds, 1)
             outcome.pacer = pacer.stats.as_dict()

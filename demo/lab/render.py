@@ -15,6 +15,7 @@ from demo.lab.lab import LabResult
 from demo.lab.outcomes import PolicyOutcome
 
 MAXIMUM = "reachable maximum"
+SAFETY = ("after_opt_out", "in_quiet_hours", "after_death", "after_transfer", "after_deadline")
 
 
 def by_policy(outcomes: list[PolicyOutcome]) -> dict[str, list[PolicyOutcome]]:
@@ -74,7 +75,7 @@ def rows(result: LabResult) -> list[tuple[str, list[str]]]:
             "load: longest trigger-to-case (virtual min)", lambda o: o.pipeline_hop_virtual_minutes
         ),
     ]
-    for check in ("after_opt_out", "in_quiet_hours", "after_death", "after_deadline"):
+    for check in SAFETY:
         out.append(
             line(f"contacts {check.replace('_', ' ')} (must be 0)", lambda o, c=check: o.safety[c])
         )
