@@ -278,6 +278,10 @@ class Simulation:
         holding virtual time back (the outcome lab's) waits for them."""
         return self._running > 0 or bool(self._heap and self._heap[0].at <= now)
 
+    def next_action_at(self) -> datetime | None:
+        """When the clinic's next planned action is due (None: nothing planned)."""
+        return self._heap[0].at if self._heap else None
+
     def _real(self, virtual_seconds: float) -> float:
         speed = getattr(self.clock, "speed", 1.0)
         return virtual_seconds / float(speed)
