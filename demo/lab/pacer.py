@@ -200,9 +200,10 @@ class _Looks:
         self.groups = sorted(str(g[0]) for g in listed if str(g[0]).startswith(self.prefix))
         if self.groups and self.coordinator is None:
             self.coordinator = await self.admin.find_coordinator(self.groups[0])
-        topics = [t for t in await self.ends.topics() if t.startswith(self.prefix)]  # fresh
-        for topic in topics:
-            self.partitions[topic] = sorted(self.ends.partitions_for_topic(topic) or ())
+        topics = [t for t in await self.admin.list_topics() if t.startswith(self.prefix)]
+        for described in await self.admin.describe_topics(topics):
+            numbers = [int(p["partition"]) for p in described.get("partitions", ())]
+            self.partitions[str(described["topic"])] = sorted(numbers)
         for group in self.groups:
             # The scheduler's and notifier's groups are named after their one topic; the
             # tracker's reads the clinic's four input topics.
