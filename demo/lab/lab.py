@@ -80,7 +80,13 @@ class LabResult:
     real_seconds: float = 0.0
 
 
-def run_lab(config: LabConfig, say: Callable[[str], None] = print) -> LabResult:
+def run_lab(
+    config: LabConfig,
+    say: Callable[[str], None] = print,
+    after_each: Callable[[LabResult], object] | None = None,
+) -> LabResult:
+    """Every seed under every policy; ``after_each`` gets the result so far after each run
+    (``make lab`` writes the report then, so a long lab's finished runs are never lost)."""
     import asyncio
 
     began = time.monotonic()
@@ -133,6 +139,10 @@ def run_lab(config: LabConfig, say: Callable[[str], None] = print) -> LabResult:
             outcome.pacer = pacer.stats.as_dict()
             failed += len(result.simulation_errors)
             outcomes.append(outcome)
+            if after_each is not None:
+                after_each(
+                    LabResult(config, model, list(outcomes), failed, time.monotonic() - began)
+                )
             say(
                 f"  {outcome.recovered_before_deadline} of {outcome.reachable_maximum} reachable "
                 f"recovered before their deadline; {outcome.call_tasks} call tasks; "

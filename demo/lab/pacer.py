@@ -68,7 +68,9 @@ class Pacer:
     database_url: str
     leash: timedelta = timedelta(minutes=30)
     creep: timedelta = timedelta(minutes=1)
-    past_due: timedelta = timedelta(minutes=1)  # how far past a due moment the clock may go
+    # How far past a due moment the clock may go: work due within it is looked at together
+    # (fewer looks); less than the 20 minutes between a check-in and its no-show timer.
+    past_due: timedelta = timedelta(minutes=10)
     look_every: float = 0.02  # real seconds between looks
     stats: PacerStats = field(default_factory=PacerStats)
 

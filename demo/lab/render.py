@@ -67,8 +67,10 @@ def rows(result: LabResult) -> list[tuple[str, list[str]]]:
         line("SMS segments", lambda o: o.sms_segments),
         line("escalations", lambda o: o.escalations),
         line("contacts per recovered patient", lambda o: o.contacts_per_recovered, 1),
+        line("transfers reported (not chased)", lambda o: o.transfers),
     ]
     out += [
+        line("load: clock held back (real s)", lambda o: o.pacer.get("held_real_seconds")),
         line("load: call tasks past their window", lambda o: o.calls_window_passed),
         line("load: cases cleared by late input", lambda o: o.cases_cleared),
         line(
@@ -235,6 +237,7 @@ def write(result: LabResult, directory: Path) -> dict[str, Path]:
             "weeks": c.weeks,
             "seeds": list(c.seeds),
             "speed": c.speed,
+            "leash_minutes": c.leash.total_seconds() / 60,
             "policies": {name: str(path) for name, path in c.policies},
             "patient_model": str(c.model_file),
         },
@@ -245,3 +248,40 @@ def write(result: LabResult, directory: Path) -> dict[str, Path]:
     (directory / "lab.json").write_text(json.dumps(body, indent=2, default=str) + "\n")
     (directory / "lab.md").write_text(markdown(result) + "\n")
     return {**images, "html": directory / "lab.html", "json": directory / "lab.json"}
+
+
+def load(path: Path) -> LabResult:
+    """A result back from its lab.json, to render it again (``python -m demo.lab.render``)."""
+    from dataclasses import fields
+
+    from demo.lab.lab import LabConfig
+    from demo.lab.model import PatientModel
+
+    body = json.loads(path.read_text())
+    c = body["config"]
+    config = LabConfig(
+        policies=[(name, Path(p)) for name, p in c["policies"].items()],
+        patients=c["patients"],
+        weeks=c["weeks"],
+        seeds=tuple(c["seeds"]),
+        speed=c["speed"],
+        model_file=Path(c["patient_model"]),
+        output=path.parent,
+    )
+    names = {f.name for f in fields(PolicyOutcome)}
+    outcomes = [PolicyOutcome(**{k: v for k, v in o.items() if k in names}) for o in body["runs"]]
+    return LabResult(
+        config,
+        PatientModel.load(config.model_file),
+        outcomes,
+        body.get("clinic_actions_failed", 0),
+        body.get("real_seconds", 0.0),
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    again = load(Path(sys.argv[1]))
+    print(table(again))
+    print(write(again, Path(sys.argv[2]) if len(sys.argv) > 2 else again.config.output))
