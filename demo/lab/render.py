@@ -8,6 +8,7 @@ import html
 import json
 import statistics
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -279,9 +280,31 @@ def load(path: Path) -> LabResult:
     )
 
 
+def combine(results: list[LabResult]) -> LabResult:
+    """Labs of the same population size and policies run apart (one seed each, say), as one."""
+    first = results[0]
+    seeds = tuple(seed for r in results for seed in r.config.seeds)
+    config = replace(first.config, seeds=seeds)
+    outcomes = sorted(
+        (o for r in results for o in r.outcomes),
+        key=lambda o: (seeds.index(o.seed), [n for n, _ in config.policies].index(o.policy)),
+    )
+    return LabResult(
+        config,
+        first.model,
+        outcomes,
+        sum(r.failed_actions for r in results),
+        max(r.real_seconds for r in results),
+    )
+
+
 if __name__ == "__main__":
     import sys
 
-    again = load(Path(sys.argv[1]))
+    # python -m demo.lab.render LAB.JSON... [OUTPUT-DIR]: the report again, labs combined.
+    args = [Path(a) for a in sys.argv[1:]]
+    jsons = [a for a in args if a.suffix == ".json"]
+    again = combine([load(j) for j in jsons])
+    out = next((a for a in args if a.suffix != ".json"), again.config.output)
     print(table(again))
-    print(write(again, Path(sys.argv[2]) if len(sys.argv) > 2 else again.config.output))
+    print(write(again, out))
