@@ -33,6 +33,9 @@ class LabConfig:
             ("followup default", DEFAULT_POLICY_PATH),
         ]
     )
+    # The clinic of the brief: 1,000 patients over eight weeks, three seeds. Six paced runs;
+    # on this shared 2-core machine under load that is hours (README), --patients and
+    # --seeds make it smaller.
     patients: int = 1000
     weeks: int = 8
     seeds: tuple[int, ...] = (1, 2, 3)
