@@ -25,9 +25,10 @@ import bisect
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -73,6 +74,8 @@ class Pacer:
     past_due: timedelta = timedelta(minutes=10)
     look_every: float = 0.02  # real seconds between looks
     stats: PacerStats = field(default_factory=PacerStats)
+    # Where it looks (a stand-in in the pacer's unit test); None: Kafka and the tables.
+    looks: Callable[[Deployment, Simulation], Looks] | None = None
 
     async def prepared(self, standins: Any, env: dict[str, str]) -> dict[str, str]:
         return {}
@@ -87,7 +90,11 @@ class Pacer:
             raise TypeError("the pacer needs DemoConfig.shared_clock")
         until = simulation.scenario.end
         self.stats = PacerStats()
-        looks = _Looks(self.kafka, self.database_url, deployment, simulation)
+        looks = (
+            self.looks(deployment, simulation)
+            if self.looks is not None
+            else _Looks(self.kafka, self.database_url, deployment, simulation)
+        )
         await looks.start()
         began = time.monotonic()
         try:
@@ -113,6 +120,16 @@ class Pacer:
             # The clinic has closed: the clock stands at its closing while the run settles.
             clock.lease_until(until)
             await looks.stop()
+
+
+class Looks(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def overdue(
+        self, now: datetime, simulation: Simulation
+    ) -> tuple[list[str], datetime | None]: ...
 
 
 class _Looks:
