@@ -13,9 +13,10 @@ time runs slower; what the services do, and when by their clock, stays the same,
 lab's verdicts do not depend on the machine's load. What a service does between two looks
 (a few hundredths of a second) can be late by one lease at most, whatever the load.
 
-While held, the clock still creeps (``creep`` per look), so that work which itself waits
-for virtual time (a rate limit, the front desk's five minutes at the phone) cannot hold it
-for ever; how long and why it was held is reported with each run.
+While held, the clock creeps on (``creep`` per look) only when what is overdue is the
+notifier's sends, which can themselves wait for virtual time (a rate limit, a retry), after
+half a real second, or when anything has held it for ``stuck_after`` real seconds, so no
+run stands still for ever; how long and why it was held is reported with each run.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from demo.simulator.clinic import Simulation
 from schemas.topics import APPOINTMENTS, OUTCOMES, PATIENTS, PLANS
 
 NO_SHOW_GRACE = timedelta(minutes=15)
+# Overdue work that may itself wait for virtual time: the notifier's sends and reports.
+WAITS_ON_CLOCK = frozenset({"deliveries", "outcomes"})
 
 
 @dataclass
@@ -48,6 +51,7 @@ class PacerStats:
     looks: int = 0
     held_looks: int = 0
     held_real_seconds: float = 0.0
+    crept_looks: int = 0  # held looks that still let the clock creep on
     reasons: Counter[str] = field(default_factory=Counter)  # looks held, by what was due
     paced_real_seconds: float = 0.0  # from the clinic's opening to its closing
 
@@ -56,6 +60,7 @@ class PacerStats:
             "looks": self.looks,
             "held_looks": self.held_looks,
             "held_real_seconds": round(self.held_real_seconds, 1),
+            "crept_looks": self.crept_looks,
             "paced_real_seconds": round(self.paced_real_seconds, 1),
             "held_by": dict(self.reasons.most_common()),
         }
@@ -69,6 +74,8 @@ class Pacer:
     database_url: str
     leash: timedelta = timedelta(minutes=30)
     creep: timedelta = timedelta(minutes=1)
+    creep_after: float = 0.5  # real seconds held before the notifier's sends creep
+    stuck_after: float = 20.0  # real seconds held before anything creeps
     # How far past a due moment the clock may go: work due within it is looked at together
     # (fewer looks); less than the 20 minutes between a check-in and its no-show timer.
     past_due: timedelta = timedelta(minutes=10)
@@ -97,6 +104,7 @@ class Pacer:
         )
         await looks.start()
         began = time.monotonic()
+        held_since: float | None = None
         try:
             while (now := clock.now()) < until:
                 overdue, due_next = await looks.overdue(now, simulation)
@@ -105,10 +113,14 @@ class Pacer:
                     self.stats.held_looks += 1
                     self.stats.reasons.update(overdue)
                     held = time.monotonic()
-                    clock.lease_until(min(now + self.creep, until))
+                    held_since = held if held_since is None else held_since
+                    creeps = self._creeps(overdue, held - held_since)
+                    self.stats.crept_looks += creeps
+                    clock.lease_until(min(now + self.creep, until) if creeps else now)
                     await asyncio.sleep(self.look_every)
                     self.stats.held_real_seconds += time.monotonic() - held
                     continue
+                held_since = None
                 # No further than the leash, nor past the next moment something is due
                 # (a clinic action, an attempt, a review, a delivery, a no-show timer):
                 # the clock stops just after it until that work is done.
@@ -120,6 +132,14 @@ class Pacer:
             # The clinic has closed: the clock stands at its closing while the run settles.
             clock.lease_until(until)
             await looks.stop()
+
+    def _creeps(self, overdue: list[str], held_for: float) -> bool:
+        """Whether a held clock creeps on: only for the notifier's sends, which can wait
+        for its clock themselves (a rate limit, a retry), once held a while; for anything
+        after ``stuck_after`` real seconds, so that no run can stand still for ever."""
+        if set(overdue) <= WAITS_ON_CLOCK and held_for >= self.creep_after:
+            return True
+        return held_for >= self.stuck_after
 
 
 class Looks(Protocol):

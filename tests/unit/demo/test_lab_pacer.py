@@ -77,3 +77,20 @@ def test_the_clock_is_held_while_work_is_overdue_and_leased_to_the_next_due_mome
     assert pacer.stats.held_looks == 1
     assert pacer.stats.reasons == {"kafka": 1, "attempts": 1}
     assert clock.lease == end.end  # the clinic closed: the clock stands at its closing
+
+
+def test_only_the_notifiers_sends_let_a_held_clock_creep(tmp_path: Path) -> None:
+    clock = SharedClock.create(tmp_path / "clock", datetime.now(UTC), START, speed=1.0)
+    script = Script(clock, [(["deliveries"], None), (["clinic", "deliveries"], None)])
+
+    def looks(deployment: Deployment, simulation: Simulation) -> Looks:
+        return script
+
+    pacer = Pacer("", "", look_every=0.001, creep_after=0.0, looks=looks)
+    with pytest.raises(Done):
+        day = Clinic(Scenario(START + timedelta(days=1)))
+        asyncio.run(pacer.during(cast(Any, None), cast(Any, day), clock))
+    crept, held = script.leases[1:3]
+    assert crept is not None and crept - START >= pacer.creep  # a rate limit waits on it
+    assert held is not None and held - crept < timedelta(seconds=1)  # the clinic: held
+    assert pacer.stats.crept_looks == 1
