@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from common.clock import Clock, ScaledClock, SystemClock
+from common.clock import Clock, ScaledClock, SharedClock, SystemClock
 from common.codec import DEFAULT_MAX_ORIGINAL_BYTES, LIMIT_MAX_ORIGINAL_BYTES
 
 if TYPE_CHECKING:
@@ -107,7 +107,9 @@ class Settings(KafkaSecurity):
     http_port: int = Field(default=8080, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
-    clock: Literal["system", "scaled"] = "system"
+    clock: Literal["system", "scaled", "shared"] = "system"
+    # shared: the file a harness (the outcome lab) holds virtual time in (common.clock).
+    clock_file: Path | None = None
     clock_anchor_real: datetime | None = None
     clock_anchor_virtual: datetime | None = None
     clock_speed: float = Field(default=1.0, gt=0)
@@ -135,6 +137,10 @@ class Settings(KafkaSecurity):
     def make_clock(self) -> Clock:
         if self.clock == "system":
             return SystemClock()
+        if self.clock == "shared":
+            if self.clock_file is None or not self.clock_file.is_file():
+                raise ConfigError(f"{PREFIX}CLOCK=shared needs an existing {PREFIX}CLOCK_FILE")
+            return SharedClock(self.clock_file)
         if self.clock_anchor_real is None or self.clock_anchor_virtual is None:
             raise ConfigError(
                 f"{PREFIX}CLOCK=scaled needs {PREFIX}CLOCK_ANCHOR_REAL and "

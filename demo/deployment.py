@@ -162,3 +162,8 @@ def scaled_clock_env(
         "FOLLOWUP_CLOCK_ANCHOR_VIRTUAL": anchor_virtual.isoformat(),
         "FOLLOWUP_CLOCK_SPEED": repr(speed),
     }
+
+
+def shared_clock_env(path: Path) -> dict[str, str]:
+    """The services read virtual time from the lab's clock file (``common.clock.SharedClock``)."""
+    return {"FOLLOWUP_CLOCK": "shared", "FOLLOWUP_CLOCK_FILE": str(path)}

@@ -18,12 +18,20 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from common.clock import ScaledClock
+from common.clock import ScaledClock, SharedClock
 from common.kafka import ensure_topics
 from common.topic_reader import read_events_to_end
 from demo import report, workflow
 from demo.bounds import load_policy
-from demo.deployment import REPO, SERVICES, Deployment, Ports, ensure_infra, scaled_clock_env
+from demo.deployment import (
+    REPO,
+    SERVICES,
+    Deployment,
+    Ports,
+    ensure_infra,
+    scaled_clock_env,
+    shared_clock_env,
+)
 from demo.observe import Metrics, fetch_case_details, fetch_cases, fetch_text
 from demo.report import Finding, Observed
 from demo.scenario import Scenario, ScenarioConfig, build
@@ -65,7 +73,7 @@ class RunHooks(Protocol):
         ...
 
     async def during(
-        self, deployment: Deployment, simulation: Simulation, clock: ScaledClock
+        self, deployment: Deployment, simulation: Simulation, clock: ScaledClock | SharedClock
     ) -> None:
         """Alongside the clinic, until it closes; awaited before the run settles."""
         ...
@@ -108,6 +116,9 @@ class DemoConfig:
     scenario: Scenario | None = None
     # How patients react to followup; None: as the scenario's behaviours script it.
     reactions: Reactions | None = None
+    # A shared clock file (common.clock.SharedClock) instead of the scaled clock: a hook
+    # (the outcome lab's pacer) can then hold virtual time back while the services lag.
+    shared_clock: bool = False
 
 
 @dataclass
@@ -154,7 +165,13 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     # One virtual clock for everyone: the clinic opens startup_lead seconds from now.
     anchor_real = datetime.now(UTC) + timedelta(seconds=config.startup_lead)
     anchor_virtual = scenario.start - timedelta(hours=1)
-    clock = ScaledClock(anchor_real, anchor_virtual, config.speed)
+    clock: ScaledClock | SharedClock
+    if config.shared_clock:
+        clock = SharedClock.create(run_dir / "clock", anchor_real, anchor_virtual, config.speed)
+        clock_env = shared_clock_env(clock.path)
+    else:
+        clock = ScaledClock(anchor_real, anchor_virtual, config.speed)
+        clock_env = scaled_clock_env(anchor_real, anchor_virtual, config.speed)
 
     standins = StandIns(clock, run_dir, StandInSecrets(webhook_secret, twilio_sid, twilio_token))
     await standins.start()
@@ -166,7 +183,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         database_url=config.database_url,
         ports=ports,
         env={
-            **scaled_clock_env(anchor_real, anchor_virtual, config.speed),
+            **clock_env,
             # The names the services read (their Settings; see each service's README).
             "FOLLOWUP_API_TOKEN": token,
             "FOLLOWUP_INGEST_TOKEN": token,
@@ -411,7 +428,7 @@ def dump_events(directory: Path, observed: Observed) -> None:
 
 async def show_progress(
     config: DemoConfig,
-    clock: ScaledClock,
+    clock: ScaledClock | SharedClock,
     scenario: Scenario,
     simulation: Simulation,
     sms: TwilioStandIn,

@@ -365,6 +365,10 @@ OutcomeKind = Literal[
     "bounced",
     # patient replies
     "reply",
+    # rebooking by link (notifier): the patient opened the message's link; asked the
+    # hospital for a slot (the case closes only when the hospital's booking arrives)
+    "link_opened",
+    "booking_requested",
     "opt_out",
     "opt_in",
     "help",

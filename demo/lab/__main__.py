@@ -56,7 +56,7 @@ def parse_args(argv: list[str]) -> LabConfig:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(sys.argv[1:] if argv is None else argv)
-    result = run_lab(config)
+    result = run_lab(config, after_each=lambda so_far: render.write(so_far, config.output))
     print(render.table(result))
     written = render.write(result, config.output)
     print("\n" + "\n".join(f"{k:>10}: {v}" for k, v in written.items()))

@@ -9,10 +9,11 @@ answered under every policy or under none: policies are compared on the very sam
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -47,6 +48,9 @@ class PatientModel:
     email_books: float
     sms_delay_hours: tuple[float, float]
     email_delay_hours: tuple[float, float]
+    transfers: float = 0.0
+    transfer_told_by_patient: float = 0.5
+    transfer_known_after_days: tuple[float, float] = (1.0, 5.0)
 
     @classmethod
     def load(cls, path: Path = PATIENTS_FILE) -> PatientModel:
@@ -64,10 +68,10 @@ class PatientModel:
                 raise ModelError(f"{path}: {section}.{name} must be a share between 0 and 1")
             return float(value)
 
-        def pair(section: str, name: str) -> tuple[float, float]:
+        def pair(section: str, name: str, unit: str = "hours") -> tuple[float, float]:
             value = get(section, name)
             if not (isinstance(value, list) and len(value) == 2 and 0 <= value[0] <= value[1]):
-                raise ModelError(f"{path}: {section}.{name} must be [low, high] hours")
+                raise ModelError(f"{path}: {section}.{name} must be [low, high] {unit}")
             return float(value[0]), float(value[1])
 
         slots = get("calls", "answer_by_slot")
@@ -93,9 +97,17 @@ class PatientModel:
             email_books=share("messages", "email_books"),
             sms_delay_hours=pair("messages", "sms_delay_hours"),
             email_delay_hours=pair("messages", "email_delay_hours"),
+            transfers=share("population", "transfers"),
+            transfer_told_by_patient=share("transfers", "told_by_patient"),
+            transfer_known_after_days=pair("transfers", "hospital_knows_after_days", "days"),
         )
         if model.slip_total() > 1 or model.deaths > model.no_show:
             raise ModelError(f"{path}: population shares add up to more than everyone")
+        if model.transfers > model.slip_total() * (1 - model.would_continue):
+            raise ModelError(
+                f"{path}: population.transfers is more than those who slipped and would not "
+                "continue (slipped.would_continue)"
+            )
         return model
 
     def slip_total(self) -> float:
@@ -144,6 +156,34 @@ class PatientModel:
             )
         )
 
+    def transfers_in(self, scenario: Scenario) -> dict[str, Transfer]:
+        """Who of this population moved to another provider, and who tells the clinic.
+
+        Transferred patients come from those who missed a visit and would not continue
+        here ("declines"), so the reachable maximum is the same with or without them. The
+        hospital's feed reports the transfer some days after the missed visit (the new
+        provider asked for the records), or the patient says so on the first call answered;
+        the front desk then records it and the feed reports it."""
+        seed = scenario.seed
+        candidates = sorted(
+            (p for p in scenario.patients if p.behaviour == "declines" and p.first_appointment),
+            key=lambda p: _draw(seed, p, "transfer"),
+        )
+        wanted = round(self.transfers * len(scenario.patients))
+        out: dict[str, Transfer] = {}
+        for p in candidates[:wanted]:
+            appt = p.first_appointment
+            assert appt is not None
+            low, high = self.transfer_known_after_days
+            days = low + (high - low) * _draw(seed, p, "transfer:days")
+            told_by_patient = _draw(seed, p, "transfer:who") < self.transfer_told_by_patient
+            out[p.patient_id] = Transfer(
+                p.patient_id,
+                "patient" if told_by_patient else "hospital",
+                None if told_by_patient else appt.start + timedelta(days=days),
+            )
+        return out
+
     def answer_chance(self, call_number: int, at: datetime) -> float:
         hour = at.astimezone(ZoneInfo(CLINIC_ZONE)).hour
         slot = next((s for s, (a, b) in SLOTS.items() if a <= hour < b), None)
@@ -152,17 +192,33 @@ class PatientModel:
         return base * factors[min(call_number, len(factors)) - 1]
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """A patient transferred to another provider: who tells the clinic, and (the hospital)
+    when its feed reports it."""
+
+    patient_id: str
+    told_by: Literal["hospital", "patient"]
+    reported_at: datetime | None  # the hospital's; the patient's comes with the first call
+
+
 def _draw(seed: int, patient: Patient, what: str) -> float:
     # A string seed is hashed with SHA-512: the same number in every process and run.
     return random.Random(f"{seed}:{patient.patient_id}:{what}").random()
 
 
-@dataclass(frozen=True)
+@dataclass
 class ModelReactions:
-    """The simulator's patients as the model says (``demo.simulator.patients.Reactions``)."""
+    """The simulator's patients as the model says (``demo.simulator.patients.Reactions``).
+
+    ``on_told_transfer`` is called when a transferred patient answers a call and says so
+    (the lab records the transfer through the hospital's feed).
+    """
 
     model: PatientModel
     seed: int
+    transfers: dict[str, Transfer] = field(default_factory=dict)
+    on_told_transfer: Callable[[Patient, datetime], None] | None = None
 
     def call(
         self, patient: Patient, call_number: int, at: datetime, rng: random.Random
@@ -181,6 +237,9 @@ class ModelReactions:
         )
         if not answered:
             return CallDecision(rng.choice(NOT_REACHED))
+        transfer = self.transfers.get(patient.patient_id)
+        if transfer is not None and transfer.told_by == "patient" and self.on_told_transfer:
+            self.on_told_transfer(patient, at)
         if b in REBOOKS:
             return CallDecision("answered_rebooked", rebook=True)
         return CallDecision("answered_declined")

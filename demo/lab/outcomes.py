@@ -35,6 +35,7 @@ class PolicyOutcome:
     contacts_per_recovered: float | None
     safety: dict[str, int]
     recoveries_by_week: list[int] = field(default_factory=list)  # cumulative, per week
+    transfers: int = 0  # transfers the hospital's feed reported during the run
     # How much the machine's load bent the run: call tasks the notifier dropped because their
     # window had passed before it got them, and cases the clinic's own input cleared (an
     # arrival that reached the tracker after its no-show timer).
@@ -42,6 +43,8 @@ class PolicyOutcome:
     cases_cleared: int = 0
     real_seconds: float = 0.0
     pipeline_hop_virtual_minutes: float = 0.0
+    # How the pacer held the clock back (pacer.PacerStats.as_dict()).
+    pacer: dict[str, Any] = field(default_factory=dict)
 
     @property
     def share_of_maximum(self) -> float:
@@ -68,6 +71,22 @@ def reachable_maximum(scenario: Scenario) -> int:
     return sum(1 for p in scenario.patients if p.behaviour in REBOOKS)
 
 
+def contacts_after_transfer(
+    observed: Observed,
+    scenario: Scenario,
+    transfers: dict[str, datetime] | None,
+    allowance: timedelta,
+) -> list[str]:
+    """Contacts decided after a transfer was reported (``allowance`` after the feed's
+    report): a patient who moved to another provider is not chased."""
+    known = transfers or {}
+    return [
+        f"{c.patient_id}: {c.what} after transfer"
+        for c in report.contacts(observed, scenario)
+        if c.patient_id in known and c.latest_decision() > known[c.patient_id] + allowance
+    ]
+
+
 def _moment(value: Any) -> datetime | None:
     try:
         return datetime.fromisoformat(str(value)) if value else None
@@ -83,6 +102,7 @@ def measure(
     *,
     minutes_per_call: float,
     tolerance: timedelta,
+    transfers: dict[str, datetime] | None = None,
 ) -> PolicyOutcome:
     cases = observed.cases or []
     # A case the clinic's own later input contradicted (an arrival reported late) or a
@@ -119,6 +139,7 @@ def measure(
         "after_opt_out": len(report.opt_out_violations(observed, scenario, tolerance)),
         "in_quiet_hours": len(report.quiet_hour_violations(observed, scenario, policy, tolerance)),
         "after_death": len(report.contacts_after_death(observed, scenario, allowance)),
+        "after_transfer": len(contacts_after_transfer(observed, scenario, transfers, allowance)),
         "after_deadline": len(report.after_deadline(report.follow_ups(observed))),
     }
     weeks = max(1, -(-scenario.days // 7))
@@ -146,6 +167,7 @@ def measure(
         escalations=escalations,
         contacts_per_recovered=round(contacts / n, 1) if n else None,
         safety=safety,
+        transfers=len(transfers or {}),
         recoveries_by_week=by_week,
         calls_window_passed=sum(
             1

@@ -8,6 +8,7 @@ import html
 import json
 import statistics
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from demo.lab.lab import LabResult
 from demo.lab.outcomes import PolicyOutcome
 
 MAXIMUM = "reachable maximum"
+SAFETY = ("after_opt_out", "in_quiet_hours", "after_death", "after_transfer", "after_deadline")
 
 
 def by_policy(outcomes: list[PolicyOutcome]) -> dict[str, list[PolicyOutcome]]:
@@ -66,15 +68,17 @@ def rows(result: LabResult) -> list[tuple[str, list[str]]]:
         line("SMS segments", lambda o: o.sms_segments),
         line("escalations", lambda o: o.escalations),
         line("contacts per recovered patient", lambda o: o.contacts_per_recovered, 1),
+        line("transfers reported (not chased)", lambda o: o.transfers),
     ]
     out += [
+        line("load: clock held back (real s)", lambda o: o.pacer.get("held_real_seconds")),
         line("load: call tasks past their window", lambda o: o.calls_window_passed),
         line("load: cases cleared by late input", lambda o: o.cases_cleared),
         line(
             "load: longest trigger-to-case (virtual min)", lambda o: o.pipeline_hop_virtual_minutes
         ),
     ]
-    for check in ("after_opt_out", "in_quiet_hours", "after_death", "after_deadline"):
+    for check in SAFETY:
         out.append(
             line(f"contacts {check.replace('_', ' ')} (must be 0)", lambda o, c=check: o.safety[c])
         )
@@ -234,6 +238,7 @@ def write(result: LabResult, directory: Path) -> dict[str, Path]:
             "weeks": c.weeks,
             "seeds": list(c.seeds),
             "speed": c.speed,
+            "leash_minutes": c.leash.total_seconds() / 60,
             "policies": {name: str(path) for name, path in c.policies},
             "patient_model": str(c.model_file),
         },
@@ -244,3 +249,62 @@ def write(result: LabResult, directory: Path) -> dict[str, Path]:
     (directory / "lab.json").write_text(json.dumps(body, indent=2, default=str) + "\n")
     (directory / "lab.md").write_text(markdown(result) + "\n")
     return {**images, "html": directory / "lab.html", "json": directory / "lab.json"}
+
+
+def load(path: Path) -> LabResult:
+    """A result back from its lab.json, to render it again (``python -m demo.lab.render``)."""
+    from dataclasses import fields
+
+    from demo.lab.lab import LabConfig
+    from demo.lab.model import PatientModel
+
+    body = json.loads(path.read_text())
+    c = body["config"]
+    config = LabConfig(
+        policies=[(name, Path(p)) for name, p in c["policies"].items()],
+        patients=c["patients"],
+        weeks=c["weeks"],
+        seeds=tuple(c["seeds"]),
+        speed=c["speed"],
+        model_file=Path(c["patient_model"]),
+        output=path.parent,
+    )
+    names = {f.name for f in fields(PolicyOutcome)}
+    outcomes = [PolicyOutcome(**{k: v for k, v in o.items() if k in names}) for o in body["runs"]]
+    return LabResult(
+        config,
+        PatientModel.load(config.model_file),
+        outcomes,
+        body.get("clinic_actions_failed", 0),
+        body.get("real_seconds", 0.0),
+    )
+
+
+def combine(results: list[LabResult]) -> LabResult:
+    """Labs of the same population size and policies run apart (one seed each, say), as one."""
+    first = results[0]
+    seeds = tuple(seed for r in results for seed in r.config.seeds)
+    config = replace(first.config, seeds=seeds)
+    outcomes = sorted(
+        (o for r in results for o in r.outcomes),
+        key=lambda o: (seeds.index(o.seed), [n for n, _ in config.policies].index(o.policy)),
+    )
+    return LabResult(
+        config,
+        first.model,
+        outcomes,
+        sum(r.failed_actions for r in results),
+        max(r.real_seconds for r in results),
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    # python -m demo.lab.render LAB.JSON... [OUTPUT-DIR]: the report again, labs combined.
+    args = [Path(a) for a in sys.argv[1:]]
+    jsons = [a for a in args if a.suffix == ".json"]
+    again = combine([load(j) for j in jsons])
+    out = next((a for a in args if a.suffix != ".json"), again.config.output)
+    print(table(again))
+    print(write(again, out))

@@ -216,6 +216,7 @@ class Simulation:
         self._limit = asyncio.Semaphore(concurrency)
         self._patient_locks: dict[str, asyncio.Lock] = {}
         self._rebook_counter = itertools.count(1)
+        self._running = 0  # clinic actions under way (sent, not yet acknowledged)
 
     # --- the timeline ---------------------------------------------------------------------
 
@@ -285,6 +286,15 @@ class Simulation:
                 )
         await self.drain()
 
+    def behind(self, now: datetime) -> bool:
+        """Whether the clinic has actions due by ``now`` that are not done yet: a pacer
+        holding virtual time back (the outcome lab's) waits for them."""
+        return self._running > 0 or bool(self._heap and self._heap[0].at <= now)
+
+    def next_action_at(self) -> datetime | None:
+        """When the clinic's next planned action is due (None: nothing planned)."""
+        return self._heap[0].at if self._heap else None
+
     def _real(self, virtual_seconds: float) -> float:
         speed = getattr(self.clock, "speed", 1.0)
         return virtual_seconds / float(speed)
@@ -293,7 +303,13 @@ class Simulation:
         by_patient: dict[str, list[_Timed]] = {}
         for item in due:
             by_patient.setdefault(item.patient_id, []).append(item)
-        await asyncio.gather(*(self._run_patient(pid, items) for pid, items in by_patient.items()))
+        self._running += 1
+        try:
+            await asyncio.gather(
+                *(self._run_patient(pid, items) for pid, items in by_patient.items())
+            )
+        finally:
+            self._running -= 1
 
     async def _run_patient(self, patient_id: str, items: list[_Timed]) -> None:
         lock = self._patient_locks.setdefault(patient_id, asyncio.Lock())

@@ -108,6 +108,7 @@ SERVICES = (
             "smtp_username",
             "smtp_password",
             "webhook_secret",
+            "slots_fhir_token",
             # The patient's chat messengers (issue 21).
             "whatsapp_access_token",
             "whatsapp_app_secret",
@@ -117,8 +118,10 @@ SERVICES = (
             "viber_auth_token",
         ),
         http_from=("namespace", "ingress"),
-        # HTTPS to SMS providers and webhooks, SMTP submission to the mail relay.
-        egress_ports=(KAFKA_PORT, KAFKA_TLS_PORT, POSTGRES_PORT, 443, 587, 465),
+        # HTTPS to SMS providers, chat messengers, webhooks and the hospital's FHIR server,
+        # SMTP submission to the mail relay, MLLP to the hospital's HL7 scheduling interface
+        # (rebooking).
+        egress_ports=(KAFKA_PORT, KAFKA_TLS_PORT, POSTGRES_PORT, 443, 587, 465, 2576),
         description="SMS, email, chat messages and call tasks out; receipts and replies in.",
     ),
 )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,9 +17,15 @@ from common.db import create_pool, migrate
 from common.http import OpsServer
 from common.kafka import EventConsumer, KafkaPublisher, ensure_topics, is_transient
 from common.service import run, wait_for_stop_signal
-from schemas.events import ContactEvent, NotificationCommand, OutcomeEvent, PatientStatusEvent
-from schemas.topics import CONTACTS, NOTIFICATIONS, PATIENTS, TopicNames
-from services.notifier import registry
+from schemas.events import (
+    AppointmentEvent,
+    ContactEvent,
+    NotificationCommand,
+    OutcomeEvent,
+    PatientStatusEvent,
+)
+from schemas.topics import APPOINTMENTS, CONTACTS, NOTIFICATIONS, PATIENTS, TopicNames
+from services.notifier import rebook_links, rebooking, registry
 from services.notifier.channels import ClinicVoice, Parts, Plugin
 from services.notifier.directory import Directory
 from services.notifier.dispatcher import Dispatcher, DispatchPolicy
@@ -28,12 +35,23 @@ from services.notifier.privacy import Privacy, RetentionPeriods
 from services.notifier.quiet_hours import QuietHours
 from services.notifier.settings import SCHEMA, NotifierSettings
 from services.notifier.site_sinks import build_site_sinks
-from services.notifier.templates import TemplateBook, TemplateError
+from services.notifier.templates import SmsSample, TemplateBook, TemplateError
 
 __all__ = ["SCHEMA", "NotifierApp", "NotifierSettings", "main", "serve"]
 
-Consumed = ContactEvent | PatientStatusEvent | NotificationCommand
+Consumed = ContactEvent | PatientStatusEvent | NotificationCommand | AppointmentEvent
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sms_sample(settings: NotifierSettings) -> SmsSample | None:
+    """With rebooking on, the SMS budgets are checked with the links as long as they are
+    (or the general booking URL's planned length, if longer)."""
+    if not settings.slots_source:
+        return None
+    base = (settings.rebook_base_url or settings.public_base_url).rstrip("/")
+    link = f"{base}{rebook_links.PATH}/{'x' * rebook_links.ID_LENGTH}"
+    planned = SmsSample().rebook_url or ""
+    return SmsSample(rebook_url=link if len(link) > len(planned) else planned)
 
 
 class NotifierApp:
@@ -44,12 +62,15 @@ class NotifierApp:
         self.clock = clock
         self.topics = TopicNames(settings.topic_prefix)
         try:
-            self.book = TemplateBook.load(settings.default_language)
+            self.book = TemplateBook.load(
+                settings.default_language, sms_sample=_sms_sample(settings)
+            )
         except TemplateError as exc:
             raise ConfigError(f"templates: {exc}") from None
         self.sinks_wanted = registry.wanted_sinks(settings)
         # The clinics of a chain: names, phones and signatures per site, their own sinks.
         self.sites = settings.site_registry()
+        self.slot_source = rebooking.build_source(settings, clock)
         self.ops = OpsServer(settings.service)
         self.publisher = KafkaPublisher(settings.kafka_bootstrap, client_id="notifier")
         self._tasks: list[asyncio.Task[None]] = []
@@ -96,9 +117,17 @@ class NotifierApp:
             mailer=self.mailer,
             audit=await AuditLog.ready(self.pool, dsn, s.audit_schema, s.service),
         )
+        self.rebooking: rebooking.Rebooking | None = None
+        if self.slot_source is not None:
+            self.rebooking = rebooking.Rebooking(
+                parts, self.slot_source, rebooking.RebookStore(self.pool)
+            )
+            parts.voice = replace(parts.voice, link_for=self.rebooking.link_for)
         channels = registry.build_all(parts, self.sinks_wanted)
         parts.site_sinks = build_site_sinks(parts, self.sites.current())
         self._plugins = [*channels.values(), *parts.sinks]
+        if self.rebooking is not None:
+            self._plugins.append(self.rebooking)
         for plugin in self._plugins:
             for route in plugin.routes():
                 self.ops.app.router.add_route(route.method, route.path, route.handler)
@@ -122,11 +151,24 @@ class NotifierApp:
         self.ops.add_readiness_check("database", self._db_ready)
         self.ops.add_readiness_check("kafka", self.publisher.broker_ready)
         group = f"{s.topic_prefix}notifier"
+        accept: Callable[[NotificationCommand], Awaitable[None]] = self.dispatcher.accept
+        if self.rebooking is not None:
+            accept = self.rebooking.accepting(accept)  # the message's link is stored first
         wiring: list[tuple[str, str, type, object]] = [
             (self.topics.contacts, CONTACTS.name, ContactEvent, self.privacy.record_contact),
             (self.topics.patients, PATIENTS.name, PatientStatusEvent, self.privacy.record_patient_status),  # noqa: E501
-            (self.topics.notifications, NOTIFICATIONS.name, NotificationCommand, self.dispatcher.accept),  # noqa: E501
+            (self.topics.notifications, NOTIFICATIONS.name, NotificationCommand, accept),
         ]  # fmt: skip
+        if self.rebooking is not None:
+            # The hospital's booking confirms what a patient asked for by link.
+            wiring.append(
+                (
+                    self.topics.appointments,
+                    APPOINTMENTS.name,
+                    AppointmentEvent,
+                    self.rebooking.record_appointment,
+                )
+            )
         for topic, base, model, handler in wiring:
             consumer: EventConsumer[Consumed] = EventConsumer(
                 bootstrap=s.kafka_bootstrap,

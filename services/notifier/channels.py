@@ -216,6 +216,9 @@ class ClinicVoice:
     signatures: Mapping[str, str] = field(default_factory=dict)
     # The department's own explanation of its stages (FOLLOWUP_EDUCATION), by department.
     education: Mapping[str, Sequence[StageEducation]] = field(default_factory=dict)
+    # The message's own rebooking link (rebooking.py), when rebooking by link is on; a
+    # redacted message (shared number, proxy) names no one, so it gets the general URL.
+    link_for: Callable[[NotificationCommand], str | None] | None = None
     # The clinics of a chain (common/sites.py): a command naming a site speaks as it.
     sites: SiteRegistry | None = None
 
@@ -243,6 +246,8 @@ class ClinicVoice:
             names=profile.names,
             signatures=profile.signatures,
             education=self.education,  # by department, whichever clinic of the chain
+            sites=self.sites,
+            link_for=self.link_for,
         )
 
     def name_for(self, language: str) -> str:
@@ -267,7 +272,8 @@ class ClinicVoice:
             reason=command.template if command.template in REASONS else command.reason,
             clinic_name=self.name_for(contact.language),
             clinic_phone=self.clinic_phone,
-            rebook_url=self.rebook_url,
+            rebook_url=(self.link_for(command) if self.link_for and not redacted else None)
+            or self.rebook_url,
             redacted=redacted,
             signature=self.signature_for(contact.language),
             education=self.education_for(command, contact.language),

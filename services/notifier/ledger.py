@@ -219,6 +219,15 @@ class Ledger:
         )
         return NotificationCommand.model_validate_json(raw) if raw else None
 
+    async def follow_up(self, key: str) -> NotificationCommand | None:
+        """The patient message ``key`` (a follow-up, not an escalation or a withdrawal)."""
+        raw = await self._pool.fetchval(
+            """SELECT command FROM deliveries WHERE idempotency_key = $1
+                   AND purpose = 'follow_up'""",
+            key,
+        )
+        return NotificationCommand.model_validate_json(raw) if raw else None
+
     async def record_link_report(
         self, task_id: str, outcome: str, now: datetime
     ) -> tuple[str, bool]:

@@ -43,6 +43,8 @@ RESULTS: dict[str, dict[str, str]] = {
         "task_created": "call task given to the front desk",
         "opt_out": "opted out",
         "reply": "patient replied",
+        "link_opened": "opened the rebooking link",
+        "booking_requested": "picked a new time by link (awaiting the hospital)",
         "channel_impossible": "could not be sent",
     },
     "lt": {
@@ -63,6 +65,8 @@ RESULTS: dict[str, dict[str, str]] = {
         "task_created": "skambučio užduotis registratūrai",
         "opt_out": "atsisakė pranešimų",
         "reply": "pacientas atsakė",
+        "link_opened": "atidarė registracijos nuorodą",
+        "booking_requested": "pasirinko naują laiką per nuorodą (laukiama ligoninės)",
         "channel_impossible": "nepavyko išsiųsti",
     },
     "ru": {
@@ -83,6 +87,8 @@ RESULTS: dict[str, dict[str, str]] = {
         "task_created": "задача на звонок регистратуре",
         "opt_out": "отписался",
         "reply": "пациент ответил",
+        "link_opened": "открыл ссылку для записи",
+        "booking_requested": "выбрал новое время по ссылке (ждём больницу)",
         "channel_impossible": "не удалось отправить",
     },
     "bg": {
@@ -103,6 +109,8 @@ RESULTS: dict[str, dict[str, str]] = {
         "task_created": "задача за обаждане към регистратурата",
         "opt_out": "отказа съобщения",
         "reply": "пациентът отговори",
+        "link_opened": "отвори връзката за записване",
+        "booking_requested": "избра нов час по връзката (чака се болницата)",
         "channel_impossible": "не можа да се изпрати",
     },
 }
@@ -347,6 +355,123 @@ WORDS: dict[str, dict[str, str]] = {
 }
 
 
+# The patient's rebooking page (rebook_links.py): care first, plain words, first name only.
+PATIENT_WORDS: dict[str, dict[str, str]] = {
+    "en": {
+        "rebook_title": "Choose a new time",
+        "hello": "Hello, {name}.",
+        "hello_anonymous": "Hello.",
+        "stage": "The next step of your treatment: {stage}.",
+        "stage_by": "It should happen by {date}.",
+        "free_times": "Free times",
+        "book": "Ask for this time",
+        "no_slots": "There is no free time we can offer here before {date}.",
+        "slots_unavailable": "We cannot show free times right now.",
+        "none_fit": "None of these fit? We will call you.",
+        "call_when": "When may we call?",
+        "call_soon": "As soon as possible",
+        "call_me": "Call me back",
+        "requested": "Thank you. We asked the clinic to book {time} for you. The clinic "
+        "confirms it: until then the time is requested, not yet booked.",
+        "confirmed": "Your visit on {time} is booked. Thank you.",
+        "callback_asked": "Thank you. The clinic will call you.",
+        "callback_asked_at": "Thank you. The clinic will call you around {time}.",
+        "taken": "Sorry: that time was just taken. Here are the next free times.",
+        "choose": "Please choose a time.",
+        "used": "This link was already used. Nothing was changed.",
+        "expired": "This link has expired. Please call the clinic at {phone}.",
+        "invalid": "This link is not valid. Please use the link from our message as it was "
+        "sent, or call the clinic at {phone}.",
+        "cross_site": "This form can only be sent from its own page.",
+        "call_clinic": "You can also call the clinic at {phone}.",
+    },
+    "lt": {
+        "rebook_title": "Pasirinkite naują laiką",
+        "hello": "Sveiki, {name}.",
+        "hello_anonymous": "Sveiki.",
+        "stage": "Kitas jūsų gydymo etapas: {stage}.",
+        "stage_by": "Jis turėtų įvykti iki {date}.",
+        "free_times": "Laisvi laikai",
+        "book": "Prašyti šio laiko",
+        "no_slots": "Iki {date} čia negalime pasiūlyti laisvo laiko.",
+        "slots_unavailable": "Šiuo metu negalime parodyti laisvų laikų.",
+        "none_fit": "Netinka nė vienas? Mes jums paskambinsime.",
+        "call_when": "Kada galime paskambinti?",
+        "call_soon": "Kuo greičiau",
+        "call_me": "Paskambinkite man",
+        "requested": "Ačiū. Paprašėme klinikos užregistruoti jus {time}. Klinika tai "
+        "patvirtins: iki tol laikas yra prašomas, dar neužregistruotas.",
+        "confirmed": "Jūsų vizitas {time} užregistruotas. Ačiū.",
+        "callback_asked": "Ačiū. Klinika jums paskambins.",
+        "callback_asked_at": "Ačiū. Klinika jums paskambins apie {time}.",
+        "taken": "Atsiprašome: šis laikas ką tik buvo užimtas. Štai kiti laisvi laikai.",
+        "choose": "Pasirinkite laiką.",
+        "used": "Ši nuoroda jau panaudota. Niekas nepakeista.",
+        "expired": "Šios nuorodos galiojimas baigėsi. Skambinkite klinikai {phone}.",
+        "invalid": "Ši nuoroda negalioja. Naudokite nuorodą iš mūsų žinutės tokią, kokia ji "
+        "buvo išsiųsta, arba skambinkite klinikai {phone}.",
+        "cross_site": "Šią formą galima siųsti tik iš jos pačios puslapio.",
+        "call_clinic": "Taip pat galite skambinti klinikai {phone}.",
+    },
+    "ru": {
+        "rebook_title": "Выберите новое время",
+        "hello": "Здравствуйте, {name}.",
+        "hello_anonymous": "Здравствуйте.",
+        "stage": "Следующий этап вашего лечения: {stage}.",
+        "stage_by": "Он должен пройти до {date}.",
+        "free_times": "Свободное время",
+        "book": "Попросить это время",
+        "no_slots": "Здесь нет свободного времени до {date}.",
+        "slots_unavailable": "Сейчас мы не можем показать свободное время.",
+        "none_fit": "Ничего не подходит? Мы вам позвоним.",
+        "call_when": "Когда вам позвонить?",
+        "call_soon": "Как можно скорее",
+        "call_me": "Перезвоните мне",
+        "requested": "Спасибо. Мы попросили клинику записать вас на {time}. Клиника это "
+        "подтвердит: до тех пор время запрошено, но ещё не забронировано.",
+        "confirmed": "Ваш визит {time} забронирован. Спасибо.",
+        "callback_asked": "Спасибо. Клиника вам позвонит.",
+        "callback_asked_at": "Спасибо. Клиника позвонит вам около {time}.",
+        "taken": "Извините: это время только что заняли. Вот следующее свободное время.",
+        "choose": "Пожалуйста, выберите время.",
+        "used": "Эта ссылка уже использована. Ничего не изменено.",
+        "expired": "Срок действия ссылки истёк. Позвоните в клинику: {phone}.",
+        "invalid": "Ссылка недействительна. Откройте ссылку из нашего сообщения в том виде, "
+        "в каком она пришла, или позвоните в клинику: {phone}.",
+        "cross_site": "Эту форму можно отправить только с её собственной страницы.",
+        "call_clinic": "Вы также можете позвонить в клинику: {phone}.",
+    },
+    "bg": {
+        "rebook_title": "Изберете нов час",
+        "hello": "Здравейте, {name}.",
+        "hello_anonymous": "Здравейте.",
+        "stage": "Следващата стъпка от лечението ви: {stage}.",
+        "stage_by": "Тя трябва да е до {date}.",
+        "free_times": "Свободни часове",
+        "book": "Поискайте този час",
+        "no_slots": "Тук няма свободен час, който да предложим преди {date}.",
+        "slots_unavailable": "В момента не можем да покажем свободните часове.",
+        "none_fit": "Нищо не е удобно? Ще ви се обадим.",
+        "call_when": "Кога да ви се обадим?",
+        "call_soon": "Възможно най-скоро",
+        "call_me": "Обадете ми се",
+        "requested": "Благодарим ви. Помолихме клиниката да ви запише за {time}. Клиниката "
+        "ще го потвърди: дотогава часът е поискан, но още не е записан.",
+        "confirmed": "Часът ви на {time} е записан. Благодарим ви.",
+        "callback_asked": "Благодарим ви. Клиниката ще ви се обади.",
+        "callback_asked_at": "Благодарим ви. Клиниката ще ви се обади около {time}.",
+        "taken": "Съжаляваме: този час току-що беше зает. Ето следващите свободни часове.",
+        "choose": "Моля, изберете час.",
+        "used": "Тази връзка вече е използвана. Нищо не е променено.",
+        "expired": "Връзката е изтекла. Моля, обадете се в клиниката: {phone}.",
+        "invalid": "Връзката не е валидна. Използвайте връзката от нашето съобщение такава, "
+        "каквато е изпратена, или се обадете в клиниката: {phone}.",
+        "cross_site": "Тази форма може да се изпрати само от нейната страница.",
+        "call_clinic": "Можете да се обадите и в клиниката: {phone}.",
+    },
+}
+
+
 def language_of(language: str | None) -> str:
     """The supported language for a tag ("lt-LT" -> "lt"), else English."""
     base = (language or "").split("-", 1)[0].lower()
@@ -373,6 +498,12 @@ def pick_language(accept_language: str | None, default: str) -> str:
 def word(language: str, key: str, **values: object) -> str:
     table = WORDS.get(language_of(language), WORDS[FALLBACK])
     return table.get(key, WORDS[FALLBACK][key]).format(**values)
+
+
+def patient_word(language: str, key: str, **values: object) -> str:
+    """The rebooking page's words in the patient's language (English for a missing one)."""
+    table = PATIENT_WORDS.get(language_of(language), PATIENT_WORDS[FALLBACK])
+    return table.get(key, PATIENT_WORDS[FALLBACK][key]).format(**values)
 
 
 def _label(tables: dict[str, dict[str, str]], language: str, code: str) -> str:

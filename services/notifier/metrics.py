@@ -55,3 +55,27 @@ SITE_SENDS = Counter(
     "Commands sent (SMS, email, call task), by site, channel and outcome.",
     ["site", "channel", "outcome"],
 )
+# Rebooking by link (rebooking.py). No ids in labels.
+REBOOK_LINKS = Counter(
+    "followup_notifier_rebook_links_sent_total",
+    "Rebooking links put into patient messages, by channel.",
+    ["channel"],
+)
+REBOOK_PAGES = Counter(
+    "followup_notifier_rebook_pages_total",
+    "Rebooking pages served: opened, or refused (expired, invalid, used, cross_site).",
+    ["result"],
+)
+REBOOK_SLOTS_OFFERED = Counter(
+    "followup_notifier_rebook_slots_offered_total", "Free slots shown on rebooking pages."
+)
+REBOOK_REQUESTS = Counter(
+    "followup_notifier_rebook_requests_total",
+    "What patients asked for on the page: kind booking or callback; result requested, taken"
+    " (the slot was gone: next slots offered) or error (the hospital's system did not answer).",
+    ["kind", "result"],
+)
+REBOOK_CONFIRMED = Counter(
+    "followup_notifier_rebook_confirmed_total",
+    "Booking requests the hospital's own booking event confirmed.",
+)

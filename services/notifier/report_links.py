@@ -77,8 +77,42 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _mac(secret: str, payload: str) -> str:
-    return _b64(hmac.new(secret.encode(), _PURPOSE + payload.encode(), hashlib.sha256).digest())
+def _mac(secret: str, purpose: bytes, payload: str, size: int) -> str:
+    digest = hmac.new(secret.encode(), purpose + payload.encode(), hashlib.sha256).digest()
+    return _b64(digest[:size])
+
+
+# --- signing: the one home of the notifier's signed links (report links, rebooking links) ---
+
+
+def signature(secret: str, purpose: bytes, text: str, *, size: int = 32) -> str:
+    """HMAC-SHA256 of ``text`` under ``secret`` with a ``purpose`` prefix, base64url, cut
+    to ``size`` bytes: an id nobody can derive without the secret (rebooking link ids)."""
+    if not secret:
+        raise ValueError("FOLLOWUP_LINK_SECRET is required to sign links")
+    return _mac(secret, purpose, text, size)
+
+
+def seal(secret: str, purpose: bytes, body: str, *, mac_bytes: int = 32) -> str:
+    """``body`` as ``<payload>.<mac>`` (both base64url), HMAC-SHA256 under ``secret`` with a
+    ``purpose`` prefix, so a token of one kind never passes as another. ``mac_bytes`` may
+    shorten the mac (16 bytes still leave 2^128 guesses) where a link must fit an SMS."""
+    if not secret:
+        raise ValueError("FOLLOWUP_LINK_SECRET is required to sign links")
+    payload = _b64(body.encode())
+    return f"{payload}.{_mac(secret, purpose, payload, mac_bytes)}"
+
+
+def unseal(secret: str, purpose: bytes, token: str, *, mac_bytes: int = 32) -> str:
+    """The body a token sealed, or LinkError("invalid") (tampered, foreign, malformed)."""
+    payload, _, mac = token.partition(".")
+    expected = _mac(secret, purpose, payload, mac_bytes) if secret else ""
+    if not secret or not payload or not hmac.compare_digest(mac, expected):
+        raise LinkError("invalid")
+    try:
+        return _unb64(payload).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise LinkError("invalid") from None
 
 
 def sign(secret: str, link: ReportLink) -> str:
@@ -87,17 +121,14 @@ def sign(secret: str, link: ReportLink) -> str:
     body = json.dumps(
         {"t": link.task_id, "r": link.result, "e": link.expires_at}, separators=(",", ":")
     )
-    payload = _b64(body.encode())
-    return f"{payload}.{_mac(secret, payload)}"
+    return seal(secret, _PURPOSE, body)
 
 
 def verify(secret: str, token: str, now: datetime) -> ReportLink:
     """The link ``token`` stands for, or LinkError (tampered, foreign, or expired)."""
-    payload, _, mac = token.partition(".")
-    if not secret or not payload or not hmac.compare_digest(mac, _mac(secret, payload)):
-        raise LinkError("invalid")
+    body = unseal(secret, _PURPOSE, token)
     try:
-        data = json.loads(_unb64(payload))
+        data = json.loads(body)
         link = ReportLink(str(data["t"]), str(data["r"]), int(data["e"]))
     except (ValueError, KeyError, TypeError):
         raise LinkError("invalid") from None

@@ -36,6 +36,29 @@ class NotifierSettings(Settings):
     clinic_language: str | None = None  # unset: default_language
     clinic_phone: str = "+37052000000"
     rebook_url: str | None = None
+    # Rebooking by link (docs/rebooking.md): the hospital's slot source ("" = off; the
+    # messages then name rebook_url only), how long a link holds after its message's window
+    # (never past the stage deadline), and which slots the page offers.
+    slots_source: Literal["", "fhir", "hl7"] = ""
+    slots_fhir_url: str | None = None
+    slots_fhir_token: str = ""
+    # Whose schedules a department's slots hang on: HealthcareService/<department> or
+    # Location/<department> (a practitioner named by the plan: Practitioner/<id>).
+    slots_department_actor: Literal["HealthcareService", "Location"] = "HealthcareService"
+    # proposed: the hospital confirms the request; booked where its server lets us book.
+    slots_booking_status: Literal["proposed", "booked"] = "proposed"
+    slots_hl7_host: str | None = None
+    slots_hl7_port: int = Field(default=2576, ge=1, le=65535)
+    slots_hl7_facility: str = "FOLLOWUP"
+    slots_cache_minutes: float = Field(default=2.0, ge=0, le=15)
+    slots_offered: int = Field(default=6, ge=1, le=20)
+    slots_lead_hours: float = Field(default=2.0, ge=0)
+    slots_horizon_days: float = Field(default=28.0, gt=0)
+    rebook_link_days: float = Field(default=7.0, gt=0)
+    # The links' host: a short one keeps the SMS within its segment budget (the link is
+    # <base>/r/<12 characters>; SMS budgets are checked with it at start-up). Empty:
+    # FOLLOWUP_PUBLIC_BASE_URL.
+    rebook_base_url: str = ""
     default_language: str = "en"
     default_region: str = "LT"
     quiet_start: time = time(21, 0)

@@ -272,6 +272,17 @@ class TemplateBook:
         except jinja2.TemplateError as exc:
             raise TemplateError(f"{language}/{part}: {type(exc).__name__}") from None
 
+    def opening(self, language: str, context: MessageContext) -> str:
+        """The care-first opening of ``context``'s reason alone (the rebooking page's "why
+        we write"), as the email says it."""
+        language = self._language(language)
+        values = context.variables(language)
+        reason = "generic" if context.redacted else context.reason
+        try:
+            return self._opening(language, reason, "email_text").render(values).strip()
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"{language}/opening: {type(exc).__name__}") from None
+
     def sms_budget(self, language: str, encoding: Encoding) -> int:
         """The billed segments one SMS in ``language`` may take."""
         return self._sms_budgets.get(language, DEFAULT_SMS_BUDGET[encoding])

@@ -163,11 +163,14 @@ def build_command(
 
 # A result an administrator or the patient gave: later receipts do not overwrite it.
 RESULTS: frozenset[OutcomeKind] = CALL_RESULTS | {"failed", "bounced", "channel_impossible"}
+# Kept against later receipts like a result, though nobody reports it as one: the patient
+# picked a slot through the message's rebooking link.
+KEPT: frozenset[OutcomeKind] = RESULTS | {"booking_requested"}
 
 
 def should_record(current: str | None, new: OutcomeKind) -> bool:
     """Whether ``new`` replaces the attempt's recorded outcome."""
-    return current is None or current not in RESULTS or new in RESULTS
+    return current is None or current not in KEPT or new in RESULTS
 
 
 def task_still_out(attempt: AttemptRecord, now: datetime) -> bool:

@@ -1,7 +1,9 @@
 """A small outcome lab: one seeded population under the status quo (one call, never again)
-and under followup's default policy, each through the three real services. The default
-policy must bring back at least twice as many patients before their stage deadline, and no
-run may contact anyone after an opt-out, in quiet hours, after a death or after a deadline."""
+and under followup's default policy, each through the three real services on the lab's
+paced clock. The default policy must bring back at least twice as many patients before
+their stage deadline; no run may contact anyone after an opt-out, in quiet hours, after a
+death or a transfer, or after a deadline; and no call task may reach the notifier after its
+window, however busy the machine (the pacer holds virtual time back instead)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import pytest
 from demo.lab import render
 from demo.lab.lab import LabConfig, LabResult, run_lab
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
+# About 5 minutes on a busy 2-core machine; the paced clock makes a busier one slower, not wrong.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +23,10 @@ def lab(
     tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, database_url: str
 ) -> LabResult:
     config = LabConfig(
-        # 120 patients, every slip on one day, two weeks at four virtual hours a second.
+        # 120 patients over two weeks, at most six virtual hours a real second (paced).
         patients=120,
         weeks=2,
         seeds=(3,),
-        speed=14400.0,
         output=Path(tmp_path_factory.mktemp("lab")),
         show_progress=False,
         kafka=kafka_bootstrap,
@@ -47,9 +49,15 @@ def test_default_policy_recovers_twice_the_status_quo(lab: LabResult) -> None:
     assert quo.call_tasks <= quo.slipped * 2
 
 
-@pytest.mark.parametrize(
-    "check", ["after_opt_out", "in_quiet_hours", "after_death", "after_deadline"]
-)
+def test_the_machine_load_does_not_decide_who_is_called(lab: LabResult) -> None:
+    for o in lab.outcomes:
+        assert o.calls_window_passed == 0, (o.policy, o.pacer)
+        assert o.pacer["looks"] > 0 and o.pacer["held_looks"] > 0  # the pacer did hold
+    # The two transfers of this population were reported by the hospital's feed.
+    assert [o.transfers for o in lab.outcomes] == [2, 2]
+
+
+@pytest.mark.parametrize("check", render.SAFETY)
 def test_no_unsafe_contact_under_any_policy(lab: LabResult, check: str) -> None:
     assert {o.policy: o.safety[check] for o in lab.outcomes} == {
         "status quo": 0,

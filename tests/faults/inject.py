@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from common.clock import ScaledClock
+from common.clock import ScaledClock, SharedClock
 from common.launcher import ServiceProcess
 from demo.deployment import SERVICES, Deployment
 from demo.simulator.clinic import Simulation
@@ -99,7 +99,7 @@ class Injector:
         return lease | {"FOLLOWUP_WEBHOOK_URL": f"http://127.0.0.1:{port}/call-tasks"}
 
     async def during(
-        self, deployment: Deployment, simulation: Simulation, clock: ScaledClock
+        self, deployment: Deployment, simulation: Simulation, clock: ScaledClock | SharedClock
     ) -> None:
         simulation.retry_real_seconds = self.retry_real_seconds
         start = max(clock.now(), simulation.scenario.start)

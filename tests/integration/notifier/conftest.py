@@ -48,10 +48,16 @@ def world_settings(prefix: str, schema: str, **extra: object) -> NotifierSetting
     return NotifierSettings.model_validate(values)
 
 
+@pytest.fixture(scope="module")
+async def world() -> AsyncIterator[World]:
+    async with messaging_world() as running:
+        yield running
+
+
 @asynccontextmanager
-async def started_world(**extra: object) -> AsyncIterator[World]:
-    """A notifier with its SMS, SMTP and webhook stand-ins; ``extra`` settings on top
-    (a test module's own plug-ins: the chat messengers' stand-ins, say)."""
+async def messaging_world(**extra: object) -> AsyncIterator[World]:
+    """The notifier with SMS providers, SMTP and the webhook receiver (``extra``: more
+    settings, e.g. a slot source for the rebooking tests)."""
     infra.ensure_up()
     unique = uuid.uuid4().hex[:10]
     prefix, schema = f"t{unique}.", f"t_{unique}"
@@ -110,9 +116,3 @@ async def started_world(**extra: object) -> AsyncIterator[World]:
         await primary.stop()
         await secondary.stop()
         await drop_schema(infra.DATABASE_URL, schema)
-
-
-@pytest.fixture(scope="module")
-async def world() -> AsyncIterator[World]:
-    async with started_world() as world:
-        yield world

@@ -17,7 +17,7 @@ from schemas.events import ChannelConsent, MessengerIds, OutcomeEvent, StageEduc
 from standins.telegram import TelegramStandIn
 from standins.viber import ViberStandIn
 from standins.whatsapp import WhatsAppStandIn
-from tests.integration.notifier.conftest import started_world
+from tests.integration.notifier.conftest import messaging_world
 from tests.integration.notifier.world import World
 from tests.support.polling import eventually
 
@@ -51,7 +51,7 @@ async def chats() -> AsyncIterator[Chats]:
     for standin in (whatsapp, telegram, viber):
         await standin.start()
     try:
-        async with started_world(
+        async with messaging_world(
             whatsapp_url=f"{whatsapp.base_url}/v21.0",
             whatsapp_phone_number_id=whatsapp.phone_number_id,
             whatsapp_access_token=whatsapp.access_token,

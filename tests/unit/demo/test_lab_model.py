@@ -66,3 +66,41 @@ def test_the_status_quo_is_one_call_and_nothing_else() -> None:
         rules = policy.rules_for("dental", reason)
         assert rules.max_attempts == 1
         assert [s.channel for s in rules.steps] == ["call_task"]
+
+
+def test_transfers_come_from_those_who_would_not_continue_and_are_told_once() -> None:
+    model = PatientModel.load()
+    scenario = model.population(1000, 56, 5)
+    transfers = model.transfers_in(scenario)
+    assert transfers == model.transfers_in(scenario)  # the seed decides, not the run
+    assert len(transfers) == round(model.transfers * 1000) > 0
+    by_id = {p.patient_id: p for p in scenario.patients}
+    assert {by_id[pid].behaviour for pid in transfers} == {"declines"}
+    told = {t.told_by for t in transfers.values()}
+    assert told == {"hospital", "patient"}
+    for t in transfers.values():
+        appt = by_id[t.patient_id].first_appointment
+        assert appt is not None
+        if t.told_by == "hospital":
+            assert t.reported_at is not None and t.reported_at > appt.start
+        else:
+            assert t.reported_at is None
+    # A patient who says so on a call is heard (the lab reports it through the feed).
+    heard: list[str] = []
+    reactions = ModelReactions(
+        model, 5, transfers, on_told_transfer=lambda p, at: heard.append(p.patient_id)
+    )
+    evening = datetime(2026, 3, 10, 14, 30, tzinfo=UTC)
+    for t in transfers.values():
+        for call in range(1, 6):
+            reactions.call(by_id[t.patient_id], call, evening, random.Random(1))
+    assert heard and set(heard) <= {
+        t.patient_id for t in transfers.values() if t.told_by == "patient"
+    }
+
+
+def test_more_transfers_than_patients_who_would_not_continue_is_named(tmp_path: Path) -> None:
+    text = (LAB / "patients.yaml").read_text().replace("transfers: 0.02", "transfers: 0.5")
+    (tmp_path / "patients.yaml").write_text(text)
+    with pytest.raises(ModelError, match=r"population\.transfers"):
+        PatientModel.load(tmp_path / "patients.yaml")

@@ -11,7 +11,13 @@ from deploy.k8s.manifests import KAFKA_SECRETS, POD_ENV, SERVICES, config_env
 from tests.support import ops
 
 # Identity and the demo's virtual clock: not deployment settings.
-NOT_DEPLOYED = {"service", "clock_anchor_real", "clock_anchor_virtual", "clock_speed"}
+NOT_DEPLOYED = {
+    "service",
+    "clock_anchor_real",
+    "clock_anchor_virtual",
+    "clock_speed",
+    "clock_file",
+}
 BASE = ops.DEPLOY / "k8s" / "base"
 
 

@@ -7,6 +7,9 @@
 // Usage: java -cp classes:lib/* FhirR4Server <port>
 // GET /Task?_lastUpdated=ge<instant>[&identifier=<system>|[value]] answers the resources changed
 // since then (the notifier polls Tasks so).
+// GET /Slot?status=free[&start=ge..&start=lt..][&schedule.actor=<type>/<id>[,..]]
+// [&service-type=<system>|<code>][&_include=Slot:schedule] answers the free slots of the
+// schedules of those actors, as a hospital's scheduling server does (rebooking).
 //
 // R4 Subscriptions with a rest-hook channel: HAPI's plain server has no subscription support
 // (that lives in HAPI's JPA server), so this server carries the small part the notifier
@@ -18,12 +21,16 @@
 
 import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.parser.StrictErrorHandler;
+import ca.uhn.fhir.model.api.Include;
+import ca.uhn.fhir.rest.annotation.IncludeParam;
 import ca.uhn.fhir.rest.annotation.OptionalParam;
 import ca.uhn.fhir.rest.annotation.RequiredParam;
 import ca.uhn.fhir.rest.annotation.Search;
 import ca.uhn.fhir.rest.api.MethodOutcome;
 import ca.uhn.fhir.rest.api.server.RequestDetails;
 import ca.uhn.fhir.rest.param.DateRangeParam;
+import ca.uhn.fhir.rest.param.ReferenceOrListParam;
+import ca.uhn.fhir.rest.param.ReferenceParam;
 import ca.uhn.fhir.rest.param.TokenParam;
 import ca.uhn.fhir.rest.server.RestfulServer;
 import ca.uhn.fhir.rest.server.provider.HashMapResourceProvider;
@@ -37,6 +44,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Date;
 import java.util.List;
+import java.util.Set;
 import java.util.function.Consumer;
 import org.eclipse.jetty.ee10.servlet.ServletContextHandler;
 import org.eclipse.jetty.ee10.servlet.ServletHolder;
@@ -44,8 +52,11 @@ import org.eclipse.jetty.server.Server;
 import org.hl7.fhir.instance.model.api.IBaseResource;
 import org.hl7.fhir.r4.model.Appointment;
 import org.hl7.fhir.r4.model.Base;
+import org.hl7.fhir.r4.model.CodeableConcept;
+import org.hl7.fhir.r4.model.Coding;
 import org.hl7.fhir.r4.model.DomainResource;
 import org.hl7.fhir.r4.model.Identifier;
+import org.hl7.fhir.r4.model.Reference;
 import org.hl7.fhir.r4.model.Schedule;
 import org.hl7.fhir.r4.model.Slot;
 import org.hl7.fhir.r4.model.StringType;
@@ -55,7 +66,7 @@ import org.hl7.fhir.r4.model.Task;
 public final class FhirR4Server {
 
   /** HashMapResourceProvider plus the one search a poller needs: by _lastUpdated. */
-  public static final class Provider<T extends IBaseResource> extends HashMapResourceProvider<T> {
+  public static class Provider<T extends IBaseResource> extends HashMapResourceProvider<T> {
     private final Consumer<T> prepare; // before it is stored
     private final Consumer<T> onChange; // once it is stored
 
@@ -93,14 +104,14 @@ public final class FhirR4Server {
       return outcome;
     }
 
-    public synchronized List<T> stored() {
-      return getAllResources();
-    }
-
     private void changed(T resource) {
       if (onChange != null) {
         onChange.accept(resource);
       }
+    }
+
+    public synchronized List<T> stored() {
+      return getAllResources();
     }
 
     @Search
@@ -134,6 +145,90 @@ public final class FhirR4Server {
             || token.getValue().equals(id.getValue());
         if (system && value) {
           return true;
+        }
+      }
+      return false;
+    }
+  }
+
+  /** Slots, searchable as a scheduling server answers a free-slot query. */
+  public static final class SlotProvider extends Provider<Slot> {
+    private final Provider<Schedule> schedules;
+
+    public SlotProvider(FhirContext ctx, Provider<Schedule> schedules) {
+      super(ctx, Slot.class);
+      this.schedules = schedules;
+    }
+
+    @Search
+    public synchronized List<Slot> slots(
+        @RequiredParam(name = Slot.SP_STATUS) TokenParam status,
+        @OptionalParam(name = Slot.SP_START) DateRangeParam start,
+        @OptionalParam(name = Slot.SP_SCHEDULE, chainWhitelist = {"actor"})
+            ReferenceOrListParam schedule,
+        @OptionalParam(name = Slot.SP_SERVICE_TYPE) TokenParam serviceType,
+        @IncludeParam(allow = {"Slot:schedule"}) Set<Include> includes) {
+      List<Slot> found = new ArrayList<>();
+      for (Slot stored : getAllResources()) {
+        Schedule owner = scheduleOf(stored);
+        if (!status.getValue().equals(stored.getStatus().toCode())
+            || !inRange(stored.getStart(), start)
+            || (schedule != null && !hasActor(owner, schedule))
+            || (serviceType != null && !hasCode(stored.getServiceType(), serviceType))) {
+          continue;
+        }
+        Slot slot = stored.copy();
+        if (includes != null && !includes.isEmpty() && owner != null) {
+          slot.getSchedule().setResource(owner); // HAPI adds it to the Bundle as an include
+        }
+        found.add(slot);
+      }
+      found.sort((a, b) -> a.getStart().compareTo(b.getStart()));
+      return found;
+    }
+
+    private Schedule scheduleOf(Slot slot) {
+      String id = slot.getSchedule().getReferenceElement().getIdPart();
+      for (Schedule candidate : schedules.stored()) {
+        if (candidate.getIdElement().getIdPart().equals(id)) {
+          return candidate;
+        }
+      }
+      return null;
+    }
+
+    private static boolean inRange(Date when, DateRangeParam range) {
+      if (range == null) {
+        return true;
+      }
+      Date lower = range.getLowerBoundAsInstant();
+      Date upper = range.getUpperBoundAsInstant();
+      return when != null && (lower == null || !when.before(lower))
+          && (upper == null || !when.after(upper));
+    }
+
+    private static boolean hasActor(Schedule owner, ReferenceOrListParam wanted) {
+      if (owner == null) {
+        return false;
+      }
+      for (ReferenceParam param : wanted.getValuesAsQueryTokens()) {
+        for (Reference actor : owner.getActor()) {
+          String ref = actor.getReferenceElement().toUnqualifiedVersionless().getValue();
+          if (ref != null && ref.equals(param.getValue())) {
+            return true;
+          }
+        }
+      }
+      return false;
+    }
+
+    private static boolean hasCode(List<CodeableConcept> concepts, TokenParam token) {
+      for (CodeableConcept concept : concepts) {
+        for (Coding coding : concept.getCoding()) {
+          boolean system = token.getSystem() == null || token.getSystem().equals(coding.getSystem());
+          if (system && token.getValue().equals(coding.getCode())) {
+            return true;
+          }
         }
       }
       return false;
@@ -216,12 +311,13 @@ public final class FhirR4Server {
     RestfulServer fhir = new RestfulServer(ctx);
     Subscriptions subscriptions = new Subscriptions();
     subscriptions.store = new Provider<>(ctx, Subscription.class, subscriptions::accept, null);
+    Provider<Schedule> schedules = new Provider<>(ctx, Schedule.class);
     fhir.setResourceProviders(
         new Provider<>(ctx, Task.class, null, subscriptions::taskChanged),
         subscriptions.store,
-        new Provider<>(ctx, Slot.class),
+        new SlotProvider(ctx, schedules),
         new Provider<>(ctx, Appointment.class),
-        new Provider<>(ctx, Schedule.class));
+        schedules);
     ServletContextHandler context = new ServletContextHandler();
     context.setContextPath("/");
     context.addServlet(new ServletHolder(fhir), "/fhir/*");

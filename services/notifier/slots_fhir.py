@@ -1,0 +1,218 @@
+"""Free slots and booking requests on the hospital's FHIR R4 server (``slots.SlotSource``).
+
+Free slots: ``GET {base}/Slot?status=free&start=ge<after>&start=lt<before>
+&schedule.actor=<actor>&_include=Slot:schedule&_count=<n>`` where the actor is the stage's
+practitioner (``Practitioner/<id>``) when the command names one, else its department
+(``<FOLLOWUP_SLOTS_DEPARTMENT_ACTOR>/<department>``, ``HealthcareService`` by default; a
+site whose schedules hang on a ``Location`` says so). A stage's service type, when given,
+adds ``service-type``. The Bundle's ``match`` entries are the slots; an ``include``d
+Schedule whose actors do not include the one asked for is not trusted (a server that
+ignored the chained parameter must not offer another doctor's times).
+
+Booking: the slot is read again (``GET Slot/<id>``): not ``free`` any more -> ``SlotTaken``.
+Then ``PUT {base}/Appointment/<id derived from the request>`` (update-as-create: a repeated
+request updates the same Appointment, as the FHIR Task sink does) with ``status``
+``proposed`` (the hospital confirms) or ``booked`` (where the server lets us book), the
+slot, the patient (``Patient/<patient id>``: the hospital's own id), start and end. HTTP
+409/412 (someone booked it first) -> ``SlotTaken``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+
+from services.notifier.slots import (
+    BookingReceipt,
+    BookingRequest,
+    BookingState,
+    FreeSlot,
+    SlotFilter,
+    SlotSourceError,
+    SlotTaken,
+)
+from services.notifier.tool_results import ToolClient
+
+FHIR_JSON = "application/fhir+json"
+REQUEST_SYSTEM = "urn:followup:rebook-request"
+
+
+def actor_for(wanted: SlotFilter, department_actor: str) -> str:
+    if wanted.practitioner_id:
+        return f"Practitioner/{wanted.practitioner_id}"
+    return f"{department_actor}/{wanted.department}"
+
+
+def _instant(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def slot_query(wanted: SlotFilter, department_actor: str, limit: int) -> str:
+    params: list[tuple[str, str]] = [
+        ("status", "free"),
+        ("start", f"ge{_instant(wanted.after)}"),
+        ("start", f"lt{_instant(wanted.before)}"),
+        ("schedule.actor", actor_for(wanted, department_actor)),
+        ("_include", "Slot:schedule"),
+        ("_count", str(limit)),
+    ]
+    if wanted.service_type:
+        params.append(("service-type", wanted.service_type))
+    return "Slot?" + urlencode(params)
+
+
+def _moment(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def slots_from_bundle(
+    bundle: dict[str, Any], wanted: SlotFilter, actor: str, limit: int
+) -> list[FreeSlot]:
+    """The free slots a searchset Bundle holds that fit ``wanted`` (pure)."""
+    entries = [e for e in bundle.get("entry") or () if isinstance(e, dict)]
+    resources = [e.get("resource") or {} for e in entries]
+    schedules = {
+        f"Schedule/{r.get('id')}": r for r in resources if r.get("resourceType") == "Schedule"
+    }
+    found: list[FreeSlot] = []
+    for entry, slot in zip(entries, resources, strict=True):
+        if slot.get("resourceType") != "Slot" or (entry.get("search") or {}).get("mode") not in (
+            None,
+            "match",
+        ):
+            continue
+        start, end = _moment(slot.get("start")), _moment(slot.get("end"))
+        if slot.get("status") != "free" or start is None or end is None:
+            continue
+        if not wanted.after <= start < wanted.before:
+            continue
+        schedule_ref = (slot.get("schedule") or {}).get("reference")
+        schedule = schedules.get(schedule_ref) if isinstance(schedule_ref, str) else None
+        if schedule is not None:
+            actors = {
+                a.get("reference") for a in schedule.get("actor") or () if isinstance(a, dict)
+            }
+            if actor not in actors:
+                continue
+        found.append(
+            FreeSlot(
+                slot_id=str(slot.get("id")),
+                start=start,
+                end=end,
+                schedule_id=schedule_ref.split("/", 1)[-1]
+                if isinstance(schedule_ref, str)
+                else None,
+            )
+        )
+    found.sort(key=lambda s: s.start)
+    return found[:limit]
+
+
+def appointment_id(request: BookingRequest) -> str:
+    """A FHIR logical id (``[A-Za-z0-9-.]{1,64}``) derived from the request: one per case."""
+    return "followup-" + hashlib.sha256(request.request_id.encode()).hexdigest()[:32]
+
+
+def appointment_resource(request: BookingRequest, state: BookingState) -> dict[str, Any]:
+    participants: list[dict[str, Any]] = [
+        {
+            "actor": {"reference": f"Patient/{request.patient_id}"},
+            "required": "required",
+            "status": "accepted",
+        }
+    ]
+    if request.practitioner_id:
+        participants.append(
+            {
+                "actor": {"reference": f"Practitioner/{request.practitioner_id}"},
+                "required": "required",
+                "status": "needs-action",
+            }
+        )
+    return {
+        "resourceType": "Appointment",
+        "id": appointment_id(request),
+        "identifier": [{"system": REQUEST_SYSTEM, "value": request.request_id}],
+        "status": state,
+        "description": "Requested by the patient through the rebooking link",
+        "start": _instant(request.slot.start),
+        "end": _instant(request.slot.end),
+        "slot": [{"reference": f"Slot/{request.slot.slot_id}"}],
+        "participant": participants,
+    }
+
+
+class FhirSlots:
+    name = "fhir"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str = "",
+        department_actor: str = "HealthcareService",
+        booking_state: BookingState = "proposed",
+        timeout: float = 10.0,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        headers = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._client = ToolClient(timeout=timeout, headers=headers)
+        self._department_actor = department_actor
+        self._booking_state = booking_state
+
+    async def _get(self, path: str) -> tuple[int, dict[str, Any]]:
+        try:
+            async with self._client.session().get(f"{self._base}/{path}") as response:
+                status = response.status
+                body = await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise SlotSourceError(f"fhir: {type(exc).__name__}") from None
+        try:
+            data = json.loads(body) if body else {}
+        except ValueError:
+            raise SlotSourceError(f"fhir: HTTP {status}, not JSON") from None
+        return status, data if isinstance(data, dict) else {}
+
+    async def free_slots(self, wanted: SlotFilter, limit: int) -> Sequence[FreeSlot]:
+        status, bundle = await self._get(slot_query(wanted, self._department_actor, limit))
+        if status != 200 or bundle.get("resourceType") != "Bundle":
+            raise SlotSourceError(f"fhir: slot search answered HTTP {status}")
+        return slots_from_bundle(bundle, wanted, actor_for(wanted, self._department_actor), limit)
+
+    async def request_booking(self, request: BookingRequest) -> BookingReceipt:
+        status, slot = await self._get(f"Slot/{request.slot.slot_id}")
+        if status in (404, 410) or (status == 200 and slot.get("status") != "free"):
+            raise SlotTaken(request.slot.slot_id)
+        if status != 200:
+            raise SlotSourceError(f"fhir: slot read answered HTTP {status}")
+        resource = appointment_resource(request, self._booking_state)
+        url = f"{self._base}/Appointment/{resource['id']}"
+        try:
+            async with self._client.session().put(
+                url, data=json.dumps(resource).encode()
+            ) as response:
+                answered = response.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise SlotSourceError(f"fhir: {type(exc).__name__}") from None
+        if answered in (409, 412):
+            raise SlotTaken(request.slot.slot_id)
+        if not 200 <= answered < 300:
+            raise SlotSourceError(f"fhir: appointment answered HTTP {answered}")
+        return BookingReceipt(reference=str(resource["id"]), state=self._booking_state)
+
+    async def close(self) -> None:
+        await self._client.close()
