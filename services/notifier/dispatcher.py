@@ -210,6 +210,9 @@ class Dispatcher:
         self._rnd = rnd or random.Random()
         self._wake = asyncio.Event()
         self._publishing = asyncio.Lock()
+        # Rows this process is sending now (key -> patient): never taken again while under
+        # way, whatever the lease says (a scaled clock makes the lease last milliseconds).
+        self._in_flight: dict[str, str] = {}
         # Set by drain(): no new rows are taken; the sends under way finish and are recorded.
         self._stopping = asyncio.Event()
         # The runaway guard counts every message the patient reads, whichever channel.
@@ -267,18 +270,18 @@ class Dispatcher:
         channel has room, so none waits for a slot once marked.
         """
         done = 0
-        running: dict[asyncio.Task[None], str] = {}  # task -> its channel
+        running: dict[asyncio.Task[None], tuple[str, str]] = {}  # task -> channel, key
         failures: list[BaseException] = []
 
         def reap(finished: set[asyncio.Task[None]]) -> None:
             for task in finished:
-                running.pop(task)
+                self._in_flight.pop(running.pop(task)[1], None)
                 if not task.cancelled() and task.exception() is not None:
                     failures.append(task.exception())  # type: ignore[arg-type]
 
         try:
             while done < most and not self._stopping.is_set() and not failures:
-                busy = Counter(running.values())
+                busy = Counter(channel for channel, _ in running.values())
                 room = {name: self.concurrency - busy[name] for name in self.channels}
                 # (+1: a command for a channel not configured is finished at once.)
                 wanted = min(sum(room.values()) + 1, most - done)
@@ -289,9 +292,16 @@ class Dispatcher:
                         limit=wanted,
                         channel_room=room,
                         one_per_patient=True,
+                        busy_keys=list(self._in_flight),
+                        busy_patients=list(set(self._in_flight.values())),
                     )
                 for delivery in due:
-                    running[asyncio.create_task(self.process(delivery))] = delivery.command.channel
+                    cmd = delivery.command
+                    self._in_flight[cmd.idempotency_key] = cmd.patient_id
+                    running[asyncio.create_task(self.process(delivery))] = (
+                        cmd.channel,
+                        cmd.idempotency_key,
+                    )
                 done += len(due)
                 if not running:
                     break

@@ -68,6 +68,8 @@ class Ledger:
         *,
         channel_room: Mapping[str, int] | None = None,
         one_per_patient: bool = False,
+        busy_keys: Sequence[str] = (),
+        busy_patients: Sequence[str] = (),
     ) -> list[Delivery]:
         """Due rows (and rows abandoned while 'sending'), marked 'sending' and committed.
 
@@ -76,7 +78,9 @@ class Ledger:
         deliveries one after the other, in due order, so the runaway guard sees each one
         finished before the next (whichever replica took it). ``channel_room`` caps how
         many rows each channel named in it may take now (a channel not named is not
-        capped). Rows not taken stay pending for the next look.
+        capped). Rows not taken stay pending for the next look. ``busy_keys`` and
+        ``busy_patients`` are what the caller is sending right now: never taken, whatever
+        the lease (which a scaled clock shortens to milliseconds).
         """
         room = dict(channel_room or {})
         full = [channel for channel, n in room.items() if n <= 0]
@@ -88,6 +92,8 @@ class Ledger:
                    WHERE ((state = 'pending' AND due_at <= $1)
                           OR (state = 'sending' AND sending_since <= $2))
                      AND channel <> ALL($4::text[])
+                     AND d.idempotency_key <> ALL($6::text[])
+                     AND NOT ($5 AND d.patient_id = ANY($7::text[]))
                      AND NOT ($5 AND EXISTS (
                          SELECT 1 FROM deliveries s WHERE s.patient_id = d.patient_id
                             AND s.state = 'sending' AND s.sending_since > $2))
@@ -97,6 +103,8 @@ class Ledger:
                 limit,
                 full,
                 one_per_patient,
+                list(busy_keys),
+                list(busy_patients),
             )
             patients: set[str] = set()
             taken: list[Record] = []

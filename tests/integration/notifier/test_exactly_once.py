@@ -131,6 +131,49 @@ async def test_the_dispatcher_takes_one_row_per_patient_in_due_order(world: Worl
         await pool.close()
 
 
+async def test_a_row_under_way_is_not_taken_again_when_its_lease_runs_out(world: World) -> None:
+    """The lease recovers rows a dead process left 'sending'; the dispatcher's own rows
+    under way are never among them, however long the send takes by the clock (a scaled
+    clock makes a 120 s lease last milliseconds: the demo mailed the same email twice)."""
+    opens = world.clock.now() + timedelta(hours=1)
+    pool = await create_pool(infra.DATABASE_URL, world.app.settings.db_schema)
+    ledger = Ledger(pool, sending_lease=timedelta(seconds=60))
+    try:
+        for n, patient in enumerate(["p-lease-a", "p-lease-a", "p-lease-b"]):
+            command = world.command(f"c-lease{n}", patient, "email", window_start=opens)
+            assert await ledger.claim(command, opens + timedelta(seconds=n))
+        # (The module's world is shared: other tests' rows are left out of what is judged.)
+        taken = [
+            d
+            for d in await ledger.take_due(
+                opens + timedelta(seconds=5), limit=50, one_per_patient=True
+            )
+            if d.command.case_id.startswith("c-lease")
+        ]
+        assert [d.command.case_id for d in taken] == ["c-lease0", "c-lease2"]
+        past_lease = opens + timedelta(minutes=5)
+        busy = {d.command.idempotency_key: d.command.patient_id for d in taken}
+        again = await ledger.take_due(
+            past_lease,
+            limit=50,
+            one_per_patient=True,
+            busy_keys=list(busy),
+            busy_patients=list(set(busy.values())),
+        )
+        # Neither row under way, nor p-lease-a's next one.
+        assert not [d for d in again if d.command.case_id.startswith("c-lease")]
+        # Without the caller's word, past the lease they are abandoned rows, recovered.
+        recovered = [
+            d
+            for d in await ledger.take_due(past_lease, limit=50, one_per_patient=True)
+            if d.command.case_id.startswith("c-lease")
+        ]
+        assert sorted(d.command.case_id for d in recovered) == ["c-lease0", "c-lease2"]
+        assert all(d.recovered for d in recovered)
+    finally:
+        await pool.close()
+
+
 async def test_a_patients_deliveries_go_out_in_due_order(world: World) -> None:
     await world.contact("p-order", phone="+37060000034")
     for n in range(5):
