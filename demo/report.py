@@ -848,10 +848,11 @@ def shared_numbers(observed: Observed, scenario: Scenario) -> Finding:
 def duplicate_deliveries(
     observed: Observed, scenario: Scenario, notes: list[NotificationCommand]
 ) -> list[str]:
-    """More deliveries to a patient on a channel than the scheduler ever asked for."""
+    """More deliveries to a patient on a channel than the scheduler ever asked for: its
+    follow-ups, and the one feedback question after a recovered visit."""
     asked: Counter[tuple[str, str]] = Counter()
     for n in notes:
-        if n.purpose == "follow_up":
+        if n.purpose in ("follow_up", "feedback"):
             asked[(n.patient_id, n.channel)] += 1
     got: Counter[tuple[str, str]] = Counter()
     phones, emails = phone_owner(scenario), email_owner(scenario)

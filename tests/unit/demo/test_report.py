@@ -554,3 +554,19 @@ def test_an_attendee_whose_arrival_the_clinic_stamped_late_is_no_broken_promise(
     observed.triggers = [t for t in observed.triggers if t.patient_id != attendee.patient_id]
     observed.appointments = [arrival(attendee, no_show_moment + timedelta(hours=3))]
     assert not by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["no_case_for_attendees"]
+
+
+def test_the_feedback_question_is_asked_once_not_a_message_delivered_twice() -> None:
+    """After a recovered visit the scheduler asks one feedback question (purpose
+    ``feedback``): its SMS is one asked for, and a second copy of it is still caught."""
+    observed = a_clean_week()
+    p = next(p for p in SCENARIO.patients if p.expected_trigger)
+    asked = command(p, 9, T0 + timedelta(days=2), channel="sms")
+    key = f"case-{p.patient_id}:feedback"
+    observed.notifications.append(
+        asked.model_copy(update={"purpose": "feedback", "idempotency_key": key, "event_id": key})
+    )
+    observed.sms = [sms(p, T0 + timedelta(days=2, minutes=1), body="How was your visit?")]
+    assert by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["no_message_delivered_twice"]
+    observed.sms.append(sms(p, T0 + timedelta(days=2, minutes=2), body="How was your visit?"))
+    assert not by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["no_message_delivered_twice"]
