@@ -7,6 +7,7 @@ from typing import get_args
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from schemas.base import MESSENGERS
 from services.scheduler.cadence import Resolution
 
 CASES_OPENED = Counter(
@@ -121,7 +122,15 @@ def start_at_zero(departments: Iterable[str]) -> None:
     """Every resolution's closing counters exist from the start, at 0: increase() over a
     range misses the first closing of a series born at 1, and the dashboard's recovery rate
     (common/recovery.py) must count every case the ledger closed."""
+    departments = (*departments, "other")
     for resolution in get_args(Resolution):
         CASES_CLOSED.labels(resolution)
-        for department in (*departments, "other"):
+        for department in departments:
             DEPARTMENT_CLOSED.labels(department, resolution)
+    # Feedback likewise: a department's first question or rating is counted, not lost.
+    for department in departments:
+        FEEDBACK_POINTS.labels(department)
+        for rating in range(1, 6):
+            FEEDBACK_RATINGS.labels(department, str(rating))
+        for channel in ("sms", *MESSENGERS):
+            FEEDBACK_ASKED.labels(department, channel)
