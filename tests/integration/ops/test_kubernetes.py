@@ -348,7 +348,8 @@ PROD_OVERLAYS = [o for o in OVERLAYS if o.startswith("prod")]
 def pod_env(objects: tuple[dict[str, Any], ...], deployment: dict[str, Any]) -> dict[str, str]:
     """The container's environment as the kubelet makes it: ConfigMaps and Secrets of envFrom
     in order, then env (which wins), `$(VAR)` of an earlier entry expanded. A value from a
-    Secret reads `secret:<name>/<key>` (Secrets are never committed)."""
+    Secret reads `secret:<name>/<key>` (Secrets are never committed), one of the pod's own
+    fields `field:<path>`."""
     config = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env: dict[str, str] = {}
@@ -356,7 +357,10 @@ def pod_env(objects: tuple[dict[str, Any], ...], deployment: dict[str, Any]) -> 
         if "configMapRef" in source:
             env.update(config[source["configMapRef"]["name"]])
     for entry in container.get("env", []):
-        if "valueFrom" in entry:
+        if "valueFrom" in entry and "fieldRef" in entry["valueFrom"]:
+            # The downward API (the pod's own name as Kafka's group.instance.id).
+            env[entry["name"]] = f"field:{entry['valueFrom']['fieldRef']['fieldPath']}"
+        elif "valueFrom" in entry:
             ref = entry["valueFrom"]["secretKeyRef"]
             env[entry["name"]] = f"secret:{ref['name']}/{ref['key']}"
         else:
