@@ -128,12 +128,14 @@ def measure(
         slip = _moment(case.get("appointment_start")) or _moment(case.get("opened_at")) or closed
         days_to_rebook[pid] = max(0.0, (closed - slip).total_seconds() / 86400)
     tasks = [t for t in observed.call_tasks if t.action == "create" and t.purpose == "follow_up"]
-    segments = sum(segment_count(m.body)[1] for m in observed.sms)
+    # The feedback question after a recovered visit is no contact made to bring anyone back.
+    texts = [m for m in observed.sms if not (m.key or "").endswith(":feedback")]
+    segments = sum(segment_count(m.body)[1] for m in texts)
     notes = report.unique_by_id(observed.notifications)
     escalations = sum(1 for n in notes if n.purpose == "escalation")
     # Mail to patients only: the front desk's call-task mails are a sink, not a message.
     mails = report.patient_mail(observed, scenario)
-    contacts = len(tasks) + len(observed.sms) + len(mails)
+    contacts = len(tasks) + len(texts) + len(mails)
     allowance = tolerance + 2 * report.hop_delay(observed)
     safety = {
         "after_opt_out": len(report.opt_out_violations(observed, scenario, tolerance)),
@@ -160,8 +162,8 @@ def measure(
         else None,
         call_tasks=len(tasks),
         staff_minutes=len(tasks) * minutes_per_call,
-        messages=len(observed.sms) + len(mails),
-        sms=len(observed.sms),
+        messages=len(texts) + len(mails),
+        sms=len(texts),
         sms_segments=segments,
         emails=len(mails),
         escalations=escalations,
