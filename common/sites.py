@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from common import logs
+from common.yaml_lines import parse_mapping
 
 log = logs.get_logger(__name__)
 
@@ -415,36 +416,8 @@ def _check_credentials(
                 )
 
 
-class _Loader(yaml.SafeLoader):
-    """Times of day stay text (YAML 1.1 would read 12:00 as 720)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:int"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789")
-)
-
-
 def _parse(text: str, source: str) -> tuple[yaml.Node, Any]:
-    try:
-        loader = _Loader(text)
-        try:
-            root = loader.get_single_node()
-            data = loader.construct_document(root) if root is not None else None
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        raise SiteError(f"{source}:{line}: not valid YAML: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise SiteError(f"{source}: not valid YAML: {type(exc).__name__}") from None
-    if root is None or not isinstance(data, dict):
-        raise SiteError(f"{source}:1: the sites file must be a mapping with 'sites'")
-    return root, data
+    return parse_mapping(text, source, SiteError, "the sites file must be a mapping with 'sites'")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from pydantic import (
 
 from common.ages import age_on
 from common.sites import SiteError, Sites
+from common.yaml_lines import parse_mapping
 from schemas.base import MESSENGERS, Channel, Id, TriggerKind
 
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
@@ -362,21 +363,6 @@ class CadencePolicy:
         return policy
 
 
-class _PolicyLoader(yaml.SafeLoader):
-    """YAML 1.1 reads 12:00 as the number 720 (base 60); policies mean a time of day."""
-
-
-_INT = "tag:yaml.org,2002:int"
-_FLOAT = "tag:yaml.org,2002:float"
-_PolicyLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_PolicyLoader.add_implicit_resolver(_INT, re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
-_PolicyLoader.add_implicit_resolver(
-    _FLOAT, re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)$"), list("-+0123456789.")
-)
-
 Path_ = tuple[str | int, ...]
 
 
@@ -390,21 +376,9 @@ class _Document:
 
     @classmethod
     def parse(cls, text: str, source: str) -> _Document:
-        try:
-            loader = _PolicyLoader(text)
-            try:
-                root = loader.get_single_node()
-                data = loader.construct_document(root) if root is not None else None
-            finally:
-                loader.dispose()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else 1
-            raise PolicyError(f"{source}:{line}: not valid YAML: {exc.problem}") from None
-        except yaml.YAMLError as exc:
-            raise PolicyError(f"{source}: not valid YAML: {type(exc).__name__}") from None
-        if root is None or not isinstance(data, dict):
-            raise PolicyError(f"{source}:1: the policy must be a mapping with 'defaults'")
+        root, data = parse_mapping(
+            text, source, PolicyError, "the policy must be a mapping with 'defaults'"
+        )
         doc = cls(source, data, root)
         doc._check_layout()
         return doc
