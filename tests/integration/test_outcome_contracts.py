@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from schemas.base import Channel
-from schemas.events import PatientStatusEvent
+from schemas.events import AppointmentEvent, PatientStatusEvent
 from schemas.topics import TopicNames
 from services.notifier.dispatcher import CONTACT_GRACE
 from services.scheduler.app import Scheduler
@@ -515,3 +515,57 @@ async def _when(
 ) -> dict[str, Any] | None:
     value = await read
     return value if value is not None and holds(value) else None
+
+
+async def test_the_feedback_question_goes_out_and_its_answer_comes_back(both: Both) -> None:
+    """Feedback across both services: the scheduler asks once the rebooked visit was
+    attended, the notifier texts the question, the patient's reply comes back as the
+    ``feedback`` outcome and the scheduler keeps the rating."""
+    world = both.world
+    phone = "+37060000781"
+    patient = "p-k-feedback"
+    case_id = await both.open_case(patient, phone=phone)
+    await both.attempt(case_id, 1, lambda a: a["state"] == "fired")
+    visit = world.clock.now() + timedelta(days=2)
+
+    def appointment(change: str, status: str) -> AppointmentEvent:
+        return AppointmentEvent(
+            event_id=f"appt-new-{patient}:{status}",
+            occurred_at=world.clock.now(),
+            source="tracker",
+            change=change,  # type: ignore[arg-type]
+            appointment_id=f"appt-new-{patient}",
+            patient_id=patient,
+            start=visit,
+            timezone="Europe/Vilnius",
+            department="dental",
+            status=status,  # type: ignore[arg-type]
+        )
+
+    await world.publisher.publish(world.topics.appointments, appointment("booked", "booked"))
+    await eventually(lambda: _resolution(both, case_id, "recovered"), timeout=60)
+    await world.advance(2 * 86400 + 3600)
+    await world.publisher.publish(
+        world.topics.appointments, appointment("status_changed", "fulfilled")
+    )
+
+    def question() -> object:
+        return next((m for m in world.primary.messages if m.to == phone), None)
+
+    asked = await eventually(question, timeout=60)
+    # The text is the feedback question of this case (its status callback names the key).
+    assert f"{case_id}%3Afeedback" in (getattr(asked, "status_callback", "") or "")
+    assert await world.primary.send_reply(f"{world.base_url}/sms/inbound", phone, "5") == 200
+    pool = both.scheduler.pool
+    assert pool is not None
+
+    async def rated() -> bool:
+        rating = await pool.fetchval("SELECT rating FROM feedback WHERE case_id = $1", case_id)
+        return bool(rating == 5)
+
+    await eventually(rated, timeout=60)
+
+
+async def _resolution(both: Both, case_id: str, expected: str) -> bool:
+    case = await case_if_open(both.scheduler, case_id, CASE_TOKEN)
+    return case is not None and case.get("resolution") == expected
