@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
+import aiohttp
 from aiohttp import web
 
 from common.logs import get_logger
@@ -34,8 +35,10 @@ from services.notifier.channels import (
     Job,
     Parts,
     PermanentSendError,
+    RateLimiter,
     SendReceipt,
     Sent,
+    TransientSendError,
 )
 from services.notifier.contacts import Contact
 from services.notifier.outcomes import command_outcome
@@ -78,6 +81,41 @@ class MessengerClient(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class MessengerApi:
+    """What the three platforms' send APIs share: one lazily opened HTTP session, the
+    platform's rate limit on the injected clock, and one rule for a send whose answer did
+    not arrive. A subclass builds its request and reads the platform's answer."""
+
+    provider: str
+
+    def __init__(self, per_second: float, parts: Parts, timeout: float = 10.0) -> None:
+        self._limit = RateLimiter(per_second, parts.clock)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def post(
+        self, url: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """The HTTP status and the JSON object answered (empty when it is not one)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        await self._limit.wait()
+        try:
+            async with self._session.post(url, json=body, headers=headers) as response:
+                payload = await response.json(content_type=None)
+                status = response.status
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise TransientSendError(self.provider, type(exc).__name__) from None
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            # Sent, answer lost: no platform deduplicates a resend, so never a second copy.
+            raise PermanentSendError(self.provider, "delivery_unknown") from None
+        return status, payload if isinstance(payload, dict) else {}
 
 
 CONFIRMATIONS = {"opt_out": "chat_stopped", "opt_in": "chat_started", "help": "chat_help"}

@@ -22,14 +22,12 @@ import hmac
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import aiohttp
 from aiohttp import web
 
 from common.logs import get_logger
 from services.notifier.channels import (
     Parts,
     PermanentSendError,
-    RateLimiter,
     Route,
     SendReceipt,
     TransientSendError,
@@ -37,6 +35,7 @@ from services.notifier.channels import (
 from services.notifier.messenger import (
     ChatMessage,
     Messenger,
+    MessengerApi,
     PatientLeft,
     missing_chat_id,
     read_json,
@@ -47,34 +46,17 @@ log = get_logger(__name__)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 
-class TelegramBotApi:
+class TelegramBotApi(MessengerApi):
     provider = "telegram"
 
     def __init__(self, base_url: str, bot_token: str, parts: Parts, timeout: float = 10.0) -> None:
+        super().__init__(30.0, parts, timeout)  # Telegram: about 30 messages a second
         self._url = f"{base_url.rstrip('/')}/bot{bot_token}/sendMessage"
-        self._limit = RateLimiter(30.0, parts.clock)  # Telegram: about 30 messages a second
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     async def deliver(self, message: ChatMessage) -> SendReceipt:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        await self._limit.wait()
         body = {"chat_id": int(message.to), "text": message.text}
-        try:
-            async with self._session.post(self._url, json=body) as response:
-                payload = await response.json(content_type=None)
-                status = response.status
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise TransientSendError(self.provider, type(exc).__name__) from None
-        except (TimeoutError, aiohttp.ClientError, ValueError):
-            # Sent, answer lost: Telegram cannot deduplicate, so never a second copy.
-            raise PermanentSendError(self.provider, "delivery_unknown") from None
-        return _answer(status, payload if isinstance(payload, dict) else {}, message.to)
+        status, payload = await self.post(self._url, body)
+        return _answer(status, payload, message.to)
 
 
 def _answer(status: int, payload: dict[str, Any], chat_id: str) -> SendReceipt:

@@ -21,7 +21,6 @@ import hmac
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import aiohttp
 from aiohttp import web
 
 from common.logs import get_logger
@@ -29,7 +28,6 @@ from schemas.events import OutcomeKind
 from services.notifier.channels import (
     Parts,
     PermanentSendError,
-    RateLimiter,
     Route,
     SendReceipt,
     TransientSendError,
@@ -37,6 +35,7 @@ from services.notifier.channels import (
 from services.notifier.messenger import (
     ChatMessage,
     Messenger,
+    MessengerApi,
     PatientLeft,
     missing_chat_id,
     read_json,
@@ -52,25 +51,16 @@ def viber_signature(auth_token: str, body: bytes) -> str:
     return hmac.new(auth_token.encode(), body, hashlib.sha256).hexdigest()
 
 
-class ViberBotApi:
+class ViberBotApi(MessengerApi):
     provider = "viber"
 
     def __init__(self, base_url: str, auth_token: str, sender_name: str, parts: Parts) -> None:
+        super().__init__(20.0, parts)
         self._url = f"{base_url.rstrip('/')}/pa/send_message"
         self._headers = {"X-Viber-Auth-Token": auth_token}
         self._sender = sender_name[:28]  # Viber's limit on the sender's name
-        self._limit = RateLimiter(20.0, parts.clock)
-        self._timeout = aiohttp.ClientTimeout(total=10.0)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     async def deliver(self, message: ChatMessage) -> SendReceipt:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        await self._limit.wait()
         body = {
             "receiver": message.to,
             "min_api_version": 1,
@@ -78,17 +68,10 @@ class ViberBotApi:
             "type": "text",
             "text": message.text,
         }
-        try:
-            async with self._session.post(self._url, json=body, headers=self._headers) as r:
-                payload = await r.json(content_type=None)
-                http_status = r.status
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise TransientSendError(self.provider, type(exc).__name__) from None
-        except (TimeoutError, aiohttp.ClientError, ValueError):
-            raise PermanentSendError(self.provider, "delivery_unknown") from None
+        http_status, payload = await self.post(self._url, body, self._headers)
         if http_status == 429 or http_status >= 500:
             raise TransientSendError(self.provider, f"http_{http_status}")
-        return _answer(payload if isinstance(payload, dict) else {})
+        return _answer(payload)
 
 
 def _answer(payload: dict[str, Any]) -> SendReceipt:

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
-import aiohttp
 from aiohttp import web
 
 from common.logs import get_logger
@@ -35,13 +34,18 @@ from services.notifier.channels import (
     ChannelRules,
     Parts,
     PermanentSendError,
-    RateLimiter,
     Route,
     SendReceipt,
     TransientSendError,
 )
 from services.notifier.contacts import Contact, normalise_phone
-from services.notifier.messenger import ChatMessage, ChatTemplate, Messenger, read_json
+from services.notifier.messenger import (
+    ChatMessage,
+    ChatTemplate,
+    Messenger,
+    MessengerApi,
+    read_json,
+)
 
 log = get_logger(__name__)
 
@@ -67,35 +71,16 @@ def error_verdict(code: object) -> tuple[OutcomeKind, str]:
     return "failed", f"provider_{code}"
 
 
-class CloudApi:
+class CloudApi(MessengerApi):
     provider = "whatsapp"
 
     def __init__(self, base_url: str, phone_number_id: str, token: str, parts: Parts) -> None:
+        super().__init__(50.0, parts)
         self._url = f"{base_url.rstrip('/')}/{phone_number_id}/messages"
         self._headers = {"Authorization": f"Bearer {token}"}
-        self._limit = RateLimiter(50.0, parts.clock)
-        self._timeout = aiohttp.ClientTimeout(total=10.0)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     async def deliver(self, message: ChatMessage) -> SendReceipt:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        await self._limit.wait()
-        try:
-            async with self._session.post(
-                self._url, json=request_body(message), headers=self._headers
-            ) as response:
-                payload = await response.json(content_type=None)
-                status = response.status
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise TransientSendError(self.provider, type(exc).__name__) from None
-        except (TimeoutError, aiohttp.ClientError, ValueError):
-            raise PermanentSendError(self.provider, "delivery_unknown") from None
-        payload = payload if isinstance(payload, dict) else {}
+        status, payload = await self.post(self._url, request_body(message), self._headers)
         messages = payload.get("messages")
         if 200 <= status < 300 and isinstance(messages, list) and messages:
             return SendReceipt(self.provider, str(messages[0].get("id")))
