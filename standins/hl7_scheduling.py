@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -76,8 +77,11 @@ class Hl7SchedulingStandIn:
     port: int = 0
     _server: asyncio.Server | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._server = await asyncio.start_server(self._connection, host, port)
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> int:
+        """Listen; with ``tls``, MLLP over TLS (an interface engine's TLS listener)."""
+        self._server = await asyncio.start_server(self._connection, host, port, ssl=tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 

@@ -179,14 +179,21 @@ def build_source(settings: NotifierSettings, clock: Clock) -> CachedSlots | None
     else:
         if not s.slots_hl7_host:
             raise ConfigError("rebooking: FOLLOWUP_SLOTS_SOURCE=hl7 needs FOLLOWUP_SLOTS_HL7_HOST")
-        from services.notifier.slots_hl7 import Hl7Slots
+        from services.notifier.slots_hl7 import Hl7Slots, client_tls
 
+        if s.slots_hl7_tls_cert and not s.slots_hl7_tls_ca:
+            raise ConfigError(
+                "rebooking: FOLLOWUP_SLOTS_HL7_TLS_CERT needs FOLLOWUP_SLOTS_HL7_TLS_CA"
+            )
         source = Hl7Slots(
             s.slots_hl7_host,
             s.slots_hl7_port,
             clock,
             facility=s.slots_hl7_facility,
             booking_state=s.slots_booking_status,
+            tls=client_tls(s.slots_hl7_tls_ca, s.slots_hl7_tls_cert, s.slots_hl7_tls_key)
+            if s.slots_hl7_tls_ca
+            else None,
         )
     return CachedSlots(source, clock, timedelta(minutes=s.slots_cache_minutes))
 

@@ -50,6 +50,11 @@ class NotifierSettings(Settings):
     slots_hl7_host: str | None = None
     slots_hl7_port: int = Field(default=2576, ge=1, le=65535)
     slots_hl7_facility: str = "FOLLOWUP"
+    # MLLP over TLS to the hospital (its interface engine's CA, PEM): set to turn TLS on;
+    # a client certificate and key for engines that ask for one (mutual TLS).
+    slots_hl7_tls_ca: str = ""
+    slots_hl7_tls_cert: str = ""
+    slots_hl7_tls_key: str = ""
     slots_cache_minutes: float = Field(default=2.0, ge=0, le=15)
     slots_offered: int = Field(default=6, ge=1, le=20)
     slots_lead_hours: float = Field(default=2.0, ge=0)

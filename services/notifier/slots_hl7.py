@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import count
@@ -173,6 +174,16 @@ def _has(message: hl7.Message, name: str) -> bool:
     return any(str(segment(0)) == name for segment in message)
 
 
+def client_tls(ca: str, cert: str = "", key: str = "") -> ssl.SSLContext:
+    """A client context for MLLP over TLS (TLS 1.2+, the hospital's certificate checked
+    against ``ca`` and its host name); with ``cert`` and ``key``, our own for mutual TLS."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert:
+        context.load_cert_chain(cert, key or None)
+    return context
+
+
 class Hl7Slots:
     name = "hl7"
 
@@ -186,8 +197,10 @@ class Hl7Slots:
         booking_state: BookingState = "proposed",
         timeout: float = 10.0,
         max_bytes: int = 1024 * 1024,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._host, self._port = host, port
+        self._tls = tls
         self._facility = facility
         self._booking_state = booking_state  # when SCH-25 does not say
         self._clock = clock
@@ -202,7 +215,12 @@ class Hl7Slots:
     async def _exchange(self, message: str) -> hl7.Message:
         try:
             async with asyncio.timeout(self._timeout):
-                reader, writer = await asyncio.open_connection(self._host, self._port)
+                reader, writer = await asyncio.open_connection(
+                    self._host,
+                    self._port,
+                    ssl=self._tls,
+                    server_hostname=self._host if self._tls is not None else None,
+                )
                 try:
                     writer.write(VT + message.encode() + FS + CR)
                     await writer.drain()
@@ -210,6 +228,8 @@ class Hl7Slots:
                 finally:
                     writer.close()
                     await writer.wait_closed()
+        except ssl.SSLCertVerificationError:
+            raise SlotSourceError("hl7: the hospital's certificate is not trusted") from None
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
             raise SlotSourceError(f"hl7: {type(exc).__name__}") from None
         except asyncio.LimitOverrunError:

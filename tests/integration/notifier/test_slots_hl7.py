@@ -5,21 +5,24 @@ the rebooking page working through that adapter."""
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import hl7
 import pytest
 
 from common.clock import ManualClock
-from services.notifier.slots import BookingRequest, SlotFilter, SlotTaken
-from services.notifier.slots_hl7 import Hl7Slots
+from services.notifier.slots import BookingRequest, SlotFilter, SlotSourceError, SlotTaken
+from services.notifier.slots_hl7 import Hl7Slots, client_tls
 from standins.hl7_scheduling import HeldSlot, Hl7SchedulingStandIn
 from tests.integration.notifier.conftest import messaging_world
 from tests.integration.notifier.world import START, World
 from tests.support import mllp
 from tests.support.polling import eventually
+from tests.support.secure_infra import Certificates, make_certificates
 
 pytestmark = pytest.mark.integration
 DAY = timedelta(days=1)
@@ -94,6 +97,46 @@ async def test_free_slots_and_a_booking_request_cross_a_real_mllp_socket(
     with pytest.raises(SlotTaken):
         await source.request_booking(other)
     assert [s.slot_id for s in await source.free_slots(WANTED, 6)] == ["h-tue-11", "h-wed-10"]
+
+
+def _engine_tls(certs: Certificates, client_ca: bool) -> ssl.SSLContext:
+    """The hospital interface engine's TLS listener (optionally asking for our certificate)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.directory / "server.crt", certs.directory / "server.key")
+    if client_ca:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(certs.ca)
+    return context
+
+
+async def test_slots_and_booking_over_mllp_with_mutual_tls(tmp_path: Path) -> None:
+    certs = make_certificates(tmp_path / "pki")
+    engine = Hl7SchedulingStandIn(slots=_held())
+    await engine.start(tls=_engine_tls(certs, client_ca=True))
+    try:
+        ours = client_tls(str(certs.ca), str(certs.client_cert), str(certs.client_key))
+        source = Hl7Slots("127.0.0.1", engine.port, ManualClock(START), tls=ours)
+        slots = await source.free_slots(WANTED, 6)
+        assert [s.slot_id for s in slots] == ["h-tue-9", "h-tue-11", "h-wed-10"]
+        request = BookingRequest("rebook:c-t1", "c-t1", "p-t1", slots[0], "dental")
+        assert (await source.request_booking(request)).reference == "APT-1"
+
+        # Without our certificate the engine hangs up: an error, never a guess.
+        anonymous = Hl7Slots(
+            "127.0.0.1", engine.port, ManualClock(START), tls=client_tls(str(certs.ca)), timeout=5
+        )
+        with pytest.raises(SlotSourceError):
+            await anonymous.free_slots(WANTED, 6)
+        # An engine whose certificate our CA did not sign is refused, saying so.
+        other = make_certificates(tmp_path / "other")
+        untrusting = Hl7Slots(
+            "127.0.0.1", engine.port, ManualClock(START), tls=client_tls(str(other.ca)), timeout=5
+        )
+        with pytest.raises(SlotSourceError, match="not trusted"):
+            await untrusting.free_slots(WANTED, 6)
+        assert len(engine.bookings) == 1
+    finally:
+        await engine.stop()
 
 
 async def test_the_stand_in_refuses_what_is_not_a_scheduling_message(
