@@ -12,9 +12,10 @@ and its effect; the notifier's dispatcher and the scheduler act on it.
 - ``unreachable``: it exists but the handset cannot be reached now (off, no signal): the
   number is kept; the cadence tries again later.
 - ``carrier_opt_out``: the person asked the carrier to stop our messages: an SMS opt-out,
-  as if they had replied STOP.
+  as if they had replied STOP; the case's next step (on its cadence) takes another channel.
 - ``sender``: our side (account, sender registration, content filter): the number is fine;
-  this attempt falls back; operators look at the sender.
+  the text reached nobody, so the attempt is refused and the same step goes at once on
+  another channel; operators look at the sender.
 - ``transient``: the provider or network was busy: retried with backoff.
 - ``unknown``: the provider does not say: this attempt failed; the number is kept.
 
@@ -43,7 +44,7 @@ class Effect:
     retry: Literal["backoff", "cadence", "none"]
     number: Literal["keep", "no_sms", "wrong"]  # "no_sms"/"wrong" last until a new number
     opt_out: bool
-    fall_back: bool  # the case moves to another channel for this attempt
+    fall_back: bool  # the case leaves this channel (at once when the attempt was refused)
     task: Literal["confirm_number", "correct_number"] | None
 
 

@@ -176,7 +176,9 @@ def carrier_verdict(found: Triage) -> CarrierVerdict:
     """A triaged error as the scheduler reads it (``cadence.lost_channels`` and
     ``PASSING_FAILURES``): a landline or a wrong number makes SMS impossible (and stays on
     the number); a phone that is off, a busy carrier or an unexplained failure leaves the
-    channel to the cadence's next step; a carrier opt-out is the patient's STOP."""
+    channel to the cadence's next step; a carrier opt-out is the patient's STOP (no more
+    texts, the next step on another channel); a problem of our sender refuses the attempt,
+    so the same step goes at once on another channel."""
     c = found.error_class
     if c == "landline":
         return CarrierVerdict(c, "channel_impossible", NUMBER_LANDLINE, mark=NUMBER_LANDLINE)
@@ -188,9 +190,11 @@ def carrier_verdict(found: Triage) -> CarrierVerdict:
         return CarrierVerdict(c, "failed", "unreachable")
     if c == "transient":
         return CarrierVerdict(c, "failed", "carrier_busy")
-    if c == "sender":  # our side: the case falls back; operators read the code
+    if c == "sender":
+        # Our side (account, registration, filter): the text reached nobody, so the step is
+        # not spent: it goes at once on another channel; operators read the code.
         code = found.code if found.code is not None else "sender"
-        return CarrierVerdict(c, "failed", f"provider_{code}")
+        return CarrierVerdict(c, "channel_impossible", f"provider_{code}")
     return CarrierVerdict(c, "failed", "carrier_unknown")
 
 

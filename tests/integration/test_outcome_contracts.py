@@ -300,10 +300,14 @@ CARRIER = [
     Carrier("invalid", True, 21211, "channel_impossible", "number_wrong", "call_task", True, True),
     # The handset was off: the number is kept, the cadence tries again later.
     Carrier("switched_off", False, 30003, "failed", "unreachable", "sms", False, False),
-    # The patient told the carrier to stop us / our sender was filtered: no more texts in
-    # this case; the next step (on the cadence) is a call.
+    # The patient told the carrier to stop us: no more texts in this case; the next step
+    # (on the cadence) is a call.
     Carrier("carrier_opt_out", False, 21610, "failed", "opted_out", "call_task", False, True),
-    Carrier("sender", False, 30007, "failed", "provider_30007", "call_task", False, True),
+    # Our sender was filtered: the text reached nobody, so the same step goes at once as a
+    # call (the number is fine: it goes to the desk).
+    Carrier(
+        "sender", False, 30007, "channel_impossible", "provider_30007", "call_task", True, True
+    ),
 ]
 
 

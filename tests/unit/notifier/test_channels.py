@@ -133,7 +133,7 @@ def test_the_twilio_vocabulary_maps_to_outcomes() -> None:
     assert status_outcome("undelivered", "30003") == ("failed", "unreachable")
     assert status_outcome("undelivered", "30006") == ("channel_impossible", "landline")
     assert status_outcome("undelivered", "30005") == ("channel_impossible", "number_wrong")
-    assert status_outcome("failed", "30007") == ("failed", "provider_30007")
+    assert status_outcome("failed", "30007") == ("channel_impossible", "provider_30007")
     assert status_outcome("failed", None) == ("failed", "carrier_unknown")
     for under_way in ("queued", "accepted", "sending", "sent", ""):
         assert status_outcome(under_way, None) is None
