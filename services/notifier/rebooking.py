@@ -173,6 +173,7 @@ def build_source(settings: NotifierSettings, clock: Clock) -> CachedSlots | None
         source = FhirSlots(
             s.slots_fhir_url,
             token=s.slots_fhir_token,
+            search=s.slots_fhir_search,
             department_actor=s.slots_department_actor,
             booking_state=s.slots_booking_status,
         )

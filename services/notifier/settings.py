@@ -42,6 +42,9 @@ class NotifierSettings(Settings):
     slots_source: Literal["", "fhir", "hl7"] = ""
     slots_fhir_url: str | None = None
     slots_fhir_token: str = ""
+    # How free times are asked for: Appointment/$find where the CapabilityStatement declares
+    # it (auto), or always a Slot search (slot), or always $find (find).
+    slots_fhir_search: Literal["auto", "slot", "find"] = "auto"
     # Whose schedules a department's slots hang on: HealthcareService/<department> or
     # Location/<department> (a practitioner named by the plan: Practitioner/<id>).
     slots_department_actor: Literal["HealthcareService", "Location"] = "HealthcareService"

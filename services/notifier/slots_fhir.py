@@ -9,6 +9,15 @@ adds ``service-type``. The Bundle's ``match`` entries are the slots; an ``includ
 Schedule whose actors do not include the one asked for is not trusted (a server that
 ignored the chained parameter must not offer another doctor's times).
 
+Where the server declares the Appointment ``$find`` operation in its CapabilityStatement
+(the Argonaut/HL7 Scheduling IG's "find appointment availability"), it is asked instead
+(``FOLLOWUP_SLOTS_FHIR_SEARCH=auto``, the default, reads ``metadata`` once; ``find`` or
+``slot`` choose): ``GET {base}/Appointment/$find?start=<after>&end=<before>`` with
+``practitioner`` or the department as ``location``/``service-category`` and the stage's
+service type as ``service-type``; the answer is a Bundle of ``proposed`` Appointments, each
+naming its Slot, which is what is offered (an Appointment without a slot is not bookable
+here and is left out).
+
 Booking: the slot is read again (``GET Slot/<id>``): not ``free`` any more -> ``SlotTaken``.
 Then ``PUT {base}/Appointment/<id derived from the request>`` (update-as-create: a repeated
 request updates the same Appointment, as the FHIR Task sink does) with ``status``
@@ -23,7 +32,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import aiohttp
@@ -40,6 +49,7 @@ from services.notifier.slots import (
 from services.notifier.tool_results import ToolClient
 
 FHIR_JSON = "application/fhir+json"
+SlotSearch = Literal["auto", "slot", "find"]
 REQUEST_SYSTEM = "urn:followup:rebook-request"
 
 
@@ -120,6 +130,56 @@ def slots_from_bundle(
     return found[:limit]
 
 
+def find_query(wanted: SlotFilter, department_actor: str) -> str:
+    """``Appointment/$find``'s parameters (GET form) for what the stage wants."""
+    params: list[tuple[str, str]] = [
+        ("start", _instant(wanted.after)),
+        ("end", _instant(wanted.before)),
+    ]
+    if wanted.practitioner_id:
+        params.append(("practitioner", f"Practitioner/{wanted.practitioner_id}"))
+    elif department_actor == "Location":
+        params.append(("location", f"Location/{wanted.department}"))
+    else:
+        params.append(("service-category", wanted.department))
+    if wanted.service_type:
+        params.append(("service-type", wanted.service_type))
+    return "Appointment/$find?" + urlencode(params)
+
+
+def slots_from_find(bundle: dict[str, Any], wanted: SlotFilter, limit: int) -> list[FreeSlot]:
+    """The bookable times a ``$find`` answer offers (pure): each proposed Appointment that
+    names exactly one Slot and fits ``wanted``."""
+    found: list[FreeSlot] = []
+    for entry in bundle.get("entry") or ():
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Appointment":
+            continue
+        if resource.get("status") != "proposed":
+            continue
+        slots = [s.get("reference") for s in resource.get("slot") or () if isinstance(s, dict)]
+        if len(slots) != 1 or not isinstance(slots[0], str) or not slots[0].startswith("Slot/"):
+            continue
+        start, end = _moment(resource.get("start")), _moment(resource.get("end"))
+        if start is None or end is None or not wanted.after <= start < wanted.before:
+            continue
+        found.append(FreeSlot(slot_id=slots[0].removeprefix("Slot/"), start=start, end=end))
+    found.sort(key=lambda s: s.start)
+    return found[:limit]
+
+
+def declares_find(capabilities: dict[str, Any]) -> bool:
+    """Whether a CapabilityStatement declares ``Appointment/$find`` (pure)."""
+    for rest in capabilities.get("rest") or ():
+        for resource in (rest.get("resource") or ()) if isinstance(rest, dict) else ():
+            if not isinstance(resource, dict) or resource.get("type") != "Appointment":
+                continue
+            for operation in resource.get("operation") or ():
+                if isinstance(operation, dict) and operation.get("name") in ("find", "$find"):
+                    return True
+    return False
+
+
 def appointment_id(request: BookingRequest) -> str:
     """A FHIR logical id (``[A-Za-z0-9-.]{1,64}``) derived from the request: one per case."""
     return "followup-" + hashlib.sha256(request.request_id.encode()).hexdigest()[:32]
@@ -164,9 +224,11 @@ class FhirSlots:
         token: str = "",
         department_actor: str = "HealthcareService",
         booking_state: BookingState = "proposed",
+        search: SlotSearch = "auto",
         timeout: float = 10.0,
     ) -> None:
         self._base = base_url.rstrip("/")
+        self._search = search
         headers = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -187,7 +249,20 @@ class FhirSlots:
             raise SlotSourceError(f"fhir: HTTP {status}, not JSON") from None
         return status, data if isinstance(data, dict) else {}
 
+    async def _uses_find(self) -> bool:
+        if self._search == "auto":
+            status, capabilities = await self._get("metadata")
+            if status != 200:
+                return False  # asked again next time: the server may be starting
+            self._search = "find" if declares_find(capabilities) else "slot"
+        return self._search == "find"
+
     async def free_slots(self, wanted: SlotFilter, limit: int) -> Sequence[FreeSlot]:
+        if await self._uses_find():
+            status, bundle = await self._get(find_query(wanted, self._department_actor))
+            if status != 200 or bundle.get("resourceType") != "Bundle":
+                raise SlotSourceError(f"fhir: $find answered HTTP {status}")
+            return slots_from_find(bundle, wanted, limit)
         status, bundle = await self._get(slot_query(wanted, self._department_actor, limit))
         if status != 200 or bundle.get("resourceType") != "Bundle":
             raise SlotSourceError(f"fhir: slot search answered HTTP {status}")

@@ -25,8 +25,11 @@ from services.notifier.slots import (
 from services.notifier.slots_fhir import (
     appointment_id,
     appointment_resource,
+    declares_find,
+    find_query,
     slot_query,
     slots_from_bundle,
+    slots_from_find,
 )
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # Monday 10:00 in Vilnius
@@ -311,3 +314,70 @@ def test_a_message_naming_no_one_gets_the_general_url_not_the_patients_link() ->
     assert voice.context(_command(), contact, redacted=True).rebook_url == (
         "https://clinic.example/book"
     )
+
+
+# --- Appointment/$find (the Argonaut / HL7 Scheduling IG's availability search) ----------
+
+
+def test_find_is_used_only_where_the_capability_statement_declares_it() -> None:
+    # Shaped as the Argonaut Scheduling IG's server CapabilityStatement: an operation on
+    # the Appointment resource named "find" with its OperationDefinition.
+    declared = {
+        "resourceType": "CapabilityStatement",
+        "rest": [{"mode": "server", "resource": [
+            {"type": "Slot", "interaction": [{"code": "search-type"}]},
+            {"type": "Appointment", "operation": [{
+                "name": "find",
+                "definition": "http://fhir.org/guides/argonaut-scheduling/OperationDefinition/appointment-find",
+            }]},
+        ]}],
+    }  # fmt: skip
+    assert declares_find(declared)
+    slot_only = {"resourceType": "CapabilityStatement", "rest": [{"mode": "server", "resource": [
+        {"type": "Appointment", "interaction": [{"code": "update"}]},
+        {"type": "Slot", "operation": [{"name": "find"}]},  # not Appointment's
+    ]}]}  # fmt: skip
+    assert not declares_find(slot_only)
+    assert not declares_find({})
+
+
+def test_the_find_query_names_the_stage_and_its_deadline() -> None:
+    query = find_query(WANTED, "HealthcareService")
+    assert query.startswith("Appointment/$find?start=2026-03-02T08%3A00%3A00Z")
+    assert "end=2026-03-12T08%3A00%3A00Z" in query and "service-category=dental" in query
+    assert "location=Location%2Fdental" in find_query(WANTED, "Location")
+    by_doctor = SlotFilter("dental", NOW, NOW + timedelta(days=1), practitioner_id="dr-7")
+    assert "practitioner=Practitioner%2Fdr-7" in find_query(by_doctor, "Location")
+    assert "location=" not in find_query(by_doctor, "Location")
+
+
+def test_find_offers_proposed_appointments_with_one_slot_earliest_first() -> None:
+    day = timedelta(days=1)
+
+    def proposed(slot: str | None, start: datetime, status: str = "proposed") -> dict[str, Any]:
+        resource: dict[str, Any] = {
+            "resourceType": "Appointment",
+            "status": status,
+            "start": start.isoformat().replace("+00:00", "Z"),
+            "end": (start + timedelta(minutes=30)).isoformat().replace("+00:00", "Z"),
+        }
+        if slot is not None:
+            resource["slot"] = [{"reference": f"Slot/{slot}"}]
+        return {"resource": resource}
+
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            proposed("later", NOW + 2 * day),
+            proposed("first", NOW + day),
+            proposed(None, NOW + day),  # no slot: nothing to book here
+            proposed("booked", NOW + day, status="booked"),
+            proposed("after-deadline", NOW + 11 * day),
+            {"resource": {"resourceType": "OperationOutcome", "issue": []}},
+        ],
+    }
+    offered = slots_from_find(bundle, WANTED, 6)
+    assert [s.slot_id for s in offered] == ["first", "later"]
+    assert offered[0].end - offered[0].start == timedelta(minutes=30)
+    assert [s.slot_id for s in slots_from_find(bundle, WANTED, 1)] == ["first"]
