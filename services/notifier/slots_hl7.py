@@ -29,8 +29,10 @@ from datetime import UTC, datetime
 from itertools import count
 
 import hl7
+from hl7.util import unescape
 
 from common.clock import Clock
+from common.hl7_text import escape
 from services.notifier.slots import (
     BookingReceipt,
     BookingRequest,
@@ -43,19 +45,6 @@ from services.notifier.slots import (
 
 VT, FS, CR = b"\x0b", b"\x1c", b"\x0d"
 SLOT_TAKEN = "SLOT_UNAVAILABLE"
-_ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
-
-
-def escape(text: str) -> str:
-    for raw, escaped in _ESCAPES:
-        text = text.replace(raw, escaped)
-    return text.replace("\r", " ").replace("\n", " ")
-
-
-def unescape(text: str) -> str:
-    for raw, escaped in reversed(_ESCAPES):
-        text = text.replace(escaped, raw)
-    return text
 
 
 def hl7_time(moment: datetime) -> str:
@@ -118,7 +107,7 @@ def _field(segment: hl7.Segment, number: int, component: int = 1) -> str:
         value = segment.extract_field(field_num=number, component_num=component)
     except (IndexError, KeyError):
         return ""
-    return unescape(str(value or ""))
+    return str(unescape(segment, str(value or "")))  # python-hl7 is untyped
 
 
 def _acknowledgement(message: hl7.Message) -> tuple[str, str]:

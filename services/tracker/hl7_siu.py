@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
+from common.hl7_text import escape
 from common.sites import SiteProfile, Sites, UnknownSite
 from schemas.base import EARLIEST_YEAR, LATEST_YEAR, Envelope
 from schemas.events import (
@@ -955,13 +956,5 @@ def _location(where: str | None) -> str:
 
 
 def _escape(text: str) -> str:
-    # HL7 escape sequences for the delimiters, so a reason cannot break the ACK.
-    return (
-        text.replace("\\", "\\E\\")
-        .replace("|", "\\F\\")
-        .replace("^", "\\S\\")
-        .replace("&", "\\T\\")
-        .replace("~", "\\R\\")
-        .replace("\r", " ")
-        .replace("\n", " ")
-    )[:200]
+    # So a reason cannot break the ACK; bounded, as ERR and MSA texts are kept short.
+    return escape(text)[:200]
