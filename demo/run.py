@@ -259,6 +259,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         },
         "topic prefix": deployment.topic_prefix,
     }
+    if chain is not None:
+        where.update(chain.where())
     session = aiohttp.ClientSession()
     result: DemoResult | None = None
     try:

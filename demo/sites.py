@@ -615,6 +615,23 @@ def calendar_problems(
     return closed, problems
 
 
+def open_while_others_close(
+    observed: Observed, scenario: Scenario, closed: dict[str, list[str]]
+) -> dict[str, int]:
+    """Per site, its desk's call tasks planned on a day another site of the chain is closed
+    and it is open: work one calendar for the whole chain would have moved."""
+    truth = sites_of(scenario)
+    out: Counter[str] = Counter()
+    for n in unique_by_id(observed.notifications):
+        site = truth.get(n.patient_id)
+        if site is None or n.channel != "call_task" or n.purpose == "withdrawal":
+            continue
+        day = n.window_start.astimezone(ZoneInfo(BY_SITE[site].zone)).date().isoformat()
+        if day not in closed[site] and any(day in d for s, d in closed.items() if s != site):
+            out[site] += 1
+    return dict(out)
+
+
 # --- a site's token against the APIs ----------------------------------------------------------
 
 
@@ -694,6 +711,14 @@ class ChainRun:
         webhooks = {s: r.url for s, r in self.receivers.items()}
         self.sites_path = sites_file(self.run_dir, webhooks, environ)
         return {"FOLLOWUP_SITES_PATH": str(self.sites_path), **environ}
+
+    def where(self) -> dict[str, str]:
+        """The chain's files among the report's "where to look"."""
+        out = {"sites file": str(self.sites_path)}
+        for site, receiver in self.receivers.items():
+            if site != "vilnius" and receiver.capture_file is not None:
+                out[f"call tasks at {site}'s webhook"] = str(receiver.capture_file)
+        return out
 
     def attach(
         self, on_task: Callable[[ReceivedTask], Awaitable[None]], kafka: str, topic: str
@@ -902,6 +927,11 @@ def check(
     )
     closed, off = calendar_problems(observed, scenario, policy)
     days = "; ".join(f"{s} closed {', '.join(d) or 'no weekday'}" for s, d in closed.items())
+    meanwhile = open_while_others_close(observed, scenario, closed)
+    if meanwhile:
+        days += "; call tasks on another site's closed day: " + ", ".join(
+            f"{s} {n}" for s, n in sorted(meanwhile.items())
+        )
     findings.append(
         Finding(
             "each_site_keeps_its_days_and_zone",

@@ -218,6 +218,7 @@ def test_a_command_on_a_sites_own_holiday_fails_and_another_countrys_does_not(
     assert closed["sofia"] == ["2026-03-03"]
     assert closed["vilnius"] == ["2026-03-11"]
     assert closed["kaunas"] == ["2026-03-11", "2026-03-13"]
+    assert sites.open_while_others_close(ok, SCENARIO, closed) == {"vilnius": 1}
     bad = Observed(notifications=[command(sofia, 1, liberation_day)])
     assert any("closed 2026-03-03" in p for p in sites.calendar_problems(bad, SCENARIO, policy)[1])
     wrong_zone = Observed(
