@@ -34,7 +34,7 @@ from standins.calltasks import ReceivedTask
 from standins.mailbox import MailRecord
 from standins.twilio import ReplyRecord, SmsRecord
 
-E = TypeVar("E", TriggerEvent, NotificationCommand, OutcomeEvent)
+E = TypeVar("E", TriggerEvent, NotificationCommand, OutcomeEvent, AppointmentEvent)
 # The notifier's outcomes that stamp the moment it decided to send (sms, email, call task).
 SEND_DECISIONS = frozenset({"sent", "delivered", "task_created"})
 

@@ -37,6 +37,7 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import aiohttp
+import holidays
 import yaml
 
 from common.clock import Clock
@@ -48,6 +49,7 @@ from demo.scenario import CLINIC_ZONE, Appointment, Patient, Scenario, e164
 from schemas.events import CallTaskEvent
 from services.scheduler.policy import CadencePolicy
 from standins.calltasks import CallTaskReceiver, ReceivedTask
+from standins.mailbox import MailRecord
 
 # --- the chain ----------------------------------------------------------------------------
 
@@ -252,9 +254,8 @@ def assign(patients: list[Patient]) -> dict[str, str]:
 
 
 def closed_on(clinic: Clinic, day: date) -> bool:
-    """A weekend, the clinic's country's public holiday or its own closed day."""
-    import holidays  # the same package the scheduler's policy reads holidays from
-
+    """A weekend, the clinic's country's public holiday or its own closed day (the
+    package the scheduler's policy reads holidays from)."""
     return (
         day.weekday() >= 5
         or day in holidays.country_holidays(clinic.country, years=day.year)
@@ -309,7 +310,7 @@ def split(observed: Observed, scenario: Scenario, site: str) -> tuple[Observed, 
     def of_key(key: str | None) -> str | None:
         return commands[key].patient_id if key and key in commands else None
 
-    def mail_owner(m: Any) -> str | None:
+    def mail_owner(m: MailRecord) -> str | None:
         key = m.headers.get("X-Followup-Key", "")
         return report.mail_patient(m, emails) or of_key(task_key(key)) or of_key(key)
 
@@ -402,7 +403,7 @@ def attribution_problems(
         if site != truth[pid]:
             problems.append(f"{what} {ident}: site {site or 'none'}, not {truth[pid]}")
 
-    for a in unique_by_id_any(observed.appointments):
+    for a in unique_by_id(observed.appointments):
         judge("appointments", a.patient_id, a.site, a.appointment_id)
     for t in unique_by_id(observed.triggers):
         judge("triggers", t.patient_id, t.site, t.event_id)
@@ -423,20 +424,13 @@ def attribution_problems(
     return dict(seen), problems
 
 
-def unique_by_id_any(events: list[Any]) -> list[Any]:
-    found: dict[str, Any] = {}
-    for e in events:
-        found.setdefault(e.event_id, e)
-    return list(found.values())
-
-
 @dataclass(frozen=True)
 class Desks:
     """What each desk's tool received, by the sink it came through."""
 
     webhooks: dict[str, list[ReceivedTask]]  # site -> its webhook receiver's captures
     topic: list[CallTaskEvent]  # the calltasks topic (the deployment's kafka sink)
-    mail: list[Any]  # every mail the mailbox took (desks' and patients')
+    mail: list[MailRecord]  # every mail the mailbox took (desks' and patients')
     front_desk: str  # the deployment's own desk address (escalations)
 
 

@@ -4,6 +4,7 @@ what happened and of the checks, and the chain's own checks on cases that must f
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,7 +18,7 @@ from demo.report import Finding, Observed
 from demo.scenario import Patient, ScenarioConfig, build
 from demo.simulator import canonical, fhir, hl7v2
 from demo.workflow import demo_policy
-from schemas.events import NotificationCommand
+from schemas.events import NotificationCommand, OutcomeEvent
 from services.tracker.fhir_mapping import site_names
 from services.tracker.hl7_siu import read
 from standins.calltasks import ReceivedTask
@@ -100,10 +101,7 @@ def test_no_visit_is_booked_on_a_day_its_clinic_is_shut() -> None:
 def test_a_visit_on_the_holiday_moves_to_the_next_open_day_at_the_same_local_time() -> None:
     p = at("sofia")[0]
     holiday = datetime(2026, 3, 3, 10, 30, tzinfo=VILNIUS)
-    moved = sites.at_the_clinic(
-        p.appointments[0].__class__(**{**p.appointments[0].__dict__, "start": holiday}),
-        sites.BY_SITE["sofia"],
-    )
+    moved = sites.at_the_clinic(replace(p.appointments[0], start=holiday), sites.BY_SITE["sofia"])
     assert moved.start == datetime(2026, 3, 4, 10, 30, tzinfo=SOFIA)
 
 
@@ -269,11 +267,9 @@ def test_a_call_script_must_name_its_own_clinic_and_phone_and_no_other() -> None
 
 
 def test_a_sites_task_at_another_sites_webhook_or_missing_from_its_own_sinks_fails() -> None:
-    sofia, kaunas = at("sofia")[0], at("kaunas")[0]
+    kaunas = at("kaunas")[0]
     start = datetime(2026, 3, 4, 10, 0, tzinfo=SOFIA)
     n = command(kaunas, 1, start)
-    from schemas.events import OutcomeEvent
-
     created = OutcomeEvent(
         event_id="o1",
         occurred_at=start,
@@ -294,7 +290,6 @@ def test_a_sites_task_at_another_sites_webhook_or_missing_from_its_own_sinks_fai
     assert any("at vilnius webhook" in p for p in problems)
     assert any("not at its webhook" in p for p in problems)
     assert any("not at its email" in p for p in problems)
-    del sofia
 
 
 def test_a_text_naming_another_clinic_fails() -> None:
