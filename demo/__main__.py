@@ -47,6 +47,7 @@ def parse_args(argv: list[str]) -> DemoConfig:
         kafka=args.kafka,
         database_url=args.database_url,
         workflow=True,  # issue 18's clinic: cancellations, a holiday, a full desk, a child...
+        sites=True,  # issue 22: three clinics in two countries, every check per site
     )
 
 

@@ -34,7 +34,7 @@ from standins.calltasks import ReceivedTask
 from standins.mailbox import MailRecord
 from standins.twilio import ReplyRecord, SmsRecord
 
-E = TypeVar("E", TriggerEvent, NotificationCommand, OutcomeEvent)
+E = TypeVar("E", TriggerEvent, NotificationCommand, OutcomeEvent, AppointmentEvent)
 # The notifier's outcomes that stamp the moment it decided to send (sms, email, call task).
 SEND_DECISIONS = frozenset({"sent", "delivered", "task_created"})
 
@@ -929,6 +929,7 @@ def table(report: dict[str, Any], findings: list[Finding], where: dict[str, str]
         ("held by scheduler rule", _kv(report["held_by_rule"]["scheduler"]) or "0"),
         ("held by notifier rule", _kv(report["held_by_rule"]["notifier"]) or "0"),
         *_workflow_rows(report),
+        *_sites_rows(report),
         ("dead letters", str(report["dead_letters"])),
         ("clinic actions failed", str(report.get("run", {}).get("clinic_actions_failed", "-"))),
         ("services alive at the end", _kv(report.get("run", {}).get("services_alive", {})) or "-"),
@@ -951,6 +952,13 @@ def _workflow_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     from demo.workflow import summary
 
     return summary(report.get("workflow") or {})
+
+
+def _sites_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    # Imported here: demo.sites builds on this module's views.
+    from demo.sites import summary
+
+    return summary((report.get("sites") or {}).get("per_site") or {})
 
 
 def _kv(values: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ from common.clock import ScaledClock, SharedClock
 from common.kafka import ensure_topics
 from common.topic_reader import read_events_to_end
 from demo import report, workflow
+from demo import sites as chain_of_clinics
 from demo.bounds import load_policy
 from demo.deployment import (
     REPO,
@@ -119,6 +120,9 @@ class DemoConfig:
     # A shared clock file (common.clock.SharedClock) instead of the scaled clock: a hook
     # (the outcome lab's pacer) can then hold virtual time back while the services lag.
     shared_clock: bool = False
+    # Issue 22: the deployment as a chain of three clinics in two countries, every check
+    # per site (``demo.sites``); on for ``python -m demo``, off for the harnesses.
+    sites: bool = False
 
 
 @dataclass
@@ -153,6 +157,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             workflow=config.workflow,
         )
     )
+    if config.sites and config.scenario is None:
+        scenario = chain_of_clinics.population(scenario)  # the patients spread over the chain
     policy_path = config.policy
     if policy_path is None and config.workflow:
         policy_path = workflow.demo_policy(run_dir)  # a desk at capacity
@@ -176,6 +182,10 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     standins = StandIns(clock, run_dir, StandInSecrets(webhook_secret, twilio_sid, twilio_token))
     await standins.start()
     mailbox, calltasks, sms = standins.mailbox, standins.calltasks, standins.sms
+    chain = None
+    if config.sites:
+        chain = chain_of_clinics.ChainRun(clock, run_dir, calltasks, webhook_secret)
+        await chain.start()
 
     deployment = Deployment(
         run_id=run_id,
@@ -212,6 +222,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             "FOLLOWUP_DETECTION_TICK_SECONDS": "0.1",
             **({"FOLLOWUP_POLICY_PATH": str(policy_path)} if policy_path else {}),
             **(workflow.deployment_env() if config.workflow else {}),
+            **(chain.env() if chain is not None else {}),
         },
         log_dir=run_dir / "logs",
     )
@@ -248,6 +259,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         },
         "topic prefix": deployment.topic_prefix,
     }
+    if chain is not None:
+        where.update(chain.where())
     session = aiohttp.ClientSession()
     result: DemoResult | None = None
     try:
@@ -270,6 +283,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             + (" (later than the clinic's opening: raise startup_lead)" if late else ""),
         )
         simulation = await rig.open()
+        if chain is not None:
+            chain.attach(simulation.on_call_task, config.kafka, topics.calltasks)
         progress = asyncio.create_task(
             show_progress(config, clock, scenario, simulation, sms, mailbox, calltasks)
         )
@@ -291,14 +306,30 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         everything = await observe(
             config, run_dir, deployment, topics, session, token, sms, mailbox, calltasks
         )
+        if chain is not None:
+            everything = chain.observed(everything)  # the other desks' tasks
         dump_events(run_dir / "events", everything)
         observed = report.within(everything, scenario.end)
         tolerance = timedelta(seconds=config.tolerance_real_seconds * config.speed)
         policy = load_policy(policy_path)
-        findings = report.check(observed, scenario, policy, tolerance)
         computed = report.compute(observed, scenario)
+        if chain is None:
+            findings = report.check(observed, scenario, policy, tolerance)
+            if config.workflow:
+                findings += workflow.check(observed, scenario, policy)
+        else:  # every check per site, then the chain's own
+            findings, computed["sites"] = await chain_of_clinics.report_part(
+                chain,
+                session,
+                (deployment.url("scheduler"), deployment.url("notifier")),
+                observed,
+                scenario,
+                load_policy(policy_path),
+                tolerance,
+                with_workflow=config.workflow,
+                front_desk=FRONT_DESK,
+            )
         if config.workflow:
-            findings += workflow.check(observed, scenario, policy)
             computed["workflow"] = workflow.counts(observed, scenario, policy)
         computed["run"] = {
             "run_id": run_id,
@@ -331,6 +362,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         await deployment.stop()
         await rig.close()
         await session.close()
+        if chain is not None:
+            await chain.stop()
         await standins.stop()
         if not config.keep:
             try:

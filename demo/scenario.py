@@ -157,6 +157,9 @@ class Patient:
     # none); a patient who reports a symptom on the answered call (a clinical concern).
     birth_date: date | None = None
     reports_concern: bool = False
+    # Issue 22: the clinic of a chain the patient is treated at (``demo.sites``); None: the
+    # deployment's one clinic, whose feeds name no site.
+    site: str | None = None
 
     @property
     def slips(self) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from demo.scenario import CLINIC_ZONE, Appointment, Patient
+from demo.scenario import Appointment, Patient
+from demo.sites import clinic_zone
 from schemas.events import (
     AppointmentEvent,
     AppointmentStatus,
@@ -58,7 +59,8 @@ def plan(patient: Patient, now: datetime) -> TreatmentPlanEvent:
         plan_id=patient.plan_id,
         patient_id=patient.patient_id,
         department=patient.department,
-        timezone=CLINIC_ZONE,
+        timezone=clinic_zone(patient.site),
+        site=patient.site,
         responsible_practitioner_id=patient.practitioner_id,
         supervisor_id=patient.supervisor_id,
         stages=[
@@ -94,7 +96,8 @@ def appointment(
         patient_id=patient.patient_id,
         start=appt.start,
         end=appt.end,
-        timezone=CLINIC_ZONE,
+        timezone=clinic_zone(patient.site),
+        site=patient.site,
         department=appt.department,
         practitioner_id=appt.practitioner_id,
         status=status,

@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from demo.scenario import CLINIC_ZONE, Appointment, Patient
+from demo.scenario import Appointment, Patient
+from demo.sites import clinic_zone, feed_names
 
 TIMEZONE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/timezone"
 MAX_INTERVAL_EXTENSION = "https://followup.example/fhir/StructureDefinition/max-interval-days"
@@ -83,11 +84,10 @@ def care_plan_resource(patient: Patient) -> Json:
         "status": "active",
         "intent": "plan",
         "subject": {"reference": f"Patient/{patient.patient_id}"},
-        "author": {"reference": f"Practitioner/{patient.practitioner_id}"},
-        "contributor": [{"reference": f"Practitioner/{patient.supervisor_id}"}],
+        **_authors(patient),
         "category": [{"coding": [{"system": DEPARTMENT_SYSTEM, "code": patient.department}]}],
         "extension": [
-            {"url": TIMEZONE_EXTENSION, "valueCode": CLINIC_ZONE},
+            {"url": TIMEZONE_EXTENSION, "valueCode": clinic_zone(patient.site)},
             {"url": DEPARTMENT_EXTENSION, "valueId": patient.department},
         ],
         "activity": activities,
@@ -110,7 +110,7 @@ def appointment_resource(
         "basedOn": [{"reference": f"CarePlan/{patient.plan_id}"}],
         "supportingInformation": [{"reference": f"CarePlan/{patient.plan_id}"}],
         "extension": [
-            {"url": TIMEZONE_EXTENSION, "valueCode": CLINIC_ZONE},
+            {"url": TIMEZONE_EXTENSION, "valueCode": clinic_zone(patient.site)},
             {"url": STAGE_EXTENSION, "valueId": appointment.stage_id},
         ],
         "participant": [
@@ -123,7 +123,8 @@ def appointment_resource(
                 "status": "accepted",
             },
             {
-                "actor": {"reference": f"Location/{appointment.department}"},
+                # A chain's clinic is the Location the visit is at (its site, issue 22).
+                "actor": {"reference": f"Location/{_location(patient, appointment)}"},
                 "status": "accepted",
             },
         ],
@@ -132,3 +133,23 @@ def appointment_resource(
         code = "pat" if by_patient else "prov"
         resource["cancelationReason"] = {"coding": [{"system": CANCEL_REASON_SYSTEM, "code": code}]}
     return resource
+
+
+def _authors(patient: Patient) -> Json:
+    """The plan's author: the doctor, or at a chain's clinic the clinic (Organization, its
+    site) with the doctor as the first contributor (the tracker's responsible doctor)."""
+    doctor = {"reference": f"Practitioner/{patient.practitioner_id}"}
+    supervisor = {"reference": f"Practitioner/{patient.supervisor_id}"}
+    if patient.site is None:
+        return {"author": doctor, "contributor": [supervisor]}
+    organization = feed_names(patient.site).fhir_organization
+    return {
+        "author": {"reference": f"Organization/{organization}"},
+        "contributor": [doctor, supervisor],
+    }
+
+
+def _location(patient: Patient, appointment: Appointment) -> str:
+    if patient.site is None:
+        return appointment.department
+    return feed_names(patient.site).fhir_location

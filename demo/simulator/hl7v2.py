@@ -17,6 +17,7 @@ import hl7
 from hl7.mllp import open_hl7_connection
 
 from demo.scenario import Appointment, Patient
+from demo.sites import feed_names
 
 SiuEvent = Literal["S12", "S13", "S14", "S15", "S26"]
 # HL7 table 0278 (filler status) as the tracker maps it to FHIR Appointment.status.
@@ -53,13 +54,22 @@ def segment(name: str, fields: dict[int, str]) -> str:
     return "|".join([name, *(fields.get(n, "") for n in range(first, max(fields) + 1))])
 
 
-def _msh(message_type: str, sent_at: datetime, control_id: str) -> str:
+def facilities(patient: Patient) -> tuple[str, str]:
+    """(MSH-4 sending facility, PV1-3.4 point-of-care facility) as the patient's clinic
+    sends them: the deployment's one clinic, or the site's own system (``demo.sites``)."""
+    if patient.site is None:
+        return SENDING_FACILITY, SENDING_FACILITY
+    names = feed_names(patient.site)
+    return names.hl7_sending_facility, names.hl7_point_of_care
+
+
+def _msh(message_type: str, sent_at: datetime, control_id: str, facility: str) -> str:
     return segment(
         "MSH",
         {
             2: "^~\\&",
             3: SENDING_APP,
-            4: SENDING_FACILITY,
+            4: escape(facility),
             5: "FOLLOWUP",
             6: "FOLLOWUP",
             7: ts(sent_at),
@@ -104,7 +114,8 @@ def siu(
     """One SIU message about one appointment, with the patient (PID) and the visit (PV1)."""
     e = escape
     start, end = ts(appointment.start), ts(appointment.end)
-    department = f"{e(appointment.department)}^^^{SENDING_FACILITY}"
+    sending, point_of_care = facilities(patient)
+    department = f"{e(appointment.department)}^^^{e(point_of_care)}"
     doctor = e(appointment.practitioner_id)
     stage = f"{e(appointment.stage_id)}^Treatment stage"
     schedule = {
@@ -120,7 +131,7 @@ def siu(
         26: e(plan_id) if plan_id else "",  # placer order number: the treatment plan
     }
     segments = [
-        _msh(f"SIU^{event}^SIU_S12", sent_at, control_id),
+        _msh(f"SIU^{event}^SIU_S12", sent_at, control_id, sending),
         segment("SCH", schedule),
         _pid(patient),
         segment("PV1", {1: "1", 2: "O", 3: department, 7: doctor}),
@@ -152,11 +163,14 @@ def _adt(
     control_id: str,
     died_at: datetime | None = None,
 ) -> SiuMessage:
+    sending, point_of_care = facilities(patient)
     segments = [
-        _msh(f"ADT^{event}^{structure}", sent_at, control_id),
+        _msh(f"ADT^{event}^{structure}", sent_at, control_id, sending),
         segment("EVN", {1: event, 2: ts(sent_at)}),
         _pid(patient, died_at),
-        segment("PV1", {1: "1", 2: "N", 3: f"{escape(patient.department)}^^^{SENDING_FACILITY}"}),
+        segment(
+            "PV1", {1: "1", 2: "N", 3: f"{escape(patient.department)}^^^{escape(point_of_care)}"}
+        ),
     ]
     return SiuMessage(control_id=control_id, text="\r".join(segments))
 

@@ -460,6 +460,9 @@ class Detector:
         state.hold_plan(event)
         state.department = state.department or event.department
         state.timezone = state.timezone or event.timezone
+        # A patient with a plan and no visit yet (the clinic's own invitation call) is the
+        # plan's site's: a call's trigger takes it.
+        state.site = state.site or event.site
         self._schedule(state)
         return []
 

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from common.clock import ManualClock
 from common.sites import SiteRegistry, Sites, UnknownSite
 from schemas.base import Envelope
-from schemas.events import AppointmentEvent
+from schemas.events import AppointmentEvent, OutcomeEvent, TreatmentPlanEvent, TreatmentStage
 from services.tracker.detection import DetectionRules, Detector
 from services.tracker.fhir_api import FhirApi
 from services.tracker.fhir_mapping import SITE_EXTENSION
@@ -190,4 +190,34 @@ def test_detection_carries_the_visits_site_onto_its_trigger() -> None:
     assert detector.on_appointment(booked, NOW) == []
     (found,) = detector.due(start + timedelta(hours=1))
     assert found.trigger.kind == "no_show"
+    assert found.trigger.site == "sofia"
+
+
+def test_a_patient_with_a_plan_and_no_visit_is_the_plans_site_for_a_call() -> None:
+    # The clinic's own invitation call, unanswered, for a patient nothing is booked for yet
+    # (found by the demo's chain: such a case spoke as the deployment, not its clinic).
+    detector = Detector(DetectionRules())
+    plan = TreatmentPlanEvent(
+        event_id="plan-1:v1",
+        occurred_at=NOW,
+        source="his.json",
+        plan_id="plan-1",
+        patient_id="p1",
+        department="dental",
+        timezone="Europe/Sofia",
+        site="sofia",
+        stages=[TreatmentStage(stage_id="s1", sequence=1, name="Consultation")],
+    )
+    assert detector.on_plan(plan, NOW) == []
+    call = OutcomeEvent(
+        event_id="invite:p1:1",
+        occurred_at=NOW,
+        source="clinic",
+        outcome="no_answer",
+        patient_id="p1",
+        channel="call_task",
+        reported_by="front-desk",
+    )
+    (found,) = detector.on_outcome(call, NOW)
+    assert found.trigger.kind == "unanswered_call"
     assert found.trigger.site == "sofia"
