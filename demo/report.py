@@ -929,6 +929,7 @@ def table(report: dict[str, Any], findings: list[Finding], where: dict[str, str]
         ("held by scheduler rule", _kv(report["held_by_rule"]["scheduler"]) or "0"),
         ("held by notifier rule", _kv(report["held_by_rule"]["notifier"]) or "0"),
         *_workflow_rows(report),
+        *_chat_rows(report),
         ("dead letters", str(report["dead_letters"])),
         ("clinic actions failed", str(report.get("run", {}).get("clinic_actions_failed", "-"))),
         ("services alive at the end", _kv(report.get("run", {}).get("services_alive", {})) or "-"),
@@ -951,6 +952,13 @@ def _workflow_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     from demo.workflow import summary
 
     return summary(report.get("workflow") or {})
+
+
+def _chat_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    # Imported here: demo.chat builds on this module's views.
+    from demo.chat import summary
+
+    return summary(report.get("chat") or {})
 
 
 def _kv(values: dict[str, Any]) -> str:

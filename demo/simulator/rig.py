@@ -52,6 +52,7 @@ class StandInSecrets:
     # bot token and webhook secret, Viber's auth token.
     whatsapp_token: str = field(default_factory=lambda: tokens.token_urlsafe(24))
     whatsapp_app_secret: str = field(default_factory=lambda: tokens.token_hex(16))
+    whatsapp_verify_token: str = field(default_factory=lambda: tokens.token_urlsafe(16))
     telegram_bot_token: str = field(
         default_factory=lambda: f"{7000000000 + tokens.randbelow(10**9)}:{tokens.token_urlsafe(26)}"
     )
