@@ -49,8 +49,9 @@ REPO = Path(__file__).resolve().parent.parent
 # --- the population -----------------------------------------------------------------------
 
 # Who prefers which messenger: the first suitable patient of each behaviour. Those who
-# recover answer the first call (a rebooked visit, then the feedback question, inside the
-# run); the one who opts out says STOP on Telegram.
+# recover book by phone when the first call task is out (a rebooked visit, then the
+# feedback question on their messenger, inside the run); the one who opts out says STOP
+# on Telegram.
 CHAT_PATIENTS: tuple[tuple[Behaviour, Messenger], ...] = (
     ("recovers", "whatsapp"),
     ("recovers", "viber"),
@@ -151,6 +152,11 @@ def population(scenario: Scenario) -> None:
             chat=messenger,
             chat_id=chat_id,
             answers_on=1 if p.behaviour == "recovers" else p.answers_on,
+            # Books by phone while the first call task is out: the booking closes the case
+            # as recovered, so the rebooked visit's feedback question is asked (on the
+            # messenger). The scheduler asks none after a case the front desk's report
+            # closed (services/scheduler/ledger.py, _await_feedback on open cases only).
+            books_first=p.behaviour == "recovers",
         )
     for i, p in enumerate(scenario.patients):
         stages = tuple(
@@ -671,6 +677,10 @@ def check(
     return findings
 
 
+def _pairs(values: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(values.items())) or "-"
+
+
 def summary(values: dict[str, Any]) -> list[tuple[str, str]]:
     """The report table's rows for ``counts``."""
     if not values:
@@ -695,7 +705,8 @@ def summary(values: dict[str, Any]) -> list[tuple[str, str]]:
     rows.append(
         (
             "feedback",
-            f"{f['asked']} asked, {f['answered']} answered ({f['with_comment']} with a comment),"
+            f"{f['asked']} asked ({_pairs(f['asked_by_channel'])}), {f['answered']} answered"
+            f" ({f['with_comment']} with a comment),"
             f" mean {mean}" + (f"; {departments}" if departments else ""),
         )
     )

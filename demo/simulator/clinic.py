@@ -431,10 +431,11 @@ class Simulation:
             patient_log.opted_out = True
 
     def feedback_reply(self, patient: Patient, at: datetime) -> str | None:
-        """The patient's answer when a message reaches them after their rebooked visit
-        (the one question followup asks then), once; None otherwise."""
+        """The patient's answer when a message reaches them once they came to their
+        rebooked visit (the one question followup asks when the hospital says it was
+        attended: from the check-in on), once; None otherwise."""
         visit = self.rebooked.get(patient.patient_id)
-        if not self.answers_feedback or visit is None or at < visit.end:
+        if not self.answers_feedback or visit is None or at < visit.start - ARRIVE_EARLY:
             return None
         if patient.patient_id in self.feedback_answered:
             return None
