@@ -282,6 +282,14 @@ async def ask_audit(database_url: str, schema: str, token: str, since: datetime)
     return AuditAnswer(code, answer, err.decode(errors="replace")[-300:])
 
 
+def save_audit(directory: Path, found: AuditAnswer) -> Path:
+    """The answer as the operator got it (ids only), kept with the run."""
+    path = directory / "audit.json"
+    body = found.answer if found.answer is not None else {"exit_code": found.exit_code}
+    path.write_text(json.dumps(body, indent=1) + "\n")
+    return path
+
+
 def audit_summary(found: AuditAnswer) -> dict[str, Any]:
     """What the report shows of the answer: reads, patients, fields, routes (ids only)."""
     answer = found.answer or {}

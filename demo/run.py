@@ -333,6 +333,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             records = rig.chat.final_records()
             findings += chat.check(observed, scenario, records, audit, tolerance)
             computed["chat"] = chat.counts(observed, scenario, records, audit)
+            where["audit answer (ids only)"] = str(chat.save_audit(run_dir, audit))
         computed["run"] = {
             "run_id": run_id,
             "speed": config.speed,
