@@ -930,6 +930,7 @@ def table(report: dict[str, Any], findings: list[Finding], where: dict[str, str]
         ("held by notifier rule", _kv(report["held_by_rule"]["notifier"]) or "0"),
         *_workflow_rows(report),
         *_sites_rows(report),
+        *_chat_rows(report),
         ("dead letters", str(report["dead_letters"])),
         ("clinic actions failed", str(report.get("run", {}).get("clinic_actions_failed", "-"))),
         ("services alive at the end", _kv(report.get("run", {}).get("services_alive", {})) or "-"),
@@ -959,6 +960,13 @@ def _sites_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     from demo.sites import summary
 
     return summary((report.get("sites") or {}).get("per_site") or {})
+
+
+def _chat_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    # Imported here: demo.chat builds on this module's views.
+    from demo.chat import summary
+
+    return summary(report.get("chat") or {})
 
 
 def _kv(values: dict[str, Any]) -> str:

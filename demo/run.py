@@ -21,7 +21,7 @@ import aiohttp
 from common.clock import ScaledClock, SharedClock
 from common.kafka import ensure_topics
 from common.topic_reader import read_events_to_end
-from demo import report, workflow
+from demo import chat, report, workflow
 from demo import sites as chain_of_clinics
 from demo.bounds import load_policy
 from demo.deployment import (
@@ -113,6 +113,9 @@ class DemoConfig:
     # Issue 18's clinic workflow in the population and the deployment (``demo.workflow``):
     # on for ``python -m demo``, off for the harnesses that reuse this runner.
     workflow: bool = False
+    # Issue 21 (``demo.chat``): patients who prefer a chat messenger, the stages explained,
+    # and the audit query at the end; on for ``python -m demo``.
+    chat: bool = False
     # A population built beforehand (the lab's); None: built from patients, days and seed.
     scenario: Scenario | None = None
     # How patients react to followup; None: as the scenario's behaviours script it.
@@ -159,9 +162,13 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     )
     if config.sites and config.scenario is None:
         scenario = chain_of_clinics.population(scenario)  # the patients spread over the chain
+    if config.chat and config.scenario is None:
+        chat.population(scenario)  # chat-preferring patients, stages explained
     policy_path = config.policy
     if policy_path is None and config.workflow:
         policy_path = workflow.demo_policy(run_dir)  # a desk at capacity
+    if config.chat:
+        policy_path = chat.demo_policy(run_dir, policy_path)  # messengers in the fallback
     token = secrets.token_urlsafe(24)
     webhook_secret = secrets.token_urlsafe(24)
     twilio_sid = "AC" + uuid.uuid4().hex
@@ -178,6 +185,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     else:
         clock = ScaledClock(anchor_real, anchor_virtual, config.speed)
         clock_env = scaled_clock_env(anchor_real, anchor_virtual, config.speed)
+    run_began = clock.now()  # on the services' clock: the audit query's "since"
 
     standins = StandIns(clock, run_dir, StandInSecrets(webhook_secret, twilio_sid, twilio_token))
     await standins.start()
@@ -226,6 +234,15 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         },
         log_dir=run_dir / "logs",
     )
+    if config.chat:
+        deployment.env.update(
+            chat.deployment_env(
+                chat_endpoints(standins),
+                deployment.schema("audit"),
+                tuple(sorted({p.department for p in scenario.patients})),
+                CLINIC_NAME,
+            )
+        )
     if config.hooks is not None:
         deployment.env.update(await config.hooks.prepared(standins, dict(deployment.env)))
     topics = TopicNames(prefix=deployment.topic_prefix)
@@ -253,6 +270,14 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         "SMS sent (stand-in)": str(sms.capture),
         "service logs": str(deployment.log_dir),
         "events read back": str(run_dir / "events"),
+        **(
+            {
+                f"{name} (stand-in)": str(run_dir / f"{name}.jsonl")
+                for name in ("whatsapp", "telegram", "viber")
+            }
+            if config.chat
+            else {}
+        ),
         **{
             f"{s} /metrics": f"{deployment.url(s)}/metrics (snapshot: metrics-{s}.txt)"
             for s in SERVICES
@@ -331,6 +356,15 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             )
         if config.workflow:
             computed["workflow"] = workflow.counts(observed, scenario, policy)
+        if config.chat and rig.chat is not None:
+            # The breach protocol's question, while the services still run.
+            audit = await chat.ask_audit(
+                config.database_url, deployment.schema("audit"), token, run_began
+            )
+            records = rig.chat.final_records()
+            findings += chat.check(observed, scenario, records, audit, tolerance)
+            computed["chat"] = chat.counts(observed, scenario, records, audit)
+            where["audit answer (ids only)"] = str(chat.save_audit(run_dir, audit))
         computed["run"] = {
             "run_id": run_id,
             "speed": config.speed,
@@ -370,6 +404,23 @@ async def run_demo(config: DemoConfig) -> DemoResult:
                 await deployment.clean_up()
             except Exception as exc:  # clean-up must not hide the run's own result
                 print(f"clean-up incomplete: {type(exc).__name__}", file=sys.stderr)
+
+
+def chat_endpoints(standins: StandIns) -> chat.ChatEndpoints:
+    """The messengers' stand-ins as the notifier is configured to reach them."""
+    s = standins.secrets
+    return chat.ChatEndpoints(
+        whatsapp_url=f"{standins.whatsapp.base_url}/v21.0",
+        whatsapp_phone_number_id=standins.whatsapp.phone_number_id,
+        whatsapp_token=s.whatsapp_token,
+        whatsapp_app_secret=s.whatsapp_app_secret,
+        whatsapp_verify_token=s.whatsapp_verify_token,
+        telegram_url=standins.telegram.base_url,
+        telegram_bot_token=s.telegram_bot_token,
+        telegram_secret=s.telegram_secret,
+        viber_url=standins.viber.base_url,
+        viber_token=s.viber_token,
+    )
 
 
 async def observe(

@@ -35,6 +35,7 @@ Behaviour = Literal[
     "attends_no_booking",  # attends a visit without a plan, books nothing; answers, rebooks
 ]
 IngestPath = Literal["hl7", "fhir", "json"]
+Messenger = Literal["whatsapp", "telegram", "viber"]
 # What the carrier knows of a patient's number: the SMS stand-in answers with Twilio's code.
 PhoneLine = Literal["mobile", "landline", "invalid", "switched_off"]
 TWILIO_CODE: dict[PhoneLine, int] = {"landline": 21614, "invalid": 21211, "switched_off": 30003}
@@ -106,6 +107,15 @@ def e164(raw: str) -> str:
 
 
 @dataclass(frozen=True)
+class Education:
+    """A stage explained to the patient in one language (issue 21, ``demo.chat``)."""
+
+    language: str
+    text: str
+    url: str | None = None
+
+
+@dataclass(frozen=True)
 class Stage:
     stage_id: str
     sequence: int
@@ -113,6 +123,7 @@ class Stage:
     max_interval_days: int | None
     completed_at: datetime | None
     notes: str | None = None
+    education: tuple[Education, ...] = ()  # carried by the plan (JSON, FHIR CarePlan)
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,10 @@ class Patient:
     # Issue 22: the clinic of a chain the patient is treated at (``demo.sites``); None: the
     # deployment's one clinic, whose feeds name no site.
     site: str | None = None
+    # Issue 21 (``demo.chat``): the chat messenger the patient prefers and agreed to, and
+    # their id on it (Telegram chat id, Viber user id; WhatsApp writes to the phone).
+    chat: Messenger | None = None
+    chat_id: str | None = None
 
     @property
     def slips(self) -> bool:

@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +44,11 @@ class TelegramStandIn(Served):
     blocked: set[int] = field(default_factory=set)
     sent: list[dict[str, Any]] = field(default_factory=list)  # Message objects sent
     answers: list[dict[str, Any]] = field(default_factory=list)  # calls in webhook answers
+    # The patient's phone (the demo's simulator): handed each message sent, after the API
+    # has answered.
+    on_message: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     port: int = 0
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _runner: web.AppRunner | None = None
     _updates: Any = field(default_factory=lambda: itertools.count(100000001))
     _messages: Any = field(default_factory=lambda: itertools.count(1))
@@ -87,6 +93,10 @@ class TelegramStandIn(Served):
             "text": str(params["text"]),
         }
         self.sent.append(message)
+        if self.on_message is not None:
+            task = asyncio.ensure_future(self.on_message(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return web.json_response({"ok": True, "result": message})
 
     # --- updates to the bot's webhook -------------------------------------------------

@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +43,11 @@ class ViberStandIn(Served):
     subscribed: set[str] = field(default_factory=set)  # users who subscribed to the bot
     unsubscribed: set[str] = field(default_factory=set)
     sent: list[dict[str, Any]] = field(default_factory=list)  # bodies, with message_token
+    # The patient's phone (the demo's simulator): handed each message sent, after the API
+    # has answered.
+    on_message: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     port: int = 0
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _runner: web.AppRunner | None = None
     _tokens: Any = field(default_factory=lambda: itertools.count(5741311803571721087))
 
@@ -68,6 +74,10 @@ class ViberStandIn(Served):
             return _status(5, "receiverNotRegistered")
         token = next(self._tokens)
         self.sent.append(body | {"message_token": token})
+        if self.on_message is not None:
+            task = asyncio.ensure_future(self.on_message(self.sent[-1]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return web.json_response(
             {
                 "status": 0,

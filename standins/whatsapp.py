@@ -18,10 +18,12 @@ What it speaks, as Meta documents it (developers.facebook.com/docs/whatsapp/clou
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,9 +55,13 @@ class WhatsAppStandIn(Served):
     messages: list[dict[str, Any]] = field(default_factory=list)  # accepted, with "id"
     last_inbound: dict[str, datetime] = field(default_factory=dict)  # wa_id -> when
     webhooks: list[tuple[dict[str, Any], int]] = field(default_factory=list)  # sent, status
+    # The patient's phone (the demo's simulator): handed each accepted message, after the
+    # API has answered, as the platform hands it on.
+    on_message: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     port: int = 0
     _runner: web.AppRunner | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def routes(self) -> web.Application:
         app = web.Application()
@@ -92,6 +98,10 @@ class WhatsAppStandIn(Served):
             return _error(400, 100, "Invalid parameter: type")
         wamid = f"wamid.HBgL{next(self._ids):020d}"
         self.messages.append(body | {"id": wamid})
+        if self.on_message is not None:
+            task = asyncio.ensure_future(self.on_message(self.messages[-1]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return web.json_response(
             {
                 "messaging_product": "whatsapp",

@@ -12,8 +12,10 @@ from schemas.events import (
     AppointmentStatus,
     ChannelConsent,
     ContactEvent,
+    MessengerIds,
     OutcomeEvent,
     PatientStatusEvent,
+    StageEducation,
     TreatmentPlanEvent,
     TreatmentStage,
 )
@@ -34,9 +36,41 @@ def contact(patient: Patient, now: datetime, *, deceased: bool = False) -> Conta
         email=patient.email,
         language=patient.language,
         timezone=patient.timezone,
-        consent=ChannelConsent(),
+        consent=consent(patient),
         status="deceased" if deceased else "active",
         birth_date=patient.birth_date,
+        messengers=messenger_ids(patient),
+    )
+
+
+def consent(patient: Patient) -> ChannelConsent:
+    """SMS, email and calls as by default; the messenger the patient agreed to (issue 21)."""
+    return ChannelConsent.model_validate({patient.chat: True} if patient.chat else {})
+
+
+def messenger_ids(patient: Patient) -> MessengerIds | None:
+    """The patient's id on Telegram or Viber (learnt when they opened the clinic's bot)."""
+    if patient.chat == "telegram":
+        return MessengerIds(telegram_chat_id=patient.chat_id)
+    if patient.chat == "viber":
+        return MessengerIds(viber_user_id=patient.chat_id)
+    return None
+
+
+def preferences(patient: Patient, now: datetime) -> PatientStatusEvent | None:
+    """The messenger a patient prefers, for the scheduler (followup.patients: ids and
+    planning facts only); None for a patient who named none."""
+    if patient.chat is None:
+        return None
+    return PatientStatusEvent(
+        event_id=f"patient-status:{patient.patient_id}:preferences",
+        occurred_at=now,
+        source=SOURCE,
+        patient_id=patient.patient_id,
+        status="active",
+        effective_at=now,
+        timezone=patient.timezone,
+        preferred_channel=patient.chat,
     )
 
 
@@ -71,6 +105,9 @@ def plan(patient: Patient, now: datetime) -> TreatmentPlanEvent:
                 max_interval_days=s.max_interval_days,
                 notes=s.notes,
                 completed_at=s.completed_at,
+                education=[
+                    StageEducation(language=e.language, text=e.text, url=e.url) for e in s.education
+                ],
             )
             for s in patient.stages
         ],

@@ -43,6 +43,7 @@ from demo.simulator.patients import (
     PatientLog,
     Reactions,
     ScriptedReactions,
+    decide_feedback,
 )
 from schemas.base import Channel
 from schemas.topics import TopicNames
@@ -217,6 +218,10 @@ class Simulation:
         self._patient_locks: dict[str, asyncio.Lock] = {}
         self._rebook_counter = itertools.count(1)
         self._running = 0  # clinic actions under way (sent, not yet acknowledged)
+        # The scripted patients answer the feedback question after their rebooked visit
+        # (issue 21); a lab's patient model decides nothing about it, so its patients do not.
+        self.answers_feedback = reactions is None
+        self.feedback_answered: set[str] = set()
 
     # --- the timeline ---------------------------------------------------------------------
 
@@ -416,6 +421,7 @@ class Simulation:
         patient_log = self.logs[patient.patient_id]
         patient_log.sms += 1
         reply = self._read(patient, "sms", patient_log.sms, record.at).reply
+        reply = self.feedback_reply(patient, record.at) or reply
         if reply is None or self.sms is None:
             return
         await self.clock.sleep(REPLY_TIME.total_seconds())
@@ -423,6 +429,18 @@ class Simulation:
         self.progress.replies += 1
         if reply.upper() == "STOP":
             patient_log.opted_out = True
+
+    def feedback_reply(self, patient: Patient, at: datetime) -> str | None:
+        """The patient's answer when a message reaches them once they came to their
+        rebooked visit (the one question followup asks when the hospital says it was
+        attended: from the check-in on), once; None otherwise."""
+        visit = self.rebooked.get(patient.patient_id)
+        if not self.answers_feedback or visit is None or at < visit.start - ARRIVE_EARLY:
+            return None
+        if patient.patient_id in self.feedback_answered:
+            return None
+        self.feedback_answered.add(patient.patient_id)
+        return decide_feedback(patient)
 
     async def on_mail(self, record: MailRecord) -> None:
         patient = next(

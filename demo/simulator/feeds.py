@@ -69,6 +69,8 @@ class JsonFeed:
         await self.publisher.publish(self.topics.contacts, canonical.contact(patient, now))
         if (child := canonical.child_status(patient, now)) is not None:
             await self.publisher.publish(self.topics.patients, child)
+        if (chosen := canonical.preferences(patient, now)) is not None:
+            await self.publisher.publish(self.topics.patients, chosen)
 
     async def death(self, patient: Patient, died_at: datetime, now: datetime) -> None:
         contact = canonical.contact(patient, now, deceased=True)

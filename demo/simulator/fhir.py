@@ -16,6 +16,7 @@ TIMEZONE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/timezone"
 MAX_INTERVAL_EXTENSION = "https://followup.example/fhir/StructureDefinition/max-interval-days"
 STAGE_EXTENSION = "https://followup.example/fhir/StructureDefinition/treatment-stage"
 DEPARTMENT_EXTENSION = "https://followup.example/fhir/StructureDefinition/department"
+EDUCATION_EXTENSION = "https://followup.example/fhir/StructureDefinition/patient-education"
 DEPARTMENT_SYSTEM = "https://followup.example/fhir/CodeSystem/department"
 STAGE_SYSTEM = "https://followup.example/fhir/CodeSystem/treatment-stage"
 CANCEL_REASON_SYSTEM = "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason"
@@ -72,6 +73,18 @@ def care_plan_resource(patient: Patient) -> Json:
             detail["scheduledPeriod"] = {"end": iso(stage.completed_at)}
         if stage.notes:
             detail["description"] = stage.notes
+        if stage.education:  # the stage explained, per language (issue 21)
+            detail["extension"] = [
+                {
+                    "url": EDUCATION_EXTENSION,
+                    "extension": [
+                        {"url": "language", "valueCode": e.language},
+                        {"url": "text", "valueString": e.text},
+                        *([{"url": "url", "valueUri": e.url}] if e.url else []),
+                    ],
+                }
+                for e in stage.education
+            ]
         activity: Json = {"detail": detail}
         if stage.max_interval_days is not None:
             activity["extension"] = [

@@ -9,6 +9,7 @@ between equivalent "not reached" results).
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -124,3 +125,44 @@ class ScriptedReactions:
         self, patient: Patient, channel: Channel, number: int, at: datetime
     ) -> MessageReaction:
         return MessageReaction(decide_sms_reply(patient, number) if channel == "sms" else None)
+
+
+# The answer to the feedback question after a rebooked visit (issue 21): a rating, and for
+# every other patient a few words in their own language (made up for the demo).
+FEEDBACK_RATINGS = (5, 4, 5, 3, 4, 2)
+FEEDBACK_COMMENTS = {
+    "lt": "Ačiū, gydytoja viską gerai paaiškino.",
+    "en": "Thank you, the doctor explained everything well.",
+    "ru": "Спасибо, врач всё хорошо объяснил.",
+    "bg": "Благодаря, лекарят обясни всичко добре.",
+}
+
+
+def decide_feedback(patient: Patient) -> str:
+    """What the patient answers to the one question after their rebooked visit."""
+    number = zlib.crc32(patient.patient_id.encode())  # the same answer every run
+    rating = FEEDBACK_RATINGS[number % len(FEEDBACK_RATINGS)]
+    comment = FEEDBACK_COMMENTS.get(patient.language) if number // 7 % 2 == 0 else None
+    return f"{rating} {comment}" if comment else str(rating)
+
+
+# A few words back on the messenger (a plain reply, for the front desk): made up.
+CHAT_REPLIES = {
+    "lt": "Ačiū, paskambinsiu į registratūrą.",
+    "en": "Thanks, I will phone the front desk.",
+    "ru": "Спасибо, я позвоню в регистратуру.",
+    "bg": "Благодаря, ще позвъня на регистратурата.",
+}
+
+
+def decide_chat_reply(patient: Patient, number: int) -> str | None:
+    """What a patient who prefers a messenger writes back to its ``number``-th message of
+    the cadence: STOP (who opts out), a few words on WhatsApp and Telegram (who rebooks;
+    on WhatsApp it opens the 24-hour window), nothing on Viber (read receipts only)."""
+    if number != 1:
+        return None
+    if patient.behaviour == "opts_out":
+        return "STOP"
+    if patient.rebooks and patient.chat in ("whatsapp", "telegram"):
+        return CHAT_REPLIES.get(patient.language, CHAT_REPLIES["en"])
+    return None

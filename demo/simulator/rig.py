@@ -6,7 +6,8 @@ Shared by ``make demo`` (which also starts the services) and ``python -m demo.si
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets as tokens
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -17,11 +18,15 @@ from demo.scenario import IngestPath, Scenario, carrier_errors
 from demo.simulator.clinic import NotifierDesk, Simulation
 from demo.simulator.feeds import ClinicFeed, FhirFeed, Hl7Feed, JsonFeed
 from demo.simulator.hl7v2 import MllpSender
+from demo.simulator.messengers import ChatPhones
 from demo.simulator.patients import Reactions
 from schemas.topics import TopicNames
 from standins.calltasks import CallTaskReceiver
 from standins.mailbox import Mailbox
+from standins.telegram import TelegramStandIn
 from standins.twilio import TwilioStandIn
+from standins.viber import ViberStandIn
+from standins.whatsapp import WhatsAppStandIn
 
 
 @dataclass(frozen=True)
@@ -43,12 +48,34 @@ class StandInSecrets:
     webhook_secret: str
     twilio_sid: str
     twilio_token: str
+    # The chat messengers' (issue 21): WhatsApp's access token and app secret, Telegram's
+    # bot token and webhook secret, Viber's auth token.
+    whatsapp_token: str = field(default_factory=lambda: tokens.token_urlsafe(24))
+    whatsapp_app_secret: str = field(default_factory=lambda: tokens.token_hex(16))
+    whatsapp_verify_token: str = field(default_factory=lambda: tokens.token_urlsafe(16))
+    telegram_bot_token: str = field(
+        default_factory=lambda: f"{7000000000 + tokens.randbelow(10**9)}:{tokens.token_urlsafe(26)}"
+    )
+    telegram_secret: str = field(default_factory=lambda: tokens.token_urlsafe(24))
+    viber_token: str = field(default_factory=lambda: tokens.token_hex(24))
 
 
 class StandIns:
-    """The outside world: a mailbox (SMTP), an SMS provider (Twilio format), a ticketing tool."""
+    """The outside world: a mailbox (SMTP), an SMS provider (Twilio format), a ticketing
+    tool, and the chat messengers (WhatsApp Cloud API, Telegram Bot API, Viber bot API)."""
 
     def __init__(self, clock: Clock, directory: Path, secrets: StandInSecrets) -> None:
+        self.directory = directory
+        self.secrets = secrets
+        self.whatsapp = WhatsAppStandIn(
+            access_token=secrets.whatsapp_token,
+            app_secret=secrets.whatsapp_app_secret,
+            now=clock.now,
+        )
+        self.telegram = TelegramStandIn(
+            bot_token=secrets.telegram_bot_token, secret_token=secrets.telegram_secret
+        )
+        self.viber = ViberStandIn(auth_token=secrets.viber_token)
         self.mailbox = Mailbox(clock, directory / "mailbox")
         self.calltasks = CallTaskReceiver(
             secret=secrets.webhook_secret, clock=clock, capture_file=directory / "call-tasks.jsonl"
@@ -64,8 +91,12 @@ class StandIns:
         await self.mailbox.start(port=smtp_port)
         await self.calltasks.start(port=calltask_port)
         await self.sms.start(port=sms_port)
+        for messenger in (self.whatsapp, self.telegram, self.viber):
+            await messenger.start()
 
     async def stop(self) -> None:
+        for messenger in (self.viber, self.telegram, self.whatsapp):
+            await messenger.stop()
         await self.sms.stop()
         await self.calltasks.stop()
         await self.mailbox.stop()
@@ -92,7 +123,12 @@ class ClinicRig:
         self.publisher = KafkaPublisher(endpoints.kafka, client_id=f"clinic-sim-{run_id}")
         self.mllp = MllpSender(endpoints.mllp_host, endpoints.mllp_port)
         self.session: aiohttp.ClientSession | None = None
+        self.chat: ChatPhones | None = None
         base = endpoints.notifier_url.rstrip("/")
+        # The messengers' webhooks (set with each platform's setWebhook or app settings).
+        standins.whatsapp.webhook_url = f"{base}/whatsapp/webhook"
+        standins.telegram.webhook_url = f"{base}/telegram/webhook"
+        standins.viber.webhook_url = f"{base}/viber/webhook"
         standins.sms.inbound_urls = [
             f"{base}/sms/{endpoints.sms_provider}/inbound",
             f"{base}/sms/inbound",
@@ -123,6 +159,8 @@ class ClinicRig:
         self.standins.calltasks.on_task = simulation.on_call_task
         self.standins.sms.on_message = simulation.on_sms
         self.standins.mailbox.handler.on_message = simulation.on_mail
+        # The patients who prefer a chat messenger read and answer there (issue 21).
+        self.chat = ChatPhones(self.scenario, self.clock, self.standins, simulation)
         simulation.plan_scenario()
         return simulation
 
