@@ -80,6 +80,10 @@ class ScaledClock:
     def real_seconds(self, virtual: timedelta) -> float:
         return virtual.total_seconds() / self.speed
 
+    def virtual_at(self, real: datetime) -> datetime | None:
+        """The virtual time the clock showed at wall-clock ``real``."""
+        return self.anchor_virtual + (real - self.anchor_real) * self.speed
+
 
 class SharedClock:
     """Virtual time every process reads from one small file, which its owner can hold back.
@@ -144,6 +148,16 @@ class SharedClock:
 
     def real_seconds(self, virtual: timedelta) -> float:
         return virtual.total_seconds() / self.speed
+
+    def virtual_at(self, real: datetime) -> datetime | None:
+        """The virtual time the clock showed at wall-clock ``real``, where it can still say:
+        since its last lease change, while it runs without limit (None otherwise)."""
+        anchor_real, anchor_virtual, speed, lease = self._read()
+        if lease != float("inf") or real.timestamp() < anchor_real:
+            return None
+        return datetime.fromtimestamp(
+            anchor_virtual + (real.timestamp() - anchor_real) * speed, UTC
+        )
 
     def lease_until(self, moment: datetime | None) -> datetime:
         """Let the clock run until ``moment`` (None: without limit), never backwards; the

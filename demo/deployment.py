@@ -10,7 +10,6 @@ import asyncio
 import socket
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -153,17 +152,6 @@ class Deployment:
         await delete_topics_with_prefix(self.kafka, self.topic_prefix)
 
 
-def scaled_clock_env(
-    anchor_real: datetime, anchor_virtual: datetime, speed: float
-) -> dict[str, str]:
-    return {
-        "FOLLOWUP_CLOCK": "scaled",
-        "FOLLOWUP_CLOCK_ANCHOR_REAL": anchor_real.isoformat(),
-        "FOLLOWUP_CLOCK_ANCHOR_VIRTUAL": anchor_virtual.isoformat(),
-        "FOLLOWUP_CLOCK_SPEED": repr(speed),
-    }
-
-
 def shared_clock_env(path: Path) -> dict[str, str]:
-    """The services read virtual time from the lab's clock file (``common.clock.SharedClock``)."""
+    """The services read virtual time from the run's clock file (``common.clock.SharedClock``)."""
     return {"FOLLOWUP_CLOCK": "shared", "FOLLOWUP_CLOCK_FILE": str(path)}

@@ -62,6 +62,8 @@ def detect_language(text: str) -> str:
 @dataclass
 class Observed:
     appointments: list[AppointmentEvent] = field(default_factory=list)
+    # When the tracker wrote each appointment event (virtual time; by event id), if known.
+    appointments_received: dict[str, datetime] = field(default_factory=dict)
     triggers: list[TriggerEvent] = field(default_factory=list)
     notifications: list[NotificationCommand] = field(default_factory=list)
     outcomes: list[OutcomeEvent] = field(default_factory=list)
@@ -577,14 +579,18 @@ def held_until(observed: Observed, case_id: str) -> datetime | None:
 
 def arrivals_reported_late(observed: Observed, triggers: list[TriggerEvent]) -> set[str]:
     """The no-show triggers whose visit the clinic's feed said was attended only with a
-    stamp after the no-show moment (the start plus the grace): the tracker, which judges by
-    the stamps, was right to fire. The clinic simulator stamps what it sends when it sends
-    it, so a simulator starved of CPU posts an attendee's arrival late; the verdict must not
-    depend on that (an arrival stamped in time and a case all the same still fails)."""
+    stamp after the no-show moment (the start plus the grace), or which reached the tracker
+    only after it (the tracker's own stamp on the record): the tracker, which judges by what
+    it has read, was right to fire. The clinic simulator stamps what it sends when it sends
+    it, and a machine starved of CPU delivers an attendee's arrival late; the verdict must
+    not depend on that (an arrival received in time and a case all the same still fails)."""
     arrived: dict[str, datetime] = {}
     for a in observed.appointments:
         if a.status in ("arrived", "fulfilled"):
             stamp = a.status_at or a.occurred_at
+            # The tracker knew it only once it received it (its own stamp on the record).
+            received = observed.appointments_received.get(a.event_id)
+            stamp = stamp if received is None else max(stamp, received)
             known = arrived.get(a.appointment_id)
             arrived[a.appointment_id] = stamp if known is None else min(known, stamp)
     return {

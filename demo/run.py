@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+from aiokafka import ConsumerRecord
 
 from common.clock import ScaledClock, SharedClock
+from common.codec import DecodeError, decode
 from common.kafka import ensure_topics
-from common.topic_reader import read_events_to_end
+from common.topic_reader import read_events_to_end, read_to_end
 from demo import chat, report, workflow
 from demo import sites as chain_of_clinics
 from demo.bounds import load_policy
@@ -30,7 +32,6 @@ from demo.deployment import (
     Deployment,
     Ports,
     ensure_infra,
-    scaled_clock_env,
     shared_clock_env,
 )
 from demo.observe import Metrics, fetch_case_details, fetch_cases, fetch_text
@@ -120,8 +121,8 @@ class DemoConfig:
     scenario: Scenario | None = None
     # How patients react to followup; None: as the scenario's behaviours script it.
     reactions: Reactions | None = None
-    # A shared clock file (common.clock.SharedClock) instead of the scaled clock: a hook
-    # (the outcome lab's pacer) can then hold virtual time back while the services lag.
+    # A hook (the outcome lab's pacer) leases the shared clock forward itself, holding
+    # virtual time back while the services lag; False: it runs freely once the clinic opened.
     shared_clock: bool = False
     # Issue 22: the deployment as a chain of three clinics in two countries, every check
     # per site (``demo.sites``); on for ``python -m demo``, off for the harnesses.
@@ -178,13 +179,13 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     # One virtual clock for everyone: the clinic opens startup_lead seconds from now.
     anchor_real = datetime.now(UTC) + timedelta(seconds=config.startup_lead)
     anchor_virtual = scenario.start - timedelta(hours=1)
-    clock: ScaledClock | SharedClock
-    if config.shared_clock:
-        clock = SharedClock.create(run_dir / "clock", anchor_real, anchor_virtual, config.speed)
-        clock_env = shared_clock_env(clock.path)
-    else:
-        clock = ScaledClock(anchor_real, anchor_virtual, config.speed)
-        clock_env = scaled_clock_env(anchor_real, anchor_virtual, config.speed)
+    # One clock file for everyone. Without a pacer (the lab's) it stands still at the
+    # clinic's opening until the services are ready and the opening's actions are done
+    # (``open_the_clinic``), then runs freely: a busy machine must not make day one late.
+    clock = SharedClock.create(run_dir / "clock", anchor_real, anchor_virtual, config.speed)
+    clock_env = shared_clock_env(clock.path)
+    if not config.shared_clock:
+        clock.lease_until(scenario.start)
     run_began = clock.now()  # on the services' clock: the audit query's "since"
 
     standins = StandIns(clock, run_dir, StandInSecrets(webhook_secret, twilio_sid, twilio_token))
@@ -308,6 +309,9 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             + (" (later than the clinic's opening: raise startup_lead)" if late else ""),
         )
         simulation = await rig.open()
+        opening = None
+        if not config.shared_clock:
+            opening = asyncio.create_task(open_the_clinic(clock, simulation, scenario.start))
         if chain is not None:
             chain.attach(simulation.on_call_task, config.kafka, topics.calltasks)
         progress = asyncio.create_task(
@@ -322,14 +326,14 @@ async def run_demo(config: DemoConfig) -> DemoResult:
                 await hooked
             await settle(config, deployment, session)
         finally:
-            for task in (progress, hooked):
+            for task in (progress, hooked, opening):
                 if task is not None and not task.done():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
         say(config, "\nreading back what happened ...")
         everything = await observe(
-            config, run_dir, deployment, topics, session, token, sms, mailbox, calltasks
+            config, run_dir, deployment, topics, session, token, sms, mailbox, calltasks, clock
         )
         if chain is not None:
             everything = chain.observed(everything)  # the other desks' tasks
@@ -433,8 +437,11 @@ async def observe(
     sms: TwilioStandIn,
     mailbox: Mailbox,
     calltasks: CallTaskReceiver,
+    clock: SharedClock,
 ) -> Observed:
-    appointments, _ = await read_events_to_end(config.kafka, topics.appointments, AppointmentEvent)
+    appointments, received = received_appointments(
+        await read_to_end(config.kafka, topics.appointments), clock
+    )
     triggers, _ = await read_events_to_end(config.kafka, topics.triggers, TriggerEvent)
     notifications, _ = await read_events_to_end(
         config.kafka, topics.notifications, NotificationCommand
@@ -452,6 +459,7 @@ async def observe(
     details = await fetch_case_details(session, deployment.url("scheduler"), token, cases or [])
     return Observed(
         appointments=appointments,
+        appointments_received=received,
         triggers=triggers,
         notifications=notifications,
         outcomes=outcomes,
@@ -467,6 +475,35 @@ async def observe(
         cases=cases,
         case_details=details,
     )
+
+
+async def open_the_clinic(clock: SharedClock, simulation: Simulation, opening: datetime) -> None:
+    """Let virtual time run on once the clinic's opening actions (every registration, plan
+    and booking due at the opening) are acknowledged: on a busy machine that burst takes
+    real seconds, which at the demo's speed would land it virtual hours late."""
+    while clock.now() < opening or simulation.behind(opening):
+        await asyncio.sleep(0.05)
+    clock.lease_until(None)
+
+
+def received_appointments(
+    records: list[ConsumerRecord[bytes, bytes]], clock: SharedClock
+) -> tuple[list[AppointmentEvent], dict[str, datetime]]:
+    """The appointment events, and when the tracker wrote each (the record's timestamp, its
+    producer's wall clock, in virtual time): what the tracker could know at a no-show
+    moment, whatever the clinic's message was stamped."""
+    events: list[AppointmentEvent] = []
+    received: dict[str, datetime] = {}
+    for record in records:
+        try:
+            event = decode(AppointmentEvent, record.value)
+        except DecodeError:
+            continue
+        events.append(event)
+        at = clock.virtual_at(datetime.fromtimestamp(record.timestamp / 1000, UTC))
+        if at is not None:
+            received.setdefault(event.event_id, at)
+    return events, received
 
 
 async def settle(

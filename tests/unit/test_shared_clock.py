@@ -55,3 +55,13 @@ def test_settings_make_a_shared_clock_from_its_file(
     assert isinstance(clock, SharedClock) and clock.speed == 60
     with pytest.raises(ConfigError, match="CLOCK_FILE"):
         Settings(clock="shared", clock_file=tmp_path / "missing").make_clock()
+
+
+def test_virtual_at_maps_wall_clock_moments_while_the_clock_runs_freely(tmp_path: Path) -> None:
+    began = datetime.now(UTC)
+    owner = SharedClock.create(tmp_path / "clock", began, VIRTUAL, speed=3600)
+    reader = SharedClock(tmp_path / "clock")
+    assert reader.virtual_at(began + timedelta(seconds=2)) == VIRTUAL + timedelta(hours=2)
+    assert reader.virtual_at(began - timedelta(seconds=1)) is None  # before the anchor
+    owner.lease_until(VIRTUAL + timedelta(days=1))
+    assert reader.virtual_at(began + timedelta(seconds=2)) is None  # held: no longer linear

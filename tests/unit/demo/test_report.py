@@ -548,6 +548,14 @@ def test_an_attendee_whose_arrival_the_clinic_stamped_late_is_no_broken_promise(
     # Stamped before the no-show moment (in time for the tracker): a case is a failure.
     observed.appointments = [arrival(attendee, start - timedelta(minutes=5))]
     assert not by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["no_case_for_attendees"]
+    # ... unless the tracker itself wrote it only after that moment (a starved machine
+    # delivered the clinic's message late), but not when it had it in time.
+    [on_time] = observed.appointments
+    observed.appointments_received = {on_time.event_id: no_show_moment + timedelta(minutes=2)}
+    assert by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["no_case_for_attendees"]
+    observed.appointments_received = {on_time.event_id: no_show_moment - timedelta(minutes=2)}
+    assert not by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["no_case_for_attendees"]
+    observed.appointments_received = {}
     # No arrival at all, or a case without any trigger: a failure too.
     observed.appointments = []
     assert not by_name(check(observed, SCENARIO, POLICY, TOLERANCE))["no_case_for_attendees"]
