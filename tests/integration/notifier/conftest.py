@@ -1,16 +1,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from common.clock import ManualClock
 from common.db import drop_schema
+from schemas.events import OutcomeEvent
 from services.notifier.app import NotifierApp, NotifierSettings
 from standins.sms_provider import SmsProviderStandIn
+from standins.telegram import TelegramStandIn
+from standins.viber import ViberStandIn
+from standins.whatsapp import WhatsAppStandIn
 from tests.integration.notifier.world import (
     API_TOKEN,
     START,
@@ -116,3 +121,63 @@ async def messaging_world(**extra: object) -> AsyncIterator[World]:
         await primary.stop()
         await secondary.stop()
         await drop_schema(infra.DATABASE_URL, schema)
+
+
+VERIFY_TOKEN = "wa-verify"  # the WhatsApp webhook's GET verification token
+
+
+@dataclass
+class Chats:
+    """The notifier's world with the patients' chat messengers: stand-ins of WhatsApp's
+    Cloud API, Telegram's Bot API and Viber's REST bot API, each pointed at the notifier's
+    webhook."""
+
+    world: World
+    whatsapp: WhatsAppStandIn
+    telegram: TelegramStandIn
+    viber: ViberStandIn
+
+    def of(self, patient_id: str, outcome: str) -> list[OutcomeEvent]:
+        return [
+            o
+            for o in self.world.outcomes.events
+            if o.patient_id == patient_id and o.outcome == outcome
+        ]
+
+
+@asynccontextmanager
+async def chatting_world(
+    approved_templates: Iterable[tuple[str, str]], **extra: object
+) -> AsyncIterator[Chats]:
+    """``messaging_world`` with the three messengers; ``approved_templates``: the (name,
+    language) WhatsApp templates Meta approved (``no_show`` is written as ``missed_visit``);
+    ``extra``: more notifier settings."""
+    whatsapp = WhatsAppStandIn(approved_templates=set(approved_templates))
+    telegram = TelegramStandIn()
+    viber = ViberStandIn()
+    for standin in (whatsapp, telegram, viber):
+        await standin.start()
+    try:
+        async with messaging_world(
+            whatsapp_url=f"{whatsapp.base_url}/v21.0",
+            whatsapp_phone_number_id=whatsapp.phone_number_id,
+            whatsapp_access_token=whatsapp.access_token,
+            whatsapp_app_secret=whatsapp.app_secret,
+            whatsapp_verify_token=VERIFY_TOKEN,
+            whatsapp_templates={"no_show": "missed_visit"},
+            telegram_url=telegram.base_url,
+            telegram_bot_token=telegram.bot_token,
+            telegram_webhook_secret=telegram.secret_token,
+            viber_url=viber.base_url,
+            viber_auth_token=viber.auth_token,
+            viber_sender_name="Sample Clinic",
+            **extra,
+        ) as world:
+            whatsapp.now = world.clock.now  # the 24-hour window on the test's clock
+            whatsapp.webhook_url = f"{world.base_url}/whatsapp/webhook"
+            telegram.webhook_url = f"{world.base_url}/telegram/webhook"
+            viber.webhook_url = f"{world.base_url}/viber/webhook"
+            yield Chats(world, whatsapp, telegram, viber)
+    finally:
+        for standin in (whatsapp, telegram, viber):
+            await standin.stop()

@@ -6,73 +6,25 @@ receipt, signature refusal; WhatsApp also its 24-hour window and approved templa
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 
-from schemas.events import ChannelConsent, MessengerIds, OutcomeEvent, StageEducation
-from standins.telegram import TelegramStandIn
-from standins.viber import ViberStandIn
-from standins.whatsapp import WhatsAppStandIn
-from tests.integration.notifier.conftest import messaging_world
+from schemas.events import ChannelConsent, MessengerIds, StageEducation
+from tests.integration.notifier.conftest import VERIFY_TOKEN, Chats, chatting_world
 from tests.integration.notifier.world import World
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
-VERIFY_TOKEN = "wa-verify"
-
-
-@dataclass
-class Chats:
-    world: World
-    whatsapp: WhatsAppStandIn
-    telegram: TelegramStandIn
-    viber: ViberStandIn
-
-    def of(self, patient_id: str, outcome: str) -> list[OutcomeEvent]:
-        return [
-            o
-            for o in self.world.outcomes.events
-            if o.patient_id == patient_id and o.outcome == outcome
-        ]
-
 
 @pytest.fixture(scope="module")
 async def chats() -> AsyncIterator[Chats]:
-    whatsapp = WhatsAppStandIn(
-        approved_templates={("missed_visit", "lt"), ("care_follow_up", "en")}
-    )
-    telegram = TelegramStandIn()
-    viber = ViberStandIn()
-    for standin in (whatsapp, telegram, viber):
-        await standin.start()
-    try:
-        async with messaging_world(
-            whatsapp_url=f"{whatsapp.base_url}/v21.0",
-            whatsapp_phone_number_id=whatsapp.phone_number_id,
-            whatsapp_access_token=whatsapp.access_token,
-            whatsapp_app_secret=whatsapp.app_secret,
-            whatsapp_verify_token=VERIFY_TOKEN,
-            whatsapp_templates={"no_show": "missed_visit"},
-            telegram_url=telegram.base_url,
-            telegram_bot_token=telegram.bot_token,
-            telegram_webhook_secret=telegram.secret_token,
-            viber_url=viber.base_url,
-            viber_auth_token=viber.auth_token,
-            viber_sender_name="Sample Clinic",
-        ) as world:
-            whatsapp.now = world.clock.now
-            whatsapp.webhook_url = f"{world.base_url}/whatsapp/webhook"
-            telegram.webhook_url = f"{world.base_url}/telegram/webhook"
-            viber.webhook_url = f"{world.base_url}/viber/webhook"
-            yield Chats(world, whatsapp, telegram, viber)
-    finally:
-        for standin in (whatsapp, telegram, viber):
-            await standin.stop()
+    approved = {("missed_visit", "lt"), ("care_follow_up", "en")}
+    async with chatting_world(approved) as running:
+        yield running
 
 
 # --- WhatsApp ------------------------------------------------------------------------
