@@ -47,6 +47,7 @@ def parse_args(argv: list[str]) -> DemoConfig:
         kafka=args.kafka,
         database_url=args.database_url,
         workflow=True,  # issue 18's clinic: cancellations, a holiday, a full desk, a child...
+        rebooking=True,  # issue 20: patients rebook by link against a real FHIR R4 server
     )
 
 

@@ -21,7 +21,7 @@ import aiohttp
 from common.clock import ScaledClock, SharedClock
 from common.kafka import ensure_topics
 from common.topic_reader import read_events_to_end
-from demo import report, workflow
+from demo import rebooking, report, workflow
 from demo.bounds import load_policy
 from demo.deployment import (
     REPO,
@@ -119,6 +119,9 @@ class DemoConfig:
     # A shared clock file (common.clock.SharedClock) instead of the scaled clock: a hook
     # (the outcome lab's pacer) can then hold virtual time back while the services lag.
     shared_clock: bool = False
+    # Issue 20's rebooking by link (``demo.rebooking``): the hospital's FHIR R4 server with
+    # free slots, patients who use the link; on for ``python -m demo``.
+    rebooking: bool = False
 
 
 @dataclass
@@ -153,6 +156,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             workflow=config.workflow,
         )
     )
+    if config.rebooking and config.scenario is None:
+        scenario = rebooking.rebooking_population(scenario)  # some patients use the link
     policy_path = config.policy
     if policy_path is None and config.workflow:
         policy_path = workflow.demo_policy(run_dir)  # a desk at capacity
@@ -174,6 +179,13 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         clock_env = scaled_clock_env(anchor_real, anchor_virtual, config.speed)
 
     standins = StandIns(clock, run_dir, StandInSecrets(webhook_secret, twilio_sid, twilio_token))
+    hospital = (
+        rebooking.Hospital(
+            scenario, clock, run_dir / "logs", rebooking.closed_days(load_policy(policy_path))
+        )
+        if config.rebooking
+        else None
+    )
     await standins.start()
     mailbox, calltasks, sms = standins.mailbox, standins.calltasks, standins.sms
 
@@ -212,6 +224,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             "FOLLOWUP_DETECTION_TICK_SECONDS": "0.1",
             **({"FOLLOWUP_POLICY_PATH": str(policy_path)} if policy_path else {}),
             **(workflow.deployment_env() if config.workflow else {}),
+            **(rebooking.deployment_env(hospital.base_url) if hospital else {}),
         },
         log_dir=run_dir / "logs",
     )
@@ -250,6 +263,9 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     }
     session = aiohttp.ClientSession()
     result: DemoResult | None = None
+    phones: rebooking.LinkPatients | None = None
+    # The hospital's FHIR server starts (and is seeded) beside the services.
+    starting = asyncio.create_task(hospital.start()) if hospital else None
     try:
         await ensure_topics(config.kafka, topics)
         say(
@@ -269,7 +285,14 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             )
             + (" (later than the clinic's opening: raise startup_lead)" if late else ""),
         )
+        if hospital is not None and starting is not None:
+            await starting
+            say(config, f"FHIR R4 server {hospital.base_url}: {hospital.slots_seeded} free slots")
         simulation = await rig.open()
+        if hospital is not None:
+            phones = rebooking.LinkPatients(hospital, session)
+            simulation.links = phones
+            hospital.open(simulation)
         progress = asyncio.create_task(
             show_progress(config, clock, scenario, simulation, sms, mailbox, calltasks)
         )
@@ -300,6 +323,9 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         if config.workflow:
             findings += workflow.check(observed, scenario, policy)
             computed["workflow"] = workflow.counts(observed, scenario, policy)
+        if hospital is not None and phones is not None:
+            findings += rebooking.check(observed, scenario, hospital, phones)
+            computed["rebooking"] = rebooking.counts(observed, hospital, phones)
         computed["run"] = {
             "run_id": run_id,
             "speed": config.speed,
@@ -329,6 +355,11 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         if config.hooks is not None:
             await config.hooks.finished()
         await deployment.stop()
+        if starting is not None and not starting.done():
+            starting.cancel()
+        if hospital is not None:
+            await asyncio.gather(*([starting] if starting else []), return_exceptions=True)
+            await hospital.stop()
         await rig.close()
         await session.close()
         await standins.stop()
