@@ -168,7 +168,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     ports = config.ports or Ports.pick(config.demo_ports)
 
     # One virtual clock for everyone: the clinic opens startup_lead seconds from now.
-    anchor_real = datetime.now(UTC) + timedelta(seconds=config.startup_lead)
+    lead = config.startup_lead + (rebooking.STARTUP_LEAD if config.rebooking else 0.0)
+    anchor_real = datetime.now(UTC) + timedelta(seconds=lead)
     anchor_virtual = scenario.start - timedelta(hours=1)
     clock: ScaledClock | SharedClock
     if config.shared_clock:
@@ -287,7 +288,12 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         )
         if hospital is not None and starting is not None:
             await starting
-            say(config, f"FHIR R4 server {hospital.base_url}: {hospital.slots_seeded} free slots")
+            say(
+                config,
+                f"FHIR R4 server after {time.monotonic() - began:.0f} s: {hospital.base_url},"
+                f" {hospital.slots_seeded} free slots"
+                + (" (later than the clinic's opening)" if clock.now() > scenario.start else ""),
+            )
         simulation = await rig.open()
         if hospital is not None:
             phones = rebooking.LinkPatients(hospital, session)
