@@ -17,7 +17,8 @@ ask for, what the report counts, and the checks.
   their first text (HTTP GET, as a phone would), then picks the first free time (the form's
   POST), or asks to be called back, or does nothing more. One picks a time the front desk
   gives to somebody else while the page is open (409: the next slots, and they pick the
-  first of those); one picks while the desk's call task is out (it is withdrawn).
+  first of those); one leaves the page open and picks its latest time when the desk's call
+  task comes (the task is withdrawn once the hospital books, if its window is still open).
 - The report counts links sent, pages opened, slots offered, bookings requested, those the
   hospital booked, and recoveries by link (self-service) and with a call; the checks judge
   by the services' own stamps (the notifier's outcome, the hospital's booking event, the
@@ -27,6 +28,7 @@ ask for, what the report counts, and the checks.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -298,6 +300,7 @@ class Hospital:
     async def start(self) -> None:
         """Build (once per machine) and start the server, then seed it; run beside the
         services' start-up (``asyncio.create_task``)."""
+        atexit.register(self.server.stop)  # never a JVM left behind by a run that failed
         await asyncio.to_thread(self.server.start)
         self._session = aiohttp.ClientSession(headers=FHIR_JSON)
         resources = schedule_resources(self.scenario, self.closed)
@@ -444,6 +447,7 @@ class LinkPatients:
     hospital: Hospital
     session: aiohttp.ClientSession
     latest: dict[str, str] = field(default_factory=dict)  # patient -> latest link
+    open_pages: dict[str, PageSeen] = field(default_factory=dict)  # link -> the page shown
     pages: list[PageSeen] = field(default_factory=list)
     did: Counter[str] = field(default_factory=Counter)
     by_patient: dict[str, list[str]] = field(default_factory=dict)
@@ -483,11 +487,15 @@ class LinkPatients:
         if link is None:
             self.problems.append(f"{patient.patient_id}: no link in their messages")
             return
-        page = await self._fetch(patient, "open", link)
-        if page.status != 200 or page.token is None:
-            self.problems.append(f"{patient.patient_id}: the link answered {page.status}")
-            return
-        self._note(patient, "opened")
+        page = self.open_pages.get(link) if choice == "pick_later" else None
+        if page is None:
+            page = await self._fetch(patient, "open", link)
+            if page.status != 200 or page.token is None:
+                self.problems.append(f"{patient.patient_id}: the link answered {page.status}")
+                return
+            self.open_pages[link] = page
+            self._note(patient, "opened")
+        assert page.token is not None
         form_url = link.rsplit("/", 1)[0]  # <base>/r
         if choice == "open":
             return
@@ -506,7 +514,8 @@ class LinkPatients:
         if not page.slots:
             self._note(patient, "no_slots")
             return
-        wanted = page.slots[0]
+        # The page left open since the text: its latest time is still ahead.
+        wanted = page.slots[-1] if choice == "pick_later" else page.slots[0]
         if choice == "pick_taken":
             await self.hospital.give_away(wanted)
         answer = await self._fetch(
@@ -636,8 +645,9 @@ def tasks_out_at_close(observed: Observed, case_id: str, closed: datetime) -> li
 
 
 def check(
-    observed: Observed, scenario: Scenario, hospital: Hospital, phones: LinkPatients
+    observed: Observed, scenario: Scenario, hospital: Hospital, pages: list[PageSeen]
 ) -> list[Finding]:
+    """``pages``: every page the patients' phones got (``LinkPatients.pages``)."""
     findings = []
     cases = {str(c.get("case_id")): c for c in observed.cases or []}
     asked = _link_cases(observed)
@@ -742,17 +752,15 @@ def check(
     by_id = {p.patient_id: p for p in scenario.patients}
     shown = [
         problem
-        for page in phones.pages
+        for page in pages
         for problem in personal_data_on(page, by_id[page.patient_id], scenario.patients)
     ]
-    named = sum(
-        1 for page in phones.pages if by_id[page.patient_id].given_name in unescape(page.html)
-    )
+    named = sum(1 for page in pages if by_id[page.patient_id].given_name in unescape(page.html))
     findings.append(
         Finding(
             "rebook_page_shows_no_personal_data",
-            bool(phones.pages or not pickers) and not shown,
-            f"{len(phones.pages)} pages seen, {named} greet by first name; "
+            bool(pages or not pickers) and not shown,
+            f"{len(pages)} pages seen, {named} greet by first name; "
             + ("; ".join(shown[:10]) or "no family name, phone, email, birth date or notes"),
         )
     )

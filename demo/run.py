@@ -187,6 +187,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         if config.rebooking
         else None
     )
+    # The hospital's FHIR server starts (a JVM, then its seeding) beside everything else.
+    starting = asyncio.create_task(hospital.start()) if hospital else None
     await standins.start()
     mailbox, calltasks, sms = standins.mailbox, standins.calltasks, standins.sms
 
@@ -265,8 +267,6 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     session = aiohttp.ClientSession()
     result: DemoResult | None = None
     phones: rebooking.LinkPatients | None = None
-    # The hospital's FHIR server starts (and is seeded) beside the services.
-    starting = asyncio.create_task(hospital.start()) if hospital else None
     try:
         await ensure_topics(config.kafka, topics)
         say(
@@ -330,7 +330,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             findings += workflow.check(observed, scenario, policy)
             computed["workflow"] = workflow.counts(observed, scenario, policy)
         if hospital is not None and phones is not None:
-            findings += rebooking.check(observed, scenario, hospital, phones)
+            findings += rebooking.check(observed, scenario, hospital, phones.pages)
             computed["rebooking"] = rebooking.counts(observed, hospital, phones)
         computed["run"] = {
             "run_id": run_id,

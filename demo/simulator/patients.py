@@ -30,8 +30,9 @@ NOT_REACHED: tuple[CallResult, ...] = ("no_answer", "busy", "voicemail")
 # What a patient with a clinical concern tells the front desk (made up; the desk's note).
 CONCERN_NOTE = "Swelling and fever since the missed visit."
 # What a patient does with the rebooking link of a message (issue 20): opens the page only,
-# picks a slot, picks one that is taken meanwhile (then the next offered), asks for a call.
-LinkChoice = Literal["open", "pick", "pick_taken", "callback"]
+# picks a slot, picks one that is taken meanwhile (then the next offered), picks the latest
+# time of the page they opened earlier, asks for a call.
+LinkChoice = Literal["open", "pick", "pick_taken", "pick_later", "callback"]
 
 
 @dataclass
@@ -62,7 +63,7 @@ def decide_call(
     if patient.link_use == "picks_while_called" and call_number >= patient.answers_on:
         # Before the desk gets through, the patient picks a time from the text: the task
         # stays open at the desk, for followup to withdraw once the hospital books.
-        return CallDecision(None, link="pick")
+        return CallDecision(None, link="pick_later")
     if patient.reports_concern and call_number >= patient.answers_on:
         # A symptom or danger sign on the call: for the clinician on call, not a booking.
         return CallDecision("clinical_concern")
@@ -100,14 +101,15 @@ def decide_sms_reply(patient: Patient, sms_number: int) -> str | None:
 
 def decide_link(patient: Patient, channel: Channel, number: int) -> LinkChoice | None:
     """What the patient does with the rebooking link of their ``number``-th message on
-    ``channel``: those who use it do so on their first text; "picks_while_called" waits for
-    the desk's call (``decide_call``)."""
+    ``channel``: those who use it do so on their first text; "picks_while_called" opens it
+    then and picks on the page when the desk's call comes (``decide_call``)."""
     if channel != "sms" or number != 1:
         return None
     uses: dict[str, LinkChoice] = {
         "opens": "open",
         "picks": "pick",
         "picks_taken": "pick_taken",
+        "picks_while_called": "open",
         "calls_back": "callback",
     }
     return uses.get(patient.link_use or "")
