@@ -284,7 +284,9 @@ class Hospital:
     given_away: list[str] = field(default_factory=list)  # slots the desk gave to others
     errors: list[str] = field(default_factory=list)
     slots_seeded: int = 0
+    seeded_at: datetime | None = None  # virtual: when the schedule was there
     _session: aiohttp.ClientSession | None = None
+    _starting: asyncio.Task[None] | None = None
     _simulation: Simulation | None = None
     _rounds: asyncio.Task[None] | None = None
     _seen: set[str] = field(default_factory=set)
@@ -297,9 +299,24 @@ class Hospital:
     def base_url(self) -> str:
         return self.server.base_url
 
+    def begin(self) -> None:
+        """Start the server beside everything else; the clinic does not wait for it (a JVM
+        on a busy machine may take longer than the services), the patients' phones and the
+        hospital's rounds do (``started``)."""
+        self._starting = asyncio.create_task(self.start())
+
+    async def started(self) -> None:
+        """Once the server answers and is seeded (raises what its start raised)."""
+        assert self._starting is not None, "begin() first"
+        await asyncio.shield(self._starting)
+
+    def progress(self) -> str:
+        if self.seeded_at is None:
+            return f"FHIR R4 server {self.base_url}: starting"
+        return f"FHIR R4 server {self.base_url}: {self.slots_seeded} free slots"
+
     async def start(self) -> None:
-        """Build (once per machine) and start the server, then seed it; run beside the
-        services' start-up (``asyncio.create_task``)."""
+        """Build (once per machine) and start the server, then seed it."""
         atexit.register(self.server.stop)  # never a JVM left behind by a run that failed
         await asyncio.to_thread(self.server.start)
         self._session = aiohttp.ClientSession(headers=FHIR_JSON)
@@ -319,6 +336,7 @@ class Hospital:
             f"Slot?status=free&schedule.actor=Practitioner/{DOCTORS[0]}&_include=Slot:schedule"
         )
         await self._requests()
+        self.seeded_at = self.clock.now()
 
     def open(self, simulation: Simulation) -> None:
         """The hospital's scheduler starts working requests for this clinic."""
@@ -326,6 +344,9 @@ class Hospital:
         self._rounds = asyncio.create_task(self._work())
 
     async def stop(self) -> None:
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
         if self._rounds is not None:
             self._rounds.cancel()
             await asyncio.gather(self._rounds, return_exceptions=True)
@@ -377,6 +398,7 @@ class Hospital:
                 self.errors.append(f"hospital round: {type(exc).__name__}")
 
     async def _work(self) -> None:
+        await self.started()
         while True:
             await self.clock.sleep(HOSPITAL_ROUND.total_seconds())
             await self.work_now()
@@ -411,11 +433,10 @@ class Hospital:
             self.refused.append(request_id)
             return
         slot["status"] = "busy"
-        await self._put(slot)
         request["status"] = "booked"
         for participant in request.get("participant") or ():
             participant["status"] = "accepted"
-        await self._put(request)
+        await asyncio.gather(self._put(slot), self._put(request))
         start = datetime.fromisoformat(str(request["start"]).replace("Z", "+00:00"))
         end = datetime.fromisoformat(str(request["end"]).replace("Z", "+00:00"))
         visit = Appointment(
@@ -478,8 +499,9 @@ class LinkPatients:
 
     async def use(self, patient: Patient, choice: LinkChoice) -> None:
         try:
+            await self.hospital.started()  # links are opened once the hospital has slots
             await self._use(patient, choice)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
             self.problems.append(f"{patient.patient_id}: {type(exc).__name__}")
 
     async def _use(self, patient: Patient, choice: LinkChoice) -> None:
@@ -591,6 +613,9 @@ def counts(observed: Observed, hospital: Hospital, phones: LinkPatients) -> dict
     outcomes = unique_by_id(observed.outcomes)
     return {
         "slots_seeded": hospital.slots_seeded,
+        "seeded_at": hospital.seeded_at.isoformat() if hospital.seeded_at else None,
+        "seeded_before_the_clinic_opened": hospital.seeded_at is not None
+        and hospital.seeded_at <= hospital.scenario.start,
         "links_sent": int(notifier.total("followup_notifier_rebook_links_sent_total")),
         "links_in_delivered_messages": in_messages,
         "pages_opened": int(
@@ -777,7 +802,9 @@ def summary(values: dict[str, Any]) -> list[tuple[str, str]]:
         (
             "rebooking links",
             f"{values['links_sent']} sent, {values['pages_opened']} pages opened,"
-            f" {values['slots_offered']} slots offered ({values['slots_seeded']} seeded)",
+            f" {values['slots_offered']} slots offered ({values['slots_seeded']} seeded"
+            + ("" if values["seeded_before_the_clinic_opened"] else ", after the opening")
+            + ")",
         ),
         (
             "bookings by link",

@@ -188,7 +188,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         else None
     )
     # The hospital's FHIR server starts (a JVM, then its seeding) beside everything else.
-    starting = asyncio.create_task(hospital.start()) if hospital else None
+    if hospital is not None:
+        hospital.begin()
     await standins.start()
     mailbox, calltasks, sms = standins.mailbox, standins.calltasks, standins.sms
 
@@ -286,14 +287,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             )
             + (" (later than the clinic's opening: raise startup_lead)" if late else ""),
         )
-        if hospital is not None and starting is not None:
-            await starting
-            say(
-                config,
-                f"FHIR R4 server after {time.monotonic() - began:.0f} s: {hospital.base_url},"
-                f" {hospital.slots_seeded} free slots"
-                + (" (later than the clinic's opening)" if clock.now() > scenario.start else ""),
-            )
+        if hospital is not None:
+            say(config, hospital.progress())
         simulation = await rig.open()
         if hospital is not None:
             phones = rebooking.LinkPatients(hospital, session)
@@ -361,10 +356,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         if config.hooks is not None:
             await config.hooks.finished()
         await deployment.stop()
-        if starting is not None and not starting.done():
-            starting.cancel()
         if hospital is not None:
-            await asyncio.gather(*([starting] if starting else []), return_exceptions=True)
             await hospital.stop()
         await rig.close()
         await session.close()
