@@ -3,9 +3,10 @@ the simulated patients who use the link in their texts, the hospital that books 
 ask for, what the report counts, and the checks.
 
 - The hospital: a real FHIR R4 server (HAPI FHIR's libraries, ``standins.fhir_r4_server``),
-  started beside the services and seeded before the clinic opens with one Schedule per
-  doctor (actors: the doctor and the clinic's departments) and free Slots on the clinic's
-  open days, from the first day of the run to four weeks after it. The notifier asks it for
+  started first, beside the services, and seeded (``STARTUP_LEAD``: before the clinic opens,
+  unless the machine is too busy: the clinic does not wait, the phones do) with one Schedule
+  per doctor (actors: the doctor and the clinic's departments) and free Slots on the
+  clinic's open days, from the first day of the run to two weeks after it. The notifier asks it for
   free slots (``FOLLOWUP_SLOTS_SOURCE=fhir``) and requests bookings there (a ``proposed``
   Appointment). The hospital's own scheduler works its requests every ``HOSPITAL_ROUND``:
   it books the slot (Slot ``busy``, Appointment ``booked``) and sends the booking on the
