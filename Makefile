@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 300
 
 .PHONY: setup infra-up infra-down infra-status test unit integration lint schemas demo lab bench clean \
-	ops-tools ops-check ops-generate browser-tools fuzz faults
+	ops-tools ops-check ops-generate browser-tools fhir-r4 fuzz faults
 
 setup: $(STAMP)
 
@@ -40,6 +40,11 @@ ops-tools:
 browser-tools:
 	bash deploy/browser-tools.sh install >/dev/null
 
+# The hospital's FHIR R4 server (HAPI FHIR's libraries, deploy/local/fhir-r4/) built once into
+# .cache/fhir-r4-server; the demo's rebooking and the FHIR tests run it. Idempotent.
+fhir-r4: setup
+	$(PY) -m standins.fhir_r4_server build >/dev/null
+
 # Regenerates dashboards JSON, the PrometheusRule and the Kubernetes base from code.
 ops-generate: setup
 	$(PY) -m deploy.generate
@@ -65,10 +70,10 @@ schemas: setup
 unit: setup
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-integration: setup infra-up ops-tools browser-tools
+integration: setup infra-up ops-tools browser-tools fhir-r4
 	$(PY) -m pytest tests/integration -q $(PYTEST_ARGS)
 
-test: setup infra-up ops-tools browser-tools lint
+test: setup infra-up ops-tools browser-tools fhir-r4 lint
 	$(PY) -m pytest tests -q -ra $(PYTEST_ARGS)
 
 # The codec's coverage-guided fuzz target (atheris) for FUZZ_SECONDS, every contract; prints
@@ -76,7 +81,7 @@ test: setup infra-up ops-tools browser-tools lint
 fuzz: setup
 	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
 
-demo: setup infra-up
+demo: setup infra-up fhir-r4
 	$(PY) -m demo
 
 # Every fault kind (kill -9, second replicas, broker and PostgreSQL restarts on servers of the

@@ -49,6 +49,7 @@ def parse_args(argv: list[str]) -> DemoConfig:
         workflow=True,  # issue 18's clinic: cancellations, a holiday, a full desk, a child...
         sites=True,  # issue 22: three clinics in two countries, every check per site
         chat=True,  # issue 21: patients on WhatsApp, Telegram, Viber; feedback; education; audit
+        rebooking=True,  # issue 20: patients rebook by link against a real FHIR R4 server
     )
 
 

@@ -937,6 +937,7 @@ def table(report: dict[str, Any], findings: list[Finding], where: dict[str, str]
         *_workflow_rows(report),
         *_sites_rows(report),
         *_chat_rows(report),
+        *_rebooking_rows(report),
         ("dead letters", str(report["dead_letters"])),
         ("clinic actions failed", str(report.get("run", {}).get("clinic_actions_failed", "-"))),
         ("services alive at the end", _kv(report.get("run", {}).get("services_alive", {})) or "-"),
@@ -952,6 +953,13 @@ def table(report: dict[str, Any], findings: list[Finding], where: dict[str, str]
     lines += ["", "where to look", "-" * 60]
     lines += [f"{k:<{width}}  {v}" for k, v in where.items()]
     return "\n".join(lines)
+
+
+def _rebooking_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    # Imported here: demo.rebooking builds on this module's views.
+    from demo.rebooking import summary
+
+    return summary(report.get("rebooking") or {})
 
 
 def _workflow_rows(report: dict[str, Any]) -> list[tuple[str, str]]:

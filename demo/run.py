@@ -23,7 +23,7 @@ from common.clock import ScaledClock, SharedClock
 from common.codec import DecodeError, decode
 from common.kafka import ensure_topics
 from common.topic_reader import read_events_to_end, read_to_end
-from demo import chat, report, workflow
+from demo import chat, rebooking, report, workflow
 from demo import sites as chain_of_clinics
 from demo.bounds import load_policy
 from demo.deployment import (
@@ -127,6 +127,9 @@ class DemoConfig:
     # Issue 22: the deployment as a chain of three clinics in two countries, every check
     # per site (``demo.sites``); on for ``python -m demo``, off for the harnesses.
     sites: bool = False
+    # Issue 20's rebooking by link (``demo.rebooking``): the hospital's FHIR R4 server with
+    # free slots, patients who use the link; on for ``python -m demo``.
+    rebooking: bool = False
 
 
 @dataclass
@@ -163,6 +166,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     )
     if config.sites and config.scenario is None:
         scenario = chain_of_clinics.population(scenario)  # the patients spread over the chain
+    if config.rebooking and config.scenario is None:
+        scenario = rebooking.rebooking_population(scenario)  # some patients use the link
     if config.chat and config.scenario is None:
         chat.population(scenario)  # chat-preferring patients, stages explained
     policy_path = config.policy
@@ -177,7 +182,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     ports = config.ports or Ports.pick(config.demo_ports)
 
     # One virtual clock for everyone: the clinic opens startup_lead seconds from now.
-    anchor_real = datetime.now(UTC) + timedelta(seconds=config.startup_lead)
+    lead = config.startup_lead + (rebooking.STARTUP_LEAD if config.rebooking else 0.0)
+    anchor_real = datetime.now(UTC) + timedelta(seconds=lead)
     anchor_virtual = scenario.start - timedelta(hours=1)
     # One clock file for everyone. Without a pacer (the lab's) it stands still at the
     # clinic's opening until the services are ready and the opening's actions are done
@@ -189,6 +195,16 @@ async def run_demo(config: DemoConfig) -> DemoResult:
     run_began = clock.now()  # on the services' clock: the audit query's "since"
 
     standins = StandIns(clock, run_dir, StandInSecrets(webhook_secret, twilio_sid, twilio_token))
+    hospital = (
+        rebooking.Hospital(
+            scenario, clock, run_dir / "logs", rebooking.closed_days(load_policy(policy_path))
+        )
+        if config.rebooking
+        else None
+    )
+    # The hospital's FHIR server starts (a JVM, then its seeding) beside everything else.
+    if hospital is not None:
+        hospital.begin()
     await standins.start()
     mailbox, calltasks, sms = standins.mailbox, standins.calltasks, standins.sms
     chain = None
@@ -232,6 +248,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             **({"FOLLOWUP_POLICY_PATH": str(policy_path)} if policy_path else {}),
             **(workflow.deployment_env() if config.workflow else {}),
             **(chain.env() if chain is not None else {}),
+            **(rebooking.deployment_env(hospital.base_url) if hospital else {}),
         },
         log_dir=run_dir / "logs",
     )
@@ -289,6 +306,7 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         where.update(chain.where())
     session = aiohttp.ClientSession()
     result: DemoResult | None = None
+    phones: rebooking.LinkPatients | None = None
     try:
         await ensure_topics(config.kafka, topics)
         say(
@@ -308,12 +326,18 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             )
             + (" (later than the clinic's opening: raise startup_lead)" if late else ""),
         )
+        if hospital is not None:
+            say(config, hospital.progress())
         simulation = await rig.open()
         opening = None
         if not config.shared_clock:
             opening = asyncio.create_task(open_the_clinic(clock, simulation, scenario.start))
         if chain is not None:
             chain.attach(simulation.on_call_task, config.kafka, topics.calltasks)
+        if hospital is not None:
+            phones = rebooking.LinkPatients(hospital, session)
+            simulation.links = phones
+            hospital.open(simulation)
         progress = asyncio.create_task(
             show_progress(config, clock, scenario, simulation, sms, mailbox, calltasks)
         )
@@ -369,6 +393,9 @@ async def run_demo(config: DemoConfig) -> DemoResult:
             findings += chat.check(observed, scenario, records, audit, tolerance)
             computed["chat"] = chat.counts(observed, scenario, records, audit)
             where["audit answer (ids only)"] = str(chat.save_audit(run_dir, audit))
+        if hospital is not None and phones is not None:
+            findings += rebooking.check(observed, scenario, hospital, phones.pages)
+            computed["rebooking"] = rebooking.counts(observed, hospital, phones)
         computed["run"] = {
             "run_id": run_id,
             "speed": config.speed,
@@ -398,6 +425,8 @@ async def run_demo(config: DemoConfig) -> DemoResult:
         if config.hooks is not None:
             await config.hooks.finished()
         await deployment.stop()
+        if hospital is not None:
+            await hospital.stop()
         await rig.close()
         await session.close()
         if chain is not None:

@@ -36,6 +36,11 @@ Behaviour = Literal[
 ]
 IngestPath = Literal["hl7", "fhir", "json"]
 Messenger = Literal["whatsapp", "telegram", "viber"]
+# How a patient uses the rebooking link in their messages (issue 20, ``demo.rebooking``):
+# opens it only, picks a slot from the first text, picks one the hospital gives away while the
+# page is open (a conflict: the next slots), picks while the desk's call task is out (it is
+# withdrawn), or asks to be called back.
+LinkUse = Literal["opens", "picks", "picks_taken", "picks_while_called", "calls_back"]
 # What the carrier knows of a patient's number: the SMS stand-in answers with Twilio's code.
 PhoneLine = Literal["mobile", "landline", "invalid", "switched_off"]
 TWILIO_CODE: dict[PhoneLine, int] = {"landline": 21614, "invalid": 21211, "switched_off": 30003}
@@ -175,6 +180,8 @@ class Patient:
     # their id on it (Telegram chat id, Viber user id; WhatsApp writes to the phone).
     chat: Messenger | None = None
     chat_id: str | None = None
+    # Issue 20: what the patient does with the rebooking link (None: ignores it).
+    link_use: LinkUse | None = None
 
     @property
     def slips(self) -> bool:

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -39,6 +39,7 @@ from demo.simulator import canonical
 from demo.simulator.feeds import ClinicFeed
 from demo.simulator.patients import (
     CONCERN_NOTE,
+    LinkChoice,
     MessageReaction,
     PatientLog,
     Reactions,
@@ -77,6 +78,18 @@ def rebook_slot(now: datetime, deadline: datetime) -> datetime:
     if slot > latest:
         slot = max(latest, now + timedelta(hours=3))
     return slot
+
+
+class LinkUser(Protocol):
+    """The patients' phones opening the rebooking links of their messages (``demo.rebooking``)."""
+
+    def received(self, patient: Patient, channel: Channel, text: str) -> None:
+        """A message reached the patient (its link, if any, is the one they would tap)."""
+        ...
+
+    async def use(self, patient: Patient, choice: LinkChoice) -> None:
+        """The patient opens their latest link and does ``choice`` on the page."""
+        ...
 
 
 @dataclass(order=True)
@@ -222,6 +235,7 @@ class Simulation:
         # (issue 21); a lab's patient model decides nothing about it, so its patients do not.
         self.answers_feedback = reactions is None
         self.feedback_answered: set[str] = set()
+        self.links: LinkUser | None = None  # the rebooking links' users (issue 20)
 
     # --- the timeline ---------------------------------------------------------------------
 
@@ -364,6 +378,12 @@ class Simulation:
         # The front desk calls when the task's window opens (the notifier's own stamp).
         called_at = _moment(task.task.get("window_start")) or task.at
         decision = self.reactions.call(patient, patient_log.calls, called_at, self.rng)
+        if decision.link is not None and self.links is not None and not patient_log.rebooked:
+            # The patient picks a time by the link meanwhile: the task stays open at the
+            # desk, for followup to withdraw when the hospital's booking arrives.
+            self.progress.call_reports["booked_by_link"] += 1
+            await self.links.use(patient, decision.link)
+            return
         await self.clock.sleep(DIAL_TIME.total_seconds())
         if decision.result is None and decision.rebook and not patient_log.rebooked:
             # The patient phoned in and booked: the task stays open at the desk, for
@@ -402,6 +422,13 @@ class Simulation:
             patient.department,
             patient.practitioner_id,
         )
+        self.book_visit(patient, appt)
+
+    def book_visit(self, patient: Patient, appt: Appointment) -> None:
+        """The clinic books ``appt`` now (its own booking on the patient's ingest path), and
+        the patient comes to it."""
+        now = self.clock.now()
+        self.logs[patient.patient_id].rebooked = True
         self.rebooked[patient.patient_id] = appt
         self.progress.rebookings += 1
         for action in (
@@ -420,7 +447,7 @@ class Simulation:
             return
         patient_log = self.logs[patient.patient_id]
         patient_log.sms += 1
-        reply = self._read(patient, "sms", patient_log.sms, record.at).reply
+        reply = self._read(patient, "sms", patient_log.sms, record.at, record.body).reply
         reply = self.feedback_reply(patient, record.at) or reply
         if reply is None or self.sms is None:
             return
@@ -450,12 +477,16 @@ class Simulation:
             return
         patient_log = self.logs[patient.patient_id]
         patient_log.emails += 1
-        self._read(patient, "email", patient_log.emails, record.at)
+        self._read(patient, "email", patient_log.emails, record.at, record.text)
 
     def _read(
-        self, patient: Patient, channel: Channel, number: int, at: datetime
+        self, patient: Patient, channel: Channel, number: int, at: datetime, text: str = ""
     ) -> MessageReaction:
         reaction = self.reactions.message(patient, channel, number, at)
+        if self.links is not None:
+            self.links.received(patient, channel, text)
+            if reaction.link is not None:
+                self.spawn(self.links.use(patient, reaction.link))
         if reaction.rebook_after is not None:
             self.spawn(self._book_by_phone(patient, reaction.rebook_after))
         return reaction

@@ -30,6 +30,10 @@ CallResult = Literal[
 NOT_REACHED: tuple[CallResult, ...] = ("no_answer", "busy", "voicemail")
 # What a patient with a clinical concern tells the front desk (made up; the desk's note).
 CONCERN_NOTE = "Swelling and fever since the missed visit."
+# What a patient does with the rebooking link of a message (issue 20): opens the page only,
+# picks a slot, picks one that is taken meanwhile (then the next offered), picks the latest
+# time of the page they opened earlier, asks for a call.
+LinkChoice = Literal["open", "pick", "pick_taken", "pick_later", "callback"]
 
 
 @dataclass
@@ -48,6 +52,8 @@ class PatientLog:
 class CallDecision:
     result: CallResult | None  # None: the front desk never reports (the window expires)
     rebook: bool = False  # with no result: the patient booked by themselves meanwhile
+    # With no result: the patient picks a new time by the link while the task is out.
+    link: LinkChoice | None = None
 
 
 def decide_call(
@@ -55,6 +61,10 @@ def decide_call(
 ) -> CallDecision:
     """The front desk's call number ``call_number`` (1-based) to this patient."""
     b = patient.behaviour
+    if patient.link_use == "picks_while_called" and call_number >= patient.answers_on:
+        # Before the desk gets through, the patient picks a time from the text: the task
+        # stays open at the desk, for followup to withdraw once the hospital books.
+        return CallDecision(None, link="pick_later")
     if patient.reports_concern and call_number >= patient.answers_on:
         # A symptom or danger sign on the call: for the clinician on call, not a booking.
         return CallDecision("clinical_concern")
@@ -90,12 +100,29 @@ def decide_sms_reply(patient: Patient, sms_number: int) -> str | None:
     return None
 
 
+def decide_link(patient: Patient, channel: Channel, number: int) -> LinkChoice | None:
+    """What the patient does with the rebooking link of their ``number``-th message on
+    ``channel``: those who use it do so on their first text; "picks_while_called" opens it
+    then and picks on the page when the desk's call comes (``decide_call``)."""
+    if channel != "sms" or number != 1:
+        return None
+    uses: dict[str, LinkChoice] = {
+        "opens": "open",
+        "picks": "pick",
+        "picks_taken": "pick_taken",
+        "picks_while_called": "open",
+        "calls_back": "callback",
+    }
+    return uses.get(patient.link_use or "")
+
+
 @dataclass(frozen=True)
 class MessageReaction:
     """What a patient does on reading a text or an email."""
 
     reply: str | None = None  # a text sent back (e.g. STOP)
     rebook_after: timedelta | None = None  # calls the clinic and books, this long after
+    link: LinkChoice | None = None  # what they do with the message's rebooking link
 
 
 class Reactions(Protocol):
@@ -124,7 +151,10 @@ class ScriptedReactions:
     def message(
         self, patient: Patient, channel: Channel, number: int, at: datetime
     ) -> MessageReaction:
-        return MessageReaction(decide_sms_reply(patient, number) if channel == "sms" else None)
+        return MessageReaction(
+            decide_sms_reply(patient, number) if channel == "sms" else None,
+            link=decide_link(patient, channel, number),
+        )
 
 
 # The answer to the feedback question after a rebooked visit (issue 21): a rating, and for

@@ -211,6 +211,66 @@ SITES = Row(
     ),
 )
 
+# Rebooking by link (issue 20): what patients did with the link in their messages, and the
+# share of recoveries that came without a call (the hospital's booking of a link request).
+REBOOK_CONFIRMED = "followup_notifier_rebook_confirmed_total"
+RECOVERED = 'resolution="recovered"'
+
+REBOOKING = Row(
+    "Rebooking by link",
+    (
+        Panel(
+            "Recoveries without a call",
+            (
+                q(
+                    f"{in_range(REBOOK_CONFIRMED)}"
+                    f" / {in_range('followup_scheduler_cases_closed_total', RECOVERED)}"
+                ),
+            ),
+            "Of the cases recovered in the selected range, the share whose booking the "
+            "patient asked for by the link in a message and the hospital's own booking "
+            "confirmed (no call needed). docs/rebooking.md.",
+            unit="percentunit",
+            kind="stat",
+            width=4,
+        ),
+        Panel(
+            "Rebooking links (per hour)",
+            (
+                per_window(
+                    "followup_notifier_rebook_links_sent_total", "channel", "1h", "sent {{channel}}"
+                ),
+                per_window(
+                    "followup_notifier_rebook_pages_total", "result", "1h", "page {{result}}"
+                ),
+                q(
+                    f"sum(increase(followup_notifier_rebook_slots_offered_total{{{NS}}}[1h]))",
+                    "slots offered",
+                ),
+            ),
+            "Links put into SMS, emails and chat messages; pages opened or refused (expired, "
+            "invalid, used, another site's form); free slots shown.",
+            width=10,
+        ),
+        Panel(
+            "What patients asked for by link (per hour)",
+            (
+                per_window(
+                    "followup_notifier_rebook_requests_total",
+                    "kind, result",
+                    "1h",
+                    "{{kind}} {{result}}",
+                ),
+                q(f"sum(increase({REBOOK_CONFIRMED}{{{NS}}}[1h]))", "confirmed by the hospital"),
+            ),
+            "Bookings requested at the hospital, slots taken meanwhile (the next ones "
+            "offered), the hospital's system not answering, call-backs asked for; and the "
+            "requests the hospital's own booking confirmed.",
+            width=10,
+        ),
+    ),
+)
+
 CLINIC = View(
     uid="followup-clinic",
     title="followup / clinic",
@@ -395,6 +455,7 @@ CLINIC = View(
                 ),
             ),
         ),
+        REBOOKING,
         DEPARTMENTS,
         SITES,
     ),

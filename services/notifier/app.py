@@ -201,6 +201,7 @@ class NotifierApp:
             message_bodies=timedelta(days=s.retention_message_body_days),
             contacts=timedelta(days=s.retention_contact_days),
             opt_outs=timedelta(days=s.retention_opt_out_days),
+            rebooking=timedelta(days=s.retention_rebook_days),
         )
         log = logs.get_logger(__name__)
         while True:

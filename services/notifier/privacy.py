@@ -19,7 +19,10 @@ audit trail and the exactly-once ledger still hold after an erasure or a sweep.
   deletes the opt-outs by that id. Either order, each message twice, leaves the same.
 - The retention sweep strips notes from commands finished longer ago than their period,
   deletes contacts with no activity for their period, and opt-outs of addresses no contact
-  holds any more, in batches.
+  holds any more, in batches. Rebooking (issue 20): a link's row goes its period after the
+  link expired (until then a late tap gets "expired", not "unknown"), a request its period
+  after it was made, once no link of its case is valid any more (else the case could be
+  asked for twice).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class RetentionPeriods:
     message_bodies: timedelta  # after the delivery finished
     contacts: timedelta  # after the last change and the last delivery
     opt_outs: timedelta  # of addresses no contact holds any more
+    rebooking: timedelta = timedelta(days=30)  # links after expiry, requests after asked
 
 
 class Privacy:
@@ -204,14 +208,47 @@ class Privacy:
                 now - periods.opt_outs,
                 limit,
             )
+            links, requests = await _prune_rebooking(conn, now - periods.rebooking, now, limit)
         for table, n in (
             ("deliveries.command", bodies),
             ("contacts", contacts),
             ("opt_outs", opt_outs),
+            ("rebook_links", links),
+            ("rebook_requests", requests),
         ):
             if n:
                 RETENTION_PURGED.labels(self._service, table).inc(n)
-        return int(bodies) + int(contacts) + int(opt_outs)
+        return int(bodies) + int(contacts) + int(opt_outs) + int(links) + int(requests)
+
+
+async def _prune_rebooking(
+    conn: asyncpg.Connection, before: datetime, now: datetime, limit: int
+) -> tuple[int, int]:
+    """One batch of rebooking links expired before ``before`` and of requests made before it
+    whose case has no valid link left; how many of each."""
+    links = await conn.fetchval(
+        """WITH old AS (SELECT link_id FROM rebook_links WHERE expires_at < $1 LIMIT $2)
+           , gone AS (DELETE FROM rebook_links l USING old
+                      WHERE l.link_id = old.link_id RETURNING 1)
+           SELECT count(*) FROM gone""",
+        before,
+        limit,
+    )
+    # A link's key is <case>:<attempt>; LIKE's wildcards in a case id only keep more.
+    requests = await conn.fetchval(
+        """WITH old AS (SELECT r.case_id FROM rebook_requests r
+                        WHERE r.requested_at < $1 AND NOT EXISTS (
+                            SELECT 1 FROM rebook_links l WHERE l.expires_at >= $3
+                            AND l.idempotency_key LIKE r.case_id || ':%')
+                        LIMIT $2)
+           , gone AS (DELETE FROM rebook_requests r USING old
+                      WHERE r.case_id = old.case_id RETURNING 1)
+           SELECT count(*) FROM gone""",
+        before,
+        limit,
+        now,
+    )
+    return int(links or 0), int(requests or 0)
 
 
 # Every address of a contact (SMS and WhatsApp share the phone), and "a contact holds

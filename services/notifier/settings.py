@@ -93,6 +93,8 @@ class NotifierSettings(Settings):
     retention_message_body_days: int = Field(default=30, ge=1)
     retention_contact_days: int = Field(default=365, ge=1)
     retention_opt_out_days: int = Field(default=730, ge=1)
+    # Rebooking links after their expiry, and requests after they were made (docs/rebooking.md).
+    retention_rebook_days: int = Field(default=30, ge=1)
     retention_sweep_seconds: float = Field(default=300.0, gt=0)
     # SMS: a primary and an optional secondary Twilio-compatible provider.
     sms_primary_url: str | None = None

@@ -59,6 +59,19 @@ NO_DATA_IN_A_SMALL_CLEAN_CLINIC = {
         "Retries and duplicates dropped",
         "followup_notifier_duplicates_dropped_total",
     ),
+    # This small clinic runs without the hospital's slot source (rebooking by link is on in
+    # `python -m demo`, against its FHIR R4 server): no links, pages or requests to count.
+    (
+        "followup / clinic",
+        "Rebooking links (per hour)",
+        "followup_notifier_rebook_links_sent_total",
+    ),
+    ("followup / clinic", "Rebooking links (per hour)", "followup_notifier_rebook_pages_total"),
+    (
+        "followup / clinic",
+        "What patients asked for by link (per hour)",
+        "followup_notifier_rebook_requests_total",
+    ),
 }
 
 
