@@ -1251,7 +1251,9 @@ async def _await_feedback(
         case.case_id,
         case.patient_id,
         case.department,
-        case.patient_timezone or case.timezone,
+        # The clinic's zone, as on every command (the notifier places the text in the
+        # patient's own zone from their contact); a chain's clinic has its own.
+        case.timezone,
         booking.appointment_id,
         channel,
         tx.now,

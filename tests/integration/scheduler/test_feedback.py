@@ -116,7 +116,8 @@ async def test_an_attended_rebooked_visit_gets_one_question_and_its_answer_is_ke
 ) -> None:
     pool = scheduler.pool
     assert pool is not None
-    await publisher.publish(topics.triggers, no_show())
+    # The patient lives in London; the clinic is in Vilnius.
+    await publisher.publish(topics.triggers, no_show(patient_timezone="Europe/London"))
     clock.set(MISSED + timedelta(hours=1))
     await read_events(kafka_bootstrap, topics.notifications, NotificationCommand, 1)
     await publisher.publish(topics.outcomes, outcome(CASE, 1, "no_answer", clock.now()))
@@ -138,6 +139,8 @@ async def test_an_attended_rebooked_visit_gets_one_question_and_its_answer_is_ke
     # The case reached the patient by call only: the question goes by SMS, in the window.
     assert question.channel == "sms" and question.attempt_number == FEEDBACK_ATTEMPT
     assert question.window_start == clock.now() and question.doctor_notes is None
+    # In the clinic's zone, as every command (the notifier places it in the patient's).
+    assert question.timezone == commands[0].timezone == "Europe/Vilnius"
     # Asked once, though the visit was reported attended twice.
     await asyncio.sleep(0.5)
     count = await pool.fetchval(
