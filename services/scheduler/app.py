@@ -156,10 +156,10 @@ class Scheduler:
                 await consumer.start()
                 self.ops.supervisor.watch(consumer.tasks)
         if http:
-            scoped = self.sites.current().tokens()
-            if s.api_token or scoped:
+            # The sites' tokens follow the sites file (asked per request, no restart).
+            if s.api_token or self.sites.current().explicit:
                 audit = await AuditLog.ready(self.pool, dsn, s.audit_schema, s.service)
-                CaseApi(self.pool, s.api_token, ledger, audit, site_tokens=scoped).mount(
+                CaseApi(self.pool, s.api_token, ledger, audit, site_tokens=self.sites.tokens).mount(
                     self.ops.app
                 )
             else:

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from common.clock import ManualClock
 from common.sites import SiteRegistry, Sites, UnknownSite
 from schemas.base import Envelope
-from schemas.events import AppointmentEvent
+from schemas.events import AppointmentEvent, OutcomeEvent, TreatmentPlanEvent, TreatmentStage
 from services.tracker.detection import DetectionRules, Detector
 from services.tracker.fhir_api import FhirApi
 from services.tracker.fhir_mapping import SITE_EXTENSION
@@ -191,3 +191,32 @@ def test_detection_carries_the_visits_site_onto_its_trigger() -> None:
     (found,) = detector.due(start + timedelta(hours=1))
     assert found.trigger.kind == "no_show"
     assert found.trigger.site == "sofia"
+
+
+def test_an_unanswered_invitation_before_any_visit_carries_the_plans_site() -> None:
+    # The clinic's own invitation call, for a patient with a plan and nothing booked yet:
+    # the trigger is the plan's clinic's, not nobody's (the fault suite's chain found it).
+    detector = Detector(DetectionRules())
+    plan = TreatmentPlanEvent(
+        event_id="plan-1",
+        occurred_at=NOW,
+        source="his.fhir",
+        plan_id="plan-1",
+        patient_id="p2",
+        department="dental",
+        timezone="Europe/Riga",
+        stages=[TreatmentStage(stage_id="s1", sequence=1, name="Implant", completed_at=NOW)],
+        site="riga",
+    )
+    assert detector.on_plan(plan, NOW) == []
+    call = OutcomeEvent(
+        event_id="invite:p2:1",
+        occurred_at=NOW,
+        source="his.json",
+        outcome="no_answer",
+        patient_id="p2",
+        channel="call_task",
+        reported_by="front-desk",
+    )
+    (found,) = detector.on_outcome(call, NOW)
+    assert (found.trigger.kind, found.trigger.site) == ("unanswered_call", "riga")
