@@ -159,6 +159,14 @@ async def test_call_tasks_reach_their_sites_own_tool_or_the_deployments(
     metric = "followup_notifier_site_sends_total"
     assert REGISTRY.get_sample_value(metric, {"site": "sofia", **sent})
     assert REGISTRY.get_sample_value(metric, {"site": "other", **sent}) is None
+    # The front desk's panel counts per site too: Sofia's tool, the deployment's for Vilnius.
+    tasks = "followup_notifier_call_tasks_total"
+    assert REGISTRY.get_sample_value(
+        tasks, {"sink": "webhook", "result": "created", "site": "sofia"}
+    )
+    assert REGISTRY.get_sample_value(
+        tasks, {"sink": "kafka", "result": "created", "site": "vilnius"}
+    )
 
 
 async def test_a_sites_desk_token_reports_its_own_call_tasks_only(

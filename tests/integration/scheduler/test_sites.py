@@ -128,6 +128,13 @@ async def test_each_case_is_planned_in_its_sites_zone_hours_and_quiet_hours(
         "followup_scheduler_site_cases_opened_total", {"site": "faro", "reason": "no_show"}
     )
     assert opened is not None and opened >= 1
+    # The clinic dashboard's own counters carry the bounded site label too.
+    for name, labels in (
+        ("followup_scheduler_cases_opened_total", {"reason": "no_show"}),
+        ("followup_scheduler_attempts_fired_total", {"channel": "call_task"}),
+    ):
+        counted = REGISTRY.get_sample_value(name, {**labels, "site": "lisbon"})
+        assert counted is not None and counted >= 1, name
 
 
 async def _has_three(found: Any) -> bool:
