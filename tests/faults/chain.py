@@ -7,7 +7,7 @@ by the names those feeds already give (``common/sites.py``):
 - FHIR: an Appointment's participant ``Location/<department>`` -> **kaunas**; a CarePlan
   names no site of its own (its author is a practitioner) -> the default site;
 - canonical JSON on Kafka names no site -> the default site, **riga** (another zone,
-  another country's holidays).
+  another country's holidays); the HL7 patients' treatment plans come this way too.
 
 So each patient's cases have a site known beforehand (``expected_sites``), and the checks
 ask, per site: every trigger and case is that site's; every command carries its case's
@@ -118,16 +118,16 @@ def site_webhook(webhook_url: str, site: str) -> str:
 def expected_sites(patient: Patient, kind: TriggerKind) -> frozenset[str]:
     """The sites a patient's trigger of ``kind`` may carry, from the way its facts came in.
 
-    A FHIR patient's visits are Kaunas's, its CarePlan the default site's: a stage warning
-    is the plan's; an unanswered call, which has no visit of its own, the patient's latest
-    (a visit's, or before any the plan's)."""
-    if patient.path == "hl7":
-        return frozenset({"vilnius"})
-    if patient.path == "json" or kind == "stage_window_at_risk":
+    Visits are their way in's site (HL7: Vilnius, FHIR: Kaunas, JSON: the default). Plans
+    name no site on any way in (the HL7 patients' plans come as JSON, a FHIR CarePlan's
+    author is a practitioner): a stage warning is the default site's. An unanswered call has
+    no visit of its own: the patient's latest site (a visit's, or before any the plan's)."""
+    visits = {"hl7": "vilnius", "fhir": "kaunas"}.get(patient.path, DEFAULT_SITE)
+    if kind == "stage_window_at_risk":
         return frozenset({DEFAULT_SITE})
     if kind == "unanswered_call":
-        return frozenset({"kaunas", DEFAULT_SITE})
-    return frozenset({"kaunas"})
+        return frozenset({visits, DEFAULT_SITE})
+    return frozenset({visits})
 
 
 @dataclass
