@@ -33,6 +33,7 @@ from demo import report
 from demo.deployment import Deployment
 from demo.observe import fetch_cases
 from demo.report import Observed
+from demo.run import RunHooks
 from demo.scenario import Patient, Scenario
 from demo.simulator.clinic import Simulation
 from demo.simulator.hl7v2 import SENDING_FACILITY
@@ -234,7 +235,8 @@ def _voices(observed: Observed, command_site: Mapping[str, str | None]) -> list[
 
 
 def _sinks(observed: Observed, command_site: Mapping[str, str | None]) -> list[str]:
-    """A follow-up call task reaches its site's webhook path and desk, no other site's."""
+    """A follow-up call task reaches its site's webhook path and desk, no other site's, and
+    its call script gives its site's phone."""
     broken = []
     paths = {urlsplit(site_webhook("http://x/call-tasks", s.id)).path: s.id for s in SITES}
     for received in observed.call_tasks:
@@ -248,6 +250,12 @@ def _sinks(observed: Observed, command_site: Mapping[str, str | None]) -> list[s
             continue
         if site is not None and (at != site or task.get("site") != site):
             broken.append(f"site_sink: {key} of {site} reached {received.path}")
+        profile = BY_ID.get(site or "")
+        script = str(task.get("script") or "")
+        if profile is not None and task.get("action") == "create":
+            others = [s.id for s in SITES if s.id != profile.id and s.phone in script]
+            if profile.phone not in script or others:
+                broken.append(f"site_voice: call task {key} of {site}'s script")
     desks = {s.desk(): s.id for s in SITES}
     for mail in observed.mail:
         # The desk's mail of a call task: X-Followup-Key "calltask:<task id>:<action>".
@@ -299,7 +307,7 @@ class ChainHooks:
     """The run's hooks (``demo.run.RunHooks``): the fault's own, with the chain's sites file
     and tokens added to the deployment, and each site's token tried at the end."""
 
-    inner: Any  # the fault's Injector
+    inner: RunHooks  # the fault's Injector
     directory: Path
     tokens: dict[str, str] = field(
         default_factory=lambda: {site.id: secrets.token_urlsafe(18) for site in SITES}
