@@ -81,14 +81,16 @@ def _zone(value: str) -> str:
 
 
 @cache
-def _countries() -> frozenset[str]:
+def holiday_countries() -> frozenset[str]:
+    """The country codes the holidays package knows: built once per process (the list
+    takes some 30 ms to build; a chain's every profile and cadence layer asks)."""
     import holidays  # imported late and once: the list is slow to build
 
     return frozenset(holidays.list_supported_countries())
 
 
 def _country(value: str | None) -> str | None:
-    if value is not None and value not in _countries():
+    if value is not None and value not in holiday_countries():
         raise ValueError("expected a country code the holidays package knows (LT, BG, RU, ...)")
     return value
 
@@ -480,6 +482,7 @@ class SiteRegistry:
         self._listeners: list[Callable[[Sites], None]] = []
         self._stamp: tuple[float, int] | None = None
         self._checked = monotonic()
+        self._tokens: tuple[Sites, dict[str, frozenset[str]]] | None = None
         if self.path is None:
             self._sites = Sites.implicit()
         else:
@@ -519,6 +522,14 @@ class SiteRegistry:
         self._sites = sites
         log.info("sites_reloaded", sites=len(sites.profiles))
         return sites
+
+    def tokens(self) -> Mapping[str, frozenset[str]]:
+        """The sites' bearer tokens as the version in force names them (``Sites.tokens``),
+        worked out once per version: a changed file's tokens count without a restart."""
+        sites = self.current()
+        if self._tokens is None or self._tokens[0] is not sites:
+            self._tokens = (sites, sites.tokens(self._environ))
+        return self._tokens[1]
 
     def _stat(self) -> tuple[float, int] | None:
         assert self.path is not None

@@ -29,6 +29,30 @@ from common.recovery import recovery_rate_promql
 NS = 'namespace=~"$namespace"'
 JOBS = f'job=~"followup-(tracker|scheduler|notifier)", {NS}'
 RATE = "$__rate_interval"
+# Per site of a chain (issue 22): the `$site` selector filters every panel of a metric that
+# carries the bounded label ("other" for a name none of the sites has, "none" without a
+# sites file); the other panels (gauges of the ledger, opt-outs, holds) are the deployment's.
+SITE = 'site=~"$site"'
+SITED = frozenset(
+    {
+        "followup_tracker_triggers_total",
+        "followup_scheduler_cases_opened_total",
+        "followup_scheduler_cases_closed_total",
+        "followup_scheduler_attempts_fired_total",
+        "followup_scheduler_escalations_total",
+        "followup_scheduler_escalations_sent_total",
+        "followup_scheduler_deadline_misses_total",
+        "followup_scheduler_firing_lateness_seconds",
+        "followup_notifier_sends_total",
+        "followup_notifier_call_tasks_total",
+    }
+)
+
+
+def sel(metric: str, matchers: str = "") -> str:
+    """The label matchers of a panel's query of ``metric``: the namespace, the site where the
+    metric has one, then ``matchers``."""
+    return ", ".join(m for m in (NS, SITE if metric in SITED else "", matchers) if m)
 
 
 @dataclass(frozen=True)
@@ -72,7 +96,8 @@ def quantiles(metric: str, by: str = "") -> tuple[Query, ...]:
     suffix = f" {{{{{by}}}}}" if by else ""
     return tuple(
         q(
-            f"histogram_quantile({p}, sum by ({group}) (rate({metric}_bucket{{{NS}}}[{RATE}])))",
+            f"histogram_quantile({p}, sum by ({group}) "
+            f"(rate({metric}_bucket{{{sel(metric)}}}[{RATE}])))",
             f"p{int(p * 100)}{suffix}",
         )
         for p in (0.5, 0.95)
@@ -81,7 +106,7 @@ def quantiles(metric: str, by: str = "") -> tuple[Query, ...]:
 
 def per_window(metric: str, by: str, window: str, legend: str) -> Query:
     """How many in each window (per hour, per day), split by one label."""
-    return q(f"sum by ({by}) (increase({metric}{{{NS}}}[{window}]))", legend)
+    return q(f"sum by ({by}) (increase({metric}{{{sel(metric)}}}[{window}]))", legend)
 
 
 def hourly(title: str, metric: str, by: str, description: str, legend: str) -> Panel:
@@ -90,8 +115,7 @@ def hourly(title: str, metric: str, by: str, description: str, legend: str) -> P
 
 
 def in_range(metric: str, matchers: str = "") -> str:
-    sel = f"{NS}, {matchers}" if matchers else NS
-    return f"sum(increase({metric}{{{sel}}}[$__range]))"
+    return f"sum(increase({metric}{{{sel(metric, matchers)}}}[$__range]))"
 
 
 def range_stat(title: str, metric: str, description: str, matchers: str = "") -> Panel:
@@ -102,8 +126,8 @@ def range_stat(title: str, metric: str, description: str, matchers: str = "") ->
 def by_department(metric: str, matchers: str = "") -> str:
     """How many in the selected range, per department (the policy's departments, else
     ``other``: a bounded label)."""
-    sel = f"{NS}, {matchers}" if matchers else NS
-    return f"sum by (department) (increase({metric}{{{sel}}}[$__range]))"
+    matched = f"{NS}, {matchers}" if matchers else NS
+    return f"sum by (department) (increase({metric}{{{matched}}}[$__range]))"
 
 
 DEPT_OPENED = "followup_scheduler_department_cases_opened_total"
@@ -163,14 +187,11 @@ DEPARTMENTS = Row(
     ),
 )
 
-# Per site of a chain (issue 22): the `$site` selector filters these panels; the label is
-# bounded by the sites file ("other" for a name none of its sites has, "none" without one).
-SITE = 'site=~"$site"'
-
 
 def by_site(metric: str, by: str = "site", matchers: str = "") -> str:
-    sel = ", ".join(m for m in (NS, SITE, matchers) if m)
-    return f"sum by ({by}) (increase({metric}{{{sel}}}[$__range]))"
+    """How many in the selected range per site (the `$site` selector's sites)."""
+    matched = ", ".join(m for m in (NS, SITE, matchers) if m)
+    return f"sum by ({by}) (increase({metric}{{{matched}}}[$__range]))"
 
 
 SITES = Row(
@@ -295,7 +316,7 @@ CLINIC = View(
                 ),
                 Panel(
                     "Recovery rate",
-                    (q(recovery_rate_promql(NS, "$__range")),),
+                    (q(recovery_rate_promql(f"{NS}, {SITE}", "$__range")),),
                     "Of the cases closed in the selected range, the share closed recovered "
                     "(the patient rebooked after followup reached them); cleared cases (no "
                     "real no-show) do not count. Cases, not patients: the demo report's "
@@ -409,8 +430,8 @@ CLINIC = View(
                     "Cases opened by reason (per day)",
                     (
                         q(
-                            "sum by (reason) (increase("
-                            f"followup_scheduler_cases_opened_total{{{NS}}}[1d]))",
+                            "sum by (reason) (increase(followup_scheduler_cases_opened_total"
+                            f"{{{sel('followup_scheduler_cases_opened_total')}}}[1d]))",
                             "{{reason}}",
                         ),
                     ),
@@ -447,7 +468,8 @@ CLINIC = View(
                     "Deadline misses (per day)",
                     (
                         q(
-                            f"sum(increase(followup_scheduler_deadline_misses_total{{{NS}}}[1d]))",
+                            "sum(increase(followup_scheduler_deadline_misses_total"
+                            f"{{{sel('followup_scheduler_deadline_misses_total')}}}[1d]))",
                             "misses",
                         ),
                     ),
@@ -531,7 +553,7 @@ SYSTEM = View(
                     (
                         q(
                             "sum by (channel, result) (rate("
-                            f"followup_notifier_sends_total{{{NS}}}[{RATE}]))",
+                            f"followup_notifier_sends_total{{{NS}, {SITE}}}[{RATE}]))",
                             "{{channel}} {{result}}",
                         ),
                     ),
@@ -593,11 +615,11 @@ SYSTEM = View(
                         q(
                             # "or ... * 0": 0 rather than no data while nothing failed.
                             "(sum by (channel, provider) (rate(followup_notifier_sends_total"
-                            f'{{{NS}, result=~"failed|transient_error"}}[{RATE}])) or sum by '
-                            "(channel, provider) (rate("
-                            f"followup_notifier_sends_total{{{NS}}}[{RATE}])) * 0) / sum by "
-                            "(channel, provider) (rate("
-                            f"followup_notifier_sends_total{{{NS}}}[{RATE}]))",
+                            f'{{{NS}, {SITE}, result=~"failed|transient_error"}}[{RATE}])) or '
+                            "sum by (channel, provider) (rate("
+                            f"followup_notifier_sends_total{{{NS}, {SITE}}}[{RATE}])) * 0) / sum "
+                            "by (channel, provider) (rate("
+                            f"followup_notifier_sends_total{{{NS}, {SITE}}}[{RATE}]))",
                             "{{channel}} {{provider}}",
                         ),
                     ),

@@ -34,7 +34,7 @@ from services.notifier.ledger import Ledger
 from services.notifier.privacy import Privacy, RetentionPeriods
 from services.notifier.quiet_hours import QuietHours
 from services.notifier.settings import SCHEMA, NotifierSettings
-from services.notifier.site_sinks import build_site_sinks
+from services.notifier.site_sinks import SiteSinks
 from services.notifier.templates import SmsSample, TemplateBook, TemplateError
 
 __all__ = ["SCHEMA", "NotifierApp", "NotifierSettings", "main", "serve"]
@@ -76,6 +76,7 @@ class NotifierApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._consumers: list[EventConsumer[Consumed]] = []
         self._plugins: list[Plugin] = []
+        self.site_sinks: SiteSinks | None = None
 
     async def publish_outcome(self, outcome: OutcomeEvent) -> None:
         await self.publisher.publish(self.topics.outcomes, outcome)
@@ -124,7 +125,9 @@ class NotifierApp:
             )
             parts.voice = replace(parts.voice, link_for=self.rebooking.link_for)
         channels = registry.build_all(parts, self.sinks_wanted)
-        parts.site_sinks = build_site_sinks(parts, self.sites.current())
+        # Each site's own sinks, rebuilt when the sites file changes (no restart).
+        self.site_sinks = SiteSinks(parts)
+        self.sites.on_change(self.site_sinks.adopt)
         self._plugins = [*channels.values(), *parts.sinks]
         if self.rebooking is not None:
             self._plugins.append(self.rebooking)
@@ -232,6 +235,8 @@ class NotifierApp:
         await self.ops.stop()
         for plugin in self._plugins:
             await plugin.close()
+        if self.site_sinks is not None:
+            await self.site_sinks.close()
         if self.mailer is not None:
             await self.mailer.close()
         await self.publisher.stop()

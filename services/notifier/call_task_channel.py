@@ -144,13 +144,15 @@ class CallTaskChannel:
             sinks = list(own)
         if not sinks:
             raise PermanentSendError("none", "no_call_task_sink")
+        registry = self._parts.voice.sites
+        site = registry.current().label(task.site) if registry is not None else "none"
         for sink in sinks:
             if sink.name in job.sinks_done:
                 continue  # delivered before a retry or a restart
             try:
                 receipt = await sink.deliver(task)
             except (TransientSendError, PermanentSendError):
-                metrics.CALL_TASKS.labels(sink.name, "error").inc()
+                metrics.CALL_TASKS.labels(sink.name, "error", site).inc()
                 raise
             if receipt.report is not None:
                 # Published before the sink is marked done: after a crash the task goes out
@@ -159,8 +161,8 @@ class CallTaskChannel:
                     report_outcome(receipt.report, job.command, self._parts.clock.now())
                 )
             result = "created" if task.action == "create" else "withdrawn"
-            metrics.CALL_TASKS.labels(sink.name, result).inc()
-            metrics.SENDS.labels(self.name, sink.name, "sent").inc()
+            metrics.CALL_TASKS.labels(sink.name, result, site).inc()
+            metrics.SENDS.labels(self.name, sink.name, "sent", site).inc()
             await self._parts.ledger.sink_done(job.command, sink.name)
 
     # --- results back --------------------------------------------------------------------

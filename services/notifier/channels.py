@@ -139,7 +139,7 @@ def bearer_scope(
     token's sites (its profile's ``api_token_env``), else 401."""
     if bearer_token_ok(request, token):
         return None
-    for site_token, scope in (sites.current().tokens() if sites is not None else {}).items():
+    for site_token, scope in (sites.tokens() if sites is not None else {}).items():
         if bearer_token_ok(request, site_token):
             return scope
     raise web.HTTPUnauthorized(text="a valid bearer token is required")

@@ -402,12 +402,13 @@ class Dispatcher:
 
     async def _send(self, channel: MessageChannel, job: Job, tries: int, now: datetime) -> None:
         cmd = job.command
+        label = self._sites.current().label(cmd.site) if self._sites is not None else "none"
         started = asyncio.get_running_loop().time()
         try:
             sent = await channel.send(job)
         except TransientSendError as exc:
             metrics.RETRIES.labels(cmd.channel).inc()
-            metrics.SENDS.labels(cmd.channel, exc.provider, "transient_error").inc()
+            metrics.SENDS.labels(cmd.channel, exc.provider, "transient_error", label).inc()
             retry_at = next_retry(now, tries, cmd.window_end, self.policy, self._rnd)
             if retry_at is None:
                 await self.ledger.finish(cmd, now, "failed", detail=f"gave_up_{exc.code}"[:200])
@@ -416,7 +417,7 @@ class Dispatcher:
                 await self.ledger.hold(cmd, retry_at)
             return
         except PermanentSendError as exc:
-            metrics.SENDS.labels(cmd.channel, exc.provider, "failed").inc()
+            metrics.SENDS.labels(cmd.channel, exc.provider, "failed", label).inc()
             await self.ledger.finish(cmd, now, exc.outcome, detail=exc.detail)
             return
         finally:
@@ -424,8 +425,7 @@ class Dispatcher:
                 asyncio.get_running_loop().time() - started
             )
         if sent.provider is not None:
-            metrics.SENDS.labels(cmd.channel, sent.provider, "sent").inc()
-        label = self._sites.current().label(cmd.site) if self._sites is not None else "none"
+            metrics.SENDS.labels(cmd.channel, sent.provider, "sent", label).inc()
         metrics.SITE_SENDS.labels(label, cmd.channel, sent.outcome).inc()
         await self.ledger.finish(
             cmd,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+# The clinic's main figures carry a bounded ``site`` (the sites file's ids, "other" for a
+# name none of them has, "none" in a deployment without a file: common/sites.py).
 SENDS = Counter(
     "followup_notifier_sends_total",
-    "Deliveries attempted, by channel, provider and result.",
-    ["channel", "provider", "result"],
+    "Deliveries attempted, by channel, provider, result and site.",
+    ["channel", "provider", "result", "site"],
 )
 SEND_DURATION = Histogram(
     "followup_notifier_send_duration_seconds",
@@ -27,8 +29,8 @@ SMS_SEGMENTS = Counter(
 )
 CALL_TASKS = Counter(
     "followup_notifier_call_tasks_total",
-    "Call tasks handed to a sink, by result.",
-    ["sink", "result"],
+    "Call tasks handed to a sink, by result and site.",
+    ["sink", "result", "site"],
 )
 OPT_OUTS = Counter(
     "followup_notifier_opt_outs_total", "Opt-outs recorded, by channel.", ["channel"]

@@ -91,7 +91,9 @@ class CaseApi:
         token: str,
         ledger: CaseLedger,
         audit: AuditLog,
-        site_tokens: Mapping[str, frozenset[str]] | None = None,
+        site_tokens: Mapping[str, frozenset[str]]
+        | Callable[[], Mapping[str, frozenset[str]]]
+        | None = None,
     ) -> None:
         if not token and not site_tokens:
             raise ValueError("the case API needs a bearer token")
@@ -101,14 +103,20 @@ class CaseApi:
         # Every read of a case is a read of a patient's health data: it is recorded
         # (common/audit.py) before it is answered, by the token's fingerprint.
         self._audit = audit
-        self._site_tokens = dict(site_tokens or {})
+        # The sites' tokens as the sites file in force names them (a callable: asked on
+        # every request, so a changed file's tokens count without a restart).
+        if callable(site_tokens):
+            self._site_tokens = site_tokens
+        else:
+            fixed = dict(site_tokens or {})
+            self._site_tokens = lambda: fixed
 
     def _scope(self, request: web.Request) -> tuple[frozenset[str] | None, str]:
         """The sites the caller may see (None: all of them) and the caller's credential id
         (a site's token is an API token too); not authorised: 401."""
         if self._token and bearer_token_ok(request, self._token):
             return None, credential_id("api_token", self._token)
-        for token, sites in self._site_tokens.items():
+        for token, sites in self._site_tokens().items():
             if bearer_token_ok(request, token):
                 return sites, credential_id("api_token", token)
         raise _error(

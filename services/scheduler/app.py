@@ -21,7 +21,7 @@ from common.db import create_pool, migrate
 from common.http import OpsServer
 from common.kafka import EventConsumer, KafkaPublisher, ensure_topics
 from common.service import run, wait_for_stop_signal
-from common.sites import SiteError, SiteRegistry
+from common.sites import SiteError, SiteRegistry, Sites
 from schemas.base import Envelope
 from schemas.events import (
     AppointmentEvent,
@@ -94,7 +94,7 @@ class Scheduler:
         self.sites = sites if sites is not None else settings.site_registry()
         if self.sites.current().explicit:
             self.sites.on_change(policy.adopt_sites)
-        metrics.start_at_zero(policy.departments)
+        metrics.start_at_zero(policy.departments, _site_labels(self.sites.current()))
         self.topics = TopicNames(prefix=settings.topic_prefix)
         self.ops = OpsServer(settings.service)
         self.pool: asyncpg.Pool | None = None
@@ -115,7 +115,9 @@ class Scheduler:
         await ensure_topics(s.kafka_bootstrap, self.topics)
         await self.publisher.start()
         if loops:
-            relay = OutboxRelay(self.pool, self.publisher, self.topics.notifications, self.clock)
+            relay = OutboxRelay(
+                self.pool, self.publisher, self.topics.notifications, self.clock, self.sites
+            )
             self._loop("fire", lambda: ledger.fire_due(s.fire_batch), s.fire_batch)
             self._loop("review", lambda: ledger.review_due(s.fire_batch), s.fire_batch)
             self._loop("relay", lambda: relay.publish_pending(s.relay_batch), s.relay_batch)
@@ -156,10 +158,10 @@ class Scheduler:
                 await consumer.start()
                 self.ops.supervisor.watch(consumer.tasks)
         if http:
-            scoped = self.sites.current().tokens()
-            if s.api_token or scoped:
+            # The sites' tokens follow the sites file (asked per request, no restart).
+            if s.api_token or self.sites.current().explicit:
                 audit = await AuditLog.ready(self.pool, dsn, s.audit_schema, s.service)
-                CaseApi(self.pool, s.api_token, ledger, audit, site_tokens=scoped).mount(
+                CaseApi(self.pool, s.api_token, ledger, audit, site_tokens=self.sites.tokens).mount(
                     self.ops.app
                 )
             else:
@@ -265,6 +267,11 @@ async def serve(
         await stop
     finally:
         await scheduler.stop()
+
+
+def _site_labels(sites: Sites) -> tuple[str, ...]:
+    """The values the ``site`` label can take: the file's ids and "other", or "none"."""
+    return (*sites.profiles, "other") if sites.explicit else ("none",)
 
 
 def main() -> None:

@@ -127,6 +127,7 @@ class Tally(NamedTuple):
     label: str = ""
     value: float = 1.0
     department: str | None = None  # also counted per department (opened, closed, escalation)
+    site: str | None = None  # the case's clinic (a bounded label once counted)
 
 
 class Contact(NamedTuple):
@@ -869,7 +870,7 @@ class Case:
         self, metric: Metric, label: str = "", value: float = 1.0, *, department: bool = False
     ) -> None:
         self.changes.tallies.append(
-            Tally(metric, label, value, self.department if department else None)
+            Tally(metric, label, value, self.department if department else None, self.site)
         )
 
 

@@ -340,19 +340,23 @@ class _Batch:
 
 
 _COUNTERS: dict[str, Any] = {
-    "opened": metrics.CASES_OPENED,
-    "closed": metrics.CASES_CLOSED,
     "planned": metrics.ATTEMPTS_PLANNED,
-    "fired": metrics.ATTEMPTS_FIRED,
-    "escalation": metrics.ESCALATIONS,
     "held": metrics.HELD,
 }
+# The clinic's main figures, per site as well (a bounded label: the site's, common/sites.py).
+_BY_SITE: dict[str, Any] = {
+    "opened": metrics.CASES_OPENED,
+    "closed": metrics.CASES_CLOSED,
+    "fired": metrics.ATTEMPTS_FIRED,
+    "escalation": metrics.ESCALATIONS,
+}
 _PLAIN: dict[str, Any] = {
-    "deadline_miss": metrics.DEADLINE_MISSES,
     "correction": metrics.CORRECTIONS,
 }
+_SITE_ONLY: dict[str, Any] = {
+    "deadline_miss": metrics.DEADLINE_MISSES,
+}
 _HISTOGRAMS: dict[str, Any] = {
-    "lateness": metrics.FIRING_LATENESS,
     "first_contact": metrics.TIME_TO_FIRST_CONTACT,
 }
 
@@ -364,7 +368,7 @@ _BY_DEPARTMENT: dict[str, Any] = {
 }
 
 
-def _count(tally: Tally, policy: CadencePolicy) -> None:
+def _count(tally: Tally, policy: CadencePolicy, sites: Sites) -> None:
     m = tally.metric
     if tally.department is not None:
         department = policy.department_label(tally.department)
@@ -375,7 +379,13 @@ def _count(tally: Tally, policy: CadencePolicy) -> None:
             metrics.FEEDBACK_POINTS.labels(department).inc(tally.value)
         else:
             _BY_DEPARTMENT[m].labels(department, tally.label).inc()
-    if m in _COUNTERS:
+    if m in _BY_SITE:
+        _BY_SITE[m].labels(tally.label, sites.label(tally.site)).inc()
+    elif m in _SITE_ONLY:
+        _SITE_ONLY[m].labels(sites.label(tally.site)).inc()
+    elif m == "lateness":
+        metrics.FIRING_LATENESS.labels(sites.label(tally.site)).observe(tally.value)
+    elif m in _COUNTERS:
         _COUNTERS[m].labels(tally.label).inc()
     elif m in _HISTOGRAMS:
         _HISTOGRAMS[m].observe(tally.value)
@@ -425,8 +435,9 @@ class CaseLedger:
         async with self._pool.acquire() as conn, conn.transaction():
             yield Tx(conn, now, batch)
             await batch.write(conn)
+        sites = self._sites.current()
         for tally in batch.tallies:
-            _count(tally, self._policy)
+            _count(tally, self._policy, sites)
 
     def now(self) -> datetime:
         """The injected clock's moment (for the API's risk score)."""

@@ -10,11 +10,17 @@ from prometheus_client import Counter, Gauge, Histogram
 from schemas.base import MESSENGERS
 from services.scheduler.cadence import Resolution
 
+# The clinic's main figures carry a bounded ``site`` (the sites file's ids, "other" for a
+# name none of them has, "none" in a deployment without a file: common/sites.py).
 CASES_OPENED = Counter(
-    "followup_scheduler_cases_opened_total", "Cases opened, by trigger kind.", ["reason"]
+    "followup_scheduler_cases_opened_total",
+    "Cases opened, by trigger kind and site.",
+    ["reason", "site"],
 )
 CASES_CLOSED = Counter(
-    "followup_scheduler_cases_closed_total", "Cases closed, by resolution.", ["resolution"]
+    "followup_scheduler_cases_closed_total",
+    "Cases closed, by resolution and site.",
+    ["resolution", "site"],
 )
 OPEN_CASES = Gauge("followup_scheduler_open_cases", "Cases not closed, by state.", ["state"])
 ATTEMPTS_PLANNED = Counter(
@@ -22,12 +28,13 @@ ATTEMPTS_PLANNED = Counter(
 )
 ATTEMPTS_FIRED = Counter(
     "followup_scheduler_attempts_fired_total",
-    "Attempts fired (their command is in the outbox), by channel.",
-    ["channel"],
+    "Attempts fired (their command is in the outbox), by channel and site.",
+    ["channel", "site"],
 )
 FIRING_LATENESS = Histogram(
     "followup_scheduler_firing_lateness_seconds",
-    "How long after its planned moment an attempt fired.",
+    "How long after its planned moment an attempt fired, by site.",
+    ["site"],
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
 )
 TIME_TO_FIRST_CONTACT = Histogram(
@@ -38,18 +45,20 @@ TIME_TO_FIRST_CONTACT = Histogram(
 ESCALATIONS = Counter(
     "followup_scheduler_escalations_total",
     "Escalation call tasks planned for a doctor, supervisor, clinician on call or the"
-    " safeguarding lead, by reason.",
-    ["reason"],
+    " safeguarding lead, by reason and site.",
+    ["reason", "site"],
 )
 # What the clinic's Escalations stat counts: a planned escalation may be withdrawn (the
 # patient rebooked first) or replanned, and only the ones that went out reach a doctor.
 ESCALATIONS_SENT = Counter(
     "followup_scheduler_escalations_sent_total",
-    "Escalation call tasks sent to the notifier (published to followup.notifications).",
+    "Escalation call tasks sent to the notifier (published to followup.notifications), by site.",
+    ["site"],
 )
 DEADLINE_MISSES = Counter(
     "followup_scheduler_deadline_misses_total",
-    "Cases whose stage deadline could no longer be met by the cadence.",
+    "Cases whose stage deadline could no longer be met by the cadence, by site.",
+    ["site"],
 )
 # From the ledger on a slow interval (FOLLOWUP_SLOW_GAUGE_SECONDS); no labels, no ids.
 OLDEST_OPEN_CASE_AGE = Gauge(
@@ -118,13 +127,16 @@ SITE_CASES_OPENED = Counter(
 )
 
 
-def start_at_zero(departments: Iterable[str]) -> None:
+def start_at_zero(departments: Iterable[str], sites: Iterable[str] = ("none",)) -> None:
     """Every resolution's closing counters exist from the start, at 0: increase() over a
     range misses the first closing of a series born at 1, and the dashboard's recovery rate
-    (common/recovery.py) must count every case the ledger closed."""
+    (common/recovery.py) must count every case the ledger closed (per site: ``sites``, the
+    labels of the sites file in force)."""
     departments = (*departments, "other")
+    sites = tuple(sites)
     for resolution in get_args(Resolution):
-        CASES_CLOSED.labels(resolution)
+        for site in sites:
+            CASES_CLOSED.labels(resolution, site)
         for department in departments:
             DEPARTMENT_CLOSED.labels(department, resolution)
     # Feedback likewise: a department's first question or rating is counted, not lost.

@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from common.ages import age_on
-from common.sites import SiteError, Sites
+from common.sites import SiteError, Sites, holiday_countries
 from common.yaml_lines import parse_mapping
 from schemas.base import MESSENGERS, Channel, Id, TriggerKind
 
@@ -208,7 +208,7 @@ def _public_holidays(country: str, year: int) -> frozenset[date]:
 def _country(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or value not in holidays.list_supported_countries():
+    if not isinstance(value, str) or value not in holiday_countries():
         raise ValueError("expected a country code the holidays package knows (LT, BG, RU, ...)")
     return value
 

@@ -8,23 +8,32 @@ one sends them again: the command's idempotency key lets the notifier drop the r
 
 from __future__ import annotations
 
+from collections import Counter
+
 import asyncpg
 
 from common.clock import Clock
 from common.codec import decode
 from common.kafka import KafkaPublisher
+from common.sites import SiteRegistry, Sites
 from schemas.events import NotificationCommand
 from services.scheduler import metrics
 
 
 class OutboxRelay:
     def __init__(
-        self, pool: asyncpg.Pool, publisher: KafkaPublisher, topic: str, clock: Clock
+        self,
+        pool: asyncpg.Pool,
+        publisher: KafkaPublisher,
+        topic: str,
+        clock: Clock,
+        sites: SiteRegistry | None = None,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
         self._topic = topic
         self._clock = clock
+        self._sites = sites or SiteRegistry.fixed(Sites.implicit())
 
     async def publish_pending(self, limit: int = 500) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -45,5 +54,8 @@ class OutboxRelay:
         # Counted once the marks are committed: a relay that dies before resends the batch
         # (the notifier drops the repeats by key) and counts it then.
         metrics.OUTBOX_PUBLISHED.inc(len(rows))
-        metrics.ESCALATIONS_SENT.inc(sum(1 for c in commands if c.purpose == "escalation"))
+        sites = self._sites.current()
+        sent = Counter(sites.label(c.site) for c in commands if c.purpose == "escalation")
+        for site, count in sent.items():
+            metrics.ESCALATIONS_SENT.labels(site).inc(count)
         return len(rows)

@@ -216,7 +216,8 @@ class PatientState:
     aliases: dict[str, str] = field(default_factory=_empty_dict)
     # Attended visit id -> when the department expects the next visit (next_visit_days).
     due_visits: dict[str, DueVisit] = field(default_factory=_empty_dict)
-    site: str | None = None  # of the latest appointment: for facts without one (a call)
+    # Of the latest appointment (before any: of the plan): for facts without one (a call).
+    site: str | None = None
 
     def hold_appointment(self, appointment: TrackedAppointment) -> None:
         if self.appointments is _NO_DICT:

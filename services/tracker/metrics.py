@@ -14,7 +14,10 @@ INGEST_REJECTED = Counter(
     "Inputs refused (negative ACK, HTTP 4xx, dead letter), by way in and reason code.",
     ["source", "reason"],
 )
-TRIGGERS = Counter("followup_tracker_triggers_total", "Triggers emitted, by kind.", ["kind"])
+# By site too (a bounded label: the sites file's ids, "other", or "none" without a file).
+TRIGGERS = Counter(
+    "followup_tracker_triggers_total", "Triggers emitted, by kind and site.", ["kind", "site"]
+)
 DETECTION_LAG = Histogram(
     "followup_tracker_detection_lag_seconds",
     "From the moment a fact became detectable to the trigger's emission.",

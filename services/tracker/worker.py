@@ -462,9 +462,9 @@ class DetectionWorker:
             await asyncio.gather(*futures)
         await self._write_states(dirty)
         for detection in found:
-            TRIGGERS.labels(detection.trigger.kind).inc()
             # Per trigger, not per event: cheap enough to count for one clinic too ("none").
             site = self._site_label(detection.trigger.site)
+            TRIGGERS.labels(detection.trigger.kind, site).inc()
             SITE_TRIGGERS.labels(site, detection.trigger.kind).inc()
             lag = (now - detection.detectable_at).total_seconds()
             DETECTION_LAG.observe(max(0.0, lag))

@@ -16,6 +16,7 @@ from demo.report import Observed
 from demo.scenario import Patient, Scenario
 from schemas.events import TriggerEvent
 from services.scheduler.policy import CadencePolicy
+from tests.faults import chain
 
 FIGURES = (
     "no_shows_detected",
@@ -172,3 +173,18 @@ def check(
     )
     broken += lost
     return verdict
+
+
+def check_sites(
+    verdict: Verdict, observed: Observed, scenario: Scenario, scopes: chain.SiteScopes | None
+) -> None:
+    """The chain's invariants per site (``tests/faults/chain.py``): attribution, each
+    patient contacted only in its site's voice and through its site's sinks, no site's
+    token shown another site's cases."""
+    broken = chain.check(observed, scenario, scopes)
+    per_site: Counter[str] = Counter(
+        str(c.get("site")) for c in observed.cases or [] if c.get("site") is not None
+    )
+    verdict.figures["site_breaches"] = len(broken)
+    verdict.figures["cases_per_site"] = dict(sorted(per_site.items()))
+    verdict.broken += broken

@@ -21,6 +21,7 @@ from pathlib import Path
 from demo.bounds import load_policy
 from demo.run import DemoConfig, run_demo
 from tests.faults import invariants
+from tests.faults.chain import ChainHooks
 from tests.faults.infra import OwnInfra
 from tests.faults.inject import KINDS, NEEDS_OWN_INFRA, Injector
 from tests.faults.invariants import Verdict
@@ -38,6 +39,8 @@ class FaultConfig:
     speed: float = 3600.0  # one virtual hour per real second
     seed: int = 11
     kills: int = 6
+    # The clinic as a chain of three sites (``tests/faults/chain.py``); False: one clinic.
+    chain: bool = True
 
 
 @dataclass
@@ -65,6 +68,7 @@ async def run_fault(config: FaultConfig, output: Path = OUTPUT) -> FaultResult:
     injector = Injector(
         config.kind, seed=config.seed, kills=config.kills, infra=own, speed=config.speed
     )
+    hooks = ChainHooks(injector, output / config.kind) if config.chain else None
     try:
         demo = DemoConfig(
             patients=config.patients,
@@ -77,7 +81,7 @@ async def run_fault(config: FaultConfig, output: Path = OUTPUT) -> FaultResult:
             demo_ports=False,
             show_progress=False,
             keep_runs=1,
-            hooks=injector,
+            hooks=hooks or injector,
         )
         result = await run_demo(demo)
     finally:
@@ -85,6 +89,8 @@ async def run_fault(config: FaultConfig, output: Path = OUTPUT) -> FaultResult:
             await own.down()
     tolerance = timedelta(seconds=demo.tolerance_real_seconds * config.speed)
     verdict = invariants.check(result.observed, result.scenario, load_policy(), tolerance)
+    if hooks is not None:
+        invariants.check_sites(verdict, result.observed, result.scenario, hooks.scopes)
     return FaultResult(
         config=config,
         verdict=verdict,
@@ -110,7 +116,8 @@ def machine() -> str:
 
 HEADER = (
     f"{'fault':<17} {'no-shows':>9} {'false':>5} {'cases':>5} {'cleared':>7} {'per key':>7} "
-    f"{'opt-out':>7} {'quiet':>5} {'deadline':>8} {'lost':>4} {'retries':>7} {'secs':>5}  held"
+    f"{'opt-out':>7} {'quiet':>5} {'deadline':>8} {'lost':>4} {'site':>4} {'retries':>7} "
+    f"{'secs':>5}  held"
 )
 
 
@@ -122,8 +129,8 @@ def row(result: FaultResult) -> str:
         f"{f['cases']:>5} {f['cases_cleared']:>7} {f['max_deliveries_per_key']:>7} "
         f"{f['contacts_after_opt_out']:>7} "
         f"{f['contacts_in_quiet_hours']:>5} {f['contacts_after_stage_deadline']:>8} "
-        f"{f['lost_triggers']:>4} {f['notifier_retries']:>7} {result.real_seconds:>5.0f}  "
-        + ("yes" if result.held else "NO")
+        f"{f['lost_triggers']:>4} {f.get('site_breaches', '-'):>4} {f['notifier_retries']:>7} "
+        f"{result.real_seconds:>5.0f}  " + ("yes" if result.held else "NO")
     )
 
 
@@ -145,19 +152,25 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--speed", type=float, default=3600.0)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--one-site", action="store_true", help="one clinic, no sites file (not the chain)"
+    )
     args = parser.parse_args(argv)
     # The harness's own Kafka clients (the clinic's JSON feed) would print every failed
     # reconnect while the suite's broker restarts; the services' logs are in the run dir.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     print(f"fault suite on {machine()}: {args.patients} patients, {args.days} days, "
-          f"{args.speed:g}x, seed {args.seed}", flush=True)  # fmt: skip
+          f"{args.speed:g}x, seed {args.seed}, "
+          f"{'one clinic' if args.one_site else 'a chain of three sites'}", flush=True)  # fmt: skip
     print(HEADER, flush=True)
     results = []
     for kind in args.kinds:
         # A broker or database restart takes 20-30 real seconds: at 3600x that is a whole
         # clinic day without either, so those runs go slower (an outage of hours, not days).
         speed = min(args.speed, SLOW_SPEED) if kind in NEEDS_OWN_INFRA else args.speed
-        config = FaultConfig(kind, args.patients, args.days, speed, args.seed)
+        config = FaultConfig(
+            kind, args.patients, args.days, speed, args.seed, chain=not args.one_site
+        )
         result = await run_fault(config)
         results.append(result)
         print(row(result), flush=True)

@@ -154,11 +154,17 @@ def scheduler_settings(
 
 @asynccontextmanager
 async def scheduler_beside(
-    topics: TopicNames, clock: Clock, *, api_token: str, policy: CadencePolicy | None = None
+    topics: TopicNames,
+    clock: Clock,
+    *,
+    api_token: str,
+    policy: CadencePolicy | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Scheduler]:
     """The real scheduler on another service's topics (``topics``) and clock, in a schema of
     its own (dropped after): the two services talk through the real topics, as in a clinic.
-    Its case API answers ``api_token``; ``policy``: the default cadence policy unless given."""
+    Its case API answers ``api_token``; ``policy``: the default cadence policy unless given;
+    ``overrides``: more of its settings (e.g. ``sites_path``)."""
     schema = f"t_{uuid.uuid4().hex[:10]}"
     settings = scheduler_settings(
         infra.KAFKA_BOOTSTRAP,
@@ -167,6 +173,7 @@ async def scheduler_beside(
         schema,
         api_token=api_token,
         poll_seconds=0.05,
+        **overrides,
     )
     scheduler = Scheduler(settings, clock, policy or CadencePolicy.load(DEFAULT_POLICY_PATH))
     await scheduler.start()

@@ -1,9 +1,11 @@
 """Many clinics, one notifier (issue 22): a command's site speaks as its clinic (name,
 signature, phone) and its call tasks reach that site's own tool, signed with its own secret;
-a site without sinks of its own uses the deployment's."""
+a site without sinks of its own uses the deployment's. A changed sites file moves a site's
+sinks and tokens without a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -29,6 +31,28 @@ SOFIA_SECRET = "sofia-webhook-secret"
 SOFIA_DESK = "sofia-desk-token-not-secret"
 
 
+def sites_file(sofia_url: str, sofia_secret_env: str, vilnius_token_env: str = "") -> str:
+    vilnius_token = f"\n    api_token_env: {vilnius_token_env}" if vilnius_token_env else ""
+    return f"""\
+sites:
+  vilnius:
+    timezone: Europe/Vilnius
+    names: {{lt: "Vilniaus dantų klinika"}}{vilnius_token}
+  sofia:
+    timezone: Europe/Sofia
+    default_language: bg
+    names: {{bg: "Дентална клиника София", en: "Sofia Dental Clinic"}}
+    signatures: {{en: "Your Sofia Dental Clinic team"}}
+    phone: "+35920000000"
+    call_task_sinks:
+      - {{kind: webhook, url: "{sofia_url}", secret_env: {sofia_secret_env}}}
+    api_token_env: TEST_SOFIA_DESK_TOKEN
+  burgas:
+    timezone: Europe/Sofia
+    quiet_hours: {{hours: "09:00-12:00", channels: [sms, email]}}
+"""
+
+
 @pytest.fixture(scope="module")
 async def chain(
     tmp_path_factory: pytest.TempPathFactory,
@@ -49,26 +73,7 @@ async def chain(
     sofia_tool = CallTaskReceiver(secret=SOFIA_SECRET)  # the Sofia clinic's own
     await sofia_tool.start()
     sites = Path(tmp_path_factory.mktemp("sites")) / "sites.yaml"
-    sites.write_text(
-        f"""\
-sites:
-  vilnius:
-    timezone: Europe/Vilnius
-    names: {{lt: "Vilniaus dantų klinika"}}
-  sofia:
-    timezone: Europe/Sofia
-    default_language: bg
-    names: {{bg: "Дентална клиника София", en: "Sofia Dental Clinic"}}
-    signatures: {{en: "Your Sofia Dental Clinic team"}}
-    phone: "+35920000000"
-    call_task_sinks:
-      - {{kind: webhook, url: "{sofia_tool.url}", secret_env: TEST_SOFIA_WEBHOOK_SECRET}}
-    api_token_env: TEST_SOFIA_DESK_TOKEN
-  burgas:
-    timezone: Europe/Sofia
-    quiet_hours: {{hours: "09:00-12:00", channels: [sms, email]}}
-"""
-    )
+    sites.write_text(sites_file(sofia_tool.url, "TEST_SOFIA_WEBHOOK_SECRET"))
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("TEST_SOFIA_WEBHOOK_SECRET", SOFIA_SECRET)
     monkeypatch.setenv("TEST_SOFIA_DESK_TOKEN", SOFIA_DESK)
@@ -87,6 +92,7 @@ sites:
         smtp_port=smtp_port,
         webhook_url=f"http://127.0.0.1:{webhook.port}/tasks",
         sites_path=str(sites),
+        sites_recheck_seconds=0.1,
     )
     clock = ManualClock(START)
     running = running_world(
@@ -153,6 +159,14 @@ async def test_call_tasks_reach_their_sites_own_tool_or_the_deployments(
     metric = "followup_notifier_site_sends_total"
     assert REGISTRY.get_sample_value(metric, {"site": "sofia", **sent})
     assert REGISTRY.get_sample_value(metric, {"site": "other", **sent}) is None
+    # The front desk's panel counts per site too: Sofia's tool, the deployment's for Vilnius.
+    tasks = "followup_notifier_call_tasks_total"
+    assert REGISTRY.get_sample_value(
+        tasks, {"sink": "webhook", "result": "created", "site": "sofia"}
+    )
+    assert REGISTRY.get_sample_value(
+        tasks, {"sink": "kafka", "result": "created", "site": "vilnius"}
+    )
 
 
 async def test_a_sites_desk_token_reports_its_own_call_tasks_only(
@@ -205,3 +219,63 @@ async def test_a_sites_own_quiet_hours_hold_its_messages(
     failed = await eventually(lambda: world.outcome("c-q-burgas:1:failed"))
     assert failed.detail == "quiet_hours"
     await eventually(lambda: world.outcome("c-q-vilnius:1:sent"))
+
+
+async def test_a_changed_sites_file_moves_a_sites_sinks_and_tokens_without_a_restart(
+    chain: tuple[World, CallTaskReceiver],
+) -> None:
+    world, sofia_tool = chain
+    path, registry = world.app.sites.path, world.app.sites
+    assert path is not None
+    original = path.read_text()
+    moved = CallTaskReceiver(secret="sofia-new-secret")  # Sofia's desk changes its tool
+    await moved.start()
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("TEST_SOFIA_NEW_SECRET", "sofia-new-secret")
+    monkeypatch.setenv("TEST_VILNIUS_DESK_TOKEN", "vilnius-desk-token-not-secret")
+    vilnius = {"Authorization": "Bearer vilnius-desk-token-not-secret"}
+    try:
+        path.write_text(sites_file(moved.url, "TEST_SOFIA_NEW_SECRET", "TEST_VILNIUS_DESK_TOKEN"))
+        await eventually(lambda: registry.current().profiles["vilnius"].api_token_env)
+        await world.contact("p-mv", phone="+359881234569", language="bg", timezone="Europe/Sofia")
+        await world.contact("p-mv-vln", phone="+37060000004", language="lt")
+        await world.send(world.command("c-mv", "p-mv", "call_task", site="sofia"))
+        await world.send(world.command("c-mv-vln", "p-mv-vln", "call_task", site="vilnius"))
+        await eventually(lambda: world.outcome("c-mv:1:task_created"))
+        await eventually(lambda: world.outcome("c-mv-vln:1:task_created"))
+        # Sofia's task reaches the new tool, signed with the new secret; not the old one.
+        [hook] = moved.tasks("c-mv:1")
+        assert hook["task"]["site"] == "sofia"
+        assert sofia_tool.tasks("c-mv:1") == []
+        # Vilnius's desk has a token now: it reports its own task, not Sofia's.
+        report = {"outcome": "no_answer", "reported_by": "desk-vilnius-1"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{world.base_url}/calltasks/c-mv:1/result",
+                json={**report, "report_id": "r-mv"},
+                headers=vilnius,
+            ) as answer:
+                assert answer.status == 404
+            async with http.post(
+                f"{world.base_url}/calltasks/c-mv-vln:1/result",
+                json={**report, "report_id": "r-mv-vln"},
+                headers=vilnius,
+            ) as answer:
+                assert answer.status == 202
+
+        # A version whose sink cannot be built (its secret is not set) is refused whole:
+        # Sofia's tasks stay at the tool in force, and Vilnius's token stays valid.
+        path.write_text(
+            sites_file(sofia_tool.url, "TEST_NOT_SET_SECRET", "TEST_VILNIUS_DESK_TOKEN")
+        )
+        await asyncio.sleep(0.3)  # past the recheck interval
+        await world.contact("p-mv2", phone="+359881234570", language="bg", timezone="Europe/Sofia")
+        await world.send(world.command("c-mv2", "p-mv2", "call_task", site="sofia"))
+        await eventually(lambda: world.outcome("c-mv2:1:task_created"))
+        assert [t["task"]["site"] for t in moved.tasks("c-mv2:1")] == ["sofia"]
+        assert sofia_tool.tasks("c-mv2:1") == []
+    finally:
+        path.write_text(original)
+        await eventually(lambda: registry.current().profiles["vilnius"].api_token_env is None)
+        monkeypatch.undo()
+        await moved.stop()

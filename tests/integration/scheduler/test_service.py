@@ -191,8 +191,9 @@ async def _check_api(scheduler: Scheduler) -> None:
             assert history[-1]["event"] == "corrected" and history[-1]["detail"]["to"] == "busy"
         async with http.get("/metrics") as r:
             text = await r.text()
-            assert 'followup_scheduler_cases_opened_total{reason="no_show"}' in text
-            assert 'followup_scheduler_cases_closed_total{resolution="recovered"}' in text
+            # One clinic, no sites file: the bounded site label is "none".
+            assert 'followup_scheduler_cases_opened_total{reason="no_show",site="none"}' in text
+            assert 'cases_closed_total{resolution="recovered",site="none"}' in text
             assert "followup_scheduler_outbox_published_total" in text
             assert "\nfollowup_scheduler_corrections_total " in text
 
@@ -267,7 +268,7 @@ async def test_the_relay_counts_the_escalation_tasks_it_sent_and_nothing_else(
                     WHEN patient_id = 'pat-2' THEN '"withdrawal"'::jsonb
                     ELSE payload -> 'purpose' END)"""
     )
-    sent = metrics.ESCALATIONS_SENT._value.get()
+    sent = metrics.ESCALATIONS_SENT.labels("none")._value.get()
     crashing = CrashingPublisher(kafka_bootstrap)
     await crashing.start()
     try:
@@ -275,7 +276,9 @@ async def test_the_relay_counts_the_escalation_tasks_it_sent_and_nothing_else(
             await OutboxRelay(pool, crashing, topics.notifications, clock).publish_pending()
     finally:
         await crashing.stop()
-    assert metrics.ESCALATIONS_SENT._value.get() == sent  # not marked sent: not counted
+    assert (
+        metrics.ESCALATIONS_SENT.labels("none")._value.get() == sent
+    )  # not marked sent: not counted
 
     relay = KafkaPublisher(kafka_bootstrap)
     await relay.start()
@@ -284,4 +287,4 @@ async def test_the_relay_counts_the_escalation_tasks_it_sent_and_nothing_else(
         assert await OutboxRelay(pool, relay, topics.notifications, clock).publish_pending() == 0
     finally:
         await relay.stop()
-    assert metrics.ESCALATIONS_SENT._value.get() == sent + 2
+    assert metrics.ESCALATIONS_SENT.labels("none")._value.get() == sent + 2

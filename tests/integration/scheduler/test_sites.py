@@ -128,6 +128,13 @@ async def test_each_case_is_planned_in_its_sites_zone_hours_and_quiet_hours(
         "followup_scheduler_site_cases_opened_total", {"site": "faro", "reason": "no_show"}
     )
     assert opened is not None and opened >= 1
+    # The clinic dashboard's own counters carry the bounded site label too.
+    for name, labels in (
+        ("followup_scheduler_cases_opened_total", {"reason": "no_show"}),
+        ("followup_scheduler_attempts_fired_total", {"channel": "call_task"}),
+    ):
+        counted = REGISTRY.get_sample_value(name, {**labels, "site": "lisbon"})
+        assert counted is not None and counted >= 1, name
 
 
 async def _has_three(found: Any) -> bool:
@@ -184,10 +191,14 @@ async def _count(value: Any, wanted: int) -> bool:
 
 
 async def test_a_changed_sites_file_is_taken_without_a_restart(
-    scheduler: Scheduler, publisher: KafkaPublisher, topics: TopicNames
+    scheduler: Scheduler,
+    publisher: KafkaPublisher,
+    topics: TopicNames,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pool = scheduler.pool
     assert pool is not None and scheduler.sites.path is not None
+    monkeypatch.setenv("TEST_PORTO_DESK_TOKEN", "porto-desk-token-not-secret")
     # A fourth clinic joins the chain: Porto, in Lisbon's zone, calling from 17:00 only.
     scheduler.sites.path.write_text(
         SITES
@@ -196,6 +207,7 @@ async def test_a_changed_sites_file_is_taken_without_a_restart(
     business_hours: {mon: "17:00-20:00", tue: "17:00-20:00", wed: "17:00-20:00",
                      thu: "17:00-20:00", fri: "17:00-20:00", sat: null, sun: null}
     call_slots: {evening: "17:00-20:00"}
+    api_token_env: TEST_PORTO_DESK_TOKEN
 """
     )
     await eventually(lambda: "porto" in scheduler.sites.current().profiles)
@@ -210,3 +222,16 @@ async def test_a_changed_sites_file_is_taken_without_a_restart(
 
     # 16:30 in Porto is before its desk opens: the call is at 17:00 local (17:00 UTC).
     assert await eventually(planned) == ("Europe/Lisbon", datetime(2026, 3, 2, 17, tzinfo=UTC))
+    await publisher.publish(topics.triggers, missed_at("vilnius"))
+    vilnius_case = case_id_for("no_show:appt-vilnius")
+    await eventually(lambda: pool.fetchval("SELECT 1 FROM cases WHERE case_id = $1", vilnius_case))
+
+    # The new clinic's desk token counts at once: its worklist, and nobody else's case.
+    porto = {"Authorization": "Bearer porto-desk-token-not-secret"}
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{scheduler.ops.port}") as http:
+        async with http.get("/cases", headers=porto) as answer:
+            assert answer.status == 200
+            page = await answer.json()
+        assert [c["site"] for c in page["cases"]] == ["porto"]
+        async with http.get(f"/cases/{vilnius_case}", headers=porto) as answer:
+            assert answer.status == 404

@@ -60,13 +60,13 @@ async def test_hl7_booking_becomes_a_no_show_trigger(
             async with asyncio.timeout(10):
                 while (
                     "followup_tracker_tracked_appointments 1.0" not in metrics
-                    or 'followup_tracker_triggers_total{kind="no_show"}' not in metrics
+                    or 'followup_tracker_triggers_total{kind="no_show",site="none"}' not in metrics
                 ):
                     async with session.get(f"{base}/metrics") as response:
                         metrics = await response.text()
                     await asyncio.sleep(0.05)
         assert 'followup_tracker_events_total{source="hl7",type="appointment"}' in metrics
         assert "followup_tracker_detection_lag_seconds_bucket" in metrics
-        assert 'followup_tracker_triggers_total{kind="no_show"}' in metrics
+        assert 'followup_tracker_triggers_total{kind="no_show",site="none"}' in metrics
     finally:
         await tracker.stop()
