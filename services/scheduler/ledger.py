@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import astuple, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal, TypeAlias, cast
+from typing import Any, Literal, TypeAlias, cast, get_args
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -197,6 +197,45 @@ ORDER = (
     DELETE_CONTACT,
     INSERT_CONTACT,
 )
+
+
+# Due work, claimed in turn across lanes (purpose, channel): each lane's due attempts in
+# due order, at most $2 of them locked, then the batch takes the first of every lane, the
+# second of every lane, ... up to $2, and locks their cases (one a handler holds is left
+# for the next batch). One lane's backlog (50,000
+# call tasks due at 09:00) cannot hold back the SMS or escalations due beside it: they get
+# their turn in the next batch. Replicas skip each other's locked rows in both steps; an
+# attempt locked in a lane but left out of the batch is free again at commit.
+_PURPOSES = ("follow_up", "escalation")  # an attempt's purposes (001_cases.sql)
+LANES = tuple((p, c) for p in _PURPOSES for c in get_args(Channel))
+_LANE_ARGS = ([p for p, _ in LANES], [c for _, c in LANES])
+DUE_IN_TURN = """
+    SELECT p.due_number, p.due_at, c.*
+      FROM (SELECT t.case_id, t.due_number, t.due_at
+              FROM (SELECT d.*, row_number() OVER (PARTITION BY l.purpose, l.channel
+                                                   ORDER BY d.due_at) AS turn
+                      FROM unnest($3::text[], $4::text[]) AS l(purpose, channel)
+                     CROSS JOIN LATERAL (
+                           SELECT a.case_id, a.attempt_number AS due_number,
+                                  a.planned_at AS due_at
+                             FROM attempts a
+                            WHERE a.state = 'planned' AND a.purpose = l.purpose
+                              AND a.channel = l.channel AND a.planned_at <= $1
+                            ORDER BY a.planned_at
+                            LIMIT $2
+                              FOR UPDATE OF a SKIP LOCKED) d) t
+             ORDER BY t.turn, t.due_at
+             LIMIT $2) p
+      JOIN cases c ON c.case_id = p.case_id
+       FOR UPDATE OF c SKIP LOCKED"""
+# The next due moment over every lane (the firing loop sleeps until then, within its poll).
+NEXT_DUE = """
+    SELECT min(d.planned_at)
+      FROM unnest($1::text[], $2::text[]) AS l(purpose, channel)
+     CROSS JOIN LATERAL (
+           SELECT a.planned_at FROM attempts a
+            WHERE a.state = 'planned' AND a.purpose = l.purpose AND a.channel = l.channel
+            ORDER BY a.planned_at LIMIT 1) d"""
 
 
 # --- rows to cases and back -------------------------------------------------------------------
@@ -788,18 +827,12 @@ class CaseLedger:
     async def fire_due(self, limit: int = 200) -> int:
         """Fire the attempts due now: attempt marked fired and its command in the outbox."""
         async with self._tx() as tx:
-            due = await tx.conn.fetch(
-                """SELECT a.attempt_number AS due_number, c.*
-                     FROM attempts a JOIN cases c ON c.case_id = a.case_id
-                    WHERE a.state = 'planned' AND a.planned_at <= $1
-                    ORDER BY a.planned_at
-                    LIMIT $2
-                      FOR UPDATE OF a, c SKIP LOCKED""",
-                tx.now,
-                limit,
-            )
+            due = await tx.conn.fetch(DUE_IN_TURN, tx.now, limit, *_LANE_ARGS)
             if not due:
                 return 0
+            # Taken in turn across the lanes; fired in due order (a case's or a patient's
+            # attempts in two lanes keep theirs).
+            due = sorted(due, key=lambda r: r["due_at"])
             by_case: dict[str, list[AttemptRecord]] = defaultdict(list)
             for r in await tx.conn.fetch(ATTEMPTS_OF, list({r["case_id"] for r in due})):
                 by_case[r["case_id"]].append(to_attempt(r))
@@ -843,6 +876,11 @@ class CaseLedger:
                 tx.batch.add(case)
             await desks.write(tx)
             return len(due)
+
+    async def next_due(self) -> datetime | None:
+        """When the next planned attempt falls due (None: nothing planned)."""
+        async with self._pool.acquire() as conn:
+            return cast(datetime | None, await conn.fetchval(NEXT_DUE, *_LANE_ARGS))
 
     async def review_due(self, limit: int = 200) -> int:
         """Cases that asked to be looked at again (a close that waits for a window to end)."""
