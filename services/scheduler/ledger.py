@@ -3,20 +3,23 @@
 Every handler is one short transaction: note the consumed event in ``processed_events``
 (a redelivery changes nothing), load the cases it concerns locked ``FOR UPDATE`` with
 their attempts in as few statements as possible, call one transition of the pure ``Case``
-(``case.py``), and save what changed. ``_Batch`` writes the difference: one
-``executemany`` per statement, in a fixed order, just before commit; nothing is read back
-in between, so no write has to be flushed by hand. Commands go to the ``outbox`` in the
-same transaction as the attempt that caused them; metrics are counted after commit.
+(``case.py``), and save what changed. ``_Batch`` writes the difference: one statement per
+table from column arrays, all in one round trip just before commit (the rare deletes
+before it); nothing is read back in between, so no write has to be flushed by hand.
+Commands go to the ``outbox`` in the same transaction as the attempt that caused them;
+metrics are counted after commit.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import astuple, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from functools import cache, partial
 from typing import Any, Literal, TypeAlias, cast, get_args
 from zoneinfo import ZoneInfo
 
@@ -182,21 +185,32 @@ INSERT_CONTACT = f"""
     SELECT * FROM {_unnest("text", "int", "text", "text", "timestamptz")}
     ON CONFLICT DO NOTHING"""
 DELETE_CONTACT = "DELETE FROM contact_log WHERE case_id = $1 AND attempt_number = $2"
-# Written once per batch from column arrays; the others (rare deletes) row by row.
-BULK = frozenset({UPDATE_CASE, INSERT_ATTEMPT, UPDATE_ATTEMPT, INSERT_HISTORY, INSERT_OUTBOX,
-                  INSERT_CONTACT})  # fmt: skip
+# The rare deletes go first, row by row (an attempt deleted and one inserted under its
+# number, a contact uncounted and counted again, must not meet in one statement).
+DELETES = (DELETE_ATTEMPT, DELETE_CONTACT)
+# The rest is written from column arrays in ONE statement (data-modifying CTEs, one round
+# trip): each touches rows no other one does (an attempt is updated or inserted, never
+# both), and each keeps its rows' order (history and outbox ids follow the batch).
+BULK = (UPDATE_ATTEMPT, INSERT_ATTEMPT, UPDATE_CASE, INSERT_HISTORY, INSERT_OUTBOX, INSERT_CONTACT)
+_PLACEHOLDER = re.compile(r"\$(\d+)")
 
-# The order the batch writes in: rows are unique per statement, deletes before inserts.
-ORDER = (
-    DELETE_ATTEMPT,
-    UPDATE_ATTEMPT,
-    INSERT_ATTEMPT,
-    UPDATE_CASE,
-    INSERT_HISTORY,
-    INSERT_OUTBOX,
-    DELETE_CONTACT,
-    INSERT_CONTACT,
-)
+
+def _shift(offset: int, number: re.Match[str]) -> str:
+    return f"${int(number[1]) + offset}"
+
+
+@cache
+def _together(statements: tuple[str, ...]) -> str:
+    """The ``statements`` (of ``BULK``, each numbering its parameters from $1) as one
+    statement, their parameters numbered one after the other."""
+    parts: list[str] = []
+    offset = 0
+    for sql in statements:
+        numbers = [int(n) for n in _PLACEHOLDER.findall(sql)]
+        shifted = _PLACEHOLDER.sub(partial(_shift, offset), sql)
+        parts.append(f"w{len(parts)} AS ({shifted})")
+        offset += max(numbers)
+    return "WITH " + ",\n".join(parts) + "\nSELECT 1"
 
 
 # Due work, claimed in turn across lanes (purpose, channel): each lane's due attempts in
@@ -367,14 +381,13 @@ class _Batch:
         self.tallies += changes.tallies
 
     async def write(self, conn: Conn) -> None:
-        for sql in ORDER:
-            rows = self.rows.get(sql)
-            if not rows:
-                continue
-            if sql in BULK:
-                await conn.execute(sql, *(list(column) for column in zip(*rows, strict=True)))
-            else:
+        for sql in DELETES:
+            if rows := self.rows.get(sql):
                 await conn.executemany(sql, rows)
+        present = tuple(sql for sql in BULK if self.rows.get(sql))
+        if present:
+            columns = [list(c) for sql in present for c in zip(*self.rows[sql], strict=True)]
+            await conn.execute(present[0] if len(present) == 1 else _together(present), *columns)
         self.rows.clear()
 
 
