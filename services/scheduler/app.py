@@ -50,6 +50,9 @@ class SchedulerSettings(Settings):
     api_token: str = Field(default="", description="Bearer token of the case API.")
     consumer_group: str = "scheduler"
     fire_batch: int = Field(default=200, ge=1, le=10_000)
+    # Firing loops in the process, each its own transaction (they share the due work as
+    # replicas do): while one waits for PostgreSQL, the other plans its batch.
+    fire_loops: int = Field(default=2, ge=1, le=16)
     relay_batch: int = Field(default=500, ge=1, le=10_000)
     poll_seconds: float = Field(default=0.5, gt=0)
     # The firing loop sleeps until the next attempt is due (at most poll_seconds), but at
@@ -119,12 +122,13 @@ class Scheduler:
         await self.publisher.start()
         if loops:
             relay = OutboxRelay(self.pool, self.publisher, self.topics.notifications, self.clock)
-            self._loop(
-                "fire",
-                lambda: ledger.fire_due(s.fire_batch),
-                s.fire_batch,
-                pause=lambda: self._until_due(ledger),
-            )
+            for n in range(s.fire_loops):
+                self._loop(
+                    "fire" if n == 0 else f"fire{n + 1}",
+                    lambda: ledger.fire_due(s.fire_batch),
+                    s.fire_batch,
+                    pause=lambda: self._until_due(ledger),
+                )
             self._loop("review", lambda: ledger.review_due(s.fire_batch), s.fire_batch)
             self._loop("relay", lambda: relay.publish_pending(s.relay_batch), s.relay_batch)
             self._loop("gauges", _counting(ledger.refresh_gauges), 1, every=5.0)
