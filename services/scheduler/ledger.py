@@ -214,34 +214,31 @@ def _together(statements: tuple[str, ...]) -> str:
 
 
 # Due work, claimed in turn across lanes (purpose, channel): each lane's due attempts in
-# due order, at most $2 of them locked, then the batch takes the first of every lane, the
-# second of every lane, ... up to $2, and locks their cases (one a handler holds is left
-# for the next batch). One lane's backlog (50,000
-# call tasks due at 09:00) cannot hold back the SMS or escalations due beside it: they get
-# their turn in the next batch. Replicas skip each other's locked rows in both steps; an
-# attempt locked in a lane but left out of the batch is free again at commit.
+# due order, at most $2 of them locked with their cases, then the batch takes the first of
+# every lane, the second of every lane, ... up to $2. One lane's backlog (50,000 call tasks
+# due at 09:00) cannot hold back the SMS or escalations due beside it: they get their turn
+# in the next batch. Replicas skip each other's locked rows; a row locked in a lane but
+# left out of the batch is free again at commit (a handler of that case waits one batch).
+# The cases are locked inside each lane's walk: joined outside it, the generic plan that
+# PostgreSQL settles on for the prepared statement reads every case (a hash join).
 _PURPOSES = ("follow_up", "escalation")  # an attempt's purposes (001_cases.sql)
 LANES = tuple((p, c) for p in _PURPOSES for c in get_args(Channel))
 _LANE_ARGS = ([p for p, _ in LANES], [c for _, c in LANES])
 DUE_IN_TURN = """
-    SELECT p.due_number, p.due_at, c.*
-      FROM (SELECT t.case_id, t.due_number, t.due_at
-              FROM (SELECT d.*, row_number() OVER (PARTITION BY l.purpose, l.channel
-                                                   ORDER BY d.due_at) AS turn
-                      FROM unnest($3::text[], $4::text[]) AS l(purpose, channel)
-                     CROSS JOIN LATERAL (
-                           SELECT a.case_id, a.attempt_number AS due_number,
-                                  a.planned_at AS due_at
-                             FROM attempts a
-                            WHERE a.state = 'planned' AND a.purpose = l.purpose
-                              AND a.channel = l.channel AND a.planned_at <= $1
-                            ORDER BY a.planned_at
-                            LIMIT $2
-                              FOR UPDATE OF a SKIP LOCKED) d) t
-             ORDER BY t.turn, t.due_at
-             LIMIT $2) p
-      JOIN cases c ON c.case_id = p.case_id
-       FOR UPDATE OF c SKIP LOCKED"""
+    SELECT t.*
+      FROM (SELECT d.*, row_number() OVER (PARTITION BY l.purpose, l.channel
+                                           ORDER BY d.due_at) AS turn
+              FROM unnest($3::text[], $4::text[]) AS l(purpose, channel)
+             CROSS JOIN LATERAL (
+                   SELECT a.attempt_number AS due_number, a.planned_at AS due_at, c.*
+                     FROM attempts a JOIN cases c ON c.case_id = a.case_id
+                    WHERE a.state = 'planned' AND a.purpose = l.purpose
+                      AND a.channel = l.channel AND a.planned_at <= $1
+                    ORDER BY a.planned_at
+                    LIMIT $2
+                      FOR UPDATE OF a, c SKIP LOCKED) d) t
+     ORDER BY t.turn, t.due_at
+     LIMIT $2"""
 # The next due moment over every lane (the firing loop sleeps until then, within its poll).
 NEXT_DUE = """
     SELECT min(d.planned_at)
