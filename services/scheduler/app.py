@@ -50,8 +50,14 @@ class SchedulerSettings(Settings):
     api_token: str = Field(default="", description="Bearer token of the case API.")
     consumer_group: str = "scheduler"
     fire_batch: int = Field(default=200, ge=1, le=10_000)
+    # Firing loops in the process, each its own transaction (they share the due work as
+    # replicas do): while one waits for PostgreSQL, the other plans its batch.
+    fire_loops: int = Field(default=2, ge=1, le=16)
     relay_batch: int = Field(default=500, ge=1, le=10_000)
     poll_seconds: float = Field(default=0.5, gt=0)
+    # The firing loop sleeps until the next attempt is due (at most poll_seconds), but at
+    # least this long after a part batch, so a steady trickle is fired in batches.
+    fire_pause_min_seconds: float = Field(default=0.05, ge=0)
     # The gauges that scan the ledger (oldest open case, call tasks past their window):
     # they watch hours and days, so a minute's staleness costs nothing.
     slow_gauge_seconds: float = Field(default=60.0, gt=0)
@@ -118,7 +124,13 @@ class Scheduler:
             relay = OutboxRelay(
                 self.pool, self.publisher, self.topics.notifications, self.clock, self.sites
             )
-            self._loop("fire", lambda: ledger.fire_due(s.fire_batch), s.fire_batch)
+            for n in range(s.fire_loops):
+                self._loop(
+                    "fire" if n == 0 else f"fire{n + 1}",
+                    lambda: ledger.fire_due(s.fire_batch),
+                    s.fire_batch,
+                    pause=lambda: self._until_due(ledger),
+                )
             self._loop("review", lambda: ledger.review_due(s.fire_batch), s.fire_batch)
             self._loop("relay", lambda: relay.publish_pending(s.relay_batch), s.relay_batch)
             self._loop("gauges", _counting(ledger.refresh_gauges), 1, every=5.0)
@@ -197,25 +209,42 @@ class Scheduler:
         )
 
     def _loop(
-        self, name: str, work: Callable[[], Awaitable[int]], batch: int, every: float | None = None
+        self,
+        name: str,
+        work: Callable[[], Awaitable[int]],
+        batch: int,
+        every: float | None = None,
+        pause: Callable[[], Awaitable[float]] | None = None,
     ) -> None:
-        pause = every or self.settings.poll_seconds
+        poll = every or self.settings.poll_seconds
 
         async def forever() -> None:
             while not self._stopping.is_set():
                 try:
                     done = await work()
+                    wait = poll if done >= batch or pause is None else await pause()
                 except Exception as exc:  # the loop outlives a database or broker hiccup
                     log.warning("loop_failed", loop=name, error=type(exc).__name__)
-                    done = 0
+                    done, wait = 0, poll
                 if done < batch:
                     # A polling rhythm in real seconds, not clinic time: due work is found
                     # by comparing with the injected clock inside the query.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), pause)
+                        await asyncio.wait_for(self._stopping.wait(), wait)
 
         self._tasks.append(asyncio.create_task(forever(), name=f"scheduler:{name}"))
         self.ops.supervisor.watch({f"scheduler:{name}": self._tasks[-1]})
+
+    async def _until_due(self, ledger: CaseLedger) -> float:
+        """Seconds to sleep after a part batch: until the next attempt is due, within
+        [fire_pause_min_seconds, poll_seconds]. Clinic seconds (the injected clock): a
+        faster clock (the demo's) is still looked at every poll."""
+        s = self.settings
+        due = await ledger.next_due()
+        if due is None:
+            return s.poll_seconds
+        until = (due - self.clock.now()).total_seconds()
+        return min(s.poll_seconds, max(s.fire_pause_min_seconds, until))
 
     async def _recheck_sites(self) -> None:
         self.sites.current()

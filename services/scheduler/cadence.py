@@ -200,7 +200,8 @@ def next_decision(rules: CadenceRules, case: CaseView, now: datetime) -> Decisio
     # The previous attempt has had its chance once its call window is over.
     settled = max(now, _busy_until(last)) if last else now
 
-    usable = [c for c in rules.channels() if c not in case.impossible | case.opted_out]
+    lost = case.impossible | case.opted_out
+    usable = [c for c in rules.channels() if c not in lost]
     if not usable:
         reachable = [c for c in rules.channels() if c not in case.impossible]
         if reachable:

@@ -3,21 +3,24 @@
 Every handler is one short transaction: note the consumed event in ``processed_events``
 (a redelivery changes nothing), load the cases it concerns locked ``FOR UPDATE`` with
 their attempts in as few statements as possible, call one transition of the pure ``Case``
-(``case.py``), and save what changed. ``_Batch`` writes the difference: one
-``executemany`` per statement, in a fixed order, just before commit; nothing is read back
-in between, so no write has to be flushed by hand. Commands go to the ``outbox`` in the
-same transaction as the attempt that caused them; metrics are counted after commit.
+(``case.py``), and save what changed. ``_Batch`` writes the difference: one statement per
+table from column arrays, all in one round trip just before commit (the rare deletes
+before it); nothing is read back in between, so no write has to be flushed by hand.
+Commands go to the ``outbox`` in the same transaction as the attempt that caused them;
+metrics are counted after commit.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import astuple, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal, TypeAlias, cast
+from functools import cache, partial
+from typing import Any, Literal, TypeAlias, cast, get_args
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -182,21 +185,68 @@ INSERT_CONTACT = f"""
     SELECT * FROM {_unnest("text", "int", "text", "text", "timestamptz")}
     ON CONFLICT DO NOTHING"""
 DELETE_CONTACT = "DELETE FROM contact_log WHERE case_id = $1 AND attempt_number = $2"
-# Written once per batch from column arrays; the others (rare deletes) row by row.
-BULK = frozenset({UPDATE_CASE, INSERT_ATTEMPT, UPDATE_ATTEMPT, INSERT_HISTORY, INSERT_OUTBOX,
-                  INSERT_CONTACT})  # fmt: skip
+# The rare deletes go first, row by row (an attempt deleted and one inserted under its
+# number, a contact uncounted and counted again, must not meet in one statement).
+DELETES = (DELETE_ATTEMPT, DELETE_CONTACT)
+# The rest is written from column arrays in ONE statement (data-modifying CTEs, one round
+# trip): each touches rows no other one does (an attempt is updated or inserted, never
+# both), and each keeps its rows' order (history and outbox ids follow the batch).
+BULK = (UPDATE_ATTEMPT, INSERT_ATTEMPT, UPDATE_CASE, INSERT_HISTORY, INSERT_OUTBOX, INSERT_CONTACT)
+_PLACEHOLDER = re.compile(r"\$(\d+)")
 
-# The order the batch writes in: rows are unique per statement, deletes before inserts.
-ORDER = (
-    DELETE_ATTEMPT,
-    UPDATE_ATTEMPT,
-    INSERT_ATTEMPT,
-    UPDATE_CASE,
-    INSERT_HISTORY,
-    INSERT_OUTBOX,
-    DELETE_CONTACT,
-    INSERT_CONTACT,
-)
+
+def _shift(offset: int, number: re.Match[str]) -> str:
+    return f"${int(number[1]) + offset}"
+
+
+@cache
+def _together(statements: tuple[str, ...]) -> str:
+    """The ``statements`` (of ``BULK``, each numbering its parameters from $1) as one
+    statement, their parameters numbered one after the other."""
+    parts: list[str] = []
+    offset = 0
+    for sql in statements:
+        numbers = [int(n) for n in _PLACEHOLDER.findall(sql)]
+        shifted = _PLACEHOLDER.sub(partial(_shift, offset), sql)
+        parts.append(f"w{len(parts)} AS ({shifted})")
+        offset += max(numbers)
+    return "WITH " + ",\n".join(parts) + "\nSELECT 1"
+
+
+# Due work, claimed in turn across lanes (purpose, channel): each lane's due attempts in
+# due order, at most $2 of them locked with their cases, then the batch takes the first of
+# every lane, the second of every lane, ... up to $2. One lane's backlog (50,000 call tasks
+# due at 09:00) cannot hold back the SMS or escalations due beside it: they get their turn
+# in the next batch. Replicas skip each other's locked rows; a row locked in a lane but
+# left out of the batch is free again at commit (a handler of that case waits one batch).
+# The cases are locked inside each lane's walk: joined outside it, the generic plan that
+# PostgreSQL settles on for the prepared statement reads every case (a hash join).
+_PURPOSES = ("follow_up", "escalation")  # an attempt's purposes (001_cases.sql)
+LANES = tuple((p, c) for p in _PURPOSES for c in get_args(Channel))
+_LANE_ARGS = ([p for p, _ in LANES], [c for _, c in LANES])
+DUE_IN_TURN = """
+    SELECT t.*
+      FROM (SELECT d.*, row_number() OVER (PARTITION BY l.purpose, l.channel
+                                           ORDER BY d.due_at) AS turn
+              FROM unnest($3::text[], $4::text[]) AS l(purpose, channel)
+             CROSS JOIN LATERAL (
+                   SELECT a.attempt_number AS due_number, a.planned_at AS due_at, c.*
+                     FROM attempts a JOIN cases c ON c.case_id = a.case_id
+                    WHERE a.state = 'planned' AND a.purpose = l.purpose
+                      AND a.channel = l.channel AND a.planned_at <= $1
+                    ORDER BY a.planned_at
+                    LIMIT $2
+                      FOR UPDATE OF a, c SKIP LOCKED) d) t
+     ORDER BY t.turn, t.due_at
+     LIMIT $2"""
+# The next due moment over every lane (the firing loop sleeps until then, within its poll).
+NEXT_DUE = """
+    SELECT min(d.planned_at)
+      FROM unnest($1::text[], $2::text[]) AS l(purpose, channel)
+     CROSS JOIN LATERAL (
+           SELECT a.planned_at FROM attempts a
+            WHERE a.state = 'planned' AND a.purpose = l.purpose AND a.channel = l.channel
+            ORDER BY a.planned_at LIMIT 1) d"""
 
 
 # --- rows to cases and back -------------------------------------------------------------------
@@ -328,14 +378,13 @@ class _Batch:
         self.tallies += changes.tallies
 
     async def write(self, conn: Conn) -> None:
-        for sql in ORDER:
-            rows = self.rows.get(sql)
-            if not rows:
-                continue
-            if sql in BULK:
-                await conn.execute(sql, *(list(column) for column in zip(*rows, strict=True)))
-            else:
+        for sql in DELETES:
+            if rows := self.rows.get(sql):
                 await conn.executemany(sql, rows)
+        present = tuple(sql for sql in BULK if self.rows.get(sql))
+        if present:
+            columns = [list(c) for sql in present for c in zip(*self.rows[sql], strict=True)]
+            await conn.execute(present[0] if len(present) == 1 else _together(present), *columns)
         self.rows.clear()
 
 
@@ -799,18 +848,12 @@ class CaseLedger:
     async def fire_due(self, limit: int = 200) -> int:
         """Fire the attempts due now: attempt marked fired and its command in the outbox."""
         async with self._tx() as tx:
-            due = await tx.conn.fetch(
-                """SELECT a.attempt_number AS due_number, c.*
-                     FROM attempts a JOIN cases c ON c.case_id = a.case_id
-                    WHERE a.state = 'planned' AND a.planned_at <= $1
-                    ORDER BY a.planned_at
-                    LIMIT $2
-                      FOR UPDATE OF a, c SKIP LOCKED""",
-                tx.now,
-                limit,
-            )
+            due = await tx.conn.fetch(DUE_IN_TURN, tx.now, limit, *_LANE_ARGS)
             if not due:
                 return 0
+            # Taken in turn across the lanes; fired in due order (a case's or a patient's
+            # attempts in two lanes keep theirs).
+            due = sorted(due, key=lambda r: r["due_at"])
             by_case: dict[str, list[AttemptRecord]] = defaultdict(list)
             for r in await tx.conn.fetch(ATTEMPTS_OF, list({r["case_id"] for r in due})):
                 by_case[r["case_id"]].append(to_attempt(r))
@@ -854,6 +897,11 @@ class CaseLedger:
                 tx.batch.add(case)
             await desks.write(tx)
             return len(due)
+
+    async def next_due(self) -> datetime | None:
+        """When the next planned attempt falls due (None: nothing planned)."""
+        async with self._pool.acquire() as conn:
+            return cast(datetime | None, await conn.fetchval(NEXT_DUE, *_LANE_ARGS))
 
     async def review_due(self, limit: int = 200) -> int:
         """Cases that asked to be looked at again (a close that waits for a window to end)."""
