@@ -31,6 +31,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -38,7 +39,7 @@ import aiosmtplib
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from bench.harness import Figure, Result
+from bench.harness import Figure, Reading, Result
 from bench.processes import ServiceProcess, produce, unique_prefix
 from common.config import PREFIX, Settings
 from common.db import create_pool, drop_schema
@@ -164,6 +165,11 @@ class NotifierBench:
         self.smtp_port = free_port()
         self.webhook_port = free_port()
         self.task_body = b""  # the last call task the webhook got: the bare loop posts it
+        self.notifier_pid = 0
+        # CPU seconds per delivery: (notifier process, bench process) for each channel, and
+        # the bench process's during each bare loop (client and servers).
+        self.cpu: dict[str, tuple[float, float]] = {}
+        self.bare_cpu: dict[str, float] = {}
 
     async def _webhook(self, request: web.Request) -> web.Response:
         self.task_body = await request.read()
@@ -200,6 +206,8 @@ class NotifierBench:
         )
 
     async def through_notifier(self, channel: str, received: Any) -> float:
+        """Deliveries/s; also notes the CPU each one cost the notifier process and the bench
+        process (the servers') over the same window, in ``self.cpu[channel]``."""
         now = datetime.now(UTC)
         tag = f"{channel}-{uuid.uuid4().hex[:6]}"
         patients = [f"{tag}-p{i}" for i in range(self.count)]
@@ -208,11 +216,18 @@ class NotifierBench:
         commands = [command(f"{tag}-c{i}", p, channel, now) for i, p in enumerate(patients)]
         before = received()
         started = time.perf_counter()
+        notifier_cpu = process_cpu(self.notifier_pid)
         await produce(self.bootstrap, self.names.notifications, commands)
+        bench_cpu = time.process_time()  # after producing: the servers' share alone
         async with asyncio.timeout(600):
             while received() < before + self.count:
                 await asyncio.sleep(0.02)
-        return self.count / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.cpu[channel] = (
+            (process_cpu(self.notifier_pid) - notifier_cpu) / self.count,
+            (time.process_time() - bench_cpu) / self.count,
+        )
+        return self.count / elapsed
 
     async def _contacts_stored_at_least(self, patients: list[str]) -> None:
         pool = await create_pool(self.dsn, self.schema, max_size=1)
@@ -231,26 +246,52 @@ class NotifierBench:
         smallest one (four headers, one short text part), the baseline of earlier rounds."""
         smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=self.smtp_port, use_tls=False)
         await smtp.connect()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             for i in range(self.count):
                 message = same_shape_email(i) if same else smallest_email(i)
                 await smtp.send_message(message)
         finally:
             await smtp.quit()
+        self.bare_cpu["email" if same else "smallest"] = (time.process_time() - cpu) / self.count
         return self.count / (time.perf_counter() - started)
 
-    async def bare_post(self, url: str, body: dict[str, Any], form: bool) -> float:
+    async def bare_post(self, url: str, body: dict[str, Any], form: bool, channel: str) -> float:
         auth = aiohttp.BasicAuth(SID, TOKEN)
         async with aiohttp.ClientSession() as session:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             for _ in range(self.count):
                 kwargs: dict[str, Any] = {"data": body} if form else {"json": body}
                 async with session.post(url, auth=auth, **kwargs) as response:
                     await response.read()
                     if response.status >= 300:
                         raise RuntimeError(f"the bare loop got HTTP {response.status}")
+            self.bare_cpu[channel] = (time.process_time() - cpu) / self.count
             return self.count / (time.perf_counter() - started)
+
+    def _cpu_readings(self) -> list[Result]:
+        """CPU per delivery, which the machine's load moves far less than rates: the
+        notifier process's, against the bare loop's own (the bench process's CPU in the
+        bare loop less what its servers used per delivery while the notifier sent).
+        PostgreSQL's and Kafka's CPU are in neither."""
+        readings: list[Result] = []
+        for channel, bare, what in (
+            ("email", "email", "email"),
+            ("sms", "sms", "SMS"),
+            ("call_task", "call_task", "call task"),
+        ):
+            notifier, servers = self.cpu[channel]
+            client = max(self.bare_cpu[bare] - servers, 1e-6)
+            readings.append(
+                Reading(
+                    f"notifier: CPU per {what}",
+                    notifier * 1000,
+                    "ms",
+                    "bare loop's client",
+                    client * 1000,
+                )
+            )
+        return readings
 
     async def figures(self) -> list[Result]:
         await ensure_topics(self.bootstrap, self.names)
@@ -265,6 +306,8 @@ class NotifierBench:
         notifier = self.process(sms_url)
         try:
             await notifier.start()
+            assert notifier.process is not None
+            self.notifier_pid = notifier.process.pid
             email = await self.through_notifier("email", lambda: self.mail.count)
             sms = await self.through_notifier("sms", lambda: len(self.sms.messages))
             calls = await self.through_notifier("call_task", lambda: self.tasks.count)
@@ -274,11 +317,11 @@ class NotifierBench:
             # call task's JSON), so each baseline sends the same bytes.
             sms_form = dict(self.sms.messages[-1].form)
             bare_sms = await self.bare_post(
-                f"{sms_url}/2010-04-01/Accounts/{SID}/Messages.json", sms_form, form=True
+                f"{sms_url}/2010-04-01/Accounts/{SID}/Messages.json", sms_form, True, "sms"
             )
             task = json.loads(self.task_body)
             bare_calls = await self.bare_post(
-                f"http://127.0.0.1:{self.webhook_port}/tasks", task, form=False
+                f"http://127.0.0.1:{self.webhook_port}/tasks", task, False, "call_task"
             )
         finally:
             await notifier.stop()
@@ -309,7 +352,14 @@ class NotifierBench:
                 "aiosmtplib, smallest message",
                 smallest_mail,
             ),
+            *self._cpu_readings(),
         ]
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bench.__main__ import SUITES
-from bench.harness import Figure
+from bench.harness import Figure, Reading
 from bench.notifier_bench import NotifierBench
 
 pytestmark = pytest.mark.integration
@@ -18,7 +18,8 @@ async def test_notifier_bench_delivers_on_every_channel(
 ) -> None:
     assert "notifier" in SUITES
     bench = NotifierBench(kafka_bootstrap, database_url, 20)
-    figures = await bench.figures()
+    results = await bench.figures()
+    figures = [r for r in results if isinstance(r, Figure)]
     assert [f.name.split(" (")[0] for f in figures] == [
         "notifier: emails/s to aiosmtpd",
         "notifier: SMS/s to the stand-in",
@@ -30,3 +31,11 @@ async def test_notifier_bench_delivers_on_every_channel(
     assert bench.mail.count == 60
     assert len(bench.sms.messages) == 40
     assert bench.tasks.count == 40
+    # CPU per delivery of the notifier process and of each bare loop's client.
+    readings = [r for r in results if isinstance(r, Reading)]
+    assert [r.name for r in readings] == [
+        "notifier: CPU per email",
+        "notifier: CPU per SMS",
+        "notifier: CPU per call task",
+    ]
+    assert all(r.value > 0 and r.baseline_value > 0 for r in readings)
