@@ -31,11 +31,11 @@ async def test_notifier_bench_delivers_on_every_channel(
     assert bench.mail.count == 60
     assert len(bench.sms.messages) == 40
     assert bench.tasks.count == 40
-    # CPU per delivery of the notifier process and of each bare loop's client.
+    # CPU per delivery, the notifier's and the servers', and each bare loop's.
     readings = [r for r in results if isinstance(r, Reading)]
     assert [r.name for r in readings] == [
-        "notifier: CPU per email",
-        "notifier: CPU per SMS",
-        "notifier: CPU per call task",
+        "notifier: CPU per email, with the server",
+        "notifier: CPU per SMS, with the server",
+        "notifier: CPU per call task, with the server",
     ]
     assert all(r.value > 0 and r.baseline_value > 0 for r in readings)
