@@ -3,10 +3,13 @@ notifications topic in, deliveries out, against bare loops sending the same to t
 servers from this process.
 
 - emails/s to a local SMTP server (aiosmtpd), against a bare aiosmtplib loop on one
-  connection;
+  connection sending a message of the notifier's shape (same headers, text and HTML parts
+  of its sizes, built with the stdlib per message); also against the smallest message
+  (four headers, one short part: the baseline of the rounds before issue 16's third);
 - SMS/s to the SMS provider stand-in (``standins.sms_provider``, Twilio's wire format),
-  against a bare aiohttp loop posting the same form;
-- call tasks/s to a webhook (aiohttp), against a bare aiohttp loop posting the same JSON.
+  against a bare aiohttp loop posting the form the notifier posted last;
+- call tasks/s to a webhook (aiohttp), against a bare aiohttp loop posting the JSON the
+  webhook got last from the notifier (the task and its FHIR Task; unsigned).
 
 The bare loops are sequential: they are the cost of the channel itself on one connection.
 The notifier sends up to ``FOLLOWUP_DISPATCH_CONCURRENCY`` rows at once per channel (one at
@@ -20,11 +23,15 @@ per channel).
 from __future__ import annotations
 
 import asyncio
+import email.policy
+import json
 import os
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,7 +39,7 @@ import aiosmtplib
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from bench.harness import Figure, Result
+from bench.harness import Figure, Reading, Result
 from bench.processes import ServiceProcess, produce, unique_prefix
 from common.config import PREFIX, Settings
 from common.db import create_pool, drop_schema
@@ -43,6 +50,46 @@ from standins.sms_provider import SmsProviderStandIn
 from tests.support.polling import free_port
 
 SID, TOKEN, SENDER = "ACbench", "bench-token", "+37060000000"
+
+
+# The notifier's no-show email in English is ~330 characters of text and ~400 of HTML.
+EMAIL_TEXT = (
+    "Dear Ona,\n\nWe missed you at your visit, and we would like to help you continue your "
+    "treatment.\n\nTo rebook, call us at +37052000000. You can simply reply to this email."
+    '\n\nSample Clinic\nTo stop these emails, reply "unsubscribe" or open '
+    "https://clinic.invalid/unsubscribe?patient=bench-0&token=0123456789abcdef0123456789abcdef\n"
+)
+EMAIL_HTML = (
+    "<html><body>"
+    + "".join(f"<p>{line}</p>" for line in EMAIL_TEXT.splitlines() if line)
+    + "</body></html>"
+)
+
+
+def same_shape_email(i: int) -> EmailMessage:
+    """What the notifier sends, by the stdlib alone: From, To, Subject, Date, Message-ID,
+    the key, List-Unsubscribe (+ -Post), multipart/alternative text and HTML."""
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = "followup@clinic.invalid"
+    message["To"] = f"bench-{i}@example.org"
+    message["Subject"] = "Your treatment: the next step"
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Message-ID"] = f"<bench.{i}@clinic.invalid>"
+    message["X-Followup-Key"] = f"bench-{i}:1"
+    message["List-Unsubscribe"] = f"<https://clinic.invalid/unsubscribe?patient=bench-{i}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message.set_content(EMAIL_TEXT)
+    message.add_alternative(EMAIL_HTML, subtype="html")
+    return message
+
+
+def smallest_email(i: int) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "followup@clinic.invalid"
+    message["To"] = f"bench-{i}@example.org"
+    message["Subject"] = "We missed you today"
+    message.set_content("Please call the clinic to book a new time.")
+    return message
 
 
 class Counter:
@@ -117,9 +164,15 @@ class NotifierBench:
         self.sms = SmsProviderStandIn(account_sid=SID, auth_token=TOKEN)
         self.smtp_port = free_port()
         self.webhook_port = free_port()
+        self.task_body = b""  # the last call task the webhook got: the bare loop posts it
+        self.notifier_pid = 0
+        # CPU seconds per delivery: (notifier process, bench process) for each channel, and
+        # the bench process's during each bare loop (client and servers).
+        self.cpu: dict[str, tuple[float, float]] = {}
+        self.bare_cpu: dict[str, float] = {}
 
     async def _webhook(self, request: web.Request) -> web.Response:
-        await request.read()
+        self.task_body = await request.read()
         self.tasks.hit()
         return web.Response(status=204)
 
@@ -153,6 +206,8 @@ class NotifierBench:
         )
 
     async def through_notifier(self, channel: str, received: Any) -> float:
+        """Deliveries/s; also notes the CPU each one cost the notifier process and the bench
+        process (the servers') over the same window, in ``self.cpu[channel]``."""
         now = datetime.now(UTC)
         tag = f"{channel}-{uuid.uuid4().hex[:6]}"
         patients = [f"{tag}-p{i}" for i in range(self.count)]
@@ -161,11 +216,18 @@ class NotifierBench:
         commands = [command(f"{tag}-c{i}", p, channel, now) for i, p in enumerate(patients)]
         before = received()
         started = time.perf_counter()
+        notifier_cpu = process_cpu(self.notifier_pid)
         await produce(self.bootstrap, self.names.notifications, commands)
+        bench_cpu = time.process_time()  # after producing: the servers' share alone
         async with asyncio.timeout(600):
             while received() < before + self.count:
                 await asyncio.sleep(0.02)
-        return self.count / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.cpu[channel] = (
+            (process_cpu(self.notifier_pid) - notifier_cpu) / self.count,
+            (time.process_time() - bench_cpu) / self.count,
+        )
+        return self.count / elapsed
 
     async def _contacts_stored_at_least(self, patients: list[str]) -> None:
         pool = await create_pool(self.dsn, self.schema, max_size=1)
@@ -178,33 +240,53 @@ class NotifierBench:
         finally:
             await pool.close()
 
-    async def bare_smtp(self) -> float:
+    async def bare_smtp(self, same: bool = True) -> float:
+        """``same``: a message of the notifier's shape (its headers, text and HTML parts of
+        its sizes), built with the stdlib per message as the notifier does; else the
+        smallest one (four headers, one short text part), the baseline of earlier rounds."""
         smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=self.smtp_port, use_tls=False)
         await smtp.connect()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             for i in range(self.count):
-                message = EmailMessage()
-                message["From"] = "followup@clinic.invalid"
-                message["To"] = f"bench-{i}@example.org"
-                message["Subject"] = "We missed you today"
-                message.set_content("Please call the clinic to book a new time.")
+                message = same_shape_email(i) if same else smallest_email(i)
                 await smtp.send_message(message)
         finally:
             await smtp.quit()
+        self.bare_cpu["email" if same else "smallest"] = (time.process_time() - cpu) / self.count
         return self.count / (time.perf_counter() - started)
 
-    async def bare_post(self, url: str, body: dict[str, Any], form: bool) -> float:
+    async def bare_post(self, url: str, body: dict[str, Any], form: bool, channel: str) -> float:
         auth = aiohttp.BasicAuth(SID, TOKEN)
         async with aiohttp.ClientSession() as session:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             for _ in range(self.count):
                 kwargs: dict[str, Any] = {"data": body} if form else {"json": body}
                 async with session.post(url, auth=auth, **kwargs) as response:
                     await response.read()
                     if response.status >= 300:
                         raise RuntimeError(f"the bare loop got HTTP {response.status}")
+            self.bare_cpu[channel] = (time.process_time() - cpu) / self.count
             return self.count / (time.perf_counter() - started)
+
+    def _cpu_readings(self) -> list[Result]:
+        """CPU per delivery, which the machine's load moves far less than rates: the
+        notifier process's plus the bench process's (its servers) over the notifier's
+        window, against the bench process's in the bare loop (client and the same
+        servers). PostgreSQL's and Kafka's CPU are in neither."""
+        readings: list[Result] = []
+        for channel, what in (("email", "email"), ("sms", "SMS"), ("call_task", "call task")):
+            notifier, servers = self.cpu[channel]
+            readings.append(
+                Reading(
+                    f"notifier: CPU per {what}, with the server",
+                    (notifier + servers) * 1000,
+                    "ms",
+                    "bare loop and the server",
+                    self.bare_cpu[channel] * 1000,
+                )
+            )
+        return readings
 
     async def figures(self) -> list[Result]:
         await ensure_topics(self.bootstrap, self.names)
@@ -219,17 +301,22 @@ class NotifierBench:
         notifier = self.process(sms_url)
         try:
             await notifier.start()
+            assert notifier.process is not None
+            self.notifier_pid = notifier.process.pid
             email = await self.through_notifier("email", lambda: self.mail.count)
             sms = await self.through_notifier("sms", lambda: len(self.sms.messages))
             calls = await self.through_notifier("call_task", lambda: self.tasks.count)
             bare_email = await self.bare_smtp()
-            sms_form = {"To": "+37060012345", "From": SENDER, "Body": "We missed you today."}
+            smallest_mail = await self.bare_smtp(same=False)
+            # The bare loops post what the notifier posted (its last SMS form, its last
+            # call task's JSON), so each baseline sends the same bytes.
+            sms_form = dict(self.sms.messages[-1].form)
             bare_sms = await self.bare_post(
-                f"{sms_url}/2010-04-01/Accounts/{SID}/Messages.json", sms_form, form=True
+                f"{sms_url}/2010-04-01/Accounts/{SID}/Messages.json", sms_form, True, "sms"
             )
-            task = {"task": {"action": "create", "task_id": "t", "script": "Call the patient."}}
+            task = json.loads(self.task_body)
             bare_calls = await self.bare_post(
-                f"http://127.0.0.1:{self.webhook_port}/tasks", task, form=False
+                f"http://127.0.0.1:{self.webhook_port}/tasks", task, False, "call_task"
             )
         finally:
             await notifier.stop()
@@ -241,13 +328,33 @@ class NotifierBench:
         n = self.count
         return [
             Figure(
-                f"notifier: emails/s to aiosmtpd ({n})", email, "bare aiosmtplib loop", bare_email
+                f"notifier: emails/s to aiosmtpd ({n})",
+                email,
+                "aiosmtplib, same message",
+                bare_email,
             ),
-            Figure(f"notifier: SMS/s to the stand-in ({n})", sms, "bare aiohttp loop", bare_sms),
+            Figure(f"notifier: SMS/s to the stand-in ({n})", sms, "aiohttp, same form", bare_sms),
             Figure(
-                f"notifier: call tasks/s to a webhook ({n})", calls, "bare aiohttp loop", bare_calls
+                f"notifier: call tasks/s to a webhook ({n})",
+                calls,
+                "aiohttp, same JSON",
+                bare_calls,
             ),
+            # The earlier rounds' email baseline (four headers, one short part), for comparison.
+            Figure(
+                f"notifier: emails/s, smallest message ({n})",
+                email,
+                "aiosmtplib, smallest message",
+                smallest_mail,
+            ),
+            *self._cpu_readings(),
         ]
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(

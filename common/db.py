@@ -74,9 +74,21 @@ async def first_contact(connecting: Awaitable[T], dsn: str) -> T:
         ) from None
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A pool's reset that sends nothing: asyncpg still rolls back an open transaction."""
+
+
 async def create_pool(
-    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10
+    dsn: str,
+    schema: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    reset_sessions: bool = True,
 ) -> asyncpg.Pool:
+    """``reset_sessions=False`` skips asyncpg's reset query on every release (advisory
+    unlock, ``CLOSE ALL``, ``UNLISTEN``, ``RESET ALL``: one more round trip per statement),
+    for a service whose pooled connections never change session state."""
     check_schema_name(schema)
     # sslmode and sslrootcert in the URL (require, verify-full) are asyncpg's own.
     pool = await first_contact(
@@ -85,6 +97,7 @@ async def create_pool(
             min_size=min_size,
             max_size=max_size,
             server_settings={"search_path": schema, "application_name": schema},
+            reset=None if reset_sessions else _keep_session,
         ),
         dsn,
     )

@@ -89,7 +89,10 @@ class NotifierApp:
         dsn = str(s.database_url)
         await ensure_topics(s.kafka_bootstrap, self.topics)
         await migrate(dsn, s.db_schema, MIGRATIONS)
-        self.pool = await create_pool(dsn, s.db_schema)
+        # The notifier sets no session state on pooled connections (no SET, LISTEN,
+        # advisory lock or cursor left open): the reset query per release was a round
+        # trip per statement (~8% of the dispatcher's samples).
+        self.pool = await create_pool(dsn, s.db_schema, reset_sessions=False)
         await self.publisher.start()
         self.directory = Directory(self.pool, s.default_region)
         self.ledger = Ledger(self.pool, sending_lease=timedelta(seconds=s.sending_lease_seconds))

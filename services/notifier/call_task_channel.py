@@ -163,7 +163,11 @@ class CallTaskChannel:
             result = "created" if task.action == "create" else "withdrawn"
             metrics.CALL_TASKS.labels(sink.name, result, site).inc()
             metrics.SENDS.labels(self.name, sink.name, "sent", site).inc()
-            await self._parts.ledger.sink_done(job.command, sink.name)
+            if sink is not sinks[-1]:
+                # The last sink's mark is the delivery's finish (a done row is never taken
+                # again): one statement less per task. A crash before the finish resends
+                # to it, and the receiver dedupes on the task id, as after any crash.
+                await self._parts.ledger.sink_done(job.command, sink.name)
 
     # --- results back --------------------------------------------------------------------
 

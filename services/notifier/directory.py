@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
+from asyncpg import Record
 
 from schemas.base import MESSENGERS
 from schemas.events import ContactEvent, PatientStatusEvent, ProxyContact
@@ -98,8 +100,14 @@ class Directory:
 
     async def recipient(self, patient_id: str) -> tuple[Contact | None, str | None]:
         """The patient's contact and status, either possibly unknown, in one round trip."""
-        row = await self._pool.fetchrow(
-            """SELECT s.status AS patient_status, c.*,
+        return (await self.recipients([patient_id]))[patient_id]
+
+    async def recipients(
+        self, patient_ids: Sequence[str]
+    ) -> dict[str, tuple[Contact | None, str | None]]:
+        """``recipient`` for many patients in one round trip (the dispatcher's take)."""
+        rows = await self._pool.fetch(
+            """SELECT p.id AS wanted, s.status AS patient_status, c.*,
                    (SELECT count(*) FROM contacts o WHERE o.phone_e164 = c.to_phone) AS shared,
                    ARRAY(SELECT channel FROM opt_outs WHERE opted_out AND
                          ((channel = 'sms' AND address = c.to_phone) OR
@@ -109,7 +117,7 @@ class Directory:
                           (channel = 'viber' AND address = c.to_viber) OR
                           (channel IN ('call_task', 'all') AND address = c.patient_id)))
                      AS opted_out
-               FROM (SELECT $1::text AS id) p
+               FROM (SELECT DISTINCT unnest($1::text[]) AS id) p
                -- A proxy is written to instead of the patient: their addresses, their STOP.
                LEFT JOIN (SELECT *,
                      CASE WHEN proxy IS NULL THEN phone_raw ELSE proxy->>'phone' END AS to_raw,
@@ -120,40 +128,9 @@ class Directory:
                      CASE WHEN proxy IS NULL THEN viber_user_id END AS to_viber
                    FROM contacts) c ON c.patient_id = p.id
                LEFT JOIN patient_status s ON s.patient_id = p.id""",
-            patient_id,
+            list(patient_ids),
         )
-        assert row is not None  # the FROM row is always there
-        if row["patient_id"] is None:
-            return None, row["patient_status"]
-        proxy = ProxyContact.model_validate_json(row["proxy"]) if row["proxy"] else None
-        contact = Contact(
-            patient_id=row["patient_id"],
-            given_name=row["given_name"],
-            family_name=row["family_name"],
-            phone_raw=row["to_raw"],
-            phone=row["to_phone"],
-            email=row["to_email"],
-            language=row["language"],
-            timezone=row["timezone"],
-            consent={
-                "sms": row["consent_sms"],
-                "email": row["consent_email"],
-                "call": row["consent_call"],
-            }
-            | {m: row[f"consent_{m}"] for m in MESSENGERS},
-            status=row["status"],
-            opted_out=frozenset(row["opted_out"]),
-            phone_shared_by=max(1, int(row["shared"] or 1)),
-            phone_mark=None if proxy else row["phone_mark"],
-            proxy=proxy.relationship if proxy else None,
-            proxy_name=_name(proxy.given_name, proxy.family_name) if proxy else None,
-            chat_ids={
-                channel: row[column]
-                for channel, column in (("telegram", "to_telegram"), ("viber", "to_viber"))
-                if row[column]
-            },
-        )
-        return contact, row["patient_status"]
+        return {row["wanted"]: _recipient(row) for row in rows}
 
     async def set_opt_out(
         self, address: str, channel: str, opted_out: bool, at: datetime, event_id: str
@@ -274,3 +251,37 @@ def _merge(field: str, column: str) -> str:
         f"{column} = CASE WHEN $15::text[] IS NULL OR '{field}' = ANY($15::text[]) "
         f"THEN EXCLUDED.{column} ELSE contacts.{column} END"
     )
+
+
+def _recipient(row: Record) -> tuple[Contact | None, str | None]:
+    if row["patient_id"] is None:
+        return None, row["patient_status"]
+    proxy = ProxyContact.model_validate_json(row["proxy"]) if row["proxy"] else None
+    contact = Contact(
+        patient_id=row["patient_id"],
+        given_name=row["given_name"],
+        family_name=row["family_name"],
+        phone_raw=row["to_raw"],
+        phone=row["to_phone"],
+        email=row["to_email"],
+        language=row["language"],
+        timezone=row["timezone"],
+        consent={
+            "sms": row["consent_sms"],
+            "email": row["consent_email"],
+            "call": row["consent_call"],
+        }
+        | {m: row[f"consent_{m}"] for m in MESSENGERS},
+        status=row["status"],
+        opted_out=frozenset(row["opted_out"]),
+        phone_shared_by=max(1, int(row["shared"] or 1)),
+        phone_mark=None if proxy else row["phone_mark"],
+        proxy=proxy.relationship if proxy else None,
+        proxy_name=_name(proxy.given_name, proxy.family_name) if proxy else None,
+        chat_ids={
+            channel: row[column]
+            for channel, column in (("telegram", "to_telegram"), ("viber", "to_viber"))
+            if row[column]
+        },
+    )
+    return contact, row["patient_status"]

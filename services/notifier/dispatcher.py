@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -45,7 +45,7 @@ from services.notifier.channels import (
 )
 from services.notifier.contacts import NOT_CONTACTABLE, Contact, why_impossible
 from services.notifier.directory import Directory
-from services.notifier.ledger import Delivery, FinishedDelivery, Ledger
+from services.notifier.ledger import Delivery, Finish, FinishedDelivery, Ledger
 from services.notifier.outcomes import command_outcome
 from services.notifier.quiet_hours import QuietHours, next_allowed_moment
 
@@ -72,6 +72,9 @@ class Refuse:
 Decision = Proceed | Hold[DeliveryHold] | Refuse
 
 CONTACT_GRACE = timedelta(minutes=10)
+# How long a round of sends waits for more of them to finish before recording what did
+# (real time: a bound on the latency it adds, not a business time).
+ROUND_SECONDS = 0.05
 CONTACT_RETRY = timedelta(seconds=30)
 # Waiting for the window to open or for a contact is not a rule holding a message back.
 UNCOUNTED_HOLDS = frozenset({"window", "awaiting_contact"})
@@ -169,6 +172,16 @@ class DispatchPolicy:
     daily_hard_cap: int | None = 4
     retry_base_seconds: float = 30.0
     retry_cap_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What a take read for one delivery, in one query per take rather than per row: the
+    patient's contact and status, and the runaway guard's count of their day."""
+
+    contact: Contact | None
+    status: str | None
+    sent_today: int = 0
 
 
 def outcome_event(done: FinishedDelivery) -> OutcomeEvent:
@@ -270,14 +283,26 @@ class Dispatcher:
         channel has room, so none waits for a slot once marked.
         """
         done = 0
-        running: dict[asyncio.Task[None], tuple[str, str]] = {}  # task -> channel, key
+        running: dict[asyncio.Task[Finish | None], tuple[str, str]] = {}  # -> channel, key
         failures: list[BaseException] = []
 
-        def reap(finished: set[asyncio.Task[None]]) -> None:
+        async def record(finished: set[asyncio.Task[Finish | None]]) -> None:
+            # The round's finishes in one statement; a patient stays busy until theirs is
+            # written, so their next row is never taken before this one is done.
+            keys, finishes = [], []
             for task in finished:
-                self._in_flight.pop(running.pop(task)[1], None)
-                if not task.cancelled() and task.exception() is not None:
-                    failures.append(task.exception())  # type: ignore[arg-type]
+                keys.append(running.pop(task)[1])
+                if task.cancelled():
+                    continue
+                if (error := task.exception()) is not None:
+                    failures.append(error)
+                elif (result := task.result()) is not None:
+                    finishes.append(result)
+            try:
+                await self.ledger.finish_all(finishes)
+            finally:
+                for key in keys:
+                    self._in_flight.pop(key, None)
 
         try:
             while done < most and not self._stopping.is_set() and not failures:
@@ -295,18 +320,18 @@ class Dispatcher:
                         busy_keys=list(self._in_flight),
                         busy_patients=list(set(self._in_flight.values())),
                     )
+                recipients = await self._recipients(due) if due else {}
                 for delivery in due:
                     cmd = delivery.command
                     self._in_flight[cmd.idempotency_key] = cmd.patient_id
-                    running[asyncio.create_task(self.process(delivery))] = (
-                        cmd.channel,
-                        cmd.idempotency_key,
+                    task = asyncio.create_task(
+                        self.process(delivery, recipients.get(cmd.idempotency_key))
                     )
+                    running[task] = (cmd.channel, cmd.idempotency_key)
                 done += len(due)
                 if not running:
                     break
-                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                reap(finished)
+                await record(await self._round(running))
         except asyncio.CancelledError:
             # drain() past its grace: the provider calls are cut short too.
             for task in running:
@@ -318,11 +343,32 @@ class Dispatcher:
             # Whatever happens, what was taken is sent and recorded before returning.
             if running:
                 finished, _ = await asyncio.wait(running)
-                reap(finished)
+                await record(finished)
         if failures:
             raise failures[0]
         await self.publish_outcomes()
         return done
+
+    async def _round(
+        self, running: Collection[asyncio.Task[Finish | None]]
+    ) -> set[asyncio.Task[Finish | None]]:
+        """The sends finished by now: at least one, and (a round's take and finishes cost
+        four statements whatever their size) up to half the concurrency of them, waiting
+        for more at most ``ROUND_SECONDS`` of real time after the first."""
+        finished, pending = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + ROUND_SECONDS
+        while pending and len(finished) < max(1, self.concurrency // 2):
+            left = until - loop.time()
+            if left <= 0:
+                break
+            more, pending = await asyncio.wait(
+                pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not more:
+                break
+            finished |= more
+        return finished
 
     async def publish_outcomes(self) -> None:
         # One publisher at a time in this process (the run loop and a caller of work_once
@@ -342,27 +388,49 @@ class Dispatcher:
             if len(finished) < 100:
                 break
 
-    async def process(self, delivery: Delivery) -> None:
+    async def _recipients(self, due: Sequence[Delivery]) -> dict[str, Recipient]:
+        """Contacts and the runaway guard's counts for a take, by key: two queries.
+
+        The count is as good read now as just before the send: the take marked each row
+        'sending', and no other row of these patients is taken (here or by another
+        replica) until it is done. The local midnight read a moment early only widens
+        the day counted."""
+        found = await self.directory.recipients([d.command.patient_id for d in due])
+        now = self.clock.now()
+        asked = []
+        for delivery in due:
+            cmd = delivery.command
+            contact, _ = found.get(cmd.patient_id, (None, None))
+            channel = self.channels.get(cmd.channel)
+            if contact is not None and channel is not None and channel.rules.reaches_patient:
+                asked.append((cmd.idempotency_key, cmd.patient_id, _midnight(now, contact)))
+        counts = await self.ledger.sent_since_each(asked, self._patient_channels)
+        return {
+            d.command.idempotency_key: Recipient(
+                *found.get(d.command.patient_id, (None, None)),
+                sent_today=counts.get(d.command.idempotency_key, 0),
+            )
+            for d in due
+        }
+
+    async def process(
+        self, delivery: Delivery, recipient: Recipient | None = None
+    ) -> Finish | None:
+        """Decides and sends one taken row; returns its result for the caller to record
+        (None: held for later, already recorded). ``recipient``: read by the take, else here."""
         cmd = delivery.command
         now = self.clock.now()
         channel = self.channels.get(cmd.channel)
         if channel is None:
-            await self.ledger.finish(cmd, now, "failed", detail="channel_not_configured")
-            return
+            return Finish(cmd, now, "failed", detail="channel_not_configured")
         rules = channel.rules
         withdrawal = cmd.purpose == "withdrawal"
         if delivery.recovered and not rules.resend_when_unsure and not withdrawal:
             log.warning("delivery_unknown", key=cmd.idempotency_key, channel=cmd.channel)
-            await self.ledger.finish(cmd, now, "failed", detail="delivery_unknown")
-            return
-        contact, status = await self.directory.recipient(cmd.patient_id)
-        sent_today = 0
-        if contact is not None and rules.reaches_patient:
-            zone = ZoneInfo(contact.timezone)
-            local_midnight = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
-            sent_today = await self.ledger.sent_since(
-                cmd.patient_id, local_midnight, cmd.idempotency_key, self._patient_channels
-            )
+            return Finish(cmd, now, "failed", detail="delivery_unknown")
+        if recipient is None:
+            recipient = (await self._recipients([delivery]))[cmd.idempotency_key]
+        contact, status, sent_today = recipient.contact, recipient.status, recipient.sent_today
         decision = decide(
             cmd,
             contact,
@@ -377,7 +445,7 @@ class Dispatcher:
             if decision.rule not in UNCOUNTED_HOLDS:
                 metrics.HELD.labels(decision.rule).inc()
             await self.ledger.hold(cmd, decision.until)
-            return
+            return None
         if isinstance(decision, Refuse):
             if decision.rule:
                 metrics.HELD.labels(decision.rule).inc()
@@ -389,9 +457,10 @@ class Dispatcher:
                     key=cmd.idempotency_key,
                     sent_today=sent_today,
                 )
-            await self.ledger.finish(cmd, now, decision.outcome, detail=decision.detail)
-            return
-        await self._send(channel, Job(cmd, contact, delivery.sinks_done), delivery.tries, now)
+            return Finish(cmd, now, decision.outcome, detail=decision.detail)
+        return await self._send(
+            channel, Job(cmd, contact, delivery.sinks_done), delivery.tries, now
+        )
 
     def _quiet(self, site: str | None) -> QuietHours:
         """The site's own quiet hours (its profile's, the patient's zone), else the
@@ -400,7 +469,9 @@ class Dispatcher:
         times = profile.quiet_times() if profile is not None else None
         return QuietHours(*times) if times is not None else self.policy.quiet
 
-    async def _send(self, channel: MessageChannel, job: Job, tries: int, now: datetime) -> None:
+    async def _send(
+        self, channel: MessageChannel, job: Job, tries: int, now: datetime
+    ) -> Finish | None:
         cmd = job.command
         label = self._sites.current().label(cmd.site) if self._sites is not None else "none"
         started = asyncio.get_running_loop().time()
@@ -411,15 +482,13 @@ class Dispatcher:
             metrics.SENDS.labels(cmd.channel, exc.provider, "transient_error", label).inc()
             retry_at = next_retry(now, tries, cmd.window_end, self.policy, self._rnd)
             if retry_at is None:
-                await self.ledger.finish(cmd, now, "failed", detail=f"gave_up_{exc.code}"[:200])
-            else:
-                log.info("send_retry", key=cmd.idempotency_key, code=exc.code, tries=tries)
-                await self.ledger.hold(cmd, retry_at)
-            return
+                return Finish(cmd, now, "failed", detail=f"gave_up_{exc.code}"[:200])
+            log.info("send_retry", key=cmd.idempotency_key, code=exc.code, tries=tries)
+            await self.ledger.hold(cmd, retry_at)
+            return None
         except PermanentSendError as exc:
             metrics.SENDS.labels(cmd.channel, exc.provider, "failed", label).inc()
-            await self.ledger.finish(cmd, now, exc.outcome, detail=exc.detail)
-            return
+            return Finish(cmd, now, exc.outcome, detail=exc.detail)
         finally:
             metrics.SEND_DURATION.labels(cmd.channel).observe(
                 asyncio.get_running_loop().time() - started
@@ -427,7 +496,7 @@ class Dispatcher:
         if sent.provider is not None:
             metrics.SENDS.labels(cmd.channel, sent.provider, "sent", label).inc()
         metrics.SITE_SENDS.labels(label, cmd.channel, sent.outcome).inc()
-        await self.ledger.finish(
+        return Finish(
             cmd,
             now,
             sent.outcome,
@@ -436,3 +505,9 @@ class Dispatcher:
             provider_id=sent.provider_id,
             respond_by=sent.respond_by,
         )
+
+
+def _midnight(now: datetime, contact: Contact) -> datetime:
+    """The start of the patient's day (their zone): the runaway guard counts from there."""
+    zone = ZoneInfo(contact.timezone)
+    return datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)

@@ -20,7 +20,7 @@ from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import Policy
 from email.utils import format_datetime, parseaddr
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import aiosmtplib
@@ -107,9 +107,29 @@ class UriListHeader(UnstructuredHeader):
         return f"{name}: " + f",{linesep} ".join(uris) + linesep
 
 
-_HEADERS = HeaderRegistry()
-# HeaderRegistry mixes the class with BaseHeader itself; typeshed asks for the mix.
-_HEADERS.map_to_type("list-unsubscribe", UriListHeader)  # type: ignore[arg-type]
+class _Headers(HeaderRegistry):
+    """The stdlib's registry builds a new class (``type(...)``) every time it is asked for
+    a header's class: for each header set, each count check and each fold, ~17% of an
+    email's samples. The class for a name never changes, so each is built once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, Any] = {}
+
+    def map_to_type(self, name: str, cls: Any) -> None:
+        super().map_to_type(name, cls)
+        self._made.clear()
+
+    def __getitem__(self, name: str) -> Any:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+_HEADERS = _Headers()
+_HEADERS.map_to_type("list-unsubscribe", UriListHeader)
 # The message's policy: the generator (ours or aiosmtplib's) folds each header with the
 # header object this policy made, so the URL stays whole however long it is.
 MESSAGE_POLICY = email.policy.SMTP.clone(header_factory=_HEADERS)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
-from asyncpg import Record
 
 from schemas.events import NotificationCommand
 
@@ -36,6 +35,19 @@ class FinishedDelivery:
     detail: str | None
     respond_by: datetime | None
     finished_at: datetime
+
+
+@dataclass(frozen=True)
+class Finish:
+    """A delivery's result, to be recorded (``Ledger.finish_all``)."""
+
+    command: NotificationCommand
+    at: datetime
+    outcome: str
+    detail: str | None = None
+    provider: str | None = None
+    provider_id: str | None = None
+    respond_by: datetime | None = None
 
 
 class Ledger:
@@ -84,10 +96,12 @@ class Ledger:
         """
         room = dict(channel_room or {})
         full = [channel for channel, n in room.items() if n <= 0]
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                """SELECT idempotency_key, purpose, patient_id, channel, command, state, tries,
-                          sinks_done
+        # One statement (no BEGIN/COMMIT round trips): lock the due rows, keep each
+        # patient's earliest and each channel's room, mark those 'sending'. Rows locked
+        # but not kept are released when the statement ends and stay pending.
+        rows = await self._pool.fetch(
+            """WITH candidates AS (
+                   SELECT idempotency_key, purpose, patient_id, channel, state, due_at
                    FROM deliveries d
                    WHERE ((state = 'pending' AND due_at <= $1)
                           OR (state = 'sending' AND sending_since <= $2))
@@ -97,44 +111,44 @@ class Ledger:
                      AND NOT ($5 AND EXISTS (
                          SELECT 1 FROM deliveries s WHERE s.patient_id = d.patient_id
                             AND s.state = 'sending' AND s.sending_since > $2))
-                   ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED""",
-                now,
-                now - self._lease,
-                limit,
-                full,
-                one_per_patient,
-                list(busy_keys),
-                list(busy_patients),
-            )
-            patients: set[str] = set()
-            taken: list[Record] = []
-            for row in rows:
-                if one_per_patient and row["patient_id"] in patients:
-                    continue
-                if row["channel"] in room:
-                    if room[row["channel"]] <= 0:
-                        continue
-                    room[row["channel"]] -= 1
-                patients.add(row["patient_id"])
-                taken.append(row)
-            if taken:
-                await conn.execute(
-                    """UPDATE deliveries d SET state = 'sending', sending_since = $3,
-                           tries = d.tries + 1
-                       FROM unnest($1::text[], $2::text[]) AS t(idempotency_key, purpose)
-                       WHERE d.idempotency_key = t.idempotency_key AND d.purpose = t.purpose""",
-                    [row["idempotency_key"] for row in taken],
-                    [row["purpose"] for row in taken],
-                    now,
-                )
+                   ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED),
+               firsts AS (
+                   SELECT *, row_number() OVER (PARTITION BY channel
+                                                ORDER BY due_at, idempotency_key) AS nth
+                   FROM (SELECT *, row_number() OVER (PARTITION BY patient_id
+                                          ORDER BY due_at, idempotency_key) AS of_patient
+                         FROM candidates) c
+                   WHERE NOT $5 OR of_patient = 1),
+               taken AS (
+                   SELECT f.* FROM firsts f
+                   LEFT JOIN unnest($8::text[], $9::int[]) AS room(channel, n)
+                     ON room.channel = f.channel
+                   WHERE room.n IS NULL OR f.nth <= room.n)
+               UPDATE deliveries d SET state = 'sending', sending_since = $1,
+                   tries = d.tries + 1
+               FROM taken t
+               WHERE d.idempotency_key = t.idempotency_key AND d.purpose = t.purpose
+               RETURNING d.command, d.tries, d.sinks_done, t.state AS was, t.due_at,
+                   t.idempotency_key""",
+            now,
+            now - self._lease,
+            limit,
+            full,
+            one_per_patient,
+            list(busy_keys),
+            list(busy_patients),
+            list(room),
+            list(room.values()),
+        )
+        rows = sorted(rows, key=lambda row: (row["due_at"], row["idempotency_key"]))
         return [
             Delivery(
                 command=NotificationCommand.model_validate_json(row["command"]),
-                tries=row["tries"] + 1,
+                tries=row["tries"],
                 sinks_done=tuple(row["sinks_done"]),
-                recovered=row["state"] == "sending",
+                recovered=row["was"] == "sending",
             )
-            for row in taken
+            for row in rows
         ]
 
     async def hold(self, command: NotificationCommand, until: datetime) -> None:
@@ -166,19 +180,33 @@ class Ledger:
         provider_id: str | None = None,
         respond_by: datetime | None = None,
     ) -> None:
+        await self.finish_all(
+            [Finish(command, now, outcome, detail, provider, provider_id, respond_by)]
+        )
+
+    async def finish_all(self, finishes: Sequence[Finish]) -> None:
+        """``finish`` for many, in one statement (the dispatcher records a round of sends
+        together: one round trip instead of one per delivery)."""
+        if not finishes:
+            return
         await self._pool.execute(
-            """UPDATE deliveries SET state = 'done', outcome = $3, detail = $4,
-                   provider = COALESCE($5, provider), provider_id = COALESCE($6, provider_id),
-                   respond_by = $7, finished_at = $8, sending_since = NULL
-               WHERE idempotency_key = $1 AND purpose = $2""",
-            command.idempotency_key,
-            command.purpose,
-            outcome,
-            detail,
-            provider,
-            provider_id,
-            respond_by,
-            now,
+            """UPDATE deliveries d SET state = 'done', outcome = t.outcome, detail = t.detail,
+                   provider = COALESCE(t.provider, d.provider),
+                   provider_id = COALESCE(t.provider_id, d.provider_id),
+                   respond_by = t.respond_by, finished_at = t.finished_at, sending_since = NULL
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                           $6::text[], $7::timestamptz[], $8::timestamptz[])
+                    AS t(idempotency_key, purpose, outcome, detail, provider, provider_id,
+                         respond_by, finished_at)
+               WHERE d.idempotency_key = t.idempotency_key AND d.purpose = t.purpose""",
+            [f.command.idempotency_key for f in finishes],
+            [f.command.purpose for f in finishes],
+            [f.outcome for f in finishes],
+            [f.detail for f in finishes],
+            [f.provider for f in finishes],
+            [f.provider_id for f in finishes],
+            [f.respond_by for f in finishes],
+            [f.at for f in finishes],
         )
 
     async def unpublished(self, limit: int = 100) -> list[FinishedDelivery]:
@@ -287,18 +315,30 @@ class Ledger:
         """Messages on ``channels`` that went (or may have gone) to this patient since
         ``since``. For the runaway guard: counts what reached a provider, whatever case or
         cause."""
-        count: int = await self._pool.fetchval(
-            """SELECT count(*) FROM deliveries WHERE patient_id = $1
-                   AND channel = ANY($4::text[]) AND purpose <> 'withdrawal'
-                   AND idempotency_key <> $3
-                   AND (provider_id IS NOT NULL OR state = 'sending')
-                   AND COALESCE(finished_at, sending_since) >= $2""",
-            patient_id,
-            since,
-            exclude_key,
+        counts = await self.sent_since_each([(exclude_key, patient_id, since)], channels)
+        return counts[exclude_key]
+
+    async def sent_since_each(
+        self, asked: Sequence[tuple[str, str, datetime]], channels: Sequence[str]
+    ) -> dict[str, int]:
+        """``sent_since`` for many deliveries (key, patient, since) in one round trip, by key."""
+        if not asked:
+            return {}
+        rows = await self._pool.fetch(
+            """SELECT t.idempotency_key, (SELECT count(*) FROM deliveries d
+                   WHERE d.patient_id = t.patient_id
+                     AND d.channel = ANY($4::text[]) AND d.purpose <> 'withdrawal'
+                     AND d.idempotency_key <> t.idempotency_key
+                     AND (d.provider_id IS NOT NULL OR d.state = 'sending')
+                     AND COALESCE(d.finished_at, d.sending_since) >= t.since) AS sent
+               FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+                    AS t(idempotency_key, patient_id, since)""",
+            [key for key, _, _ in asked],
+            [patient for _, patient, _ in asked],
+            [since for _, _, since in asked],
             list(channels),
         )
-        return count
+        return {row["idempotency_key"]: int(row["sent"]) for row in rows}
 
     async def cancel_if_unsent(self, command: NotificationCommand, now: datetime) -> bool:
         """Withdraw a command that has not gone out yet; True when it was still pending."""

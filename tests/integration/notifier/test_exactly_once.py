@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from common.db import create_pool
-from services.notifier.ledger import Ledger
+from services.notifier.ledger import Delivery, Finish, Ledger
 from tests.integration.notifier.world import World
 from tests.support import infra
 from tests.support.polling import eventually
@@ -202,3 +202,61 @@ async def test_a_patients_deliveries_go_out_in_due_order(world: World) -> None:
     # The provider got them in due order (each status callback carries its key).
     sent = [m.status_callback or "" for m in world.primary.messages if m.to == "+37060000034"]
     assert [url.rpartition("key=")[2] for url in sent] == [f"c-order{n}%3A1" for n in range(3)]
+
+
+async def test_a_round_is_recorded_in_one_statement_and_the_guard_counts_each_patient(
+    world: World,
+) -> None:
+    """``finish_all`` records a round's results (each its own outcome and provider id), and
+    ``sent_since_each`` counts per delivery what reached a provider for its patient that day,
+    not the delivery itself, as ``sent_since`` does for one."""
+    opens = world.clock.now() + timedelta(hours=1)
+
+    def ours(taken: list[Delivery]) -> list[str]:  # the module's other tests left rows too
+        return [d.command.case_id for d in taken if d.command.case_id.startswith("c-round")]
+
+    pool = await create_pool(infra.DATABASE_URL, world.app.settings.db_schema)
+    ledger = Ledger(pool, sending_lease=timedelta(seconds=60))
+    try:
+        rows = [("p-r1", "sms"), ("p-r1", "email"), ("p-r2", "sms"), ("p-r1", "sms")]
+        commands = [
+            world.command(f"c-round{n}", patient, channel, window_start=opens)
+            for n, (patient, channel) in enumerate(rows)
+        ]
+        for command in commands:
+            assert await ledger.claim(command, opens)
+        later = opens + timedelta(minutes=1)
+        first = await ledger.take_due(later, limit=50, one_per_patient=True)
+        assert ours(first) == ["c-round0", "c-round2"]
+        await ledger.finish_all(
+            [
+                Finish(commands[0], later, "sent", provider="primary", provider_id="SM1"),
+                Finish(commands[2], later, "failed", detail="window_passed"),
+            ]
+        )
+        done = {
+            r["case_id"]: (r["state"], r["outcome"], r["detail"], r["provider_id"])
+            for r in await pool.fetch("SELECT * FROM deliveries WHERE case_id LIKE 'c-round%'")
+        }
+        assert done["c-round0"] == ("done", "sent", None, "SM1")
+        assert done["c-round2"] == ("done", "failed", "window_passed", None)
+        assert done["c-round1"][0] == "pending"
+        second = await ledger.take_due(later, limit=50, one_per_patient=True)
+        assert ours(second) == ["c-round1"]
+        day = later - timedelta(hours=1)
+        asked = [
+            (commands[1].idempotency_key, "p-r1", day),  # c-round0 went; itself not counted
+            (commands[3].idempotency_key, "p-r1", day),  # c-round0 went, c-round1 is sending
+            (commands[2].idempotency_key, "p-r2", day),  # its own failure reached nobody
+        ]
+        counts = await ledger.sent_since_each(asked, ["sms", "email"])
+        assert counts == {
+            commands[1].idempotency_key: 1,
+            commands[3].idempotency_key: 2,
+            commands[2].idempotency_key: 0,
+        }
+        one = await ledger.sent_since("p-r1", day, commands[3].idempotency_key, ["sms", "email"])
+        assert one == 2
+        assert await ledger.sent_since_each([], ["sms"]) == {}
+    finally:
+        await pool.close()

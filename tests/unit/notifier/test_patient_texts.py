@@ -162,3 +162,28 @@ def test_an_unreadable_email_reply_is_refused_naming_fields() -> None:
         parse_inbound_email(b"Subject: x\r\n\r\nstop", "message/rfc822")
     with pytest.raises(InboundEmailError, match="message_id, from and text"):
         parse_inbound_email(b'{"from": "a@b.c"}', "application/json")
+
+
+def test_the_header_class_cache_changes_no_byte_of_the_message(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The channel keeps the header classes the stdlib registry would build anew each time:
+    # the mail must come out exactly as with a fresh stdlib registry.
+    from email.headerregistry import HeaderRegistry
+
+    from services.notifier import email_channel
+
+    email = EmailChannel(parts).render(command("email"), contact())
+
+    def mail() -> bytes:  # the multipart boundary is random; nothing else is
+        raw = flatten_message(build_message(email, "Klinika <fu@clinic.example>"))
+        return re.sub(rb"={15}\d+==", b"BOUNDARY", raw)
+
+    cached = [mail(), mail()]
+    stdlib = HeaderRegistry()
+    # (typeshed asks for the class mixed with BaseHeader, which the registry does itself)
+    stdlib.map_to_type("list-unsubscribe", email_channel.UriListHeader)  # type: ignore[arg-type]
+    monkeypatch.setattr(email_channel, "MESSAGE_POLICY", policy.SMTP.clone(header_factory=stdlib))
+    assert cached[0] == cached[1] == mail()
+    assert b"BOUNDARY" in cached[0]
+    assert email_channel._HEADERS["subject"] is email_channel._HEADERS["Subject"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fhir.resources.R4B.task import Task as R4Task
 from fhir.resources.task import Task as R5Task
 from pydantic import ValidationError
 
+from schemas.events import CallTaskEvent
 from services.notifier.call_reports import ReportError
 from services.notifier.calltasks import (
     FHIR_OUTCOME_SYSTEM,
@@ -31,6 +34,30 @@ def test_the_task_validates_as_r4_and_not_as_r5() -> None:
     assert resource["for"] == {"reference": "Patient/pat-9"}
     assert resource["owner"] == {"reference": "Practitioner/dr-7"}
     assert resource["identifier"] == [{"system": "urn:followup:calltask", "value": "case-9:3"}]
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        call_task(),
+        call_task("withdraw"),
+        call_task(purpose="escalation", phone_shared=True),
+        call_task(practitioner_id=None, doctor_notes=None, report_url=None),
+        call_task(occurred_at=datetime(2026, 3, 2, 8, 0, 0, 123456, tzinfo=UTC)),
+        call_task(window_start=datetime(2026, 1, 5, 9, 0, tzinfo=ZoneInfo("Europe/London"))),
+    ],
+    ids=["create", "withdraw", "escalation", "bare", "utc-microseconds", "zero-offset-zone"],
+)
+def test_the_task_built_without_the_model_is_what_the_model_would_send(
+    task: CallTaskEvent,
+) -> None:
+    # fhir_task builds plain JSON (the hot path does not validate): it must be exactly what
+    # fhir.resources would make of it, so nothing the model normalises is left to chance.
+    resource = fhir_task(task)
+    dumped = R4Task.model_validate(resource).model_dump(
+        mode="json", exclude_none=True, by_alias=True
+    )
+    assert dumped == resource
 
 
 def test_the_task_carries_no_name_or_phone() -> None:
