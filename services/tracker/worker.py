@@ -288,7 +288,7 @@ class DetectionWorker:
                 await task
 
     async def _restore_and_resume(self, partitions: set[int]) -> None:
-        delay = 0.2
+        began, delay = time.perf_counter(), 0.2
         while True:
             try:
                 states = await self._read_changelog(partitions)
@@ -299,7 +299,7 @@ class DetectionWorker:
                 log.warning("restore_retry", error=type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        restored = 0
+        read, restored = time.perf_counter(), 0
         for patient_id, (partition, value) in states.items():
             if value is not None:
                 self.detector.load(PatientState.from_json(value))
@@ -314,7 +314,13 @@ class DetectionWorker:
             self._restoring = set()
             self._consumer.resume(*self._input_partitions(partitions))
             TRACKED_APPOINTMENTS.set(self.detector.tracked_appointments)
-            log.info("partitions_assigned", partitions=sorted(self._owned), restored=restored)
+            log.info(
+                "partitions_assigned",
+                partitions=sorted(self._owned),
+                restored=restored,
+                read_seconds=round(read - began, 2),
+                load_seconds=round(time.perf_counter() - read, 2),
+            )
             self.ready.set()
 
     def _forget(self, partitions: set[int]) -> None:
