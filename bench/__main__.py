@@ -22,6 +22,7 @@ from bench import (
     sites_bench,
     tracker_bench,
     tracker_ops_bench,
+    tracker_restore_bench,
 )
 from bench.harness import Result
 
@@ -29,6 +30,7 @@ SUITES: dict[str, Callable[[bool], Sequence[Result]]] = {
     "codec": lambda big: codec_bench.run(),
     "tracker": lambda big: tracker_bench.run(big=big),
     "tracker-ops": lambda big: tracker_ops_bench.run(big=big),
+    "tracker-restore": lambda big: tracker_restore_bench.run(big=big),
     "scheduler": lambda big: scheduler_bench.run(big=big),
     "notifier": lambda big: notifier_bench.run(),
     "e2e": lambda big: e2e_bench.run(),

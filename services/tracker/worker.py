@@ -4,9 +4,12 @@ Appointments, plans and outcomes are keyed by patient and co-partitioned, so a r
 assignment gives one replica the same partition number of all three topics, and with it
 every fact about the patients of that partition. The state of those patients lives in
 memory and in a compacted changelog topic (one record per patient, written to the same
-partition number); on assignment a replica restores its partitions from the changelog
-before it consumes, and forgets what it lost. That is the guarantee a faust table gives,
-with the timer and the restore under our control (see README: why not faust).
+partition number); on assignment a replica pauses its new partitions, restores them from
+the changelog in a task of its own (aiokafka sends no heartbeat while an assignment callback
+runs, so a restore inside it longer than the session would get the member dropped) and
+resumes them when restored; it is ready only then, and forgets what it lost. That is the
+guarantee a faust table gives, with the timer and the restore under our control (see
+README: why not faust).
 
 Timer detections (a no-show when the grace has passed) wait for the input: they are
 evaluated at the watermark, the latest clock time T such that every input partition this
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -85,10 +89,11 @@ CHANGELOG = TopicSpec(
 FETCH_MAX_WAIT_MS = 100
 # A static member's session (see TrackerSettings.group_instance_id): a restart under the
 # same id rejoins at once whatever this is, so it can be Kafka's own default rather than
-# aiokafka's 10 s. It also bounds the restore: aiokafka sends no heartbeat while the
-# assignment callback runs (the restore reads the changelog inside it), and a callback
-# longer than the session has the broker drop the member and the restore start again.
+# aiokafka's 10 s (a replica gone for good hands its partitions on after it).
 STATIC_SESSION_TIMEOUT_MS = 45_000
+# Restored states adopted between yields to the loop: the consume loop, the timer and the
+# ops endpoint keep running while a large changelog is loaded.
+_RESTORE_CHUNK = 5000
 # Poll starts remembered to map a fetch's wall time back to the injected clock.
 _POLL_STARTS_KEPT = 1000
 # Events our own ingest adapters produced were counted where they came in.
@@ -141,6 +146,7 @@ class DetectionWorker:
         max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
         sites: SiteRegistry | None = None,
         group_instance_id: str | None = None,
+        session_timeout_ms: int | None = None,
     ) -> None:
         self._sites = sites
         self._bootstrap = bootstrap
@@ -174,7 +180,8 @@ class DetectionWorker:
             # Static membership (see TrackerSettings.group_instance_id): such a member never
             # sends LeaveGroup, and its restart under the same id rejoins without waiting.
             group_instance_id=group_instance_id,
-            **({"session_timeout_ms": STATIC_SESSION_TIMEOUT_MS} if group_instance_id else {}),
+            session_timeout_ms=session_timeout_ms
+            or (STATIC_SESSION_TIMEOUT_MS if group_instance_id else 10_000),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
@@ -195,6 +202,10 @@ class DetectionWorker:
         self._owned: set[int] = set()
         self._partition_of: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        # Partitions assigned but not yet restored (paused), and the task restoring them.
+        self._restoring: set[int] = set()
+        self._restore_task: asyncio.Task[None] | None = None
+        self.restores = 0  # restores begun: a member dropped mid-restore begins again
         self.ready = asyncio.Event()
         # (wall time in ms, injected clock) at the start of each poll; see _advance_watermark.
         self._poll_starts: deque[tuple[float, datetime]] = deque(maxlen=_POLL_STARTS_KEPT)
@@ -224,6 +235,7 @@ class DetectionWorker:
         # Not in the middle of a batch: its triggers and changelog go out together. No
         # final commit: a fetched batch may not have been processed yet.
         async with self._lock:
+            await self._cancel_restore()
             for task in self._tasks:
                 task.cancel()
         for task in self._tasks:
@@ -238,18 +250,84 @@ class DetectionWorker:
     async def revoke(self, partitions: set[int]) -> None:
         async with self._lock:
             self.ready.clear()
+            await self._cancel_restore()
             self._forget(partitions)
 
     async def assign(self, partitions: set[int]) -> None:
+        """The assignment callback: only bookkeeping and a pause; the restore runs in a task
+        (the callback holds up the group protocol, heartbeats included)."""
         async with self._lock:
-            self._forget(self._owned - partitions)
-            if partitions - self._owned:
-                # New partitions' queued input is unread: hold timers until it is.
-                self._holding = True
-            restored = await self._restore(partitions - self._owned)
+            await self._cancel_restore()
+            # Partitions whose restore a revoke or a new assignment cut short start afresh.
+            self._forget((self._owned - partitions) | self._restoring)
+            fresh = partitions - self._owned
             self._owned = set(partitions)
+            if not fresh:
+                TRACKED_APPOINTMENTS.set(self.detector.tracked_appointments)
+                log.info("partitions_assigned", partitions=sorted(partitions), restored=0)
+                self.ready.set()
+                return
+            # New partitions' queued input is unread: hold timers until it is, and read
+            # none of it before their patients' states are back.
+            self.ready.clear()
+            self._holding = True
+            self._restoring = fresh
+            self._consumer.pause(*self._input_partitions(fresh))
+            self.restores += 1
+            self._restore_task = asyncio.create_task(
+                self._restore_and_resume(fresh), name="tracker:restore"
+            )
+
+    def _input_partitions(self, partitions: set[int]) -> list[TopicPartition]:
+        return [TopicPartition(topic, p) for topic in self._inputs for p in sorted(partitions)]
+
+    async def _cancel_restore(self) -> None:
+        task, self._restore_task = self._restore_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _restore_and_resume(self, partitions: set[int]) -> None:
+        began, delay = time.perf_counter(), 0.2
+        while True:
+            try:
+                states = await self._read_changelog(partitions)
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise  # the consume loop raises it: the supervisor turns us unready
+                log.warning("restore_retry", error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        read, restored = time.perf_counter(), 0
+        # Restored states hold no reference cycles; the collector's passes over a growing
+        # million of them were a fifth of the restore's CPU (bench/tracker_restore_bench.py).
+        gc.disable()
+        try:
+            for patient_id, (partition, value) in states.items():
+                if value is not None:
+                    self.detector.load(PatientState.from_json(value))
+                    self._partition_of[patient_id] = partition
+                restored += 1
+                if restored % _RESTORE_CHUNK == 0:
+                    await asyncio.sleep(0)
+        finally:
+            gc.enable()
+        async with self._lock:
+            if self._restore_task is not asyncio.current_task():
+                return  # cut short meanwhile: a revoke forgot these partitions
+            self._restore_task = None
+            self._restoring = set()
+            self._consumer.resume(*self._input_partitions(partitions))
             TRACKED_APPOINTMENTS.set(self.detector.tracked_appointments)
-            log.info("partitions_assigned", partitions=sorted(partitions), restored=restored)
+            log.info(
+                "partitions_assigned",
+                partitions=sorted(self._owned),
+                restored=restored,
+                read_seconds=round(read - began, 2),
+                load_seconds=round(time.perf_counter() - read, 2),
+            )
             self.ready.set()
 
     def _forget(self, partitions: set[int]) -> None:
@@ -260,11 +338,10 @@ class DetectionWorker:
             self.detector.drop(patient_id)
             del self._partition_of[patient_id]
         self._owned -= partitions
+        self._restoring -= partitions
 
-    async def _restore(self, partitions: set[int]) -> int:
+    async def _read_changelog(self, partitions: set[int]) -> dict[str, tuple[int, bytes | None]]:
         """Read the changelog partitions from the beginning to their end: the latest wins."""
-        if not partitions:
-            return 0
         topic = changelog_topic(self._names)
         reader = make_consumer(self._bootstrap, enable_auto_commit=False, group_id=None)
         await reader.start()
@@ -286,12 +363,7 @@ class DetectionWorker:
                         pending.discard(tp)
         finally:
             await reader.stop()
-        for patient_id, (partition, value) in states.items():
-            if value is None:
-                continue
-            self.detector.load(PatientState.from_json(value))
-            self._partition_of[patient_id] = partition
-        return len(states)
+        return states
 
     # --- the loops ----------------------------------------------------------------------
 
@@ -309,6 +381,11 @@ class DetectionWorker:
                 delay = min(delay * 2, 10.0)
 
     async def _consume_once(self) -> None:
+        restore = self._restore_task
+        if restore is not None and restore.done() and not restore.cancelled():
+            failure = restore.exception()
+            if failure is not None:
+                raise failure
         self._poll_starts.append((time.time() * 1000, self._clock.now()))
         # A short wait when idle: the watermark moves once per poll.
         batches = await self._consumer.getmany(timeout_ms=FETCH_MAX_WAIT_MS, max_records=2000)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench import tracker_bench, tracker_ops_bench
+from bench import tracker_bench, tracker_ops_bench, tracker_restore_bench
 from bench.__main__ import SUITES
 from bench.harness import Figure, Observation, Reading
 from bench.tracker_bench import DUE, BrokerBench
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_tracker_benches_are_registered() -> None:
-    assert {"tracker", "tracker-ops"} <= set(SUITES)
+    assert {"tracker", "tracker-ops", "tracker-restore"} <= set(SUITES)
 
 
 def test_in_memory_figures_name_their_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,3 +78,24 @@ async def test_tracker_process_bench_replays_without_new_triggers(kafka_bootstra
     assert isinstance(restart, Reading) and restart.value > 0
     static = results["tracker: the same under the killed group.instance.id"]
     assert isinstance(static, Reading) and static.value > 0
+
+
+async def test_restore_figure_restarts_a_tracker_holding_what_was_written(
+    kafka_bootstrap: str,
+) -> None:
+    bench = tracker_restore_bench.TrackerRestore(
+        kafka_bootstrap, tracker_restore_bench.Sizes(tracked=300)
+    )
+    results = await bench.figures()
+    restart = results[0]
+    assert isinstance(restart, Reading)
+    assert restart.name == "tracker: kill -9 holding 300, restart to ready (300 records)"
+    assert restart.value > 0 and restart.baseline_value > 0
+    assert all(isinstance(r, Observation) and r.value > 0 for r in results[1:])
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        left = [t for t in await admin.list_topics() if t.startswith(bench.names.prefix)]
+    finally:
+        await admin.close()
+    assert left == []

@@ -387,6 +387,29 @@ def test_due_touches_only_due_patients() -> None:
     assert detector.next_wakeup() == START + timedelta(days=2, minutes=15)
 
 
+def test_one_wake_up_per_patient_reaches_each_rule_moment_in_turn() -> None:
+    """The heap holds a patient's earliest moment only; evaluating it pushes the next, so a
+    later visit's no-show, a no-show after a quiet stretch and the retention all come."""
+    detector = Detector(RULES)
+    before = START - timedelta(days=1)
+    for n, days in enumerate((0, 2, 5)):
+        detector.on_appointment(
+            appointment(at=before, appointment_id=f"a{n}", start=START + timedelta(days=days)),
+            before,
+        )
+    assert len(detector._wakeups) == 1
+    assert detector.next_wakeup() == START + timedelta(minutes=15)
+    assert ids(detector.due(START + timedelta(minutes=15))) == ["no_show:a0"]
+    assert detector.next_wakeup() == START + timedelta(days=2, minutes=15)
+    # A due() long after both remaining moments decides both at once.
+    assert ids(detector.due(START + timedelta(days=6))) == ["no_show:a1", "no_show:a2"]
+    assert detector.next_wakeup() == START + RULES.retention
+    assert detector.due(START + timedelta(days=6)) == []  # nothing pushed twice
+    detector.due(START + timedelta(days=5) + RULES.retention)
+    assert detector.tracked_appointments == 0
+    assert detector.next_wakeup() is None
+
+
 def test_state_survives_a_json_round_trip_and_keeps_emitted() -> None:
     detector = Detector(RULES)
     detector.on_appointment(appointment(at=START - timedelta(days=1)), START - timedelta(days=1))
