@@ -120,8 +120,11 @@ class FhirR4Server:
     """One running server; ``base_url`` ends in ``/fhir``. Its log goes to ``log_dir`` (by
     default beside the built server)."""
 
-    def __init__(self, port: int = 0, log_dir: Path | None = None) -> None:
+    def __init__(self, port: int = 0, log_dir: Path | None = None, find: bool = False) -> None:
+        """``find``: a server with the Appointment ``$find`` operation (in its
+        CapabilityStatement), as some hospitals' scheduling servers have."""
         self.port = port or _free_port()
+        self._find = find
         self.base_url = f"http://127.0.0.1:{self.port}/fhir"
         self._log_dir = log_dir
         self._process: subprocess.Popen[bytes] | None = None
@@ -134,7 +137,7 @@ class FhirR4Server:
         self._log = (log_dir / f"fhir-r4-server-{self.port}.log").open("wb")
         self._process = subprocess.Popen(
             ["java", "-Xmx384m", "-XX:TieredStopAtLevel=1", "-cp", classpath,
-             "FhirR4Server", str(self.port)],
+             "FhirR4Server", str(self.port), *(["--find"] if self._find else [])],
             stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + timeout

@@ -249,6 +249,11 @@ class FhirSlots:
             raise SlotSourceError(f"fhir: HTTP {status}, not JSON") from None
         return status, data if isinstance(data, dict) else {}
 
+    @property
+    def searching(self) -> SlotSearch:
+        """How free times are asked for: ``auto`` until the server's metadata was read."""
+        return self._search
+
     async def _uses_find(self) -> bool:
         if self._search == "auto":
             status, capabilities = await self._get("metadata")

@@ -4,7 +4,7 @@
 // element R4 does not know (R5's Task.requestedPeriod, say) or a wrong value is refused with
 // 400 and an OperationOutcome, as a validating hospital server would.
 //
-// Usage: java -cp classes:lib/* FhirR4Server <port>
+// Usage: java -cp classes:lib/* FhirR4Server <port> [--find]
 // GET /Task?_lastUpdated=ge<instant>[&identifier=<system>|[value]] answers the resources changed
 // since then (the notifier polls Tasks so).
 // GET /Slot?status=free[&start=ge..&start=lt..][&schedule.actor=<type>/<id>[,..]]
@@ -22,17 +22,22 @@
 import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.parser.StrictErrorHandler;
 import ca.uhn.fhir.model.api.Include;
+import ca.uhn.fhir.model.valueset.BundleTypeEnum;
 import ca.uhn.fhir.rest.annotation.IncludeParam;
+import ca.uhn.fhir.rest.annotation.Operation;
+import ca.uhn.fhir.rest.annotation.OperationParam;
 import ca.uhn.fhir.rest.annotation.OptionalParam;
 import ca.uhn.fhir.rest.annotation.RequiredParam;
 import ca.uhn.fhir.rest.annotation.Search;
 import ca.uhn.fhir.rest.api.MethodOutcome;
+import ca.uhn.fhir.rest.api.server.IBundleProvider;
 import ca.uhn.fhir.rest.api.server.RequestDetails;
 import ca.uhn.fhir.rest.param.DateRangeParam;
 import ca.uhn.fhir.rest.param.ReferenceOrListParam;
 import ca.uhn.fhir.rest.param.ReferenceParam;
 import ca.uhn.fhir.rest.param.TokenParam;
 import ca.uhn.fhir.rest.server.RestfulServer;
+import ca.uhn.fhir.rest.server.SimpleBundleProvider;
 import ca.uhn.fhir.rest.server.provider.HashMapResourceProvider;
 import java.net.URI;
 import java.net.URLDecoder;
@@ -54,6 +59,7 @@ import org.hl7.fhir.r4.model.Appointment;
 import org.hl7.fhir.r4.model.Base;
 import org.hl7.fhir.r4.model.CodeableConcept;
 import org.hl7.fhir.r4.model.Coding;
+import org.hl7.fhir.r4.model.DateTimeType;
 import org.hl7.fhir.r4.model.DomainResource;
 import org.hl7.fhir.r4.model.Identifier;
 import org.hl7.fhir.r4.model.Reference;
@@ -235,6 +241,82 @@ public final class FhirR4Server {
     }
   }
 
+  /**
+   * Appointments with the availability operation of the Argonaut / HL7 Scheduling IG, for a
+   * hospital whose server has it (started with --find): GET Appointment/$find?start=..&end=..
+   * [&practitioner=Practitioner/<id> | &location=Location/<id> | &service-category=<dept>]
+   * [&service-type=<code>] answers a searchset Bundle of proposed Appointments, one per free
+   * slot of a matching schedule, each naming its Slot. HAPI lists the operation in the
+   * CapabilityStatement, which is how a client learns the server has it.
+   */
+  public static final class FindingAppointments extends Provider<Appointment> {
+    private final SlotProvider slots;
+    private final Provider<Schedule> schedules;
+
+    public FindingAppointments(FhirContext ctx, SlotProvider slots, Provider<Schedule> schedules) {
+      super(ctx, Appointment.class);
+      this.slots = slots;
+      this.schedules = schedules;
+    }
+
+    @Operation(name = "$find", idempotent = true, bundleType = BundleTypeEnum.SEARCHSET)
+    public synchronized IBundleProvider find(
+        @OperationParam(name = "start", min = 1) DateTimeType start,
+        @OperationParam(name = "end", min = 1) DateTimeType end,
+        @OperationParam(name = "practitioner") StringType practitioner,
+        @OperationParam(name = "location") StringType location,
+        @OperationParam(name = "service-category") StringType category,
+        @OperationParam(name = "service-type") StringType serviceType) {
+      String actor = practitioner != null ? practitioner.getValue()
+          : location != null ? location.getValue()
+          : category != null ? "HealthcareService/" + category.getValue() : null;
+      List<IBaseResource> found = new ArrayList<>();
+      for (Slot slot : slots.stored()) {
+        Date when = slot.getStart();
+        if (slot.getStatus() != Slot.SlotStatus.FREE || when == null
+            || when.before(start.getValue()) || !when.before(end.getValue())
+            || (actor != null && !scheduleHas(slot, actor))
+            || (serviceType != null && !hasServiceType(slot, serviceType.getValue()))) {
+          continue;
+        }
+        Appointment offer = new Appointment();
+        offer.setId("find-" + slot.getIdElement().getIdPart());
+        offer.setStatus(Appointment.AppointmentStatus.PROPOSED);
+        offer.setStart(slot.getStart());
+        offer.setEnd(slot.getEnd());
+        offer.addSlot(new Reference("Slot/" + slot.getIdElement().getIdPart()));
+        found.add(offer);
+      }
+      found.sort((a, b) -> ((Appointment) a).getStart().compareTo(((Appointment) b).getStart()));
+      return new SimpleBundleProvider(found);
+    }
+
+    private boolean scheduleHas(Slot slot, String actor) {
+      String id = slot.getSchedule().getReferenceElement().getIdPart();
+      for (Schedule schedule : schedules.stored()) {
+        if (schedule.getIdElement().getIdPart().equals(id)) {
+          for (Reference ref : schedule.getActor()) {
+            if (actor.equals(ref.getReferenceElement().toUnqualifiedVersionless().getValue())) {
+              return true;
+            }
+          }
+        }
+      }
+      return false;
+    }
+
+    private static boolean hasServiceType(Slot slot, String code) {
+      for (CodeableConcept concept : slot.getServiceType()) {
+        for (Coding coding : concept.getCoding()) {
+          if (code.equals(coding.getCode())) {
+            return true;
+          }
+        }
+      }
+      return false;
+    }
+  }
+
   /** The active rest-hook Subscriptions, told of every Task change they match. */
   public static final class Subscriptions {
     private final HttpClient http =
@@ -312,11 +394,13 @@ public final class FhirR4Server {
     Subscriptions subscriptions = new Subscriptions();
     subscriptions.store = new Provider<>(ctx, Subscription.class, subscriptions::accept, null);
     Provider<Schedule> schedules = new Provider<>(ctx, Schedule.class);
+    SlotProvider slots = new SlotProvider(ctx, schedules);
+    boolean find = args.length > 1 && args[1].equals("--find");
     fhir.setResourceProviders(
         new Provider<>(ctx, Task.class, null, subscriptions::taskChanged),
         subscriptions.store,
-        new SlotProvider(ctx, schedules),
-        new Provider<>(ctx, Appointment.class),
+        slots,
+        find ? new FindingAppointments(ctx, slots, schedules) : new Provider<>(ctx, Appointment.class),
         schedules);
     ServletContextHandler context = new ServletContextHandler();
     context.setContextPath("/");
