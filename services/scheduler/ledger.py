@@ -98,6 +98,13 @@ CASES_LOCKED = "SELECT c.* FROM cases c WHERE {where} ORDER BY c.case_id FOR UPD
 ATTEMPTS_OF = "SELECT * FROM attempts WHERE case_id = ANY($1) ORDER BY case_id, attempt_number"
 # The patient's open cases ($1: the patient); the literal matches the partial indexes.
 OPEN_OF_PATIENT = "c.patient_id = $1 AND c.state <> 'closed'"
+# Recovered on the front desk's word ("answered, rebooked") and not yet waiting for its
+# feedback question: the hospital's booking comes after the case closed.
+RECOVERED_BY_CALL = (
+    "c.patient_id = $1 AND c.department = $2 AND c.resolution = 'recovered'"
+    " AND c.closed_at >= $3 AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.case_id = c.case_id)"
+)
+FEEDBACK_BOOKING_DAYS = 14  # how long after such a close its booking still counts
 INSERT_CASE = """
     INSERT INTO cases (case_id, patient_id, reason, department, timezone, state,
         trigger_event_id, fact_at, opened_at, appointment_id, appointment_start,
@@ -758,6 +765,10 @@ class CaseLedger:
                 if case.closed and case.resolution == "recovered":
                     await _await_feedback(tx, case, a, ctx.opted_out)
                 tx.batch.add(case)
+            if a.status == "booked" and a.department is not None:
+                since = tx.now - timedelta(days=FEEDBACK_BOOKING_DAYS)
+                for case in await _load(tx, RECOVERED_BY_CALL, a.patient_id, a.department, since):
+                    await _await_feedback(tx, case, a, ctx.opted_out)
             if a.status in ATTENDED:
                 await _ask_feedback(tx, a)
 

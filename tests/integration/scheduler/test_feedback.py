@@ -175,6 +175,40 @@ async def test_an_attended_rebooked_visit_gets_one_question_and_its_answer_is_ke
     assert body["feedback"]["comment"] == "The doctor was kind"
 
 
+async def test_a_case_the_desk_closed_as_rebooked_is_asked_after_the_bookings_visit(
+    scheduler: Scheduler,
+    publisher: KafkaPublisher,
+    topics: TopicNames,
+    kafka_bootstrap: str,
+    clock: ManualClock,
+) -> None:
+    """The front desk reports "answered, rebooked" first; the hospital's booking arrives
+    after the case closed: its visit, once attended, still gets the one question."""
+    pool = scheduler.pool
+    assert pool is not None
+    await publisher.publish(topics.triggers, no_show())
+    clock.set(MISSED + timedelta(hours=1))
+    await read_events(kafka_bootstrap, topics.notifications, NotificationCommand, 1)
+    await publisher.publish(topics.outcomes, outcome(CASE, 1, "answered_rebooked", clock.now()))
+    await eventually(
+        lambda: _is(
+            pool.fetchval("SELECT resolution FROM cases WHERE case_id = $1", CASE), "recovered"
+        )
+    )
+    assert await pool.fetchval("SELECT count(*) FROM feedback") == 0
+    clock.set(MISSED + timedelta(hours=2))
+    await publisher.publish(topics.appointments, booking("pat-1", "dental", clock.now()))
+    await eventually(lambda: _is(pool.fetchval("SELECT count(*) FROM feedback"), 1))
+    # Another department's booking is not this case's visit: nothing more is awaited.
+    other = booking("pat-1", "physio", clock.now(), appointment="appt-physio")
+    await publisher.publish(topics.appointments, other)
+    clock.set(MISSED + timedelta(days=2, hours=1))
+    await publisher.publish(topics.appointments, attended(clock.now()))
+    commands = await read_events(kafka_bootstrap, topics.notifications, NotificationCommand, 2)
+    assert commands[-1].purpose == "feedback" and commands[-1].case_id == CASE
+    assert await pool.fetchval("SELECT count(*) FROM feedback") == 1
+
+
 async def test_every_read_of_a_case_is_in_the_audit_log_and_the_admin_tool_answers_for_it(
     scheduler: Scheduler,
     publisher: KafkaPublisher,
