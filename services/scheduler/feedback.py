@@ -20,6 +20,18 @@ SOURCE = "scheduler"
 ASKABLE: frozenset[Channel] = frozenset({"sms", *MESSENGERS})
 # How long the notifier may hold the question (quiet hours) before it is moot.
 ASK_WITHIN = timedelta(days=2)
+# A patient who has just checked in is in the waiting room: the question goes when the visit
+# is reported finished, or this long after the check-in when no end is ever reported.
+AFTER_CHECK_IN = timedelta(hours=2)
+
+
+def ask_from(status: str, status_at: datetime | None, now: datetime) -> datetime:
+    """When the question may go: at once after the visit, later after a check-in."""
+    if status != "arrived":
+        return now
+    return max(now, (status_at or now) + AFTER_CHECK_IN)
+
+
 # The attempt number feedback commands carry: beyond any cadence's attempts, so the
 # notifier's reports about it never land on a follow-up attempt of the case.
 FEEDBACK_ATTEMPT = 900
@@ -60,7 +72,9 @@ def feedback_command(
     appointment_id: str,
     now: datetime,
     site: str | None = None,
+    not_before: datetime | None = None,
 ) -> NotificationCommand:
+    start = now if not_before is None else max(now, not_before)
     key = feedback_key(case_id)
     return NotificationCommand(
         event_id=key,
@@ -77,7 +91,7 @@ def feedback_command(
         department=department,
         timezone=timezone,
         appointment_id=appointment_id,
-        window_start=now,
-        window_end=now + ASK_WITHIN,
+        window_start=start,
+        window_end=start + ASK_WITHIN,
         site=site,  # the clinic of a chain asks in its own name
     )

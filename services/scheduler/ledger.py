@@ -57,7 +57,7 @@ from services.scheduler.case import (
     why_not_open,
 )
 from services.scheduler.cases import parse_idempotency_key
-from services.scheduler.feedback import feedback_channel, feedback_command
+from services.scheduler.feedback import ask_from, feedback_channel, feedback_command
 from services.scheduler.guards import (
     WEEK,
     Cap,
@@ -1352,6 +1352,7 @@ async def _ask_feedback(tx: Tx, visit: AppointmentEvent) -> None:
             appointment_id=visit.appointment_id,
             now=tx.now,
             site=row["site"],
+            not_before=ask_from(visit.status, visit.status_at, tx.now),
         )
         payload = encode(command).decode()
         tx.batch.rows[INSERT_OUTBOX].append(

@@ -23,7 +23,7 @@ from schemas.events import AppointmentEvent, NotificationCommand, OutcomeEvent
 from schemas.topics import TopicNames
 from services.scheduler.app import Scheduler
 from services.scheduler.cases import case_id_for
-from services.scheduler.feedback import FEEDBACK_ATTEMPT
+from services.scheduler.feedback import AFTER_CHECK_IN, FEEDBACK_ATTEMPT
 from services.scheduler.policy import CadencePolicy
 from tests.integration.scheduler.conftest import MISSED, booking, no_show, outcome
 from tests.support.kafka import read_events
@@ -138,7 +138,9 @@ async def test_an_attended_rebooked_visit_gets_one_question_and_its_answer_is_ke
     assert question.purpose == "feedback" and question.idempotency_key == f"{CASE}:feedback"
     # The case reached the patient by call only: the question goes by SMS, in the window.
     assert question.channel == "sms" and question.attempt_number == FEEDBACK_ATTEMPT
-    assert question.window_start == clock.now() and question.doctor_notes is None
+    # Asked at the check-in, to go two hours later (the patient is in the waiting room).
+    assert question.window_start == clock.now() + AFTER_CHECK_IN
+    assert question.doctor_notes is None
     # In the clinic's zone, as every command (the notifier places it in the patient's).
     assert question.timezone == commands[0].timezone == "Europe/Vilnius"
     # Asked once, though the visit was reported attended twice.
@@ -206,6 +208,7 @@ async def test_a_case_the_desk_closed_as_rebooked_is_asked_after_the_bookings_vi
     await publisher.publish(topics.appointments, attended(clock.now()))
     commands = await read_events(kafka_bootstrap, topics.notifications, NotificationCommand, 2)
     assert commands[-1].purpose == "feedback" and commands[-1].case_id == CASE
+    assert commands[-1].window_start == clock.now()  # the visit is over: at once
     assert await pool.fetchval("SELECT count(*) FROM feedback") == 1
 
 
