@@ -4,7 +4,9 @@ cadence policy (the scheduler's FOLLOWUP_POLICY_PATH), one run after another."""
 from __future__ import annotations
 
 import multiprocessing
+import random
 import resource
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -15,7 +17,7 @@ from typing import Any
 
 from common.clock import ScaledClock, SharedClock
 from demo.bounds import load_policy
-from demo.deployment import REPO, Deployment
+from demo.deployment import REPO, Deployment, Ports, free_port
 from demo.lab.model import PATIENTS_FILE, ModelReactions, PatientModel
 from demo.lab.outcomes import PolicyOutcome, measure
 from demo.lab.pacer import Pacer
@@ -28,6 +30,8 @@ STATUS_QUO = Path(__file__).parent / "policies" / "status_quo.yaml"
 OUTPUT = REPO / ".cache" / "lab"
 # The services' polling cadences in the lab (real seconds; demo.run's are 0.1): how soon a
 # service sees that the paced clock has reached its next moment.
+PORT_BLOCKS = (20000, 32000)  # below Linux's ephemeral ports (32768-60999)
+PORT_BLOCK = 8  # ports per run: four, and four to spare
 SERVICE_ENV = {"FOLLOWUP_POLL_SECONDS": "0.05", "FOLLOWUP_DETECTION_TICK_SECONDS": "0.05"}
 
 
@@ -112,6 +116,10 @@ def run_lab(
     began = time.monotonic()
     model = PatientModel.load(config.model_file)
     runs = [(seed, name, path) for seed in config.seeds for name, path in config.policies]
+    # Each run's services listen on ports from a block of their own, below the ephemeral
+    # range: ports the runs picked at once (bind to 0, let go) were taken by each other or
+    # by an outgoing connection before a service bound them, and that service could not start.
+    base = random.randrange(PORT_BLOCKS[0], PORT_BLOCKS[1] - PORT_BLOCK * len(runs))
     done: dict[int, tuple[PolicyOutcome, int]] = {}
 
     def finished(index: int, outcome: PolicyOutcome, errors: int) -> None:
@@ -129,7 +137,7 @@ def run_lab(
     if config.parallel <= 1:
         for index, (seed, name, path) in enumerate(runs):
             say(f"seed {seed}, policy {name} ({path.name}) ...")
-            finished(index, *run_one(config, seed, name, path))
+            finished(index, *run_one(config, seed, name, path, base + PORT_BLOCK * index))
     else:
         # Fresh interpreters: a forked child would inherit the parent's threads and loops.
         context = multiprocessing.get_context("spawn")
@@ -137,7 +145,9 @@ def run_lab(
             futures = {}
             for index, (seed, name, path) in enumerate(runs):
                 say(f"seed {seed}, policy {name} ({path.name}) ...")
-                futures[pool.submit(run_one, config, seed, name, path)] = index
+                futures[
+                    pool.submit(run_one, config, seed, name, path, base + PORT_BLOCK * index)
+                ] = index
             for future in as_completed(futures):
                 finished(futures[future], *future.result())
     return _result(config, model, done, round(time.monotonic() - began, 1))
@@ -152,7 +162,9 @@ def _result(
     )
 
 
-def run_one(config: LabConfig, seed: int, name: str, path: Path) -> tuple[PolicyOutcome, int]:
+def run_one(
+    config: LabConfig, seed: int, name: str, path: Path, first_port: int
+) -> tuple[PolicyOutcome, int]:
     """One seed's population under one policy through its own services: the outcome and
     how many clinic actions failed."""
     import asyncio
@@ -177,6 +189,7 @@ def run_one(config: LabConfig, seed: int, name: str, path: Path) -> tuple[Policy
         database_url=config.database_url,
         output=config.output / "runs",
         demo_ports=False,
+        ports=_ports_from(first_port),
         show_progress=config.show_progress,
         keep_runs=max(1, len(config.seeds) * len(config.policies)),
         policy=path,
@@ -207,6 +220,20 @@ def run_one(config: LabConfig, seed: int, name: str, path: Path) -> tuple[Policy
     outcome.pacer = pacer.stats.as_dict()
     outcome.cpu_seconds = round(cpu, 1)
     return outcome, len(result.simulation_errors)
+
+
+def _ports_from(first: int) -> Ports:
+    """Four free ports in the block from ``first`` (any free port if the block is full)."""
+    free = []
+    for port in range(first, first + PORT_BLOCK):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        free.append(port)
+    free += [free_port() for _ in range(4 - len(free))]
+    return Ports(*free[:4])
 
 
 def _cpu_seconds() -> float:
