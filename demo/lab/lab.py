@@ -32,7 +32,15 @@ OUTPUT = REPO / ".cache" / "lab"
 # service sees that the paced clock has reached its next moment.
 PORT_BLOCKS = (20000, 32000)  # below Linux's ephemeral ports (32768-60999)
 PORT_BLOCK = 8  # ports per run: four, and four to spare
-SERVICE_ENV = {"FOLLOWUP_POLL_SECONDS": "0.05", "FOLLOWUP_DETECTION_TICK_SECONDS": "0.05"}
+SERVICE_ENV = {
+    "FOLLOWUP_POLL_SECONDS": "0.05",
+    "FOLLOWUP_DETECTION_TICK_SECONDS": "0.05",
+    # The front desk works from the ticketing tool's webhook (the simulated desk answers
+    # there) and the calltasks topic; the demo's third sink, an iCalendar mail per task, was
+    # a quarter of the lab process's time (the stand-in mailbox parsing it) and most of the
+    # notifier's at 1,000 patients, and no lab figure reads it.
+    "FOLLOWUP_CALL_TASK_SINKS": "webhook,kafka",
+}
 
 
 @dataclass
