@@ -1,7 +1,8 @@
 """`make lab`: the same seeded clinic under several cadence policies, through the real
 services, compared with each other and with the reachable maximum.
 
-Policies run one after another: the status quo (one call, never again), followup's default
+Policies run side by side (--parallel, each run with its own services and paced clock): the
+status quo (one call, never again), followup's default
 policy, then any --policy files. Prints the comparison and writes .cache/lab/ (lab.html,
 lab.json, lab.md, PNG charts).
 """
@@ -25,6 +26,9 @@ def parse_args(argv: list[str]) -> LabConfig:
     p.add_argument("--weeks", type=int, default=d.weeks)
     p.add_argument("--seeds", default=",".join(map(str, d.seeds)), help="e.g. 1,2,3")
     p.add_argument("--speed", type=float, default=d.speed, help="virtual seconds per real second")
+    p.add_argument(
+        "--parallel", type=int, default=d.parallel, help="runs side by side (1: one after another)"
+    )
     p.add_argument("--patient-model", type=Path, default=d.model_file, help="patients.yaml")
     p.add_argument("--minutes-per-call", type=float, default=None)
     p.add_argument("--output", type=Path, default=d.output)
@@ -47,6 +51,7 @@ def parse_args(argv: list[str]) -> LabConfig:
         weeks=a.weeks,
         seeds=seeds,
         speed=a.speed,
+        parallel=max(1, a.parallel),
         model_file=a.patient_model,
         minutes_per_call=a.minutes_per_call,
         output=a.output,

@@ -42,7 +42,11 @@ class PolicyOutcome:
     calls_window_passed: int = 0
     cases_cleared: int = 0
     real_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the run's own processes (lab.run_one)
     pipeline_hop_virtual_minutes: float = 0.0
+    # The longest a timer the tracker keeps (a no-show, an unanswered call, a stage at risk)
+    # fired after its moment, in virtual minutes: how far the clock ran ahead of the tracker.
+    timer_late_virtual_minutes: float = 0.0
     # How the pacer held the clock back (pacer.PacerStats.as_dict()).
     pacer: dict[str, Any] = field(default_factory=dict)
 
@@ -178,4 +182,19 @@ def measure(
         ),
         cases_cleared=sum(1 for c in cases if report.case_state(c) == "cleared"),
         pipeline_hop_virtual_minutes=round(report.hop_delay(observed).total_seconds() / 60, 1),
+        timer_late_virtual_minutes=timer_lateness(observed),
     )
+
+
+# The tracker's triggers whose occurred_at is the moment its timer was due.
+TIMER_KINDS = frozenset({"no_show", "unanswered_call", "stage_window_at_risk", "next_visit_due"})
+
+
+def timer_lateness(observed: Observed) -> float:
+    """Virtual minutes from a timer's moment to the tracker's detection, the longest."""
+    late = [
+        (t.detected_at - t.occurred_at).total_seconds() / 60
+        for t in report.unique_by_id(observed.triggers)
+        if t.kind in TIMER_KINDS
+    ]
+    return round(max(late, default=0.0), 1)

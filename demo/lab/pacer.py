@@ -39,7 +39,7 @@ from common.clock import ScaledClock, SharedClock
 from common.db import check_schema_name
 from demo.deployment import Deployment
 from demo.simulator.clinic import Simulation
-from schemas.topics import APPOINTMENTS, OUTCOMES, PATIENTS, PLANS
+from schemas.topics import APPOINTMENTS, CATALOGUE, OUTCOMES, PATIENTS, PLANS
 
 NO_SHOW_GRACE = timedelta(minutes=15)
 # Overdue work that may itself wait for virtual time: the notifier's sends and reports.
@@ -81,7 +81,7 @@ class Pacer:
     # How far past a due moment the clock may go: work due within it is looked at together
     # (fewer looks); less than the 20 minutes between a check-in and its no-show timer.
     past_due: timedelta = timedelta(minutes=10)
-    look_every: float = 0.02  # real seconds between looks
+    look_every: float = 0.005  # real seconds between looks
     stats: PacerStats = field(default_factory=PacerStats)
     # Where it looks (a stand-in in the pacer's unit test); None: Kafka and the tables.
     looks: Callable[[Deployment, Simulation], Looks] | None = None
@@ -176,6 +176,9 @@ class _Looks:
         self.partitions: dict[str, list[int]] = {}  # topic -> its partitions
         self.coordinator: int | None = None
         self.groups_listed = 0.0
+        self.groups_stable = 0  # listings in a row that found the same groups
+        # The partitions' ends at the last look that found no lag (None: lag, or not known).
+        self.caught_up: dict[TopicPartition, int] | None = None
 
     async def start(self) -> None:
         await self.admin.start()
@@ -195,10 +198,11 @@ class _Looks:
         self, now: datetime, simulation: Simulation
     ) -> tuple[list[str], datetime | None]:
         """What is overdue at ``now`` (by kind), and when the next known work is due."""
-        reasons = ["clinic"] if simulation.behind(now) else []
-        if await self.kafka_lag():
-            reasons.append("kafka")
-        overdue, due_next = await self.tables(now)
+        if simulation.behind(now):
+            return ["clinic"], None  # held anyway: the topics and tables are looked at next
+        # Kafka and the tables at once: a look is as long as the slower of the two.
+        lag, (overdue, due_next) = await asyncio.gather(self.kafka_lag(), self.tables(now))
+        reasons = ["kafka"] if lag else []
         timer = bisect.bisect_right(self.timers, now)
         moments = [
             m
@@ -215,8 +219,22 @@ class _Looks:
         """Messages on the run's topics that a service's group has not committed past. A
         partition a group has never committed counts from its start (the run's topics are
         new): a first message there is lag too."""
-        if time.monotonic() - self.groups_listed > 5 or not self.groups:
+        # The broker's every group is listed (hundreds on a shared broker, a costly answer):
+        # every 5 s until the run's groups stayed the same three times, then every minute.
+        every = 60.0 if self.groups_stable >= 3 else 5.0
+        if time.monotonic() - self.groups_listed > every or not self.groups:
+            groups = list(self.groups)
             await self._list_groups()
+            self.groups_stable = self.groups_stable + 1 if self.groups == groups else 0
+            if self.groups != groups:
+                self.caught_up = None
+        if self.caught_up is not None:
+            # Committed offsets never go back: while no partition's end has moved since
+            # every group had committed up to it, there is still no lag, and one request
+            # for the ends saves one per group for what they committed.
+            if await self.ends.end_offsets(list(self.caught_up)) == self.caught_up:
+                return 0
+            self.caught_up = None
         offsets = await asyncio.gather(
             *(
                 self.admin.list_consumer_group_offsets(g, group_coordinator_id=self.coordinator)
@@ -234,17 +252,23 @@ class _Looks:
         if not wanted:
             return 0
         ends = await self.ends.end_offsets(list({tp for tp, _ in wanted}))
-        return sum(max(0, ends.get(tp, 0) - offset) for tp, offset in wanted)
+        lag = int(sum(max(0, ends.get(tp, 0) - offset) for tp, offset in wanted))
+        self.caught_up = dict(ends) if lag == 0 else None
+        return lag
 
     async def _list_groups(self) -> None:
         listed = await self.admin.list_consumer_groups()
         self.groups = sorted(str(g[0]) for g in listed if str(g[0]).startswith(self.prefix))
         if self.groups and self.coordinator is None:
             self.coordinator = await self.admin.find_coordinator(self.groups[0])
-        topics = [t for t in await self.admin.list_topics() if t.startswith(self.prefix)]
-        for described in await self.admin.describe_topics(topics):
-            numbers = [int(p["partition"]) for p in described.get("partitions", ())]
-            self.partitions[str(described["topic"])] = sorted(numbers)
+        # The run's topics are the catalogue's under its prefix, laid out before the services
+        # started: described once, not the broker's every topic on each listing.
+        topics = [self.prefix + spec.name for spec in CATALOGUE]
+        if not self.partitions:
+            for described in await self.admin.describe_topics(topics):
+                numbers = [int(p["partition"]) for p in described.get("partitions", ())]
+                if numbers:
+                    self.partitions[str(described["topic"])] = sorted(numbers)
         for group in self.groups:
             # The scheduler's and notifier's groups are named after their one topic; the
             # tracker's reads the clinic's four input topics.

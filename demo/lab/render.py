@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import statistics
 from collections import defaultdict
 from dataclasses import replace
@@ -71,12 +72,15 @@ def rows(result: LabResult) -> list[tuple[str, list[str]]]:
         line("transfers reported (not chased)", lambda o: o.transfers),
     ]
     out += [
+        line("run: real seconds", lambda o: o.real_seconds),
+        line("run: CPU seconds (lab and services)", lambda o: o.cpu_seconds or None),
         line("load: clock held back (real s)", lambda o: o.pacer.get("held_real_seconds")),
         line("load: call tasks past their window", lambda o: o.calls_window_passed),
         line("load: cases cleared by late input", lambda o: o.cases_cleared),
         line(
             "load: longest trigger-to-case (virtual min)", lambda o: o.pipeline_hop_virtual_minutes
         ),
+        line("load: latest timer detection (virtual min)", lambda o: o.timer_late_virtual_minutes),
     ]
     for check in SAFETY:
         out.append(
@@ -239,12 +243,15 @@ def write(result: LabResult, directory: Path) -> dict[str, Path]:
             "seeds": list(c.seeds),
             "speed": c.speed,
             "leash_minutes": c.leash.total_seconds() / 60,
+            "parallel": c.parallel,
             "policies": {name: str(path) for name, path in c.policies},
             "patient_model": str(c.model_file),
         },
         "runs": [o.as_json() for o in result.outcomes],
         "clinic_actions_failed": result.failed_actions,
         "real_seconds": result.real_seconds,
+        # What else the machine did meanwhile: 1, 5 and 15 minutes, when the report was written.
+        "load_average": [round(v, 1) for v in os.getloadavg()],
     }
     (directory / "lab.json").write_text(json.dumps(body, indent=2, default=str) + "\n")
     (directory / "lab.md").write_text(markdown(result) + "\n")
@@ -266,6 +273,7 @@ def load(path: Path) -> LabResult:
         weeks=c["weeks"],
         seeds=tuple(c["seeds"]),
         speed=c["speed"],
+        parallel=c.get("parallel", 1),
         model_file=Path(c["patient_model"]),
         output=path.parent,
     )

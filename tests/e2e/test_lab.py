@@ -14,7 +14,8 @@ import pytest
 from demo.lab import render
 from demo.lab.lab import LabConfig, LabResult, run_lab
 
-# About 5 minutes on a busy 2-core machine; the paced clock makes a busier one slower, not wrong.
+# The two runs go side by side (LabConfig.parallel): 112 s at a load average of 3-8, 9 minutes
+# near 30 (six lab runs of 1,000 patients beside it); a busier machine is slower, not wrong.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 

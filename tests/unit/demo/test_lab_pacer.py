@@ -94,3 +94,21 @@ def test_only_the_notifiers_sends_let_a_held_clock_creep(tmp_path: Path) -> None
     assert crept is not None and crept - START >= pacer.creep  # a rate limit waits on it
     assert held is not None and held - crept < timedelta(seconds=1)  # the clinic: held
     assert pacer.stats.crept_looks == 1
+
+
+def test_the_clock_stands_at_the_opening_while_the_services_start(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from demo.lab.lab import SERVICE_ENV, LabHooks
+
+    opening = START + timedelta(hours=5)
+    # The runner anchors the clock a little in the future, at a great speed: unheld, it
+    # would be days past the opening by the time slow services are ready.
+    clock = SharedClock.create(tmp_path / "clock", datetime.now(UTC), START, 1e6)
+    hooks = LabHooks(
+        cast(Pacer, None), cast(Any, None), cast(Any, None), opening, dict(SERVICE_ENV)
+    )
+    env = asyncio.run(hooks.prepared(SimpleNamespace(sms=SimpleNamespace(clock=clock)), {}))
+    assert env == SERVICE_ENV
+    assert clock.lease == opening
+    assert clock.now() <= opening
