@@ -20,22 +20,19 @@ from typing import Any
 
 import pytest
 
-from schemas.base import Channel
-from schemas.events import ChannelConsent, MessengerIds, PatientStatusEvent
+from schemas.events import ChannelConsent, MessengerIds
 from schemas.topics import TopicNames
-from services.scheduler.app import Scheduler
 from services.scheduler.cases import case_id_for
 from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
 from standins.telegram import TelegramStandIn
 from standins.viber import ViberStandIn
 from standins.whatsapp import WhatsAppStandIn
 from tests.integration.notifier.conftest import messaging_world
-from tests.integration.notifier.world import World
+from tests.support.both import CASE_TOKEN, Both
 from tests.support.polling import eventually
 from tests.support.scheduler import case_from_api, case_if_open, no_show_trigger, scheduler_beside
 
 pytestmark = pytest.mark.integration
-CASE_TOKEN = "case-api-token"
 FALLBACK = "  fallback: [call_task, sms, email]\n"
 LATE_FIRST_STEP = "  late_cancellation:\n    steps:\n      - {delay: PT2H, channel: sms}\n"
 
@@ -51,47 +48,12 @@ def chat_policy() -> CadencePolicy:
 
 
 @dataclass
-class Chain:
-    world: World
-    scheduler: Scheduler
+class Chain(Both):
+    """Both services, with the three messengers' stand-ins the notifier writes to."""
+
     whatsapp: WhatsAppStandIn
     telegram: TelegramStandIn
     viber: ViberStandIn
-
-    async def prefer(self, patient: str, channel: Channel) -> None:
-        """The patient's preferred channel, as the tracker sends it on followup.patients."""
-        now = self.world.clock.now()
-        status = PatientStatusEvent(
-            event_id=f"status:{patient}",
-            occurred_at=now,
-            source="tracker",
-            patient_id=patient,
-            status="active",
-            effective_at=now,
-            preferred_channel=channel,
-        )
-        await self.world.publisher.publish(self.world.topics.patients, status)
-        pool = self.scheduler.pool
-        assert pool is not None
-
-        async def stored() -> bool:
-            found = await pool.fetchval(
-                "SELECT preferred_channel FROM patient_status WHERE patient_id = $1", patient
-            )
-            return bool(found == channel)
-
-        await eventually(stored, timeout=30)
-
-    async def attempt(self, case_id: str, number: int, outcome: str) -> dict[str, Any]:
-        """Attempt ``number`` as the scheduler's case API shows it, once it records ``outcome``."""
-
-        async def found() -> dict[str, Any] | None:
-            case = await case_if_open(self.scheduler, case_id, CASE_TOKEN)
-            mine = [a for a in (case or {}).get("attempts", []) if a["attempt_number"] == number]
-            return mine[0] if mine and mine[0]["outcome"] == outcome else None
-
-        attempt: dict[str, Any] = await eventually(found, timeout=60)
-        return attempt
 
     async def fired(self, case_id: str, number: int) -> dict[str, Any]:
         """Attempt ``number`` once it went out, the clock moved on to its planned moment."""
@@ -164,7 +126,7 @@ async def test_a_preferred_whatsapp_opens_the_cadence_with_a_template_and_its_re
 
     # The scheduler's first step, on the patient's messenger, reaches the platform: the
     # patient has not written in 24 hours, so it is the approved template in Lithuanian.
-    first = await chain.attempt(case_id, 1, "sent")
+    first = await chain.recorded(case_id, 1, "sent")
     assert first["channel"] == "whatsapp"
     [message] = await eventually(
         lambda: [m for m in wa.messages if m["to"] == "37060000801"] or None, timeout=60
@@ -176,9 +138,9 @@ async def test_a_preferred_whatsapp_opens_the_cadence_with_a_template_and_its_re
     )
     # The platform's signed receipts move the scheduler's attempt: delivered, then read.
     assert await wa.deliver(message) == "delivered"
-    await chain.attempt(case_id, 1, "delivered")
+    await chain.recorded(case_id, 1, "delivered")
     assert await wa.send_status(message, "read") == 200
-    await chain.attempt(case_id, 1, "read")
+    await chain.recorded(case_id, 1, "read")
     case = await case_from_api(chain.scheduler, case_id, CASE_TOKEN)
     assert case["state"] == "contacting"
 
@@ -198,7 +160,7 @@ async def test_a_stop_on_telegram_takes_the_messenger_out_of_the_cadence(chain: 
     await world.publisher.publish(world.topics.triggers, trigger)
     case_id = case_id_for(trigger.event_id)
     await chain.fired(case_id, 1)
-    first = await chain.attempt(case_id, 1, "sent")
+    first = await chain.recorded(case_id, 1, "sent")
     assert first["channel"] == "telegram"
     [message] = await eventually(
         lambda: [m for m in tg.sent if m["chat"]["id"] == chat_id] or None, timeout=60
@@ -268,13 +230,13 @@ async def test_a_cadence_step_on_viber_goes_out_and_its_seen_receipt_reads(chain
 
     # The reason's first step names Viber: no preference needed, the consent is enough.
     await chain.fired(case_id, 1)
-    first = await chain.attempt(case_id, 1, "sent")
+    first = await chain.recorded(case_id, 1, "sent")
     assert first["channel"] == "viber"
     [message] = await eventually(
         lambda: [m for m in viber.sent if m["receiver"] == user] or None, timeout=60
     )
     assert message["sender"] == {"name": "Sample Clinic"} and message["type"] == "text"
     assert await viber.receipt(message, "delivered") == 200
-    await chain.attempt(case_id, 1, "delivered")
+    await chain.recorded(case_id, 1, "delivered")
     assert await viber.receipt(message, "seen") == 200
-    await chain.attempt(case_id, 1, "read")
+    await chain.recorded(case_id, 1, "read")
