@@ -95,6 +95,16 @@ def _country(value: str | None) -> str | None:
     return value
 
 
+def _sms_sender(value: str | None) -> str | None:
+    # What carriers take as a sender: an E.164 number, or an alphanumeric id of 1-11
+    # letters, digits and spaces with at least one letter (an all-digit id reads as a number).
+    if value is None or re.fullmatch(r"\+[1-9][0-9]{6,14}", value):
+        return value
+    if re.fullmatch(r"[A-Za-z0-9 ]{1,11}", value) and re.search(r"[A-Za-z]", value):
+        return value
+    raise ValueError("expected an E.164 number (+35929000000) or an alphanumeric sender id")
+
+
 class _Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -187,6 +197,9 @@ class SiteProfile(_Profile):
         LanguageCode, Annotated[str, StringConstraints(min_length=1, max_length=500)]
     ] = Field(default_factory=dict)
     phone: Annotated[str, StringConstraints(min_length=3, max_length=40)] | None = None
+    # The number (or alphanumeric sender id) this clinic's texts come from, registered with
+    # the SMS provider for its country; none: the deployment's FOLLOWUP_SMS_*_FROM.
+    sms_from: Annotated[str | None, AfterValidator(_sms_sender)] = None
     rebook_url: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
     departments: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
         default_factory=list

@@ -78,6 +78,7 @@ class Clinic:
     closures: tuple[date, ...] = ()  # its own closed days, beside the public holidays
     business_hours: dict[str, str | None] | None = None
     call_slots: dict[str, str] | None = None
+    sms_from: str | None = None  # its own SMS sender; None: the deployment's
     quiet_hours: str | None = None
 
     @property
@@ -138,6 +139,7 @@ CHAIN: tuple[Clinic, ...] = (
             "lt": "Sofijos šeimos klinika",
         },
         phone="+35929000000",
+        sms_from="+35924100000",  # texts from a Bulgarian number, registered for Bulgaria
         feeds=FeedNames("SOF", "SOF", "sofia-1", "sofia-family"),
         sinks=("kafka", "email"),
         desk_email="registratura@sofia.example",
@@ -190,6 +192,8 @@ def profile(clinic: Clinic, webhook_url: str | None) -> dict[str, Any]:
         "call_task_sinks": sinks,
         "api_token_env": clinic.token_env,
     }
+    if clinic.sms_from is not None:
+        body["sms_from"] = clinic.sms_from
     if clinic.closures:
         body["closures"] = [d.isoformat() for d in clinic.closures]
     if clinic.business_hours is not None:
@@ -536,7 +540,8 @@ def _names_clinic(text: str, clinic: Clinic) -> bool:
 
 def voice_problems(observed: Observed, scenario: Scenario) -> tuple[int, list[str]]:
     """Every text and mail a patient got speaks as the patient's clinic: another clinic's
-    name or phone is never in it, and a follow-up names the patient's own clinic."""
+    name or phone is never in it, a follow-up names the patient's own clinic, and a text
+    comes from the clinic's own SMS sender where it has one (never another clinic's)."""
     by_id = {p.patient_id: p for p in scenario.patients}
     commands = report.commands_by_key(observed)
     phones, emails = report.phone_owner(scenario), report.email_owner(scenario)
@@ -548,6 +553,8 @@ def voice_problems(observed: Observed, scenario: Scenario) -> tuple[int, list[st
         if (pid := report.mail_patient(m, emails)) is not None:
             key = m.headers.get("X-Followup-Key")
             items.append(("email", key, pid, m.subject + "\n" + m.text))
+    senders = {s.key: s.from_ for s in observed.sms if s.key}
+    own_senders = {c.sms_from: c.site for c in CHAIN if c.sms_from}
     for channel, key, owner, text in items:
         command = commands.get(key or "")
         pid = command.patient_id if command is not None else owner
@@ -556,6 +563,13 @@ def voice_problems(observed: Observed, scenario: Scenario) -> tuple[int, list[st
             continue
         checked += 1
         clinic = BY_SITE[patient.site]
+        sender = senders.get(key or "") if channel == "sms" else None
+        if sender is not None and own_senders.get(sender, clinic.site) != clinic.site:
+            problems.append(
+                f"sms {key} to {patient.patient_id} from {own_senders[sender]}'s number"
+            )
+        if sender is not None and clinic.sms_from and sender != clinic.sms_from:
+            problems.append(f"sms {key} to {patient.patient_id} not from {clinic.site}'s number")
         others = [c.site for c in CHAIN if c is not clinic and _names_clinic(text, c)]
         if others:
             problems.append(

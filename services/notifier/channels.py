@@ -221,6 +221,8 @@ class ClinicVoice:
     link_for: Callable[[NotificationCommand], str | None] | None = None
     # The clinics of a chain (common/sites.py): a command naming a site speaks as it.
     sites: SiteRegistry | None = None
+    # The SMS sender of a chain's clinic (its profile's sms_from); None: the provider's own.
+    sms_from: str | None = None
 
     def education_for(self, command: NotificationCommand, language: str) -> StageEducation | None:
         """The stage explained in ``language`` (or its base language): the plan's own, else
@@ -248,6 +250,7 @@ class ClinicVoice:
             education=self.education,  # by department, whichever clinic of the chain
             sites=self.sites,
             link_for=self.link_for,
+            sms_from=profile.sms_from or self.sms_from,
         )
 
     def name_for(self, language: str) -> str:

@@ -51,6 +51,7 @@ class SmsMessage:
     to: str
     body: str
     status_callback: str | None = None
+    sender: str | None = None  # a chain's clinic's own number; None: the provider's
 
 
 class SmsProvider(Protocol):
@@ -102,7 +103,7 @@ class TwilioProvider:
     async def send(self, message: SmsMessage) -> SendReceipt:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
-        form = {"To": message.to, "From": self._from, "Body": message.body}
+        form = {"To": message.to, "From": message.sender or self._from, "Body": message.body}
         if message.status_callback:
             form["StatusCallback"] = message.status_callback
         await self._limit.wait()
@@ -249,7 +250,10 @@ class SmsChannel:
             body = self._parts.book.render("sms", contact.language, context)
         key = quote(command.idempotency_key, safe="")
         return SmsMessage(
-            contact.phone, body, f"{self._parts.public_base_url}/sms/status?key={key}"
+            contact.phone,
+            body,
+            f"{self._parts.public_base_url}/sms/status?key={key}",
+            sender=self._parts.voice.for_site(command.site).sms_from,
         )
 
     async def send(self, job: Job) -> Sent:

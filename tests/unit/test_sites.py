@@ -165,3 +165,13 @@ def test_quiet_hours_read_as_local_times() -> None:
     assert sites.profiles["vilnius"].quiet_times() is None
     with pytest.raises(SiteError, match=r"sites.yaml:8: sites.sofia.quiet_hours.hours: hours are"):
         Sites.from_text(TWO + '    quiet_hours: {hours: "25:00-08:00"}\n', "sites.yaml")
+
+
+def test_a_sites_sms_sender_is_a_number_or_an_alphanumeric_id() -> None:
+    number = Sites.from_text(TWO + '    sms_from: "+35929000000"\n')
+    assert number.profiles["sofia"].sms_from == "+35929000000"
+    assert number.profiles["vilnius"].sms_from is None  # the deployment's own
+    assert Sites.from_text(TWO + "    sms_from: KlinikaSOF\n").profiles["sofia"].sms_from
+    for wrong in ('"029000000"', "Sofia-Dental-Clinic"):  # no country code; past 11
+        with pytest.raises(SiteError, match="sms_from"):
+            Sites.from_text(TWO + f"    sms_from: {wrong}\n", "sites.yaml")

@@ -44,6 +44,7 @@ sites:
     names: {{bg: "Дентална клиника София", en: "Sofia Dental Clinic"}}
     signatures: {{en: "Your Sofia Dental Clinic team"}}
     phone: "+35920000000"
+    sms_from: "+35929000000"
     call_task_sinks:
       - {{kind: webhook, url: "{sofia_url}", secret_env: {sofia_secret_env}}}
     api_token_env: TEST_SOFIA_DESK_TOKEN
@@ -128,6 +129,24 @@ async def test_a_message_speaks_as_its_sites_clinic(
     text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "Sofia Dental Clinic" in text and "Your Sofia Dental Clinic team" in text
     assert "Sample Clinic" not in text  # the deployment's own name is not Sofia's
+
+
+async def test_a_sites_texts_come_from_its_own_sender(
+    chain: tuple[World, CallTaskReceiver],
+) -> None:
+    world, _ = chain
+    await world.contact("p-sof-sms", phone="+359881000001", language="bg")
+    await world.contact("p-vln-sms", phone="+37060000091", language="lt")
+    await world.send(world.command("c-sof-sms", "p-sof-sms", "sms", site="sofia"))
+    await world.send(world.command("c-vln-sms", "p-vln-sms", "sms", site="vilnius"))
+    [sofia] = await eventually(
+        lambda: [m for m in world.primary.messages if m.to == "+359881000001"] or None
+    )
+    [vilnius] = await eventually(
+        lambda: [m for m in world.primary.messages if m.to == "+37060000091"] or None
+    )
+    assert sofia.from_ == "+35929000000"  # Sofia's number, registered in Bulgaria
+    assert vilnius.from_ != "+35929000000" and vilnius.from_  # the deployment's own
 
 
 async def test_call_tasks_reach_their_sites_own_tool_or_the_deployments(

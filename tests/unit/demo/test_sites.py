@@ -297,7 +297,9 @@ def test_a_text_naming_another_clinic_fails() -> None:
     start = datetime(2026, 3, 4, 10, 0, tzinfo=SOFIA)
     n = command(sofia, 1, start, channel="sms", template="no_show_sms")
     own = sites.BY_SITE["sofia"].names[sofia.language]
-    fine = SmsRecord("SM1", sofia.phone, "+1", f"{own}. STOP", start, 1, key=n.idempotency_key)
+    sender = sites.BY_SITE["sofia"].sms_from
+    assert sender is not None
+    fine = SmsRecord("SM1", sofia.phone, sender, f"{own}. STOP", start, 1, key=n.idempotency_key)
     checked, problems = sites.voice_problems(Observed(notifications=[n], sms=[fine]), SCENARIO)
     assert checked == 1 and problems == []
     wrong = SmsRecord(
@@ -306,6 +308,14 @@ def test_a_text_naming_another_clinic_fails() -> None:
     _, problems = sites.voice_problems(Observed(notifications=[n], sms=[wrong]), SCENARIO)
     assert any("names kaunas" in p for p in problems)
     assert any("names not sofia" in p for p in problems)
+    assert any("not from sofia's number" in p for p in problems)
+    # A Kaunas patient's text from Sofia's number is another clinic speaking.
+    kaunas = next(p for p in at("kaunas") if not p.shares_phone)
+    k = command(kaunas, 1, start, channel="sms", template="no_show_sms")
+    name = sites.BY_SITE["kaunas"].names[kaunas.language]
+    borrowed = SmsRecord("SM3", kaunas.phone, sender, name, start, 1, key=k.idempotency_key)
+    _, problems = sites.voice_problems(Observed(notifications=[k], sms=[borrowed]), SCENARIO)
+    assert problems == [f"sms {k.idempotency_key} to {kaunas.patient_id} from sofia's number"]
 
 
 def test_a_site_token_that_sees_another_sites_case_fails() -> None:
