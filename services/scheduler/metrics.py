@@ -139,6 +139,10 @@ def start_at_zero(departments: Iterable[str], sites: Iterable[str] = ("none",)) 
             CASES_CLOSED.labels(resolution, site)
         for department in departments:
             DEPARTMENT_CLOSED.labels(department, resolution)
+    # The per-site counters too: a clinic with no deadline missed shows 0, not "no data".
+    for site in sites:
+        DEADLINE_MISSES.labels(site)
+        ESCALATIONS_SENT.labels(site)
     # Feedback likewise: a department's first question or rating is counted, not lost.
     for department in departments:
         FEEDBACK_POINTS.labels(department)
