@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import math
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, KeysView, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any, NoReturn
@@ -137,8 +137,8 @@ class _OneAppointment:
     def __iter__(self) -> Iterator[str]:
         return iter(() if self._id is None else (self._id,))
 
-    def keys(self) -> list[str]:
-        return [] if self._id is None else [self._id]
+    def keys(self) -> KeysView[str]:
+        return dict.fromkeys(self).keys()  # a set-like view, as a dict's (built when asked)
 
     def values(self) -> list[TrackedAppointment]:
         return [] if self._appointment is None else [self._appointment]

@@ -12,6 +12,7 @@ def test_every_issue_suite_is_registered() -> None:
         "codec",
         "tracker",
         "tracker-ops",
+        "tracker-restore",
         "scheduler",
         "notifier",
         "e2e",
