@@ -88,10 +88,12 @@ async def test_503_is_retried_and_400_becomes_failed(world: World) -> None:
     assert sent.outcome == "sent"
     assert len([m for m in world.primary.messages if m.to == "+37060000013"]) == 1
 
-    world.primary.fail_next(400, code=21606)  # our sender: the case falls back, code kept
+    # Our sender: the text reached nobody, so the attempt is refused (the step goes at once
+    # on another channel), the code kept for the operators.
+    world.primary.fail_next(400, code=21606)
     await world.send(world.command("c-400", "p-retry", "sms"))
-    failed = await eventually(lambda: world.outcome("c-400:1:failed"))
-    assert failed.detail == "provider_21606"
+    refused = await eventually(lambda: world.outcome("c-400:1:channel_impossible"))
+    assert refused.detail == "provider_21606"
 
 
 async def test_the_providers_unsubscribed_error_is_the_patients_opt_out(world: World) -> None:
