@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 from aiokafka.errors import KafkaError
 
+from common.clock import ScaledClock
 from common.config import ConfigError, KafkaSecurity, load
 from common.db import create_pool, migrate
 from common.kafka import KafkaPublisher, ensure_topics, make_consumer, make_producer
@@ -197,6 +198,17 @@ async def test_the_three_services_carry_a_trigger_to_a_call_task_over_tls_and_sa
     unique = uuid.uuid4().hex[:10]
     names = TopicNames(prefix=f"t{unique}.")
     client = broker.env("SCRAM-SHA-512")
+    # The services run on a clock that reads Monday 10:00 in Vilnius, whenever the test
+    # runs: a call task goes in business hours, and CI may run at night.
+    anchor_real = datetime.now(UTC)
+    clinic_morning = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    clock = ScaledClock(anchor_real, clinic_morning, 1.0)
+    clock_env = {
+        "FOLLOWUP_CLOCK": "scaled",
+        "FOLLOWUP_CLOCK_ANCHOR_REAL": anchor_real.isoformat(),
+        "FOLLOWUP_CLOCK_ANCHOR_VIRTUAL": clinic_morning.isoformat(),
+        "FOLLOWUP_CLOCK_SPEED": "1.0",
+    }
     await ensure_topics(broker.plaintext, names)
     for variable, value in client.items():  # this process's own clients (the test's)
         monkeypatch.setenv(variable, value)
@@ -208,6 +220,7 @@ async def test_the_three_services_carry_a_trigger_to_a_call_task_over_tls_and_sa
             port = free_port()
             env = {
                 **client,
+                **clock_env,
                 "FOLLOWUP_DATABASE_URL": postgres.url(),
                 "FOLLOWUP_TOPIC_PREFIX": names.prefix,
                 "FOLLOWUP_DB_SCHEMA": f"t_{unique}_{service}",
@@ -228,7 +241,7 @@ async def test_the_three_services_carry_a_trigger_to_a_call_task_over_tls_and_sa
             await process.wait_ready(timeout=120)
             with urllib.request.urlopen(f"{process.url}/readyz", timeout=5) as response:
                 assert json.load(response)["checks"]["kafka"] is True
-        now = datetime.now(UTC)
+        now = clock.now()
         await publisher.publish(
             names.contacts,
             ContactEvent(
