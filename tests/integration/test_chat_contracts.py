@@ -27,7 +27,7 @@ from services.scheduler.policy import DEFAULT_POLICY_PATH, CadencePolicy
 from standins.telegram import TelegramStandIn
 from standins.viber import ViberStandIn
 from standins.whatsapp import WhatsAppStandIn
-from tests.integration.notifier.conftest import messaging_world
+from tests.integration.notifier.conftest import chatting_world
 from tests.support.both import CASE_TOKEN, Both
 from tests.support.polling import eventually
 from tests.support.scheduler import case_from_api, case_if_open, no_show_trigger, scheduler_beside
@@ -78,37 +78,13 @@ class Chain(Both):
 
 @pytest.fixture(scope="module")
 async def chain() -> AsyncIterator[Chain]:
-    whatsapp = WhatsAppStandIn(approved_templates={("care_follow_up", "lt")})
-    telegram = TelegramStandIn()
-    viber = ViberStandIn()
-    for standin in (whatsapp, telegram, viber):
-        await standin.start()
-    try:
-        async with messaging_world(
-            whatsapp_url=f"{whatsapp.base_url}/v21.0",
-            whatsapp_phone_number_id=whatsapp.phone_number_id,
-            whatsapp_access_token=whatsapp.access_token,
-            whatsapp_app_secret=whatsapp.app_secret,
-            whatsapp_verify_token="wa-verify",
-            telegram_url=telegram.base_url,
-            telegram_bot_token=telegram.bot_token,
-            telegram_webhook_secret=telegram.secret_token,
-            viber_url=viber.base_url,
-            viber_auth_token=viber.auth_token,
-            viber_sender_name="Sample Clinic",
-        ) as world:
-            whatsapp.now = world.clock.now
-            whatsapp.webhook_url = f"{world.base_url}/whatsapp/webhook"
-            telegram.webhook_url = f"{world.base_url}/telegram/webhook"
-            viber.webhook_url = f"{world.base_url}/viber/webhook"
-            topics = TopicNames(prefix=world.app.topics.prefix)
-            async with scheduler_beside(
-                topics, world.clock, api_token=CASE_TOKEN, policy=chat_policy()
-            ) as scheduler:
-                yield Chain(world, scheduler, whatsapp, telegram, viber)
-    finally:
-        for standin in (whatsapp, telegram, viber):
-            await standin.stop()
+    async with chatting_world({("care_follow_up", "lt")}, templates={}) as chats:
+        world = chats.world
+        topics = TopicNames(prefix=world.app.topics.prefix)
+        async with scheduler_beside(
+            topics, world.clock, api_token=CASE_TOKEN, policy=chat_policy()
+        ) as scheduler:
+            yield Chain(world, scheduler, chats.whatsapp, chats.telegram, chats.viber)
 
 
 async def test_a_preferred_whatsapp_opens_the_cadence_with_a_template_and_its_receipts_count(

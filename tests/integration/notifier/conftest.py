@@ -147,11 +147,16 @@ class Chats:
 
 @asynccontextmanager
 async def chatting_world(
-    approved_templates: Iterable[tuple[str, str]], **extra: object
+    approved_templates: Iterable[tuple[str, str]],
+    templates: dict[str, str] | None = None,
+    **extra: object,
 ) -> AsyncIterator[Chats]:
     """``messaging_world`` with the three messengers; ``approved_templates``: the (name,
-    language) WhatsApp templates Meta approved (``no_show`` is written as ``missed_visit``);
+    language) WhatsApp templates Meta approved; ``templates``: which template each reason
+    is written as (default: ``no_show`` as ``missed_visit``; ``{}``: the notifier's own);
     ``extra``: more notifier settings."""
+    if templates is None:
+        templates = {"no_show": "missed_visit"}
     whatsapp = WhatsAppStandIn(approved_templates=set(approved_templates))
     telegram = TelegramStandIn()
     viber = ViberStandIn()
@@ -164,7 +169,7 @@ async def chatting_world(
             whatsapp_access_token=whatsapp.access_token,
             whatsapp_app_secret=whatsapp.app_secret,
             whatsapp_verify_token=VERIFY_TOKEN,
-            whatsapp_templates={"no_show": "missed_visit"},
+            **({"whatsapp_templates": templates} if templates else {}),
             telegram_url=telegram.base_url,
             telegram_bot_token=telegram.bot_token,
             telegram_webhook_secret=telegram.secret_token,
