@@ -31,6 +31,24 @@ SOFIA_SECRET = "sofia-webhook-secret"
 SOFIA_DESK = "sofia-desk-token-not-secret"
 
 
+VILNIUS_DESK = "vilnius-desk-token-not-secret"
+
+
+async def desk_reports(world: World, token: str, task_id: str, report_id: str) -> int:
+    """A site's front desk reports "no answer" for a call task with its own token: the
+    HTTP status the notifier answers."""
+    body = {"outcome": "no_answer", "reported_by": "desk-1", "report_id": report_id}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{world.base_url}/calltasks/{task_id}/result",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as answer,
+    ):
+        return answer.status
+
+
 def sites_file(sofia_url: str, sofia_secret_env: str, vilnius_token_env: str = "") -> str:
     vilnius_token = f"\n    api_token_env: {vilnius_token_env}" if vilnius_token_env else ""
     return f"""\
@@ -198,22 +216,9 @@ async def test_a_sites_desk_token_reports_its_own_call_tasks_only(
     await world.send(world.command("c-vln3", "p-vln3", "call_task", site="vilnius"))
     await eventually(lambda: world.outcome("c-sof3:1:task_created"))
     await eventually(lambda: world.outcome("c-vln3:1:task_created"))
-    report = {"outcome": "no_answer", "reported_by": "desk-sofia-1"}
-    sofia = {"Authorization": f"Bearer {SOFIA_DESK}"}
-    async with aiohttp.ClientSession() as http:
-        # Vilnius's call task is none of the Sofia desk's business: as if absent.
-        async with http.post(
-            f"{world.base_url}/calltasks/c-vln3:1/result",
-            json={**report, "report_id": "r-vln3"},
-            headers=sofia,
-        ) as answer:
-            assert answer.status == 404
-        async with http.post(
-            f"{world.base_url}/calltasks/c-sof3:1/result",
-            json={**report, "report_id": "r-sof3"},
-            headers=sofia,
-        ) as answer:
-            assert answer.status == 202
+    # Vilnius's call task is none of the Sofia desk's business: as if absent.
+    assert await desk_reports(world, SOFIA_DESK, "c-vln3:1", "r-vln3") == 404
+    assert await desk_reports(world, SOFIA_DESK, "c-sof3:1", "r-sof3") == 202
     assert (await eventually(lambda: world.outcome("r-sof3"))).case_id == "c-sof3"
     assert world.outcome("r-vln3") is None
 
@@ -251,8 +256,7 @@ async def test_a_changed_sites_file_moves_a_sites_sinks_and_tokens_without_a_res
     await moved.start()
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("TEST_SOFIA_NEW_SECRET", "sofia-new-secret")
-    monkeypatch.setenv("TEST_VILNIUS_DESK_TOKEN", "vilnius-desk-token-not-secret")
-    vilnius = {"Authorization": "Bearer vilnius-desk-token-not-secret"}
+    monkeypatch.setenv("TEST_VILNIUS_DESK_TOKEN", VILNIUS_DESK)
     try:
         path.write_text(sites_file(moved.url, "TEST_SOFIA_NEW_SECRET", "TEST_VILNIUS_DESK_TOKEN"))
         await eventually(lambda: registry.current().profiles["vilnius"].api_token_env)
@@ -267,20 +271,8 @@ async def test_a_changed_sites_file_moves_a_sites_sinks_and_tokens_without_a_res
         assert hook["task"]["site"] == "sofia"
         assert sofia_tool.tasks("c-mv:1") == []
         # Vilnius's desk has a token now: it reports its own task, not Sofia's.
-        report = {"outcome": "no_answer", "reported_by": "desk-vilnius-1"}
-        async with aiohttp.ClientSession() as http:
-            async with http.post(
-                f"{world.base_url}/calltasks/c-mv:1/result",
-                json={**report, "report_id": "r-mv"},
-                headers=vilnius,
-            ) as answer:
-                assert answer.status == 404
-            async with http.post(
-                f"{world.base_url}/calltasks/c-mv-vln:1/result",
-                json={**report, "report_id": "r-mv-vln"},
-                headers=vilnius,
-            ) as answer:
-                assert answer.status == 202
+        assert await desk_reports(world, VILNIUS_DESK, "c-mv:1", "r-mv") == 404
+        assert await desk_reports(world, VILNIUS_DESK, "c-mv-vln:1", "r-mv-vln") == 202
 
         # A version whose sink cannot be built (its secret is not set) is refused whole:
         # Sofia's tasks stay at the tool in force, and Vilnius's token stays valid.
